@@ -1,0 +1,52 @@
+"""An in-memory agent client for unit tests: scripted reports and init answers, every call kept."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from autorecovery.agents import InitResult, Target
+from models.domain import Report
+from models.errors import AgentUnavailable, StaleFence
+from models.report import unreachable_report
+
+
+@dataclass
+class FakeAgentClient:
+    """Answers from dictionaries; a host with no report is silent."""
+
+    reports: dict[str, Report] = field(default_factory=dict)
+    init_results: dict[str, InitResult] = field(default_factory=dict)
+    unavailable: set[str] = field(default_factory=set)
+    highest_fence: dict[str, int] = field(default_factory=dict)
+    init_calls: list[tuple[str, int, str]] = field(default_factory=list)
+    pulls: int = 0
+
+    def pull_reports(self, targets: Sequence[Target], now: datetime) -> list[Report]:
+        """Answer each target from ``reports``."""
+        return [self.get_report(t, now) for t in targets]
+
+    def get_report(self, target: Target, now: datetime) -> Report:
+        """Answer one target from ``reports``."""
+        self.pulls += 1
+        report = self.reports.get(target.host_id)
+        if report is None or target.host_id in self.unavailable:
+            return unreachable_report(target.host_id, now, "ConnectTimeout")
+        return report
+
+    def init(self, target: Target, fence: int, activation_id: str) -> InitResult:
+        """Record the call; refuse a fence below the highest accepted."""
+        if target.host_id in self.unavailable:
+            raise AgentUnavailable(f"{target.host_id}: ConnectTimeout")
+        if fence < self.highest_fence.get(target.host_id, 0):
+            raise StaleFence(f"agent refused fence {fence}")
+        self.highest_fence[target.host_id] = fence
+        self.init_calls.append((target.host_id, fence, activation_id))
+        return self.init_results.get(target.host_id, InitResult(ok=True))
+
+    def connect_storage_domain(self, target: Target, sd_id: str, fence: int) -> InitResult:
+        """Connect always succeeds unless the host is unavailable."""
+        if target.host_id in self.unavailable:
+            raise AgentUnavailable(f"{target.host_id}: ConnectTimeout")
+        return InitResult(ok=True)

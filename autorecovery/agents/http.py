@@ -1,0 +1,138 @@
+"""Agent protocol v1 over HTTP with httpx: concurrent pulls with timeouts, retried init calls."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import httpx
+from tenacity import (
+    retry,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from autorecovery.agents import InitResult, Target
+from models.domain import Report
+from models.errors import AgentUnavailable, BadReport, StaleFence
+from models.report import bad_report, parse_report, unreachable_report
+
+log = logging.getLogger(__name__)
+
+def _observe(target: Target, now: datetime, status: int, body: Any) -> Report:
+    if status != 200:
+        return unreachable_report(target.host_id, now, f"agent answered HTTP {status}")
+    try:
+        return parse_report(body, target.host_id)
+    except BadReport as exc:
+        log.warning("host %s: bad report: %s", target.host_id, exc)
+        return bad_report(target.host_id, now, exc)
+
+
+class HttpAgentClient:
+    """The real agent client."""
+
+    def __init__(
+        self,
+        *,
+        report_timeout_s: float,
+        init_timeout_s: float,
+        concurrency: int,
+        retries: int,
+    ) -> None:
+        self.report_timeout_s = report_timeout_s
+        self.init_timeout_s = init_timeout_s
+        self.concurrency = concurrency
+        self.retries = retries
+        self._client = httpx.Client(timeout=httpx.Timeout(init_timeout_s, connect=report_timeout_s))
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._client.close()
+
+    def pull_reports(self, targets: Sequence[Target], now: datetime) -> list[Report]:
+        """Pull every target's report concurrently; one dead agent costs one timeout, not more."""
+        if not targets:
+            return []
+        return asyncio.run(self._pull_all(targets, now))
+
+    async def _pull_all(self, targets: Sequence[Target], now: datetime) -> list[Report]:
+        limits = httpx.Limits(max_connections=self.concurrency,
+                              max_keepalive_connections=self.concurrency)
+        gate = asyncio.Semaphore(self.concurrency)
+        async with httpx.AsyncClient(timeout=self.report_timeout_s, limits=limits) as client:
+
+            async def one(target: Target) -> Report:
+                async with gate:
+                    try:
+                        resp = await client.get(target.agent_url.rstrip("/") + "/report")
+                        body = resp.json() if resp.status_code == 200 else None
+                    except (httpx.HTTPError, ValueError) as exc:
+                        return unreachable_report(target.host_id, now, _describe(exc))
+                    return _observe(target, now, resp.status_code, body)
+
+            return list(await asyncio.gather(*(one(t) for t in targets)))
+
+    def get_report(self, target: Target, now: datetime) -> Report:
+        """Pull one report synchronously (the activation's fresh re-check)."""
+        try:
+            resp = self._client.get(
+                target.agent_url.rstrip("/") + "/report", timeout=self.report_timeout_s
+            )
+            body = resp.json() if resp.status_code == 200 else None
+        except (httpx.HTTPError, ValueError) as exc:
+            return unreachable_report(target.host_id, now, _describe(exc))
+        return _observe(target, now, resp.status_code, body)
+
+    def init(self, target: Target, fence: int, activation_id: str) -> InitResult:
+        """POST /init with the fencing token, retrying connection failures with backoff."""
+        return self._fenced_post(
+            target.agent_url.rstrip("/") + "/init",
+            {"fence": fence, "activation_id": activation_id},
+        )
+
+    def connect_storage_domain(self, target: Target, sd_id: str, fence: int) -> InitResult:
+        """POST /storage-domains/{id}/connect with the domain's fencing token."""
+        return self._fenced_post(
+            f"{target.agent_url.rstrip('/')}/storage-domains/{sd_id}/connect", {"fence": fence}
+        )
+
+    def _fenced_post(self, url: str, body: dict[str, Any]) -> InitResult:
+        @retry(
+            retry=retry_if_exception_type(httpx.TransportError),
+            stop=stop_after_attempt(self.retries + 1),
+            wait=wait_exponential_jitter(initial=0.2, max=5.0),
+            reraise=True,
+        )
+        def post() -> httpx.Response:
+            return self._client.post(url, json=body)
+
+        try:
+            resp = post()
+        except httpx.HTTPError as exc:
+            raise AgentUnavailable(f"{url}: {_describe(exc)}") from exc
+        if resp.status_code == 409:
+            raise StaleFence(f"agent refused fence {body['fence']}: {resp.text[:200]}")
+        if resp.status_code != 200:
+            raise AgentUnavailable(f"{url}: HTTP {resp.status_code}")
+        try:
+            data = resp.json()
+        except ValueError as exc:
+            raise AgentUnavailable(f"{url}: answer is not JSON") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("ok"), bool):
+            raise AgentUnavailable(f"{url}: answer has no boolean 'ok'")
+        if data["ok"]:
+            return InitResult(ok=True)
+        return InitResult(
+            ok=False, reason=str(data.get("reason") or "general"), detail=data.get("detail")
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    kind = type(exc).__name__
+    text = str(exc)
+    return f"{kind}: {text}" if text else kind

@@ -1,0 +1,93 @@
+"""The composition root: builds the pool, the Redis client, the agent client and the services.
+
+Nothing connects at import time: Celery builds a container in each worker process, the API in
+its lifespan, the CLI per command.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import redis
+
+from autorecovery.agents.http import HttpAgentClient
+from autorecovery.services import Enqueuer, utcnow
+from autorecovery.services.activation import ActivationService
+from autorecovery.services.monitoring import MonitoringService, TickConfig
+from autorecovery.settings import Settings
+from autorecovery.store import Database
+from models.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+
+def require_urls(settings: Settings) -> tuple[str, str]:
+    """Return (database_url, redis_url), or say how to set them.
+
+    Raises:
+        InvalidInput: naming the variable that is not set.
+    """
+    if not settings.database_url:
+        raise InvalidInput(
+            "AUTORECOVERY_DATABASE_URL",
+            "is not set; set it, or run `autorecovery up` for the embedded default",
+        )
+    if not settings.redis_url:
+        raise InvalidInput(
+            "AUTORECOVERY_REDIS_URL",
+            "is not set; set it, or run `autorecovery up` for the embedded default",
+        )
+    return settings.database_url, settings.redis_url
+
+
+@dataclass
+class Container:
+    """Every long-lived dependency of one process."""
+
+    settings: Settings
+    db: Database
+    redis: redis.Redis
+    agents: HttpAgentClient
+    monitoring: MonitoringService
+    activation: ActivationService
+
+    def close(self) -> None:
+        """Close the pool, the Redis client and the agent connections."""
+        self.agents.close()
+        self.redis.close()
+        self.db.close()
+
+
+def build(settings: Settings, enqueue: Enqueuer) -> Container:
+    """Build the container for one process."""
+    database_url, redis_url = require_urls(settings)
+    db = Database(database_url, max_size=settings.db_pool_max)
+    db.open()
+    client = redis.Redis.from_url(
+        redis_url, socket_timeout=5.0, socket_connect_timeout=5.0, health_check_interval=30
+    )
+    agents = HttpAgentClient(
+        report_timeout_s=settings.agent_timeout_s,
+        init_timeout_s=settings.init_timeout_s,
+        concurrency=settings.agent_concurrency,
+        retries=settings.agent_retries,
+    )
+    tick_cfg = TickConfig(
+        batch_size=settings.batch_size,
+        report_max_age_s=settings.report_max_age_s,
+        tick_interval_s=settings.tick_interval_s,
+        queued_ttl_s=settings.activation_queued_ttl_s + settings.tick_interval_s,
+        reap_running_after_s=settings.reap_running_after_s,
+    )
+    return Container(
+        settings=settings,
+        db=db,
+        redis=client,
+        agents=agents,
+        monitoring=MonitoringService(db, agents, enqueue, tick_cfg, utcnow),
+        activation=ActivationService(
+            db, client, agents, lock_ttl_s=settings.lock_ttl_s,
+            report_max_age_s=settings.report_max_age_s, clock=utcnow,
+        ),
+    )

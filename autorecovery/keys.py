@@ -1,0 +1,20 @@
+"""Every Redis key this project uses, with its prefix; TTLs are set where the key is written."""
+
+from __future__ import annotations
+
+PREFIX = "autorecovery:"
+
+
+def host_lock(host_id: str) -> str:
+    """Key of the per-host activation lock."""
+    return f"{PREFIX}lock:host:{host_id}"
+
+
+def storage_domain_lock(sd_id: str) -> str:
+    """Key of the per-storage-domain activation lock."""
+    return f"{PREFIX}lock:sd:{sd_id}"
+
+
+def last_tick() -> str:
+    """Key holding the latest finished tick's summary (JSON), for tests, /readyz and the CLI."""
+    return f"{PREFIX}tick:last"

@@ -1,0 +1,118 @@
+"""Per-object Redis locks with a random token, a TTL, owner-only release, and renewal.
+
+Built on redis-py's ``Lock`` (atomic Lua scripts for release and extend by the owner's token).
+A busy lock is a normal result (``acquire`` returns False), never an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from types import TracebackType
+
+import redis
+from redis.exceptions import LockError, LockNotOwnedError
+
+from models.errors import LockServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class ObjectLock:
+    """A lock on one key, owned by whoever acquired it with its token."""
+
+    def __init__(self, client: redis.Redis, key: str, ttl_s: float) -> None:
+        self.key = key
+        self.ttl_s = ttl_s
+        # thread_local=False: the renewal thread must see the token the owner acquired with.
+        self._lock = client.lock(key, timeout=ttl_s, blocking=False, thread_local=False)
+        self._renewer: _Renewer | None = None
+
+    @property
+    def token(self) -> str | None:
+        """The owner's random token, once acquired."""
+        raw = self._lock.local.token
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    def acquire(self) -> bool:
+        """Try once to take the lock; False when someone else holds it."""
+        try:
+            return bool(self._lock.acquire(blocking=False))
+        except redis.RedisError as exc:
+            raise LockServiceUnavailable(f"cannot take lock {self.key}: {exc}") from exc
+
+    def renew(self) -> bool:
+        """Reset the TTL if we still own the lock; False when it was lost."""
+        try:
+            self._lock.reacquire()
+            return True
+        except (LockNotOwnedError, LockError):
+            return False
+        except redis.RedisError as exc:
+            log.warning("lock %s: renewal failed: %s", self.key, exc)
+            return False
+
+    def release(self) -> None:
+        """Release the lock if we still own it; a lost lock is logged, not raised."""
+        self.stop_renewing()
+        try:
+            self._lock.release()
+        except (LockNotOwnedError, LockError):
+            log.warning("lock %s was no longer ours at release", self.key)
+        except redis.RedisError as exc:
+            log.warning("lock %s: release failed (%s); it expires in %ss", self.key, exc, self.ttl_s)
+
+    def start_renewing(self) -> None:
+        """Renew the lock every third of its TTL until released."""
+        self._renewer = _Renewer(self)
+        self._renewer.start()
+
+    def stop_renewing(self) -> None:
+        """Stop the renewal thread, if any."""
+        if self._renewer is not None:
+            self._renewer.stop()
+            self._renewer = None
+
+    @property
+    def is_lost(self) -> bool:
+        """True when a renewal found the lock no longer ours."""
+        return self._renewer is not None and self._renewer.lost.is_set()
+
+    def __enter__(self) -> ObjectLock:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+def holder_token(client: redis.Redis, key: str) -> str | None:
+    """Return the token stored in a lock key, or None when free."""
+    try:
+        raw = client.get(key)
+    except redis.RedisError as exc:
+        raise LockServiceUnavailable(f"cannot read lock {key}: {exc}") from exc
+    if raw is None:
+        return None
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+class _Renewer(threading.Thread):
+    def __init__(self, lock: ObjectLock) -> None:
+        super().__init__(name=f"renew:{lock.key}", daemon=True)
+        self._owner = lock
+        self._stopped = threading.Event()
+        self.lost = threading.Event()
+
+    def run(self) -> None:
+        interval = max(self._owner.ttl_s / 3.0, 0.05)
+        while not self._stopped.wait(interval):
+            if not self._owner.renew():
+                log.warning("lock %s lost while running; writes stay fenced", self._owner.key)
+                self.lost.set()
+                return
+
+    def stop(self) -> None:
+        self._stopped.set()

@@ -1,0 +1,211 @@
+"""Operator-facing fleet services: registration, flags, maintenance, manual activation, plan."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from autorecovery.services import Clock, Enqueuer
+from autorecovery.store import activations, audit, hosts
+from autorecovery.store.db import Database
+from autorecovery.store.rows import report_as_dict
+from models.domain import Cluster, HostStatus, Report, Trigger
+from models.errors import BrokerUnavailable, Conflict, InvalidInput, NotFound
+from models.policy import evaluate
+from models.report import parse_report
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HostSpec:
+    """What registering a host takes."""
+
+    id: str
+    cluster: str
+    agent_url: str
+
+
+class FleetService:
+    """The operations that the API and the CLI expose; each is one transaction."""
+
+    def __init__(self, db: Database, enqueue: Enqueuer, *, report_max_age_s: float,
+                 clock: Clock) -> None:
+        self.db = db
+        self.enqueue = enqueue
+        self.report_max_age_s = report_max_age_s
+        self.clock = clock
+
+    def register_cluster(self, cluster: Cluster, actor: str) -> bool:
+        """Create or update a cluster; return True when created."""
+        now = self.clock()
+        with self.db.transaction() as conn:
+            created = hosts.upsert_cluster(conn, cluster)
+            audit.add(conn, at=now, object_type="cluster", object_id=cluster.id,
+                      event="cluster_registered" if created else "cluster_updated", actor=actor,
+                      details={"required_networks": sorted(cluster.required_networks),
+                               "storage_domains": sorted(cluster.storage_domains),
+                               "min_version": cluster.min_version,
+                               "cpu_flags": sorted(cluster.cpu_flags)})
+        return created
+
+    def register_hosts(self, specs: list[HostSpec], actor: str) -> list[str]:
+        """Register hosts in one transaction: all of them or, on a bad one, none.
+
+        Raises:
+            InvalidInput: an unknown cluster, naming the host.
+            Conflict: a host id already registered.
+        """
+        now = self.clock()
+        created: list[str] = []
+        with self.db.transaction() as conn:
+            clusters = hosts.all_clusters(conn)
+            for spec in specs:
+                if spec.cluster not in clusters:
+                    raise InvalidInput("cluster", f"unknown cluster {spec.cluster!r} for host {spec.id!r}")
+                if not hosts.insert_host(conn, spec.id, spec.cluster, spec.agent_url, now):
+                    raise Conflict(f"host {spec.id!r} is already registered", {"host_id": spec.id})
+                audit.add(conn, at=now, object_type="host", object_id=spec.id,
+                          event="host_registered", actor=actor,
+                          details={"cluster": spec.cluster, "agent_url": spec.agent_url})
+                created.append(spec.id)
+        return created
+
+    def set_autorecovery(self, host_id: str, enabled: bool, actor: str) -> None:
+        """Turn a host's autorecovery on or off, audited with the actor."""
+        now = self.clock()
+        with self.db.transaction() as conn:
+            previous = hosts.set_autorecovery(conn, host_id, enabled)
+            if previous is None:
+                raise NotFound("host", host_id)
+            audit.add(conn, at=now, object_type="host", object_id=host_id,
+                      event="autorecovery_enabled" if enabled else "autorecovery_disabled",
+                      actor=actor, details={"previous": previous, "enabled": enabled})
+        log.info("host %s: autorecovery %s by %s", host_id, "on" if enabled else "off", actor)
+
+    def request_activation(self, host_id: str, actor: str) -> str:
+        """Queue a manual activation; return its id, which is also the Celery task id.
+
+        Raises:
+            NotFound: unknown host.
+            Conflict: the host is up, or another activation is queued or running.
+        """
+        now = self.clock()
+        activation_id = str(uuid.uuid4())
+        with self.db.transaction() as conn:
+            loaded = hosts.get_host(conn, host_id, for_update=True)
+            if loaded is None:
+                raise NotFound("host", host_id)
+            host = loaded[0]
+            if host.status is HostStatus.UP:
+                raise Conflict(f"host {host_id} is already up", {"status": host.status.value})
+            running = activations.in_flight(conn, host_id)
+            if running is not None:
+                raise Conflict(f"host {host_id} is held by activation {running.id}",
+                               {"holder": running.as_dict()})
+            statuses = [s.value for s in HostStatus if s is not HostStatus.UP]
+            created = activations.create_many(
+                conn, [(activation_id, host_id)], trigger=Trigger.MANUAL.value, actor=actor,
+                now=now, statuses=statuses, reason="requested by an admin")
+            if not created:
+                held = activations.in_flight(conn, host_id)
+                raise Conflict(f"host {host_id} is held by another activation",
+                               {"holder": held.as_dict() if held else None})
+        try:
+            self.enqueue(activation_id, host_id, Trigger.MANUAL.value, actor)
+        except BrokerUnavailable as exc:
+            with self.db.transaction() as conn:
+                activations.mark_enqueue_failed(conn, [(activation_id, host_id)], self.clock(),
+                                                str(exc))
+            raise
+        return activation_id
+
+    def set_maintenance(self, host_id: str, actor: str, reason: str | None) -> None:
+        """Take a host out of service by hand; monitoring never brings it back from there.
+
+        Raises:
+            Conflict: an activation is queued or running for the host.
+        """
+        now = self.clock()
+        with self.db.transaction() as conn:
+            loaded = hosts.get_host(conn, host_id, for_update=True)
+            if loaded is None:
+                raise NotFound("host", host_id)
+            running = activations.in_flight(conn, host_id)
+            if running is not None:
+                raise Conflict(f"host {host_id} is held by activation {running.id}",
+                               {"holder": running.as_dict()})
+            hosts.set_status(conn, host_id, HostStatus.MAINTENANCE.value, "maintenance",
+                             reason or "set by an admin", now)
+            audit.add(conn, at=now, object_type="host", object_id=host_id, event="status_changed",
+                      actor=actor, reason="maintenance",
+                      details={"from": loaded[0].status.value, "to": "maintenance",
+                               "detail": reason})
+
+    def push_report(self, host_id: str, body: object, actor: str) -> Report:
+        """Validate and store a report pushed through the API (as a pulled one would be).
+
+        Raises:
+            NotFound: unknown host.
+            BadReport: naming the field; nothing is stored.
+        """
+        now = self.clock()
+        with self.db.transaction() as conn:
+            if hosts.get_host(conn, host_id) is None:
+                raise NotFound("host", host_id)
+        report = parse_report(body, host_id, source="push")
+        with self.db.transaction() as conn:
+            hosts.upsert_reports(conn, [report], now)
+        return report
+
+    def plan(self, *, cluster_id: str | None = None, limit: int = 10_000) -> list[dict[str, Any]]:
+        """Say what the next tick would do for each host and why, from stored reports; no writes."""
+        now = self.clock()
+        with self.db.transaction() as conn:
+            clusters = hosts.all_clusters(conn)
+            rows = hosts.list_hosts(conn, cluster_id=cluster_id, limit=limit)
+        out = []
+        for host, report, _ in rows:
+            ev = evaluate(host, report, clusters[host.cluster_id], now, self.report_max_age_s)
+            out.append({
+                "host_id": host.id, "cluster": host.cluster_id, "status": host.status.value,
+                "next_status": ev.host.status.value,
+                "action": "activate" if ev.decision.is_activate else "skip",
+                "code": ev.decision.code, "detail": ev.decision.detail,
+                "problems": [{"reason": p.reason.value, "detail": p.detail}
+                             for p in ev.assessment.problems],
+            })
+        return out
+
+    def describe(self, host_id: str) -> dict[str, Any]:
+        """Return a host with its latest assessment, last decision and recent attempts."""
+        now = self.clock()
+        with self.db.transaction() as conn:
+            loaded = hosts.get_host(conn, host_id)
+            if loaded is None:
+                raise NotFound("host", host_id)
+            host, report, row = loaded
+            cluster = hosts.get_cluster(conn, host.cluster_id)
+            running = activations.in_flight(conn, host_id)
+            recent = activations.recent(conn, host_id)
+        assert cluster is not None
+        ev = evaluate(host, report, cluster, now, self.report_max_age_s)
+        return {
+            "id": host.id, "cluster": host.cluster_id, "agent_url": host.agent_url,
+            "status": host.status.value, "reason": host.reason, "detail": host.detail,
+            "autorecovery": host.autorecovery,
+            "status_changed_at": host.status_changed_at.isoformat() if host.status_changed_at else None,
+            "report_age_s": ev.assessment.report_age_s,
+            "report": report_as_dict(report) if report else None,
+            "problems": [{"reason": p.reason.value, "detail": p.detail}
+                         for p in ev.assessment.problems],
+            "last_decision": {"code": row["last_decision"], "detail": row["last_decision_detail"],
+                              "at": row["last_decision_at"].isoformat()
+                              if row["last_decision_at"] else None},
+            "why_not_recovered": None if host.status is HostStatus.UP else
+            {"code": ev.decision.code, "detail": ev.decision.detail},
+            "activation": running.as_dict() if running else None,
+            "recent_activations": [a.as_dict() for a in recent],
+        }

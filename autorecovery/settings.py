@@ -1,0 +1,101 @@
+"""The one place that reads the environment: every tunable, validated at start."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.errors import InvalidInput
+
+ENV_PREFIX = "AUTORECOVERY_"
+
+
+class Settings(BaseSettings):
+    """Configuration from ``AUTORECOVERY_*`` variables; the README's table lists them all."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    database_url: str | None = Field(None, description="PostgreSQL URL; unset: embedded")
+    redis_url: str | None = Field(None, description="Redis URL for locks; unset: embedded")
+    broker_url: str | None = Field(None, description="Celery broker; unset: the Redis URL")
+    data_dir: Path = Field(Path(".autorecovery"), description="embedded servers' data")
+
+    tick_interval_s: float = Field(10.0, gt=0, description="seconds between monitoring ticks")
+    batch_size: int = Field(500, ge=1, le=10_000, description="hosts per tick batch")
+    report_max_age_s: float = Field(30.0, gt=0, description="older reports are stale")
+    agent_timeout_s: float = Field(2.0, gt=0, description="timeout of a report pull")
+    agent_concurrency: int = Field(200, ge=1, le=5_000, description="report pulls at once")
+    init_timeout_s: float = Field(20.0, gt=0, description="timeout of an agent's init call")
+    agent_retries: int = Field(3, ge=0, le=10, description="retries of a failed agent call")
+
+    lock_ttl_s: float = Field(40.0, gt=0, description="host lock TTL, renewed while running")
+    activation_soft_limit_s: float = Field(25.0, gt=0, description="activation soft time limit")
+    activation_time_limit_s: float = Field(30.0, gt=0, description="activation hard time limit")
+    activation_queued_ttl_s: float = Field(60.0, gt=0, description="a queued activation expires")
+    task_max_retries: int = Field(5, ge=0, le=20, description="retries of a task on transient errors")
+    visibility_timeout_s: int = Field(3600, gt=0, description="Redis broker visibility timeout")
+
+    db_pool_max: int = Field(10, ge=1, le=200, description="PostgreSQL pool size per process")
+
+    api_tokens: str = Field(
+        "", description="'name:role:token' entries, comma-separated; role viewer or admin"
+    )
+    api_host: str = Field("127.0.0.1", description="API bind address")
+    api_port: int = Field(8800, ge=0, le=65535, description="API port")
+    api_url: str = Field("http://127.0.0.1:8800", description="API URL for the CLI")
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> Settings:
+        if self.activation_soft_limit_s >= self.activation_time_limit_s:
+            raise ValueError(
+                "AUTORECOVERY_ACTIVATION_SOFT_LIMIT_S must be below "
+                "AUTORECOVERY_ACTIVATION_TIME_LIMIT_S"
+            )
+        if self.activation_time_limit_s >= self.lock_ttl_s:
+            raise ValueError(
+                "AUTORECOVERY_ACTIVATION_TIME_LIMIT_S must be below AUTORECOVERY_LOCK_TTL_S "
+                "so that a lock never expires under a running activation"
+            )
+        if self.init_timeout_s >= self.activation_soft_limit_s:
+            raise ValueError(
+                "AUTORECOVERY_INIT_TIMEOUT_S must be below AUTORECOVERY_ACTIVATION_SOFT_LIMIT_S"
+            )
+        if self.visibility_timeout_s <= self.activation_time_limit_s:
+            raise ValueError(
+                "AUTORECOVERY_VISIBILITY_TIMEOUT_S must be above AUTORECOVERY_ACTIVATION_TIME_LIMIT_S"
+            )
+        return self
+
+    @property
+    def effective_broker_url(self) -> str | None:
+        """The broker: its own URL, else the Redis URL."""
+        return self.broker_url or self.redis_url
+
+    @property
+    def reap_running_after_s(self) -> float:
+        """How long a running activation may go before the tick declares it abandoned."""
+        return self.activation_time_limit_s + self.lock_ttl_s
+
+
+def load_settings() -> Settings:
+    """Read and validate the environment.
+
+    Raises:
+        InvalidInput: naming the first variable that is wrong.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = err.get("loc") or ()
+        name = ENV_PREFIX + str(loc[0]).upper() if loc else "configuration"
+        raise InvalidInput(name, str(err.get("msg", exc))) from exc
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process's settings, read once."""
+    return load_settings()

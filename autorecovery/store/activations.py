@@ -1,0 +1,219 @@
+"""Activation records: one queued or running per host, fenced writes, and the reaper."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from autorecovery.store.db import Conn, run
+
+
+@dataclass(frozen=True, slots=True)
+class ActivationRow:
+    """One activation as stored."""
+
+    id: str
+    host_id: str
+    trigger: str
+    actor: str
+    state: str
+    fence: int | None
+    outcome: str | None
+    reason: str | None
+    detail: str | None
+    queued_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Present the activation as JSON."""
+        return {
+            "id": self.id, "host_id": self.host_id, "trigger": self.trigger, "actor": self.actor,
+            "state": self.state, "fence": self.fence, "outcome": self.outcome,
+            "reason": self.reason, "detail": self.detail,
+            "queued_at": self.queued_at.isoformat(),
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+        }
+
+
+def _row(row: dict[str, Any]) -> ActivationRow:
+    return ActivationRow(**{k: row[k] for k in ActivationRow.__dataclass_fields__})
+
+
+def create_many(
+    conn: Conn,
+    items: Sequence[tuple[str, str]],
+    *,
+    trigger: str,
+    actor: str,
+    now: datetime,
+    statuses: Sequence[str],
+    reason: str,
+) -> list[tuple[str, str]]:
+    """Queue activations for (activation_id, host_id) pairs in one statement, auditing each.
+
+    A host that already has one queued or running, or whose status is no longer one of
+    ``statuses``, gets none. Returns the (activation_id, host_id) pairs created.
+    """
+    if not items:
+        return []
+    rows = run(
+        conn,
+        """
+        WITH v AS (SELECT * FROM jsonb_to_recordset(%(rows)s) AS v(id text, host_id text)),
+        ins AS (
+            INSERT INTO activations (id, host_id, trigger, actor, state, queued_at)
+            SELECT v.id, v.host_id, %(trigger)s, %(actor)s, 'queued', %(now)s
+            FROM v JOIN hosts h ON h.id = v.host_id AND h.status = ANY(%(statuses)s)
+            ON CONFLICT DO NOTHING
+            RETURNING id, host_id),
+        aud AS (
+            INSERT INTO audit_log (at, object_type, object_id, event, actor, reason, details)
+            SELECT %(now)s, 'host', ins.host_id, 'activation_queued', %(actor)s, %(reason)s,
+                   jsonb_build_object('activation_id', ins.id, 'trigger', %(trigger)s)
+            FROM ins)
+        SELECT id, host_id FROM ins
+        """,
+        {"rows": Jsonb([{"id": a, "host_id": h} for a, h in items]), "trigger": trigger,
+         "actor": actor, "now": now, "statuses": list(statuses), "reason": reason},
+    ).fetchall()
+    return [(row["id"], row["host_id"]) for row in rows]
+
+
+def get(conn: Conn, activation_id: str) -> ActivationRow | None:
+    """Return one activation, or None."""
+    row = run(conn, "SELECT * FROM activations WHERE id = %(id)s", {"id": activation_id}).fetchone()
+    return _row(row) if row else None
+
+
+def in_flight(conn: Conn, host_id: str) -> ActivationRow | None:
+    """Return the host's queued or running activation, or None."""
+    row = run(
+        conn,
+        "SELECT * FROM activations WHERE host_id = %(id)s AND state IN ('queued', 'running')",
+        {"id": host_id},
+    ).fetchone()
+    return _row(row) if row else None
+
+
+def recent(conn: Conn, host_id: str, limit: int = 10) -> list[ActivationRow]:
+    """Return the host's latest activations, newest first."""
+    rows = run(
+        conn,
+        "SELECT * FROM activations WHERE host_id = %(id)s ORDER BY queued_at DESC LIMIT %(n)s",
+        {"id": host_id, "n": limit},
+    ).fetchall()
+    return [_row(r) for r in rows]
+
+
+def begin(conn: Conn, activation_id: str, now: datetime) -> int | None:
+    """Mark the activation running and issue its fencing token (the host's fence, bumped).
+
+    Returns:
+        The fencing token, or None when the activation is no longer queued or running.
+    """
+    row = run(
+        conn,
+        """
+        WITH a AS (SELECT id, host_id FROM activations
+                   WHERE id = %(id)s AND state IN ('queued', 'running') FOR UPDATE),
+        f AS (UPDATE hosts h SET fence = h.fence + 1 FROM a WHERE h.id = a.host_id
+              RETURNING h.fence)
+        UPDATE activations SET state = 'running', fence = f.fence, started_at = %(now)s
+        FROM f, a WHERE activations.id = a.id
+        RETURNING activations.fence
+        """,
+        {"id": activation_id, "now": now},
+    ).fetchone()
+    return None if row is None else int(row["fence"])
+
+
+def finish(
+    conn: Conn,
+    activation_id: str,
+    *,
+    state: str,
+    outcome: str,
+    reason: str | None,
+    detail: str | None,
+    now: datetime,
+    fence: int | None,
+) -> bool:
+    """Close an in-flight activation; with ``fence``, only while it still holds that token."""
+    cur = run(
+        conn,
+        """
+        UPDATE activations SET state = %(state)s, outcome = %(outcome)s, reason = %(reason)s,
+            detail = %(detail)s, ended_at = %(now)s
+        WHERE id = %(id)s AND state IN ('queued', 'running')
+          AND (%(fence)s::bigint IS NULL OR fence = %(fence)s)
+        """,
+        {"id": activation_id, "state": state, "outcome": outcome, "reason": reason,
+         "detail": detail, "now": now, "fence": fence},
+    )
+    return cur.rowcount == 1
+
+
+def reap(
+    conn: Conn, *, now: datetime, queued_before: datetime, running_before: datetime
+) -> list[dict[str, Any]]:
+    """Abandon activations stuck queued or running too long, in one statement.
+
+    Bumps each host's fence so that a paused holder can write nothing afterwards, returns an
+    ``initializing`` host to non_operational (activation_failed), and audits each.
+    """
+    return run(
+        conn,
+        """
+        WITH stale AS (
+            SELECT id, host_id, state FROM activations
+            WHERE (state = 'queued' AND queued_at < %(queued_before)s)
+               OR (state = 'running' AND started_at < %(running_before)s)
+            FOR UPDATE SKIP LOCKED),
+        ab AS (
+            UPDATE activations a SET state = 'abandoned', outcome = 'abandoned', ended_at = %(now)s,
+                detail = 'no result in time (was ' || stale.state || ')'
+            FROM stale WHERE a.id = stale.id
+            RETURNING a.id, a.host_id, stale.state AS was),
+        hosts_reset AS (
+            UPDATE hosts h SET fence = h.fence + 1,
+                status = CASE WHEN h.status = 'initializing' THEN 'non_operational' ELSE h.status END,
+                reason = CASE WHEN h.status = 'initializing' THEN 'activation_failed' ELSE h.reason END,
+                detail = CASE WHEN h.status = 'initializing'
+                              THEN 'activation abandoned: no result in time' ELSE h.detail END,
+                status_changed_at = CASE WHEN h.status = 'initializing' THEN %(now)s
+                                         ELSE h.status_changed_at END
+            FROM ab WHERE h.id = ab.host_id
+            RETURNING h.id),
+        aud AS (
+            INSERT INTO audit_log (at, object_type, object_id, event, actor, reason, details)
+            SELECT %(now)s, 'host', ab.host_id, 'activation_abandoned', 'auto', 'no_result_in_time',
+                   jsonb_build_object('activation_id', ab.id, 'was', ab.was)
+            FROM ab)
+        SELECT id, host_id, was FROM ab
+        """,
+        {"now": now, "queued_before": queued_before, "running_before": running_before},
+    ).fetchall()
+
+
+def mark_enqueue_failed(conn: Conn, pairs: Sequence[tuple[str, str]], now: datetime, error: str) -> None:
+    """Close activations whose message never reached the broker, auditing each."""
+    run(
+        conn,
+        """
+        WITH f AS (
+            UPDATE activations SET state = 'failed', outcome = 'not_enqueued', detail = %(err)s,
+                ended_at = %(now)s
+            WHERE id = ANY(%(ids)s) AND state = 'queued' RETURNING id, host_id)
+        INSERT INTO audit_log (at, object_type, object_id, event, actor, reason, details)
+        SELECT %(now)s, 'host', f.host_id, 'activation_not_enqueued', 'auto', 'broker_unavailable',
+               jsonb_build_object('activation_id', f.id, 'error', %(err)s)
+        FROM f
+        """,
+        {"ids": [a for a, _ in pairs], "now": now, "err": error},
+    )

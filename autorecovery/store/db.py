@@ -1,0 +1,146 @@
+"""Connection pool, transactions with translated errors, and numbered SQL migrations."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any, LiteralString
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from models.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+Conn = psycopg.Connection[dict[str, Any]]
+
+
+class StatementCounter:
+    """Counts statements sent to PostgreSQL, for benchmarks and tests of round trips."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def add(self, n: int = 1) -> None:
+        """Count ``n`` more statements."""
+        with self._lock:
+            self.count += n
+
+
+STATEMENTS = StatementCounter()
+
+
+def run(conn: Conn, query: LiteralString, params: dict[str, Any] | None = None) -> psycopg.Cursor[
+    dict[str, Any]
+]:
+    """Execute one parameterised statement on ``conn`` and count it."""
+    STATEMENTS.add()
+    return conn.execute(query, params)
+
+
+class Database:
+    """A psycopg pool; ``transaction()`` is the unit of work a service owns."""
+
+    def __init__(self, conninfo: str, *, max_size: int = 10, timeout_s: float = 10.0) -> None:
+        self.conninfo = conninfo
+        self._pool: ConnectionPool[Conn] = ConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=max_size,
+            timeout=timeout_s,
+            kwargs={"row_factory": dict_row},
+            open=False,
+            check=ConnectionPool.check_connection,
+            name="autorecovery",
+        )
+
+    def open(self, wait_s: float | None = None) -> None:
+        """Open the pool; with ``wait_s``, wait until a connection works."""
+        self._pool.open(wait=wait_s is not None, timeout=wait_s or 30.0)
+
+    def close(self) -> None:
+        """Close every connection of the pool."""
+        self._pool.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Conn]:
+        """Yield a connection inside one transaction: committed on success, rolled back on error.
+
+        Raises:
+            StoreUnavailable: PostgreSQL could not be reached or dropped the connection.
+        """
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                yield conn
+        except PoolTimeout as exc:
+            raise StoreUnavailable(f"no PostgreSQL connection available: {exc}") from exc
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"PostgreSQL failed: {exc}") from exc
+
+    def ping(self) -> bool:
+        """Return True when PostgreSQL answers."""
+        try:
+            with self.transaction() as conn:
+                run(conn, "SELECT 1")
+            return True
+        except StoreUnavailable:
+            return False
+
+
+_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+def migration_files() -> list[tuple[int, str, str]]:
+    """Return (version, name, sql) for every packaged migration, in order."""
+    found = []
+    folder = resources.files("autorecovery.store") / "migrations"
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def migrate(conninfo: str) -> list[str]:
+    """Apply the migrations not yet recorded, each in its own transaction; safe to run twice.
+
+    An advisory lock keeps two concurrent runs from applying the same migration.
+
+    Returns:
+        The names of the migrations applied now.
+    """
+    applied_now: list[str] = []
+    try:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute("SELECT pg_advisory_lock(hashtext('autorecovery.migrate'))")
+            try:
+                conn.execute(_MIGRATIONS_TABLE)
+                done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+                for version, name, sql in migration_files():
+                    if version in done:
+                        continue
+                    with conn.transaction():
+                        conn.execute(sql.encode())  # a packaged file, never user input
+                        conn.execute(
+                            "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                            (version, name),
+                        )
+                    log.info("applied migration %s", name)
+                    applied_now.append(name)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(hashtext('autorecovery.migrate'))")
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(f"cannot migrate: PostgreSQL failed: {exc}") from exc
+    return applied_now

@@ -1,0 +1,273 @@
+"""Clusters, hosts and latest reports; batched statements take JSON arrays of rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from autorecovery.store.db import Conn, run
+from autorecovery.store.rows import cluster_from_row, host_from_row, report_from_row, report_to_json
+from models.domain import Cluster, Host, Report
+from models.policy import Decision, Transition
+
+_HOST_WITH_REPORT = """
+SELECT h.id, h.cluster_id, h.agent_url, h.status, h.reason, h.detail, h.autorecovery,
+       h.status_changed_at, h.fence, h.last_decision, h.last_decision_detail, h.last_decision_at,
+       EXISTS (SELECT 1 FROM activations a
+               WHERE a.host_id = h.id AND a.state IN ('queued', 'running')) AS in_flight,
+       r.reported_at AS r_reported_at, r.received_at AS r_received_at, r.source AS r_source,
+       r.agent_reachable AS r_agent_reachable, r.kvm AS r_kvm, r.version AS r_version,
+       r.cpu_flags AS r_cpu_flags, r.networks AS r_networks,
+       r.storage_domains AS r_storage_domains, r.vms_running AS r_vms_running,
+       r.mem_free_mb AS r_mem_free_mb, r.error AS r_error
+FROM hosts h LEFT JOIN reports r ON r.host_id = h.id
+"""
+
+HostRow = tuple[Host, Report | None, dict[str, Any]]
+
+
+def _host_rows(rows: list[dict[str, Any]]) -> list[HostRow]:
+    return [(host_from_row(row), report_from_row(row), row) for row in rows]
+
+
+def all_clusters(conn: Conn) -> dict[str, Cluster]:
+    """Return every cluster by id."""
+    rows = run(conn, "SELECT * FROM clusters ORDER BY id").fetchall()
+    return {row["id"]: cluster_from_row(row) for row in rows}
+
+
+def get_cluster(conn: Conn, cluster_id: str) -> Cluster | None:
+    """Return one cluster, or None."""
+    row = run(conn, "SELECT * FROM clusters WHERE id = %(id)s", {"id": cluster_id}).fetchone()
+    return cluster_from_row(row) if row else None
+
+
+def upsert_cluster(conn: Conn, cluster: Cluster) -> bool:
+    """Create or update a cluster's requirements; return True when it was created."""
+    row = run(
+        conn,
+        """
+        INSERT INTO clusters (id, required_networks, storage_domains, min_version, cpu_flags)
+        VALUES (%(id)s, %(nets)s, %(sds)s, %(ver)s, %(flags)s)
+        ON CONFLICT (id) DO UPDATE SET required_networks = EXCLUDED.required_networks,
+            storage_domains = EXCLUDED.storage_domains, min_version = EXCLUDED.min_version,
+            cpu_flags = EXCLUDED.cpu_flags
+        RETURNING (xmax = 0) AS created
+        """,
+        {
+            "id": cluster.id,
+            "nets": sorted(cluster.required_networks),
+            "sds": sorted(cluster.storage_domains),
+            "ver": cluster.min_version,
+            "flags": sorted(cluster.cpu_flags),
+        },
+    ).fetchone()
+    return bool(row and row["created"])
+
+
+def insert_host(conn: Conn, host_id: str, cluster_id: str, agent_url: str, now: datetime) -> bool:
+    """Register a host (not yet heard from); return False when the id is taken."""
+    row = run(
+        conn,
+        """
+        INSERT INTO hosts (id, cluster_id, agent_url, status_changed_at)
+        VALUES (%(id)s, %(cluster)s, %(url)s, %(now)s)
+        ON CONFLICT (id) DO NOTHING RETURNING id
+        """,
+        {"id": host_id, "cluster": cluster_id, "url": agent_url, "now": now},
+    ).fetchone()
+    return row is not None
+
+
+def get_host(conn: Conn, host_id: str, *, for_update: bool = False) -> HostRow | None:
+    """Return a host with its latest report and raw row, or None."""
+    query = _HOST_WITH_REPORT + " WHERE h.id = %(id)s"
+    if for_update:
+        query += " FOR UPDATE OF h"
+    row = run(conn, query, {"id": host_id}).fetchone()  # type: ignore[arg-type]
+    return _host_rows([row])[0] if row else None
+
+
+def batch_after(conn: Conn, after: str, limit: int) -> list[HostRow]:
+    """Return the next ``limit`` hosts after id ``after``, with their latest reports."""
+    rows = run(
+        conn,
+        _HOST_WITH_REPORT + " WHERE h.id > %(after)s ORDER BY h.id LIMIT %(limit)s",  # type: ignore[arg-type]
+        {"after": after, "limit": limit},
+    ).fetchall()
+    return _host_rows(rows)
+
+
+def list_hosts(
+    conn: Conn,
+    *,
+    status: str | None = None,
+    cluster_id: str | None = None,
+    autorecovery: bool | None = None,
+    limit: int = 1000,
+    after: str = "",
+) -> list[HostRow]:
+    """Return hosts matching the filters, ordered by id, ``limit`` after ``after``."""
+    rows = run(
+        conn,
+        _HOST_WITH_REPORT  # type: ignore[arg-type]
+        + """
+        WHERE h.id > %(after)s
+          AND (%(status)s::text IS NULL OR h.status = %(status)s)
+          AND (%(cluster)s::text IS NULL OR h.cluster_id = %(cluster)s)
+          AND (%(auto)s::boolean IS NULL OR h.autorecovery = %(auto)s)
+        ORDER BY h.id LIMIT %(limit)s
+        """,
+        {"after": after, "status": status, "cluster": cluster_id, "auto": autorecovery,
+         "limit": limit},
+    ).fetchall()
+    return _host_rows(rows)
+
+
+def upsert_reports(conn: Conn, reports: Sequence[Report], received_at: datetime) -> int:
+    """Store the latest report of many hosts in one statement; never replace a newer one."""
+    if not reports:
+        return 0
+    cur = run(
+        conn,
+        """
+        INSERT INTO reports (host_id, reported_at, received_at, source, agent_reachable, kvm,
+                             version, cpu_flags, networks, storage_domains, vms_running,
+                             mem_free_mb, error)
+        SELECT r.host_id, r.reported_at, r.received_at, r.source, r.agent_reachable, r.kvm,
+               r.version, ARRAY(SELECT jsonb_array_elements_text(r.cpu_flags)), r.networks,
+               r.storage_domains, r.vms_running, r.mem_free_mb, r.error
+        FROM jsonb_to_recordset(%(rows)s) AS r(
+            host_id text, reported_at timestamptz, received_at timestamptz, source text,
+            agent_reachable boolean, kvm boolean, version text, cpu_flags jsonb, networks jsonb,
+            storage_domains jsonb, vms_running integer, mem_free_mb integer, error text)
+        JOIN hosts h ON h.id = r.host_id
+        ON CONFLICT (host_id) DO UPDATE SET
+            reported_at = EXCLUDED.reported_at, received_at = EXCLUDED.received_at,
+            source = EXCLUDED.source, agent_reachable = EXCLUDED.agent_reachable,
+            kvm = EXCLUDED.kvm, version = EXCLUDED.version, cpu_flags = EXCLUDED.cpu_flags,
+            networks = EXCLUDED.networks, storage_domains = EXCLUDED.storage_domains,
+            vms_running = EXCLUDED.vms_running, mem_free_mb = EXCLUDED.mem_free_mb,
+            error = EXCLUDED.error
+        WHERE reports.reported_at <= EXCLUDED.reported_at
+        """,
+        {"rows": Jsonb([report_to_json(r, received_at) for r in reports])},
+    )
+    return cur.rowcount
+
+
+def apply_transitions(
+    conn: Conn, changes: Sequence[Transition], now: datetime, actor: str
+) -> list[str]:
+    """Apply status changes guarded by the expected status, auditing each; return changed ids."""
+    if not changes:
+        return []
+    rows = run(
+        conn,
+        """
+        WITH v AS (
+            SELECT * FROM jsonb_to_recordset(%(rows)s)
+                AS v(host_id text, expected text, status text, reason text, detail text)),
+        changed AS (
+            UPDATE hosts h SET status = v.status, reason = v.reason, detail = v.detail,
+                status_changed_at = CASE WHEN h.status = v.status
+                                         THEN h.status_changed_at ELSE %(now)s END
+            FROM v WHERE h.id = v.host_id AND h.status = v.expected
+            RETURNING h.id, v.expected, v.status, v.reason, v.detail)
+        INSERT INTO audit_log (at, object_type, object_id, event, actor, reason, details)
+        SELECT %(now)s, 'host', c.id, 'status_changed', %(actor)s, c.reason,
+               jsonb_build_object('from', c.expected, 'to', c.status, 'detail', c.detail)
+        FROM changed c
+        RETURNING object_id
+        """,
+        {
+            "rows": Jsonb(
+                [
+                    {"host_id": c.host_id, "expected": c.expected.value, "status": c.status.value,
+                     "reason": c.reason, "detail": c.detail}
+                    for c in changes
+                ]
+            ),
+            "now": now,
+            "actor": actor,
+        },
+    ).fetchall()
+    return [row["object_id"] for row in rows]
+
+
+def record_decisions(conn: Conn, decisions: Sequence[Decision], now: datetime) -> int:
+    """Store each host's latest decision, writing only those that changed."""
+    if not decisions:
+        return 0
+    cur = run(
+        conn,
+        """
+        UPDATE hosts h SET last_decision = v.code, last_decision_detail = v.detail,
+            last_decision_at = %(now)s
+        FROM jsonb_to_recordset(%(rows)s) AS v(host_id text, code text, detail text)
+        WHERE h.id = v.host_id AND (h.last_decision IS DISTINCT FROM v.code
+                                    OR h.last_decision_detail IS DISTINCT FROM v.detail)
+        """,
+        {
+            "rows": Jsonb(
+                [{"host_id": d.host_id, "code": d.code, "detail": d.detail} for d in decisions]
+            ),
+            "now": now,
+        },
+    )
+    return cur.rowcount
+
+
+def set_autorecovery(conn: Conn, host_id: str, enabled: bool) -> bool | None:
+    """Set a host's autorecovery flag; return the previous value, or None for an unknown host."""
+    row = run(
+        conn,
+        """
+        UPDATE hosts h SET autorecovery = %(on)s FROM hosts old
+        WHERE h.id = %(id)s AND old.id = h.id RETURNING old.autorecovery AS previous
+        """,
+        {"id": host_id, "on": enabled},
+    ).fetchone()
+    return None if row is None else bool(row["previous"])
+
+
+def set_status(
+    conn: Conn, host_id: str, status: str, reason: str | None, detail: str | None, now: datetime,
+    *, fence: int | None = None,
+) -> bool:
+    """Set a host's status; with ``fence``, only while the host's fence is still that token."""
+    cur = run(
+        conn,
+        """
+        UPDATE hosts SET status = %(status)s, reason = %(reason)s, detail = %(detail)s,
+            status_changed_at = CASE WHEN status = %(status)s THEN status_changed_at
+                                     ELSE %(now)s END
+        WHERE id = %(id)s AND (%(fence)s::bigint IS NULL OR fence = %(fence)s)
+        """,
+        {"id": host_id, "status": status, "reason": reason, "detail": detail, "now": now,
+         "fence": fence},
+    )
+    return cur.rowcount == 1
+
+
+def delete_host(conn: Conn, host_id: str) -> bool:
+    """Delete a host with no activation in flight; return True when deleted."""
+    cur = run(
+        conn,
+        """
+        DELETE FROM hosts WHERE id = %(id)s AND NOT EXISTS (
+            SELECT 1 FROM activations a WHERE a.host_id = %(id)s
+                AND a.state IN ('queued', 'running'))
+        """,
+        {"id": host_id},
+    )
+    return cur.rowcount == 1
+
+
+def count_by_status(conn: Conn) -> dict[str, int]:
+    """Return the number of hosts in each status."""
+    rows = run(conn, "SELECT status, count(*) AS n FROM hosts GROUP BY status").fetchall()
+    return {row["status"]: int(row["n"]) for row in rows}

@@ -1,0 +1,91 @@
+"""Map database rows to domain objects and domain objects to JSON rows for batched writes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from models.domain import Cluster, Host, HostStatus, Report
+
+
+def cluster_from_row(row: dict[str, Any]) -> Cluster:
+    """Build a Cluster from a ``clusters`` row."""
+    return Cluster(
+        id=row["id"],
+        required_networks=frozenset(row["required_networks"]),
+        storage_domains=frozenset(row["storage_domains"]),
+        min_version=row["min_version"],
+        cpu_flags=frozenset(row["cpu_flags"]),
+    )
+
+
+def host_from_row(row: dict[str, Any]) -> Host:
+    """Build a Host from a ``hosts`` row (with an optional ``in_flight`` column)."""
+    return Host(
+        id=row["id"],
+        cluster_id=row["cluster_id"],
+        agent_url=row["agent_url"],
+        status=HostStatus(row["status"]),
+        reason=row["reason"],
+        detail=row["detail"],
+        autorecovery=row["autorecovery"],
+        status_changed_at=row["status_changed_at"],
+        fence=row["fence"],
+        in_flight=bool(row.get("in_flight", False)),
+    )
+
+
+def report_from_row(row: dict[str, Any]) -> Report | None:
+    """Build the latest Report from ``r_*`` columns of a host row joined with ``reports``."""
+    if row.get("r_reported_at") is None:
+        return None
+    return Report(
+        host_id=row["id"],
+        reported_at=row["r_reported_at"],
+        agent_reachable=row["r_agent_reachable"],
+        kvm=row["r_kvm"],
+        version=row["r_version"],
+        cpu_flags=frozenset(row["r_cpu_flags"]),
+        networks=row["r_networks"],
+        storage_domains=row["r_storage_domains"],
+        vms_running=row["r_vms_running"],
+        mem_free_mb=row["r_mem_free_mb"],
+        error=row["r_error"],
+        source=row["r_source"],
+    )
+
+
+def report_to_json(report: Report, received_at: datetime) -> dict[str, Any]:
+    """Turn a Report into one element of the JSON array that a batched upsert unpacks."""
+    return {
+        "host_id": report.host_id,
+        "reported_at": report.reported_at.isoformat(),
+        "received_at": received_at.isoformat(),
+        "source": report.source,
+        "agent_reachable": report.agent_reachable,
+        "kvm": report.kvm,
+        "version": report.version,
+        "cpu_flags": sorted(report.cpu_flags),
+        "networks": dict(report.networks),
+        "storage_domains": dict(report.storage_domains),
+        "vms_running": report.vms_running,
+        "mem_free_mb": report.mem_free_mb,
+        "error": report.error,
+    }
+
+
+def report_as_dict(report: Report) -> dict[str, Any]:
+    """Present a Report as JSON for the API and the audit log."""
+    return {
+        "reported_at": report.reported_at.isoformat(),
+        "source": report.source,
+        "agent_reachable": report.agent_reachable,
+        "kvm": report.kvm,
+        "version": report.version,
+        "cpu_flags": sorted(report.cpu_flags),
+        "networks": dict(report.networks),
+        "storage_domains": dict(report.storage_domains),
+        "vms_running": report.vms_running,
+        "mem_free_mb": report.mem_free_mb,
+        "error": report.error,
+    }

@@ -1,0 +1,105 @@
+"""The one assessment: (report, cluster requirements, now) -> problems.
+
+The same function decides whether a host goes non_operational and whether it may come back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from models.domain import SILENT_REASONS, Cluster, Reason, Report
+from models.report import is_bad_report
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing that keeps a host out of service."""
+
+    reason: Reason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """The problems found in a host's latest report; recoverable when there are none."""
+
+    problems: tuple[Problem, ...]
+    report_age_s: float | None
+
+    @property
+    def is_healthy(self) -> bool:
+        """True when nothing keeps the host out of service."""
+        return not self.problems
+
+    @property
+    def is_silent(self) -> bool:
+        """True when the host cannot be heard (no, stale, bad or unanswered report)."""
+        return bool(self.problems) and self.problems[0].reason in SILENT_REASONS
+
+    @property
+    def primary(self) -> Problem | None:
+        """The problem that names the host's reason, the first found."""
+        return self.problems[0] if self.problems else None
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """Turn a dotted version into a comparable tuple; non-numeric parts count as 0."""
+    parts: list[int] = []
+    for piece in version.split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    while parts and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
+
+
+def assess(
+    report: Report | None, cluster: Cluster, now: datetime, max_report_age_s: float
+) -> Assessment:
+    """List what keeps a host out of service, given its latest report and its cluster.
+
+    A missing, unanswered or stale report is itself a problem: it never justifies an activation.
+    """
+    if report is None:
+        return Assessment((Problem(Reason.NO_REPORT, "no monitoring report yet"),), None)
+    age_s = (now - report.reported_at).total_seconds()
+    if is_bad_report(report):
+        return Assessment((Problem(Reason.BAD_REPORT, report.error or "bad report"),), age_s)
+    if not report.agent_reachable:
+        detail = report.error or "agent did not answer"
+        return Assessment((Problem(Reason.AGENT_UNREACHABLE, detail),), age_s)
+    if age_s > max_report_age_s:
+        detail = f"latest report is {age_s:.0f}s old (limit {max_report_age_s:.0f}s)"
+        return Assessment((Problem(Reason.STALE_REPORT, detail),), age_s)
+    if age_s < -max_report_age_s:
+        detail = f"report is dated {-age_s:.0f}s in the future; check the host's clock"
+        return Assessment((Problem(Reason.STALE_REPORT, detail),), age_s)
+
+    problems: list[Problem] = []
+    if not report.kvm:
+        problems.append(Problem(Reason.KVM_NOT_RUNNING, "kvm is not running"))
+    for sd in sorted(cluster.storage_domains):
+        state = report.storage_domains.get(sd)
+        if state is not True:
+            seen = "not reported" if state is None else "unreachable"
+            problems.append(Problem(Reason.STORAGE_DOMAIN_UNREACHABLE, f"storage domain {sd} {seen}"))
+    for net in sorted(cluster.required_networks):
+        state = report.networks.get(net)
+        if state is None:
+            problems.append(Problem(Reason.NETWORK_UNREACHABLE, f"network {net} not configured"))
+        elif not state:
+            problems.append(Problem(Reason.NETWORK_INTERFACE_DOWN, f"network {net} link down"))
+    if version_tuple(report.version) < version_tuple(cluster.min_version):
+        problems.append(
+            Problem(
+                Reason.VERSION_INCOMPATIBLE,
+                f"version {report.version} below cluster minimum {cluster.min_version}",
+            )
+        )
+    missing = cluster.cpu_flags - report.cpu_flags
+    if missing:
+        problems.append(
+            Problem(Reason.CPU_INCOMPATIBLE, "missing cpu flags: " + ", ".join(sorted(missing)))
+        )
+    return Assessment(tuple(problems), age_s)

@@ -1,0 +1,113 @@
+"""Domain types: clusters, hosts, statuses, reasons and monitoring reports."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class HostStatus(StrEnum):
+    """Where a host stands in the fleet."""
+
+    UP = "up"
+    INITIALIZING = "initializing"
+    NON_OPERATIONAL = "non_operational"
+    NON_RESPONSIVE = "non_responsive"
+    ERROR = "error"
+    MAINTENANCE = "maintenance"
+
+
+class Reason(StrEnum):
+    """Why a host is out of service (after oVirt's NonOperationalReason)."""
+
+    STORAGE_DOMAIN_UNREACHABLE = "storage_domain_unreachable"
+    NETWORK_UNREACHABLE = "network_unreachable"
+    NETWORK_INTERFACE_DOWN = "network_interface_down"
+    KVM_NOT_RUNNING = "kvm_not_running"
+    CPU_INCOMPATIBLE = "cpu_incompatible"
+    VERSION_INCOMPATIBLE = "version_incompatible"
+    TIMEOUT_RECOVERING_FROM_CRASH = "timeout_recovering_from_crash"
+    ACTIVATION_FAILED = "activation_failed"
+    AGENT_UNREACHABLE = "agent_unreachable"
+    STALE_REPORT = "stale_report"
+    NO_REPORT = "no_report"
+    BAD_REPORT = "bad_report"
+    GENERAL = "general"
+
+
+#: Reasons that mean "we cannot hear the host", which put it in non_responsive.
+SILENT_REASONS = frozenset(
+    {Reason.AGENT_UNREACHABLE, Reason.STALE_REPORT, Reason.NO_REPORT, Reason.BAD_REPORT}
+)
+
+
+class Trigger(StrEnum):
+    """Who asked for an activation."""
+
+    AUTO = "auto"
+    MANUAL = "manual"
+
+
+class ActivationState(StrEnum):
+    """Life of one activation record."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    ABANDONED = "abandoned"
+
+
+IN_FLIGHT_STATES = (ActivationState.QUEUED, ActivationState.RUNNING)
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """A group of hosts with shared requirements."""
+
+    id: str
+    required_networks: frozenset[str] = frozenset()
+    storage_domains: frozenset[str] = frozenset()
+    min_version: str = "0"
+    cpu_flags: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    """A hypervisor host as the store knows it."""
+
+    id: str
+    cluster_id: str
+    agent_url: str
+    status: HostStatus
+    reason: str | None = None
+    detail: str | None = None
+    autorecovery: bool = True
+    status_changed_at: datetime | None = None
+    fence: int = 0
+    in_flight: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What a host's agent said about itself at one moment.
+
+    ``agent_reachable`` is false when the collector could not get a report; the other fields are
+    then empty and ``error`` says why.
+    """
+
+    host_id: str
+    reported_at: datetime
+    agent_reachable: bool = True
+    kvm: bool = False
+    version: str = ""
+    cpu_flags: frozenset[str] = frozenset()
+    networks: Mapping[str, bool] = field(default_factory=dict)
+    storage_domains: Mapping[str, bool] = field(default_factory=dict)
+    vms_running: int = 0
+    mem_free_mb: int = 0
+    error: str | None = None
+    source: str = "pull"

@@ -1,0 +1,163 @@
+"""The recovery policy: status transitions and the activate-or-skip decision.
+
+Both read the same ``Assessment``, so the rule that takes a host out is the rule that brings it
+back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+
+from models.assessment import Assessment, assess
+from models.domain import Cluster, Host, HostStatus, Reason, Report, Trigger
+
+
+class Skip(StrEnum):
+    """Why a host is not activated now: the answer to "why is host X not recovered?"."""
+
+    HEALTHY = "healthy"
+    MAINTENANCE = "maintenance"
+    INITIALIZING = "initializing"
+    ACTIVATION_IN_FLIGHT = "activation_in_flight"
+    AUTORECOVERY_OFF = "autorecovery_off"
+    HAS_PROBLEMS = "has_problems"
+    AGENT_UNREACHABLE = "agent_unreachable"
+    STALE_REPORT = "stale_report"
+    NO_REPORT = "no_report"
+    LOCK_BUSY = "lock_busy"
+    ALREADY_UP = "already_up"
+
+
+ACTIVATE = "activate"
+
+#: Statuses from which the tick may bring a host back.
+RECOVERABLE_STATUSES = frozenset({HostStatus.NON_OPERATIONAL, HostStatus.NON_RESPONSIVE})
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A status change the tick applies, guarded by the status it was computed from."""
+
+    host_id: str
+    expected: HostStatus
+    status: HostStatus
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Activate, or skip with a reason code and a sentence an operator can read."""
+
+    host_id: str
+    code: str
+    detail: str
+
+    @property
+    def is_activate(self) -> bool:
+        """True when the host should be activated now."""
+        return self.code == ACTIVATE
+
+
+def transition(host: Host, assessment: Assessment) -> Transition | None:
+    """Return the status change the assessment calls for, or None.
+
+    An up host with a problem leaves service (non_responsive when it cannot be heard,
+    non_operational otherwise). A host already out keeps its status but follows its current reason.
+    Hosts in maintenance, initializing or error are not touched by monitoring.
+    """
+    problem = assessment.primary
+    if problem is None:
+        return None
+    if host.status not in RECOVERABLE_STATUSES and host.status is not HostStatus.UP:
+        return None
+    status = HostStatus.NON_RESPONSIVE if assessment.is_silent else HostStatus.NON_OPERATIONAL
+    if status is host.status and host.reason == problem.reason and host.detail == problem.detail:
+        return None
+    return Transition(host.id, host.status, status, problem.reason.value, problem.detail)
+
+
+def apply(host: Host, change: Transition | None) -> Host:
+    """Return the host as it is after ``change``."""
+    if change is None:
+        return host
+    return replace(host, status=change.status, reason=change.reason, detail=change.detail)
+
+
+def _problem_skip(assessment: Assessment) -> Skip:
+    problem = assessment.primary
+    assert problem is not None
+    return {
+        Reason.AGENT_UNREACHABLE: Skip.AGENT_UNREACHABLE,
+        Reason.STALE_REPORT: Skip.STALE_REPORT,
+        Reason.NO_REPORT: Skip.NO_REPORT,
+        Reason.BAD_REPORT: Skip.STALE_REPORT,
+    }.get(problem.reason, Skip.HAS_PROBLEMS)
+
+
+def decide(host: Host, assessment: Assessment, trigger: Trigger = Trigger.AUTO) -> Decision:
+    """Decide whether to activate ``host`` now.
+
+    Automatic activation needs a recoverable status, autorecovery on, no activation in flight
+    and a fresh report with no problem. A manual activation skips only the flag and the problem
+    checks: the admin asks, the agent answers.
+    """
+    def skip(code: Skip, detail: str) -> Decision:
+        return Decision(host.id, code.value, detail)
+
+    if host.status is HostStatus.UP:
+        if assessment.is_healthy:
+            return skip(Skip.HEALTHY, "host is up")
+        return skip(_problem_skip(assessment), _problems_text(assessment))
+    if host.status is HostStatus.MAINTENANCE and trigger is Trigger.AUTO:
+        return skip(Skip.MAINTENANCE, "host is in maintenance; only an admin activates it")
+    if host.status is HostStatus.INITIALIZING or host.in_flight:
+        return skip(Skip.ACTIVATION_IN_FLIGHT, "an activation is queued or running")
+    if trigger is Trigger.MANUAL:
+        return Decision(host.id, ACTIVATE, "activation requested by an admin")
+    if host.status not in RECOVERABLE_STATUSES:
+        return skip(Skip.HAS_PROBLEMS, f"status {host.status.value} is not recovered automatically")
+    if not host.autorecovery:
+        return skip(Skip.AUTORECOVERY_OFF, "autorecovery is off for this host; activate it by hand")
+    if not assessment.is_healthy:
+        return skip(_problem_skip(assessment), _problems_text(assessment))
+    return Decision(host.id, ACTIVATE, "fresh report shows no problem")
+
+
+def _problems_text(assessment: Assessment) -> str:
+    return "; ".join(f"{p.reason.value}: {p.detail}" for p in assessment.problems)
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """One host's assessment, the status change it calls for, and the decision after it."""
+
+    host: Host
+    assessment: Assessment
+    transition: Transition | None
+    decision: Decision
+
+
+def evaluate(
+    host: Host, report: Report | None, cluster: Cluster, now: datetime, max_report_age_s: float
+) -> Evaluation:
+    """Assess a host, work out its status change, and decide on the host as it is after it."""
+    assessment = assess(report, cluster, now, max_report_age_s)
+    change = transition(host, assessment)
+    after = apply(host, change)
+    return Evaluation(after, assessment, change, decide(after, assessment))
+
+
+def recheck(host: Host, assessment: Assessment, trigger: Trigger) -> Decision:
+    """Decide inside a running activation, on the fresh report it just pulled.
+
+    The activation's own record is the one in flight; ``initializing`` left by an earlier
+    attempt of this same activation counts as out of service.
+    """
+    if host.status is HostStatus.UP:
+        return Decision(host.id, Skip.ALREADY_UP.value, "host is already up; nothing to do")
+    if host.status is HostStatus.INITIALIZING:
+        host = replace(host, status=HostStatus.NON_OPERATIONAL)
+    return decide(replace(host, in_flight=False), assessment, trigger)

@@ -1,0 +1,123 @@
+"""Parse an agent's report (agent protocol v1) into a ``Report``, naming the field on error."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from models.domain import Report
+from models.errors import BadReport
+
+_MAX_ID_LEN = 200
+
+
+def _require(data: Mapping[str, Any], name: str) -> Any:
+    if name not in data:
+        raise BadReport(name, "is required")
+    return data[name]
+
+
+def _bool(data: Mapping[str, Any], name: str) -> bool:
+    value = _require(data, name)
+    if not isinstance(value, bool):
+        raise BadReport(name, f"must be a boolean, not {type(value).__name__}")
+    return value
+
+
+def _count(data: Mapping[str, Any], name: str) -> int:
+    value = _require(data, name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadReport(name, f"must be an integer, not {type(value).__name__}")
+    if value < 0:
+        raise BadReport(name, "must not be negative")
+    return value
+
+
+def _text(data: Mapping[str, Any], name: str) -> str:
+    value = _require(data, name)
+    if not isinstance(value, str) or not value:
+        raise BadReport(name, "must be a non-empty string")
+    if len(value) > _MAX_ID_LEN:
+        raise BadReport(name, f"must be at most {_MAX_ID_LEN} characters")
+    return value
+
+
+def _flag_map(data: Mapping[str, Any], name: str) -> dict[str, bool]:
+    value = _require(data, name)
+    if not isinstance(value, Mapping):
+        raise BadReport(name, "must be an object of name to boolean")
+    result: dict[str, bool] = {}
+    for key, state in value.items():
+        if not isinstance(key, str) or not isinstance(state, bool):
+            raise BadReport(f"{name}.{key}", "must be a boolean")
+        result[key] = state
+    return result
+
+
+def parse_time(value: object, name: str = "reported_at") -> datetime:
+    """Parse an RFC 3339 time with a zone into an aware UTC datetime."""
+    if not isinstance(value, str):
+        raise BadReport(name, "must be an RFC 3339 time string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise BadReport(name, f"is not an RFC 3339 time: {value[:40]!r}") from exc
+    if parsed.tzinfo is None:
+        raise BadReport(name, "must carry a time zone (use Z for UTC)")
+    return parsed.astimezone(UTC)
+
+
+def parse_report(data: object, expected_host_id: str, source: str = "pull") -> Report:
+    """Validate a report body against agent protocol v1.
+
+    Args:
+        data: the decoded JSON body.
+        expected_host_id: the id the host was registered with.
+        source: ``pull`` (collected by the tick) or ``push`` (posted to the API).
+
+    Raises:
+        BadReport: naming the first field that is missing or mistyped, or ``host_id`` when the
+            report is about another host.
+    """
+    if not isinstance(data, Mapping):
+        raise BadReport("report", "must be a JSON object")
+    host_id = _text(data, "host_id")
+    if host_id != expected_host_id:
+        raise BadReport("host_id", f"is {host_id!r}, expected {expected_host_id!r}")
+    flags = _require(data, "cpu_flags")
+    if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
+        raise BadReport("cpu_flags", "must be a list of strings")
+    return Report(
+        host_id=host_id,
+        reported_at=parse_time(_require(data, "reported_at")),
+        agent_reachable=True,
+        kvm=_bool(data, "kvm"),
+        version=_text(data, "version"),
+        cpu_flags=frozenset(flags),
+        networks=_flag_map(data, "networks"),
+        storage_domains=_flag_map(data, "storage_domains"),
+        vms_running=_count(data, "vms_running"),
+        mem_free_mb=_count(data, "mem_free_mb"),
+        source=source,
+    )
+
+
+BAD_REPORT_PREFIX = "bad report: "
+
+
+def unreachable_report(host_id: str, at: datetime, error: str) -> Report:
+    """Build the observation recorded when a host's agent could not be heard."""
+    return Report(host_id=host_id, reported_at=at, agent_reachable=False, error=error)
+
+
+def bad_report(host_id: str, at: datetime, exc: BadReport) -> Report:
+    """Build the observation recorded when an agent's report was unusable; names the field."""
+    return Report(
+        host_id=host_id, reported_at=at, agent_reachable=False, error=BAD_REPORT_PREFIX + str(exc)
+    )
+
+
+def is_bad_report(report: Report) -> bool:
+    """True when the observation records an unusable report rather than silence."""
+    return not report.agent_reachable and (report.error or "").startswith(BAD_REPORT_PREFIX)

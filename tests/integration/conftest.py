@@ -1,0 +1,162 @@
+"""Fixtures of the integration suite: real servers, a real worker, the simulator over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autorecovery import keys
+from autorecovery.sim import Fleet, SimulatorClient, start_in_thread
+from tests.support.processes import Proc, start_worker, wait_for
+from tests.support.servers import Servers, start_servers
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    """Real PostgreSQL and Redis (environment URLs, else embedded), with a fresh database."""
+    found = start_servers(tmp_path_factory.mktemp("servers"))
+    # The test process talks to the same servers as the worker it starts.
+    os.environ.update(found.env())
+    yield found
+    found.close()
+
+
+@pytest.fixture(scope="session")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where child processes write their logs."""
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def app_module(servers: Servers) -> Any:
+    """The ``workers`` module, imported once the environment names the test servers."""
+    import workers
+
+    return workers
+
+
+@pytest.fixture(scope="session")
+def deps(app_module: Any) -> Any:
+    """The test process's own container (pool, Redis, services)."""
+    return app_module.container()
+
+
+@pytest.fixture(scope="session")
+def fleet_service(deps: Any, app_module: Any) -> Any:
+    """The operator services, enqueuing through the real broker."""
+    from autorecovery.services import utcnow
+    from autorecovery.services.fleet import FleetService
+
+    return FleetService(deps.db, app_module.enqueue_activation,
+                        report_max_age_s=deps.settings.report_max_age_s, clock=utcnow)
+
+
+@pytest.fixture(scope="session")
+def worker(servers: Servers, logs: Path, app_module: Any) -> Iterator[Proc]:
+    """A real ``celery worker`` with four prefork processes on both queues."""
+    proc = start_worker(servers.env(), logs, concurrency=4)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(autouse=True)
+def clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Empty the tables, the queues and our Redis keys before each integration test."""
+    if "servers" not in request.fixturenames:
+        yield
+        return
+    deps = request.getfixturevalue("deps")
+    app_module = request.getfixturevalue("app_module")
+    app_module.app.control.purge()
+    with deps.db.transaction() as conn:
+        conn.execute("TRUNCATE audit_log, activations, reports, hosts, clusters CASCADE")
+    for key in deps.redis.scan_iter(keys.PREFIX + "*"):
+        deps.redis.delete(key)
+    yield
+
+
+@pytest.fixture
+def sim(request: pytest.FixtureRequest, fleet_service: Any) -> Iterator[Callable[..., SimulatorClient]]:
+    """Start a simulator in this process and register its fleet; call with Fleet.generate args."""
+    running: list[Any] = []
+    clients: list[SimulatorClient] = []
+
+    def start(hosts: int = 4, clusters: int = 1, **kwargs: Any) -> SimulatorClient:
+        fleet = Fleet.generate(hosts=hosts, clusters=clusters, **kwargs)
+        server = start_in_thread(fleet)
+        running.append(server)
+        client = SimulatorClient(server.base_url)
+        clients.append(client)
+        from autorecovery.sim.register import register_fleet
+
+        register_fleet(fleet_service, client.fleet(), actor="test")
+        return client
+
+    yield start
+    for client in clients:
+        client.close()
+    for server in running:
+        server.stop()
+
+
+@pytest.fixture
+def tick(app_module: Any, deps: Any) -> Callable[[], dict[str, Any]]:
+    """Send one monitoring tick to the worker through the broker and wait for it to finish."""
+
+    def send(timeout_s: float = 30.0) -> dict[str, Any]:
+        result = app_module.app.send_task(app_module.TICK_TASK, queue="monitoring")
+        summary: dict[str, Any] = {}
+
+        def done() -> bool:
+            raw = deps.redis.get(keys.last_tick())
+            if raw is None:
+                return False
+            data = json.loads(raw)
+            if data.get("task_id") != result.id:
+                return False
+            summary.update(data)
+            return True
+
+        wait_for(done, timeout_s, f"tick {result.id}")
+        return summary
+
+    return send
+
+
+def host_status(deps: Any, host_id: str) -> dict[str, Any]:
+    """Return a host's row."""
+    with deps.db.transaction() as conn:
+        row = conn.execute("SELECT * FROM hosts WHERE id = %s", (host_id,)).fetchone()
+    assert row is not None, host_id
+    return dict(row)
+
+
+def statuses(deps: Any) -> dict[str, str]:
+    """Return every host's status."""
+    with deps.db.transaction() as conn:
+        rows = conn.execute("SELECT id, status FROM hosts").fetchall()
+    return {r["id"]: r["status"] for r in rows}
+
+
+def settle(deps: Any, timeout_s: float = 30.0) -> None:
+    """Wait until no activation is queued or running."""
+
+    def idle() -> bool:
+        with deps.db.transaction() as conn:
+            row = conn.execute(
+                "SELECT count(*) AS n FROM activations WHERE state IN ('queued', 'running')"
+            ).fetchone()
+        return row is not None and row["n"] == 0
+
+    wait_for(idle, timeout_s, "activations to finish")
+    time.sleep(0.05)
+
+

@@ -1,0 +1,1 @@
+"""Helpers for the integration suite: real servers, a real worker, the simulator."""

@@ -1,0 +1,112 @@
+"""Real PostgreSQL and Redis for the suite: the environment's URLs when set, else embedded.
+
+Each session gets a database of its own and two Redis databases of its own (locks, broker), so
+the suite never touches anything else on the servers.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import redis
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from autorecovery.store import migrate
+
+
+@dataclass
+class Servers:
+    """URLs the suite's processes use, and how to give them back."""
+
+    database_url: str
+    redis_url: str
+    broker_url: str
+    admin_url: str
+    database: str
+    embedded: object | None = None
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        """Environment for a subprocess of the product, with test-sized timings."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AUTORECOVERY_")}
+        env.update(TEST_SETTINGS)
+        env.update(
+            AUTORECOVERY_DATABASE_URL=self.database_url,
+            AUTORECOVERY_REDIS_URL=self.redis_url,
+            AUTORECOVERY_BROKER_URL=self.broker_url,
+        )
+        env.update(overrides)
+        return env
+
+    def close(self) -> None:
+        """Drop the session's database, flush its Redis databases, stop embedded servers."""
+        for url in (self.redis_url, self.broker_url):
+            client = redis.Redis.from_url(url)
+            client.flushdb()
+            client.close()
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(self.database)
+                )
+            )
+        stop = getattr(self.embedded, "stop", None)
+        if stop is not None:
+            stop()
+
+
+#: Timings small enough for tests, kept in the order the settings validator wants.
+TEST_SETTINGS = {
+    "AUTORECOVERY_TICK_INTERVAL_S": "1",
+    "AUTORECOVERY_REPORT_MAX_AGE_S": "5",
+    "AUTORECOVERY_AGENT_TIMEOUT_S": "1",
+    "AUTORECOVERY_INIT_TIMEOUT_S": "3",
+    "AUTORECOVERY_AGENT_RETRIES": "1",
+    "AUTORECOVERY_ACTIVATION_SOFT_LIMIT_S": "5",
+    "AUTORECOVERY_ACTIVATION_TIME_LIMIT_S": "6",
+    "AUTORECOVERY_LOCK_TTL_S": "8",
+    "AUTORECOVERY_ACTIVATION_QUEUED_TTL_S": "20",
+    "AUTORECOVERY_TASK_MAX_RETRIES": "3",
+}
+
+
+def _with_redis_db(url: str, db: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+def start_servers(tmp: Path) -> Servers:
+    """Use AUTORECOVERY_DATABASE_URL / AUTORECOVERY_REDIS_URL when set, else embedded servers.
+
+    A URL that is set but unreachable fails the session: a missing service is never a skip.
+    """
+    base_db = os.environ.get("AUTORECOVERY_DATABASE_URL")
+    base_redis = os.environ.get("AUTORECOVERY_REDIS_URL")
+    embedded = None
+    if not base_db or not base_redis:
+        from autorecovery.embedded import start_embedded
+
+        embedded = start_embedded(tmp / "embedded")
+        base_db = base_db or embedded.database_url
+        base_redis = base_redis or embedded.redis_url
+    name = "ar_test_" + secrets.token_hex(4)
+    with psycopg.connect(base_db, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    params = conninfo_to_dict(base_db)
+    params["dbname"] = name
+    database_url = make_conninfo(**params)  # type: ignore[arg-type]
+    migrate(database_url)
+    # Two Redis databases of our own: one for locks and tick summaries, one for the broker.
+    lock_db = 1 + secrets.randbelow(7) * 2
+    redis_url = _with_redis_db(base_redis, lock_db)
+    broker_url = _with_redis_db(base_redis, lock_db + 1)
+    for url in (redis_url, broker_url):
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        client.close()
+    return Servers(database_url, redis_url, broker_url, base_db, name, embedded)

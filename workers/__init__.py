@@ -1,0 +1,104 @@
+"""The Celery app: ``celery -A workers worker`` and ``celery -A workers beat``.
+
+JSON only, task events on, two queues (``monitoring`` and ``activation``). Each worker process
+builds its own container (pool, Redis, agent client) in ``worker_process_init``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init, worker_process_shutdown
+from kombu import Queue
+from kombu.exceptions import OperationalError
+
+from autorecovery.bootstrap import Container, build
+from autorecovery.settings import Settings, get_settings
+from beat_schedule import beat_schedule
+from models.errors import BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+MONITORING_QUEUE = "monitoring"
+ACTIVATION_QUEUE = "activation"
+TICK_TASK = "autorecovery.monitoring_tick"
+ACTIVATION_TASK = "autorecovery.init_vds_on_up"
+
+
+def make_app(settings: Settings) -> Celery:
+    """Build the Celery app from settings (reads no network)."""
+    app = Celery("autorecovery", broker=settings.effective_broker_url, include=["workers.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        event_serializer="json",
+        task_ignore_result=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        task_queues=(Queue(MONITORING_QUEUE), Queue(ACTIVATION_QUEUE)),
+        task_default_queue=MONITORING_QUEUE,
+        task_routes={TICK_TASK: {"queue": MONITORING_QUEUE},
+                     ACTIVATION_TASK: {"queue": ACTIVATION_QUEUE}},
+        task_annotations={
+            ACTIVATION_TASK: {
+                "soft_time_limit": settings.activation_soft_limit_s,
+                "time_limit": settings.activation_time_limit_s,
+                "max_retries": settings.task_max_retries,
+            },
+            TICK_TASK: {
+                "soft_time_limit": max(settings.tick_interval_s * 6, 60.0),
+                "time_limit": max(settings.tick_interval_s * 6, 60.0) + 10,
+            },
+        },
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        beat_schedule=beat_schedule(settings.tick_interval_s),
+        timezone="UTC",
+    )
+    return app
+
+
+settings = get_settings()
+app = make_app(settings)
+_container: Container | None = None
+
+
+def enqueue_activation(activation_id: str, host_id: str, trigger: str, actor: str) -> None:
+    """Queue ``init_vds_on_up``; the Celery task id is the activation id."""
+    try:
+        app.send_task(
+            ACTIVATION_TASK,
+            kwargs={"host_id": host_id, "activation_id": activation_id, "trigger": trigger,
+                    "actor": actor},
+            task_id=activation_id,
+            queue=ACTIVATION_QUEUE,
+            expires=settings.activation_queued_ttl_s,
+        )
+    except OperationalError as exc:
+        raise BrokerUnavailable(f"broker refused the activation message: {exc}") from exc
+
+
+def container() -> Container:
+    """Return this process's container, building it on first use."""
+    global _container
+    if _container is None:
+        _container = build(settings, enqueue_activation)
+    return _container
+
+
+@worker_process_init.connect
+def _init_process(**_: Any) -> None:
+    container()
+
+
+@worker_process_shutdown.connect
+def _close_process(**_: Any) -> None:
+    global _container
+    if _container is not None:
+        _container.close()
+        _container = None

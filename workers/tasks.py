@@ -1,0 +1,59 @@
+"""Thin task entrypoints: ids in, a service call, exceptions mapped to retry or give up."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from typing import Any
+
+import redis
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from autorecovery import keys
+from models.errors import TransientError
+from workers import ACTIVATION_TASK, TICK_TASK, app, container
+
+log = logging.getLogger(__name__)
+
+LAST_TICK_TTL_S = 24 * 3600
+
+
+def backoff_s(retries: int, cap_s: float = 30.0) -> float:
+    """Exponential backoff with full jitter for the ``retries``-th retry."""
+    return random.uniform(0, min(cap_s, 2.0 ** (retries + 1)))
+
+
+@app.task(name=TICK_TASK, bind=True, ignore_result=True)
+def monitoring_tick(self: Task) -> dict[str, Any]:
+    """Run one monitoring tick over the fleet and publish its summary."""
+    deps = container()
+    summary = deps.monitoring.tick().as_dict()
+    summary["task_id"] = self.request.id
+    summary["finished_at"] = time.time()
+    try:
+        deps.redis.set(keys.last_tick(), json.dumps(summary), ex=LAST_TICK_TTL_S)
+    except redis.RedisError as exc:
+        log.warning("cannot publish the tick summary: %s", exc)
+    return summary
+
+
+@app.task(name=ACTIVATION_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+def init_vds_on_up(
+    self: Task, host_id: str, activation_id: str, trigger: str = "auto", actor: str = "auto"
+) -> dict[str, Any]:
+    """Activate one host under its lock and fencing token."""
+    service = container().activation
+    try:
+        return service.run(activation_id, host_id).as_dict()
+    except SoftTimeLimitExceeded:
+        service.give_up(activation_id, host_id, "activation exceeded its time limit")
+        raise
+    except TransientError as exc:
+        if self.request.retries >= (self.max_retries or 0):
+            service.give_up(activation_id, host_id, f"retries exhausted: {exc}")
+            raise
+        log.warning("host %s: activation %s retrying: %s", host_id, activation_id, exc)
+        raise self.retry(exc=exc, countdown=backoff_s(self.request.retries)) from exc
