@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from autorecovery.services import Clock, Enqueuer
-from autorecovery.store import activations, audit, hosts
+from autorecovery.store import PG_REPOS, Repos
 from autorecovery.store.db import Database
 from autorecovery.store.rows import report_as_dict
 from models.domain import Cluster, HostStatus, Report, Trigger
@@ -31,9 +31,17 @@ class HostSpec:
 class FleetService:
     """The operations that the API and the CLI expose; each is one transaction."""
 
-    def __init__(self, db: Database, enqueue: Enqueuer, *, report_max_age_s: float,
-                 clock: Clock) -> None:
+    def __init__(
+        self,
+        db: Database,
+        enqueue: Enqueuer,
+        *,
+        report_max_age_s: float,
+        clock: Clock,
+        repos: Repos = PG_REPOS,
+    ) -> None:
         self.db = db
+        self.repos = repos
         self.enqueue = enqueue
         self.report_max_age_s = report_max_age_s
         self.clock = clock
@@ -42,13 +50,21 @@ class FleetService:
         """Create or update a cluster; return True when created."""
         now = self.clock()
         with self.db.transaction() as conn:
-            created = hosts.upsert_cluster(conn, cluster)
-            audit.add(conn, at=now, object_type="cluster", object_id=cluster.id,
-                      event="cluster_registered" if created else "cluster_updated", actor=actor,
-                      details={"required_networks": sorted(cluster.required_networks),
-                               "storage_domains": sorted(cluster.storage_domains),
-                               "min_version": cluster.min_version,
-                               "cpu_flags": sorted(cluster.cpu_flags)})
+            created = self.repos.hosts.upsert_cluster(conn, cluster)
+            self.repos.audit.add(
+                conn,
+                at=now,
+                object_type="cluster",
+                object_id=cluster.id,
+                event="cluster_registered" if created else "cluster_updated",
+                actor=actor,
+                details={
+                    "required_networks": sorted(cluster.required_networks),
+                    "storage_domains": sorted(cluster.storage_domains),
+                    "min_version": cluster.min_version,
+                    "cpu_flags": sorted(cluster.cpu_flags),
+                },
+            )
         return created
 
     def register_hosts(self, specs: list[HostSpec], actor: str) -> list[str]:
@@ -61,15 +77,21 @@ class FleetService:
         now = self.clock()
         created: list[str] = []
         with self.db.transaction() as conn:
-            clusters = hosts.all_clusters(conn)
+            clusters = self.repos.hosts.all_clusters(conn)
             for spec in specs:
                 if spec.cluster not in clusters:
                     raise InvalidInput("cluster", f"unknown cluster {spec.cluster!r} for host {spec.id!r}")
-                if not hosts.insert_host(conn, spec.id, spec.cluster, spec.agent_url, now):
+                if not self.repos.hosts.insert_host(conn, spec.id, spec.cluster, spec.agent_url, now):
                     raise Conflict(f"host {spec.id!r} is already registered", {"host_id": spec.id})
-                audit.add(conn, at=now, object_type="host", object_id=spec.id,
-                          event="host_registered", actor=actor,
-                          details={"cluster": spec.cluster, "agent_url": spec.agent_url})
+                self.repos.audit.add(
+                    conn,
+                    at=now,
+                    object_type="host",
+                    object_id=spec.id,
+                    event="host_registered",
+                    actor=actor,
+                    details={"cluster": spec.cluster, "agent_url": spec.agent_url},
+                )
                 created.append(spec.id)
         return created
 
@@ -77,12 +99,18 @@ class FleetService:
         """Turn a host's autorecovery on or off, audited with the actor."""
         now = self.clock()
         with self.db.transaction() as conn:
-            previous = hosts.set_autorecovery(conn, host_id, enabled)
+            previous = self.repos.hosts.set_autorecovery(conn, host_id, enabled)
             if previous is None:
                 raise NotFound("host", host_id)
-            audit.add(conn, at=now, object_type="host", object_id=host_id,
-                      event="autorecovery_enabled" if enabled else "autorecovery_disabled",
-                      actor=actor, details={"previous": previous, "enabled": enabled})
+            self.repos.audit.add(
+                conn,
+                at=now,
+                object_type="host",
+                object_id=host_id,
+                event="autorecovery_enabled" if enabled else "autorecovery_disabled",
+                actor=actor,
+                details={"previous": previous, "enabled": enabled},
+            )
         log.info("host %s: autorecovery %s by %s", host_id, "on" if enabled else "off", actor)
 
     def request_activation(self, host_id: str, actor: str) -> str:
@@ -95,30 +123,40 @@ class FleetService:
         now = self.clock()
         activation_id = str(uuid.uuid4())
         with self.db.transaction() as conn:
-            loaded = hosts.get_host(conn, host_id, for_update=True)
+            loaded = self.repos.hosts.get_host(conn, host_id, for_update=True)
             if loaded is None:
                 raise NotFound("host", host_id)
             host = loaded[0]
             if host.status is HostStatus.UP:
                 raise Conflict(f"host {host_id} is already up", {"status": host.status.value})
-            running = activations.in_flight(conn, host_id)
+            running = self.repos.activations.in_flight(conn, host_id)
             if running is not None:
-                raise Conflict(f"host {host_id} is held by activation {running.id}",
-                               {"holder": running.as_dict()})
+                raise Conflict(
+                    f"host {host_id} is held by activation {running.id}", {"holder": running.as_dict()}
+                )
             statuses = [s.value for s in HostStatus if s is not HostStatus.UP]
-            created = activations.create_many(
-                conn, [(activation_id, host_id)], trigger=Trigger.MANUAL.value, actor=actor,
-                now=now, statuses=statuses, reason="requested by an admin")
+            created = self.repos.activations.create_many(
+                conn,
+                [(activation_id, host_id)],
+                trigger=Trigger.MANUAL.value,
+                actor=actor,
+                now=now,
+                statuses=statuses,
+                reason="requested by an admin",
+            )
             if not created:
-                held = activations.in_flight(conn, host_id)
-                raise Conflict(f"host {host_id} is held by another activation",
-                               {"holder": held.as_dict() if held else None})
+                held = self.repos.activations.in_flight(conn, host_id)
+                raise Conflict(
+                    f"host {host_id} is held by another activation",
+                    {"holder": held.as_dict() if held else None},
+                )
         try:
             self.enqueue(activation_id, host_id, Trigger.MANUAL.value, actor)
         except BrokerUnavailable as exc:
             with self.db.transaction() as conn:
-                activations.mark_enqueue_failed(conn, [(activation_id, host_id)], self.clock(),
-                                                str(exc))
+                self.repos.activations.mark_enqueue_failed(
+                    conn, [(activation_id, host_id)], self.clock(), str(exc)
+                )
             raise
         return activation_id
 
@@ -130,19 +168,27 @@ class FleetService:
         """
         now = self.clock()
         with self.db.transaction() as conn:
-            loaded = hosts.get_host(conn, host_id, for_update=True)
+            loaded = self.repos.hosts.get_host(conn, host_id, for_update=True)
             if loaded is None:
                 raise NotFound("host", host_id)
-            running = activations.in_flight(conn, host_id)
+            running = self.repos.activations.in_flight(conn, host_id)
             if running is not None:
-                raise Conflict(f"host {host_id} is held by activation {running.id}",
-                               {"holder": running.as_dict()})
-            hosts.set_status(conn, host_id, HostStatus.MAINTENANCE.value, "maintenance",
-                             reason or "set by an admin", now)
-            audit.add(conn, at=now, object_type="host", object_id=host_id, event="status_changed",
-                      actor=actor, reason="maintenance",
-                      details={"from": loaded[0].status.value, "to": "maintenance",
-                               "detail": reason})
+                raise Conflict(
+                    f"host {host_id} is held by activation {running.id}", {"holder": running.as_dict()}
+                )
+            self.repos.hosts.set_status(
+                conn, host_id, HostStatus.MAINTENANCE.value, "maintenance", reason or "set by an admin", now
+            )
+            self.repos.audit.add(
+                conn,
+                at=now,
+                object_type="host",
+                object_id=host_id,
+                event="status_changed",
+                actor=actor,
+                reason="maintenance",
+                details={"from": loaded[0].status.value, "to": "maintenance", "detail": reason},
+            )
 
     def push_report(self, host_id: str, body: object, actor: str) -> Report:
         """Validate and store a report pushed through the API (as a pulled one would be).
@@ -153,59 +199,71 @@ class FleetService:
         """
         now = self.clock()
         with self.db.transaction() as conn:
-            if hosts.get_host(conn, host_id) is None:
+            if self.repos.hosts.get_host(conn, host_id) is None:
                 raise NotFound("host", host_id)
         report = parse_report(body, host_id, source="push")
         with self.db.transaction() as conn:
-            hosts.upsert_reports(conn, [report], now)
+            self.repos.hosts.upsert_reports(conn, [report], now)
         return report
 
     def plan(self, *, cluster_id: str | None = None, limit: int = 10_000) -> list[dict[str, Any]]:
         """Say what the next tick would do for each host and why, from stored reports; no writes."""
         now = self.clock()
         with self.db.transaction() as conn:
-            clusters = hosts.all_clusters(conn)
-            rows = hosts.list_hosts(conn, cluster_id=cluster_id, limit=limit)
+            clusters = self.repos.hosts.all_clusters(conn)
+            rows = self.repos.hosts.list_hosts(conn, cluster_id=cluster_id, limit=limit)
         out = []
         for host, report, _ in rows:
             ev = evaluate(host, report, clusters[host.cluster_id], now, self.report_max_age_s)
-            out.append({
-                "host_id": host.id, "cluster": host.cluster_id, "status": host.status.value,
-                "next_status": ev.host.status.value,
-                "action": "activate" if ev.decision.is_activate else "skip",
-                "code": ev.decision.code, "detail": ev.decision.detail,
-                "problems": [{"reason": p.reason.value, "detail": p.detail}
-                             for p in ev.assessment.problems],
-            })
+            out.append(
+                {
+                    "host_id": host.id,
+                    "cluster": host.cluster_id,
+                    "status": host.status.value,
+                    "next_status": ev.host.status.value,
+                    "action": "activate" if ev.decision.is_activate else "skip",
+                    "code": ev.decision.code,
+                    "detail": ev.decision.detail,
+                    "problems": [
+                        {"reason": p.reason.value, "detail": p.detail} for p in ev.assessment.problems
+                    ],
+                }
+            )
         return out
 
     def describe(self, host_id: str) -> dict[str, Any]:
         """Return a host with its latest assessment, last decision and recent attempts."""
         now = self.clock()
         with self.db.transaction() as conn:
-            loaded = hosts.get_host(conn, host_id)
+            loaded = self.repos.hosts.get_host(conn, host_id)
             if loaded is None:
                 raise NotFound("host", host_id)
             host, report, row = loaded
-            cluster = hosts.get_cluster(conn, host.cluster_id)
-            running = activations.in_flight(conn, host_id)
-            recent = activations.recent(conn, host_id)
+            cluster = self.repos.hosts.get_cluster(conn, host.cluster_id)
+            running = self.repos.activations.in_flight(conn, host_id)
+            recent = self.repos.activations.recent(conn, host_id)
         assert cluster is not None
         ev = evaluate(host, report, cluster, now, self.report_max_age_s)
         return {
-            "id": host.id, "cluster": host.cluster_id, "agent_url": host.agent_url,
-            "status": host.status.value, "reason": host.reason, "detail": host.detail,
+            "id": host.id,
+            "cluster": host.cluster_id,
+            "agent_url": host.agent_url,
+            "status": host.status.value,
+            "reason": host.reason,
+            "detail": host.detail,
             "autorecovery": host.autorecovery,
             "status_changed_at": host.status_changed_at.isoformat() if host.status_changed_at else None,
             "report_age_s": ev.assessment.report_age_s,
             "report": report_as_dict(report) if report else None,
-            "problems": [{"reason": p.reason.value, "detail": p.detail}
-                         for p in ev.assessment.problems],
-            "last_decision": {"code": row["last_decision"], "detail": row["last_decision_detail"],
-                              "at": row["last_decision_at"].isoformat()
-                              if row["last_decision_at"] else None},
-            "why_not_recovered": None if host.status is HostStatus.UP else
-            {"code": ev.decision.code, "detail": ev.decision.detail},
+            "problems": [{"reason": p.reason.value, "detail": p.detail} for p in ev.assessment.problems],
+            "last_decision": {
+                "code": row["last_decision"],
+                "detail": row["last_decision_detail"],
+                "at": row["last_decision_at"].isoformat() if row["last_decision_at"] else None,
+            },
+            "why_not_recovered": None
+            if host.status is HostStatus.UP
+            else {"code": ev.decision.code, "detail": ev.decision.detail},
             "activation": running.as_dict() if running else None,
             "recent_activations": [a.as_dict() for a in recent],
         }

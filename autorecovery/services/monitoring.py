@@ -10,8 +10,9 @@ from datetime import timedelta
 
 from autorecovery.agents import AgentClient, Target
 from autorecovery.services import Clock, Enqueuer
-from autorecovery.store import activations, hosts
+from autorecovery.store import PG_REPOS, Repos
 from autorecovery.store.db import STATEMENTS, Database
+from autorecovery.store.hosts import HostRow
 from models.domain import Cluster, Host, Report, Trigger
 from models.errors import BrokerUnavailable
 from models.policy import RECOVERABLE_STATUSES, Evaluation, evaluate
@@ -50,10 +51,16 @@ class TickResult:
     def as_dict(self) -> dict[str, object]:
         """Present the result as JSON (it is the task's return value)."""
         return {
-            "hosts": self.hosts, "batches": self.batches, "pulled": self.pulled,
-            "transitions": self.transitions, "enqueued": self.enqueued, "reaped": self.reaped,
-            "statements": self.statements, "pull_s": round(self.pull_s, 4),
-            "duration_s": round(self.duration_s, 4), "decisions": self.decisions,
+            "hosts": self.hosts,
+            "batches": self.batches,
+            "pulled": self.pulled,
+            "transitions": self.transitions,
+            "enqueued": self.enqueued,
+            "reaped": self.reaped,
+            "statements": self.statements,
+            "pull_s": round(self.pull_s, 4),
+            "duration_s": round(self.duration_s, 4),
+            "decisions": self.decisions,
         }
 
 
@@ -68,9 +75,16 @@ class MonitoringService:
     """Works through the fleet in batches; a constant number of statements per batch."""
 
     def __init__(
-        self, db: Database, agents: AgentClient, enqueue: Enqueuer, cfg: TickConfig, clock: Clock
+        self,
+        db: Database,
+        agents: AgentClient,
+        enqueue: Enqueuer,
+        cfg: TickConfig,
+        clock: Clock,
+        repos: Repos = PG_REPOS,
     ) -> None:
         self.db = db
+        self.repos = repos
         self.agents = agents
         self.enqueue = enqueue
         self.cfg = cfg
@@ -83,21 +97,20 @@ class MonitoringService:
         result = TickResult()
         now = self.clock()
         with self.db.transaction() as conn:
-            reaped = activations.reap(
+            reaped = self.repos.activations.reap(
                 conn,
                 now=now,
                 queued_before=now - timedelta(seconds=self.cfg.queued_ttl_s),
                 running_before=now - timedelta(seconds=self.cfg.reap_running_after_s),
             )
-            clusters = hosts.all_clusters(conn)
+            clusters = self.repos.hosts.all_clusters(conn)
         for row in reaped:
-            log.warning("host %s: activation %s abandoned (was %s)", row["host_id"], row["id"],
-                        row["was"])
+            log.warning("host %s: activation %s abandoned (was %s)", row["host_id"], row["id"], row["was"])
         result.reaped = len(reaped)
         after = ""
         while True:
             with self.db.transaction() as conn:
-                batch = hosts.batch_after(conn, after, self.cfg.batch_size)
+                batch = self.repos.hosts.batch_after(conn, after, self.cfg.batch_size)
             if not batch:
                 break
             after = batch[-1][0].id
@@ -109,7 +122,7 @@ class MonitoringService:
 
     def _run_batch(
         self,
-        batch: list[hosts.HostRow],
+        batch: list[HostRow],
         clusters: dict[str, Cluster],
         result: TickResult,
     ) -> None:
@@ -137,19 +150,23 @@ class MonitoringService:
             evaluations.append(ev)
             result.decisions[ev.decision.code] = result.decisions.get(ev.decision.code, 0) + 1
             if ev.transition is not None:
-                log.info("host %s: %s -> %s (%s: %s)", host.id, ev.transition.expected.value,
-                         ev.transition.status.value, ev.transition.reason, ev.transition.detail)
+                log.info(
+                    "host %s: %s -> %s (%s: %s)",
+                    host.id,
+                    ev.transition.expected.value,
+                    ev.transition.status.value,
+                    ev.transition.reason,
+                    ev.transition.detail,
+                )
 
-        candidates = [
-            (str(uuid.uuid4()), ev.host.id) for ev in evaluations if ev.decision.is_activate
-        ]
+        candidates = [(str(uuid.uuid4()), ev.host.id) for ev in evaluations if ev.decision.is_activate]
         with self.db.transaction() as conn:
-            hosts.upsert_reports(conn, pulled, now)
-            changed = hosts.apply_transitions(
+            self.repos.hosts.upsert_reports(conn, pulled, now)
+            changed = self.repos.hosts.apply_transitions(
                 conn, [ev.transition for ev in evaluations if ev.transition], now, AUTO_ACTOR
             )
-            hosts.record_decisions(conn, [ev.decision for ev in evaluations], now)
-            created = activations.create_many(
+            self.repos.hosts.record_decisions(conn, [ev.decision for ev in evaluations], now)
+            created = self.repos.activations.create_many(
                 conn,
                 candidates,
                 trigger=Trigger.AUTO.value,
@@ -178,5 +195,4 @@ class MonitoringService:
                 error = str(exc)
         if failed:
             with self.db.transaction() as conn:
-                activations.mark_enqueue_failed(conn, failed, self.clock(), error)
-
+                self.repos.activations.mark_enqueue_failed(conn, failed, self.clock(), error)

@@ -1,5 +1,27 @@
-"""PostgreSQL store: pool, migrations and repositories (which take a connection, never commit)."""
+"""PostgreSQL store: pool, migrations and repositories (which take a connection, never commit).
 
+Services reach the repositories through a ``Repos`` bundle, so that unit tests can hand them the
+in-memory fake (``tests/fakes``) and the same contract tests can run against both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from autorecovery.store import activations, audit, hosts
 from autorecovery.store.db import Database, migrate
 
-__all__ = ["Database", "migrate"]
+
+@dataclass(frozen=True)
+class Repos:
+    """The repositories a service uses: each a module (PostgreSQL) or a fake object."""
+
+    hosts: Any
+    activations: Any
+    audit: Any
+
+
+PG_REPOS = Repos(hosts=hosts, activations=activations, audit=audit)
+
+__all__ = ["PG_REPOS", "Database", "Repos", "migrate"]
