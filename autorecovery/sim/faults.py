@@ -1,0 +1,174 @@
+"""Faults a simulated host can carry, and how one fault spec changes them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from models.errors import InvalidInput
+
+DEFAULT_INIT_FAIL_REASON = "activation_failed"
+DEFAULT_INIT_FAIL_DETAIL = "simulated init failure"
+MAX_DELAY_S = 86_400.0
+
+
+class FaultKind(StrEnum):
+    """What can be wrong with a simulated host."""
+
+    SD_DOWN = "sd_down"
+    NIC_DOWN = "nic_down"
+    KVM_DOWN = "kvm_down"
+    SILENT = "silent"
+    INIT_FAIL = "init_fail"
+    INIT_DELAY = "init_delay"
+    REPORT_DELAY = "report_delay"
+    VERSION = "version"
+
+
+#: Which optional parameters each fault kind takes; anything else given is refused.
+PARAMETERS: dict[FaultKind, frozenset[str]] = {
+    FaultKind.SD_DOWN: frozenset({"target"}),
+    FaultKind.NIC_DOWN: frozenset({"target"}),
+    FaultKind.KVM_DOWN: frozenset(),
+    FaultKind.SILENT: frozenset(),
+    FaultKind.INIT_FAIL: frozenset({"reason", "detail"}),
+    FaultKind.INIT_DELAY: frozenset({"seconds"}),
+    FaultKind.REPORT_DELAY: frozenset({"seconds"}),
+    FaultKind.VERSION: frozenset({"version"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FaultSpec:
+    """One fault to inject, with the parameters its kind needs.
+
+    ``target`` is the storage domain (sd_down) or network (nic_down); ``seconds`` the delay
+    (init_delay, report_delay); ``version`` the version the host reports; ``reason`` and
+    ``detail`` what a failing init answers.
+    """
+
+    kind: FaultKind
+    target: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+    seconds: float | None = None
+    version: str | None = None
+
+    def check(self) -> None:
+        """Refuse missing, empty or unused parameters, naming the field.
+
+        Raises:
+            InvalidInput: naming ``target``, ``seconds``, ``version``, ``reason`` or ``detail``.
+        """
+        allowed = PARAMETERS[self.kind]
+        given = {
+            name: value
+            for name, value in (
+                ("target", self.target),
+                ("reason", self.reason),
+                ("detail", self.detail),
+                ("seconds", self.seconds),
+                ("version", self.version),
+            )
+            if value is not None
+        }
+        unused = sorted(given.keys() - allowed)
+        if unused:
+            raise InvalidInput(unused[0], f"is not a parameter of fault {self.kind}")
+        for name in ("target", "version"):
+            if name in allowed and not given.get(name):
+                raise InvalidInput(name, f"is required for fault {self.kind}")
+        if self.reason is not None and not self.reason:
+            raise InvalidInput("reason", "must not be empty")
+        if "seconds" in allowed:
+            if self.seconds is None:
+                raise InvalidInput("seconds", f"is required for fault {self.kind}")
+            if not 0 <= self.seconds <= MAX_DELAY_S:
+                raise InvalidInput("seconds", f"must be between 0 and {MAX_DELAY_S:.0f}")
+
+
+@dataclass(slots=True)
+class Fault:
+    """The faults one simulated host carries now; the default is a healthy host."""
+
+    sd_down: set[str] = field(default_factory=set)
+    nic_down: set[str] = field(default_factory=set)
+    kvm_down: bool = False
+    version: str | None = None
+    silent: bool = False
+    init_fail: tuple[str, str] | None = None
+    init_delay_s: float = 0.0
+    report_delay_s: float = 0.0
+
+    @property
+    def is_clear(self) -> bool:
+        """True when the host carries no fault at all."""
+        return not self.active()
+
+    def active(self) -> dict[str, object]:
+        """Return only the faults that are set, as JSON-ready data."""
+        shown: dict[str, object] = {}
+        if self.sd_down:
+            shown["sd_down"] = sorted(self.sd_down)
+        if self.nic_down:
+            shown["nic_down"] = sorted(self.nic_down)
+        if self.kvm_down:
+            shown["kvm_down"] = True
+        if self.version is not None:
+            shown["version"] = self.version
+        if self.silent:
+            shown["silent"] = True
+        if self.init_fail is not None:
+            shown["init_fail"] = {"reason": self.init_fail[0], "detail": self.init_fail[1]}
+        if self.init_delay_s:
+            shown["init_delay_s"] = self.init_delay_s
+        if self.report_delay_s:
+            shown["report_delay_s"] = self.report_delay_s
+        return shown
+
+    def apply(self, spec: FaultSpec) -> None:
+        """Add one fault (already checked with ``FaultSpec.check``)."""
+        kind = spec.kind
+        if kind is FaultKind.SD_DOWN and spec.target:
+            self.sd_down.add(spec.target)
+        elif kind is FaultKind.NIC_DOWN and spec.target:
+            self.nic_down.add(spec.target)
+        elif kind is FaultKind.KVM_DOWN:
+            self.kvm_down = True
+        elif kind is FaultKind.SILENT:
+            self.silent = True
+        elif kind is FaultKind.INIT_FAIL:
+            reason = spec.reason or DEFAULT_INIT_FAIL_REASON
+            self.init_fail = (reason, spec.detail or DEFAULT_INIT_FAIL_DETAIL)
+        elif kind is FaultKind.INIT_DELAY:
+            self.init_delay_s = spec.seconds or 0.0
+        elif kind is FaultKind.REPORT_DELAY:
+            self.report_delay_s = spec.seconds or 0.0
+        elif kind is FaultKind.VERSION:
+            self.version = spec.version
+
+    def clear(self, kind: FaultKind | None = None, target: str | None = None) -> None:
+        """Clear one kind of fault (one target of it when given), or every fault."""
+        if kind is None or kind is FaultKind.SD_DOWN:
+            _discard(self.sd_down, target)
+        if kind is None or kind is FaultKind.NIC_DOWN:
+            _discard(self.nic_down, target)
+        if kind is None or kind is FaultKind.KVM_DOWN:
+            self.kvm_down = False
+        if kind is None or kind is FaultKind.SILENT:
+            self.silent = False
+        if kind is None or kind is FaultKind.INIT_FAIL:
+            self.init_fail = None
+        if kind is None or kind is FaultKind.INIT_DELAY:
+            self.init_delay_s = 0.0
+        if kind is None or kind is FaultKind.REPORT_DELAY:
+            self.report_delay_s = 0.0
+        if kind is None or kind is FaultKind.VERSION:
+            self.version = None
+
+
+def _discard(names: set[str], target: str | None) -> None:
+    if target is None:
+        names.clear()
+    else:
+        names.discard(target)

@@ -1,0 +1,284 @@
+"""Simulated fleet state: clusters, hosts, their faults, and what their agents answer (no HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+from autorecovery.sim.faults import FaultKind, FaultSpec
+from autorecovery.sim.hosts import SimCluster, SimHost
+from autorecovery.sim.record import ConnectCall, InitCall, find_connect_overlaps, find_overlaps
+from models.errors import InvalidInput, NotFound, StaleFence
+
+__all__ = ["Clock", "FenceRefused", "Fleet", "SimCluster", "SimHost", "utc_now"]
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """Return the current time in UTC."""
+    return datetime.now(UTC)
+
+
+class FenceRefused(StaleFence):
+    """An agent call carried a fence lower than the highest the agent has accepted."""
+
+    def __init__(self, highest: int) -> None:
+        super().__init__(f"stale fence; highest accepted is {highest}")
+        self.highest = highest
+
+
+class Fleet:
+    """Every simulated host and cluster, their faults, and the record of agent calls.
+
+    All mutation happens on the server's event loop, so no lock is needed; the delays are
+    ``asyncio.sleep``. Once served from another thread, change it only through ``/control``.
+    The storage-domain index is built once, so keep hosts' domains fixed.
+    """
+
+    def __init__(
+        self, clusters: Iterable[SimCluster], hosts: Iterable[SimHost], clock: Clock = utc_now
+    ) -> None:
+        self.clusters: dict[str, SimCluster] = {c.id: c for c in clusters}
+        self.hosts: dict[str, SimHost] = {}
+        self._clock = clock
+        self._by_sd: dict[str, list[str]] = {}
+        self._networks: set[str] = set()
+        for cluster in self.clusters.values():
+            self._networks.update(cluster.required_networks)
+        for host in hosts:
+            if host.cluster not in self.clusters:
+                raise InvalidInput("cluster", f"host {host.id} names unknown cluster {host.cluster}")
+            self.hosts[host.id] = host
+            self._networks.update(host.networks)
+            for sd in host.storage_domains:
+                self._by_sd.setdefault(sd, []).append(host.id)
+        self.inits: list[InitCall] = []
+        self.connects: list[ConnectCall] = []
+        self._init_fence: dict[str, int] = {}
+        self._connect_fence: dict[tuple[str, str], int] = {}
+
+    @classmethod
+    def generate(
+        cls,
+        hosts: int,
+        clusters: int,
+        storage_domains_per_cluster: int = 2,
+        shared_storage_domain: bool = False,
+        clock: Clock = utc_now,
+    ) -> Fleet:
+        """Build a deterministic healthy fleet: clusters c-1..c-M, hosts h-0001.. round-robin.
+
+        Ids do not depend on the fleet's size: host 12345 is ``h-12345``.
+        """
+        if hosts < 0:
+            raise InvalidInput("hosts", "must not be negative")
+        if clusters < 1:
+            raise InvalidInput("clusters", "must be at least 1")
+        if storage_domains_per_cluster < 0:
+            raise InvalidInput("storage_domains_per_cluster", "must not be negative")
+        made: list[SimCluster] = []
+        for c in range(1, clusters + 1):
+            cid = f"c-{c}"
+            sds = [f"sd-{cid}-{n}" for n in range(1, storage_domains_per_cluster + 1)]
+            if shared_storage_domain:
+                sds.append("sd-shared")
+            made.append(SimCluster(id=cid, storage_domains=sds))
+        sim_hosts: list[SimHost] = []
+        for i in range(1, hosts + 1):
+            cluster = made[(i - 1) % clusters]
+            sim_hosts.append(
+                SimHost(
+                    id=f"h-{i:04d}",
+                    cluster=cluster.id,
+                    networks=dict.fromkeys(cluster.required_networks, True),
+                    storage_domains=dict.fromkeys(cluster.storage_domains, True),
+                    vms_running=(i * 7) % 13,
+                    mem_free_mb=4_096 + (i * 7_919) % 60_000,
+                )
+            )
+        return cls(made, sim_hosts, clock=clock)
+
+    def host(self, host_id: str) -> SimHost:
+        """Return one host.
+
+        Raises:
+            NotFound: when no such host is simulated.
+        """
+        try:
+            return self.hosts[host_id]
+        except KeyError:
+            raise NotFound("host", host_id) from None
+
+    def select(
+        self,
+        hosts: Iterable[str] | None = None,
+        cluster: str | None = None,
+        storage_domain: str | None = None,
+        all_hosts: bool = False,
+    ) -> list[str]:
+        """Return the ids of hosts matching every selector given (all hosts with ``all_hosts``).
+
+        Raises:
+            InvalidInput: naming the selector that names an unknown object, or ``hosts`` when
+                nothing was selected and ``all_hosts`` is false.
+        """
+        if hosts is None and cluster is None and storage_domain is None and not all_hosts:
+            raise InvalidInput("hosts", "give hosts, cluster or storage_domain, or set all")
+        if hosts is not None:
+            ids = list(dict.fromkeys(hosts))
+            unknown = [h for h in ids if h not in self.hosts]
+            if unknown:
+                raise InvalidInput("hosts", "unknown host(s): " + ", ".join(unknown[:5]))
+        elif storage_domain is not None:
+            ids = list(self._by_sd.get(storage_domain, []))
+        else:
+            ids = list(self.hosts)
+        if cluster is not None:
+            if cluster not in self.clusters:
+                raise InvalidInput("cluster", f"unknown cluster {cluster}")
+            ids = [h for h in ids if self.hosts[h].cluster == cluster]
+        if storage_domain is not None:
+            if storage_domain not in self._by_sd:
+                raise InvalidInput("storage_domain", f"unknown storage domain {storage_domain}")
+            ids = [h for h in ids if storage_domain in self.hosts[h].storage_domains]
+        return ids
+
+    def inject(self, spec: FaultSpec, host_ids: Iterable[str]) -> list[str]:
+        """Give every named host one fault; return their ids.
+
+        Raises:
+            InvalidInput: naming the parameter that is missing, unused or unknown.
+        """
+        spec.check()
+        if spec.kind is FaultKind.SD_DOWN and spec.target not in self._by_sd:
+            raise InvalidInput("target", f"unknown storage domain {spec.target}")
+        if spec.kind is FaultKind.NIC_DOWN and spec.target not in self._networks:
+            raise InvalidInput("target", f"unknown network {spec.target}")
+        ids = list(host_ids)
+        for host_id in ids:
+            self.host(host_id).fault.apply(spec)
+        logger.info("injected fault %s %s on %d host(s)", spec.kind, spec.target or "", len(ids))
+        return ids
+
+    def clear(
+        self, host_ids: Iterable[str], kind: FaultKind | None = None, target: str | None = None
+    ) -> list[str]:
+        """Clear faults (one kind, one target of it, or all) on the named hosts; return their ids.
+
+        Raises:
+            InvalidInput: naming ``target`` when it is given without a kind that takes one.
+        """
+        if target is not None and kind not in (FaultKind.SD_DOWN, FaultKind.NIC_DOWN):
+            raise InvalidInput("target", "only sd_down and nic_down faults take a target")
+        ids = list(host_ids)
+        for host_id in ids:
+            self.host(host_id).fault.clear(kind, target)
+        logger.info("cleared fault %s on %d host(s)", kind or "all", len(ids))
+        return ids
+
+    def report(self, host_id: str) -> dict[str, object]:
+        """Return one host's monitoring report as its agent would send it now."""
+        return self.host(host_id).report(self._clock())
+
+    def highest_fence(self, host_id: str) -> int:
+        """Return the highest init fence the host's agent has accepted (0 when none)."""
+        return self._init_fence.get(host_id, 0)
+
+    async def init(self, host_id: str, fence: int, activation_id: str) -> dict[str, object]:
+        """Run an init as the host's agent would, recording the call.
+
+        Raises:
+            NotFound: when no such host is simulated.
+            FenceRefused: when ``fence`` is lower than the highest accepted for this host.
+        """
+        host = self.host(host_id)
+        now = self._clock()
+        highest = self._init_fence.get(host_id, fence)
+        if fence < highest:
+            reason = f"fence {fence} below highest accepted {highest}"
+            self.inits.append(InitCall(host_id, fence, activation_id, now, now, "stale_fence", reason))
+            logger.info("host %s refused init with stale fence %d (highest %d)", host_id, fence, highest)
+            raise FenceRefused(highest)
+        self._init_fence[host_id] = fence
+        # Whether monitoring could see a problem when the init arrived: the bar is zero such
+        # inits from automatic activations.
+        faulted = host.problem(self.clusters[host.cluster]) is not None or host.fault.silent
+        call = InitCall(host_id, fence, activation_id, now, faulted=faulted)
+        self.inits.append(call)
+        logger.debug("host %s init started with fence %d", host_id, fence)
+        try:
+            if host.fault.init_delay_s > 0:
+                await asyncio.sleep(host.fault.init_delay_s)
+        except BaseException:
+            call.ended_at, call.outcome, call.reason = self._clock(), "failed", "cancelled"
+            raise
+        failure = host.fault.init_fail or host.problem(self.clusters[host.cluster])
+        call.ended_at = self._clock()
+        if failure is None:
+            call.outcome = "ok"
+            return {"ok": True}
+        call.outcome, call.reason = "failed", failure[0]
+        logger.debug("host %s init failed: %s", host_id, failure[0])
+        return {"ok": False, "reason": failure[0], "detail": failure[1]}
+
+    async def connect(self, host_id: str, sd_id: str, fence: int) -> dict[str, object]:
+        """Connect the host to a storage domain as its agent would, recording the call.
+
+        Raises:
+            NotFound: when no such host, or the domain is not attached to the host.
+            FenceRefused: when ``fence`` is lower than the highest accepted for this domain.
+        """
+        host = self.host(host_id)
+        if sd_id not in host.storage_domains:
+            raise NotFound("storage domain", sd_id)
+        now = self._clock()
+        highest = self._connect_fence.get((host_id, sd_id), fence)
+        if fence < highest:
+            reason = f"fence {fence} below highest accepted {highest}"
+            self.connects.append(ConnectCall(host_id, sd_id, fence, now, now, "stale_fence", reason))
+            raise FenceRefused(highest)
+        self._connect_fence[(host_id, sd_id)] = fence
+        call = ConnectCall(host_id, sd_id, fence, now)
+        self.connects.append(call)
+        try:
+            if host.fault.init_delay_s > 0:
+                await asyncio.sleep(host.fault.init_delay_s)
+        except BaseException:
+            call.ended_at, call.outcome, call.reason = self._clock(), "failed", "cancelled"
+            raise
+        call.ended_at = self._clock()
+        if host.storage_domains[sd_id] and sd_id not in host.fault.sd_down:
+            call.outcome = "ok"
+            return {"ok": True}
+        call.outcome, call.reason = "failed", "storage_domain_unreachable"
+        detail = f"storage domain {sd_id} unreachable from host {host_id}"
+        return {"ok": False, "reason": "storage_domain_unreachable", "detail": detail}
+
+    def overlaps(self) -> dict[str, list[tuple[InitCall, InitCall]]]:
+        """Return, per host, the pairs of accepted init calls that ran at the same time."""
+        by_host: dict[str, list[InitCall]] = {}
+        for call in self.inits:
+            by_host.setdefault(call.host_id, []).append(call)
+        found = {h: find_overlaps(calls) for h, calls in by_host.items()}
+        return {h: pairs for h, pairs in found.items() if pairs}
+
+    def connect_overlaps(self) -> dict[str, list[tuple[ConnectCall, ConnectCall]]]:
+        """Return, per storage domain, the connect pairs two actors ran at the same time."""
+        by_sd: dict[str, list[ConnectCall]] = {}
+        for call in self.connects:
+            by_sd.setdefault(call.sd_id, []).append(call)
+        found = {sd: find_connect_overlaps(calls) for sd, calls in by_sd.items()}
+        return {sd: pairs for sd, pairs in found.items() if pairs}
+
+    def reset_record(self, fences: bool = False) -> None:
+        """Forget recorded calls (and, with ``fences``, the highest fences accepted)."""
+        self.inits.clear()
+        self.connects.clear()
+        if fences:
+            self._init_fence.clear()
+            self._connect_fence.clear()

@@ -1,0 +1,89 @@
+"""Simulated clusters and hosts: their healthy state, and the report their agent sends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from autorecovery.sim.faults import Fault
+from autorecovery.sim.record import format_time
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """Turn a dotted version into a comparable tuple; non-numeric parts count as 0."""
+    parts = [int("".join(ch for ch in piece if ch.isdigit()) or 0) for piece in version.split(".")]
+    while parts and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
+
+
+@dataclass(slots=True)
+class SimCluster:
+    """A simulated cluster and the requirements its hosts must meet."""
+
+    id: str
+    required_networks: list[str] = field(default_factory=lambda: ["mgmt", "vmnet"])
+    storage_domains: list[str] = field(default_factory=list)
+    min_version: str = "4.5"
+    cpu_flags: list[str] = field(default_factory=lambda: ["vmx"])
+
+    def to_dict(self) -> dict[str, object]:
+        """Render the cluster in the API's registration shape."""
+        return {
+            "id": self.id,
+            "required_networks": list(self.required_networks),
+            "storage_domains": list(self.storage_domains),
+            "min_version": self.min_version,
+            "cpu_flags": list(self.cpu_flags),
+        }
+
+
+@dataclass(slots=True)
+class SimHost:
+    """A simulated host: its healthy state, and the faults that override it."""
+
+    id: str
+    cluster: str
+    kvm: bool = True
+    version: str = "4.5.2"
+    cpu_flags: list[str] = field(default_factory=lambda: ["vmx", "sse4_2"])
+    networks: dict[str, bool] = field(default_factory=dict)
+    storage_domains: dict[str, bool] = field(default_factory=dict)
+    vms_running: int = 0
+    mem_free_mb: int = 16_000
+    fault: Fault = field(default_factory=Fault)
+
+    def report(self, now: datetime) -> dict[str, object]:
+        """Build the agent protocol v1 report, with faults applied."""
+        fault = self.fault
+        kvm = self.kvm and not fault.kvm_down
+        return {
+            "host_id": self.id,
+            "reported_at": format_time(now),
+            "kvm": kvm,
+            "version": fault.version or self.version,
+            "cpu_flags": list(self.cpu_flags),
+            "networks": {n: up and n not in fault.nic_down for n, up in self.networks.items()},
+            "storage_domains": {
+                sd: ok and sd not in fault.sd_down for sd, ok in self.storage_domains.items()
+            },
+            "vms_running": self.vms_running if kvm else 0,
+            "mem_free_mb": self.mem_free_mb,
+        }
+
+    def problem(self, cluster: SimCluster) -> tuple[str, str] | None:
+        """Return the first (reason, detail) its monitoring would show, or None when healthy."""
+        fault = self.fault
+        if not self.kvm or fault.kvm_down:
+            return "kvm_not_running", "kvm is not running"
+        for sd in sorted(self.storage_domains):
+            if not self.storage_domains[sd] or sd in fault.sd_down:
+                return "storage_domain_unreachable", f"storage domain {sd} unreachable"
+        for net in sorted(self.networks):
+            if not self.networks[net] or net in fault.nic_down:
+                return "network_interface_down", f"network {net} link down"
+        version = fault.version or self.version
+        if version_tuple(version) < version_tuple(cluster.min_version):
+            detail = f"version {version} below cluster minimum {cluster.min_version}"
+            return "version_incompatible", detail
+        return None

@@ -1,0 +1,101 @@
+"""Run the fleet simulator: blocking for the CLI, or in a background thread for tests."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import NamedTuple
+
+import uvicorn
+from fastapi import FastAPI
+
+from autorecovery.sim.fleet import Fleet
+from autorecovery.sim.server import create_app, request_stop
+from models.errors import PermanentError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8900
+#: Hung (silent-agent) requests end on stop; this bounds the wait for any other stragglers.
+GRACEFUL_SHUTDOWN_S = 3
+
+
+class SimulatorStartError(PermanentError):
+    """The simulator's server did not come up (port taken, bad address, timeout)."""
+
+
+class RunningSimulator(NamedTuple):
+    """A simulator served from a background thread; unpacks as (server, thread, base_url)."""
+
+    server: uvicorn.Server
+    thread: threading.Thread
+    base_url: str
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Shut the server down and wait for its thread."""
+        stop(self.server, self.thread, timeout_s)
+
+
+def build_server(fleet: Fleet, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> uvicorn.Server:
+    """Build (without starting) a uvicorn server for the simulator app."""
+    config = uvicorn.Config(
+        create_app(fleet),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+    return uvicorn.Server(config)
+
+
+def serve(fleet: Fleet, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
+    """Serve the simulator until interrupted (blocking)."""
+    logger.info("fleet simulator serving %d hosts on %s:%d", len(fleet.hosts), host, port)
+    build_server(fleet, host, port).run()
+
+
+def start_in_thread(
+    fleet: Fleet, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 10.0
+) -> RunningSimulator:
+    """Serve the simulator from a daemon thread and return once it accepts connections.
+
+    ``port=0`` picks a free port; ``base_url`` carries the bound one.
+
+    Raises:
+        SimulatorStartError: when the server does not start within ``timeout_s``.
+    """
+    server = build_server(fleet, host, port)
+    thread = threading.Thread(target=server.run, name="fleet-simulator", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if not thread.is_alive():
+            raise SimulatorStartError(f"simulator on {host}:{port} exited during startup")
+        if time.monotonic() > deadline:
+            stop(server, thread, timeout_s)
+            raise SimulatorStartError(f"simulator on {host}:{port} not started in {timeout_s}s")
+        time.sleep(0.01)
+    bound_port = server.servers[0].sockets[0].getsockname()[1]
+    reach = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - compares, not binds
+    reach = f"[{reach}]" if ":" in reach else reach
+    with socket.create_connection((reach.strip("[]"), bound_port), timeout=timeout_s):
+        pass
+    base_url = f"http://{reach}:{bound_port}"
+    logger.info("fleet simulator serving %d hosts at %s", len(fleet.hosts), base_url)
+    return RunningSimulator(server, thread, base_url)
+
+
+def stop(server: uvicorn.Server, thread: threading.Thread, timeout_s: float = 10.0) -> None:
+    """Stop a server started by ``start_in_thread`` and wait for its thread to end."""
+    app = server.config.app
+    if isinstance(app, FastAPI):
+        request_stop(app)
+    server.should_exit = True
+    thread.join(timeout_s)
+    if thread.is_alive():
+        logger.warning("fleet simulator did not stop in %.1fs; forcing exit", timeout_s)
+        server.force_exit = True
+        thread.join(timeout_s)
