@@ -89,5 +89,6 @@ def build(settings: Settings, enqueue: Enqueuer) -> Container:
         activation=ActivationService(
             db, client, agents, lock_ttl_s=settings.lock_ttl_s,
             report_max_age_s=settings.report_max_age_s, clock=utcnow,
+            failpoints=settings.failpoints,
         ),
     )

@@ -18,3 +18,8 @@ def storage_domain_lock(sd_id: str) -> str:
 def last_tick() -> str:
     """Key holding the latest finished tick's summary (JSON), for tests, /readyz and the CLI."""
     return f"{PREFIX}tick:last"
+
+
+def tick_history() -> str:
+    """Key of the list of recent tick summaries, newest first (capped)."""
+    return f"{PREFIX}tick:history"

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     api_port: int = Field(8800, ge=0, le=65535, description="API port")
     api_url: str = Field("http://127.0.0.1:8800", description="API URL for the CLI")
 
+    failpoints: str = Field(
+        "", description="test only: comma-separated failpoints, e.g. 'stop_before_init'"
+    )
+
     @model_validator(mode="after")
     def _check_limits(self) -> Settings:
         if self.activation_soft_limit_s >= self.activation_time_limit_s:

@@ -19,6 +19,7 @@ from workers import ACTIVATION_TASK, TICK_TASK, app, container
 log = logging.getLogger(__name__)
 
 LAST_TICK_TTL_S = 24 * 3600
+TICK_HISTORY_LEN = 100
 
 
 def backoff_s(retries: int, cap_s: float = 30.0) -> float:
@@ -34,7 +35,13 @@ def monitoring_tick(self: Task) -> dict[str, Any]:
     summary["task_id"] = self.request.id
     summary["finished_at"] = time.time()
     try:
-        deps.redis.set(keys.last_tick(), json.dumps(summary), ex=LAST_TICK_TTL_S)
+        text = json.dumps(summary)
+        with deps.redis.pipeline() as pipe:
+            pipe.set(keys.last_tick(), text, ex=LAST_TICK_TTL_S)
+            pipe.lpush(keys.tick_history(), text)
+            pipe.ltrim(keys.tick_history(), 0, TICK_HISTORY_LEN - 1)
+            pipe.expire(keys.tick_history(), LAST_TICK_TTL_S)
+            pipe.execute()
     except redis.RedisError as exc:
         log.warning("cannot publish the tick summary: %s", exc)
     return summary

@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 
-from autorecovery import keys
+from autorecovery import failpoints, keys
 from autorecovery.agents import AgentClient, InitResult, Target
 from autorecovery.locks import ObjectLock
 from autorecovery.services import Clock
@@ -60,9 +60,11 @@ class ActivationService:
         report_max_age_s: float,
         clock: Clock,
         repos: Repos = PG_REPOS,
+        failpoints: str = "",
     ) -> None:
         self.db = db
         self.repos = repos
+        self.failpoints = failpoints
         self.redis = redis_client
         self.agents = agents
         self.lock_ttl_s = lock_ttl_s
@@ -195,6 +197,7 @@ class ActivationService:
                 },
             )
 
+        failpoints.hit(self.failpoints, "stop_before_init")
         try:
             result = self.agents.init(target, fence, activation_id)
         except StaleFence as exc:

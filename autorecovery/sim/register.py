@@ -6,6 +6,7 @@ from typing import Any
 
 from autorecovery.services.fleet import FleetService, HostSpec
 from models.domain import Cluster
+from models.errors import Conflict
 
 
 def cluster_from_registration(data: dict[str, Any]) -> Cluster:
@@ -19,9 +20,22 @@ def cluster_from_registration(data: dict[str, Any]) -> Cluster:
     )
 
 
-def register_fleet(service: FleetService, fleet: dict[str, Any], actor: str) -> int:
-    """Register every cluster and host of ``fleet`` (``GET /control/fleet``); return hosts added."""
+def register_fleet(
+    service: FleetService, fleet: dict[str, Any], actor: str, *, skip_existing: bool = False
+) -> int:
+    """Register every cluster and host of ``fleet`` (``GET /control/fleet``); return hosts added.
+
+    With ``skip_existing``, hosts already registered (a restarted demo) are left as they are.
+    """
     for cluster in fleet["clusters"]:
         service.register_cluster(cluster_from_registration(cluster), actor)
     specs = [HostSpec(h["id"], h["cluster"], h["agent_url"]) for h in fleet["hosts"]]
-    return len(service.register_hosts(specs, actor))
+    if not skip_existing:
+        return len(service.register_hosts(specs, actor))
+    added = 0
+    for spec in specs:
+        try:
+            added += len(service.register_hosts([spec], actor))
+        except Conflict:
+            continue
+    return added
