@@ -59,9 +59,9 @@ def fleet_service(deps: Any, app_module: Any) -> Any:
                         report_max_age_s=deps.settings.report_max_age_s, clock=utcnow)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def worker(servers: Servers, logs: Path, app_module: Any) -> Iterator[Proc]:
-    """A real ``celery worker`` with four prefork processes on both queues."""
+    """A real ``celery worker`` with four prefork processes on both queues (one per module)."""
     proc = start_worker(servers.env(), logs, concurrency=4)
     yield proc
     proc.stop()
@@ -107,26 +107,30 @@ def sim(request: pytest.FixtureRequest, fleet_service: Any) -> Iterator[Callable
         server.stop()
 
 
+def send_ticks(app_module: Any, deps: Any, copies: int = 1,
+               timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """Send ``copies`` monitoring ticks at once through the broker; wait for all to finish."""
+    ids = [app_module.app.send_task(app_module.TICK_TASK, queue="monitoring").id
+           for _ in range(copies)]
+    found: dict[str, dict[str, Any]] = {}
+
+    def done() -> bool:
+        for raw in deps.redis.lrange(keys.tick_history(), 0, 99):
+            data = json.loads(raw)
+            if data.get("task_id") in ids:
+                found[data["task_id"]] = data
+        return len(found) == len(ids)
+
+    wait_for(done, timeout_s, f"ticks {ids}")
+    return [found[i] for i in ids]
+
+
 @pytest.fixture
-def tick(app_module: Any, deps: Any) -> Callable[[], dict[str, Any]]:
+def tick(app_module: Any, deps: Any) -> Callable[..., dict[str, Any]]:
     """Send one monitoring tick to the worker through the broker and wait for it to finish."""
 
     def send(timeout_s: float = 30.0) -> dict[str, Any]:
-        result = app_module.app.send_task(app_module.TICK_TASK, queue="monitoring")
-        summary: dict[str, Any] = {}
-
-        def done() -> bool:
-            raw = deps.redis.get(keys.last_tick())
-            if raw is None:
-                return False
-            data = json.loads(raw)
-            if data.get("task_id") != result.id:
-                return False
-            summary.update(data)
-            return True
-
-        wait_for(done, timeout_s, f"tick {result.id}")
-        return summary
+        return send_ticks(app_module, deps, 1, timeout_s)[0]
 
     return send
 
