@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import aiohttp
 import httpx
 from tenacity import (
     retry,
@@ -61,19 +62,20 @@ class HttpAgentClient:
         return asyncio.run(self._pull_all(targets, now))
 
     async def _pull_all(self, targets: Sequence[Target], now: datetime) -> list[Report]:
-        limits = httpx.Limits(max_connections=self.concurrency,
-                              max_keepalive_connections=self.concurrency)
-        gate = asyncio.Semaphore(self.concurrency)
-        async with httpx.AsyncClient(timeout=self.report_timeout_s, limits=limits) as client:
+        # aiohttp, not httpx, for the bulk pull: httpcore's pool costs O(connections) per
+        # request, which made a 500-host batch cost seconds of CPU instead of tens of ms.
+        connector = aiohttp.TCPConnector(limit=self.concurrency)
+        timeout = aiohttp.ClientTimeout(total=self.report_timeout_s)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
             async def one(target: Target) -> Report:
-                async with gate:
-                    try:
-                        resp = await client.get(target.agent_url.rstrip("/") + "/report")
-                        body = resp.json() if resp.status_code == 200 else None
-                    except (httpx.HTTPError, ValueError) as exc:
-                        return unreachable_report(target.host_id, now, _describe(exc))
-                    return _observe(target, now, resp.status_code, body)
+                try:
+                    async with session.get(target.agent_url.rstrip("/") + "/report") as resp:
+                        status = resp.status
+                        body = await resp.json(content_type=None) if status == 200 else None
+                except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                    return unreachable_report(target.host_id, now, _describe(exc))
+                return _observe(target, now, status, body)
 
             return list(await asyncio.gather(*(one(t) for t in targets)))
 

@@ -87,11 +87,11 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str,
 
 def start_worker(
     env: dict[str, str], log_dir: Path, *, concurrency: int = 2, queues: str = "monitoring,activation",
-    pool: str = "prefork", name: str = "worker",
+    pool: str = "prefork", name: str = "worker", app: str = "workers",
 ) -> Proc:
-    """Start ``celery -A workers worker`` and wait until it says it is ready."""
+    """Start ``celery -A <app> worker`` and wait until it says it is ready."""
     args = [
-        sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues,
+        sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues,
         "-c", str(concurrency), "-P", pool, "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h",
         "--without-gossip", "--without-mingle", "-l", "INFO",
     ]
