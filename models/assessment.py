@@ -5,11 +5,14 @@ The same function decides whether a host goes non_operational and whether it may
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
 from models.domain import SILENT_REASONS, Cluster, Reason, Report
 from models.report import is_bad_report
+
+_VERSION_PART = re.compile(r"\D*(\d+)(.*)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +47,19 @@ class Assessment:
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
-    """Turn a dotted version into a comparable tuple; non-numeric parts count as 0."""
+    """Turn a dotted version into a comparable tuple.
+
+    Each part counts by its number; a suffix (``2-1``, ``5rc1``) or a part with no number ends
+    the version there, so ``4.5.2-1`` is ``(4, 5, 2)`` and ``4.5rc1`` is ``(4, 5)``.
+    """
     parts: list[int] = []
-    for piece in version.split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
+    for piece in version.strip().split("."):
+        match = _VERSION_PART.match(piece)
+        if match is None:
+            break
+        parts.append(int(match.group(1)))
+        if match.group(2):
+            break
     while parts and parts[-1] == 0:
         parts.pop()
     return tuple(parts)

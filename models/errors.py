@@ -68,3 +68,7 @@ class InvalidInput(PermanentError):
 
 class StaleFence(PermanentError):
     """A write or agent call carried a fencing token older than the current one."""
+
+    def __init__(self, message: str, highest: int | None = None) -> None:
+        super().__init__(message)
+        self.highest = highest

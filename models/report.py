@@ -10,6 +10,22 @@ from models.domain import Report
 from models.errors import BadReport
 
 _MAX_ID_LEN = 200
+#: Counts are stored as PostgreSQL ``integer``.
+MAX_COUNT = 2**31 - 1
+
+
+def _printable(text: str) -> str:
+    """Quote a name for an error message without NULs or lone surrogates (unstorable text)."""
+    return text.encode("unicode_escape").decode("ascii")
+
+
+def _check_text(name: str, value: str) -> None:
+    if "\x00" in value:
+        raise BadReport(name, "must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadReport(name, "must be valid Unicode") from exc
 
 
 def _require(data: Mapping[str, Any], name: str) -> Any:
@@ -31,6 +47,8 @@ def _count(data: Mapping[str, Any], name: str) -> int:
         raise BadReport(name, f"must be an integer, not {type(value).__name__}")
     if value < 0:
         raise BadReport(name, "must not be negative")
+    if value > MAX_COUNT:
+        raise BadReport(name, f"must be at most {MAX_COUNT}")
     return value
 
 
@@ -40,6 +58,7 @@ def _text(data: Mapping[str, Any], name: str) -> str:
         raise BadReport(name, "must be a non-empty string")
     if len(value) > _MAX_ID_LEN:
         raise BadReport(name, f"must be at most {_MAX_ID_LEN} characters")
+    _check_text(name, value)
     return value
 
 
@@ -49,8 +68,10 @@ def _flag_map(data: Mapping[str, Any], name: str) -> dict[str, bool]:
         raise BadReport(name, "must be an object of name to boolean")
     result: dict[str, bool] = {}
     for key, state in value.items():
+        label = f"{name}.{_printable(str(key))}"
         if not isinstance(key, str) or not isinstance(state, bool):
-            raise BadReport(f"{name}.{key}", "must be a boolean")
+            raise BadReport(label, "must be a boolean")
+        _check_text(label, key)
         result[key] = state
     return result
 
@@ -84,10 +105,14 @@ def parse_report(data: object, expected_host_id: str, source: str = "pull") -> R
         raise BadReport("report", "must be a JSON object")
     host_id = _text(data, "host_id")
     if host_id != expected_host_id:
-        raise BadReport("host_id", f"is {host_id!r}, expected {expected_host_id!r}")
+        raise BadReport(
+            "host_id", f"is {_printable(host_id)!r}, expected {_printable(expected_host_id)!r}"
+        )
     flags = _require(data, "cpu_flags")
     if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
         raise BadReport("cpu_flags", "must be a list of strings")
+    for flag in flags:
+        _check_text("cpu_flags", flag)
     return Report(
         host_id=host_id,
         reported_at=parse_time(_require(data, "reported_at")),

@@ -40,7 +40,7 @@ class FakeAgentClient:
         if target.host_id in self.unavailable:
             raise AgentUnavailable(f"{target.host_id}: ConnectTimeout")
         if fence < self.highest_fence.get(target.host_id, 0):
-            raise StaleFence(f"agent refused fence {fence}")
+            raise StaleFence(f"agent refused fence {fence}", self.highest_fence[target.host_id])
         self.highest_fence[target.host_id] = fence
         self.init_calls.append((target.host_id, fence, activation_id))
         return self.init_results.get(target.host_id, InitResult(ok=True))

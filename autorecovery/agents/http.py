@@ -107,7 +107,7 @@ class HttpAgentClient:
         @retry(
             retry=retry_if_exception_type(httpx.TransportError),
             stop=stop_after_attempt(self.retries + 1),
-            wait=wait_exponential_jitter(initial=0.2, max=5.0),
+            wait=wait_exponential_jitter(multiplier=0.2, max=5.0),
             reraise=True,
         )
         def post() -> httpx.Response:
@@ -118,7 +118,8 @@ class HttpAgentClient:
         except httpx.HTTPError as exc:
             raise AgentUnavailable(f"{url}: {_describe(exc)}") from exc
         if resp.status_code == 409:
-            raise StaleFence(f"agent refused fence {body['fence']}: {resp.text[:200]}")
+            raise StaleFence(f"agent refused fence {body['fence']}: {resp.text[:200]}",
+                             _highest(resp))
         if resp.status_code != 200:
             raise AgentUnavailable(f"{url}: HTTP {resp.status_code}")
         try:
@@ -132,6 +133,15 @@ class HttpAgentClient:
         return InitResult(
             ok=False, reason=str(data.get("reason") or "general"), detail=data.get("detail")
         )
+
+
+def _highest(resp: httpx.Response) -> int | None:
+    """The highest fence a 409 says the agent accepted, when it says one."""
+    try:
+        value = resp.json().get("highest")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _describe(exc: BaseException) -> str:

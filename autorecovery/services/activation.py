@@ -170,22 +170,46 @@ class ActivationService:
                 status=None,
             )
 
+        try:
+            self._mark_initializing(activation_id, host, fence, actor)
+        except StaleFence as exc:
+            log.warning("host %s: activation %s lost its fence before init; wrote nothing: %s",
+                        host_id, activation_id, exc)
+            return Outcome(activation_id, host_id, "stale_fence", str(exc), fence)
+
+        failpoints.hit(self.failpoints, "stop_before_init")
+        try:
+            result = self.agents.init(target, fence, activation_id)
+        except StaleFence as exc:
+            log.warning("host %s: agent refused fence %s (highest accepted %s)", host_id, fence,
+                        exc.highest)
+            # If PostgreSQL still has our fence, its counter is behind the agent's (a restored
+            # database): record the failure and move the counter past the agent's.
+            return self._close(activation_id, host, fence, actor, state="failed",
+                               outcome="stale_fence", reason=Reason.ACTIVATION_FAILED.value,
+                               detail=f"agent refused fence {fence}: {exc}",
+                               status=HostStatus.NON_OPERATIONAL, raise_fence_to=exc.highest)
+        except AgentUnavailable as exc:
+            result = InitResult(ok=False, reason=Reason.ACTIVATION_FAILED.value, detail=str(exc))
+        return self._conclude(activation_id, host, cluster, fence, actor, target, result)
+
+    def _mark_initializing(self, activation_id: str, host: Host, fence: int, actor: str) -> None:
         with self.db.transaction() as conn:
             if not self.repos.hosts.set_status(
                 conn,
-                host_id,
+                host.id,
                 HostStatus.INITIALIZING.value,
                 None,
                 f"activation {activation_id}",
                 self.clock(),
                 fence=fence,
             ):
-                raise StaleFence(f"host {host_id}: fence {fence} superseded before init")
+                raise StaleFence(f"host {host.id}: fence {fence} superseded before init")
             self.repos.audit.add(
                 conn,
                 at=self.clock(),
                 object_type="host",
-                object_id=host_id,
+                object_id=host.id,
                 event="status_changed",
                 actor=actor,
                 reason="activation",
@@ -196,18 +220,6 @@ class ActivationService:
                     "fence": fence,
                 },
             )
-
-        failpoints.hit(self.failpoints, "stop_before_init")
-        try:
-            result = self.agents.init(target, fence, activation_id)
-        except StaleFence as exc:
-            log.warning(
-                "host %s: agent refused fence %s; a newer activation owns the host: %s", host_id, fence, exc
-            )
-            return Outcome(activation_id, host_id, "stale_fence", str(exc), fence)
-        except AgentUnavailable as exc:
-            result = InitResult(ok=False, reason=Reason.ACTIVATION_FAILED.value, detail=str(exc))
-        return self._conclude(activation_id, host, cluster, fence, actor, target, result)
 
     def _conclude(
         self,
@@ -270,6 +282,7 @@ class ActivationService:
         reason: str | None,
         detail: str,
         status: HostStatus | None,
+        raise_fence_to: int | None = None,
     ) -> Outcome:
         try:
             with self.db.transaction() as conn:
@@ -284,6 +297,7 @@ class ActivationService:
                     reason=reason,
                     detail=detail,
                     status=status,
+                    raise_fence_to=raise_fence_to,
                 )
         except StaleFence as exc:
             log.warning(
@@ -306,6 +320,7 @@ class ActivationService:
         reason: str | None,
         detail: str,
         status: HostStatus | None,
+        raise_fence_to: int | None = None,
     ) -> None:
         now = self.clock()
         if not self.repos.activations.finish(
@@ -357,6 +372,9 @@ class ActivationService:
             reason=outcome,
             details={"activation_id": activation_id, "fence": fence, "detail": detail},
         )
+        if raise_fence_to is not None:
+            self.repos.hosts.raise_fence(conn, host.id, fence, raise_fence_to)
+
 
     def give_up(self, activation_id: str, host_id: str, error: str) -> None:
         """Close an activation whose retries ran out; its host returns to non_operational."""

@@ -7,14 +7,7 @@ from datetime import datetime
 
 from autorecovery.sim.faults import Fault
 from autorecovery.sim.record import format_time
-
-
-def version_tuple(version: str) -> tuple[int, ...]:
-    """Turn a dotted version into a comparable tuple; non-numeric parts count as 0."""
-    parts = [int("".join(ch for ch in piece if ch.isdigit()) or 0) for piece in version.split(".")]
-    while parts and parts[-1] == 0:
-        parts.pop()
-    return tuple(parts)
+from models.assessment import version_tuple
 
 
 @dataclass(slots=True)

@@ -253,6 +253,16 @@ def set_status(
     return cur.rowcount == 1
 
 
+def raise_fence(conn: Conn, host_id: str, fence: int, at_least: int) -> bool:
+    """Move a host's fence counter up to ``at_least`` while it is still ``fence``."""
+    cur = run(
+        conn,
+        "UPDATE hosts SET fence = GREATEST(fence, %(to)s) WHERE id = %(id)s AND fence = %(fence)s",
+        {"id": host_id, "fence": fence, "to": at_least},
+    )
+    return cur.rowcount == 1
+
+
 def delete_host(conn: Conn, host_id: str) -> bool:
     """Delete a host with no activation in flight; return True when deleted."""
     cur = run(

@@ -1,0 +1,55 @@
+"""Backends for the contract tests: the in-memory fake, and real PostgreSQL (integration).
+
+PostgreSQL comes from ``tests.support.servers.start_servers``: a fresh database on the server
+named by AUTORECOVERY_DATABASE_URL (the embedded one when unset), migrated, dropped at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from autorecovery.store import PG_REPOS, Database, Repos
+from tests.fakes import MemoryDatabase, memory_repos
+from tests.support.servers import Servers, start_servers
+
+
+@dataclass
+class Backend:
+    """One store under test: its database (``transaction()``) and its repositories."""
+
+    name: str
+    db: Any
+    repos: Repos
+
+
+@pytest.fixture(scope="session")
+def pg_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    """A fresh, migrated PostgreSQL database for the session, dropped at the end."""
+    servers = start_servers(tmp_path_factory.mktemp("contract"))
+    yield servers
+    servers.close()
+
+
+@pytest.fixture(scope="session")
+def pg_database(pg_servers: Servers) -> Iterator[Database]:
+    """A small pool on the session's database."""
+    db = Database(pg_servers.database_url, max_size=2)
+    db.open(wait_s=10.0)
+    yield db
+    db.close()
+
+
+@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.integration)])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """An empty store: the fake, or PostgreSQL with its tables truncated."""
+    if request.param == "memory":
+        db = MemoryDatabase()
+        return Backend("memory", db, memory_repos(db))
+    pg: Database = request.getfixturevalue("pg_database")
+    with pg.transaction() as conn:
+        conn.execute("TRUNCATE audit_log, activations, reports, hosts, clusters RESTART IDENTITY CASCADE")
+    return Backend("postgres", pg, PG_REPOS)

@@ -1,0 +1,729 @@
+"""An in-memory store with the semantics of the PostgreSQL repositories.
+
+``MemoryDatabase.transaction()`` snapshots the state on entry and restores it if the block
+raises, so a service's unit of work commits or rolls back as one, as with PostgreSQL. Transactions
+are serialised (one at a time), which is at least as strict as PostgreSQL's row locks.
+
+``memory_repos(db)`` returns a ``Repos`` whose ``hosts``, ``activations`` and ``audit`` objects
+implement every function of ``autorecovery/store/{hosts,activations,audit}.py`` with the same
+signatures and guards. Rows go through the product's own row mappers (``autorecovery.store.rows``)
+so that the fake returns exactly what the PostgreSQL repositories return. ``tests/contract`` runs
+one set of tests against both, so the two cannot drift.
+
+Ids are ordered by code point, as under PostgreSQL's ``C`` collation.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from autorecovery.store import Repos
+from autorecovery.store.activations import ActivationRow
+from autorecovery.store.db import STATEMENTS
+from autorecovery.store.hosts import HostRow
+from autorecovery.store.rows import cluster_from_row, host_from_row, report_from_row, report_to_json
+from models.domain import Cluster, Report
+from models.errors import StoreUnavailable
+from models.policy import Decision, Transition
+
+_IN_FLIGHT = ("queued", "running")
+_INT4_MAX = 2**31 - 1
+
+#: Columns of a host as ``autorecovery.store.hosts`` selects them, before ``in_flight``.
+HOST_COLUMNS = (
+    "id",
+    "cluster_id",
+    "agent_url",
+    "status",
+    "reason",
+    "detail",
+    "autorecovery",
+    "status_changed_at",
+    "fence",
+    "last_decision",
+    "last_decision_detail",
+    "last_decision_at",
+)
+#: Columns of ``reports`` that the host query joins as ``r_<column>``.
+REPORT_COLUMNS = (
+    "reported_at",
+    "received_at",
+    "source",
+    "agent_reachable",
+    "kvm",
+    "version",
+    "cpu_flags",
+    "networks",
+    "storage_domains",
+    "vms_running",
+    "mem_free_mb",
+    "error",
+)
+
+
+@dataclass
+class MemoryState:
+    """Every table, as dictionaries of rows."""
+
+    clusters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    activations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    audit: list[dict[str, Any]] = field(default_factory=list)
+    audit_seq: int = 0
+
+
+class MemoryConn:
+    """The connection a memory transaction yields; unusable once its block has ended."""
+
+    def __init__(self, db: MemoryDatabase) -> None:
+        self.db = db
+        self.closed = False
+
+
+class MemoryDatabase:
+    """Stands in for ``autorecovery.store.Database``.
+
+    Set ``unavailable`` to make every new transaction raise ``StoreUnavailable``.
+    """
+
+    def __init__(self) -> None:
+        self.state = MemoryState()
+        self.unavailable = False
+        self.transactions = 0
+        self.rollbacks = 0
+        self._mutex = threading.Lock()
+        self._owner: int | None = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[MemoryConn]:
+        """Yield a connection in one transaction: kept on success, rolled back if the block raises.
+
+        Raises:
+            StoreUnavailable: when ``unavailable`` is set.
+            RuntimeError: on a nested transaction in one thread (a pool would hand out a second
+                connection and could deadlock on row locks; no service does that).
+        """
+        if self.unavailable:
+            raise StoreUnavailable("memory store set unavailable by the test")
+        if self._owner == threading.get_ident():
+            raise RuntimeError("nested transaction on the memory store")
+        with self._mutex:
+            self._owner = threading.get_ident()
+            self.transactions += 1
+            snapshot = copy.deepcopy(self.state)
+            conn = MemoryConn(self)
+            try:
+                yield conn
+            except BaseException:
+                self.state = snapshot
+                self.rollbacks += 1
+                raise
+            finally:
+                conn.closed = True
+                self._owner = None
+
+    def open(self, wait_s: float | None = None) -> None:
+        """Nothing to open."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    def ping(self) -> bool:
+        """True unless set unavailable."""
+        return not self.unavailable
+
+
+def memory_repos(db: MemoryDatabase) -> Repos:
+    """Return the repositories over ``db``, shaped like ``autorecovery.store.PG_REPOS``."""
+    return Repos(hosts=MemoryHosts(db), activations=MemoryActivations(db), audit=MemoryAudit(db))
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for v in value:
+            yield from _strings(v)
+
+
+def _check_plain(values: Sequence[Any]) -> None:
+    """Refuse what psycopg refuses in a text parameter: NUL, and lone surrogates."""
+    for text in _strings(list(values)):
+        if "\x00" in text:
+            raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+        text.encode("utf-8")  # UnicodeEncodeError on a lone surrogate, as psycopg raises
+
+
+def _check_json(values: Sequence[Any]) -> None:
+    """Refuse what PostgreSQL refuses in ``jsonb``: NUL (as \\u0000), and lone surrogates."""
+    for text in _strings(list(values)):
+        if "\x00" in text:
+            raise pg_errors.UntranslatableCharacter("unsupported Unicode escape sequence")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise pg_errors.InvalidTextRepresentation("invalid input syntax for type json") from exc
+
+
+class _Repo:
+    def __init__(self, db: MemoryDatabase) -> None:
+        self._db = db
+
+    def _state(self, conn: Any, plain: Sequence[Any] = (), jsonb: Sequence[Any] = ()) -> MemoryState:
+        """Check the connection and the parameters as PostgreSQL would, count the statement.
+
+        Args:
+            plain: values sent as text parameters.
+            jsonb: values sent inside a ``jsonb`` parameter.
+        """
+        if not isinstance(conn, MemoryConn) or conn.db is not self._db:
+            raise TypeError(f"not a connection of this memory database: {conn!r}")
+        if conn.closed:
+            raise RuntimeError("connection used after its transaction ended")
+        STATEMENTS.add()
+        _check_json(jsonb)
+        _check_plain(plain)
+        return self._db.state
+
+
+def _json(value: Any) -> Any:
+    """Round-trip through JSON, as a ``jsonb`` column does."""
+    return json.loads(json.dumps(value))
+
+
+def _audit(
+    st: MemoryState,
+    *,
+    at: datetime,
+    object_type: str,
+    object_id: str,
+    event: str,
+    actor: str,
+    reason: str | None,
+    details: dict[str, Any] | None,
+) -> None:
+    st.audit_seq += 1
+    st.audit.append(
+        {
+            "id": st.audit_seq,
+            "at": at,
+            "object_type": object_type,
+            "object_id": object_id,
+            "event": event,
+            "actor": actor,
+            "reason": reason,
+            "details": _json(details or {}),
+        }
+    )
+
+
+def _in_flight_hosts(st: MemoryState) -> set[str]:
+    return {a["host_id"] for a in st.activations.values() if a["state"] in _IN_FLIGHT}
+
+
+def _host_rows(st: MemoryState, hosts: Sequence[dict[str, Any]]) -> list[HostRow]:
+    busy = _in_flight_hosts(st)
+    out: list[HostRow] = []
+    for h in hosts:
+        row = {k: h[k] for k in HOST_COLUMNS}
+        row["in_flight"] = h["id"] in busy
+        report = st.reports.get(h["id"])
+        for col in REPORT_COLUMNS:
+            row["r_" + col] = report[col] if report else None
+        row = copy.deepcopy(row)
+        out.append((host_from_row(row), report_from_row(row), row))
+    return out
+
+
+def _sorted_hosts(st: MemoryState) -> list[dict[str, Any]]:
+    return [st.hosts[k] for k in sorted(st.hosts)]
+
+
+class MemoryHosts(_Repo):
+    """``autorecovery.store.hosts`` in memory."""
+
+    def all_clusters(self, conn: Any) -> dict[str, Cluster]:
+        """Return every cluster by id."""
+        st = self._state(conn)
+        return {k: cluster_from_row(st.clusters[k]) for k in sorted(st.clusters)}
+
+    def get_cluster(self, conn: Any, cluster_id: str) -> Cluster | None:
+        """Return one cluster, or None."""
+        row = self._state(conn, plain=[cluster_id]).clusters.get(cluster_id)
+        return cluster_from_row(row) if row else None
+
+    def upsert_cluster(self, conn: Any, cluster: Cluster) -> bool:
+        """Create or update a cluster's requirements; return True when it was created."""
+        st = self._state(
+            conn,
+            plain=[
+                cluster.id,
+                cluster.min_version,
+                cluster.required_networks,
+                cluster.storage_domains,
+                cluster.cpu_flags,
+            ],
+        )
+        created = cluster.id not in st.clusters
+        st.clusters[cluster.id] = {
+            "id": cluster.id,
+            "required_networks": sorted(cluster.required_networks),
+            "storage_domains": sorted(cluster.storage_domains),
+            "min_version": cluster.min_version,
+            "cpu_flags": sorted(cluster.cpu_flags),
+        }
+        return created
+
+    def insert_host(self, conn: Any, host_id: str, cluster_id: str, agent_url: str, now: datetime) -> bool:
+        """Register a host (not yet heard from); return False when the id is taken."""
+        st = self._state(conn, plain=[host_id, cluster_id, agent_url])
+        if host_id in st.hosts:
+            return False
+        if cluster_id not in st.clusters:
+            raise pg_errors.ForeignKeyViolation(
+                f'insert on table "hosts" violates foreign key: cluster {cluster_id!r}'
+            )
+        st.hosts[host_id] = {
+            "id": host_id,
+            "cluster_id": cluster_id,
+            "agent_url": agent_url,
+            "status": "non_responsive",
+            "reason": "no_report",
+            "detail": "registered; waiting for the first report",
+            "autorecovery": True,
+            "status_changed_at": now,
+            "fence": 0,
+            "last_decision": None,
+            "last_decision_detail": None,
+            "last_decision_at": None,
+        }
+        return True
+
+    def get_host(self, conn: Any, host_id: str, *, for_update: bool = False) -> HostRow | None:
+        """Return a host with its latest report and raw row, or None."""
+        st = self._state(conn, plain=[host_id])
+        host = st.hosts.get(host_id)
+        return _host_rows(st, [host])[0] if host else None
+
+    def batch_after(self, conn: Any, after: str, limit: int) -> list[HostRow]:
+        """Return the next ``limit`` hosts after id ``after``, with their latest reports."""
+        st = self._state(conn, plain=[after])
+        chosen = [h for h in _sorted_hosts(st) if h["id"] > after][:limit]
+        return _host_rows(st, chosen)
+
+    def list_hosts(
+        self,
+        conn: Any,
+        *,
+        status: str | None = None,
+        cluster_id: str | None = None,
+        autorecovery: bool | None = None,
+        limit: int = 1000,
+        after: str = "",
+    ) -> list[HostRow]:
+        """Return hosts matching the filters, ordered by id, ``limit`` after ``after``."""
+        st = self._state(conn, plain=[after, status, cluster_id])
+        chosen = [
+            h
+            for h in _sorted_hosts(st)
+            if h["id"] > after
+            and (status is None or h["status"] == status)
+            and (cluster_id is None or h["cluster_id"] == cluster_id)
+            and (autorecovery is None or h["autorecovery"] == autorecovery)
+        ][:limit]
+        return _host_rows(st, chosen)
+
+    def upsert_reports(self, conn: Any, reports: Sequence[Report], received_at: datetime) -> int:
+        """Store the latest report of many hosts in one statement; never replace a newer one."""
+        if not reports:
+            return 0
+        payload = [report_to_json(r, received_at) for r in reports]
+        st = self._state(conn, jsonb=payload)
+        rows = []
+        for data in payload:
+            for name in ("vms_running", "mem_free_mb"):  # every row is typed before the join
+                if not -_INT4_MAX - 1 <= data[name] <= _INT4_MAX:
+                    raise pg_errors.NumericValueOutOfRange(f"value {data[name]} out of range for integer")
+            if data["host_id"] in st.hosts:  # the statement joins hosts
+                rows.append(data)
+        ids = [r["host_id"] for r in rows]
+        if len(ids) != len(set(ids)):
+            raise pg_errors.CardinalityViolation(
+                "ON CONFLICT DO UPDATE command cannot affect row a second time"
+            )
+        written = 0
+        for data in rows:
+            new = {
+                "reported_at": datetime.fromisoformat(data["reported_at"]),
+                "received_at": datetime.fromisoformat(data["received_at"]),
+                "source": data["source"],
+                "agent_reachable": data["agent_reachable"],
+                "kvm": data["kvm"],
+                "version": data["version"],
+                "cpu_flags": list(data["cpu_flags"]),
+                "networks": _json(data["networks"]),
+                "storage_domains": _json(data["storage_domains"]),
+                "vms_running": data["vms_running"],
+                "mem_free_mb": data["mem_free_mb"],
+                "error": data["error"],
+            }
+            old = st.reports.get(data["host_id"])
+            if old is None or old["reported_at"] <= new["reported_at"]:
+                st.reports[data["host_id"]] = new
+                written += 1
+        return written
+
+    def apply_transitions(
+        self, conn: Any, changes: Sequence[Transition], now: datetime, actor: str
+    ) -> list[str]:
+        """Apply status changes guarded by the expected status, auditing each; return changed ids."""
+        if not changes:
+            return []
+        st = self._state(
+            conn,
+            plain=[actor],
+            jsonb=[[c.host_id, c.expected.value, c.status.value, c.reason, c.detail] for c in changes],
+        )
+        changed: list[str] = []
+        for c in changes:
+            host = st.hosts.get(c.host_id)
+            if host is None or host["status"] != c.expected.value or c.host_id in changed:
+                continue
+            if host["status"] != c.status.value:
+                host["status_changed_at"] = now
+            host.update(status=c.status.value, reason=c.reason, detail=c.detail)
+            _audit(
+                st,
+                at=now,
+                object_type="host",
+                object_id=c.host_id,
+                event="status_changed",
+                actor=actor,
+                reason=c.reason,
+                details={"from": c.expected.value, "to": c.status.value, "detail": c.detail},
+            )
+            changed.append(c.host_id)
+        return changed
+
+    def record_decisions(self, conn: Any, decisions: Sequence[Decision], now: datetime) -> int:
+        """Store each host's latest decision, writing only those that changed."""
+        if not decisions:
+            return 0
+        st = self._state(conn, jsonb=[[d.host_id, d.code, d.detail] for d in decisions])
+        written: set[str] = set()
+        for d in decisions:
+            host = st.hosts.get(d.host_id)
+            if host is None or d.host_id in written:
+                continue
+            if host["last_decision"] != d.code or host["last_decision_detail"] != d.detail:
+                host.update(last_decision=d.code, last_decision_detail=d.detail, last_decision_at=now)
+                written.add(d.host_id)
+        return len(written)
+
+    def set_autorecovery(self, conn: Any, host_id: str, enabled: bool) -> bool | None:
+        """Set a host's autorecovery flag; return the previous value, or None for an unknown host."""
+        host = self._state(conn, plain=[host_id]).hosts.get(host_id)
+        if host is None:
+            return None
+        previous = bool(host["autorecovery"])
+        host["autorecovery"] = enabled
+        return previous
+
+    def set_status(
+        self,
+        conn: Any,
+        host_id: str,
+        status: str,
+        reason: str | None,
+        detail: str | None,
+        now: datetime,
+        *,
+        fence: int | None = None,
+    ) -> bool:
+        """Set a host's status; with ``fence``, only while the host's fence is still that token."""
+        host = self._state(conn, plain=[host_id, status, reason, detail]).hosts.get(host_id)
+        if host is None or (fence is not None and host["fence"] != fence):
+            return False
+        if host["status"] != status:
+            host["status_changed_at"] = now
+        host.update(status=status, reason=reason, detail=detail)
+        return True
+
+    def raise_fence(self, conn: Any, host_id: str, fence: int, at_least: int) -> bool:
+        """Move a host's fence counter up to ``at_least`` while it is still ``fence``."""
+        host = self._state(conn, plain=[host_id]).hosts.get(host_id)
+        if host is None or host["fence"] != fence:
+            return False
+        host["fence"] = max(host["fence"], at_least)
+        return True
+
+    def delete_host(self, conn: Any, host_id: str) -> bool:
+        """Delete a host with no activation in flight; return True when deleted."""
+        st = self._state(conn, plain=[host_id])
+        if host_id not in st.hosts or host_id in _in_flight_hosts(st):
+            return False
+        del st.hosts[host_id]
+        st.reports.pop(host_id, None)  # ON DELETE CASCADE
+        for key in [k for k, a in st.activations.items() if a["host_id"] == host_id]:
+            del st.activations[key]
+        return True
+
+    def count_by_status(self, conn: Any) -> dict[str, int]:
+        """Return the number of hosts in each status."""
+        counts: dict[str, int] = {}
+        for host in self._state(conn).hosts.values():
+            counts[host["status"]] = counts.get(host["status"], 0) + 1
+        return counts
+
+
+def _activation(row: dict[str, Any]) -> ActivationRow:
+    return ActivationRow(**{k: row[k] for k in ActivationRow.__dataclass_fields__})
+
+
+class MemoryActivations(_Repo):
+    """``autorecovery.store.activations`` in memory."""
+
+    def create_many(
+        self,
+        conn: Any,
+        items: Sequence[tuple[str, str]],
+        *,
+        trigger: str,
+        actor: str,
+        now: datetime,
+        statuses: Sequence[str],
+        reason: str,
+    ) -> list[tuple[str, str]]:
+        """Queue activations for (activation_id, host_id) pairs in one statement, auditing each."""
+        if not items:
+            return []
+        st = self._state(conn, plain=[trigger, actor, reason, list(statuses)], jsonb=[list(items)])
+        busy = _in_flight_hosts(st)
+        created: list[tuple[str, str]] = []
+        for activation_id, host_id in items:
+            host = st.hosts.get(host_id)
+            if host is None or host["status"] not in statuses:
+                continue
+            if activation_id in st.activations or host_id in busy:
+                continue  # ON CONFLICT DO NOTHING: the id, or the one-in-flight index
+            st.activations[activation_id] = {
+                "id": activation_id,
+                "host_id": host_id,
+                "trigger": trigger,
+                "actor": actor,
+                "state": "queued",
+                "fence": None,
+                "outcome": None,
+                "reason": None,
+                "detail": None,
+                "queued_at": now,
+                "started_at": None,
+                "ended_at": None,
+            }
+            busy.add(host_id)
+            _audit(
+                st,
+                at=now,
+                object_type="host",
+                object_id=host_id,
+                event="activation_queued",
+                actor=actor,
+                reason=reason,
+                details={"activation_id": activation_id, "trigger": trigger},
+            )
+            created.append((activation_id, host_id))
+        return created
+
+    def get(self, conn: Any, activation_id: str) -> ActivationRow | None:
+        """Return one activation, or None."""
+        row = self._state(conn, plain=[activation_id]).activations.get(activation_id)
+        return _activation(row) if row else None
+
+    def in_flight(self, conn: Any, host_id: str) -> ActivationRow | None:
+        """Return the host's queued or running activation, or None."""
+        for row in self._state(conn, plain=[host_id]).activations.values():
+            if row["host_id"] == host_id and row["state"] in _IN_FLIGHT:
+                return _activation(row)
+        return None
+
+    def recent(self, conn: Any, host_id: str, limit: int = 10) -> list[ActivationRow]:
+        """Return the host's latest activations, newest first."""
+        rows = [r for r in self._state(conn, plain=[host_id]).activations.values() if r["host_id"] == host_id]
+        rows.sort(key=lambda r: r["queued_at"], reverse=True)
+        return [_activation(r) for r in rows[:limit]]
+
+    def begin(self, conn: Any, activation_id: str, now: datetime) -> int | None:
+        """Mark the activation running and issue its fencing token (the host's fence, bumped)."""
+        st = self._state(conn, plain=[activation_id])
+        row = st.activations.get(activation_id)
+        if row is None or row["state"] not in _IN_FLIGHT:
+            return None
+        host = st.hosts.get(row["host_id"])
+        if host is None:
+            return None
+        host["fence"] += 1
+        row.update(state="running", fence=host["fence"], started_at=now)
+        return int(host["fence"])
+
+    def finish(
+        self,
+        conn: Any,
+        activation_id: str,
+        *,
+        state: str,
+        outcome: str,
+        reason: str | None,
+        detail: str | None,
+        now: datetime,
+        fence: int | None,
+    ) -> bool:
+        """Close an in-flight activation; with ``fence``, only while it still holds that token."""
+        row = self._state(conn, plain=[activation_id, state, outcome, reason, detail]).activations.get(
+            activation_id
+        )
+        if row is None or row["state"] not in _IN_FLIGHT:
+            return False
+        if fence is not None and row["fence"] != fence:
+            return False
+        row.update(state=state, outcome=outcome, reason=reason, detail=detail, ended_at=now)
+        return True
+
+    def reap(
+        self, conn: Any, *, now: datetime, queued_before: datetime, running_before: datetime
+    ) -> list[dict[str, Any]]:
+        """Abandon activations stuck queued or running too long, in one statement."""
+        st = self._state(conn)
+        stale = [
+            a
+            for a in st.activations.values()
+            if (a["state"] == "queued" and a["queued_at"] < queued_before)
+            or (a["state"] == "running" and a["started_at"] is not None and a["started_at"] < running_before)
+        ]
+        out: list[dict[str, Any]] = []
+        for a in stale:
+            was = a["state"]
+            a.update(
+                state="abandoned", outcome="abandoned", ended_at=now, detail=f"no result in time (was {was})"
+            )
+            host = st.hosts.get(a["host_id"])
+            if host is not None:
+                host["fence"] += 1
+                if host["status"] == "initializing":
+                    host.update(
+                        status="non_operational",
+                        reason="activation_failed",
+                        detail="activation abandoned: no result in time",
+                        status_changed_at=now,
+                    )
+            _audit(
+                st,
+                at=now,
+                object_type="host",
+                object_id=a["host_id"],
+                event="activation_abandoned",
+                actor="auto",
+                reason="no_result_in_time",
+                details={"activation_id": a["id"], "was": was},
+            )
+            out.append({"id": a["id"], "host_id": a["host_id"], "was": was})
+        return out
+
+    def mark_enqueue_failed(
+        self, conn: Any, pairs: Sequence[tuple[str, str]], now: datetime, error: str
+    ) -> None:
+        """Close activations whose message never reached the broker, auditing each."""
+        st = self._state(conn, plain=[[a for a, _ in pairs], error])
+        for activation_id, _ in pairs:
+            row = st.activations.get(activation_id)
+            if row is None or row["state"] != "queued":
+                continue
+            row.update(state="failed", outcome="not_enqueued", detail=error, ended_at=now)
+            _audit(
+                st,
+                at=now,
+                object_type="host",
+                object_id=row["host_id"],
+                event="activation_not_enqueued",
+                actor="auto",
+                reason="broker_unavailable",
+                details={"activation_id": activation_id, "error": error},
+            )
+
+    def count_by_outcome(self, conn: Any) -> list[dict[str, Any]]:
+        """Count activations by trigger and outcome (the state while one has no outcome yet)."""
+        counts: dict[tuple[str, str], int] = {}
+        for row in self._state(conn).activations.values():
+            key = (row["trigger"], row["outcome"] if row["outcome"] is not None else row["state"])
+            counts[key] = counts.get(key, 0) + 1
+        return [{"trigger": t, "outcome": o, "n": n} for (t, o), n in sorted(counts.items())]
+
+
+class MemoryAudit(_Repo):
+    """``autorecovery.store.audit`` in memory."""
+
+    def add(
+        self,
+        conn: Any,
+        *,
+        at: datetime,
+        object_type: str,
+        object_id: str,
+        event: str,
+        actor: str,
+        reason: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Append one audit entry in the caller's transaction."""
+        st = self._state(conn, plain=[object_type, object_id, event, actor, reason], jsonb=[details or {}])
+        _audit(
+            st,
+            at=at,
+            object_type=object_type,
+            object_id=object_id,
+            event=event,
+            actor=actor,
+            reason=reason,
+            details=details,
+        )
+
+    def query(
+        self,
+        conn: Any,
+        *,
+        object_type: str | None = None,
+        object_id: str | None = None,
+        actor: str | None = None,
+        event: str | None = None,
+        since: datetime | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Return audit entries matching the filters, newest first, ``limit`` below ``before_id``."""
+        st = self._state(conn, plain=[object_type, object_id, actor, event])
+        found = (
+            e
+            for e in reversed(st.audit)
+            if (object_type is None or e["object_type"] == object_type)
+            and (object_id is None or e["object_id"] == object_id)
+            and (actor is None or e["actor"] == actor)
+            and (event is None or e["event"] == event)
+            and (since is None or e["at"] >= since)
+            and (before_id is None or e["id"] < before_id)
+        )
+        return copy.deepcopy(list(itertools.islice(found, limit)))

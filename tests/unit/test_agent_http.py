@@ -1,0 +1,430 @@
+"""``HttpAgentClient`` (agent protocol v1) against ``httpx.MockTransport``: no network."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+import tenacity.nap
+
+from autorecovery.agents import InitResult, Target
+from autorecovery.agents import http as http_agent
+from autorecovery.agents.http import HttpAgentClient
+from models.assessment import assess
+from models.domain import Cluster, Reason
+from models.errors import AgentUnavailable, StaleFence
+from models.report import is_bad_report
+
+NOW = datetime(2026, 11, 24, 12, 0, 5, tzinfo=UTC)
+TARGET = Target("h-001", "http://agent-1:9000/")
+REPORT: dict[str, Any] = {
+    "host_id": "h-001",
+    "reported_at": "2026-11-24T12:00:00Z",
+    "kvm": True,
+    "version": "4.5.2",
+    "cpu_flags": ["vmx", "sse4_2"],
+    "networks": {"mgmt": True, "vmnet": False},
+    "storage_domains": {"sd-1": True, "sd-2": False},
+    "vms_running": 3,
+    "mem_free_mb": 12000,
+}
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+
+@pytest.fixture
+def naps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record tenacity's backoff sleeps instead of sleeping."""
+    slept: list[float] = []
+    monkeypatch.setattr(tenacity.nap, "time", SimpleNamespace(sleep=slept.append))
+    return slept
+
+
+@pytest.fixture
+def make_client(naps: list[float]) -> Iterator[Callable[..., HttpAgentClient]]:
+    made: list[HttpAgentClient] = []
+
+    def make(handler: Handler, retries: int = 2, concurrency: int = 10) -> HttpAgentClient:
+        client = HttpAgentClient(
+            report_timeout_s=1.0, init_timeout_s=5.0, concurrency=concurrency, retries=retries
+        )
+        client._client.close()
+        client._client = httpx.Client(transport=httpx.MockTransport(handler))
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+def answer(status: int = 200, body: Any = None, text: str | None = None) -> Handler:
+    def handle(request: httpx.Request) -> httpx.Response:
+        if text is not None:
+            return httpx.Response(status, text=text)
+        return httpx.Response(status, json=body)
+
+    return handle
+
+
+def raising(exc_type: type[httpx.TransportError]) -> Handler:
+    def handle(request: httpx.Request) -> httpx.Response:
+        raise exc_type("simulated", request=request)
+
+    return handle
+
+
+# --- get_report ---------------------------------------------------------------------------------
+
+
+def test_good_report(make_client: Callable[..., HttpAgentClient]) -> None:
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=REPORT)
+
+    report = make_client(handle).get_report(TARGET, NOW)
+    assert [(r.method, str(r.url)) for r in seen] == [("GET", "http://agent-1:9000/report")]
+    assert report.agent_reachable is True
+    assert report.host_id == "h-001"
+    assert report.reported_at == datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
+    assert report.storage_domains == {"sd-1": True, "sd-2": False}
+    assert report.source == "pull"
+    assert report.error is None
+
+
+@pytest.mark.parametrize("status", [500, 404, 503, 204])
+def test_an_error_status_is_an_unreachable_observation(
+    make_client: Callable[..., HttpAgentClient], status: int
+) -> None:
+    report = make_client(answer(status, {"error": "x"})).get_report(TARGET, NOW)
+    assert report.agent_reachable is False
+    assert report.reported_at == NOW
+    assert report.error == f"agent answered HTTP {status}"
+    assert not is_bad_report(report)
+    assert assess(report, Cluster("c"), NOW, 30).problems[0].reason is Reason.AGENT_UNREACHABLE
+
+
+@pytest.mark.parametrize("exc_type", [httpx.ReadTimeout, httpx.ConnectTimeout, httpx.ConnectError])
+def test_a_timeout_or_connection_error_is_an_unreachable_observation(
+    make_client: Callable[..., HttpAgentClient], exc_type: type[httpx.TransportError]
+) -> None:
+    report = make_client(raising(exc_type)).get_report(TARGET, NOW)
+    assert report.agent_reachable is False
+    assert report.error == f"{exc_type.__name__}: simulated"
+    assert report.reported_at == NOW
+
+
+def test_a_body_that_is_not_json_is_an_unreachable_observation(
+    make_client: Callable[..., HttpAgentClient],
+) -> None:
+    report = make_client(answer(200, text="<html>")).get_report(TARGET, NOW)
+    assert report.agent_reachable is False
+    assert report.error is not None and report.error.startswith("JSONDecodeError")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({k: v for k, v in REPORT.items() if k != "kvm"}, "kvm"),
+        ({**REPORT, "vms_running": True}, "vms_running"),
+        ({**REPORT, "host_id": "h-999"}, "host_id"),
+        ({**REPORT, "reported_at": "2026-11-24T12:00:00"}, "reported_at"),
+        ([REPORT], "report"),
+    ],
+)
+def test_a_bad_report_is_an_observation_naming_the_field(
+    make_client: Callable[..., HttpAgentClient], body: Any, field: str
+) -> None:
+    report = make_client(answer(200, body)).get_report(TARGET, NOW)
+    assert report.agent_reachable is False
+    assert is_bad_report(report)
+    assert report.error is not None and report.error.startswith(f"bad report: {field}: ")
+    a = assess(report, Cluster("c"), NOW, 30)
+    assert [p.reason for p in a.problems] == [Reason.BAD_REPORT]
+    assert field in a.problems[0].detail
+
+
+# --- pull_reports (async, through an aiohttp session) ---------------------------------------------
+
+
+class FakeResponse:
+    """What ``session.get`` yields: a status and a JSON body (or text that is not JSON)."""
+
+    def __init__(self, status: int = 200, body: Any = None, text: str | None = None) -> None:
+        self.status = status
+        self._body = body
+        self._text = text
+
+    async def json(self, content_type: str | None = "application/json") -> Any:
+        if self._text is not None:
+            return json.loads(self._text)
+        return self._body
+
+
+class FakeSession:
+    """Stands in for ``aiohttp.ClientSession``: answers each GET from a handler of the URL."""
+
+    def __init__(self, handler: Callable[[str], Any], record: dict[str, Any], **kwargs: Any) -> None:
+        self._handler = handler
+        self._record = record
+        record.update(kwargs)
+        record.setdefault("urls", [])
+
+    async def __aenter__(self) -> FakeSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        connector = self._record.get("connector")
+        if connector is not None:
+            await connector.close()
+
+    @contextlib.asynccontextmanager
+    async def get(self, url: str) -> AsyncIterator[FakeResponse]:
+        self._record["urls"].append(url)
+        result = self._handler(url)
+        if asyncio.iscoroutine(result):
+            result = await result
+        yield result
+
+
+@pytest.fixture
+def sessions(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[str], Any]], dict[str, Any]]:
+    """Make the module's aiohttp sessions fakes; returns what the client asked for."""
+
+    def install(handler: Callable[[str], Any]) -> dict[str, Any]:
+        record: dict[str, Any] = {}
+        monkeypatch.setattr(
+            http_agent.aiohttp, "ClientSession", lambda **kw: FakeSession(handler, record, **kw)
+        )
+        return record
+
+    return install
+
+
+def test_pull_with_no_targets_opens_no_session(
+    make_client: Callable[..., HttpAgentClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(**kwargs: Any) -> None:
+        raise AssertionError("no session for no targets")
+
+    monkeypatch.setattr(http_agent.aiohttp, "ClientSession", boom)
+    assert make_client(answer(200, REPORT)).pull_reports([], NOW) == []
+
+
+def test_pull_turns_every_answer_into_an_observation_in_order(
+    make_client: Callable[..., HttpAgentClient], sessions: Callable[[Callable[[str], Any]], dict[str, Any]]
+) -> None:
+    def handle(url: str) -> FakeResponse:
+        host = url.split("//")[1].split("/")[0]
+        if host == "good":
+            return FakeResponse(200, {**REPORT, "host_id": "h-good"})
+        if host == "broken":
+            return FakeResponse(500, {"error": "x"})
+        if host == "slow":
+            raise TimeoutError
+        if host == "bad":
+            return FakeResponse(200, {**REPORT, "host_id": "h-bad", "mem_free_mb": -1})
+        if host == "html":
+            return FakeResponse(200, text="<html>")
+        raise aiohttp.ClientConnectionError("refused")
+
+    record = sessions(handle)
+    targets = [
+        Target("h-good", "http://good"),
+        Target("h-broken", "http://broken/"),
+        Target("h-slow", "http://slow"),
+        Target("h-bad", "http://bad"),
+        Target("h-html", "http://html"),
+        Target("h-gone", "http://gone"),
+    ]
+    reports = make_client(answer(200), concurrency=7).pull_reports(targets, NOW)
+    assert sorted(record["urls"]) == sorted(
+        [
+            "http://good/report",
+            "http://broken/report",
+            "http://slow/report",
+            "http://bad/report",
+            "http://html/report",
+            "http://gone/report",
+        ]
+    )
+    assert record["connector"].limit == 7
+    assert record["timeout"].total == 1.0
+    assert [r.host_id for r in reports] == [t.host_id for t in targets]
+    good, broken, slow, bad, html, gone = reports
+    assert good.agent_reachable and good.kvm and good.source == "pull"
+    assert (broken.agent_reachable, broken.error) == (False, "agent answered HTTP 500")
+    assert (slow.agent_reachable, slow.error) == (False, "TimeoutError")
+    assert is_bad_report(bad) and bad.error == "bad report: mem_free_mb: must not be negative"
+    assert html.agent_reachable is False and (html.error or "").startswith("JSONDecodeError")
+    assert (gone.agent_reachable, gone.error) == (False, "ClientConnectionError: refused")
+    assert all(r.reported_at == NOW for r in (broken, slow, bad, html, gone))
+
+
+def test_pull_runs_the_requests_concurrently(
+    make_client: Callable[..., HttpAgentClient], sessions: Callable[[Callable[[str], Any]], dict[str, Any]]
+) -> None:
+    state = {"now": 0, "max": 0}
+
+    async def handle(url: str) -> FakeResponse:
+        state["now"] += 1
+        state["max"] = max(state["max"], state["now"])
+        await asyncio.sleep(0.01)
+        state["now"] -= 1
+        host_id = url.split("//")[1].split("/")[0]
+        return FakeResponse(200, {**REPORT, "host_id": host_id})
+
+    sessions(handle)
+    targets = [Target(f"h{i}", f"http://h{i}") for i in range(8)]
+    reports = make_client(answer(200)).pull_reports(targets, NOW)
+    assert all(r.agent_reachable for r in reports)
+    assert state["max"] > 1  # one slow agent costs one timeout, not one per host
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"mem_free_mb": 2**31}, {"networks": {"mg\x00mt": True}}],
+    ids=["count above integer", "nul in a network name"],
+)
+def test_a_report_the_store_cannot_hold_is_a_bad_report(
+    make_client: Callable[..., HttpAgentClient], changes: dict[str, Any]
+) -> None:
+    report = make_client(answer(200, {**REPORT, **changes})).get_report(TARGET, NOW)
+    assert is_bad_report(report)
+
+
+def test_a_bad_report_observation_is_storable(make_client: Callable[..., HttpAgentClient]) -> None:
+    report = make_client(answer(200, {**REPORT, "networks": {"a\x00": 1}})).get_report(TARGET, NOW)
+    assert is_bad_report(report)
+    assert "\x00" not in (report.error or "")
+
+
+# --- init ---------------------------------------------------------------------------------------
+
+
+def test_init_ok_sends_the_fence(make_client: Callable[..., HttpAgentClient]) -> None:
+    seen: list[tuple[str, str, Any]] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, str(request.url), json.loads(request.content)))
+        return httpx.Response(200, json={"ok": True})
+
+    assert make_client(handle).init(TARGET, 42, "act-1") == InitResult(ok=True)
+    assert seen == [("POST", "http://agent-1:9000/init", {"fence": 42, "activation_id": "act-1"})]
+
+
+def test_init_failed_carries_the_agents_reason(make_client: Callable[..., HttpAgentClient]) -> None:
+    body = {"ok": False, "reason": "storage_domain_unreachable", "detail": "sd-1 timed out"}
+    result = make_client(answer(200, body)).init(TARGET, 1, "a")
+    assert result == InitResult(ok=False, reason="storage_domain_unreachable", detail="sd-1 timed out")
+
+
+def test_init_failed_without_a_reason_is_general(make_client: Callable[..., HttpAgentClient]) -> None:
+    assert make_client(answer(200, {"ok": False})).init(TARGET, 1, "a") == InitResult(
+        ok=False, reason="general", detail=None
+    )
+
+
+def test_init_409_is_a_stale_fence_and_is_not_retried(make_client: Callable[..., HttpAgentClient]) -> None:
+    calls: list[int] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(409, json={"error": "stale_fence", "highest": 43})
+
+    with pytest.raises(StaleFence, match="42"):
+        make_client(handle).init(TARGET, 42, "a")
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        answer(500, {"error": "x"}),
+        answer(200, text="not json"),
+        answer(200, {"status": "fine"}),
+        answer(200, {"ok": "yes"}),
+        answer(200, ["ok"]),
+    ],
+    ids=["http 500", "not json", "no ok", "ok not a boolean", "not an object"],
+)
+def test_init_with_a_broken_answer_is_agent_unavailable(
+    make_client: Callable[..., HttpAgentClient], handler: Handler
+) -> None:
+    with pytest.raises(AgentUnavailable, match="agent-1:9000/init"):
+        make_client(handler).init(TARGET, 1, "a")
+
+
+@pytest.mark.parametrize("exc_type", [httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadTimeout])
+def test_init_connection_errors_are_retried_then_agent_unavailable(
+    make_client: Callable[..., HttpAgentClient], naps: list[float], exc_type: type[httpx.TransportError]
+) -> None:
+    calls: list[int] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        raise exc_type("down", request=request)
+
+    with pytest.raises(AgentUnavailable) as info:
+        make_client(handle, retries=3).init(TARGET, 7, "a")
+    assert len(calls) == 4
+    assert len(naps) == 3 and all(0 < s <= 5.0 for s in naps)
+    assert f"{exc_type.__name__}: down" in str(info.value)
+    assert isinstance(info.value.__cause__, exc_type)
+
+
+def test_init_recovers_when_a_retry_gets_through(
+    make_client: Callable[..., HttpAgentClient], naps: list[float]
+) -> None:
+    calls: list[int] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) < 3:
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(200, json={"ok": True})
+
+    assert make_client(handle, retries=2).init(TARGET, 1, "a") == InitResult(ok=True)
+    assert len(calls) == 3
+
+
+def test_init_with_no_retries_tries_once(make_client: Callable[..., HttpAgentClient]) -> None:
+    calls: list[int] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        raise httpx.ConnectError("refused", request=request)
+
+    with pytest.raises(AgentUnavailable):
+        make_client(handle, retries=0).init(TARGET, 1, "a")
+    assert len(calls) == 1
+
+
+def test_connect_storage_domain_posts_the_fence(make_client: Callable[..., HttpAgentClient]) -> None:
+    seen: list[tuple[str, Any]] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append((str(request.url), json.loads(request.content)))
+        return httpx.Response(200, json={"ok": True})
+
+    assert make_client(handle).connect_storage_domain(TARGET, "sd-1", 5) == InitResult(ok=True)
+    assert seen == [("http://agent-1:9000/storage-domains/sd-1/connect", {"fence": 5})]
+
+
+def test_init_builds_no_deprecated_backoff(make_client: Callable[..., HttpAgentClient]) -> None:
+    client = make_client(answer(200, {"ok": True}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert client.init(TARGET, 1, "a") == InitResult(ok=True)

@@ -1,0 +1,232 @@
+"""The error shape and the routes' mapping, over ASGI with the in-memory store (no servers)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from api.app import create_app
+from api.deps import Services
+from api.errors import error_response, field_name, from_domain
+from autorecovery.services import utcnow
+from autorecovery.services.fleet import FleetService, HostSpec
+from autorecovery.settings import Settings
+from models.domain import Cluster
+from models.errors import (
+    BadReport,
+    BrokerUnavailable,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    StoreUnavailable,
+)
+from tests.fakes import MemoryDatabase, memory_repos
+
+ALICE = "alice-secret-0123456789"
+VIC = "vic-secret-0123456789ab"
+ADMIN = {"Authorization": f"Bearer {ALICE}"}
+VIEWER = {"Authorization": f"Bearer {VIC}"}
+JSON = {"content-type": "application/json"}
+#: What the world's setup wrote, newest first: a refused request adds nothing to it.
+SETUP_EVENTS = [("host_registered", "test", None), ("cluster_registered", "test", None)]
+
+
+class World:
+    """An app over the memory store, with the activations it sent to the 'broker'."""
+
+    def __init__(self) -> None:
+        self.db = MemoryDatabase()
+        self.sent: list[tuple[str, str, str, str]] = []
+        self.fleet = FleetService(
+            self.db, self._enqueue, report_max_age_s=30.0, clock=utcnow, repos=memory_repos(self.db)
+        )
+        self.fleet.register_cluster(Cluster("c-1", frozenset({"mgmt"})), "test")
+        self.fleet.register_hosts([HostSpec("h-1", "c-1", "http://127.0.0.1:9/h-1")], "test")
+        self.app = create_app(
+            Settings(api_tokens=f"alice:admin:{ALICE},vic:viewer:{VIC}"), services=Services(fleet=self.fleet)
+        )
+
+    def _enqueue(self, activation_id: str, host_id: str, trigger: str, actor: str) -> None:
+        self.sent.append((activation_id, host_id, trigger, actor))
+
+    def call(self, method: str, path: str, *, raise_errors: bool = True, **kwargs: Any) -> httpx.Response:
+        async def go() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=raise_errors)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+                return await client.request(method, path, **kwargs)
+
+        return asyncio.run(go())
+
+    def events(self) -> list[tuple[str, str, str | None]]:
+        return [(e["event"], e["actor"], e["reason"]) for e in self.fleet.audit_log(limit=1000)]
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def shape(answer: httpx.Response) -> tuple[int, str, str | None]:
+    body = answer.json()
+    assert {"error", "message", "field"} <= set(body), body
+    assert isinstance(body["message"], str) and body["message"]
+    return answer.status_code, body["error"], body["field"]
+
+
+@pytest.mark.parametrize(
+    ("loc", "name"),
+    [
+        (("body", "agent_url"), "agent_url"),
+        (("body", "cpu_flags", 1), "cpu_flags.1"),
+        (("query", "limit"), "limit"),
+        (("path", "host_id"), "host_id"),
+        (("body",), "body"),
+        (("body", 12), "body"),
+        ((), "body"),
+    ],
+)
+def test_field_name(loc: tuple[Any, ...], name: str) -> None:
+    assert field_name(loc) == name
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "code", "field"),
+    [
+        (NotFound("host", "h-9"), 404, "not_found", "host_id"),
+        (NotFound("cluster", "c-9"), 404, "not_found", "cluster_id"),
+        (
+            Conflict("held", {"holder": {"id": "a-1", "actor": "bob", "trigger": "manual"}}),
+            409,
+            "activation_in_flight",
+            None,
+        ),
+        (Conflict("up", {"status": "up"}), 409, "already_up", None),
+        (Conflict("taken", {"host_id": "h-1"}), 409, "already_exists", "id"),
+        (BadReport("vms_running", "must be an integer"), 422, "bad_report", "vms_running"),
+        (InvalidInput("cluster", "unknown"), 422, "invalid_input", "cluster"),
+        (BrokerUnavailable("down"), 503, "broker_unavailable", None),
+        (StoreUnavailable("down"), 503, "unavailable", None),
+        (RuntimeError("boom"), 500, "internal_error", None),
+    ],
+)
+def test_domain_errors_map_to_one_shape(exc: Exception, status: int, code: str, field: str | None) -> None:
+    response = from_domain(exc).response()
+    body = json.loads(bytes(response.body))
+    assert (response.status_code, body["error"], body["field"]) == (status, code, field)
+    assert "boom" not in body["message"], "internal errors are not described to callers"
+    if status == 503:
+        assert response.headers["retry-after"]
+
+
+def test_extra_keys_never_replace_the_shape() -> None:
+    body = json.loads(bytes(error_response(409, "x", "m", None, extra={"error": "y", "status": "up"}).body))
+    assert body == {"error": "x", "message": "m", "field": None, "status": "up"}
+
+
+def test_unauthenticated_and_viewer_writes(world: World) -> None:
+    answer = world.call("POST", "/api/v1/hosts/h-1/activate")
+    assert shape(answer) == (401, "unauthorized", None)
+    assert answer.headers["www-authenticate"].startswith("Bearer")
+    assert (
+        shape(world.call("POST", "/api/v1/hosts/h-1/activate", headers={"Authorization": "Bearer x"}))[0]
+        == 401
+    )
+    assert shape(world.call("POST", "/api/v1/hosts/h-1/activate", headers={"Authorization": ALICE}))[0] == 401
+    assert shape(world.call("POST", "/api/v1/hosts/h-1/activate", headers=VIEWER)) == (403, "forbidden", None)
+    # Malformed input from a bad caller is still refused for the caller first.
+    assert world.call("POST", "/api/v1/hosts", content=b"{", headers=JSON).status_code == 401
+    assert world.call("POST", "/api/v1/hosts", content=b"{", headers={**JSON, **VIEWER}).status_code == 403
+    assert world.sent == [] and world.events() == SETUP_EVENTS
+
+
+def test_malformed_bodies_name_the_field(world: World) -> None:
+    admin = {**JSON, **ADMIN}
+    assert shape(world.call("POST", "/api/v1/hosts", content=b"{", headers=admin)) == (
+        422,
+        "invalid_input",
+        "body",
+    )
+    assert shape(world.call("POST", "/api/v1/hosts", content=b"\xff\xfe", headers=admin)) == (
+        422,
+        "invalid_input",
+        "body",
+    )
+    answer = world.call("POST", "/api/v1/hosts", json={"id": "h-2", "cluster": "c-1"}, headers=ADMIN)
+    assert shape(answer) == (422, "invalid_input", "agent_url")
+    assert answer.json()["errors"][0]["field"] == "agent_url"
+    answer = world.call("POST", "/api/v1/hosts", content=b'{"\\ud800": 1}', headers=admin)
+    assert shape(answer)[0] == 422, "a lone surrogate in a key is reported, not a crash"
+    assert shape(world.call("POST", "/api/v1/clusters", content=b"x" * 2_000_000, headers=admin)) == (
+        413,
+        "too_large",
+        "body",
+    )
+    assert world.events() == SETUP_EVENTS
+
+
+def test_manual_activation_and_a_refusal_are_audited(world: World) -> None:
+    first = world.call("POST", "/api/v1/hosts/h-1/activate", headers=ADMIN)
+    assert first.status_code == 202, first.text
+    body = first.json()
+    assert body["task_id"] == body["activation_id"] and body["state"] == "queued"
+    assert world.sent == [(body["activation_id"], "h-1", "manual", "alice")]
+    second = world.call("POST", "/api/v1/hosts/h-1/activate", headers=ADMIN)
+    assert shape(second) == (409, "activation_in_flight", None)
+    assert second.json()["holder"]["id"] == body["activation_id"]
+    assert "manual by alice" in second.json()["message"]
+    assert world.events()[0] == ("activation_refused", "alice", "activation_in_flight")
+    assert shape(world.call("DELETE", "/api/v1/hosts/h-1", headers=ADMIN))[:2] == (
+        409,
+        "activation_in_flight",
+    )
+
+
+def test_a_bad_pushed_report_is_audited_not_stored(world: World) -> None:
+    report = {
+        "host_id": "h-1",
+        "reported_at": "2026-11-24T12:00:00Z",
+        "kvm": True,
+        "version": "4.5",
+        "cpu_flags": [],
+        "networks": {"mgmt": True},
+        "storage_domains": {},
+        "vms_running": "3",
+        "mem_free_mb": 1,
+    }
+    answer = world.call("POST", "/api/v1/hosts/h-1/report", json=report, headers=ADMIN)
+    assert shape(answer) == (422, "bad_report", "vms_running")
+    assert world.events()[0] == ("report_rejected", "alice", "vms_running")
+    assert world.db.state.reports == {}
+    report["vms_running"] = 3
+    answer = world.call("POST", "/api/v1/hosts/h-1/report", json=report, headers=ADMIN)
+    assert answer.status_code == 200 and answer.json()["stored"] is True
+    assert shape(world.call("POST", "/api/v1/hosts/h-9/report", json=report, headers=ADMIN)) == (
+        404,
+        "not_found",
+        "host_id",
+    )
+
+
+def test_unknown_routes_outages_and_crashes_keep_the_shape(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert shape(world.call("GET", "/api/v1/nothing", headers=VIEWER)) == (404, "not_found", None)
+    assert shape(world.call("PATCH", "/api/v1/hosts", headers=ADMIN))[:2] == (405, "method_not_allowed")
+    world.db.unavailable = True
+    assert shape(world.call("GET", "/api/v1/hosts", headers=VIEWER)) == (503, "unavailable", None)
+    world.db.unavailable = False
+
+    def boom(*_: Any, **__: Any) -> None:
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(world.fleet, "list_hosts", boom)
+    answer = world.call("GET", "/api/v1/hosts", headers=VIEWER, raise_errors=False)
+    assert shape(answer) == (500, "internal_error", None)
+    assert "secret detail" not in answer.text
+    world.app.state.services = None
+    assert shape(world.call("GET", "/api/v1/hosts", headers=VIEWER)) == (503, "starting", None)
+    assert world.call("GET", "/healthz").status_code == 200

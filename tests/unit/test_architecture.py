@@ -1,0 +1,148 @@
+"""The pure core stays pure: ``models/`` imports no I/O library, reads no clock, no environment."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import models
+
+MODELS_DIR = Path(models.__file__).parent
+MODULES = sorted(MODELS_DIR.rglob("*.py"))
+
+#: Top-level packages ``models/`` may never import.
+FORBIDDEN_PACKAGES = frozenset(
+    {
+        "redis",
+        "psycopg",
+        "psycopg_pool",
+        "celery",
+        "kombu",
+        "httpx",
+        "fastapi",
+        "os",
+        "time",
+        "autorecovery",
+        "workers",
+        "api",
+        "requests",
+        "socket",
+        "subprocess",
+        "random",
+        "uuid",
+    }
+)
+#: Dotted calls and attributes that read the clock or the environment.
+FORBIDDEN_DOTTED = frozenset(
+    {
+        "datetime.now",
+        "datetime.utcnow",
+        "datetime.today",
+        "date.today",
+        "time.time",
+        "time.monotonic",
+        "time.perf_counter",
+        "os.environ",
+        "os.getenv",
+        "datetime.datetime.now",
+        "datetime.datetime.utcnow",
+        "datetime.date.today",
+    }
+)
+
+
+def _dotted(node: ast.AST) -> str | None:
+    """Return ``a.b.c`` for an attribute chain on a name, else None."""
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return None
+
+
+def violations(source: str, filename: str = "<source>") -> list[str]:
+    """List what ``source`` does that a module of the pure core must not."""
+    tree = ast.parse(source, filename)
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] in FORBIDDEN_PACKAGES:
+                    found.append(f"{filename}:{node.lineno}: import {alias.name}")
+        elif isinstance(node, ast.ImportFrom):
+            root = (node.module or "").split(".")[0]
+            if node.level == 0 and root in FORBIDDEN_PACKAGES:
+                found.append(f"{filename}:{node.lineno}: from {node.module} import ...")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id
+            in (
+                "getenv",
+                "__import__",
+                "open",
+            )
+        ):
+            found.append(f"{filename}:{node.lineno}: call {node.func.id}()")
+        elif isinstance(node, ast.Attribute):
+            dotted = _dotted(node)
+            if dotted is not None and dotted in FORBIDDEN_DOTTED:
+                found.append(f"{filename}:{node.lineno}: {dotted}")
+    return found
+
+
+def test_models_has_modules() -> None:
+    names = {p.name for p in MODULES}
+    assert {"assessment.py", "domain.py", "policy.py", "report.py", "errors.py"} <= names
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(MODELS_DIR)))
+def test_models_module_is_pure(path: Path) -> None:
+    assert violations(path.read_text(encoding="utf-8"), str(path)) == []
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import redis",
+        "import psycopg.rows",
+        "from psycopg_pool import ConnectionPool",
+        "import celery",
+        "from kombu import Queue",
+        "import httpx as h",
+        "from fastapi import FastAPI",
+        "import os",
+        "from os import environ",
+        "import time",
+        "from autorecovery.store import Repos",
+        "import workers",
+        "from api import app",
+        "from datetime import datetime\nx = datetime.now()",
+        "from datetime import datetime\nx = datetime.utcnow()",
+        "import datetime\nx = datetime.datetime.now()",
+        "x = time.time()",
+        "x = os.environ['HOME']",
+        "f = datetime.now",
+    ],
+)
+def test_the_checker_catches(source: str) -> None:
+    assert violations(source) != []
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from datetime import UTC, datetime, timedelta",
+        "from models.domain import Report",
+        "from .domain import Report",
+        "from __future__ import annotations",
+        "def f(now): return now.timestamp()",
+    ],
+)
+def test_the_checker_allows(source: str) -> None:
+    assert violations(source) == []

@@ -1,0 +1,53 @@
+"""The memory store offers every repository function, with the same parameters.
+
+Semantics are checked by ``tests/contract``, against PostgreSQL too; this only catches a function
+added to a repository module and not to the fake (or a parameter renamed) without a database.
+"""
+
+from __future__ import annotations
+
+import inspect
+from types import ModuleType
+
+import pytest
+
+from autorecovery.store import PG_REPOS, activations, audit, hosts
+from tests.fakes import MemoryDatabase, memory_repos
+
+MODULES = {"hosts": hosts, "activations": activations, "audit": audit}
+
+
+def public_functions(module: ModuleType) -> dict[str, object]:
+    return {
+        name: obj
+        for name, obj in vars(module).items()
+        if inspect.isfunction(obj) and obj.__module__ == module.__name__ and not name.startswith("_")
+    }
+
+
+def shape(fn: object) -> list[tuple[str, object, object]]:
+    params = list(inspect.signature(fn).parameters.values())  # type: ignore[arg-type]
+    return [(p.name, p.kind, p.default) for p in params]
+
+
+CASES = [(repo, name) for repo, module in MODULES.items() for name in sorted(public_functions(module))]
+
+
+def test_pg_repos_bundle_the_modules() -> None:
+    assert (PG_REPOS.hosts, PG_REPOS.activations, PG_REPOS.audit) == (hosts, activations, audit)
+
+
+@pytest.mark.parametrize(("repo", "name"), CASES, ids=[f"{r}.{n}" for r, n in CASES])
+def test_fake_has_the_same_function(repo: str, name: str) -> None:
+    fake = getattr(memory_repos(MemoryDatabase()), repo)
+    real_fn = public_functions(MODULES[repo])[name]
+    fake_fn = getattr(fake, name, None)
+    assert fake_fn is not None, f"tests/fakes/store.py lacks {repo}.{name}"
+    assert shape(fake_fn) == shape(real_fn)
+
+
+def test_fake_has_nothing_the_modules_lack() -> None:
+    fakes = memory_repos(MemoryDatabase())
+    for repo, module in MODULES.items():
+        offered = {n for n in dir(getattr(fakes, repo)) if not n.startswith("_")}
+        assert offered == set(public_functions(module)), repo

@@ -1,0 +1,116 @@
+"""Settings: defaults are valid, and every error names the variable to fix."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from autorecovery.settings import ENV_PREFIX, Settings, load_settings
+from models.errors import InvalidInput
+from tests.support.servers import TEST_SETTINGS
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No AUTORECOVERY_* variable from the caller's shell leaks into these tests."""
+    for name in list(os.environ):
+        if name.upper().startswith(ENV_PREFIX):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_are_valid() -> None:
+    s = load_settings()
+    assert s.database_url is None and s.redis_url is None and s.broker_url is None
+    assert s.effective_broker_url is None
+    assert s.data_dir == Path(".autorecovery")
+    assert (s.tick_interval_s, s.batch_size, s.report_max_age_s) == (10.0, 500, 30.0)
+    assert s.activation_soft_limit_s < s.activation_time_limit_s < s.lock_ttl_s
+    assert s.init_timeout_s < s.activation_soft_limit_s
+    assert s.visibility_timeout_s > s.activation_time_limit_s
+    assert s.reap_running_after_s == s.activation_time_limit_s + s.lock_ttl_s
+
+
+def test_values_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTORECOVERY_BATCH_SIZE", "100")
+    monkeypatch.setenv("AUTORECOVERY_TICK_INTERVAL_S", "2.5")
+    monkeypatch.setenv("AUTORECOVERY_REDIS_URL", "redis://r:6379/0")
+    monkeypatch.setenv("AUTORECOVERY_UNKNOWN_THING", "ignored")
+    s = load_settings()
+    assert (s.batch_size, s.tick_interval_s) == (100, 2.5)
+    assert s.effective_broker_url == "redis://r:6379/0"
+    monkeypatch.setenv("AUTORECOVERY_BROKER_URL", "amqp://b//")
+    assert load_settings().effective_broker_url == "amqp://b//"
+
+
+def test_the_test_suite_timings_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in TEST_SETTINGS.items():
+        monkeypatch.setenv(name, value)
+    s = load_settings()
+    assert s.lock_ttl_s == float(TEST_SETTINGS["AUTORECOVERY_LOCK_TTL_S"])
+
+
+FIELD_ERRORS = [
+    ("AUTORECOVERY_BATCH_SIZE", "lots"),
+    ("AUTORECOVERY_BATCH_SIZE", "0"),
+    ("AUTORECOVERY_BATCH_SIZE", "10001"),
+    ("AUTORECOVERY_BATCH_SIZE", "2.5"),
+    ("AUTORECOVERY_TICK_INTERVAL_S", "0"),
+    ("AUTORECOVERY_TICK_INTERVAL_S", "-1"),
+    ("AUTORECOVERY_TICK_INTERVAL_S", "ten"),
+    ("AUTORECOVERY_REPORT_MAX_AGE_S", "0"),
+    ("AUTORECOVERY_AGENT_TIMEOUT_S", "soon"),
+    ("AUTORECOVERY_AGENT_CONCURRENCY", "0"),
+    ("AUTORECOVERY_AGENT_RETRIES", "11"),
+    ("AUTORECOVERY_AGENT_RETRIES", "-1"),
+    ("AUTORECOVERY_TASK_MAX_RETRIES", "21"),
+    ("AUTORECOVERY_DB_POOL_MAX", "0"),
+    ("AUTORECOVERY_API_PORT", "70000"),
+    ("AUTORECOVERY_API_PORT", "http"),
+    ("AUTORECOVERY_VISIBILITY_TIMEOUT_S", "0"),
+    ("AUTORECOVERY_ACTIVATION_QUEUED_TTL_S", "0"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), FIELD_ERRORS, ids=[f"{n}={v}" for n, v in FIELD_ERRORS])
+def test_a_bad_value_names_its_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(InvalidInput) as info:
+        load_settings()
+    assert info.value.field == name
+    assert str(info.value).startswith(name + ": ")
+    assert info.value.message
+
+
+CROSS_ERRORS = [
+    ({"AUTORECOVERY_LOCK_TTL_S": "30"}, "AUTORECOVERY_LOCK_TTL_S"),
+    ({"AUTORECOVERY_LOCK_TTL_S": "10"}, "AUTORECOVERY_LOCK_TTL_S"),
+    ({"AUTORECOVERY_ACTIVATION_TIME_LIMIT_S": "45"}, "AUTORECOVERY_LOCK_TTL_S"),
+    ({"AUTORECOVERY_ACTIVATION_SOFT_LIMIT_S": "30"}, "AUTORECOVERY_ACTIVATION_SOFT_LIMIT_S"),
+    ({"AUTORECOVERY_ACTIVATION_TIME_LIMIT_S": "25"}, "AUTORECOVERY_ACTIVATION_TIME_LIMIT_S"),
+    ({"AUTORECOVERY_INIT_TIMEOUT_S": "25"}, "AUTORECOVERY_INIT_TIMEOUT_S"),
+    ({"AUTORECOVERY_VISIBILITY_TIMEOUT_S": "30"}, "AUTORECOVERY_VISIBILITY_TIMEOUT_S"),
+]
+
+
+@pytest.mark.parametrize(("env", "named"), CROSS_ERRORS, ids=[str(e) for e, _ in CROSS_ERRORS])
+def test_inconsistent_limits_name_the_variables(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(InvalidInput) as info:
+        load_settings()
+    assert named in str(info.value)
+
+
+def test_lock_ttl_above_the_time_limit_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTORECOVERY_LOCK_TTL_S", "30.5")
+    assert load_settings().lock_ttl_s == 30.5
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings()
+    with pytest.raises(Exception, match="frozen"):
+        s.batch_size = 3  # type: ignore[misc]
