@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.errors import InvalidInput
@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="API bind address")
     api_port: int = Field(8800, ge=0, le=65535, description="API port")
     api_url: str = Field("http://127.0.0.1:8800", description="API URL for the CLI")
+    token: SecretStr | None = Field(
+        None, description="the CLI's bearer token for the API (one of AUTORECOVERY_API_TOKENS)"
+    )
+    api_dev_token: bool = Field(
+        False,
+        description="with no API tokens: serve with an admin token kept in <data_dir>/admin-token "
+        "(loopback bind only); otherwise the API refuses to start",
+    )
 
     failpoints: str = Field(
         "", description="test only: comma-separated failpoints, e.g. 'stop_before_init'"
@@ -53,24 +61,21 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_limits(self) -> Settings:
-        if self.activation_soft_limit_s >= self.activation_time_limit_s:
-            raise ValueError(
-                "AUTORECOVERY_ACTIVATION_SOFT_LIMIT_S must be below "
-                "AUTORECOVERY_ACTIVATION_TIME_LIMIT_S"
-            )
-        if self.activation_time_limit_s >= self.lock_ttl_s:
-            raise ValueError(
-                "AUTORECOVERY_ACTIVATION_TIME_LIMIT_S must be below AUTORECOVERY_LOCK_TTL_S "
-                "so that a lock never expires under a running activation"
-            )
-        if self.init_timeout_s >= self.activation_soft_limit_s:
-            raise ValueError(
-                "AUTORECOVERY_INIT_TIMEOUT_S must be below AUTORECOVERY_ACTIVATION_SOFT_LIMIT_S"
-            )
-        if self.visibility_timeout_s <= self.activation_time_limit_s:
-            raise ValueError(
-                "AUTORECOVERY_VISIBILITY_TIMEOUT_S must be above AUTORECOVERY_ACTIVATION_TIME_LIMIT_S"
-            )
+        # Raised as InvalidInput (not ValueError) so that the error names the variable itself.
+        rules = [
+            ("activation_soft_limit_s", self.activation_soft_limit_s < self.activation_time_limit_s,
+             "must be below AUTORECOVERY_ACTIVATION_TIME_LIMIT_S"),
+            ("activation_time_limit_s", self.activation_time_limit_s < self.lock_ttl_s,
+             "must be below AUTORECOVERY_LOCK_TTL_S, so that a lock never expires under a "
+             "running activation"),
+            ("init_timeout_s", self.init_timeout_s < self.activation_soft_limit_s,
+             "must be below AUTORECOVERY_ACTIVATION_SOFT_LIMIT_S"),
+            ("visibility_timeout_s", self.visibility_timeout_s > self.activation_time_limit_s,
+             "must be above AUTORECOVERY_ACTIVATION_TIME_LIMIT_S"),
+        ]
+        for name, ok, message in rules:
+            if not ok:
+                raise InvalidInput(ENV_PREFIX + name.upper(), message)
         return self
 
     @property

@@ -86,7 +86,10 @@ def parse_time(value: object, name: str = "reported_at") -> datetime:
         raise BadReport(name, f"is not an RFC 3339 time: {value[:40]!r}") from exc
     if parsed.tzinfo is None:
         raise BadReport(name, "must carry a time zone (use Z for UTC)")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # a time at the calendar's edge, moved out of it by UTC
+        raise BadReport(name, "is out of range") from exc
 
 
 def parse_report(data: object, expected_host_id: str, source: str = "pull") -> Report:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from autorecovery.services import Clock, Enqueuer
 from autorecovery.store import PG_REPOS, Repos
 from autorecovery.store.db import Database
 from autorecovery.store.rows import report_as_dict
-from models.domain import Cluster, HostStatus, Report, Trigger
-from models.errors import BrokerUnavailable, Conflict, InvalidInput, NotFound
+from models.domain import Cluster, Host, HostStatus, Report, Trigger
+from models.errors import BadReport, BrokerUnavailable, Conflict, InvalidInput, NotFound
 from models.policy import evaluate
 from models.report import parse_report
 
@@ -190,22 +191,6 @@ class FleetService:
                 details={"from": loaded[0].status.value, "to": "maintenance", "detail": reason},
             )
 
-    def push_report(self, host_id: str, body: object, actor: str) -> Report:
-        """Validate and store a report pushed through the API (as a pulled one would be).
-
-        Raises:
-            NotFound: unknown host.
-            BadReport: naming the field; nothing is stored.
-        """
-        now = self.clock()
-        with self.db.transaction() as conn:
-            if self.repos.hosts.get_host(conn, host_id) is None:
-                raise NotFound("host", host_id)
-        report = parse_report(body, host_id, source="push")
-        with self.db.transaction() as conn:
-            self.repos.hosts.upsert_reports(conn, [report], now)
-        return report
-
     def plan(self, *, cluster_id: str | None = None, limit: int = 10_000) -> list[dict[str, Any]]:
         """Say what the next tick would do for each host and why, from stored reports; no writes."""
         now = self.clock()
@@ -267,3 +252,182 @@ class FleetService:
             "activation": running.as_dict() if running else None,
             "recent_activations": [a.as_dict() for a in recent],
         }
+
+    # -- Queries and audited operations for the HTTP API ------------------------------------
+
+    def list_hosts(
+        self,
+        *,
+        status: str | None = None,
+        cluster_id: str | None = None,
+        autorecovery: bool | None = None,
+        limit: int = 100,
+        after: str = "",
+    ) -> list[dict[str, Any]]:
+        """Return hosts matching the filters, ordered by id, at most ``limit`` after ``after``."""
+        now = self.clock()
+        with self.db.transaction() as conn:
+            rows = self.repos.hosts.list_hosts(
+                conn, status=status, cluster_id=cluster_id, autorecovery=autorecovery,
+                limit=limit, after=after,
+            )
+        return [host_summary(host, report, row, now) for host, report, row in rows]
+
+    def list_clusters(self) -> list[dict[str, Any]]:
+        """Return every cluster in its registration shape, ordered by id."""
+        with self.db.transaction() as conn:
+            clusters = self.repos.hosts.all_clusters(conn)
+        return [cluster_as_dict(c) for c in clusters.values()]
+
+    def get_cluster(self, cluster_id: str) -> dict[str, Any]:
+        """Return one cluster in its registration shape.
+
+        Raises:
+            NotFound: unknown cluster.
+        """
+        with self.db.transaction() as conn:
+            cluster = self.repos.hosts.get_cluster(conn, cluster_id)
+        if cluster is None:
+            raise NotFound("cluster", cluster_id)
+        return cluster_as_dict(cluster)
+
+    def audit_log(
+        self,
+        *,
+        object_type: str | None = None,
+        object_id: str | None = None,
+        actor: str | None = None,
+        event: str | None = None,
+        since: datetime | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Return audit entries matching the filters, newest first, ``limit`` below ``before_id``."""
+        with self.db.transaction() as conn:
+            rows = self.repos.audit.query(
+                conn, object_type=object_type, object_id=object_id, actor=actor, event=event,
+                since=since, before_id=before_id, limit=limit,
+            )
+        return [{**row, "at": row["at"].isoformat()} for row in rows]
+
+    def delete_host(self, host_id: str, actor: str) -> None:
+        """Forget a host (its report and activations go with it; its audit entries stay).
+
+        Raises:
+            NotFound: unknown host.
+            Conflict: an activation is queued or running for the host (``holder``).
+        """
+        now = self.clock()
+        with self.db.transaction() as conn:
+            loaded = self.repos.hosts.get_host(conn, host_id, for_update=True)
+            if loaded is None:
+                raise NotFound("host", host_id)
+            running = self.repos.activations.in_flight(conn, host_id)
+            if running is not None or not self.repos.hosts.delete_host(conn, host_id):
+                raise Conflict(
+                    f"host {host_id} is held by an activation; delete it once that ends",
+                    {"holder": running.as_dict() if running else None},
+                )
+            host = loaded[0]
+            self.repos.audit.add(
+                conn, at=now, object_type="host", object_id=host_id, event="host_deleted",
+                actor=actor, details={"cluster": host.cluster_id, "agent_url": host.agent_url,
+                                      "status": host.status.value},
+            )
+        log.info("host %s: deleted by %s", host_id, actor)
+
+    def activate(self, host_id: str, actor: str) -> str:
+        """Queue a manual activation like ``request_activation``, auditing a refusal.
+
+        Raises:
+            NotFound: unknown host.
+            Conflict: the host is up (``status``) or held by another activation (``holder``);
+                an ``activation_refused`` entry records who asked and who held the host.
+        """
+        try:
+            return self.request_activation(host_id, actor)
+        except Conflict as exc:
+            holder = exc.details.get("holder")
+            details: dict[str, Any] = {"message": str(exc)}
+            if isinstance(holder, dict):
+                details.update(holder_id=holder.get("id"), holder_actor=holder.get("actor"),
+                               holder_trigger=holder.get("trigger"))
+            reason = "activation_in_flight" if "holder" in exc.details else "already_up"
+            with self.db.transaction() as conn:
+                self.repos.audit.add(
+                    conn, at=self.clock(), object_type="host", object_id=host_id,
+                    event="activation_refused", actor=actor, reason=reason, details=details,
+                )
+            log.info("host %s: manual activation by %s refused: %s", host_id, actor, exc)
+            raise
+
+    def activation(self, activation_id: str) -> dict[str, Any] | None:
+        """Return one activation record, or None."""
+        with self.db.transaction() as conn:
+            row = self.repos.activations.get(conn, activation_id)
+        return row.as_dict() if row else None
+
+    def receive_report(self, host_id: str, body: object, actor: str) -> tuple[Report, bool]:
+        """Validate and store a pushed report; audit a rejected one (in its own transaction).
+
+        Returns:
+            The report, and whether it was stored (an older report than the stored one is not).
+
+        Raises:
+            NotFound: unknown host.
+            BadReport: naming the field; nothing is stored, a ``report_rejected`` entry is.
+        """
+        now = self.clock()
+        with self.db.transaction() as conn:
+            if self.repos.hosts.get_host(conn, host_id) is None:
+                raise NotFound("host", host_id)
+        try:
+            report = parse_report(body, host_id, source="push")
+        except BadReport as rejected:
+            # parse_report quotes the body's keys escaped: safe to store and to print.
+            with self.db.transaction() as conn:
+                self.repos.audit.add(
+                    conn, at=now, object_type="host", object_id=host_id, event="report_rejected",
+                    actor=actor, reason=rejected.field,
+                    details={"field": rejected.field, "message": rejected.message, "source": "push"},
+                )
+            log.warning("host %s: pushed report rejected (%s): %s", host_id, actor, rejected)
+            raise
+        with self.db.transaction() as conn:
+            stored = self.repos.hosts.upsert_reports(conn, [report], now)
+        return report, stored == 1
+
+    def counts(self) -> dict[str, Any]:
+        """Return hosts by status and activations by trigger and outcome, for metrics."""
+        with self.db.transaction() as conn:
+            hosts = self.repos.hosts.count_by_status(conn)
+            activations = self.repos.activations.count_by_outcome(conn)
+        return {"hosts_by_status": hosts, "activations": activations}
+
+
+def cluster_as_dict(cluster: Cluster) -> dict[str, Any]:
+    """Present a cluster in its registration shape (agent protocol v1)."""
+    return {
+        "id": cluster.id,
+        "required_networks": sorted(cluster.required_networks),
+        "storage_domains": sorted(cluster.storage_domains),
+        "min_version": cluster.min_version,
+        "cpu_flags": sorted(cluster.cpu_flags),
+    }
+
+
+def host_summary(host: Host, report: Report | None, row: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """Present a host in a list: its status, flag, report age and last decision code."""
+    return {
+        "id": host.id,
+        "cluster": host.cluster_id,
+        "agent_url": host.agent_url,
+        "status": host.status.value,
+        "reason": host.reason,
+        "detail": host.detail,
+        "autorecovery": host.autorecovery,
+        "status_changed_at": host.status_changed_at.isoformat() if host.status_changed_at else None,
+        "report_age_s": (now - report.reported_at).total_seconds() if report else None,
+        "in_flight": host.in_flight,
+        "last_decision": row.get("last_decision"),
+    }

@@ -217,3 +217,14 @@ def mark_enqueue_failed(conn: Conn, pairs: Sequence[tuple[str, str]], now: datet
         """,
         {"ids": [a for a, _ in pairs], "now": now, "err": error},
     )
+
+
+def count_by_outcome(conn: Conn) -> list[dict[str, Any]]:
+    """Count activations by trigger and outcome (the state while one has no outcome yet)."""
+    return run(
+        conn,
+        """
+        SELECT trigger, coalesce(outcome, state) AS outcome, count(*) AS n FROM activations
+        GROUP BY trigger, coalesce(outcome, state) ORDER BY 1, 2
+        """,
+    ).fetchall()

@@ -96,19 +96,24 @@ def test_pulled_bad_report_is_recorded_as_unusable_never_as_valid(
 
 
 @pytest.mark.parametrize(("body", "field"), BAD_BODIES)
-def test_pushed_bad_report_names_the_field_and_writes_nothing(
+def test_pushed_bad_report_names_the_field_stores_nothing_and_is_audited(
     body: Any, field: str, fleet_service: Any, deps: Any
 ) -> None:
     _register(fleet_service, "http://127.0.0.1:9/agents/h-bad")
     with pytest.raises(BadReport) as err:
-        fleet_service.push_report("h-bad", body, actor="test")
+        fleet_service.receive_report("h-bad", body, actor="test")
     assert err.value.field == field
     assert _stored_report(deps) is None
+    with deps.db.transaction() as conn:
+        rejected = conn.execute(
+            "SELECT details FROM audit_log WHERE event = 'report_rejected'"
+        ).fetchall()
+    assert [r["details"]["field"] for r in rejected] == [field]
 
 
 def test_pushed_report_for_unknown_host_is_refused(fleet_service: Any, deps: Any) -> None:
     with pytest.raises(NotFound):
-        fleet_service.push_report("h-nobody", {**GOOD, "host_id": "h-nobody"}, actor="test")
+        fleet_service.receive_report("h-nobody", {**GOOD, "host_id": "h-nobody"}, actor="test")
     with deps.db.transaction() as conn:
         row = conn.execute("SELECT count(*) AS n FROM reports").fetchone()
     assert row is not None and row["n"] == 0
@@ -118,7 +123,7 @@ def test_pushed_good_report_is_stored_and_spares_a_pull(
     fleet_service: Any, deps: Any
 ) -> None:
     _register(fleet_service, "http://127.0.0.1:9/agents/h-bad")
-    report = fleet_service.push_report("h-bad", GOOD, actor="test")
+    report, _ = fleet_service.receive_report("h-bad", GOOD, actor="test")
     stored = _stored_report(deps)
     assert stored is not None and stored["source"] == "push"
     assert stored["storage_domains"] == {"sd-1": True} and report.kvm is True

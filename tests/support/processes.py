@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -38,28 +39,20 @@ class Proc:
     def signal_all(self, sig: int) -> None:
         """Send ``sig`` to the process and its children."""
         for pid in [self.popen.pid, *self.children()]:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """Stop gracefully, then kill whatever is left of the process group."""
         if self.popen.poll() is None:
             self.signal_all(signal.SIGCONT)
             self.popen.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def spawn(args: list[str], env: dict[str, str], log_dir: Path, name: str) -> Proc:

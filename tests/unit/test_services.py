@@ -317,7 +317,7 @@ def test_tick_leaves_hosts_it_must_not_activate(
 def test_a_freshly_pushed_report_is_not_pulled_again(world: World) -> None:
     world.register("h1", "h2")
     pushed = good_report("h1", T0 - timedelta(seconds=2))
-    world.fleet.push_report(
+    world.fleet.receive_report(
         "h1",
         {
             "host_id": "h1",
@@ -835,10 +835,10 @@ REPORT_BODY: dict[str, Any] = {
 }
 
 
-def test_push_report_stores_a_valid_report(world: World) -> None:
+def test_receive_report_stores_a_valid_report(world: World) -> None:
     world.register("h1")
-    report = world.fleet.push_report("h1", dict(REPORT_BODY), "agent")
-    assert report.source == "push"
+    report, stored = world.fleet.receive_report("h1", dict(REPORT_BODY), "agent")
+    assert report.source == "push" and stored
     assert world.stored_report("h1") == report
 
 
@@ -851,18 +851,17 @@ def test_push_report_stores_a_valid_report(world: World) -> None:
         ("nope", "report"),
     ],
 )
-def test_push_report_with_a_bad_report_writes_nothing(world: World, body: Any, field: str) -> None:
+def test_receive_report_with_a_bad_report_stores_no_report(world: World, body: Any, field: str) -> None:
     world.register("h1")
-    before = copy.deepcopy(world.db.state)
     with pytest.raises(BadReport) as info:
-        world.fleet.push_report("h1", body, "agent")
+        world.fleet.receive_report("h1", body, "agent")
     assert info.value.field == field
-    assert world.db.state == before
+    assert world.stored_report("h1") is None
 
 
-def test_push_report_for_an_unknown_host(world: World) -> None:
+def test_receive_report_for_an_unknown_host(world: World) -> None:
     with pytest.raises(NotFound):
-        world.fleet.push_report("ghost", dict(REPORT_BODY), "agent")
+        world.fleet.receive_report("ghost", dict(REPORT_BODY), "agent")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,110 @@
+"""Hosts: list, show, register, delete, autorecovery flag, maintenance and pushed reports."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import Admin, Fleet, HostId, Viewer, error_responses
+from api.errors import ApiError
+from api.responses import HostDetail, HostPage
+from api.schemas import AutorecoveryIn, HostIn, HostQuery, MaintenanceIn, ReportIn
+from autorecovery.services.fleet import HostSpec
+
+router = APIRouter(tags=["hosts"])
+
+MAX_REPORT_BYTES = 256 * 1024
+
+_REPORT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": ReportIn.model_json_schema()}},
+    }
+}
+
+
+@router.get("/hosts", response_model=HostPage, responses=error_responses(401, 422))
+def list_hosts(q: Annotated[HostQuery, Query()], _: Viewer, fleet: Fleet) -> dict[str, Any]:
+    """List hosts by id, filtered by status, cluster and autorecovery flag, a page at a time."""
+    hosts = fleet.list_hosts(
+        status=q.status.value if q.status else None,
+        cluster_id=q.cluster,
+        autorecovery=q.autorecovery,
+        limit=q.limit + 1,
+        after=q.after or "",
+    )
+    more = len(hosts) > q.limit
+    hosts = hosts[: q.limit]
+    return {"hosts": hosts, "next_after": hosts[-1]["id"] if more else None}
+
+
+@router.get("/hosts/{host_id}", response_model=HostDetail, responses=error_responses(401, 404, 422))
+def show_host(host_id: HostId, _: Viewer, fleet: Fleet) -> dict[str, Any]:
+    """Show a host: status, latest problems, last decision, why it is not back, activations."""
+    return fleet.describe(host_id)
+
+
+@router.post(
+    "/hosts",
+    status_code=201,
+    response_model=HostDetail,
+    responses=error_responses(401, 403, 409, 422),
+)
+def register_host(body: HostIn, who: Admin, fleet: Fleet) -> dict[str, Any]:
+    """Register a host in a known cluster; it waits for its first report (non_responsive)."""
+    fleet.register_hosts([HostSpec(body.id, body.cluster, body.agent_url)], who.name)
+    return fleet.describe(body.id)
+
+
+@router.delete(
+    "/hosts/{host_id}",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(401, 403, 404, 409, 422),
+)
+def delete_host(host_id: HostId, who: Admin, fleet: Fleet) -> Response:
+    """Forget a host; refused (409, with the holder) while an activation is queued or running."""
+    fleet.delete_host(host_id, who.name)
+    return Response(status_code=204)
+
+
+@router.put("/hosts/{host_id}/autorecovery", responses=error_responses(401, 403, 404, 422))
+def set_autorecovery(host_id: HostId, body: AutorecoveryIn, who: Admin, fleet: Fleet) -> dict[str, Any]:
+    """Turn the host's autorecovery on or off (audited with the caller as actor)."""
+    fleet.set_autorecovery(host_id, body.enabled, who.name)
+    return {"host_id": host_id, "autorecovery": body.enabled}
+
+
+@router.post("/hosts/{host_id}/maintenance", responses=error_responses(401, 403, 404, 409, 422))
+def set_maintenance(
+    host_id: HostId, who: Admin, fleet: Fleet, body: MaintenanceIn | None = None
+) -> dict[str, Any]:
+    """Take a host out of service by hand; only a manual activation brings it back."""
+    reason = body.reason if body else None
+    fleet.set_maintenance(host_id, who.name, reason)
+    return {"host_id": host_id, "status": "maintenance", "detail": reason or "set by an admin"}
+
+
+@router.post(
+    "/hosts/{host_id}/report",
+    openapi_extra=_REPORT_BODY,
+    responses=error_responses(401, 403, 404, 413, 422),
+)
+async def push_report(host_id: HostId, request: Request, who: Admin, fleet: Fleet) -> dict[str, Any]:
+    """Take a monitoring report pushed by the host's agent (agent protocol v1).
+
+    It is validated like a pulled one; a bad report is refused naming the field, stores
+    nothing, and leaves a ``report_rejected`` audit entry.
+    """
+    raw = await request.body()
+    if len(raw) > MAX_REPORT_BYTES:
+        raise ApiError(413, "too_large", f"a report is at most {MAX_REPORT_BYTES} bytes", "report")
+    try:
+        body: object = json.loads(raw)
+    except (ValueError, RecursionError):
+        body = None  # refused by parse_report as "report: must be a JSON object", and audited
+    report, stored = await run_in_threadpool(fleet.receive_report, host_id, body, who.name)
+    return {"host_id": host_id, "reported_at": report.reported_at.isoformat(), "stored": stored}

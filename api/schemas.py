@@ -1,0 +1,207 @@
+"""Request bodies and query parameters: unknown fields are refused, types are not coerced."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from models.domain import HostStatus
+
+#: Host and cluster ids: what fits in a URL path segment, a log line and a Celery kwarg.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+#: Networks, storage domains and CPU flags.
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._:/+-]{0,127}$"
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
+#: Free text: no control characters (PostgreSQL refuses NUL; logs should not get escapes).
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+URL_PATTERN = r"^https?://[!-~]+$"
+MAX_URL_LEN = 2048
+MAX_LIST = 256
+MAX_PAGE = 1000
+MAX_WAIT_S = 120.0
+
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN, max_length=128)]
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=128)]
+Text = Annotated[str, StringConstraints(pattern=TEXT_PATTERN, min_length=1, max_length=500)]
+
+
+class Input(BaseModel):
+    """Base of request bodies: unknown fields are refused, types are not coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class QueryInput(BaseModel):
+    """Base of query-parameter sets: unknown parameters are refused (a typo is not a no-op)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _unique(values: list[str]) -> list[str]:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"lists {value!r} twice")
+        seen.add(value)
+    return values
+
+
+NameList = Annotated[list[Name], Field(max_length=MAX_LIST), AfterValidator(_unique)]
+
+
+class ClusterIn(Input):
+    """A cluster and its requirements (agent protocol v1, registration)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "c-1",
+                    "required_networks": ["mgmt"],
+                    "storage_domains": ["sd-1"],
+                    "min_version": "4.5",
+                    "cpu_flags": ["vmx"],
+                }
+            ]
+        }
+    )
+
+    id: Id
+    required_networks: NameList = Field(default_factory=list)
+    storage_domains: NameList = Field(default_factory=list)
+    min_version: Annotated[str, StringConstraints(pattern=VERSION_PATTERN, max_length=64)] = "0"
+    cpu_flags: NameList = Field(default_factory=list)
+
+
+class HostIn(Input):
+    """A host to register: its id, its cluster and where its agent answers."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"id": "h-0002", "cluster": "c-1", "agent_url": "http://127.0.0.1:9/agents/h-0002"}]
+        }
+    )
+
+    id: Id
+    cluster: Id
+    agent_url: Annotated[str, StringConstraints(pattern=URL_PATTERN, max_length=MAX_URL_LEN)]
+
+    @field_validator("agent_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"is not a valid URL: {exc}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL with a host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not carry credentials")
+        if port == 0:
+            raise ValueError("must not name port 0")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or a fragment")
+        return value.rstrip("/")
+
+
+class AutorecoveryIn(Input):
+    """Turn a host's autorecovery on or off."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"enabled": False}]})
+
+    enabled: bool
+
+
+class MaintenanceIn(Input):
+    """Why a host goes into maintenance."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "replacing a DIMM"}]})
+
+    reason: Text | None = None
+
+
+class ReportIn(BaseModel):
+    """A monitoring report (agent protocol v1); documented here, validated by ``parse_report``.
+
+    Unknown fields are ignored, as the protocol says.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "host_id": "h-0001",
+                    "reported_at": "2026-11-24T12:00:00Z",
+                    "kvm": True,
+                    "version": "4.5.2",
+                    "cpu_flags": ["vmx", "sse4_2"],
+                    "networks": {"mgmt": True},
+                    "storage_domains": {"sd-1": True},
+                    "vms_running": 3,
+                    "mem_free_mb": 12000,
+                }
+            ]
+        },
+    )
+
+    host_id: str
+    reported_at: datetime
+    kvm: bool
+    version: str
+    cpu_flags: list[str]
+    networks: dict[str, bool]
+    storage_domains: dict[str, bool]
+    vms_running: int = Field(ge=0, le=2**31 - 1)
+    mem_free_mb: int = Field(ge=0, le=2**31 - 1)
+
+
+class HostQuery(QueryInput):
+    """Filters and page of ``GET /hosts``."""
+
+    status: HostStatus | None = None
+    cluster: Id | None = None
+    autorecovery: bool | None = None
+    limit: int = Field(100, ge=1, le=MAX_PAGE)
+    after: Id | None = Field(None, description="the last id of the previous page")
+
+
+class ActivateQuery(QueryInput):
+    """Options of ``POST /hosts/{id}/activate``."""
+
+    wait_s: float = Field(
+        0.0,
+        ge=0.0,
+        le=MAX_WAIT_S,
+        allow_inf_nan=False,
+        description="wait up to this long for the outcome (200), else 202",
+    )
+
+
+class AuditQuery(QueryInput):
+    """Filters and page of ``GET /audit``, newest first."""
+
+    object_type: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,32}$")] | None = None
+    object_id: Id | None = None
+    actor: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._@-]{1,64}$")] | None = None
+    event: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,64}$")] | None = None
+    since: datetime | None = Field(None, description="RFC 3339 with a zone, e.g. 2026-01-01T00:00:00Z")
+    limit: int = Field(100, ge=1, le=MAX_PAGE)
+    before: int | None = Field(None, ge=1, le=2**63 - 1, description="the last id of the previous page")
+
+    @field_validator("since")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must carry a time zone (use Z for UTC)")
+        return value
+
+
+class PlanQuery(QueryInput):
+    """Filter of ``GET /plan``."""
+
+    cluster: Id | None = None

@@ -1,0 +1,113 @@
+"""A real Flower process on the test broker shows the API's manual activation, behind basic auth."""
+
+from __future__ import annotations
+
+import ast
+import secrets
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.api_fixtures import ApiServer, api, free_port  # noqa: F401 - fixture
+from tests.integration.conftest import host_status, settle
+from tests.support.processes import Proc, spawn, wait_for
+from tests.support.servers import Servers
+
+ACTIVATION_TASK = "autorecovery.init_vds_on_up"
+
+
+@dataclass
+class Flower:
+    """A running Flower, its URL and its one user."""
+
+    base_url: str
+    auth: tuple[str, str]
+    proc: Proc
+
+    def get(self, path: str, auth: tuple[str, str] | None = None, **params: str) -> httpx.Response:
+        """GET a Flower URL, as the configured user unless ``auth`` says otherwise."""
+        return httpx.get(self.base_url + path, params=params, auth=auth or self.auth, timeout=10.0)
+
+
+@pytest.fixture(scope="module")
+def flower(servers: Servers, logs: Path, worker: Proc) -> Iterator[Flower]:
+    """``celery -A workers flower`` with basic auth, once it receives the worker's events.
+
+    The credentials come from FLOWER_BASIC_AUTH, as in deploy/ (a ``--basic-auth`` argument
+    would show the password in ``ps``).
+    """
+    port = free_port()
+    auth = ("operator", secrets.token_urlsafe(12))
+    proc = spawn([sys.executable, "-m", "celery", "-A", "workers", "flower", f"--port={port}",
+                  "--address=127.0.0.1"],
+                 servers.env(FLOWER_BASIC_AUTH=f"{auth[0]}:{auth[1]}"), logs, "flower")
+    running = Flower(f"http://127.0.0.1:{port}", auth, proc)
+
+    def hears_the_worker() -> bool:
+        if proc.popen.poll() is not None:
+            raise AssertionError(f"flower exited early:\n{proc.log()[-4000:]}")
+        try:
+            # Workers known from events (heartbeats): Flower's event receiver is listening.
+            alive = running.get("/api/workers", status="true")
+        except httpx.HTTPError:
+            return False
+        return alive.status_code == 200 and any(alive.json().values())
+
+    try:
+        wait_for(hears_the_worker, 60, "Flower to receive the worker's events", interval_s=0.3)
+        yield running
+    finally:
+        proc.stop()
+    assert "Traceback" not in proc.log(), proc.log()[-6000:]
+
+
+def test_the_manual_activation_is_in_flower_with_its_host_trigger_and_actor(
+    sim: Any, worker: Proc, deps: Any, api: ApiServer, flower: Flower  # noqa: F811 - fixture
+) -> None:
+    sim(hosts=2)
+    with api.client("alice") as client:
+        answer = client.post("/api/v1/hosts/h-0002/activate")
+    assert answer.status_code == 202, answer.text
+    task_id = answer.json()["task_id"]
+    assert task_id == answer.json()["activation_id"]
+    settle(deps)
+    assert host_status(deps, "h-0002")["status"] == "up"
+
+    info: dict[str, Any] = {}
+
+    def finished_in_flower() -> bool:
+        found = flower.get(f"/api/task/info/{task_id}")
+        if found.status_code != 200:
+            return False
+        info.update(found.json())
+        return info.get("state") == "SUCCESS"
+
+    wait_for(finished_in_flower, 30, f"Flower to show task {task_id} succeeded")
+    assert info["name"] == ACTIVATION_TASK
+    assert info["worker"] and info["worker"].startswith("worker-")
+    kwargs = ast.literal_eval(info["kwargs"])
+    assert kwargs == {"host_id": "h-0002", "activation_id": task_id, "trigger": "manual",
+                      "actor": "alice"}
+
+    listed = flower.get("/api/tasks", taskname=ACTIVATION_TASK)
+    assert listed.status_code == 200
+    tasks = listed.json()
+    assert task_id in tasks
+    assert "'host_id': 'h-0002'" in tasks[task_id]["kwargs"]
+    assert tasks[task_id]["name"] == ACTIVATION_TASK
+
+
+def test_flower_refuses_requests_without_the_password(flower: Flower) -> None:
+    for path in ("/api/tasks", "/api/workers", "/api/task/info/whatever", "/tasks", "/"):
+        assert httpx.get(flower.base_url + path, timeout=10.0).status_code == 401, path
+        wrong = flower.get(path, auth=(flower.auth[0], "not-the-password"))
+        assert wrong.status_code == 401, path
+    assert flower.get("/api/tasks").status_code == 200
+    # The orchestrators' probe (deploy/kubernetes/flower.yaml) needs no credentials.
+    probe = httpx.get(flower.base_url + "/healthcheck", timeout=10.0)
+    assert (probe.status_code, probe.text) == (200, "OK")
