@@ -11,8 +11,12 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from models.errors import AutorecoveryError, InvalidInput
+
+if TYPE_CHECKING:
+    from autorecovery.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +27,7 @@ EXIT_USAGE = 2
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings:
     from autorecovery.settings import load_settings
 
     return load_settings()

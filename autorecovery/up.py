@@ -347,7 +347,7 @@ def _register(settings: Settings, database_url: str, sim: SimulatorClient) -> No
     db = Database(database_url, max_size=2)
     db.open()
     try:
-        def no_enqueue(*_: str) -> None:
+        def no_enqueue(activation_id: str, host_id: str, trigger: str, actor: str) -> None:
             raise PermanentError("registration does not activate")
 
         service = FleetService(db, no_enqueue, report_max_age_s=settings.report_max_age_s,

@@ -11,7 +11,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown
-from kombu import Queue
+from kombu.entity import Queue
 from kombu.exceptions import OperationalError
 
 from autorecovery.bootstrap import Container, build
@@ -39,7 +39,7 @@ def make_app(settings: Settings) -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         task_track_started=True,
-        task_queues=(Queue(MONITORING_QUEUE), Queue(ACTIVATION_QUEUE)),
+        task_queues=(Queue(MONITORING_QUEUE), Queue(ACTIVATION_QUEUE)),  # type: ignore[no-untyped-call]
         task_default_queue=MONITORING_QUEUE,
         task_routes={TICK_TASK: {"queue": MONITORING_QUEUE},
                      ACTIVATION_TASK: {"queue": ACTIVATION_QUEUE}},
@@ -91,12 +91,12 @@ def container() -> Container:
     return _container
 
 
-@worker_process_init.connect
+@worker_process_init.connect  # type: ignore[untyped-decorator]
 def _init_process(**_: Any) -> None:
     container()
 
 
-@worker_process_shutdown.connect
+@worker_process_shutdown.connect  # type: ignore[untyped-decorator]
 def _close_process(**_: Any) -> None:
     global _container
     if _container is not None:

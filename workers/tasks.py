@@ -27,7 +27,8 @@ def backoff_s(retries: int, cap_s: float = 30.0) -> float:
     return random.uniform(0, min(cap_s, 2.0 ** (retries + 1)))
 
 
-@app.task(name=TICK_TASK, bind=True, ignore_result=True)
+@app.task(  # type: ignore[untyped-decorator]
+    name=TICK_TASK, bind=True, ignore_result=True)
 def monitoring_tick(self: Task) -> dict[str, Any]:
     """Run one monitoring tick over the fleet and publish its summary."""
     deps = container()
@@ -47,7 +48,8 @@ def monitoring_tick(self: Task) -> dict[str, Any]:
     return summary
 
 
-@app.task(name=ACTIVATION_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+@app.task(  # type: ignore[untyped-decorator]
+    name=ACTIVATION_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
 def init_vds_on_up(
     self: Task, host_id: str, activation_id: str, trigger: str = "auto", actor: str = "auto"
 ) -> dict[str, Any]:

@@ -66,7 +66,7 @@ class FleetService:
                     "cpu_flags": sorted(cluster.cpu_flags),
                 },
             )
-        return created
+        return bool(created)
 
     def register_hosts(self, specs: list[HostSpec], actor: str) -> list[str]:
         """Register hosts in one transaction: all of them or, on a bad one, none.

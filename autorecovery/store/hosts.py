@@ -87,7 +87,7 @@ def get_host(conn: Conn, host_id: str, *, for_update: bool = False) -> HostRow |
     query = _HOST_WITH_REPORT + " WHERE h.id = %(id)s"
     if for_update:
         query += " FOR UPDATE OF h"
-    row = run(conn, query, {"id": host_id}).fetchone()  # type: ignore[arg-type]
+    row = run(conn, query, {"id": host_id}).fetchone()
     return _host_rows([row])[0] if row else None
 
 
@@ -95,7 +95,7 @@ def batch_after(conn: Conn, after: str, limit: int) -> list[HostRow]:
     """Return the next ``limit`` hosts after id ``after``, with their latest reports."""
     rows = run(
         conn,
-        _HOST_WITH_REPORT + " WHERE h.id > %(after)s ORDER BY h.id LIMIT %(limit)s",  # type: ignore[arg-type]
+        _HOST_WITH_REPORT + " WHERE h.id > %(after)s ORDER BY h.id LIMIT %(limit)s",
         {"after": after, "limit": limit},
     ).fetchall()
     return _host_rows(rows)
@@ -113,7 +113,7 @@ def list_hosts(
     """Return hosts matching the filters, ordered by id, ``limit`` after ``after``."""
     rows = run(
         conn,
-        _HOST_WITH_REPORT  # type: ignore[arg-type]
+        _HOST_WITH_REPORT
         + """
         WHERE h.id > %(after)s
           AND (%(status)s::text IS NULL OR h.status = %(status)s)
