@@ -13,7 +13,7 @@ import redis
 
 from autorecovery.agents.http import HttpAgentClient
 from autorecovery.services import Enqueuer, utcnow
-from autorecovery.services.activation import ActivationService
+from autorecovery.services.activation import ActivationService, RecoverySafety
 from autorecovery.services.monitoring import MonitoringService, TickConfig
 from autorecovery.settings import Settings
 from autorecovery.store import Database
@@ -79,16 +79,34 @@ def build(settings: Settings, enqueue: Enqueuer) -> Container:
         tick_interval_s=settings.tick_interval_s,
         queued_ttl_s=settings.activation_queued_ttl_s + settings.tick_interval_s,
         reap_running_after_s=settings.reap_running_after_s,
+        caps=settings.cap_policy(),
+        max_silent_share=settings.observer_max_silent_share,
+        quiet_period=settings.observer_quiet_period,
+        incident_min_hosts=settings.incident_min_hosts,
+        incident_window_s=settings.incident_window_s,
     )
+
+    def redis_ping() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+
     return Container(
         settings=settings,
         db=db,
         redis=client,
         agents=agents,
-        monitoring=MonitoringService(db, agents, enqueue, tick_cfg, utcnow),
+        monitoring=MonitoringService(db, agents, enqueue, tick_cfg, utcnow, redis_ping=redis_ping),
         activation=ActivationService(
             db, client, agents, lock_ttl_s=settings.lock_ttl_s,
             report_max_age_s=settings.report_max_age_s, clock=utcnow,
             failpoints=settings.failpoints,
+            safety=RecoverySafety(
+                backoff_base_s=settings.tick_interval_s,
+                backoff_max_s=settings.backoff_max_s,
+                flap_limit=settings.flap_limit,
+                flap_window_s=settings.flap_window_s,
+            ),
         ),
     )

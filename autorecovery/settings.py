@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.errors import InvalidInput
+from models.safety import CapPolicy
 
 ENV_PREFIX = "AUTORECOVERY_"
 
@@ -37,6 +38,30 @@ class Settings(BaseSettings):
     activation_queued_ttl_s: float = Field(60.0, gt=0, description="a queued activation expires")
     task_max_retries: int = Field(5, ge=0, le=20, description="retries of a task on transient errors")
     visibility_timeout_s: int = Field(3600, gt=0, description="Redis broker visibility timeout")
+
+    cluster_cap: str = Field(
+        "25%", pattern=r"^(\d+|\d+(\.\d+)?%)$",
+        description="activations in flight per cluster: a number, or a share like '25%' (at least 1)",
+    )
+    fleet_cap: int = Field(50, ge=1, description="activations in flight across the fleet")
+    backoff_max_s: float = Field(
+        3600.0, gt=0, description="longest wait after failed automatic activations (from one tick)"
+    )
+    flap_limit: int = Field(
+        5, ge=2, description="automatic recoveries or failures in the window that quarantine a host"
+    )
+    flap_window_s: float = Field(3600.0, gt=0, description="window of the flap count")
+    observer_max_silent_share: float = Field(
+        0.5, ge=0, le=1,
+        description="above this share of hosts without fresh data, no automatic activation",
+    )
+    observer_quiet_period: bool = Field(
+        True, description="after a start or a gap, wait for one full tick of fresh data"
+    )
+    incident_min_hosts: int = Field(
+        3, ge=2, description="hosts of a cluster out for one storage domain or network: an incident"
+    )
+    incident_window_s: float = Field(300.0, gt=0, description="window of the incident count")
 
     db_pool_max: int = Field(10, ge=1, le=200, description="PostgreSQL pool size per process")
 
@@ -77,6 +102,13 @@ class Settings(BaseSettings):
             if not ok:
                 raise InvalidInput(ENV_PREFIX + name.upper(), message)
         return self
+
+    def cap_policy(self) -> CapPolicy:
+        """The caps on activations in flight."""
+        text = self.cluster_cap
+        if text.endswith("%"):
+            return CapPolicy(cluster_share=float(text[:-1]) / 100.0, fleet_max=self.fleet_cap)
+        return CapPolicy(cluster_max=int(text), cluster_share=None, fleet_max=self.fleet_cap)
 
     @property
     def effective_broker_url(self) -> str | None:

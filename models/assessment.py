@@ -21,6 +21,7 @@ class Problem:
 
     reason: Reason
     detail: str
+    subject: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,13 +95,15 @@ def assess(
         state = report.storage_domains.get(sd)
         if state is not True:
             seen = "not reported" if state is None else "unreachable"
-            problems.append(Problem(Reason.STORAGE_DOMAIN_UNREACHABLE, f"storage domain {sd} {seen}"))
+            problems.append(
+                Problem(Reason.STORAGE_DOMAIN_UNREACHABLE, f"storage domain {sd} {seen}", sd)
+            )
     for net in sorted(cluster.required_networks):
         state = report.networks.get(net)
         if state is None:
-            problems.append(Problem(Reason.NETWORK_UNREACHABLE, f"network {net} not configured"))
+            problems.append(Problem(Reason.NETWORK_UNREACHABLE, f"network {net} not configured", net))
         elif not state:
-            problems.append(Problem(Reason.NETWORK_INTERFACE_DOWN, f"network {net} link down"))
+            problems.append(Problem(Reason.NETWORK_INTERFACE_DOWN, f"network {net} link down", net))
     if version_tuple(report.version) < version_tuple(cluster.min_version):
         problems.append(
             Problem(

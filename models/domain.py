@@ -89,6 +89,9 @@ class Host:
     status_changed_at: datetime | None = None
     fence: int = 0
     in_flight: bool = False
+    failures: int = 0
+    next_attempt_at: datetime | None = None
+    quarantined_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

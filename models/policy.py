@@ -12,6 +12,7 @@ from enum import StrEnum
 
 from models.assessment import Assessment, assess
 from models.domain import Cluster, Host, HostStatus, Reason, Report, Trigger
+from models.safety import NO_GATES, Gates
 
 
 class Skip(StrEnum):
@@ -28,6 +29,11 @@ class Skip(StrEnum):
     NO_REPORT = "no_report"
     LOCK_BUSY = "lock_busy"
     ALREADY_UP = "already_up"
+    QUARANTINED = "quarantined"
+    PAUSED = "paused"
+    OBSERVER_UNHEALTHY = "observer_unhealthy"
+    BACKOFF = "backoff"
+    CAPPED = "capped"
 
 
 ACTIVATE = "activate"
@@ -45,6 +51,7 @@ class Transition:
     status: HostStatus
     reason: str
     detail: str
+    subject: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +83,9 @@ def transition(host: Host, assessment: Assessment) -> Transition | None:
     status = HostStatus.NON_RESPONSIVE if assessment.is_silent else HostStatus.NON_OPERATIONAL
     if status is host.status and host.reason == problem.reason and host.detail == problem.detail:
         return None
-    return Transition(host.id, host.status, status, problem.reason.value, problem.detail)
+    return Transition(
+        host.id, host.status, status, problem.reason.value, problem.detail, problem.subject
+    )
 
 
 def apply(host: Host, change: Transition | None) -> Host:
@@ -97,13 +106,21 @@ def _problem_skip(assessment: Assessment) -> Skip:
     }.get(problem.reason, Skip.HAS_PROBLEMS)
 
 
-def decide(host: Host, assessment: Assessment, trigger: Trigger = Trigger.AUTO) -> Decision:
+def decide(
+    host: Host,
+    assessment: Assessment,
+    trigger: Trigger = Trigger.AUTO,
+    gates: Gates = NO_GATES,
+    now: datetime | None = None,
+) -> Decision:
     """Decide whether to activate ``host`` now.
 
-    Automatic activation needs a recoverable status, autorecovery on, no activation in flight
-    and a fresh report with no problem. A manual activation skips only the flag and the problem
-    checks: the admin asks, the agent answers.
+    Automatic activation needs a recoverable status, autorecovery on, no quarantine, no
+    activation in flight, a fresh report with no problem, no pause, a healthy observer and no
+    backoff. A manual activation skips the flag, the holds and the problem checks: the admin
+    asks, the agent answers. Caps are applied afterwards, across hosts (``safety.admit``).
     """
+
     def skip(code: Skip, detail: str) -> Decision:
         return Decision(host.id, code.value, detail)
 
@@ -121,8 +138,26 @@ def decide(host: Host, assessment: Assessment, trigger: Trigger = Trigger.AUTO) 
         return skip(Skip.HAS_PROBLEMS, f"status {host.status.value} is not recovered automatically")
     if not host.autorecovery:
         return skip(Skip.AUTORECOVERY_OFF, "autorecovery is off for this host; activate it by hand")
+    if host.quarantined_at is not None:
+        return skip(
+            Skip.QUARANTINED,
+            "quarantined for flapping since "
+            f"{host.quarantined_at.isoformat()}; an admin clears it or activates the host",
+        )
     if not assessment.is_healthy:
         return skip(_problem_skip(assessment), _problems_text(assessment))
+    if now is not None:
+        pause = gates.pause_for(host.cluster_id, now)
+        if pause is not None:
+            return skip(Skip.PAUSED, pause.describe())
+    if gates.observer_block is not None:
+        return skip(Skip.OBSERVER_UNHEALTHY, gates.observer_block)
+    if now is not None and host.next_attempt_at is not None and now < host.next_attempt_at:
+        return skip(
+            Skip.BACKOFF,
+            f"{host.failures} failed attempt(s) in a row; next attempt after "
+            f"{host.next_attempt_at.isoformat()}",
+        )
     return Decision(host.id, ACTIVATE, "fresh report shows no problem")
 
 
@@ -141,16 +176,27 @@ class Evaluation:
 
 
 def evaluate(
-    host: Host, report: Report | None, cluster: Cluster, now: datetime, max_report_age_s: float
+    host: Host,
+    report: Report | None,
+    cluster: Cluster,
+    now: datetime,
+    max_report_age_s: float,
+    gates: Gates = NO_GATES,
 ) -> Evaluation:
     """Assess a host, work out its status change, and decide on the host as it is after it."""
     assessment = assess(report, cluster, now, max_report_age_s)
     change = transition(host, assessment)
     after = apply(host, change)
-    return Evaluation(after, assessment, change, decide(after, assessment))
+    return Evaluation(after, assessment, change, decide(after, assessment, Trigger.AUTO, gates, now))
 
 
-def recheck(host: Host, assessment: Assessment, trigger: Trigger) -> Decision:
+def recheck(
+    host: Host,
+    assessment: Assessment,
+    trigger: Trigger,
+    gates: Gates = NO_GATES,
+    now: datetime | None = None,
+) -> Decision:
     """Decide inside a running activation, on the fresh report it just pulled.
 
     The activation's own record is the one in flight; ``initializing`` left by an earlier
@@ -160,4 +206,4 @@ def recheck(host: Host, assessment: Assessment, trigger: Trigger) -> Decision:
         return Decision(host.id, Skip.ALREADY_UP.value, "host is already up; nothing to do")
     if host.status is HostStatus.INITIALIZING:
         host = replace(host, status=HostStatus.NON_OPERATIONAL)
-    return decide(replace(host, in_flight=False), assessment, trigger)
+    return decide(replace(host, in_flight=False), assessment, trigger, gates, now)

@@ -1,9 +1,15 @@
-"""``init_vds_on_up``: lock, fence, re-check on a fresh report, init, and record the outcome."""
+"""``init_vds_on_up``: lock, fence, re-check on a fresh report, init, and record the outcome.
+
+Every write of an activation is fenced: it changes nothing unless the host's fence is still the
+token this activation was issued. A holder that lost its lock therefore writes nothing.
+"""
 
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import redis
@@ -18,6 +24,7 @@ from models.assessment import assess
 from models.domain import ActivationState, Cluster, Host, HostStatus, Reason, Trigger
 from models.errors import AgentUnavailable, LockServiceUnavailable, StaleFence
 from models.policy import Skip, recheck
+from models.safety import Gates, backoff_delay_s, is_flapping
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,31 @@ class Outcome:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class RecoverySafety:
+    """Backoff and flap limits applied when an automatic activation ends."""
+
+    backoff_base_s: float = 10.0
+    backoff_max_s: float = 3600.0
+    flap_limit: int = 5
+    flap_window_s: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """One activation in progress: what every step needs to know."""
+
+    activation_id: str
+    host: Host
+    cluster: Cluster
+    fence: int
+    trigger: Trigger
+    actor: str
+
+    def outcome(self, code: str, detail: str) -> Outcome:
+        return Outcome(self.activation_id, self.host.id, code, detail, self.fence)
+
+
 class LockBusyRetry(LockServiceUnavailable):
     """A redelivered activation found its host's lock still held by its dead predecessor."""
 
@@ -61,6 +93,8 @@ class ActivationService:
         clock: Clock,
         repos: Repos = PG_REPOS,
         failpoints: str = "",
+        safety: RecoverySafety = RecoverySafety(),  # noqa: B008 - frozen, shared safely
+        rng: random.Random | None = None,
     ) -> None:
         self.db = db
         self.repos = repos
@@ -70,6 +104,8 @@ class ActivationService:
         self.lock_ttl_s = lock_ttl_s
         self.report_max_age_s = report_max_age_s
         self.clock = clock
+        self.safety = safety
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
 
     def run(self, activation_id: str, host_id: str) -> Outcome:
         """Run one activation to its end.
@@ -123,27 +159,28 @@ class ActivationService:
         log.info("host %s: activation %s skipped: %s", host_id, activation_id, detail)
         return Outcome(activation_id, host_id, Skip.LOCK_BUSY.value, detail)
 
-    def _run_locked(self, activation_id: str, host_id: str, trigger: Trigger, actor: str) -> Outcome:
+    def _begin(
+        self, activation_id: str, host_id: str, trigger: Trigger, actor: str
+    ) -> tuple[_Run, Gates] | None:
+        """Issue the fencing token and load the host, its cluster and the pauses."""
         now = self.clock()
         with self.db.transaction() as conn:
             fence = self.repos.activations.begin(conn, activation_id, now)
             loaded = self.repos.hosts.get_host(conn, host_id)
             cluster = self.repos.hosts.get_cluster(conn, loaded[0].cluster_id) if loaded else None
-            if fence is not None and loaded is not None:
-                self.repos.audit.add(
-                    conn,
-                    at=now,
-                    object_type="host",
-                    object_id=host_id,
-                    event="activation_started",
-                    actor=actor,
-                    reason=trigger.value,
-                    details={"activation_id": activation_id, "fence": fence},
-                )
-        if fence is None or loaded is None or cluster is None:
-            log.info("host %s: activation %s was closed before it started", host_id, activation_id)
-            return Outcome(activation_id, host_id, "duplicate", "activation closed before start")
-        host = loaded[0]
+            pauses = self.repos.safety.list_pauses(conn)
+            if fence is None or loaded is None or cluster is None:
+                return None
+            self.repos.audit.add(
+                conn,
+                at=now,
+                object_type="host",
+                object_id=host_id,
+                event="activation_started",
+                actor=actor,
+                reason=trigger.value,
+                details={"activation_id": activation_id, "fence": fence},
+            )
         log.info(
             "host %s: activation %s started (fence %s, %s by %s)",
             host_id,
@@ -152,91 +189,95 @@ class ActivationService:
             trigger.value,
             actor,
         )
-        target = Target(host.id, host.agent_url)
+        return _Run(activation_id, loaded[0], cluster, fence, trigger, actor), Gates(pauses=pauses)
 
+    def _run_locked(self, activation_id: str, host_id: str, trigger: Trigger, actor: str) -> Outcome:
+        begun = self._begin(activation_id, host_id, trigger, actor)
+        if begun is None:
+            log.info("host %s: activation %s was closed before it started", host_id, activation_id)
+            return Outcome(activation_id, host_id, "duplicate", "activation closed before start")
+        run, gates = begun
+        target = Target(run.host.id, run.host.agent_url)
+
+        # Re-check on a fresh report: never an automatic init on a host that still has a problem.
         report = self.agents.get_report(target, self.clock())
-        assessment = assess(report, cluster, self.clock(), self.report_max_age_s)
-        decision = recheck(host, assessment, trigger)
+        now = self.clock()
+        assessment = assess(report, run.cluster, now, self.report_max_age_s)
+        decision = recheck(run.host, assessment, trigger, gates, now)
         if not decision.is_activate:
             return self._close(
-                activation_id,
-                host,
-                fence,
-                actor,
+                run,
                 state="skipped",
                 outcome=decision.code,
                 reason=decision.code,
                 detail=decision.detail,
                 status=None,
             )
-
         try:
-            self._mark_initializing(activation_id, host, fence, actor)
+            self._mark_initializing(run)
         except StaleFence as exc:
-            log.warning("host %s: activation %s lost its fence before init; wrote nothing: %s",
-                        host_id, activation_id, exc)
-            return Outcome(activation_id, host_id, "stale_fence", str(exc), fence)
+            log.warning(
+                "host %s: activation %s lost its fence before init; wrote nothing: %s",
+                host_id,
+                activation_id,
+                exc,
+            )
+            return run.outcome("stale_fence", str(exc))
 
         failpoints.hit(self.failpoints, "stop_before_init")
         try:
-            result = self.agents.init(target, fence, activation_id)
+            result = self.agents.init(target, run.fence, activation_id)
         except StaleFence as exc:
-            log.warning("host %s: agent refused fence %s (highest accepted %s)", host_id, fence,
-                        exc.highest)
+            log.warning(
+                "host %s: agent refused fence %s (highest accepted %s)", host_id, run.fence, exc.highest
+            )
             # If PostgreSQL still has our fence, its counter is behind the agent's (a restored
             # database): record the failure and move the counter past the agent's.
-            return self._close(activation_id, host, fence, actor, state="failed",
-                               outcome="stale_fence", reason=Reason.ACTIVATION_FAILED.value,
-                               detail=f"agent refused fence {fence}: {exc}",
-                               status=HostStatus.NON_OPERATIONAL, raise_fence_to=exc.highest)
+            return self._close(
+                run,
+                state="failed",
+                outcome="stale_fence",
+                reason=Reason.ACTIVATION_FAILED.value,
+                detail=f"agent refused fence {run.fence}: {exc}",
+                status=HostStatus.NON_OPERATIONAL,
+                raise_fence_to=exc.highest,
+            )
         except AgentUnavailable as exc:
             result = InitResult(ok=False, reason=Reason.ACTIVATION_FAILED.value, detail=str(exc))
-        return self._conclude(activation_id, host, cluster, fence, actor, target, result)
+        return self._conclude(run, target, result)
 
-    def _mark_initializing(self, activation_id: str, host: Host, fence: int, actor: str) -> None:
+    def _mark_initializing(self, run: _Run) -> None:
         with self.db.transaction() as conn:
             if not self.repos.hosts.set_status(
                 conn,
-                host.id,
+                run.host.id,
                 HostStatus.INITIALIZING.value,
                 None,
-                f"activation {activation_id}",
+                f"activation {run.activation_id}",
                 self.clock(),
-                fence=fence,
+                fence=run.fence,
             ):
-                raise StaleFence(f"host {host.id}: fence {fence} superseded before init")
+                raise StaleFence(f"host {run.host.id}: fence {run.fence} superseded before init")
             self.repos.audit.add(
                 conn,
                 at=self.clock(),
                 object_type="host",
-                object_id=host.id,
+                object_id=run.host.id,
                 event="status_changed",
-                actor=actor,
+                actor=run.actor,
                 reason="activation",
                 details={
-                    "from": host.status.value,
+                    "from": run.host.status.value,
                     "to": "initializing",
-                    "activation_id": activation_id,
-                    "fence": fence,
+                    "activation_id": run.activation_id,
+                    "fence": run.fence,
                 },
             )
 
-    def _conclude(
-        self,
-        activation_id: str,
-        host: Host,
-        cluster: Cluster,
-        fence: int,
-        actor: str,
-        target: Target,
-        result: InitResult,
-    ) -> Outcome:
+    def _conclude(self, run: _Run, target: Target, result: InitResult) -> Outcome:
         if not result.ok:
             return self._close(
-                activation_id,
-                host,
-                fence,
-                actor,
+                run,
                 state="failed",
                 outcome="failed",
                 reason=result.reason or Reason.GENERAL.value,
@@ -245,13 +286,10 @@ class ActivationService:
             )
         # Success only when the host is really up: its report after init must be clean.
         report = self.agents.get_report(target, self.clock())
-        assessment = assess(report, cluster, self.clock(), self.report_max_age_s)
+        assessment = assess(report, run.cluster, self.clock(), self.report_max_age_s)
         if assessment.primary is not None:
             return self._close(
-                activation_id,
-                host,
-                fence,
-                actor,
+                run,
                 state="failed",
                 outcome="unhealthy_after_init",
                 reason=assessment.primary.reason.value,
@@ -259,10 +297,7 @@ class ActivationService:
                 status=HostStatus.NON_OPERATIONAL,
             )
         return self._close(
-            activation_id,
-            host,
-            fence,
-            actor,
+            run,
             state="succeeded",
             outcome="up",
             reason=None,
@@ -272,10 +307,7 @@ class ActivationService:
 
     def _close(
         self,
-        activation_id: str,
-        host: Host,
-        fence: int,
-        actor: str,
+        run: _Run,
         *,
         state: str,
         outcome: str,
@@ -288,10 +320,7 @@ class ActivationService:
             with self.db.transaction() as conn:
                 self._write_close(
                     conn,
-                    activation_id,
-                    host,
-                    fence,
-                    actor,
+                    run,
                     state=state,
                     outcome=outcome,
                     reason=reason,
@@ -301,80 +330,144 @@ class ActivationService:
                 )
         except StaleFence as exc:
             log.warning(
-                "host %s: activation %s lost its fence; wrote nothing: %s", host.id, activation_id, exc
+                "host %s: activation %s lost its fence; wrote nothing: %s",
+                run.host.id,
+                run.activation_id,
+                exc,
             )
-            return Outcome(activation_id, host.id, "stale_fence", str(exc), fence)
-        log.info("host %s: activation %s %s (%s: %s)", host.id, activation_id, outcome, reason, detail)
-        return Outcome(activation_id, host.id, outcome, detail, fence)
+            return run.outcome("stale_fence", str(exc))
+        log.info(
+            "host %s: activation %s %s (%s: %s)", run.host.id, run.activation_id, outcome, reason, detail
+        )
+        return run.outcome(outcome, detail)
 
     def _write_close(
         self,
         conn: Conn,
-        activation_id: str,
-        host: Host,
-        fence: int,
-        actor: str,
+        run: _Run,
         *,
         state: str,
         outcome: str,
         reason: str | None,
         detail: str,
         status: HostStatus | None,
-        raise_fence_to: int | None = None,
+        raise_fence_to: int | None,
     ) -> None:
         now = self.clock()
+        host_id = run.host.id
         if not self.repos.activations.finish(
             conn,
-            activation_id,
+            run.activation_id,
             state=state,
             outcome=outcome,
             reason=reason,
             detail=detail,
             now=now,
-            fence=fence,
+            fence=run.fence,
         ):
-            raise StaleFence(f"activation {activation_id} no longer holds fence {fence}")
+            raise StaleFence(f"activation {run.activation_id} no longer holds fence {run.fence}")
         if status is not None:
             if not self.repos.hosts.set_status(
                 conn,
-                host.id,
+                host_id,
                 status.value,
                 reason if status is not HostStatus.UP else None,
                 detail,
                 now,
-                fence=fence,
+                fence=run.fence,
             ):
-                raise StaleFence(f"host {host.id}: fence {fence} superseded")
+                raise StaleFence(f"host {host_id}: fence {run.fence} superseded")
             self.repos.audit.add(
                 conn,
                 at=now,
                 object_type="host",
-                object_id=host.id,
+                object_id=host_id,
                 event="status_changed",
-                actor=actor,
+                actor=run.actor,
                 reason=reason or "activated",
                 details={
                     "from": "initializing",
                     "to": status.value,
                     "detail": detail,
-                    "activation_id": activation_id,
-                    "fence": fence,
+                    "activation_id": run.activation_id,
+                    "fence": run.fence,
                 },
             )
-        event = "activation_succeeded" if state == "succeeded" else f"activation_{state}"
         self.repos.audit.add(
             conn,
             at=now,
             object_type="host",
-            object_id=host.id,
-            event=event,
-            actor=actor,
+            object_id=host_id,
+            event=f"activation_{state}",
+            actor=run.actor,
             reason=outcome,
-            details={"activation_id": activation_id, "fence": fence, "detail": detail},
+            details={"activation_id": run.activation_id, "fence": run.fence, "detail": detail},
         )
+        if state in ("succeeded", "failed"):
+            self._account(conn, run, succeeded=state == "succeeded")
         if raise_fence_to is not None:
-            self.repos.hosts.raise_fence(conn, host.id, fence, raise_fence_to)
+            self.repos.hosts.raise_fence(conn, host_id, run.fence, raise_fence_to)
 
+    def _account(self, conn: Conn, run: _Run, *, succeeded: bool) -> None:
+        """Backoff, reset and flap quarantine, in the closing transaction."""
+        now = self.clock()
+        host_id = run.host.id
+        if succeeded:
+            # A success resets the backoff; an admin's successful activation also ends quarantine.
+            held = self.repos.safety.clear_holds(conn, host_id, quarantine=run.trigger is Trigger.MANUAL)
+            if held and held["quarantined_at"] is not None and run.trigger is Trigger.MANUAL:
+                self.repos.audit.add(
+                    conn,
+                    at=now,
+                    object_type="host",
+                    object_id=host_id,
+                    event="quarantine_cleared",
+                    actor=run.actor,
+                    reason="manual_activation",
+                    details={"activation_id": run.activation_id},
+                )
+        elif run.trigger is Trigger.AUTO:
+            failures = self.repos.safety.failures_of(conn, host_id) + 1
+            delay = backoff_delay_s(
+                failures, self.safety.backoff_base_s, self.safety.backoff_max_s, self.rng.random()
+            )
+            self.repos.safety.record_failure(conn, host_id, run.fence, now + timedelta(seconds=delay))
+            self.repos.audit.add(
+                conn,
+                at=now,
+                object_type="host",
+                object_id=host_id,
+                event="backoff",
+                actor="auto",
+                reason=f"{failures} failure(s) in a row",
+                details={
+                    "failures": failures,
+                    "delay_s": round(delay, 3),
+                    "activation_id": run.activation_id,
+                },
+            )
+            log.info("host %s: backing off %.1fs after %s failure(s)", host_id, delay, failures)
+        if run.trigger is not Trigger.AUTO:
+            return
+        since = now - timedelta(seconds=self.safety.flap_window_s)
+        ends = self.repos.safety.auto_ends_since(conn, host_id, since)
+        if is_flapping(ends, self.safety.flap_limit):
+            why = (
+                f"{ends} automatic recoveries or failures within "
+                f"{self.safety.flap_window_s:.0f}s (limit {self.safety.flap_limit})"
+            )
+            if self.repos.safety.quarantine(conn, host_id, now, why):
+                self.repos.audit.add(
+                    conn,
+                    at=now,
+                    object_type="host",
+                    object_id=host_id,
+                    event="quarantined",
+                    actor="auto",
+                    reason="flapping",
+                    details={"detail": why},
+                )
+                log.warning("host %s: quarantined: %s", host_id, why)
 
     def give_up(self, activation_id: str, host_id: str, error: str) -> None:
         """Close an activation whose retries ran out; its host returns to non_operational."""

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from autorecovery.services import Clock, Enqueuer
+from autorecovery.services.safety import load_view, pause_as_dict, plan_hosts
 from autorecovery.store import PG_REPOS, Repos
 from autorecovery.store.db import Database
 from autorecovery.store.rows import report_as_dict
@@ -16,6 +17,7 @@ from models.domain import Cluster, Host, HostStatus, Report, Trigger
 from models.errors import BadReport, BrokerUnavailable, Conflict, InvalidInput, NotFound
 from models.policy import evaluate
 from models.report import parse_report
+from models.safety import CapPolicy
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +42,13 @@ class FleetService:
         report_max_age_s: float,
         clock: Clock,
         repos: Repos = PG_REPOS,
+        caps: CapPolicy = CapPolicy(),  # noqa: B008 - frozen
     ) -> None:
         self.db = db
         self.repos = repos
         self.enqueue = enqueue
         self.report_max_age_s = report_max_age_s
+        self.caps = caps
         self.clock = clock
 
     def register_cluster(self, cluster: Cluster, actor: str) -> bool:
@@ -197,24 +201,8 @@ class FleetService:
         with self.db.transaction() as conn:
             clusters = self.repos.hosts.all_clusters(conn)
             rows = self.repos.hosts.list_hosts(conn, cluster_id=cluster_id, limit=limit)
-        out = []
-        for host, report, _ in rows:
-            ev = evaluate(host, report, clusters[host.cluster_id], now, self.report_max_age_s)
-            out.append(
-                {
-                    "host_id": host.id,
-                    "cluster": host.cluster_id,
-                    "status": host.status.value,
-                    "next_status": ev.host.status.value,
-                    "action": "activate" if ev.decision.is_activate else "skip",
-                    "code": ev.decision.code,
-                    "detail": ev.decision.detail,
-                    "problems": [
-                        {"reason": p.reason.value, "detail": p.detail} for p in ev.assessment.problems
-                    ],
-                }
-            )
-        return out
+            view = load_view(conn, self.repos, now)
+        return plan_hosts(rows, clusters, view, now, self.report_max_age_s, self.caps)
 
     def describe(self, host_id: str) -> dict[str, Any]:
         """Return a host with its latest assessment, last decision and recent attempts."""
@@ -227,8 +215,12 @@ class FleetService:
             cluster = self.repos.hosts.get_cluster(conn, host.cluster_id)
             running = self.repos.activations.in_flight(conn, host_id)
             recent = self.repos.activations.recent(conn, host_id)
+            view = load_view(conn, self.repos, now)
         assert cluster is not None
-        ev = evaluate(host, report, cluster, now, self.report_max_age_s)
+        ev = evaluate(host, report, cluster, now, self.report_max_age_s, view.gates)
+        why = {"code": ev.decision.code, "detail": ev.decision.detail}
+        if ev.decision.is_activate and row["last_decision"] == "capped":
+            why = {"code": "capped", "detail": row["last_decision_detail"]}
         return {
             "id": host.id,
             "cluster": host.cluster_id,
@@ -246,9 +238,17 @@ class FleetService:
                 "detail": row["last_decision_detail"],
                 "at": row["last_decision_at"].isoformat() if row["last_decision_at"] else None,
             },
-            "why_not_recovered": None
-            if host.status is HostStatus.UP
-            else {"code": ev.decision.code, "detail": ev.decision.detail},
+            "why_not_recovered": None if host.status is HostStatus.UP else why,
+            "holds": {
+                "failures": host.failures,
+                "next_attempt_at": host.next_attempt_at.isoformat() if host.next_attempt_at else None,
+                "quarantined_at": host.quarantined_at.isoformat() if host.quarantined_at else None,
+                "quarantine_reason": row.get("quarantine_reason"),
+                "pause": (lambda p: pause_as_dict(p) if p else None)(
+                    view.gates.pause_for(host.cluster_id, now)
+                ),
+                "observer_gate": view.gates.observer_block,
+            },
             "activation": running.as_dict() if running else None,
             "recent_activations": [a.as_dict() for a in recent],
         }
@@ -268,8 +268,12 @@ class FleetService:
         now = self.clock()
         with self.db.transaction() as conn:
             rows = self.repos.hosts.list_hosts(
-                conn, status=status, cluster_id=cluster_id, autorecovery=autorecovery,
-                limit=limit, after=after,
+                conn,
+                status=status,
+                cluster_id=cluster_id,
+                autorecovery=autorecovery,
+                limit=limit,
+                after=after,
             )
         return [host_summary(host, report, row, now) for host, report, row in rows]
 
@@ -305,8 +309,14 @@ class FleetService:
         """Return audit entries matching the filters, newest first, ``limit`` below ``before_id``."""
         with self.db.transaction() as conn:
             rows = self.repos.audit.query(
-                conn, object_type=object_type, object_id=object_id, actor=actor, event=event,
-                since=since, before_id=before_id, limit=limit,
+                conn,
+                object_type=object_type,
+                object_id=object_id,
+                actor=actor,
+                event=event,
+                since=since,
+                before_id=before_id,
+                limit=limit,
             )
         return [{**row, "at": row["at"].isoformat()} for row in rows]
 
@@ -330,9 +340,17 @@ class FleetService:
                 )
             host = loaded[0]
             self.repos.audit.add(
-                conn, at=now, object_type="host", object_id=host_id, event="host_deleted",
-                actor=actor, details={"cluster": host.cluster_id, "agent_url": host.agent_url,
-                                      "status": host.status.value},
+                conn,
+                at=now,
+                object_type="host",
+                object_id=host_id,
+                event="host_deleted",
+                actor=actor,
+                details={
+                    "cluster": host.cluster_id,
+                    "agent_url": host.agent_url,
+                    "status": host.status.value,
+                },
             )
         log.info("host %s: deleted by %s", host_id, actor)
 
@@ -350,13 +368,22 @@ class FleetService:
             holder = exc.details.get("holder")
             details: dict[str, Any] = {"message": str(exc)}
             if isinstance(holder, dict):
-                details.update(holder_id=holder.get("id"), holder_actor=holder.get("actor"),
-                               holder_trigger=holder.get("trigger"))
+                details.update(
+                    holder_id=holder.get("id"),
+                    holder_actor=holder.get("actor"),
+                    holder_trigger=holder.get("trigger"),
+                )
             reason = "activation_in_flight" if "holder" in exc.details else "already_up"
             with self.db.transaction() as conn:
                 self.repos.audit.add(
-                    conn, at=self.clock(), object_type="host", object_id=host_id,
-                    event="activation_refused", actor=actor, reason=reason, details=details,
+                    conn,
+                    at=self.clock(),
+                    object_type="host",
+                    object_id=host_id,
+                    event="activation_refused",
+                    actor=actor,
+                    reason=reason,
+                    details=details,
                 )
             log.info("host %s: manual activation by %s refused: %s", host_id, actor, exc)
             raise
@@ -387,8 +414,13 @@ class FleetService:
             # parse_report quotes the body's keys escaped: safe to store and to print.
             with self.db.transaction() as conn:
                 self.repos.audit.add(
-                    conn, at=now, object_type="host", object_id=host_id, event="report_rejected",
-                    actor=actor, reason=rejected.field,
+                    conn,
+                    at=now,
+                    object_type="host",
+                    object_id=host_id,
+                    event="report_rejected",
+                    actor=actor,
+                    reason=rejected.field,
                     details={"field": rejected.field, "message": rejected.message, "source": "push"},
                 )
             log.warning("host %s: pushed report rejected (%s): %s", host_id, actor, rejected)

@@ -1,21 +1,27 @@
-"""The monitoring tick: pull, store, transition, decide and enqueue, a batch at a time."""
+"""The monitoring tick: pull, store, transition and decide a batch at a time, then admit.
+
+Per batch a constant number of statements (read, reports, transitions, decisions); per tick a
+constant number more (reaper, pauses, observer, incidents, one admission under the caps).
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from autorecovery.agents import AgentClient, Target
 from autorecovery.services import Clock, Enqueuer
 from autorecovery.store import PG_REPOS, Repos
 from autorecovery.store.db import STATEMENTS, Database
 from autorecovery.store.hosts import HostRow
-from models.domain import Cluster, Host, Report, Trigger
+from models.domain import Cluster, Host, HostStatus, Report, Trigger
 from models.errors import BrokerUnavailable
-from models.policy import RECOVERABLE_STATUSES, Evaluation, evaluate
+from models.policy import RECOVERABLE_STATUSES, Decision, Evaluation, Skip, evaluate
+from models.safety import Candidate, CapPolicy, Gates, admit, observer_block
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +37,16 @@ class TickConfig:
     tick_interval_s: float
     queued_ttl_s: float
     reap_running_after_s: float
+    caps: CapPolicy = field(default_factory=CapPolicy)
+    max_silent_share: float = 0.5
+    quiet_period: bool = True
+    incident_min_hosts: int = 3
+    incident_window_s: float = 300.0
+
+    @property
+    def gap_s(self) -> float:
+        """Without a full tick for this long, the observer starts over with a quiet tick."""
+        return 3 * self.tick_interval_s
 
 
 @dataclass
@@ -42,10 +58,13 @@ class TickResult:
     pulled: int = 0
     transitions: int = 0
     enqueued: int = 0
+    capped: int = 0
     reaped: int = 0
+    silent: int = 0
     statements: int = 0
     pull_s: float = 0.0
     duration_s: float = 0.0
+    gate: str | None = None
     decisions: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
@@ -56,12 +75,19 @@ class TickResult:
             "pulled": self.pulled,
             "transitions": self.transitions,
             "enqueued": self.enqueued,
+            "capped": self.capped,
             "reaped": self.reaped,
+            "silent": self.silent,
             "statements": self.statements,
             "pull_s": round(self.pull_s, 4),
             "duration_s": round(self.duration_s, 4),
+            "gate": self.gate,
             "decisions": self.decisions,
         }
+
+    def count(self, code: str) -> None:
+        """Count one decision."""
+        self.decisions[code] = self.decisions.get(code, 0) + 1
 
 
 def needs_pull(report: Report | None, host: Host, cfg: TickConfig, now_s: float) -> bool:
@@ -71,8 +97,15 @@ def needs_pull(report: Report | None, host: Host, cfg: TickConfig, now_s: float)
     return now_s - report.reported_at.timestamp() > cfg.tick_interval_s
 
 
+def is_quiet(last_full_tick_at: datetime | None, now: datetime, cfg: TickConfig) -> bool:
+    """True when no full tick of fresh data happened recently (a start, or a gap)."""
+    if not cfg.quiet_period:
+        return False
+    return last_full_tick_at is None or (now - last_full_tick_at).total_seconds() > cfg.gap_s
+
+
 class MonitoringService:
-    """Works through the fleet in batches; a constant number of statements per batch."""
+    """Works through the fleet in batches, then admits activations under the caps."""
 
     def __init__(
         self,
@@ -82,6 +115,7 @@ class MonitoringService:
         cfg: TickConfig,
         clock: Clock,
         repos: Repos = PG_REPOS,
+        redis_ping: Callable[[], bool] = lambda: True,
     ) -> None:
         self.db = db
         self.repos = repos
@@ -89,6 +123,7 @@ class MonitoringService:
         self.enqueue = enqueue
         self.cfg = cfg
         self.clock = clock
+        self.redis_ping = redis_ping
 
     def tick(self) -> TickResult:
         """Run one monitoring tick over the whole fleet; safe to run twice at once."""
@@ -104,9 +139,15 @@ class MonitoringService:
                 running_before=now - timedelta(seconds=self.cfg.reap_running_after_s),
             )
             clusters = self.repos.hosts.all_clusters(conn)
+            pauses = self.repos.safety.active_pauses(conn, now)
+            observer = self.repos.safety.observer_state(conn)
         for row in reaped:
             log.warning("host %s: activation %s abandoned (was %s)", row["host_id"], row["id"], row["was"])
         result.reaped = len(reaped)
+        quiet = is_quiet(observer.get("last_full_tick_at"), now, self.cfg)
+        gates = Gates(pauses=pauses)
+        candidates: list[tuple[Candidate, Decision]] = []
+        observed = 0
         after = ""
         while True:
             with self.db.transaction() as conn:
@@ -114,7 +155,42 @@ class MonitoringService:
             if not batch:
                 break
             after = batch[-1][0].id
-            self._run_batch(batch, clusters, result)
+            observed += self._run_batch(batch, clusters, gates, result, candidates)
+
+        now = self.clock()
+        result.gate = observer_block(
+            silent=result.silent,
+            observed=observed,
+            max_silent_share=self.cfg.max_silent_share,
+            quiet=quiet,
+            redis_ok=self.redis_ping(),
+        )
+        with self.db.transaction() as conn:
+            self.repos.safety.record_observer(
+                conn, now=now, gate=result.gate, silent=result.silent, observed=observed
+            )
+            changes = self.repos.safety.track_incidents(
+                conn,
+                now=now,
+                since=now - timedelta(seconds=self.cfg.incident_window_s),
+                min_hosts=self.cfg.incident_min_hosts,
+            )
+        for inc in changes:
+            log.warning(
+                "cluster %s: %s for %s %s (%s hosts)",
+                inc["cluster_id"],
+                inc["event"],
+                inc["reason"],
+                inc["subject"],
+                inc["hosts"],
+            )
+        if result.gate is not None and candidates:
+            log.warning("tick: no automatic activation: %s", result.gate)
+            held = [Decision(c.host_id, Skip.OBSERVER_UNHEALTHY.value, result.gate) for c, _ in candidates]
+            with self.db.transaction() as conn:
+                self.repos.hosts.record_decisions(conn, held, now)
+        elif candidates:
+            self._admit(candidates, now, result)
         result.statements = STATEMENTS.count - statements_before
         result.duration_s = time.perf_counter() - started
         log.info("tick: %s", result.as_dict())
@@ -124,8 +200,11 @@ class MonitoringService:
         self,
         batch: list[HostRow],
         clusters: dict[str, Cluster],
+        gates: Gates,
         result: TickResult,
-    ) -> None:
+        candidates: list[tuple[Candidate, Decision]],
+    ) -> int:
+        """Pull, store, transition and decide one batch; return how many hosts it observed."""
         now = self.clock()
         now_s = now.timestamp()
         latest = {host.id: report for host, report, _ in batch}
@@ -142,13 +221,21 @@ class MonitoringService:
         now = self.clock()
 
         evaluations: list[Evaluation] = []
+        observed = 0
         for host, _, _ in batch:
             cluster = clusters.get(host.cluster_id)
             if cluster is None:  # registered after this tick read the clusters
                 continue
-            ev = evaluate(host, latest[host.id], cluster, now, self.cfg.report_max_age_s)
+            ev = evaluate(host, latest[host.id], cluster, now, self.cfg.report_max_age_s, gates)
             evaluations.append(ev)
-            result.decisions[ev.decision.code] = result.decisions.get(ev.decision.code, 0) + 1
+            if host.status is not HostStatus.MAINTENANCE:
+                observed += 1
+                result.silent += ev.assessment.is_silent
+            if ev.decision.is_activate:
+                waiting = ev.host.status_changed_at or now
+                candidates.append((Candidate(host.id, host.cluster_id, waiting), ev.decision))
+            else:
+                result.count(ev.decision.code)
             if ev.transition is not None:
                 log.info(
                     "host %s: %s -> %s (%s: %s)",
@@ -159,27 +246,46 @@ class MonitoringService:
                     ev.transition.detail,
                 )
 
-        candidates = [(str(uuid.uuid4()), ev.host.id) for ev in evaluations if ev.decision.is_activate]
         with self.db.transaction() as conn:
             self.repos.hosts.upsert_reports(conn, pulled, now)
             changed = self.repos.hosts.apply_transitions(
                 conn, [ev.transition for ev in evaluations if ev.transition], now, AUTO_ACTOR
             )
-            self.repos.hosts.record_decisions(conn, [ev.decision for ev in evaluations], now)
+            self.repos.hosts.record_decisions(
+                conn, [ev.decision for ev in evaluations if not ev.decision.is_activate], now
+            )
+        result.hosts += len(batch)
+        result.batches += 1
+        result.pulled += len(pulled)
+        result.transitions += len(changed)
+        return observed
+
+    def _admit(self, candidates: list[tuple[Candidate, Decision]], now: datetime, result: TickResult) -> None:
+        """Queue activations oldest first under the caps, serialised against other ticks."""
+        with self.db.transaction() as conn:
+            self.repos.safety.lock_admission(conn)
+            in_flight = self.repos.safety.in_flight_by_cluster(conn)
+            sizes = self.repos.safety.cluster_sizes(conn)
+            admission = admit([c for c, _ in candidates], in_flight, sizes, self.cfg.caps)
             created = self.repos.activations.create_many(
                 conn,
-                candidates,
+                [(str(uuid.uuid4()), c.host_id) for c in admission.admitted],
                 trigger=Trigger.AUTO.value,
                 actor=AUTO_ACTOR,
                 now=now,
                 statuses=[s.value for s in RECOVERABLE_STATUSES],
                 reason="fresh report shows no problem",
             )
+            decided = {c.host_id: d for c, d in candidates}
+            decisions = [decided[c.host_id] for c in admission.admitted]
+            decisions += [Decision(c.host_id, Skip.CAPPED.value, why) for c, why in admission.capped]
+            self.repos.hosts.record_decisions(conn, decisions, now)
+        for cand, why in admission.capped:
+            log.info("host %s: capped: %s", cand.host_id, why)
+        for code in [d.code for d in decisions]:
+            result.count(code)
+        result.capped += len(admission.capped)
         self._send(created)
-        result.hosts += len(batch)
-        result.batches += 1
-        result.pulled += len(pulled)
-        result.transitions += len(changed)
         result.enqueued += len(created)
 
     def _send(self, created: list[tuple[str, str]]) -> None:

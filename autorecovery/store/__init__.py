@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from autorecovery.store import activations, audit, hosts
+from autorecovery.store import activations, audit, hosts, safety
 from autorecovery.store.db import Database, migrate
 
 
@@ -20,8 +20,9 @@ class Repos:
     hosts: Any
     activations: Any
     audit: Any
+    safety: Any
 
 
-PG_REPOS = Repos(hosts=hosts, activations=activations, audit=audit)
+PG_REPOS = Repos(hosts=hosts, activations=activations, audit=audit, safety=safety)
 
 __all__ = ["PG_REPOS", "Database", "Repos", "migrate"]

@@ -16,6 +16,7 @@ from models.policy import Decision, Transition
 _HOST_WITH_REPORT = """
 SELECT h.id, h.cluster_id, h.agent_url, h.status, h.reason, h.detail, h.autorecovery,
        h.status_changed_at, h.fence, h.last_decision, h.last_decision_detail, h.last_decision_at,
+       h.failures, h.next_attempt_at, h.quarantined_at, h.quarantine_reason, h.subject,
        EXISTS (SELECT 1 FROM activations a
                WHERE a.host_id = h.id AND a.state IN ('queued', 'running')) AS in_flight,
        r.reported_at AS r_reported_at, r.received_at AS r_received_at, r.source AS r_source,
@@ -170,9 +171,11 @@ def apply_transitions(
         """
         WITH v AS (
             SELECT * FROM jsonb_to_recordset(%(rows)s)
-                AS v(host_id text, expected text, status text, reason text, detail text)),
+                AS v(host_id text, expected text, status text, reason text, detail text,
+                     subject text)),
         changed AS (
             UPDATE hosts h SET status = v.status, reason = v.reason, detail = v.detail,
+                subject = v.subject,
                 status_changed_at = CASE WHEN h.status = v.status
                                          THEN h.status_changed_at ELSE %(now)s END
             FROM v WHERE h.id = v.host_id AND h.status = v.expected
@@ -187,7 +190,7 @@ def apply_transitions(
             "rows": Jsonb(
                 [
                     {"host_id": c.host_id, "expected": c.expected.value, "status": c.status.value,
-                     "reason": c.reason, "detail": c.detail}
+                     "reason": c.reason, "detail": c.detail, "subject": c.subject}
                     for c in changes
                 ]
             ),

@@ -32,6 +32,9 @@ def host_from_row(row: dict[str, Any]) -> Host:
         status_changed_at=row["status_changed_at"],
         fence=row["fence"],
         in_flight=bool(row.get("in_flight", False)),
+        failures=row.get("failures", 0),
+        next_attempt_at=row.get("next_attempt_at"),
+        quarantined_at=row.get("quarantined_at"),
     )
 
 

@@ -72,6 +72,11 @@ TEST_SETTINGS = {
     "AUTORECOVERY_LOCK_TTL_S": "8",
     "AUTORECOVERY_ACTIVATION_QUEUED_TTL_S": "20",
     "AUTORECOVERY_TASK_MAX_RETRIES": "3",
+    # Tests send ticks by hand, far apart: the quiet period has a test of its own.
+    "AUTORECOVERY_OBSERVER_QUIET_PERIOD": "false",
+    # Caps have tests of their own; elsewhere a tick may activate every recoverable host.
+    "AUTORECOVERY_CLUSTER_CAP": "100%",
+    "AUTORECOVERY_FLEET_CAP": "1000",
 }
 
 

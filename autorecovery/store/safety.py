@@ -1,0 +1,214 @@
+"""Pauses, the observer's state, admission counts, backoff and quarantine, incidents."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from autorecovery.store.db import Conn, run
+from models.safety import Pause
+
+
+def _pause(row: dict[str, Any]) -> Pause:
+    return Pause(row["scope"], row["reason"], row["owner"], row["created_at"], row["expires_at"])
+
+
+def active_pauses(conn: Conn, now: datetime) -> dict[str, Pause]:
+    """Drop pauses that expired (auditing each as ended by itself) and return the rest by scope."""
+    run(
+        conn,
+        """
+        WITH gone AS (DELETE FROM pauses WHERE expires_at IS NOT NULL AND expires_at <= %(now)s
+                      RETURNING scope, reason, owner, expires_at)
+        INSERT INTO audit_log (at, object_type, object_id, event, actor, reason, details)
+        SELECT %(now)s, 'pause', scope, 'pause_expired', 'auto', reason,
+               jsonb_build_object('owner', owner, 'expires_at', expires_at)
+        FROM gone
+        """,
+        {"now": now},
+    )
+    rows = run(conn, "SELECT * FROM pauses ORDER BY scope").fetchall()
+    return {row["scope"]: _pause(row) for row in rows}
+
+
+def list_pauses(conn: Conn) -> dict[str, Pause]:
+    """Return every stored pause by scope, expired or not (the tick drops expired ones)."""
+    rows = run(conn, "SELECT * FROM pauses ORDER BY scope").fetchall()
+    return {row["scope"]: _pause(row) for row in rows}
+
+
+def set_pause(conn: Conn, pause: Pause) -> None:
+    """Create or replace the pause of a scope."""
+    run(
+        conn,
+        """
+        INSERT INTO pauses (scope, reason, owner, created_at, expires_at)
+        VALUES (%(scope)s, %(reason)s, %(owner)s, %(created)s, %(expires)s)
+        ON CONFLICT (scope) DO UPDATE SET reason = EXCLUDED.reason, owner = EXCLUDED.owner,
+            created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
+        """,
+        {"scope": pause.scope, "reason": pause.reason, "owner": pause.owner,
+         "created": pause.created_at, "expires": pause.expires_at},
+    )
+
+
+def lift_pause(conn: Conn, scope: str) -> Pause | None:
+    """Delete a scope's pause; return it, or None when there was none."""
+    row = run(conn, "DELETE FROM pauses WHERE scope = %(scope)s RETURNING *",
+              {"scope": scope}).fetchone()
+    return _pause(row) if row else None
+
+
+def observer_state(conn: Conn) -> dict[str, Any]:
+    """Return what the last tick saw: last full tick, gate, silent and observed hosts."""
+    row = run(conn, "SELECT * FROM observer WHERE id = 1").fetchone()
+    return dict(row) if row else {}
+
+
+def record_observer(
+    conn: Conn, *, now: datetime, gate: str | None, silent: int, observed: int
+) -> None:
+    """Record a full tick: its time, its gate (None when activations were allowed), its counts."""
+    run(
+        conn,
+        """
+        UPDATE observer SET last_full_tick_at = %(now)s, gate = %(gate)s,
+            silent_hosts = %(silent)s, observed_hosts = %(observed)s, updated_at = %(now)s
+        WHERE id = 1
+        """,
+        {"now": now, "gate": gate, "silent": silent, "observed": observed},
+    )
+
+
+def lock_admission(conn: Conn) -> None:
+    """Serialise admissions (ticks, duplicates) until the transaction ends, so caps hold."""
+    run(conn, "SELECT pg_advisory_xact_lock(hashtext('autorecovery.admission'))")
+
+
+def in_flight_by_cluster(conn: Conn) -> dict[str, int]:
+    """Return queued or running activations per cluster."""
+    rows = run(
+        conn,
+        """
+        SELECT h.cluster_id, count(*) AS n FROM activations a JOIN hosts h ON h.id = a.host_id
+        WHERE a.state IN ('queued', 'running') GROUP BY h.cluster_id
+        """,
+    ).fetchall()
+    return {row["cluster_id"]: int(row["n"]) for row in rows}
+
+
+def cluster_sizes(conn: Conn) -> dict[str, int]:
+    """Return the number of hosts per cluster."""
+    rows = run(conn, "SELECT cluster_id, count(*) AS n FROM hosts GROUP BY cluster_id").fetchall()
+    return {row["cluster_id"]: int(row["n"]) for row in rows}
+
+
+def record_failure(
+    conn: Conn, host_id: str, fence: int, next_attempt_at: datetime
+) -> int | None:
+    """Count a failed automatic activation and set when to try next; return the failures."""
+    row = run(
+        conn,
+        """
+        UPDATE hosts SET failures = failures + 1, next_attempt_at = %(next)s
+        WHERE id = %(id)s AND fence = %(fence)s RETURNING failures
+        """,
+        {"id": host_id, "fence": fence, "next": next_attempt_at},
+    ).fetchone()
+    return None if row is None else int(row["failures"])
+
+
+def failures_of(conn: Conn, host_id: str) -> int:
+    """Return a host's failed automatic activations in a row."""
+    row = run(conn, "SELECT failures FROM hosts WHERE id = %(id)s", {"id": host_id}).fetchone()
+    return int(row["failures"]) if row else 0
+
+
+def clear_holds(conn: Conn, host_id: str, *, quarantine: bool) -> dict[str, Any] | None:
+    """Reset a host's backoff (and with ``quarantine``, its quarantine); return what it was."""
+    return run(
+        conn,
+        """
+        UPDATE hosts h SET failures = 0, next_attempt_at = NULL,
+            quarantined_at = CASE WHEN %(q)s THEN NULL ELSE h.quarantined_at END,
+            quarantine_reason = CASE WHEN %(q)s THEN NULL ELSE h.quarantine_reason END
+        FROM hosts old WHERE h.id = %(id)s AND old.id = h.id
+        RETURNING old.failures, old.next_attempt_at, old.quarantined_at, old.quarantine_reason
+        """,
+        {"id": host_id, "q": quarantine},
+    ).fetchone()
+
+
+def auto_ends_since(conn: Conn, host_id: str, since: datetime) -> int:
+    """Count a host's automatic activations that ended up or failed since ``since``."""
+    row = run(
+        conn,
+        """
+        SELECT count(*) AS n FROM activations WHERE host_id = %(id)s AND trigger = 'auto'
+          AND state IN ('succeeded', 'failed') AND ended_at >= %(since)s
+        """,
+        {"id": host_id, "since": since},
+    ).fetchone()
+    return int(row["n"]) if row else 0
+
+
+def quarantine(conn: Conn, host_id: str, now: datetime, reason: str) -> bool:
+    """Put a host in quarantine unless it already is; return True when it was put there now."""
+    cur = run(
+        conn,
+        """
+        UPDATE hosts SET quarantined_at = %(now)s, quarantine_reason = %(reason)s
+        WHERE id = %(id)s AND quarantined_at IS NULL
+        """,
+        {"id": host_id, "now": now, "reason": reason},
+    )
+    return cur.rowcount == 1
+
+
+def track_incidents(
+    conn: Conn, *, now: datetime, since: datetime, min_hosts: int
+) -> list[dict[str, Any]]:
+    """Open an incident where ``min_hosts`` of a cluster went out for one storage domain or
+    network since ``since``; close those whose subject no host is out for any more.
+
+    Returns:
+        The incidents opened or closed now, with ``event`` 'incident_opened' or 'incident_closed'.
+    """
+    return run(
+        conn,
+        """
+        WITH out_now AS (
+            SELECT cluster_id, reason, subject, count(*) AS n,
+                   count(*) FILTER (WHERE status_changed_at >= %(since)s) AS recent
+            FROM hosts WHERE status = 'non_operational' AND subject IS NOT NULL
+            GROUP BY cluster_id, reason, subject),
+        opened AS (
+            INSERT INTO incidents (cluster_id, reason, subject, hosts, opened_at)
+            SELECT cluster_id, reason, subject, n, %(now)s FROM out_now
+            WHERE recent >= %(min)s
+            ON CONFLICT (cluster_id, subject) WHERE closed_at IS NULL DO NOTHING
+            RETURNING id, cluster_id, reason, subject, hosts),
+        closed AS (
+            UPDATE incidents i SET closed_at = %(now)s
+            WHERE i.closed_at IS NULL AND NOT EXISTS (
+                SELECT 1 FROM out_now o WHERE o.cluster_id = i.cluster_id AND o.subject = i.subject)
+            RETURNING id, cluster_id, reason, subject, hosts),
+        changes AS (
+            SELECT 'incident_opened' AS event, * FROM opened
+            UNION ALL SELECT 'incident_closed', * FROM closed),
+        aud AS (
+            INSERT INTO audit_log (at, object_type, object_id, event, actor, reason, details)
+            SELECT %(now)s, 'cluster', cluster_id, event, 'auto', reason,
+                   jsonb_build_object('incident', id, 'subject', subject, 'hosts', hosts)
+            FROM changes)
+        SELECT * FROM changes
+        """,
+        {"now": now, "since": since, "min": min_hosts},
+    ).fetchall()
+
+
+def open_incidents(conn: Conn) -> list[dict[str, Any]]:
+    """Return the incidents still open."""
+    return run(
+        conn, "SELECT * FROM incidents WHERE closed_at IS NULL ORDER BY opened_at"
+    ).fetchall()

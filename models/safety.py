@@ -1,0 +1,169 @@
+"""Safety under storms and flapping: caps, backoff, quarantine, pauses and the observer gate.
+
+All pure: the tick and the plan feed them what they loaded, and time and randomness come in as
+arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+FLEET = "fleet"
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Automatic activation stopped, fleet-wide (scope ``fleet``) or for one cluster."""
+
+    scope: str
+    reason: str
+    owner: str
+    created_at: datetime
+    expires_at: datetime | None = None
+
+    def is_active(self, now: datetime) -> bool:
+        """True until the pause expires (a pause with no expiry lasts until lifted)."""
+        return self.expires_at is None or now < self.expires_at
+
+    def describe(self) -> str:
+        """Say who paused, why and until when."""
+        until = f" until {self.expires_at.isoformat()}" if self.expires_at else ""
+        where = "fleet-wide" if self.scope == FLEET else f"cluster {self.scope}"
+        return f"paused {where} by {self.owner}{until}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class Gates:
+    """What stops automatic activation beyond a host's own state: pauses and the observer."""
+
+    pauses: Mapping[str, Pause] = field(default_factory=dict)
+    observer_block: str | None = None
+
+    def pause_for(self, cluster_id: str, now: datetime) -> Pause | None:
+        """The active pause that covers a cluster: the fleet's first, then the cluster's."""
+        for scope in (FLEET, cluster_id):
+            pause = self.pauses.get(scope)
+            if pause is not None and pause.is_active(now):
+                return pause
+        return None
+
+
+NO_GATES = Gates()
+
+
+@dataclass(frozen=True, slots=True)
+class CapPolicy:
+    """Limits on activations in flight: per cluster (a number or a share) and across the fleet."""
+
+    cluster_max: int | None = None
+    cluster_share: float | None = 0.25
+    fleet_max: int = 50
+
+    def cluster_limit(self, cluster_size: int) -> int:
+        """The cluster's cap: the number, else the share of its hosts; always at least one."""
+        if self.cluster_max is not None:
+            return max(1, self.cluster_max)
+        share = self.cluster_share if self.cluster_share is not None else 1.0
+        return max(1, int(cluster_size * share))
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A host the policy would activate, waiting for a slot since ``waiting_since``."""
+
+    host_id: str
+    cluster_id: str
+    waiting_since: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Which candidates get a slot now and which wait, with the reason for each that waits."""
+
+    admitted: tuple[Candidate, ...]
+    capped: tuple[tuple[Candidate, str], ...]
+
+
+def admit(
+    candidates: Iterable[Candidate],
+    in_flight: Mapping[str, int],
+    cluster_sizes: Mapping[str, int],
+    caps: CapPolicy,
+) -> Admission:
+    """Give slots oldest first without any cluster or the fleet going over its cap.
+
+    Args:
+        candidates: hosts that may be activated now.
+        in_flight: activations already queued or running, by cluster id.
+        cluster_sizes: hosts per cluster, for share caps.
+        caps: the limits.
+    """
+    counts = dict(in_flight)
+    fleet = sum(counts.values())
+    admitted: list[Candidate] = []
+    capped: list[tuple[Candidate, str]] = []
+    for cand in sorted(candidates, key=lambda c: (c.waiting_since, c.host_id)):
+        limit = caps.cluster_limit(cluster_sizes.get(cand.cluster_id, 1))
+        used = counts.get(cand.cluster_id, 0)
+        if fleet >= caps.fleet_max:
+            capped.append((cand, f"fleet cap reached: {fleet}/{caps.fleet_max} activations in flight"))
+        elif used >= limit:
+            capped.append((cand, f"cluster {cand.cluster_id} cap reached: {used}/{limit} in flight"))
+        else:
+            admitted.append(cand)
+            counts[cand.cluster_id] = used + 1
+            fleet += 1
+    return Admission(tuple(admitted), tuple(capped))
+
+
+def backoff_delay_s(failures: int, base_s: float, max_s: float, jitter: float) -> float:
+    """Seconds to wait after ``failures`` failed automatic activations in a row.
+
+    Exponential from ``base_s`` (one tick) up to ``max_s``, with equal jitter: the delay lies in
+    [d/2, d] for d = min(max_s, base_s * 2**(failures - 1)), so the lower bound never shrinks.
+
+    Args:
+        jitter: a number in [0, 1], drawn by the caller.
+    """
+    if failures <= 0:
+        return 0.0
+    exponent = min(failures - 1, 62)
+    ceiling = min(max_s, base_s * (2.0**exponent))
+    return ceiling / 2.0 + ceiling / 2.0 * min(max(jitter, 0.0), 1.0)
+
+
+def is_flapping(recent_ends: int, limit: int) -> bool:
+    """True when a host's automatic recoveries and failures in the window reach ``limit``."""
+    return recent_ends >= limit
+
+
+def observer_block(
+    *,
+    silent: int,
+    observed: int,
+    max_silent_share: float,
+    quiet: bool,
+    redis_ok: bool,
+) -> str | None:
+    """Say why automatic activation must wait for the whole fleet, or None.
+
+    Args:
+        silent: hosts whose latest data is missing, stale, unusable or unanswered.
+        observed: hosts monitored (maintenance excluded).
+        max_silent_share: above this share of silent hosts the observer is suspect.
+        quiet: no full tick of fresh data yet since the service started or after a gap.
+        redis_ok: whether the lock service answers.
+    """
+    if not redis_ok:
+        return "redis_unavailable: the lock service does not answer"
+    if quiet:
+        return "quiet_period: waiting for a full tick of fresh data after a start or a gap"
+    if observed and silent / observed > max_silent_share:
+        return (
+            f"monitoring_stale: {silent} of {observed} hosts have no fresh data "
+            f"(limit {max_silent_share:.0%}); the collector or the network may be broken"
+        )
+    return None
+
