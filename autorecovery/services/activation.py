@@ -414,7 +414,9 @@ class ActivationService:
         host_id = run.host.id
         if succeeded:
             # A success resets the backoff; an admin's successful activation also ends quarantine.
-            held = self.repos.safety.clear_holds(conn, host_id, quarantine=run.trigger is Trigger.MANUAL)
+            held = self.repos.safety.clear_holds(
+                conn, host_id, quarantine=run.trigger is Trigger.MANUAL, now=now
+            )
             if held and held["quarantined_at"] is not None and run.trigger is Trigger.MANUAL:
                 self.repos.audit.add(
                     conn,

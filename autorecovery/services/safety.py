@@ -171,7 +171,7 @@ class SafetyService:
         """
         now = self.clock()
         with self.db.transaction() as conn:
-            was = self.repos.safety.clear_holds(conn, host_id, quarantine=quarantine)
+            was = self.repos.safety.clear_holds(conn, host_id, quarantine=quarantine, now=now)
             if was is None:
                 raise NotFound("host", host_id)
             previous = {

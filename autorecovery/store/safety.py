@@ -124,28 +124,38 @@ def failures_of(conn: Conn, host_id: str) -> int:
     return int(row["failures"]) if row else 0
 
 
-def clear_holds(conn: Conn, host_id: str, *, quarantine: bool) -> dict[str, Any] | None:
-    """Reset a host's backoff (and with ``quarantine``, its quarantine); return what it was."""
+def clear_holds(
+    conn: Conn, host_id: str, *, quarantine: bool, now: datetime | None = None
+) -> dict[str, Any] | None:
+    """Reset a host's backoff (and with ``quarantine``, its quarantine); return what it was.
+
+    Clearing the quarantine also restarts the flap count at ``now``.
+    """
     return run(
         conn,
         """
         UPDATE hosts h SET failures = 0, next_attempt_at = NULL,
             quarantined_at = CASE WHEN %(q)s THEN NULL ELSE h.quarantined_at END,
-            quarantine_reason = CASE WHEN %(q)s THEN NULL ELSE h.quarantine_reason END
+            quarantine_reason = CASE WHEN %(q)s THEN NULL ELSE h.quarantine_reason END,
+            holds_cleared_at = CASE WHEN %(q)s THEN COALESCE(%(now)s, now())
+                                    ELSE h.holds_cleared_at END
         FROM hosts old WHERE h.id = %(id)s AND old.id = h.id
         RETURNING old.failures, old.next_attempt_at, old.quarantined_at, old.quarantine_reason
         """,
-        {"id": host_id, "q": quarantine},
+        {"id": host_id, "q": quarantine, "now": now},
     ).fetchone()
 
 
 def auto_ends_since(conn: Conn, host_id: str, since: datetime) -> int:
-    """Count a host's automatic activations that ended up or failed since ``since``."""
+    """Count a host's automatic activations that ended up or failed since ``since``, and since
+    its holds were last cleared."""
     row = run(
         conn,
         """
-        SELECT count(*) AS n FROM activations WHERE host_id = %(id)s AND trigger = 'auto'
-          AND state IN ('succeeded', 'failed') AND ended_at >= %(since)s
+        SELECT count(*) AS n FROM activations a JOIN hosts h ON h.id = a.host_id
+        WHERE a.host_id = %(id)s AND a.trigger = 'auto' AND a.state IN ('succeeded', 'failed')
+          AND a.ended_at >= %(since)s
+          AND (h.holds_cleared_at IS NULL OR a.ended_at > h.holds_cleared_at)
         """,
         {"id": host_id, "since": since},
     ).fetchone()

@@ -77,7 +77,13 @@ def clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
     app_module = request.getfixturevalue("app_module")
     app_module.app.control.purge()
     with deps.db.transaction() as conn:
-        conn.execute("TRUNCATE audit_log, activations, reports, hosts, clusters CASCADE")
+        conn.execute(
+            "TRUNCATE audit_log, activations, reports, hosts, clusters, pauses, incidents CASCADE"
+        )
+        conn.execute(
+            "UPDATE observer SET last_full_tick_at = NULL, gate = NULL, silent_hosts = 0, "
+            "observed_hosts = 0, updated_at = NULL"
+        )
     for key in deps.redis.scan_iter(keys.PREFIX + "*"):
         deps.redis.delete(key)
     yield

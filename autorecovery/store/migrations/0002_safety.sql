@@ -5,6 +5,9 @@ ALTER TABLE hosts
     ADD COLUMN next_attempt_at   timestamptz,
     ADD COLUMN quarantined_at    timestamptz,
     ADD COLUMN quarantine_reason text,
+    -- When an admin (or an admin's successful activation) last cleared the holds: the flap
+    -- count starts again from there.
+    ADD COLUMN holds_cleared_at  timestamptz,
     -- The storage domain or network a non_operational host's reason is about.
     ADD COLUMN subject           text;
 
