@@ -15,9 +15,12 @@ from autorecovery.agents.http import HttpAgentClient
 from autorecovery.services import Enqueuer, utcnow
 from autorecovery.services.activation import ActivationService, RecoverySafety
 from autorecovery.services.monitoring import MonitoringService, TickConfig
+from autorecovery.services.storage import StorageService
+from autorecovery.services.vmruns import ErrorPolicy, VmRunService
 from autorecovery.settings import Settings
 from autorecovery.store import Database
-from models.errors import InvalidInput
+from models.errors import BrokerUnavailable, InvalidInput
+from models.placement import Weights
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,16 @@ def require_urls(settings: Settings) -> tuple[str, str]:
     return settings.database_url, settings.redis_url
 
 
+def error_policy(settings: Settings) -> ErrorPolicy:
+    """The error-state and placement policy from settings."""
+    return ErrorPolicy(
+        charge_limit=settings.charge_limit,
+        charge_window_s=settings.charge_window_s,
+        error_period_s=settings.error_period_s,
+        weights=Weights(per_charge=settings.placement_charge_penalty),
+    )
+
+
 @dataclass
 class Container:
     """Every long-lived dependency of one process."""
@@ -51,6 +64,8 @@ class Container:
     agents: HttpAgentClient
     monitoring: MonitoringService
     activation: ActivationService
+    storage: StorageService
+    vmruns: VmRunService
 
     def close(self) -> None:
         """Close the pool, the Redis client and the agent connections."""
@@ -59,7 +74,11 @@ class Container:
         self.db.close()
 
 
-def build(settings: Settings, enqueue: Enqueuer) -> Container:
+def _no_domain_queue(activation_id: str, sd_id: str, trigger: str, actor: str) -> None:
+    raise BrokerUnavailable("this process cannot queue storage domain activations")
+
+
+def build(settings: Settings, enqueue: Enqueuer, enqueue_domain: Enqueuer = _no_domain_queue) -> Container:
     """Build the container for one process."""
     database_url, redis_url = require_urls(settings)
     db = Database(database_url, max_size=settings.db_pool_max)
@@ -84,6 +103,16 @@ def build(settings: Settings, enqueue: Enqueuer) -> Container:
         quiet_period=settings.observer_quiet_period,
         incident_min_hosts=settings.incident_min_hosts,
         incident_window_s=settings.incident_window_s,
+        sd_inactive_after_s=settings.sd_inactive_after_s,
+    )
+    storage = StorageService(
+        db,
+        client,
+        agents,
+        enqueue_domain,
+        clock=utcnow,
+        lock_ttl_s=settings.lock_ttl_s,
+        report_max_age_s=settings.report_max_age_s,
     )
 
     def redis_ping() -> bool:
@@ -97,10 +126,24 @@ def build(settings: Settings, enqueue: Enqueuer) -> Container:
         db=db,
         redis=client,
         agents=agents,
-        monitoring=MonitoringService(db, agents, enqueue, tick_cfg, utcnow, redis_ping=redis_ping),
+        monitoring=MonitoringService(
+            db,
+            agents,
+            enqueue,
+            tick_cfg,
+            utcnow,
+            redis_ping=redis_ping,
+            queue_domains=storage.queue_reachable,
+        ),
+        storage=storage,
+        vmruns=VmRunService(db, utcnow, error_policy(settings)),
         activation=ActivationService(
-            db, client, agents, lock_ttl_s=settings.lock_ttl_s,
-            report_max_age_s=settings.report_max_age_s, clock=utcnow,
+            db,
+            client,
+            agents,
+            lock_ttl_s=settings.lock_ttl_s,
+            report_max_age_s=settings.report_max_age_s,
+            clock=utcnow,
             failpoints=settings.failpoints,
             safety=RecoverySafety(
                 backoff_base_s=settings.tick_interval_s,

@@ -40,7 +40,8 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(3600, gt=0, description="Redis broker visibility timeout")
 
     cluster_cap: str = Field(
-        "25%", pattern=r"^(\d+|\d+(\.\d+)?%)$",
+        "25%",
+        pattern=r"^(\d+|\d+(\.\d+)?%)$",
         description="activations in flight per cluster: a number, or a share like '25%' (at least 1)",
     )
     fleet_cap: int = Field(50, ge=1, description="activations in flight across the fleet")
@@ -52,7 +53,9 @@ class Settings(BaseSettings):
     )
     flap_window_s: float = Field(3600.0, gt=0, description="window of the flap count")
     observer_max_silent_share: float = Field(
-        0.5, ge=0, le=1,
+        0.5,
+        ge=0,
+        le=1,
         description="above this share of hosts without fresh data, no automatic activation",
     )
     observer_quiet_period: bool = Field(
@@ -62,6 +65,18 @@ class Settings(BaseSettings):
         3, ge=2, description="hosts of a cluster out for one storage domain or network: an incident"
     )
     incident_window_s: float = Field(300.0, gt=0, description="window of the incident count")
+
+    sd_inactive_after_s: float = Field(
+        60.0, gt=0, description="a storage domain no up host reached for this long goes inactive"
+    )
+    charge_limit: int = Field(
+        3, ge=1, description="charges (VMs failed here, started elsewhere) that put a host in error"
+    )
+    charge_window_s: float = Field(1800.0, gt=0, description="charges older than this decay")
+    error_period_s: float = Field(1800.0, gt=0, description="how long a host stays in error")
+    placement_charge_penalty: float = Field(
+        20.0, ge=0, description="placement score taken off per recent charge"
+    )
 
     db_pool_max: int = Field(10, ge=1, le=200, description="PostgreSQL pool size per process")
 
@@ -80,23 +95,33 @@ class Settings(BaseSettings):
         "(loopback bind only); otherwise the API refuses to start",
     )
 
-    failpoints: str = Field(
-        "", description="test only: comma-separated failpoints, e.g. 'stop_before_init'"
-    )
+    failpoints: str = Field("", description="test only: comma-separated failpoints, e.g. 'stop_before_init'")
 
     @model_validator(mode="after")
     def _check_limits(self) -> Settings:
         # Raised as InvalidInput (not ValueError) so that the error names the variable itself.
         rules = [
-            ("activation_soft_limit_s", self.activation_soft_limit_s < self.activation_time_limit_s,
-             "must be below AUTORECOVERY_ACTIVATION_TIME_LIMIT_S"),
-            ("activation_time_limit_s", self.activation_time_limit_s < self.lock_ttl_s,
-             "must be below AUTORECOVERY_LOCK_TTL_S, so that a lock never expires under a "
-             "running activation"),
-            ("init_timeout_s", self.init_timeout_s < self.activation_soft_limit_s,
-             "must be below AUTORECOVERY_ACTIVATION_SOFT_LIMIT_S"),
-            ("visibility_timeout_s", self.visibility_timeout_s > self.activation_time_limit_s,
-             "must be above AUTORECOVERY_ACTIVATION_TIME_LIMIT_S"),
+            (
+                "activation_soft_limit_s",
+                self.activation_soft_limit_s < self.activation_time_limit_s,
+                "must be below AUTORECOVERY_ACTIVATION_TIME_LIMIT_S",
+            ),
+            (
+                "activation_time_limit_s",
+                self.activation_time_limit_s < self.lock_ttl_s,
+                "must be below AUTORECOVERY_LOCK_TTL_S, so that a lock never expires under a "
+                "running activation",
+            ),
+            (
+                "init_timeout_s",
+                self.init_timeout_s < self.activation_soft_limit_s,
+                "must be below AUTORECOVERY_ACTIVATION_SOFT_LIMIT_S",
+            ),
+            (
+                "visibility_timeout_s",
+                self.visibility_timeout_s > self.activation_time_limit_s,
+                "must be above AUTORECOVERY_ACTIVATION_TIME_LIMIT_S",
+            ),
         ]
         for name, ok, message in rules:
             if not ok:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -64,6 +64,27 @@ class ActivationState(StrEnum):
 IN_FLIGHT_STATES = (ActivationState.QUEUED, ActivationState.RUNNING)
 
 
+class DomainStatus(StrEnum):
+    """Where a storage domain stands."""
+
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+    MAINTENANCE = "maintenance"
+
+
+@dataclass(frozen=True, slots=True)
+class StorageDomain:
+    """A storage domain attached to one or more clusters."""
+
+    id: str
+    status: DomainStatus = DomainStatus.ACTIVE
+    autorecovery: bool = True
+    fence: int = 0
+    last_seen_at: datetime | None = None
+    status_changed_at: datetime | None = None
+    detail: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Cluster:
     """A group of hosts with shared requirements."""
@@ -92,6 +113,7 @@ class Host:
     failures: int = 0
     next_attempt_at: datetime | None = None
     quarantined_at: datetime | None = None
+    error_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,3 +136,15 @@ class Report:
     mem_free_mb: int = 0
     error: str | None = None
     source: str = "pull"
+
+
+def domains_by_status(domains: Mapping[str, StorageDomain], status: DomainStatus) -> frozenset[str]:
+    """The ids of the storage domains in ``status``."""
+    return frozenset(sd.id for sd in domains.values() if sd.status is status)
+
+
+def effective_cluster(cluster: Cluster, maintenance: frozenset[str]) -> Cluster:
+    """The cluster's requirements with domains in maintenance left out (hosts need not reach them)."""
+    if not cluster.storage_domains & maintenance:
+        return cluster
+    return replace(cluster, storage_domains=cluster.storage_domains - maintenance)

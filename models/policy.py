@@ -34,12 +34,16 @@ class Skip(StrEnum):
     OBSERVER_UNHEALTHY = "observer_unhealthy"
     BACKOFF = "backoff"
     CAPPED = "capped"
+    ERROR_PERIOD = "error_period"
+    STORAGE_DOMAIN_INACTIVE = "storage_domain_inactive"
 
 
 ACTIVATE = "activate"
 
-#: Statuses from which the tick may bring a host back.
+#: Statuses that monitoring follows and from which the tick may bring a host back.
 RECOVERABLE_STATUSES = frozenset({HostStatus.NON_OPERATIONAL, HostStatus.NON_RESPONSIVE})
+#: Statuses an automatic activation may start from: error counts once its period is over.
+AUTO_ACTIVATABLE = RECOVERABLE_STATUSES | {HostStatus.ERROR}
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +116,7 @@ def decide(
     trigger: Trigger = Trigger.AUTO,
     gates: Gates = NO_GATES,
     now: datetime | None = None,
+    cluster: Cluster | None = None,
 ) -> Decision:
     """Decide whether to activate ``host`` now.
 
@@ -134,7 +139,11 @@ def decide(
         return skip(Skip.ACTIVATION_IN_FLIGHT, "an activation is queued or running")
     if trigger is Trigger.MANUAL:
         return Decision(host.id, ACTIVATE, "activation requested by an admin")
-    if host.status not in RECOVERABLE_STATUSES:
+    if host.status is HostStatus.ERROR:
+        if now is None or host.error_until is None or now < host.error_until:
+            until = host.error_until.isoformat() if host.error_until else "an admin activates it"
+            return skip(Skip.ERROR_PERIOD, f"in error for failed VM launches until {until}")
+    elif host.status not in RECOVERABLE_STATUSES:
         return skip(Skip.HAS_PROBLEMS, f"status {host.status.value} is not recovered automatically")
     if not host.autorecovery:
         return skip(Skip.AUTORECOVERY_OFF, "autorecovery is off for this host; activate it by hand")
@@ -146,6 +155,12 @@ def decide(
         )
     if not assessment.is_healthy:
         return skip(_problem_skip(assessment), _problems_text(assessment))
+    waiting = sorted(cluster.storage_domains & gates.inactive_domains) if cluster else []
+    if waiting:
+        return skip(
+            Skip.STORAGE_DOMAIN_INACTIVE,
+            f"waiting for storage domain {', '.join(waiting)} to be activated first",
+        )
     if now is not None:
         pause = gates.pause_for(host.cluster_id, now)
         if pause is not None:
@@ -187,7 +202,8 @@ def evaluate(
     assessment = assess(report, cluster, now, max_report_age_s)
     change = transition(host, assessment)
     after = apply(host, change)
-    return Evaluation(after, assessment, change, decide(after, assessment, Trigger.AUTO, gates, now))
+    decision = decide(after, assessment, Trigger.AUTO, gates, now, cluster)
+    return Evaluation(after, assessment, change, decision)
 
 
 def recheck(
@@ -196,6 +212,7 @@ def recheck(
     trigger: Trigger,
     gates: Gates = NO_GATES,
     now: datetime | None = None,
+    cluster: Cluster | None = None,
 ) -> Decision:
     """Decide inside a running activation, on the fresh report it just pulled.
 
@@ -206,4 +223,4 @@ def recheck(
         return Decision(host.id, Skip.ALREADY_UP.value, "host is already up; nothing to do")
     if host.status is HostStatus.INITIALIZING:
         host = replace(host, status=HostStatus.NON_OPERATIONAL)
-    return decide(replace(host, in_flight=False), assessment, trigger, gates, now)
+    return decide(replace(host, in_flight=False), assessment, trigger, gates, now, cluster)

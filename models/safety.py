@@ -40,6 +40,8 @@ class Gates:
 
     pauses: Mapping[str, Pause] = field(default_factory=dict)
     observer_block: str | None = None
+    #: Storage domains out of service (not in maintenance): their hosts wait for them first.
+    inactive_domains: frozenset[str] = frozenset()
 
     def pause_for(self, cluster_id: str, now: datetime) -> Pause | None:
         """The active pause that covers a cluster: the fleet's first, then the cluster's."""

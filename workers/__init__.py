@@ -25,6 +25,7 @@ MONITORING_QUEUE = "monitoring"
 ACTIVATION_QUEUE = "activation"
 TICK_TASK = "autorecovery.monitoring_tick"
 ACTIVATION_TASK = "autorecovery.init_vds_on_up"
+STORAGE_TASK = "autorecovery.activate_storage_domain"
 
 
 def make_app(settings: Settings) -> Celery:
@@ -41,13 +42,20 @@ def make_app(settings: Settings) -> Celery:
         task_track_started=True,
         task_queues=(Queue(MONITORING_QUEUE), Queue(ACTIVATION_QUEUE)),  # type: ignore[no-untyped-call]
         task_default_queue=MONITORING_QUEUE,
-        task_routes={TICK_TASK: {"queue": MONITORING_QUEUE},
-                     ACTIVATION_TASK: {"queue": ACTIVATION_QUEUE}},
+        task_routes={
+            TICK_TASK: {"queue": MONITORING_QUEUE},
+            ACTIVATION_TASK: {"queue": ACTIVATION_QUEUE},
+            STORAGE_TASK: {"queue": ACTIVATION_QUEUE},
+        },
         task_annotations={
             ACTIVATION_TASK: {
                 "soft_time_limit": settings.activation_soft_limit_s,
                 "time_limit": settings.activation_time_limit_s,
                 "max_retries": settings.task_max_retries,
+            },
+            STORAGE_TASK: {
+                "soft_time_limit": settings.activation_soft_limit_s,
+                "time_limit": settings.activation_time_limit_s,
             },
             TICK_TASK: {
                 "soft_time_limit": max(settings.tick_interval_s * 6, 60.0),
@@ -73,8 +81,7 @@ def enqueue_activation(activation_id: str, host_id: str, trigger: str, actor: st
     try:
         app.send_task(
             ACTIVATION_TASK,
-            kwargs={"host_id": host_id, "activation_id": activation_id, "trigger": trigger,
-                    "actor": actor},
+            kwargs={"host_id": host_id, "activation_id": activation_id, "trigger": trigger, "actor": actor},
             task_id=activation_id,
             queue=ACTIVATION_QUEUE,
             expires=settings.activation_queued_ttl_s,
@@ -83,11 +90,25 @@ def enqueue_activation(activation_id: str, host_id: str, trigger: str, actor: st
         raise BrokerUnavailable(f"broker refused the activation message: {exc}") from exc
 
 
+def enqueue_storage_activation(activation_id: str, sd_id: str, trigger: str, actor: str) -> None:
+    """Queue ``activate_storage_domain``; the Celery task id is the activation id."""
+    try:
+        app.send_task(
+            STORAGE_TASK,
+            kwargs={"sd_id": sd_id, "activation_id": activation_id, "trigger": trigger, "actor": actor},
+            task_id=activation_id,
+            queue=ACTIVATION_QUEUE,
+            expires=settings.activation_queued_ttl_s,
+        )
+    except OperationalError as exc:
+        raise BrokerUnavailable(f"broker refused the storage activation message: {exc}") from exc
+
+
 def container() -> Container:
     """Return this process's container, building it on first use."""
     global _container
     if _container is None:
-        _container = build(settings, enqueue_activation)
+        _container = build(settings, enqueue_activation, enqueue_storage_activation)
     return _container
 
 

@@ -14,7 +14,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from autorecovery import keys
 from models.errors import TransientError
-from workers import ACTIVATION_TASK, TICK_TASK, app, container
+from workers import ACTIVATION_TASK, STORAGE_TASK, TICK_TASK, app, container
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,8 @@ def backoff_s(retries: int, cap_s: float = 30.0) -> float:
 
 
 @app.task(  # type: ignore[untyped-decorator]
-    name=TICK_TASK, bind=True, ignore_result=True)
+    name=TICK_TASK, bind=True, ignore_result=True
+)
 def monitoring_tick(self: Task) -> dict[str, Any]:
     """Run one monitoring tick over the fleet and publish its summary."""
     deps = container()
@@ -49,7 +50,8 @@ def monitoring_tick(self: Task) -> dict[str, Any]:
 
 
 @app.task(  # type: ignore[untyped-decorator]
-    name=ACTIVATION_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+    name=ACTIVATION_TASK, bind=True, acks_late=True, reject_on_worker_lost=True
+)
 def init_vds_on_up(
     self: Task, host_id: str, activation_id: str, trigger: str = "auto", actor: str = "auto"
 ) -> dict[str, Any]:
@@ -65,4 +67,20 @@ def init_vds_on_up(
             service.give_up(activation_id, host_id, f"retries exhausted: {exc}")
             raise
         log.warning("host %s: activation %s retrying: %s", host_id, activation_id, exc)
+        raise self.retry(exc=exc, countdown=backoff_s(self.request.retries)) from exc
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name=STORAGE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True
+)
+def activate_storage_domain(
+    self: Task, sd_id: str, activation_id: str, trigger: str = "auto", actor: str = "auto"
+) -> dict[str, Any]:
+    """Activate one storage domain under its lock and fencing token."""
+    try:
+        return container().storage.run(activation_id, sd_id)
+    except TransientError as exc:
+        if self.request.retries >= (self.max_retries or 0):
+            raise
+        log.warning("storage domain %s: activation %s retrying: %s", sd_id, activation_id, exc)
         raise self.retry(exc=exc, countdown=backoff_s(self.request.retries)) from exc

@@ -21,7 +21,17 @@ from autorecovery.services import Clock
 from autorecovery.store import PG_REPOS, Repos
 from autorecovery.store.db import Conn, Database
 from models.assessment import assess
-from models.domain import ActivationState, Cluster, Host, HostStatus, Reason, Trigger
+from models.domain import (
+    ActivationState,
+    Cluster,
+    DomainStatus,
+    Host,
+    HostStatus,
+    Reason,
+    Trigger,
+    domains_by_status,
+    effective_cluster,
+)
 from models.errors import AgentUnavailable, LockServiceUnavailable, StaleFence
 from models.policy import Skip, recheck
 from models.safety import Gates, backoff_delay_s, is_flapping
@@ -169,6 +179,7 @@ class ActivationService:
             loaded = self.repos.hosts.get_host(conn, host_id)
             cluster = self.repos.hosts.get_cluster(conn, loaded[0].cluster_id) if loaded else None
             pauses = self.repos.safety.list_pauses(conn)
+            domains = self.repos.storage.all_domains(conn)
             if fence is None or loaded is None or cluster is None:
                 return None
             self.repos.audit.add(
@@ -189,7 +200,10 @@ class ActivationService:
             trigger.value,
             actor,
         )
-        return _Run(activation_id, loaded[0], cluster, fence, trigger, actor), Gates(pauses=pauses)
+        maintenance = domains_by_status(domains, DomainStatus.MAINTENANCE)
+        gates = Gates(pauses=pauses, inactive_domains=domains_by_status(domains, DomainStatus.INACTIVE))
+        run = _Run(activation_id, loaded[0], effective_cluster(cluster, maintenance), fence, trigger, actor)
+        return run, gates
 
     def _run_locked(self, activation_id: str, host_id: str, trigger: Trigger, actor: str) -> Outcome:
         begun = self._begin(activation_id, host_id, trigger, actor)
@@ -203,7 +217,7 @@ class ActivationService:
         report = self.agents.get_report(target, self.clock())
         now = self.clock()
         assessment = assess(report, run.cluster, now, self.report_max_age_s)
-        decision = recheck(run.host, assessment, trigger, gates, now)
+        decision = recheck(run.host, assessment, trigger, gates, now, run.cluster)
         if not decision.is_activate:
             return self._close(
                 run,
@@ -412,6 +426,19 @@ class ActivationService:
         """Backoff, reset and flap quarantine, in the closing transaction."""
         now = self.clock()
         host_id = run.host.id
+        if succeeded and run.host.status is HostStatus.ERROR:
+            # Back from error, healthy: its charges are forgotten.
+            cleared = self.repos.vmruns.clear_charges(conn, host_id)
+            self.repos.audit.add(
+                conn,
+                at=now,
+                object_type="host",
+                object_id=host_id,
+                event="charges_cleared",
+                actor=run.actor,
+                reason="recovered_from_error",
+                details={"charges": cleared},
+            )
         if succeeded:
             # A success resets the backoff; an admin's successful activation also ends quarantine.
             held = self.repos.safety.clear_holds(

@@ -13,7 +13,7 @@ from autorecovery.services.safety import load_view, pause_as_dict, plan_hosts
 from autorecovery.store import PG_REPOS, Repos
 from autorecovery.store.db import Database
 from autorecovery.store.rows import report_as_dict
-from models.domain import Cluster, Host, HostStatus, Report, Trigger
+from models.domain import Cluster, Host, HostStatus, Report, Trigger, effective_cluster
 from models.errors import BadReport, BrokerUnavailable, Conflict, InvalidInput, NotFound
 from models.policy import evaluate
 from models.report import parse_report
@@ -56,6 +56,16 @@ class FleetService:
         now = self.clock()
         with self.db.transaction() as conn:
             created = self.repos.hosts.upsert_cluster(conn, cluster)
+            for sd_id in self.repos.storage.ensure(conn, cluster.storage_domains, now):
+                self.repos.audit.add(
+                    conn,
+                    at=now,
+                    object_type="storage_domain",
+                    object_id=sd_id,
+                    event="storage_domain_registered",
+                    actor=actor,
+                    details={"cluster": cluster.id},
+                )
             self.repos.audit.add(
                 conn,
                 at=now,
@@ -217,6 +227,7 @@ class FleetService:
             recent = self.repos.activations.recent(conn, host_id)
             view = load_view(conn, self.repos, now)
         assert cluster is not None
+        cluster = effective_cluster(cluster, view.maintenance_domains)
         ev = evaluate(host, report, cluster, now, self.report_max_age_s, view.gates)
         why = {"code": ev.decision.code, "detail": ev.decision.detail}
         if ev.decision.is_activate and row["last_decision"] == "capped":

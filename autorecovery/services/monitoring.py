@@ -18,9 +18,18 @@ from autorecovery.services import Clock, Enqueuer
 from autorecovery.store import PG_REPOS, Repos
 from autorecovery.store.db import STATEMENTS, Database
 from autorecovery.store.hosts import HostRow
-from models.domain import Cluster, Host, HostStatus, Report, Trigger
+from models.domain import (
+    Cluster,
+    DomainStatus,
+    Host,
+    HostStatus,
+    Report,
+    Trigger,
+    domains_by_status,
+    effective_cluster,
+)
 from models.errors import BrokerUnavailable
-from models.policy import RECOVERABLE_STATUSES, Decision, Evaluation, Skip, evaluate
+from models.policy import AUTO_ACTIVATABLE, Decision, Evaluation, Skip, evaluate
 from models.safety import Candidate, CapPolicy, Gates, admit, observer_block
 
 log = logging.getLogger(__name__)
@@ -42,6 +51,7 @@ class TickConfig:
     quiet_period: bool = True
     incident_min_hosts: int = 3
     incident_window_s: float = 300.0
+    sd_inactive_after_s: float = 60.0
 
     @property
     def gap_s(self) -> float:
@@ -116,6 +126,7 @@ class MonitoringService:
         clock: Clock,
         repos: Repos = PG_REPOS,
         redis_ping: Callable[[], bool] = lambda: True,
+        queue_domains: Callable[[], list[str]] = lambda: [],
     ) -> None:
         self.db = db
         self.repos = repos
@@ -124,6 +135,7 @@ class MonitoringService:
         self.cfg = cfg
         self.clock = clock
         self.redis_ping = redis_ping
+        self.queue_domains = queue_domains
 
     def tick(self) -> TickResult:
         """Run one monitoring tick over the whole fleet; safe to run twice at once."""
@@ -138,14 +150,25 @@ class MonitoringService:
                 queued_before=now - timedelta(seconds=self.cfg.queued_ttl_s),
                 running_before=now - timedelta(seconds=self.cfg.reap_running_after_s),
             )
-            clusters = self.repos.hosts.all_clusters(conn)
+            self.repos.storage.reap_activations(
+                conn,
+                now=now,
+                queued_before=now - timedelta(seconds=self.cfg.queued_ttl_s),
+                running_before=now - timedelta(seconds=self.cfg.reap_running_after_s),
+            )
+            domains = self.repos.storage.all_domains(conn)
+            maintenance = domains_by_status(domains, DomainStatus.MAINTENANCE)
+            clusters = {
+                cid: effective_cluster(c, maintenance)
+                for cid, c in self.repos.hosts.all_clusters(conn).items()
+            }
             pauses = self.repos.safety.active_pauses(conn, now)
             observer = self.repos.safety.observer_state(conn)
         for row in reaped:
             log.warning("host %s: activation %s abandoned (was %s)", row["host_id"], row["id"], row["was"])
         result.reaped = len(reaped)
         quiet = is_quiet(observer.get("last_full_tick_at"), now, self.cfg)
-        gates = Gates(pauses=pauses)
+        gates = Gates(pauses=pauses, inactive_domains=domains_by_status(domains, DomainStatus.INACTIVE))
         candidates: list[tuple[Candidate, Decision]] = []
         observed = 0
         after = ""
@@ -175,6 +198,17 @@ class MonitoringService:
                 since=now - timedelta(seconds=self.cfg.incident_window_s),
                 min_hosts=self.cfg.incident_min_hosts,
             )
+            moved = self.repos.storage.follow_monitoring(
+                conn,
+                now=now,
+                fresh_after=now - timedelta(seconds=self.cfg.report_max_age_s),
+                inactive_before=now - timedelta(seconds=self.cfg.sd_inactive_after_s),
+            )
+        for sd in moved:
+            log.warning("storage domain %s: %s -> %s", sd["id"], sd["from_status"], sd["to_status"])
+        queued = self.queue_domains() if result.gate is None else []
+        if queued:
+            log.info("tick: storage domain activations queued: %s", ", ".join(queued))
         for inc in changes:
             log.warning(
                 "cluster %s: %s for %s %s (%s hosts)",
@@ -273,7 +307,7 @@ class MonitoringService:
                 trigger=Trigger.AUTO.value,
                 actor=AUTO_ACTOR,
                 now=now,
-                statuses=[s.value for s in RECOVERABLE_STATUSES],
+                statuses=[s.value for s in AUTO_ACTIVATABLE],
                 reason="fresh report shows no problem",
             )
             decided = {c.host_id: d for c, d in candidates}

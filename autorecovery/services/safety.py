@@ -12,7 +12,7 @@ from autorecovery.services import Clock
 from autorecovery.store import PG_REPOS, Repos
 from autorecovery.store.db import Conn, Database
 from autorecovery.store.hosts import HostRow
-from models.domain import Cluster
+from models.domain import Cluster, DomainStatus, domains_by_status, effective_cluster
 from models.errors import InvalidInput, NotFound
 from models.policy import Skip, evaluate
 from models.safety import FLEET, Candidate, CapPolicy, Gates, Pause, admit
@@ -29,6 +29,7 @@ class SafetyView:
     observer: dict[str, Any]
     in_flight: dict[str, int]
     sizes: dict[str, int]
+    maintenance_domains: frozenset[str] = frozenset()
 
     def as_dict(self) -> dict[str, Any]:
         """Present the view as JSON."""
@@ -58,9 +59,19 @@ def load_view(conn: Conn, repos: Repos, now: datetime) -> SafetyView:
     """Load pauses in force, the last tick's gate and the activations in flight."""
     pauses = {s: p for s, p in repos.safety.list_pauses(conn).items() if p.is_active(now)}
     observer = repos.safety.observer_state(conn)
-    gates = Gates(pauses=pauses, observer_block=observer.get("gate"))
+    domains = repos.storage.all_domains(conn)
+    gates = Gates(
+        pauses=pauses,
+        observer_block=observer.get("gate"),
+        inactive_domains=domains_by_status(domains, DomainStatus.INACTIVE),
+    )
     return SafetyView(
-        gates, pauses, observer, repos.safety.in_flight_by_cluster(conn), repos.safety.cluster_sizes(conn)
+        gates,
+        pauses,
+        observer,
+        repos.safety.in_flight_by_cluster(conn),
+        repos.safety.cluster_sizes(conn),
+        domains_by_status(domains, DomainStatus.MAINTENANCE),
     )
 
 
@@ -73,8 +84,9 @@ def plan_hosts(
     caps: CapPolicy,
 ) -> list[dict[str, Any]]:
     """Say what the next tick would do for each host, caps included, from the same policy code."""
+    effective = {cid: effective_cluster(c, view.maintenance_domains) for cid, c in clusters.items()}
     evaluations = [
-        evaluate(host, report, clusters[host.cluster_id], now, report_max_age_s, view.gates)
+        evaluate(host, report, effective[host.cluster_id], now, report_max_age_s, view.gates)
         for host, report, _ in rows
     ]
     candidates = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from autorecovery.store import activations, audit, hosts, safety
+from autorecovery.store import activations, audit, hosts, safety, storage, vmruns
 from autorecovery.store.db import Database, migrate
 
 
@@ -21,8 +21,12 @@ class Repos:
     activations: Any
     audit: Any
     safety: Any
+    storage: Any
+    vmruns: Any
 
 
-PG_REPOS = Repos(hosts=hosts, activations=activations, audit=audit, safety=safety)
+PG_REPOS = Repos(
+    hosts=hosts, activations=activations, audit=audit, safety=safety, storage=storage, vmruns=vmruns
+)
 
 __all__ = ["PG_REPOS", "Database", "Repos", "migrate"]

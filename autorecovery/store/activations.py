@@ -32,9 +32,15 @@ class ActivationRow:
     def as_dict(self) -> dict[str, Any]:
         """Present the activation as JSON."""
         return {
-            "id": self.id, "host_id": self.host_id, "trigger": self.trigger, "actor": self.actor,
-            "state": self.state, "fence": self.fence, "outcome": self.outcome,
-            "reason": self.reason, "detail": self.detail,
+            "id": self.id,
+            "host_id": self.host_id,
+            "trigger": self.trigger,
+            "actor": self.actor,
+            "state": self.state,
+            "fence": self.fence,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "detail": self.detail,
             "queued_at": self.queued_at.isoformat(),
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "ended_at": self.ended_at.isoformat() if self.ended_at else None,
@@ -79,8 +85,14 @@ def create_many(
             FROM ins)
         SELECT id, host_id FROM ins
         """,
-        {"rows": Jsonb([{"id": a, "host_id": h} for a, h in items]), "trigger": trigger,
-         "actor": actor, "now": now, "statuses": list(statuses), "reason": reason},
+        {
+            "rows": Jsonb([{"id": a, "host_id": h} for a, h in items]),
+            "trigger": trigger,
+            "actor": actor,
+            "now": now,
+            "statuses": list(statuses),
+            "reason": reason,
+        },
     ).fetchall()
     return [(row["id"], row["host_id"]) for row in rows]
 
@@ -153,8 +165,15 @@ def finish(
         WHERE id = %(id)s AND state IN ('queued', 'running')
           AND (%(fence)s::bigint IS NULL OR fence = %(fence)s)
         """,
-        {"id": activation_id, "state": state, "outcome": outcome, "reason": reason,
-         "detail": detail, "now": now, "fence": fence},
+        {
+            "id": activation_id,
+            "state": state,
+            "outcome": outcome,
+            "reason": reason,
+            "detail": detail,
+            "now": now,
+            "fence": fence,
+        },
     )
     return cur.rowcount == 1
 

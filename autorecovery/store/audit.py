@@ -28,8 +28,15 @@ def add(
         INSERT INTO audit_log (at, object_type, object_id, event, actor, reason, details)
         VALUES (%(at)s, %(type)s, %(id)s, %(event)s, %(actor)s, %(reason)s, %(details)s)
         """,
-        {"at": at, "type": object_type, "id": object_id, "event": event, "actor": actor,
-         "reason": reason, "details": Jsonb(details or {})},
+        {
+            "at": at,
+            "type": object_type,
+            "id": object_id,
+            "event": event,
+            "actor": actor,
+            "reason": reason,
+            "details": Jsonb(details or {}),
+        },
     )
 
 
@@ -57,6 +64,13 @@ def query(
           AND (%(before)s::bigint IS NULL OR id < %(before)s)
         ORDER BY id DESC LIMIT %(limit)s
         """,
-        {"type": object_type, "oid": object_id, "actor": actor, "event": event, "since": since,
-         "before": before_id, "limit": limit},
+        {
+            "type": object_type,
+            "oid": object_id,
+            "actor": actor,
+            "event": event,
+            "since": since,
+            "before": before_id,
+            "limit": limit,
+        },
     ).fetchall()

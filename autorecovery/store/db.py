@@ -36,9 +36,9 @@ class StatementCounter:
 STATEMENTS = StatementCounter()
 
 
-def run(conn: Conn, query: LiteralString, params: dict[str, Any] | None = None) -> psycopg.Cursor[
-    dict[str, Any]
-]:
+def run(
+    conn: Conn, query: LiteralString, params: dict[str, Any] | None = None
+) -> psycopg.Cursor[dict[str, Any]]:
     """Execute one parameterised statement on ``conn`` and count it."""
     STATEMENTS.add()
     return conn.execute(query, params)

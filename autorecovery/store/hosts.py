@@ -122,8 +122,7 @@ def list_hosts(
           AND (%(auto)s::boolean IS NULL OR h.autorecovery = %(auto)s)
         ORDER BY h.id LIMIT %(limit)s
         """,
-        {"after": after, "status": status, "cluster": cluster_id, "auto": autorecovery,
-         "limit": limit},
+        {"after": after, "status": status, "cluster": cluster_id, "auto": autorecovery, "limit": limit},
     ).fetchall()
     return _host_rows(rows)
 
@@ -160,9 +159,7 @@ def upsert_reports(conn: Conn, reports: Sequence[Report], received_at: datetime)
     return cur.rowcount
 
 
-def apply_transitions(
-    conn: Conn, changes: Sequence[Transition], now: datetime, actor: str
-) -> list[str]:
+def apply_transitions(conn: Conn, changes: Sequence[Transition], now: datetime, actor: str) -> list[str]:
     """Apply status changes guarded by the expected status, auditing each; return changed ids."""
     if not changes:
         return []
@@ -189,8 +186,14 @@ def apply_transitions(
         {
             "rows": Jsonb(
                 [
-                    {"host_id": c.host_id, "expected": c.expected.value, "status": c.status.value,
-                     "reason": c.reason, "detail": c.detail, "subject": c.subject}
+                    {
+                        "host_id": c.host_id,
+                        "expected": c.expected.value,
+                        "status": c.status.value,
+                        "reason": c.reason,
+                        "detail": c.detail,
+                        "subject": c.subject,
+                    }
                     for c in changes
                 ]
             ),
@@ -215,9 +218,7 @@ def record_decisions(conn: Conn, decisions: Sequence[Decision], now: datetime) -
                                     OR h.last_decision_detail IS DISTINCT FROM v.detail)
         """,
         {
-            "rows": Jsonb(
-                [{"host_id": d.host_id, "code": d.code, "detail": d.detail} for d in decisions]
-            ),
+            "rows": Jsonb([{"host_id": d.host_id, "code": d.code, "detail": d.detail} for d in decisions]),
             "now": now,
         },
     )
@@ -238,8 +239,14 @@ def set_autorecovery(conn: Conn, host_id: str, enabled: bool) -> bool | None:
 
 
 def set_status(
-    conn: Conn, host_id: str, status: str, reason: str | None, detail: str | None, now: datetime,
-    *, fence: int | None = None,
+    conn: Conn,
+    host_id: str,
+    status: str,
+    reason: str | None,
+    detail: str | None,
+    now: datetime,
+    *,
+    fence: int | None = None,
 ) -> bool:
     """Set a host's status; with ``fence``, only while the host's fence is still that token."""
     cur = run(
@@ -250,8 +257,7 @@ def set_status(
                                      ELSE %(now)s END
         WHERE id = %(id)s AND (%(fence)s::bigint IS NULL OR fence = %(fence)s)
         """,
-        {"id": host_id, "status": status, "reason": reason, "detail": detail, "now": now,
-         "fence": fence},
+        {"id": host_id, "status": status, "reason": reason, "detail": detail, "now": now, "fence": fence},
     )
     return cur.rowcount == 1
 

@@ -47,15 +47,19 @@ def set_pause(conn: Conn, pause: Pause) -> None:
         ON CONFLICT (scope) DO UPDATE SET reason = EXCLUDED.reason, owner = EXCLUDED.owner,
             created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
         """,
-        {"scope": pause.scope, "reason": pause.reason, "owner": pause.owner,
-         "created": pause.created_at, "expires": pause.expires_at},
+        {
+            "scope": pause.scope,
+            "reason": pause.reason,
+            "owner": pause.owner,
+            "created": pause.created_at,
+            "expires": pause.expires_at,
+        },
     )
 
 
 def lift_pause(conn: Conn, scope: str) -> Pause | None:
     """Delete a scope's pause; return it, or None when there was none."""
-    row = run(conn, "DELETE FROM pauses WHERE scope = %(scope)s RETURNING *",
-              {"scope": scope}).fetchone()
+    row = run(conn, "DELETE FROM pauses WHERE scope = %(scope)s RETURNING *", {"scope": scope}).fetchone()
     return _pause(row) if row else None
 
 
@@ -65,9 +69,7 @@ def observer_state(conn: Conn) -> dict[str, Any]:
     return dict(row) if row else {}
 
 
-def record_observer(
-    conn: Conn, *, now: datetime, gate: str | None, silent: int, observed: int
-) -> None:
+def record_observer(conn: Conn, *, now: datetime, gate: str | None, silent: int, observed: int) -> None:
     """Record a full tick: its time, its gate (None when activations were allowed), its counts."""
     run(
         conn,
@@ -103,9 +105,7 @@ def cluster_sizes(conn: Conn) -> dict[str, int]:
     return {row["cluster_id"]: int(row["n"]) for row in rows}
 
 
-def record_failure(
-    conn: Conn, host_id: str, fence: int, next_attempt_at: datetime
-) -> int | None:
+def record_failure(conn: Conn, host_id: str, fence: int, next_attempt_at: datetime) -> int | None:
     """Count a failed automatic activation and set when to try next; return the failures."""
     row = run(
         conn,
@@ -175,9 +175,7 @@ def quarantine(conn: Conn, host_id: str, now: datetime, reason: str) -> bool:
     return cur.rowcount == 1
 
 
-def track_incidents(
-    conn: Conn, *, now: datetime, since: datetime, min_hosts: int
-) -> list[dict[str, Any]]:
+def track_incidents(conn: Conn, *, now: datetime, since: datetime, min_hosts: int) -> list[dict[str, Any]]:
     """Open an incident where ``min_hosts`` of a cluster went out for one storage domain or
     network since ``since``; close those whose subject no host is out for any more.
 
@@ -219,6 +217,4 @@ def track_incidents(
 
 def open_incidents(conn: Conn) -> list[dict[str, Any]]:
     """Return the incidents still open."""
-    return run(
-        conn, "SELECT * FROM incidents WHERE closed_at IS NULL ORDER BY opened_at"
-    ).fetchall()
+    return run(conn, "SELECT * FROM incidents WHERE closed_at IS NULL ORDER BY opened_at").fetchall()

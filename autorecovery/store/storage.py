@@ -1,0 +1,286 @@
+"""Storage domains: rows, status from monitoring, and their own fenced activations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from autorecovery.store.db import Conn, run
+from models.domain import DomainStatus, StorageDomain
+
+
+def _domain(row: dict[str, Any]) -> StorageDomain:
+    return StorageDomain(
+        id=row["id"],
+        status=DomainStatus(row["status"]),
+        autorecovery=row["autorecovery"],
+        fence=row["fence"],
+        last_seen_at=row["last_seen_at"],
+        status_changed_at=row["status_changed_at"],
+        detail=row["detail"],
+    )
+
+
+def ensure(conn: Conn, sd_ids: Iterable[str], now: datetime) -> list[str]:
+    """Register storage domains named by a cluster (active, autorecovery on); return new ones."""
+    ids = sorted(set(sd_ids))
+    if not ids:
+        return []
+    rows = run(
+        conn,
+        """
+        INSERT INTO storage_domains (id, last_seen_at, status_changed_at)
+        SELECT unnest(%(ids)s::text[]), %(now)s, %(now)s
+        ON CONFLICT (id) DO NOTHING RETURNING id
+        """,
+        {"ids": ids, "now": now},
+    ).fetchall()
+    return [r["id"] for r in rows]
+
+
+def get(conn: Conn, sd_id: str) -> StorageDomain | None:
+    """Return one storage domain, or None."""
+    row = run(conn, "SELECT * FROM storage_domains WHERE id = %(id)s", {"id": sd_id}).fetchone()
+    return _domain(row) if row else None
+
+
+def all_domains(conn: Conn) -> dict[str, StorageDomain]:
+    """Return every storage domain by id."""
+    rows = run(conn, "SELECT * FROM storage_domains ORDER BY id").fetchall()
+    return {r["id"]: _domain(r) for r in rows}
+
+
+def clusters_of(conn: Conn, sd_id: str) -> list[str]:
+    """Return the clusters a storage domain is attached to."""
+    rows = run(
+        conn, "SELECT id FROM clusters WHERE %(id)s = ANY(storage_domains) ORDER BY id", {"id": sd_id}
+    ).fetchall()
+    return [r["id"] for r in rows]
+
+
+def set_autorecovery(conn: Conn, sd_id: str, enabled: bool) -> bool:
+    """Set a storage domain's autorecovery flag; False for an unknown domain."""
+    cur = run(
+        conn,
+        "UPDATE storage_domains SET autorecovery = %(on)s WHERE id = %(id)s",
+        {"id": sd_id, "on": enabled},
+    )
+    return cur.rowcount == 1
+
+
+def set_status(
+    conn: Conn,
+    sd_id: str,
+    status: str,
+    detail: str | None,
+    now: datetime,
+    *,
+    fence: int | None = None,
+) -> bool:
+    """Set a domain's status; with ``fence``, only while its fence is still that token."""
+    cur = run(
+        conn,
+        """
+        UPDATE storage_domains SET status = %(status)s, detail = %(detail)s,
+            status_changed_at = CASE WHEN status = %(status)s THEN status_changed_at ELSE %(now)s END,
+            last_seen_at = CASE WHEN %(status)s = 'active' THEN %(now)s ELSE last_seen_at END
+        WHERE id = %(id)s AND (%(fence)s::bigint IS NULL OR fence = %(fence)s)
+        """,
+        {"id": sd_id, "status": status, "detail": detail, "now": now, "fence": fence},
+    )
+    return cur.rowcount == 1
+
+
+def follow_monitoring(
+    conn: Conn, *, now: datetime, fresh_after: datetime, inactive_before: datetime
+) -> list[dict[str, Any]]:
+    """Update every domain from the latest reports in one statement, auditing each change.
+
+    A domain an up host reached with a fresh report is seen now (and ``active`` again if it was
+    ``inactive``); an ``active`` domain no up host has reached since ``inactive_before`` goes
+    ``inactive``. ``maintenance`` is never left here.
+
+    Returns:
+        The changes, each with ``id``, ``from`` and ``to``.
+    """
+    return run(
+        conn,
+        """
+        WITH seen AS (
+            SELECT DISTINCT e.key AS sd_id
+            FROM reports r JOIN hosts h ON h.id = r.host_id,
+                 jsonb_each(r.storage_domains) AS e
+            WHERE h.status = 'up' AND r.agent_reachable AND r.reported_at >= %(fresh)s
+              AND e.value = 'true'::jsonb),
+        cur AS (
+            SELECT d.id, d.status AS old_status, (s.sd_id IS NOT NULL) AS is_seen,
+                   CASE WHEN d.status = 'inactive' AND s.sd_id IS NOT NULL THEN 'active'
+                        WHEN d.status = 'active' AND s.sd_id IS NULL
+                             AND (d.last_seen_at IS NULL OR d.last_seen_at < %(inactive_before)s)
+                        THEN 'inactive'
+                        ELSE d.status END AS new_status,
+                   d.last_seen_at
+            FROM storage_domains d LEFT JOIN seen s ON s.sd_id = d.id),
+        upd AS (
+            UPDATE storage_domains d SET
+                last_seen_at = CASE WHEN cur.is_seen THEN %(now)s ELSE d.last_seen_at END,
+                status = cur.new_status,
+                status_changed_at = CASE WHEN cur.new_status <> cur.old_status THEN %(now)s
+                                         ELSE d.status_changed_at END,
+                detail = CASE WHEN cur.new_status = cur.old_status THEN d.detail
+                              WHEN cur.new_status = 'active' THEN 'reached by an up host again'
+                              ELSE 'no up host reached it since '
+                                   || coalesce(cur.last_seen_at::text, 'registration') END
+            FROM cur WHERE d.id = cur.id AND (cur.is_seen OR cur.new_status <> cur.old_status)
+            RETURNING d.id, cur.old_status, cur.new_status, d.detail),
+        aud AS (
+            INSERT INTO audit_log (at, object_type, object_id, event, actor, reason, details)
+            SELECT %(now)s, 'storage_domain', id, 'status_changed', 'auto', detail,
+                   jsonb_build_object('from', old_status, 'to', new_status)
+            FROM upd WHERE old_status <> new_status)
+        SELECT id, old_status AS from_status, new_status AS to_status FROM upd
+        WHERE old_status <> new_status
+        """,
+        {"now": now, "fresh": fresh_after, "inactive_before": inactive_before},
+    ).fetchall()
+
+
+def reachable_inactive(conn: Conn, fresh_after: datetime) -> list[str]:
+    """Inactive domains with autorecovery on that some host's fresh report reaches again."""
+    rows = run(
+        conn,
+        """
+        SELECT DISTINCT d.id FROM storage_domains d
+        JOIN reports r ON r.storage_domains -> d.id = 'true'::jsonb
+        WHERE d.status = 'inactive' AND d.autorecovery AND r.agent_reachable
+          AND r.reported_at >= %(fresh)s
+          AND NOT EXISTS (SELECT 1 FROM sd_activations a WHERE a.sd_id = d.id
+                          AND a.state IN ('queued', 'running'))
+        ORDER BY d.id
+        """,
+        {"fresh": fresh_after},
+    ).fetchall()
+    return [r["id"] for r in rows]
+
+
+def connect_targets(conn: Conn, sd_id: str, fresh_after: datetime) -> list[dict[str, Any]]:
+    """Hosts of the domain's clusters whose fresh report reaches it: up hosts first."""
+    return run(
+        conn,
+        """
+        SELECT h.id, h.agent_url, h.status FROM hosts h
+        JOIN clusters c ON c.id = h.cluster_id AND %(sd)s = ANY(c.storage_domains)
+        JOIN reports r ON r.host_id = h.id
+        WHERE r.agent_reachable AND r.reported_at >= %(fresh)s
+          AND r.storage_domains -> %(sd)s = 'true'::jsonb AND h.status <> 'maintenance'
+        ORDER BY (h.status = 'up') DESC, h.id
+        """,
+        {"sd": sd_id, "fresh": fresh_after},
+    ).fetchall()
+
+
+def queue_activation(
+    conn: Conn, activation_id: str, sd_id: str, *, trigger: str, actor: str, now: datetime
+) -> bool:
+    """Queue a domain activation unless one is in flight; audited. True when queued."""
+    row = run(
+        conn,
+        """
+        WITH ins AS (
+            INSERT INTO sd_activations (id, sd_id, trigger, actor, state, queued_at)
+            VALUES (%(id)s, %(sd)s, %(trigger)s, %(actor)s, 'queued', %(now)s)
+            ON CONFLICT DO NOTHING RETURNING id, sd_id),
+        aud AS (
+            INSERT INTO audit_log (at, object_type, object_id, event, actor, reason, details)
+            SELECT %(now)s, 'storage_domain', sd_id, 'activation_queued', %(actor)s, %(trigger)s,
+                   jsonb_build_object('activation_id', id) FROM ins)
+        SELECT id FROM ins
+        """,
+        {"id": activation_id, "sd": sd_id, "trigger": trigger, "actor": actor, "now": now},
+    ).fetchone()
+    return row is not None
+
+
+def in_flight(conn: Conn, sd_id: str) -> dict[str, Any] | None:
+    """Return the domain's queued or running activation, or None."""
+    return run(
+        conn,
+        "SELECT * FROM sd_activations WHERE sd_id = %(sd)s AND state IN ('queued', 'running')",
+        {"sd": sd_id},
+    ).fetchone()
+
+
+def get_activation(conn: Conn, activation_id: str) -> dict[str, Any] | None:
+    """Return one domain activation, or None."""
+    return run(conn, "SELECT * FROM sd_activations WHERE id = %(id)s", {"id": activation_id}).fetchone()
+
+
+def begin_activation(conn: Conn, activation_id: str, now: datetime) -> int | None:
+    """Mark the activation running and issue its fence (the domain's, bumped)."""
+    row = run(
+        conn,
+        """
+        WITH a AS (SELECT id, sd_id FROM sd_activations
+                   WHERE id = %(id)s AND state IN ('queued', 'running') FOR UPDATE),
+        f AS (UPDATE storage_domains d SET fence = d.fence + 1 FROM a WHERE d.id = a.sd_id
+              RETURNING d.fence)
+        UPDATE sd_activations SET state = 'running', fence = f.fence, started_at = %(now)s
+        FROM f, a WHERE sd_activations.id = a.id RETURNING sd_activations.fence
+        """,
+        {"id": activation_id, "now": now},
+    ).fetchone()
+    return None if row is None else int(row["fence"])
+
+
+def finish_activation(
+    conn: Conn,
+    activation_id: str,
+    *,
+    state: str,
+    outcome: str,
+    detail: str,
+    now: datetime,
+    fence: int | None,
+) -> bool:
+    """Close an in-flight domain activation; with ``fence``, only while it holds that token."""
+    cur = run(
+        conn,
+        """
+        UPDATE sd_activations SET state = %(state)s, outcome = %(outcome)s, detail = %(detail)s,
+            ended_at = %(now)s
+        WHERE id = %(id)s AND state IN ('queued', 'running')
+          AND (%(fence)s::bigint IS NULL OR fence = %(fence)s)
+        """,
+        {
+            "id": activation_id,
+            "state": state,
+            "outcome": outcome,
+            "detail": detail,
+            "now": now,
+            "fence": fence,
+        },
+    )
+    return cur.rowcount == 1
+
+
+def reap_activations(conn: Conn, *, now: datetime, queued_before: datetime, running_before: datetime) -> int:
+    """Abandon domain activations with no result in time, bumping the domain's fence."""
+    rows = run(
+        conn,
+        """
+        WITH stale AS (
+            SELECT id, sd_id FROM sd_activations
+            WHERE (state = 'queued' AND queued_at < %(queued_before)s)
+               OR (state = 'running' AND started_at < %(running_before)s)
+            FOR UPDATE SKIP LOCKED),
+        ab AS (UPDATE sd_activations a SET state = 'abandoned', outcome = 'abandoned',
+                   ended_at = %(now)s
+               FROM stale WHERE a.id = stale.id RETURNING a.sd_id),
+        f AS (UPDATE storage_domains d SET fence = d.fence + 1 FROM ab WHERE d.id = ab.sd_id
+              RETURNING d.id)
+        SELECT count(*) AS n FROM f
+        """,
+        {"now": now, "queued_before": queued_before, "running_before": running_before},
+    ).fetchone()
+    return int(rows["n"]) if rows else 0
