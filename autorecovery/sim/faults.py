@@ -23,6 +23,7 @@ class FaultKind(StrEnum):
     INIT_DELAY = "init_delay"
     REPORT_DELAY = "report_delay"
     VERSION = "version"
+    VM_FAIL = "vm_fail"
 
 
 #: Which optional parameters each fault kind takes; anything else given is refused.
@@ -35,6 +36,7 @@ PARAMETERS: dict[FaultKind, frozenset[str]] = {
     FaultKind.INIT_DELAY: frozenset({"seconds"}),
     FaultKind.REPORT_DELAY: frozenset({"seconds"}),
     FaultKind.VERSION: frozenset({"version"}),
+    FaultKind.VM_FAIL: frozenset({"detail"}),
 }
 
 
@@ -99,6 +101,8 @@ class Fault:
     init_fail: tuple[str, str] | None = None
     init_delay_s: float = 0.0
     report_delay_s: float = 0.0
+    #: VM launches fail here (something monitoring cannot see: a broken qemu, say).
+    vm_fail: str | None = None
 
     @property
     def is_clear(self) -> bool:
@@ -124,6 +128,8 @@ class Fault:
             shown["init_delay_s"] = self.init_delay_s
         if self.report_delay_s:
             shown["report_delay_s"] = self.report_delay_s
+        if self.vm_fail is not None:
+            shown["vm_fail"] = self.vm_fail
         return shown
 
     def apply(self, spec: FaultSpec) -> None:
@@ -146,6 +152,8 @@ class Fault:
             self.report_delay_s = spec.seconds or 0.0
         elif kind is FaultKind.VERSION:
             self.version = spec.version
+        elif kind is FaultKind.VM_FAIL:
+            self.vm_fail = spec.detail or "qemu-kvm: failed to start the VM"
 
     def clear(self, kind: FaultKind | None = None, target: str | None = None) -> None:
         """Clear one kind of fault (one target of it when given), or every fault."""
@@ -165,6 +173,8 @@ class Fault:
             self.report_delay_s = 0.0
         if kind is None or kind is FaultKind.VERSION:
             self.version = None
+        if kind is None or kind is FaultKind.VM_FAIL:
+            self.vm_fail = None
 
 
 def _discard(names: set[str], target: str | None) -> None:

@@ -19,6 +19,10 @@ logger = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 
 
+#: Memory a simulated VM takes from its host.
+VM_MEMORY_MB = 1024
+
+
 def utc_now() -> datetime:
     """Return the current time in UTC."""
     return datetime.now(UTC)
@@ -225,6 +229,18 @@ class Fleet:
         call.outcome, call.reason = "failed", failure[0]
         logger.debug("host %s init failed: %s", host_id, failure[0])
         return {"ok": False, "reason": failure[0], "detail": failure[1]}
+
+    def start_vm(self, host_id: str, vm_id: str) -> dict[str, object]:
+        """Start a VM on a host: it fails on a host with a vm_fail fault or a visible problem."""
+        host = self.host(host_id)
+        problem = host.problem(self.clusters[host.cluster])
+        if host.fault.vm_fail is not None or problem is not None:
+            error = host.fault.vm_fail or (problem[1] if problem else "cannot start VMs")
+            logger.debug("host %s: VM %s failed: %s", host_id, vm_id, error)
+            return {"ok": False, "error": error}
+        host.vms_running += 1
+        host.mem_free_mb = max(0, host.mem_free_mb - VM_MEMORY_MB)
+        return {"ok": True}
 
     async def connect(self, host_id: str, sd_id: str, fence: int) -> dict[str, object]:
         """Connect the host to a storage domain as its agent would, recording the call.

@@ -77,6 +77,14 @@ class InitBody(BaseModel):
     activation_id: StrictStr = Field(min_length=1, max_length=200)
 
 
+class VmBody(BaseModel):
+    """Body of ``POST /vms`` (a simulator extension: start a VM, as a scheduler would)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vm_id: StrictStr = Field(min_length=1, max_length=200)
+
+
 class ConnectBody(BaseModel):
     """Body of ``POST /storage-domains/{sd_id}/connect``."""
 
@@ -186,6 +194,12 @@ def _add_agent_routes(app: FastAPI, state: SimState) -> None:
         if fleet.host(host_id).fault.silent:
             return await _hang(request, state)
         return _json(await fleet.init(host_id, body.fence, body.activation_id))
+
+    @app.post("/agents/{host_id}/vms")
+    async def start_vm(host_id: str, body: VmBody, request: Request) -> Response:
+        if fleet.host(host_id).fault.silent:
+            return await _hang(request, state)
+        return _json(fleet.start_vm(host_id, body.vm_id))
 
     @app.post("/agents/{host_id}/storage-domains/{sd_id}/connect")
     async def connect(host_id: str, sd_id: str, body: ConnectBody, request: Request) -> Response:
