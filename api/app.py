@@ -19,11 +19,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api import errors
 from api.auth import load_tokens
 from api.deps import API_PREFIX, Services, reauthenticate
-from api.metrics import build_registry, read_last_tick
-from api.routes import activation, audit, clusters, health, hosts
+from api.metrics import build_registry, read_last_tick, read_safety
+from api.routes import activation, audit, clusters, health, hosts, safety
 from autorecovery import __version__
 from autorecovery.services import utcnow
 from autorecovery.services.fleet import FleetService
+from autorecovery.services.safety import SafetyService
 from autorecovery.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -66,17 +67,26 @@ def build_services(settings: Settings) -> Services:
 
     container = build(settings, workers.enqueue_activation)
     fleet = FleetService(
-        container.db, workers.enqueue_activation, report_max_age_s=settings.report_max_age_s, clock=utcnow
+        container.db,
+        workers.enqueue_activation,
+        report_max_age_s=settings.report_max_age_s,
+        clock=utcnow,
+        caps=settings.cap_policy(),
     )
     broker_url = settings.effective_broker_url or ""
     return Services(
         fleet=fleet,
+        safety=SafetyService(container.db, utcnow),
         probes={
             "postgresql": container.db.ping,
             "redis": container.redis.ping,
             "broker": lambda: ping_broker(broker_url),
         },
-        registry=build_registry(fleet.counts, lambda: read_last_tick(container.redis)),
+        registry=build_registry(
+            fleet.counts,
+            lambda: read_last_tick(container.redis),
+            lambda: read_safety(container.db, utcnow),
+        ),
         close=container.close,
     )
 
@@ -118,7 +128,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.state.tokens = tokens
     app.state.services = services
     errors.install(app, reauthenticate)
-    for module in (hosts, activation, clusters, audit):
+    for module in (hosts, activation, clusters, audit, safety):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router)
     app.add_middleware(BodyLimit)

@@ -15,6 +15,7 @@ from api.errors import ApiError
 from api.responses import ErrorOut
 from api.schemas import ID_PATTERN
 from autorecovery.services.fleet import FleetService
+from autorecovery.services.safety import SafetyService
 
 API_PREFIX = "/api/v1"
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -30,6 +31,7 @@ class Services:
     """The dependencies of one API process, built in the lifespan (or handed in by tests)."""
 
     fleet: FleetService
+    safety: SafetyService
     probes: dict[str, Callable[[], object]] = field(default_factory=dict)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     close: Callable[[], None] = field(default=lambda: None)
@@ -115,9 +117,14 @@ def _fleet(request: Request) -> FleetService:
     return services(request).fleet
 
 
+def _safety(request: Request) -> SafetyService:
+    return services(request).safety
+
+
 Viewer = Annotated[Principal, Depends(_viewer)]
 Admin = Annotated[Principal, Depends(_admin)]
 Fleet = Annotated[FleetService, Depends(_fleet)]
+Safety = Annotated[SafetyService, Depends(_safety)]
 HostId = Annotated[str, Path(pattern=ID_PATTERN, max_length=128, description="host id", examples=["h-0001"])]
 ClusterId = Annotated[
     str, Path(pattern=ID_PATTERN, max_length=128, description="cluster id", examples=["c-1"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -19,14 +20,18 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from autorecovery import keys
+from autorecovery.store import Database
+from autorecovery.store.metrics import safety_gauges
 from models.domain import HostStatus
 from models.errors import TransientError
 from models.policy import Skip
+from models.safety import FLEET
 
 log = logging.getLogger(__name__)
 
 Counts = Callable[[], dict[str, Any]]
 LastTick = Callable[[], dict[str, Any] | None]
+SafetyCounts = Callable[[], dict[str, Any]]
 
 
 def read_last_tick(client: redis.Redis) -> dict[str, Any] | None:
@@ -38,12 +43,25 @@ def read_last_tick(client: redis.Redis) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-class FleetCollector(Collector):
-    """Hosts by status, activations by trigger and outcome, lock skips, the last tick."""
+def read_safety(db: Database, clock: Callable[[], datetime]) -> dict[str, Any]:
+    """Count what gates automatic activation now, in one transaction."""
+    now = clock()
+    with db.transaction() as conn:
+        return safety_gauges(conn, now)
 
-    def __init__(self, counts: Counts, last_tick: LastTick) -> None:
+
+def gate_code(gate: str | None) -> str:
+    """The reason code of an observer gate (the text before ':'), or '' when there is none."""
+    return "" if not gate else gate.split(":", 1)[0].strip()
+
+
+class FleetCollector(Collector):
+    """Hosts by status, activations by trigger and outcome, lock skips, the last tick, safety."""
+
+    def __init__(self, counts: Counts, last_tick: LastTick, safety: SafetyCounts | None = None) -> None:
         self._counts = counts
         self._last_tick = last_tick
+        self._safety = safety
 
     def collect(self) -> Iterator[Metric]:
         """Read PostgreSQL and Redis and yield the metric families."""
@@ -54,12 +72,15 @@ class FleetCollector(Collector):
         )
         try:
             counts = self._counts()
+            safety = self._safety() if self._safety else None
         except TransientError as exc:
             log.warning("metrics: cannot read PostgreSQL: %s", exc)
             source_up.add_metric(["postgresql"], 0)
         else:
             source_up.add_metric(["postgresql"], 1)
             yield from _fleet_families(counts)
+            if safety is not None:
+                yield from _safety_families(safety)
         try:
             tick = self._last_tick()
         except (redis.RedisError, ValueError) as exc:
@@ -98,6 +119,63 @@ def _fleet_families(counts: dict[str, Any]) -> Iterator[Metric]:
     )
 
 
+def _gauge(name: str, text: str, value: object) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, text, value=float(value) if isinstance(value, int | float) else 0.0)
+
+
+def _safety_families(found: dict[str, Any]) -> Iterator[Metric]:
+    gate = found.get("gate")
+    gated = GaugeMetricFamily(
+        "autorecovery_observer_gated",
+        "1 while the observer holds every automatic activation (as of the last full tick); "
+        "reason: the gate's code, e.g. monitoring_stale, quiet_period, redis_unavailable",
+        labels=["reason"],
+    )
+    gated.add_metric([gate_code(gate)], 1.0 if gate else 0.0)
+    yield gated
+    yield _gauge(
+        "autorecovery_observer_silent_hosts",
+        "Hosts without fresh monitoring data at the last full tick",
+        found.get("silent_hosts"),
+    )
+    yield _gauge(
+        "autorecovery_observer_observed_hosts",
+        "Hosts monitored at the last full tick (maintenance excluded)",
+        found.get("observed_hosts"),
+    )
+    last = found.get("last_full_tick_at")
+    if isinstance(last, datetime):
+        yield _gauge(
+            "autorecovery_observer_last_full_tick_timestamp_seconds",
+            "When the last full tick ran (Unix time)",
+            last.timestamp(),
+        )
+    pauses = GaugeMetricFamily(
+        "autorecovery_pauses",
+        "1 for each pause in force: scope fleet (always reported) or a cluster id",
+        labels=["scope"],
+    )
+    scopes = set(found.get("pauses") or ())
+    for scope in sorted(scopes | {FLEET}):
+        pauses.add_metric([scope], 1.0 if scope in scopes else 0.0)
+    yield pauses
+    for key, name, text in (
+        ("quarantined", "autorecovery_hosts_quarantined", "Hosts in flap quarantine"),
+        ("in_backoff", "autorecovery_hosts_in_backoff", "Hosts waiting out a backoff"),
+        ("capped", "autorecovery_hosts_capped", "Hosts whose last decision was capped"),
+        ("incidents_open", "autorecovery_incidents_open", "Correlated-failure incidents still open"),
+    ):
+        yield _gauge(name, text, found.get(key))
+    in_flight = GaugeMetricFamily(
+        "autorecovery_activations_in_flight",
+        "Activations queued or running, by cluster",
+        labels=["cluster"],
+    )
+    for cluster, n in sorted((found.get("in_flight") or {}).items()):
+        in_flight.add_metric([cluster], float(n))
+    yield in_flight
+
+
 def _tick_families(tick: dict[str, Any] | None) -> Iterator[Metric]:
     if tick is None:
         return
@@ -117,8 +195,10 @@ def _tick_families(tick: dict[str, Any] | None) -> Iterator[Metric]:
             yield GaugeMetricFamily(name, text, value=float(value))
 
 
-def build_registry(counts: Counts, last_tick: LastTick) -> CollectorRegistry:
+def build_registry(
+    counts: Counts, last_tick: LastTick, safety: SafetyCounts | None = None
+) -> CollectorRegistry:
     """Return a private registry holding only the fleet collector (nothing is read until scraped)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(counts, last_tick))
+    registry.register(FleetCollector(counts, last_tick, safety))
     return registry

@@ -55,6 +55,64 @@ class HostPage(BaseModel):
     next_after: str | None
 
 
+class PauseOut(BaseModel):
+    """Automatic activation stopped fleet-wide (scope ``fleet``) or for one cluster."""
+
+    scope: str
+    reason: str
+    owner: str = Field(description="the token name that paused")
+    created_at: str
+    expires_at: str | None = Field(description="null: until an admin lifts it")
+
+
+class PauseList(BaseModel):
+    """The pauses in force."""
+
+    pauses: list[PauseOut]
+
+
+class Holds(BaseModel):
+    """What holds a host back from automatic activation besides its own state."""
+
+    failures: int = Field(description="failed automatic activations in a row")
+    next_attempt_at: str | None = Field(description="backoff: no automatic attempt before this")
+    quarantined_at: str | None
+    quarantine_reason: str | None
+    pause: PauseOut | None = Field(description="the pause that covers the host's cluster")
+    observer_gate: str | None = Field(description="why the observer stops automatic activation")
+
+
+class HoldsCleared(BaseModel):
+    """What an admin cleared on a host: the holds as they were just before."""
+
+    host_id: str
+    cleared: str = Field(description="quarantine_and_backoff or backoff")
+    previous: dict[str, Any]
+
+
+class Incident(BaseModel):
+    """Many hosts of a cluster out for one storage domain or network."""
+
+    id: int
+    cluster: str
+    reason: str
+    subject: str
+    hosts: int
+    opened_at: str
+
+
+class SafetyState(BaseModel):
+    """What gates automatic activation now: the observer, pauses, caps in use, incidents."""
+
+    gate: str | None = Field(description="why the observer stops automatic activation; null: it does not")
+    last_full_tick_at: str | None
+    silent_hosts: int
+    observed_hosts: int
+    pauses: list[PauseOut]
+    in_flight: dict[str, int] = Field(description="activations queued or running, by cluster")
+    incidents: list[Incident]
+
+
 class HostDetail(BaseModel):
     """A host with its latest assessment, last decision, and why it is not back."""
 
@@ -71,6 +129,7 @@ class HostDetail(BaseModel):
     problems: list[Problem]
     last_decision: Decision
     why_not_recovered: Decision | None
+    holds: Holds
     activation: dict[str, Any] | None
     recent_activations: list[dict[str, Any]]
 
@@ -123,6 +182,8 @@ class PlanEntry(BaseModel):
 class Plan(BaseModel):
     """The dry run of the next tick."""
 
+    gate: str | None = Field(description="why the observer stops automatic activation; null: it does not")
+    pauses: list[PauseOut]
     hosts: list[PlanEntry]
     activate: int
     skip: int

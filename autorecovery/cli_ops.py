@@ -1,4 +1,5 @@
-"""Operator commands over the HTTP API: ``autorecovery hosts …``, ``plan`` and ``audit``.
+"""Operator commands over the HTTP API: ``hosts …``, ``plan``, ``audit``, ``pause``, ``resume``
+and ``safety``.
 
 They call the API, never the database, so they work from any machine that reaches it. The URL
 comes from ``--api-url`` or AUTORECOVERY_API_URL; the bearer token from ``--token`` or
@@ -12,14 +13,15 @@ Exit codes:
     1  the operation failed: the activation ended and the host is not up; the API erred (5xx)
     2  usage or bad input: a wrong argument, or the API refused the input (400, 413, 422)
     3  timeout: ``activate --wait`` ran out of ``--timeout``, or the API did not answer in time
-    4  not found (404): no such host
+    4  not found (404): no such host or cluster; nothing to resume
     5  conflict (409): another activation holds the host, the host is already up, ...
     6  authentication (401: no or bad token) or permission (403: a viewer token on a write)
     7  unreachable: no answer from the API URL, or 502/503 (the API, or its PostgreSQL, Redis
        or broker, is down); nothing was done, retry later
 
-One module (over the usual size) because its four parts (API client, token resolution,
-rendering, argparse wiring) change together with the API; split it along those lines if it grows.
+One module (over the usual size) because its parts (API client, token resolution, rendering,
+the commands, argparse wiring) change together with the API; split it along those lines (the
+safety commands first) if it grows further.
 """
 
 from __future__ import annotations
@@ -57,10 +59,20 @@ IN_FLIGHT = frozenset({"queued", "running"})
 DEV_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name: ``autorecovery up`` writes it
 _TOKEN_CHARS = re.compile(r"[!-~]+")
 _RELATIVE = re.compile(r"(\d+)([smhd])")
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-_STATUS_STYLE = {"up": "green", "initializing": "cyan", "non_operational": "red",
-                 "non_responsive": "yellow", "error": "magenta", "maintenance": "blue",
-                 "succeeded": "green", "failed": "red", "skipped": "yellow", "abandoned": "red"}
+_STATUS_STYLE = {
+    "up": "green",
+    "initializing": "cyan",
+    "non_operational": "red",
+    "non_responsive": "yellow",
+    "error": "magenta",
+    "maintenance": "blue",
+    "succeeded": "green",
+    "failed": "red",
+    "skipped": "yellow",
+    "abandoned": "red",
+}
 
 
 class Exit(IntEnum):
@@ -117,7 +129,11 @@ def failure_from(response: httpx.Response, base_url: str) -> ApiFailure:
         503: f"retry later; {base_url}/readyz says which dependency is down",
     }
     hint = hints.get(status)
-    if code == "activation_in_flight":
+    if status == 404 and field == "cluster_id":
+        hint = "check the cluster id"
+    if code == "not_paused":
+        hint = "nothing to resume; `autorecovery safety` lists the pauses in force"
+    elif code == "activation_in_flight":
         holder = body.get("holder") or {}
         hint = f"follow it with `autorecovery hosts show {holder.get('host_id', 'ID')}`"
     elif code == "already_up":
@@ -132,16 +148,22 @@ def failure_from(response: httpx.Response, base_url: str) -> ApiFailure:
 class ApiClient:
     """JSON calls to ``<base_url>/api/v1``; every failure becomes an ApiFailure."""
 
-    def __init__(self, base_url: str, token: str | None, *,
-                 transport: httpx.BaseTransport | None = None,
-                 timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        timeout_s: float = REQUEST_TIMEOUT_S,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         headers = {"User-Agent": f"autorecovery-cli/{__version__}", "Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self._http = httpx.Client(base_url=self.base_url + API_PREFIX, headers=headers,
-                                  timeout=timeout_s, transport=transport)
+        self._http = httpx.Client(
+            base_url=self.base_url + API_PREFIX, headers=headers, timeout=timeout_s, transport=transport
+        )
 
     def __enter__(self) -> ApiClient:
         return self
@@ -149,8 +171,14 @@ class ApiClient:
     def __exit__(self, *_: object) -> None:
         self._http.close()
 
-    def call(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-             body: dict[str, Any] | None = None) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> Any:
         """Send one request; return its JSON (None for an empty answer).
 
         Raises:
@@ -163,8 +191,11 @@ class ApiClient:
         except httpx.ConnectTimeout as exc:
             raise self._unreachable(exc) from exc
         except httpx.TimeoutException as exc:
-            raise ApiFailure(Exit.TIMEOUT, f"{where}: no answer within {self.timeout_s:.0f}s",
-                             "retry; the API or its database may be overloaded") from exc
+            raise ApiFailure(
+                Exit.TIMEOUT,
+                f"{where}: no answer within {self.timeout_s:.0f}s",
+                "retry; the API or its database may be overloaded",
+            ) from exc
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from exc
         if not response.is_success:
@@ -174,13 +205,16 @@ class ApiClient:
         try:
             return response.json()
         except ValueError as exc:
-            raise ApiFailure(Exit.FAILED, f"{where}: the answer is not JSON",
-                             f"is {self.base_url} the autorecovery API?") from exc
+            raise ApiFailure(
+                Exit.FAILED, f"{where}: the answer is not JSON", f"is {self.base_url} the autorecovery API?"
+            ) from exc
 
     def _unreachable(self, exc: Exception) -> ApiFailure:
-        return ApiFailure(Exit.UNREACHABLE,
-                          f"cannot reach the API at {self.base_url} ({type(exc).__name__}: {exc})",
-                          "is the API running there? set --api-url or AUTORECOVERY_API_URL")
+        return ApiFailure(
+            Exit.UNREACHABLE,
+            f"cannot reach the API at {self.base_url} ({type(exc).__name__}: {exc})",
+            "is the API running there? set --api-url or AUTORECOVERY_API_URL",
+        )
 
 
 # -- Where to call, with which token ---------------------------------------------------------
@@ -222,11 +256,17 @@ def resolve(args: argparse.Namespace) -> tuple[str, str | None]:
                     token = dev_file.read_text(encoding="utf-8").strip()
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ApiFailure(Exit.USAGE, f"the API URL {url!r} is not an http(s) URL",
-                         "set --api-url or AUTORECOVERY_API_URL, e.g. http://127.0.0.1:8800")
+        raise ApiFailure(
+            Exit.USAGE,
+            f"the API URL {url!r} is not an http(s) URL",
+            "set --api-url or AUTORECOVERY_API_URL, e.g. http://127.0.0.1:8800",
+        )
     if token and not _TOKEN_CHARS.fullmatch(token):
-        raise ApiFailure(Exit.USAGE, f"the token from {source} has spaces or non-ASCII characters",
-                         "copy it again without them")
+        raise ApiFailure(
+            Exit.USAGE,
+            f"the token from {source} has spaces or non-ASCII characters",
+            "copy it again without them",
+        )
     return url, token or None
 
 
@@ -329,9 +369,17 @@ def cmd_hosts_list(api: ApiClient, args: argparse.Namespace, out: Output) -> int
     after = args.after
     while True:
         want = PAGE_SIZE if args.limit is None else min(PAGE_SIZE, args.limit - len(hosts))
-        page = api.call("GET", "/hosts", params={
-            "status": args.status, "cluster": args.cluster, "autorecovery": autorecovery,
-            "limit": want, "after": after})
+        page = api.call(
+            "GET",
+            "/hosts",
+            params={
+                "status": args.status,
+                "cluster": args.cluster,
+                "autorecovery": autorecovery,
+                "limit": want,
+                "after": after,
+            },
+        )
         hosts.extend(page["hosts"])
         after = page.get("next_after")
         if after is None or (args.limit is not None and len(hosts) >= args.limit):
@@ -339,14 +387,22 @@ def cmd_hosts_list(api: ApiClient, args: argparse.Namespace, out: Output) -> int
     if out.json_mode:
         out.data({"hosts": hosts, "next_after": after})
         return Exit.OK
-    table = _table("HOST", "CLUSTER", "STATUS", "REASON", "AUTORECOVERY", "REPORT AGE",
-                   "ACTIVATING", "LAST DECISION")
+    table = _table(
+        "HOST", "CLUSTER", "STATUS", "REASON", "AUTORECOVERY", "REPORT AGE", "ACTIVATING", "LAST DECISION"
+    )
     counts: dict[str, int] = {}
     for h in hosts:
         counts[h["status"]] = counts.get(h["status"], 0) + 1
-        table.add_row(_s(h["id"]), _s(h["cluster"]), _status(h["status"]), _s(h.get("reason")),
-                      _s("on" if h["autorecovery"] else "off"), _age(h.get("report_age_s")),
-                      _s("yes" if h.get("in_flight") else ""), _s(h.get("last_decision")))
+        table.add_row(
+            _s(h["id"]),
+            _s(h["cluster"]),
+            _status(h["status"]),
+            _s(h.get("reason")),
+            _s("on" if h["autorecovery"] else "off"),
+            _age(h.get("report_age_s")),
+            _s("yes" if h.get("in_flight") else ""),
+            _s(h.get("last_decision")),
+        )
     out.out.print(table)
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     more = f"; more after {after} (--after {after})" if after else ""
@@ -371,16 +427,19 @@ def cmd_hosts_show(api: ApiClient, args: argparse.Namespace, out: Output) -> int
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
     reason = f"  {h['reason']}: {h.get('detail') or ''}" if h.get("reason") else ""
-    grid.add_row("host", Text.assemble(Text(h["id"], style="bold"), "  ", _status(h["status"]),
-                                       reason))
+    grid.add_row("host", Text.assemble(Text(h["id"], style="bold"), "  ", _status(h["status"]), reason))
     grid.add_row("cluster", _s(h["cluster"]))
     grid.add_row("agent", _s(h["agent_url"]))
     grid.add_row("autorecovery", _s("on" if h["autorecovery"] else "off (only an admin activates it)"))
     grid.add_row("status since", _when(h.get("status_changed_at")))
     grid.add_row("report age", _age(h.get("report_age_s")))
     problems = h.get("problems") or []
-    grid.add_row("problems", Text("\n".join(f"{p['reason']}: {p['detail']}" for p in problems))
-                 if problems else Text("none", style="green"))
+    grid.add_row(
+        "problems",
+        Text("\n".join(f"{p['reason']}: {p['detail']}" for p in problems))
+        if problems
+        else Text("none", style="green"),
+    )
     last = h.get("last_decision") or {}
     if last.get("code"):
         at = f" (at {_when(last['at'])})" if last.get("at") else ""
@@ -388,20 +447,63 @@ def cmd_hosts_show(api: ApiClient, args: argparse.Namespace, out: Output) -> int
     why = h.get("why_not_recovered")
     if why:
         grid.add_row("why not up", _s(f"{why.get('code')}: {why.get('detail') or ''}"))
+    for label, text in _hold_lines(h.get("holds") or {}):
+        grid.add_row(label, Text(text, style="yellow"))
     running = h.get("activation")
     grid.add_row("activation", _activation_line(running) if running else _s("none running"))
     out.out.print(grid)
     recent = h.get("recent_activations") or []
     if recent:
         out.out.print()
-        table = _table("ACTIVATION", "TRIGGER", "ACTOR", "STATE", "OUTCOME", "DETAIL", "QUEUED",
-                       "ENDED", title="recent activations")
+        table = _table(
+            "ACTIVATION",
+            "TRIGGER",
+            "ACTOR",
+            "STATE",
+            "OUTCOME",
+            "DETAIL",
+            "QUEUED",
+            "ENDED",
+            title="recent activations",
+        )
         for a in recent:
-            table.add_row(_s(a["id"]), _s(a["trigger"]), _s(a["actor"]), _s(a["state"]),
-                          _s(a.get("outcome")), _s(a.get("detail")), _when(a.get("queued_at")),
-                          _when(a.get("ended_at")))
+            table.add_row(
+                _s(a["id"]),
+                _s(a["trigger"]),
+                _s(a["actor"]),
+                _s(a["state"]),
+                _s(a.get("outcome")),
+                _s(a.get("detail")),
+                _when(a.get("queued_at")),
+                _when(a.get("ended_at")),
+            )
         out.out.print(table)
     return Exit.OK
+
+
+def _hold_lines(holds: dict[str, Any]) -> list[tuple[str, str]]:
+    lines = []
+    if holds.get("quarantined_at"):
+        lines.append(
+            (
+                "quarantined",
+                f"since {_when(holds['quarantined_at'])}: "
+                f"{holds.get('quarantine_reason') or ''} (clear it with "
+                "`autorecovery hosts quarantine-clear ID`)",
+            )
+        )
+    if holds.get("next_attempt_at"):
+        lines.append(
+            (
+                "backoff",
+                f"{holds.get('failures', 0)} failed attempt(s); next after {_when(holds['next_attempt_at'])}",
+            )
+        )
+    if holds.get("pause"):
+        lines.append(("paused", _pause_text(holds["pause"])))
+    if holds.get("observer_gate"):
+        lines.append(("observer", holds["observer_gate"]))
+    return lines
 
 
 def cmd_hosts_activate(api: ApiClient, args: argparse.Namespace, out: Output) -> int:
@@ -414,10 +516,11 @@ def cmd_hosts_activate(api: ApiClient, args: argparse.Namespace, out: Output) ->
         if out.json_mode:
             out.data(answer)
         else:
-            out.say(f"activation {answer['activation_id']} of {answer['host_id']} queued "
-                    f"(Celery task id {answer['task_id']})")
-            out.say(f"follow it with `autorecovery hosts show {answer['host_id']}`, "
-                    "or use --wait next time")
+            out.say(
+                f"activation {answer['activation_id']} of {answer['host_id']} queued "
+                f"(Celery task id {answer['task_id']})"
+            )
+            out.say(f"follow it with `autorecovery hosts show {answer['host_id']}`, or use --wait next time")
         return Exit.OK
     timeout_s = DEFAULT_WAIT_S if args.timeout is None else args.timeout
     return wait_for_activation(api, out, answer, started + timeout_s, timeout_s)
@@ -430,8 +533,9 @@ def _find(host: dict[str, Any], activation_id: str) -> dict[str, Any] | None:
     return None
 
 
-def wait_for_activation(api: ApiClient, out: Output, answer: dict[str, Any], deadline: float,
-                        timeout_s: float) -> int:
+def wait_for_activation(
+    api: ApiClient, out: Output, answer: dict[str, Any], deadline: float, timeout_s: float
+) -> int:
     """Poll the host until the activation ends; exit 0 when the host is up, 1 if not, 3 on timeout."""
     host_id, activation_id = answer["host_id"], answer["activation_id"]
     record: dict[str, Any] = {"id": activation_id, "state": answer.get("state", "queued")}
@@ -446,9 +550,12 @@ def wait_for_activation(api: ApiClient, out: Output, answer: dict[str, Any], dea
                 record = _find(host, activation_id) or record
                 state = str(record.get("state"))
                 elapsed = time.monotonic() - started
-                line = Text.assemble(label, " ", _status(state) if state not in IN_FLIGHT
-                                     else Text(state, style="cyan"),
-                                     f" (host {host.get('status')}, {elapsed:.1f}s)")
+                line = Text.assemble(
+                    label,
+                    " ",
+                    _status(state) if state not in IN_FLIGHT else Text(state, style="cyan"),
+                    f" (host {host.get('status')}, {elapsed:.1f}s)",
+                )
                 if state != seen:
                     out.progress_line(line)
                     seen = state
@@ -460,13 +567,16 @@ def wait_for_activation(api: ApiClient, out: Output, answer: dict[str, Any], dea
                     if out.json_mode:
                         out.data({"activation": record, "host": host})
                     raise ApiFailure(
-                        Exit.TIMEOUT, f"activation {activation_id} of {host_id} is still {state} "
-                        f"after {timeout_s:g}s", "it goes on without us: follow it with "
-                        f"`autorecovery hosts show {host_id}`, or wait longer with --timeout")
+                        Exit.TIMEOUT,
+                        f"activation {activation_id} of {host_id} is still {state} after {timeout_s:g}s",
+                        "it goes on without us: follow it with "
+                        f"`autorecovery hosts show {host_id}`, or wait longer with --timeout",
+                    )
                 time.sleep(min(POLL_S, left))
     except KeyboardInterrupt:
-        out.err.print(f"stopped waiting; activation {activation_id} goes on: "
-                      f"`autorecovery hosts show {host_id}`")
+        out.err.print(
+            f"stopped waiting; activation {activation_id} goes on: `autorecovery hosts show {host_id}`"
+        )
         return 130
     if out.json_mode:
         out.data({"activation": record, "host": host})
@@ -476,22 +586,25 @@ def wait_for_activation(api: ApiClient, out: Output, answer: dict[str, Any], dea
     why = record.get("outcome") or state
     detail = f" ({record['detail']})" if record.get("detail") else ""
     reason = f" {host['reason']}" if host.get("reason") else ""
-    raise ApiFailure(Exit.FAILED, f"{host_id} is not up: activation {state}, {why}{detail}; the host "
-                     f"is {host.get('status')}{reason}",
-                     f"see why with `autorecovery hosts show {host_id}`")
+    raise ApiFailure(
+        Exit.FAILED,
+        f"{host_id} is not up: activation {state}, {why}{detail}; the host is {host.get('status')}{reason}",
+        f"see why with `autorecovery hosts show {host_id}`",
+    )
 
 
 def cmd_hosts_autorecovery(api: ApiClient, args: argparse.Namespace, out: Output) -> int:
     """Turn a host's autorecovery on or off."""
-    answer = api.call("PUT", _path(args.host_id) + "/autorecovery",
-                      body={"enabled": args.state == "on"})
+    answer = api.call("PUT", _path(args.host_id) + "/autorecovery", body={"enabled": args.state == "on"})
     if out.json_mode:
         out.data(answer)
     elif args.state == "on":
         out.say(f"{args.host_id}: autorecovery on (the next tick activates it once it is healthy)")
     else:
-        out.say(f"{args.host_id}: autorecovery off (only `autorecovery hosts activate "
-                f"{args.host_id}` brings it back)")
+        out.say(
+            f"{args.host_id}: autorecovery off (only `autorecovery hosts activate "
+            f"{args.host_id}` brings it back)"
+        )
     return Exit.OK
 
 
@@ -502,9 +615,49 @@ def cmd_hosts_maintenance(api: ApiClient, args: argparse.Namespace, out: Output)
     if out.json_mode:
         out.data(answer)
     else:
-        out.say(f"{args.host_id} is in maintenance ({answer.get('detail')}); bring it back with "
-                f"`autorecovery hosts activate {args.host_id}`")
+        out.say(
+            f"{args.host_id} is in maintenance ({answer.get('detail')}); bring it back with "
+            f"`autorecovery hosts activate {args.host_id}`"
+        )
     return Exit.OK
+
+
+def cmd_hosts_holds(api: ApiClient, args: argparse.Namespace, out: Output) -> int:
+    """Clear a host's quarantine and backoff (``quarantine-clear``) or its backoff only."""
+    action = "/quarantine/clear" if args.hosts_command == "quarantine-clear" else "/backoff/reset"
+    answer = api.call("POST", _path(args.host_id) + action)
+    if out.json_mode:
+        out.data(answer)
+        return Exit.OK
+    was = answer.get("previous") or {}
+    parts = []
+    if args.hosts_command == "quarantine-clear":
+        parts.append(
+            f"quarantine cleared (quarantined since {_when(was.get('quarantined_at'))}: "
+            f"{was.get('quarantine_reason')})"
+            if was.get("quarantined_at")
+            else "was not quarantined"
+        )
+    parts.append(
+        f"backoff reset (after {was.get('failures', 0)} failed attempt(s))"
+        if was.get("failures") or was.get("next_attempt_at")
+        else "had no backoff"
+    )
+    out.say(f"{args.host_id}: " + "; ".join(parts))
+    return Exit.OK
+
+
+def _pause_text(p: dict[str, Any]) -> str:
+    where = "fleet-wide" if p["scope"] == "fleet" else f"cluster {p['scope']}"
+    until = f"until {_when(p['expires_at'])}" if p.get("expires_at") else "until lifted"
+    return f"{where} by {p['owner']} {until}: {p['reason']}"
+
+
+def _say_gates(out: Output, gate: str | None, pauses: list[dict[str, Any]]) -> None:
+    if gate:
+        out.say(("observer holds automatic activation: ", "bold yellow"), gate)
+    for p in pauses:
+        out.say(("paused ", "bold yellow"), _pause_text(p))
 
 
 def cmd_plan(api: ApiClient, args: argparse.Namespace, out: Output) -> int:
@@ -513,13 +666,126 @@ def cmd_plan(api: ApiClient, args: argparse.Namespace, out: Output) -> int:
     if out.json_mode:
         out.data(plan)
         return Exit.OK
+    _say_gates(out, plan.get("gate"), plan.get("pauses") or [])
     table = _table("HOST", "CLUSTER", "STATUS", "NEXT", "ACTION", "WHY", "DETAIL")
     for e in plan["hosts"]:
         action = Text(e["action"], style="bold green" if e["action"] == "activate" else "")
-        table.add_row(_s(e["host_id"]), _s(e["cluster"]), _status(e["status"]),
-                      _status(e["next_status"]), action, _s(e["code"]), _s(e["detail"]))
+        table.add_row(
+            _s(e["host_id"]),
+            _s(e["cluster"]),
+            _status(e["status"]),
+            _status(e["next_status"]),
+            action,
+            _s(e["code"]),
+            _s(e["detail"]),
+        )
     out.out.print(table)
     out.say(f"{plan['activate']} to activate, {plan['skip']} left as they are")
+    return Exit.OK
+
+
+def duration_s(text: str) -> float:
+    """Parse ``30m``, ``2h``, ``600s``, ``1d``, ``1h30m`` (or bare seconds) into seconds.
+
+    Raises:
+        argparse.ArgumentTypeError: anything else, or zero.
+    """
+    value = text.strip().lower()
+    match = _DURATION.fullmatch(value)
+    if value.isdigit():
+        seconds = float(value)
+    elif value and match:
+        d, h, m, sec = (int(g or 0) for g in match.groups())
+        seconds = float(((d * 24 + h) * 60 + m) * 60 + sec)
+    else:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 30m, 2h, 600s or 1h30m")
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be longer than 0s")
+    return seconds
+
+
+def _scope_path(cluster: str | None) -> str:
+    return "/pause" if cluster is None else "/clusters/" + quote(cluster, safe="") + "/pause"
+
+
+def cmd_pause(api: ApiClient, args: argparse.Namespace, out: Output) -> int:
+    """Stop automatic activation, fleet-wide or for one cluster, with a reason and an expiry."""
+    body: dict[str, Any] = {"reason": args.reason}
+    if args.duration is not None:
+        body["duration_s"] = args.duration
+    pause = api.call("PUT", _scope_path(args.cluster), body=body)
+    if out.json_mode:
+        out.data(pause)
+    else:
+        out.say("automatic activation paused ", _pause_text(pause))
+        out.say(
+            "manual activation still works; lift it with `autorecovery resume"
+            + (f" --cluster {args.cluster}`" if args.cluster else "`")
+        )
+    return Exit.OK
+
+
+def cmd_resume(api: ApiClient, args: argparse.Namespace, out: Output) -> int:
+    """Lift a pause, fleet-wide or of one cluster."""
+    pause = api.call("DELETE", _scope_path(args.cluster))
+    if out.json_mode:
+        out.data(pause)
+    else:
+        out.say("automatic activation resumed; lifted the pause ", _pause_text(pause))
+    return Exit.OK
+
+
+def cmd_safety(api: ApiClient, args: argparse.Namespace, out: Output) -> int:
+    """Show what gates automatic activation: the observer, pauses, activations, incidents."""
+    state = api.call("GET", "/safety")
+    if out.json_mode:
+        out.data(state)
+        return Exit.OK
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    gate = state.get("gate")
+    grid.add_row(
+        "observer", Text(gate, style="yellow") if gate else Text("allows automatic activation", style="green")
+    )
+    grid.add_row("last full tick", _when(state.get("last_full_tick_at")))
+    grid.add_row(
+        "silent hosts", _s(f"{state.get('silent_hosts', 0)} of {state.get('observed_hosts', 0)} observed")
+    )
+    in_flight = state.get("in_flight") or {}
+    grid.add_row("in flight", _s(", ".join(f"{c}: {n}" for c, n in sorted(in_flight.items())) or "none"))
+    out.out.print(grid)
+    pauses = state.get("pauses") or []
+    out.out.print()
+    if pauses:
+        table = _table("SCOPE", "OWNER", "SINCE", "UNTIL", "REASON", title="pauses")
+        for p in pauses:
+            table.add_row(
+                _s(p["scope"]),
+                _s(p["owner"]),
+                _when(p["created_at"]),
+                _when(p["expires_at"]) if p.get("expires_at") else _s("lifted by hand"),
+                _s(p["reason"]),
+            )
+        out.out.print(table)
+    else:
+        out.say("no pause in force")
+    incidents = state.get("incidents") or []
+    if incidents:
+        out.out.print()
+        table = _table("INCIDENT", "CLUSTER", "REASON", "SUBJECT", "HOSTS", "OPENED", title="open incidents")
+        for i in incidents:
+            table.add_row(
+                _s(i["id"]),
+                _s(i["cluster"]),
+                _s(i["reason"]),
+                _s(i["subject"]),
+                _s(i["hosts"]),
+                _when(i["opened_at"]),
+            )
+        out.out.print(table)
+    else:
+        out.say("no open incident")
     return Exit.OK
 
 
@@ -534,18 +800,34 @@ def since_value(value: str, now: datetime | None = None) -> str:
 
 def cmd_audit(api: ApiClient, args: argparse.Namespace, out: Output) -> int:
     """Show audit entries, newest first."""
-    page = api.call("GET", "/audit", params={
-        "object_type": "host" if args.host else None, "object_id": args.host, "actor": args.actor,
-        "event": args.event, "since": since_value(args.since) if args.since else None,
-        "limit": args.limit, "before": args.before})
+    page = api.call(
+        "GET",
+        "/audit",
+        params={
+            "object_type": "host" if args.host else None,
+            "object_id": args.host,
+            "actor": args.actor,
+            "event": args.event,
+            "since": since_value(args.since) if args.since else None,
+            "limit": args.limit,
+            "before": args.before,
+        },
+    )
     if out.json_mode:
         out.data(page)
         return Exit.OK
     table = _table("ID", "AT", "OBJECT", "EVENT", "ACTOR", "REASON", "DETAILS")
     for e in page["entries"]:
         details = json.dumps(e.get("details") or {}, separators=(",", ":"))
-        table.add_row(_s(e["id"]), _when(e["at"]), _s(f"{e['object_type']} {e['object_id']}"),
-                      _s(e["event"]), _s(e["actor"]), _s(e.get("reason")), _s(details))
+        table.add_row(
+            _s(e["id"]),
+            _when(e["at"]),
+            _s(f"{e['object_type']} {e['object_id']}"),
+            _s(e["event"]),
+            _s(e["actor"]),
+            _s(e.get("reason")),
+            _s(details),
+        )
     out.out.print(table)
     if page.get("next_before"):
         out.say(f"older entries: --before {page['next_before']}")
@@ -589,20 +871,25 @@ def _positive(kind: Callable[[str], float | int]) -> Callable[[str], Any]:
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     api = common.add_argument_group("API")
-    api.add_argument("--api-url", metavar="URL",
-                     help="the API (default: AUTORECOVERY_API_URL, else http://127.0.0.1:8800)")
-    api.add_argument("--token", help="bearer token (default: AUTORECOVERY_TOKEN; prefer the "
-                                     "variable, arguments show in `ps`)")
+    api.add_argument(
+        "--api-url", metavar="URL", help="the API (default: AUTORECOVERY_API_URL, else http://127.0.0.1:8800)"
+    )
+    api.add_argument(
+        "--token",
+        help="bearer token (default: AUTORECOVERY_TOKEN; prefer the variable, arguments show in `ps`)",
+    )
     api.add_argument("--json", action="store_true", help="print the API's JSON for scripts")
     common.set_defaults(transport=None)
     return common
 
 
 def add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``hosts``, ``plan`` and ``audit`` to the ``autorecovery`` command."""
+    """Add ``hosts``, ``plan``, ``audit``, ``pause``, ``resume`` and ``safety`` to ``autorecovery``."""
     common = [_common()]
-    codes = "exit codes: 0 ok, 1 failed, 2 bad input, 3 timeout, 4 not found, 5 conflict, " \
-            "6 auth, 7 API unreachable"
+    codes = (
+        "exit codes: 0 ok, 1 failed, 2 bad input, 3 timeout, 4 not found, 5 conflict, "
+        "6 auth, 7 API unreachable"
+    )
     hosts = sub.add_parser("hosts", help="list, show and operate hosts through the API", epilog=codes)
     hsub = hosts.add_subparsers(dest="hosts_command", required=True, metavar="HOSTS_COMMAND")
 
@@ -618,30 +905,52 @@ def add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     show.add_argument("host_id", metavar="ID")
     show.set_defaults(handler=run_command(cmd_hosts_show))
 
-    act = hsub.add_parser("activate", parents=common, epilog=codes,
-                          help="activate a host now, whatever its autorecovery flag says")
+    act = hsub.add_parser(
+        "activate",
+        parents=common,
+        epilog=codes,
+        help="activate a host now, whatever its autorecovery flag says",
+    )
     act.add_argument("host_id", metavar="ID")
-    act.add_argument("--wait", action="store_true",
-                     help="follow the activation; exit 0 when the host is up, 1 when not")
-    act.add_argument("--timeout", type=_positive(float), metavar="SECONDS",
-                     help=f"with --wait: give up waiting after this long, exit 3 "
-                          f"(default {DEFAULT_WAIT_S:g})")
+    act.add_argument(
+        "--wait", action="store_true", help="follow the activation; exit 0 when the host is up, 1 when not"
+    )
+    act.add_argument(
+        "--timeout",
+        type=_positive(float),
+        metavar="SECONDS",
+        help=f"with --wait: give up waiting after this long, exit 3 (default {DEFAULT_WAIT_S:g})",
+    )
     act.set_defaults(handler=run_command(cmd_hosts_activate))
 
-    flag = hsub.add_parser("autorecovery", parents=common, epilog=codes,
-                           help="turn a host's autorecovery on or off")
+    flag = hsub.add_parser(
+        "autorecovery", parents=common, epilog=codes, help="turn a host's autorecovery on or off"
+    )
     flag.add_argument("host_id", metavar="ID")
     flag.add_argument("state", choices=("on", "off"))
     flag.set_defaults(handler=run_command(cmd_hosts_autorecovery))
 
-    maint = hsub.add_parser("maintenance", parents=common, epilog=codes,
-                            help="take a host out of service until an admin activates it")
+    maint = hsub.add_parser(
+        "maintenance",
+        parents=common,
+        epilog=codes,
+        help="take a host out of service until an admin activates it",
+    )
     maint.add_argument("host_id", metavar="ID")
     maint.add_argument("--reason", help="why, for the audit log")
     maint.set_defaults(handler=run_command(cmd_hosts_maintenance))
 
-    plan = sub.add_parser("plan", parents=common, epilog=codes,
-                          help="what the next tick would do for each host, and why")
+    for name, text in (
+        ("quarantine-clear", "take a host out of flap quarantine and reset its backoff"),
+        ("backoff-reset", "forget a host's failed automatic activations (a quarantine stays)"),
+    ):
+        holds = hsub.add_parser(name, parents=common, epilog=codes, help=text)
+        holds.add_argument("host_id", metavar="ID")
+        holds.set_defaults(handler=run_command(cmd_hosts_holds))
+
+    plan = sub.add_parser(
+        "plan", parents=common, epilog=codes, help="what the next tick would do for each host, and why"
+    )
     plan.add_argument("--cluster", metavar="ID")
     plan.set_defaults(handler=run_command(cmd_plan))
 
@@ -651,6 +960,38 @@ def add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     audit.add_argument("--event", help="e.g. activation_succeeded, autorecovery_disabled")
     audit.add_argument("--since", help="RFC 3339 time with a zone, or 30m, 2h, 1d ago")
     audit.add_argument("--limit", type=_positive(int), default=50, help="default 50")
-    audit.add_argument("--before", type=_positive(int), metavar="ENTRY_ID",
-                       help="entries older than this one (the next page)")
+    audit.add_argument(
+        "--before",
+        type=_positive(int),
+        metavar="ENTRY_ID",
+        help="entries older than this one (the next page)",
+    )
     audit.set_defaults(handler=run_command(cmd_audit))
+
+    pause = sub.add_parser(
+        "pause", parents=common, epilog=codes, help="stop automatic activation, fleet-wide or for one cluster"
+    )
+    pause.add_argument("--cluster", metavar="ID", help="only this cluster (default: the fleet)")
+    pause.add_argument("--reason", required=True, help="why, for the audit log and the plan")
+    pause.add_argument(
+        "--for",
+        dest="duration",
+        type=duration_s,
+        metavar="DURATION",
+        help="end by itself after 30m, 2h, 600s, 1h30m, ... (default: until `autorecovery resume`)",
+    )
+    pause.set_defaults(handler=run_command(cmd_pause))
+
+    resume = sub.add_parser(
+        "resume", parents=common, epilog=codes, help="lift a pause, fleet-wide or of one cluster"
+    )
+    resume.add_argument("--cluster", metavar="ID", help="only this cluster (default: the fleet)")
+    resume.set_defaults(handler=run_command(cmd_resume))
+
+    safety = sub.add_parser(
+        "safety",
+        parents=common,
+        epilog=codes,
+        help="what holds automatic activation: observer, pauses, incidents",
+    )
+    safety.set_defaults(handler=run_command(cmd_safety))

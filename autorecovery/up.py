@@ -28,6 +28,7 @@ from rich.table import Table
 
 from autorecovery.settings import Settings, load_settings
 from autorecovery.sim import SimulatorClient
+from autorecovery.sim.launcher import VmLauncher
 from autorecovery.store import Database, migrate
 from autorecovery.store.db import run
 from models.errors import InvalidInput, PermanentError
@@ -35,8 +36,15 @@ from models.errors import InvalidInput, PermanentError
 console = Console()
 
 STOP_TIMEOUT_S = 15.0
-DEMO_TICK_INTERVAL_S = 3.0
-CHAOS_FAULTS = ("sd_down", "nic_down", "kvm_down", "silent", "init_delay", "shared_sd_down")
+CHAOS_FAULTS = ("sd_down", "nic_down", "kvm_down", "silent", "init_delay", "shared_sd_down", "vm_fail")
+#: Demo defaults (the operator's own settings win): a livelier loop than production's.
+DEMO_SETTINGS = {
+    "AUTORECOVERY_TICK_INTERVAL_S": "3",
+    "AUTORECOVERY_ERROR_PERIOD_S": "45",
+    "AUTORECOVERY_CHARGE_WINDOW_S": "300",
+    "AUTORECOVERY_SD_INACTIVE_AFTER_S": "15",
+}
+VM_LAUNCH_EVERY_S = 1.0
 
 
 @dataclass
@@ -76,8 +84,14 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         with log_path.open("ab") as out:
-            popen = subprocess.Popen(args, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+            popen = subprocess.Popen(
+                args,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         child = Child(name, popen, log_path)
         self.children.append(child)
         return child
@@ -180,6 +194,7 @@ class Chaos:
                 params["target"] = self.rng.choice(cluster["required_networks"])
             elif kind == "init_delay":
                 params["seconds"] = self.rng.uniform(1.0, 4.0)
+                hold_s = max(hold_s, 20.0)
             self.sim.inject(kind, hosts=[host["id"]], **params)
             clear = {"hosts": [host["id"]], "fault": kind}
             if "target" in params:
@@ -200,10 +215,16 @@ class Chaos:
 def _view(db: Database, chaos: Chaos | None, started: datetime) -> Group:
     with db.transaction() as conn:
         counts = run(conn, "SELECT status, count(*) AS n FROM hosts GROUP BY status").fetchall()
-        down = run(conn, """SELECT id, status, reason, last_decision FROM hosts
-                           WHERE status <> 'up' ORDER BY id LIMIT 12""").fetchall()
-        recent = run(conn, """SELECT host_id, trigger, outcome, reason, ended_at FROM activations
-                             WHERE ended_at IS NOT NULL ORDER BY ended_at DESC LIMIT 6""").fetchall()
+        down = run(
+            conn,
+            """SELECT id, status, reason, last_decision FROM hosts
+                           WHERE status <> 'up' ORDER BY id LIMIT 12""",
+        ).fetchall()
+        recent = run(
+            conn,
+            """SELECT host_id, trigger, outcome, reason, ended_at FROM activations
+                             WHERE ended_at IS NOT NULL ORDER BY ended_at DESC LIMIT 6""",
+        ).fetchall()
     status = Table(title="hosts by status", show_edge=False)
     status.add_column("status")
     status.add_column("hosts", justify="right")
@@ -218,8 +239,13 @@ def _view(db: Database, chaos: Chaos | None, started: datetime) -> Group:
     for col in ("host", "trigger", "outcome", "reason", "ended"):
         acts.add_column(col)
     for row in recent:
-        acts.add_row(row["host_id"], row["trigger"], row["outcome"] or "", row["reason"] or "",
-                     f"{row['ended_at']:%H:%M:%S}")
+        acts.add_row(
+            row["host_id"],
+            row["trigger"],
+            row["outcome"] or "",
+            row["reason"] or "",
+            f"{row['ended_at']:%H:%M:%S}",
+        )
     parts: list[Any] = [status, out, acts]
     if chaos is not None:
         parts.append("chaos: " + (" | ".join(chaos.events[-3:]) or "waiting"))
@@ -230,8 +256,12 @@ def _view(db: Database, chaos: Chaos | None, started: datetime) -> Group:
 
 def _summary(db: Database, sim: SimulatorClient, chaos: Chaos | None, started: datetime) -> dict[str, Any]:
     with db.transaction() as conn:
-        acts = run(conn, """SELECT id, trigger, state FROM activations
-                            WHERE queued_at >= %(t)s""", {"t": started}).fetchall()
+        acts = run(
+            conn,
+            """SELECT id, trigger, state FROM activations
+                            WHERE queued_at >= %(t)s""",
+            {"t": started},
+        ).fetchall()
         counts = run(conn, "SELECT status, count(*) AS n FROM hosts GROUP BY status").fetchall()
     auto_ids = {a["id"] for a in acts if a["trigger"] == "auto"}
     inits = sim.inits()
@@ -255,8 +285,11 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 def run_up(opts: UpOptions) -> int:
     """Run everything until Ctrl-C, SIGTERM or ``duration_s``; return the exit code."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    for name, value in (("--hosts", opts.hosts), ("--clusters", opts.clusters),
-                        ("--concurrency", opts.concurrency)):
+    for name, value in (
+        ("--hosts", opts.hosts),
+        ("--clusters", opts.clusters),
+        ("--concurrency", opts.concurrency),
+    ):
         if value < 1:
             raise InvalidInput(name, "must be at least 1")
     if opts.clusters > opts.hosts:
@@ -279,12 +312,16 @@ def run_up(opts: UpOptions) -> int:
     api_port = opts.api_port or settings.api_port
     sim_port = opts.sim_port or _free_port()
     env = dict(os.environ)
-    # A livelier demo than the production default, unless the operator chose.
-    env.setdefault("AUTORECOVERY_TICK_INTERVAL_S", str(DEMO_TICK_INTERVAL_S))
-    env.update(AUTORECOVERY_DATABASE_URL=database_url, AUTORECOVERY_REDIS_URL=redis_url,
-               AUTORECOVERY_BROKER_URL=broker_url, AUTORECOVERY_API_TOKENS=tokens,
-               AUTORECOVERY_API_PORT=str(api_port),
-               AUTORECOVERY_API_URL=f"http://127.0.0.1:{api_port}")
+    for name, value in DEMO_SETTINGS.items():
+        env.setdefault(name, value)
+    env.update(
+        AUTORECOVERY_DATABASE_URL=database_url,
+        AUTORECOVERY_REDIS_URL=redis_url,
+        AUTORECOVERY_BROKER_URL=broker_url,
+        AUTORECOVERY_API_TOKENS=tokens,
+        AUTORECOVERY_API_PORT=str(api_port),
+        AUTORECOVERY_API_URL=f"http://127.0.0.1:{api_port}",
+    )
     sup = Supervisor(data_dir / "logs", env)
     db = Database(database_url, max_size=2)
     db.open()
@@ -294,25 +331,67 @@ def run_up(opts: UpOptions) -> int:
     chaos: Chaos | None = None
     code = 0
     try:
-        sup.start("simulator", [py, "-m", "autorecovery.cli", "sim", "serve", "--hosts",
-                                str(opts.hosts), "--clusters", str(opts.clusters), "--port",
-                                str(sim_port)])
+        sup.start(
+            "simulator",
+            [
+                py,
+                "-m",
+                "autorecovery.cli",
+                "sim",
+                "serve",
+                "--hosts",
+                str(opts.hosts),
+                "--clusters",
+                str(opts.clusters),
+                "--port",
+                str(sim_port),
+            ],
+        )
         _wait_http(f"http://127.0.0.1:{sim_port}/healthz", "the simulator", 30, sup)
         _register(settings, database_url, sim)
-        sup.start("worker", [py, "-m", "celery", "-A", "workers", "worker", "-Q",
-                             "monitoring,activation", "-c", str(opts.concurrency), "-n",
-                             f"up-{os.getpid()}@%h", "-l", "INFO"])
-        sup.start("beat", [py, "-m", "celery", "-A", "workers", "beat", "-s",
-                           str(data_dir / "celerybeat-schedule"), "-l", "INFO"])
+        sup.start(
+            "worker",
+            [
+                py,
+                "-m",
+                "celery",
+                "-A",
+                "workers",
+                "worker",
+                "-Q",
+                "monitoring,activation",
+                "-c",
+                str(opts.concurrency),
+                "-n",
+                f"up-{os.getpid()}@%h",
+                "-l",
+                "INFO",
+            ],
+        )
+        sup.start(
+            "beat",
+            [
+                py,
+                "-m",
+                "celery",
+                "-A",
+                "workers",
+                "beat",
+                "-s",
+                str(data_dir / "celerybeat-schedule"),
+                "-l",
+                "INFO",
+            ],
+        )
         sup.start("api", [py, "-m", "autorecovery.cli", "api"])
         _wait_http(f"http://127.0.0.1:{api_port}/healthz", "the API", 30, sup)
-        console.print(f"API on http://127.0.0.1:{api_port}/api/v1 (docs at /docs); "
-                      f"logs in {sup.log_dir}")
+        console.print(f"API on http://127.0.0.1:{api_port}/api/v1 (docs at /docs); logs in {sup.log_dir}")
         if token_file:
             console.print(f"admin token in {token_file} (set AUTORECOVERY_API_TOKENS to choose yours)")
         if opts.chaos:
             chaos = Chaos(sim, sim.fleet(), random.Random(opts.seed))  # noqa: S311 - not crypto
-        code = _watch(opts, sup, db, chaos, started)
+        launcher = _launcher(api_port, tokens, sim_port, sim, opts.seed)
+        code = _watch(opts, sup, db, chaos, started, launcher)
         if chaos is not None:
             chaos.clear_all()
             chaos = _settle(db, chaos, float(env["AUTORECOVERY_TICK_INTERVAL_S"]), settings)
@@ -332,8 +411,11 @@ def run_up(opts: UpOptions) -> int:
             embedded.stop()
     if summary is not None:
         console.print_json(data=summary)
-        if (summary["overlapping_inits"] or summary["auto_inits_on_hosts_with_a_problem"]
-                or summary.get("hosts_left_behind")):
+        if (
+            summary["overlapping_inits"]
+            or summary["auto_inits_on_hosts_with_a_problem"]
+            or summary.get("hosts_left_behind")
+        ):
             console.print("[red]a safety bar was broken: see the counts above[/]")
             code = code or 1
     return code
@@ -347,11 +429,11 @@ def _register(settings: Settings, database_url: str, sim: SimulatorClient) -> No
     db = Database(database_url, max_size=2)
     db.open()
     try:
+
         def no_enqueue(activation_id: str, host_id: str, trigger: str, actor: str) -> None:
             raise PermanentError("registration does not activate")
 
-        service = FleetService(db, no_enqueue, report_max_age_s=settings.report_max_age_s,
-                               clock=utcnow)
+        service = FleetService(db, no_enqueue, report_max_age_s=settings.report_max_age_s, clock=utcnow)
         added = register_fleet(service, sim.fleet(), actor="up", skip_existing=True)
         console.print(f"registered {added} simulated host(s)")
     finally:
@@ -374,16 +456,38 @@ def _settle(db: Database, chaos: Chaos, tick_s: float, settings: Settings) -> Ch
     return chaos
 
 
-def _watch(opts: UpOptions, sup: Supervisor, db: Database, chaos: Chaos | None,
-           started: datetime) -> int:
+def _launcher(
+    api_port: int, tokens: str, sim_port: int, sim: SimulatorClient, seed: int | None
+) -> VmLauncher:
+    """A VM launcher placing VMs through the API's ranking, as the demo's admin."""
+    admins = [e.split(":", 2) for e in tokens.split(",") if e.count(":") >= 2]
+    token = next((t for _, role, t in admins if role.strip() == "admin"), "")
+    api = httpx.Client(
+        base_url=f"http://127.0.0.1:{api_port}", timeout=10.0,
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    agents = httpx.Client(base_url=f"http://127.0.0.1:{sim_port}", timeout=10.0)
+    clusters = [c["id"] for c in sim.fleet()["clusters"]]
+    return VmLauncher(api, agents, clusters, random.Random(seed))  # noqa: S311 - not crypto
+
+
+def _watch(
+    opts: UpOptions, sup: Supervisor, db: Database, chaos: Chaos | None, started: datetime,
+    launcher: VmLauncher,
+) -> int:
     deadline = None if opts.duration_s is None else time.monotonic() + opts.duration_s
-    last_line = 0.0
-    with Live(console=console, refresh_per_second=2, transient=False,
-              auto_refresh=False) as live:
+    last_line = next_vm = 0.0
+    with Live(console=console, refresh_per_second=2, transient=False, auto_refresh=False) as live:
         while deadline is None or time.monotonic() < deadline:
             sup.check()
             if chaos is not None:
                 chaos.step(time.monotonic())
+            if time.monotonic() >= next_vm:
+                try:
+                    launcher.launch_one()
+                except httpx.HTTPError as exc:
+                    console.print(f"[yellow]VM launcher: {exc}[/]")
+                next_vm = time.monotonic() + VM_LAUNCH_EVERY_S
             if console.is_terminal:
                 live.update(_view(db, chaos, started), refresh=True)
             elif time.monotonic() - last_line > 5:

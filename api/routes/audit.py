@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from api.deps import Fleet, Viewer, error_responses
+from api.deps import Fleet, Safety, Viewer, error_responses
 from api.responses import AuditPage, Plan
 from api.schemas import AuditQuery, PlanQuery
 
@@ -34,12 +34,21 @@ def audit(q: Annotated[AuditQuery, Query()], _: Viewer, fleet: Fleet) -> dict[st
 
 
 @router.get("/plan", response_model=Plan, responses=error_responses(401, 422))
-def plan(q: Annotated[PlanQuery, Query()], _: Viewer, fleet: Fleet) -> dict[str, Any]:
+def plan(q: Annotated[PlanQuery, Query()], _: Viewer, fleet: Fleet, safety: Safety) -> dict[str, Any]:
     """What the next tick would do for each host and why, from the same policy; changes nothing.
 
     It reads the stored reports; the tick pulls fresh ones first, so a host whose report is
-    about to go stale may differ.
+    about to go stale may differ. ``gate`` is the observer's reason to hold every automatic
+    activation (null when it does not) and ``pauses`` the pauses in force; hosts they hold skip
+    with ``observer_unhealthy`` or ``paused``, and hosts over a cap with ``capped``.
     """
     hosts = fleet.plan(cluster_id=q.cluster)
+    state = safety.state()
     activate = sum(1 for h in hosts if h["action"] == "activate")
-    return {"hosts": hosts, "activate": activate, "skip": len(hosts) - activate}
+    return {
+        "gate": state["gate"],
+        "pauses": state["pauses"],
+        "hosts": hosts,
+        "activate": activate,
+        "skip": len(hosts) - activate,
+    }

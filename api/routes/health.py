@@ -2,6 +2,10 @@
 
 ``/healthz`` and ``/readyz`` need no token (probes of orchestrators carry none); ``/metrics``
 needs a viewer token, like every read (Prometheus sends one with ``authorization``).
+
+``/readyz`` also says whether automatic activation is held (``automatic_activation``). That is
+information for people and dashboards: the API serves whatever the gate says, so the gate never
+changes the status code, which is the readiness of the API alone.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Viewer, error_responses, services
+from api.deps import Services, Viewer, error_responses, services
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +48,58 @@ async def _probe(name: str, check: Any) -> tuple[str, str]:
     return name, "ok"
 
 
+#: What the tick says when a store fails, so that /readyz gives the same reason codes.
+_DOWN = {
+    "redis": "redis_unavailable: the lock service does not answer",
+    "postgresql": "postgresql_unavailable: the database does not answer",
+}
+
+
+async def _automatic_activation(found: Services, failed: list[str]) -> dict[str, Any]:
+    """Whether the observer holds automatic activation, and the scopes paused.
+
+    ``paused`` is null when the pauses cannot be read (PostgreSQL is down).
+    """
+    gate: str | None = _DOWN["postgresql"]
+    paused: list[str] | None = None
+    if "postgresql" not in failed:
+        try:
+            state = await asyncio.wait_for(run_in_threadpool(found.safety.state), PROBE_TIMEOUT_S)
+        except Exception as exc:  # a probe is a boundary: the gate is unknown, say why
+            log.warning("readyz: cannot read the safety state: %s", exc)
+        else:
+            gate = state["gate"]
+            paused = sorted(p["scope"] for p in state["pauses"])
+    if "redis" in failed:  # the tick holds every activation on it first
+        gate = _DOWN["redis"]
+    return {"gated": gate is not None, "reason": gate, "paused": paused}
+
+
 @router.get("/readyz", responses={503: {"description": "a dependency is unreachable"}})
 async def readyz(request: Request) -> JSONResponse:
-    """Answer 200 when PostgreSQL, Redis and the broker all answer, else 503 naming which not."""
+    """Answer 200 when PostgreSQL, Redis and the broker all answer, else 503 naming which not.
+
+    ``automatic_activation`` says whether the observer holds automatic activation (``gated``,
+    with the gate's ``reason``: the last full tick's, or a failing PostgreSQL or Redis) and which
+    scopes are ``paused``. It is informational: it never changes the status code.
+    """
     found = getattr(request.app.state, "services", None)
     if found is None:
-        return JSONResponse({"status": "starting", "checks": {}, "failed": []}, status_code=503)
+        starting: dict[str, Any] = {
+            "status": "starting",
+            "checks": {},
+            "failed": [],
+            "automatic_activation": None,
+        }
+        return JSONResponse(starting, status_code=503)
     results = dict(await asyncio.gather(*(_probe(n, c) for n, c in found.probes.items())))
     failed = sorted(name for name, state in results.items() if state != "ok")
-    body = {"status": "not_ready" if failed else "ready", "checks": results, "failed": failed}
+    body = {
+        "status": "not_ready" if failed else "ready",
+        "checks": results,
+        "failed": failed,
+        "automatic_activation": await _automatic_activation(found, failed),
+    }
     return JSONResponse(body, status_code=503 if failed else 200)
 
 

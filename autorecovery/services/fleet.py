@@ -110,6 +110,20 @@ class FleetService:
                 created.append(spec.id)
         return created
 
+    def set_agent_url(self, host_id: str, agent_url: str, actor: str) -> bool:
+        """Point a host at another agent URL, audited; return True when it changed."""
+        now = self.clock()
+        with self.db.transaction() as conn:
+            previous = self.repos.hosts.set_agent_url(conn, host_id, agent_url)
+            if previous is None:
+                raise NotFound("host", host_id)
+            if previous == agent_url:
+                return False
+            self.repos.audit.add(conn, at=now, object_type="host", object_id=host_id,
+                                 event="agent_url_changed", actor=actor,
+                                 details={"from": previous, "to": agent_url})
+        return True
+
     def set_autorecovery(self, host_id: str, enabled: bool, actor: str) -> None:
         """Turn a host's autorecovery on or off, audited with the actor."""
         now = self.clock()

@@ -25,7 +25,8 @@ def register_fleet(
 ) -> int:
     """Register every cluster and host of ``fleet`` (``GET /control/fleet``); return hosts added.
 
-    With ``skip_existing``, hosts already registered (a restarted demo) are left as they are.
+    With ``skip_existing``, hosts already registered (a restarted demo) keep their state and are
+    pointed at the simulator's current agent URLs.
     """
     for cluster in fleet["clusters"]:
         service.register_cluster(cluster_from_registration(cluster), actor)
@@ -37,5 +38,5 @@ def register_fleet(
         try:
             added += len(service.register_hosts([spec], actor))
         except Conflict:
-            continue
+            service.set_agent_url(spec.id, spec.agent_url, actor)
     return added

@@ -263,6 +263,19 @@ def set_status(
     return cur.rowcount == 1
 
 
+def set_agent_url(conn: Conn, host_id: str, agent_url: str) -> str | None:
+    """Point a host at another agent URL; return the previous URL, or None for an unknown host."""
+    row = run(
+        conn,
+        """
+        UPDATE hosts h SET agent_url = %(url)s FROM hosts old
+        WHERE h.id = %(id)s AND old.id = h.id RETURNING old.agent_url AS previous
+        """,
+        {"id": host_id, "url": agent_url},
+    ).fetchone()
+    return None if row is None else str(row["previous"])
+
+
 def raise_fence(conn: Conn, host_id: str, fence: int, at_least: int) -> bool:
     """Move a host's fence counter up to ``at_least`` while it is still ``fence``."""
     cur = run(

@@ -14,6 +14,7 @@ from api.deps import Services
 from api.errors import error_response, field_name, from_domain
 from autorecovery.services import utcnow
 from autorecovery.services.fleet import FleetService, HostSpec
+from autorecovery.services.safety import SafetyService
 from autorecovery.settings import Settings
 from models.domain import Cluster
 from models.errors import (
@@ -41,13 +42,14 @@ class World:
     def __init__(self) -> None:
         self.db = MemoryDatabase()
         self.sent: list[tuple[str, str, str, str]] = []
-        self.fleet = FleetService(
-            self.db, self._enqueue, report_max_age_s=30.0, clock=utcnow, repos=memory_repos(self.db)
-        )
+        repos = memory_repos(self.db)
+        self.fleet = FleetService(self.db, self._enqueue, report_max_age_s=30.0, clock=utcnow, repos=repos)
+        self.safety = SafetyService(self.db, utcnow, repos)
         self.fleet.register_cluster(Cluster("c-1", frozenset({"mgmt"})), "test")
         self.fleet.register_hosts([HostSpec("h-1", "c-1", "http://127.0.0.1:9/h-1")], "test")
         self.app = create_app(
-            Settings(api_tokens=f"alice:admin:{ALICE},vic:viewer:{VIC}"), services=Services(fleet=self.fleet)
+            Settings(api_tokens=f"alice:admin:{ALICE},vic:viewer:{VIC}"),
+            services=Services(fleet=self.fleet, safety=self.safety),
         )
 
     def _enqueue(self, activation_id: str, host_id: str, trigger: str, actor: str) -> None:

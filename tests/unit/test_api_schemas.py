@@ -85,5 +85,7 @@ def test_queries_refuse_unknown_parameters_and_out_of_range_values() -> None:
     for value in ("-1", "120.5", "nan", "inf", str(math.pi * 1e9)):
         assert refused_field(ActivateQuery, {"wait_s": value}) == "wait_s"
     assert refused_field(AuditQuery, {"since": "2026-01-01T00:00:00"}) == "since"
+    for value in ("68023", "-1.5e-38", "2026-01-01", "yesterday"):  # no Unix times, no bare dates
+        assert refused_field(AuditQuery, {"since": value}) == "since"
     assert AuditQuery.model_validate({"since": "2026-01-01T00:00:00Z"}).since is not None
     assert refused_field(AuditQuery, {"before": str(2**63)}) == "before"

@@ -465,3 +465,134 @@ def test_the_token_is_not_in_the_unreachable_message(capsys: pytest.CaptureFixtu
     code, out, err = run(["plan", "--api-url", URL, "--token", TOKEN], refuse, capsys)
     assert code == Exit.UNREACHABLE
     assert URL in err and TOKEN not in out + err
+
+
+# -- Safety: pause, resume, holds, state -----------------------------------------------------
+
+PAUSE = {"scope": "fleet", "reason": "storage work", "owner": "alice",
+         "created_at": "2026-11-24T12:00:00+00:00", "expires_at": "2026-11-24T12:30:00+00:00"}
+SAFETY = {"gate": "monitoring_stale: 150 of 200 hosts have no fresh data", "silent_hosts": 150,
+          "observed_hosts": 200, "last_full_tick_at": "2026-11-24T12:00:00+00:00",
+          "pauses": [PAUSE, {**PAUSE, "scope": "c-2", "expires_at": None, "reason": "[red]rack[/red]"}],
+          "in_flight": {"c-1": 2},
+          "incidents": [{"id": 7, "cluster": "c-1", "reason": "storage_domain_unreachable",
+                         "subject": "sd-1", "hosts": 40, "opened_at": "2026-11-24T11:58:00+00:00"}]}
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("30m", 1800), ("2h", 7200), ("600s", 600), ("1d", 86400), ("1h30m", 5400), ("90", 90),
+    (" 2H ", 7200),
+])
+def test_durations(text: str, seconds: float) -> None:
+    assert cli_ops.duration_s(text) == seconds
+
+
+@pytest.mark.parametrize("argv", [
+    ["pause"],
+    ["pause", "--reason", "x", "--for", "soon"],
+    ["pause", "--reason", "x", "--for", "0m"],
+    ["pause", "--reason", "x", "--for", "-5m"],
+    ["pause", "--reason", "x", "--for", ""],
+    ["pause", "--reason", "x", "--for", "1.5h"],
+    ["resume", "now"],
+    ["hosts", "quarantine-clear"],
+    ["hosts", "backoff-reset", "h-1", "h-2"],
+])
+def test_bad_safety_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(argv)
+    assert exc.value.code == Exit.USAGE
+
+
+def test_pause_and_resume_send_the_scope_reason_and_duration(capsys: pytest.CaptureFixture[str]) -> None:
+    cluster = {**PAUSE, "scope": "c/1", "expires_at": None}
+    api = Api({("PUT", "/api/v1/pause"): (200, PAUSE),
+               ("PUT", "/api/v1/clusters/c%2F1/pause"): (200, cluster),
+               ("DELETE", "/api/v1/pause"): (200, PAUSE),
+               ("DELETE", "/api/v1/clusters/c%2F1/pause"): (200, cluster)})
+    code, out, _ = run(["pause", "--reason", "storage work", "--for", "30m", "--api-url", URL],
+                       api, capsys)
+    assert code == Exit.OK
+    assert "fleet-wide by alice until 2026-11-24 12:30:00: storage work" in out
+    assert "autorecovery resume" in out
+    code, out, _ = run(["pause", "--cluster", "c/1", "--reason", "rack", "--api-url", URL], api, capsys)
+    assert code == Exit.OK and "cluster c/1" in out and "until lifted" in out
+    assert "resume --cluster c/1" in out
+    code, out, _ = run(["resume", "--api-url", URL], api, capsys)
+    assert code == Exit.OK and "resumed" in out
+    run(["resume", "--cluster", "c/1", "--api-url", URL], api, capsys)
+    assert [(r.method, r.url.raw_path.decode()) for r in api.requests] == [
+        ("PUT", "/api/v1/pause"), ("PUT", "/api/v1/clusters/c%2F1/pause"),
+        ("DELETE", "/api/v1/pause"), ("DELETE", "/api/v1/clusters/c%2F1/pause")]
+    assert json.loads(api.requests[0].content) == {"reason": "storage work", "duration_s": 1800.0}
+    assert json.loads(api.requests[1].content) == {"reason": "rack"}
+    assert api.requests[2].content == b""
+
+
+def test_resume_without_a_pause_exits_4_and_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    api = Api({("DELETE", "/api/v1/pause"): (404, {
+        "error": "not_paused", "message": "automatic activation is not paused fleet-wide",
+        "field": None})})
+    code, out, err = run(["resume", "--api-url", URL], api, capsys)
+    assert code == Exit.NOT_FOUND and out == ""
+    assert "not paused fleet-wide" in err and "autorecovery safety" in err
+    api = Api({("PUT", "/api/v1/clusters/c-9/pause"): (404, {
+        "error": "not_found", "message": "cluster 'c-9' not found", "field": "cluster_id"})})
+    code, _, err = run(["pause", "--cluster", "c-9", "--reason", "x", "--api-url", URL], api, capsys)
+    assert code == Exit.NOT_FOUND and "check the cluster id" in err
+
+
+@pytest.mark.parametrize(("command", "route", "said"), [
+    ("quarantine-clear", "/api/v1/hosts/h-0001/quarantine/clear",
+     "quarantine cleared (quarantined since 2026-11-24 12:00:00: flapping); backoff reset "
+     "(after 5 failed attempt(s))"),
+    ("backoff-reset", "/api/v1/hosts/h-0001/backoff/reset", "backoff reset (after 5 failed"),
+])
+def test_clearing_holds(command: str, route: str, said: str, capsys: pytest.CaptureFixture[str]) -> None:
+    answer = {"host_id": "h-0001", "cleared": "x", "previous": {
+        "failures": 5, "next_attempt_at": "2026-11-24T13:00:00+00:00",
+        "quarantined_at": "2026-11-24T12:00:00+00:00", "quarantine_reason": "flapping"}}
+    api = Api({("POST", route): (200, answer)})
+    code, out, _ = run(["hosts", command, "h-0001", "--api-url", URL], api, capsys)
+    assert code == Exit.OK and said in out.replace("\n", " ")
+    code, out, _ = run(["hosts", command, "h-0001", "--json", "--api-url", URL], api, capsys)
+    assert json.loads(out) == answer
+    nothing = {**answer, "previous": {"failures": 0, "next_attempt_at": None,
+                                      "quarantined_at": None, "quarantine_reason": None}}
+    api = Api({("POST", route): (200, nothing)})
+    _, out, _ = run(["hosts", command, "h-0001", "--api-url", URL], api, capsys)
+    assert "had no backoff" in out
+
+
+def test_safety_shows_the_gate_pauses_and_incidents(capsys: pytest.CaptureFixture[str]) -> None:
+    api = Api({("GET", "/api/v1/safety"): (200, SAFETY)})
+    code, out, _ = run(["safety", "--api-url", URL], api, capsys)
+    assert code == Exit.OK
+    for shown in ["monitoring_stale: 150 of 200", "150 of 200 observed", "c-1: 2", "storage work",
+                  "[red]rack[/red]", "lifted by hand", "sd-1", "storage_domain_unreachable", "40"]:
+        assert shown in out, shown
+    code, out, _ = run(["safety", "--json", "--api-url", URL], api, capsys)
+    assert json.loads(out) == SAFETY
+    calm = {**SAFETY, "gate": None, "pauses": [], "incidents": [], "in_flight": {}}
+    _, out, _ = run(["safety", "--api-url", URL], Api({("GET", "/api/v1/safety"): (200, calm)}), capsys)
+    assert "allows automatic activation" in out and "no pause in force" in out
+    assert "no open incident" in out
+
+
+def test_plan_and_show_say_what_holds_hosts(capsys: pytest.CaptureFixture[str]) -> None:
+    plan = {"gate": SAFETY["gate"], "pauses": [PAUSE],
+            "hosts": [{"host_id": "h-0001", "cluster": "c-1", "status": "non_operational",
+                       "next_status": "non_operational", "action": "skip", "code": "paused",
+                       "detail": "paused fleet-wide", "problems": []}], "activate": 0, "skip": 1}
+    holds = {"failures": 3, "next_attempt_at": "2026-11-24T13:00:00+00:00",
+             "quarantined_at": "2026-11-24T12:00:00+00:00", "quarantine_reason": "5 ends in 1h",
+             "pause": PAUSE, "observer_gate": "quiet_period: waiting"}
+    api = Api({("GET", "/api/v1/plan"): (200, plan),
+               ("GET", "/api/v1/hosts/h-0001"): (200, {**detail(), "holds": holds})})
+    _, out, _ = run(["plan", "--api-url", URL], api, capsys)
+    assert "observer holds automatic activation: monitoring_stale" in out
+    assert "paused fleet-wide by alice" in out
+    _, out, _ = run(["hosts", "show", "h-0001", "--api-url", URL], api, capsys)
+    for shown in ["quarantined", "5 ends in 1h", "quarantine-clear", "3 failed attempt(s)",
+                  "storage work", "quiet_period: waiting"]:
+        assert shown in out, shown
