@@ -57,10 +57,14 @@ def cmd_sim_serve(args: argparse.Namespace) -> int:
     """Serve a simulated fleet on agent protocol v1."""
     from autorecovery.sim import Fleet, serve
 
-    fleet = Fleet.generate(hosts=args.hosts, clusters=args.clusters,
-                           shared_storage_domain=args.shared_storage_domain)
-    print(f"fleet simulator: {args.hosts} hosts in {args.clusters} cluster(s) on "
-          f"http://{args.host}:{args.port}", flush=True)
+    fleet = Fleet.generate(
+        hosts=args.hosts, clusters=args.clusters, shared_storage_domain=args.shared_storage_domain
+    )
+    print(
+        f"fleet simulator: {args.hosts} hosts in {args.clusters} cluster(s) on "
+        f"http://{args.host}:{args.port}",
+        flush=True,
+    )
     serve(fleet, host=args.host, port=args.port)
     return EXIT_OK
 
@@ -74,8 +78,9 @@ def cmd_sim_register(args: argparse.Namespace) -> int:
     from autorecovery.sim.register import register_fleet
 
     deps = workers.container()
-    service = FleetService(deps.db, workers.enqueue_activation,
-                           report_max_age_s=deps.settings.report_max_age_s, clock=utcnow)
+    service = FleetService(
+        deps.db, workers.enqueue_activation, report_max_age_s=deps.settings.report_max_age_s, clock=utcnow
+    )
     with SimulatorClient(args.url) as client:
         added = register_fleet(service, client.fleet(), actor=args.actor)
     print(f"registered {added} host(s) from {args.url}")
@@ -88,15 +93,26 @@ def cmd_sim_fault(args: argparse.Namespace) -> int:
 
     with SimulatorClient(args.url) as client:
         if args.action == "clear":
-            answer = client.clear(hosts=args.hosts, cluster=args.cluster,
-                                  storage_domain=args.storage_domain, fault=args.fault,
-                                  target=args.target)
+            answer = client.clear(
+                hosts=args.hosts,
+                cluster=args.cluster,
+                storage_domain=args.storage_domain,
+                fault=args.fault,
+                target=args.target,
+            )
         else:
             if not args.fault:
                 raise InvalidInput("--fault", "is required to inject")
-            answer = client.inject(args.fault, hosts=args.hosts, cluster=args.cluster,
-                                   storage_domain=args.storage_domain, all_hosts=args.all,
-                                   target=args.target, reason=args.reason, seconds=args.seconds)
+            answer = client.inject(
+                args.fault,
+                hosts=args.hosts,
+                cluster=args.cluster,
+                storage_domain=args.storage_domain,
+                all_hosts=args.all,
+                target=args.target,
+                reason=args.reason,
+                seconds=args.seconds,
+            )
     print(json.dumps(answer))
     return EXIT_OK
 
@@ -113,10 +129,19 @@ def cmd_up(args: argparse.Namespace) -> int:
     """Run everything: embedded servers when no URL is set, simulator, worker, beat, API."""
     from autorecovery.up import UpOptions, run_up
 
-    return run_up(UpOptions(hosts=args.hosts, clusters=args.clusters, chaos=args.chaos,
-                            duration_s=args.duration, data_dir=args.data_dir,
-                            concurrency=args.concurrency, sim_port=args.sim_port,
-                            api_port=args.api_port, seed=args.seed))
+    return run_up(
+        UpOptions(
+            hosts=args.hosts,
+            clusters=args.clusters,
+            chaos=args.chaos,
+            duration_s=args.duration,
+            data_dir=args.data_dir,
+            concurrency=args.concurrency,
+            sim_port=args.sim_port,
+            api_port=args.api_port,
+            seed=args.seed,
+        )
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,8 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--hosts", type=int, default=12, help="simulated hosts (default 12)")
     up.add_argument("--clusters", type=int, default=2, help="simulated clusters (default 2)")
     up.add_argument("--chaos", action="store_true", help="inject and clear random faults")
-    up.add_argument("--duration", type=float, default=None, metavar="SECONDS",
-                    help="stop after this long and print a summary (default: until Ctrl-C)")
+    up.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop after this long and print a summary (default: until Ctrl-C)",
+    )
     up.add_argument("--data-dir", type=Path, default=None, help="embedded servers' data")
     up.add_argument("--concurrency", type=int, default=2, help="worker processes (default 2)")
     up.add_argument("--sim-port", type=int, default=0, help="simulator port (default: free)")
@@ -149,8 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sim_sub.add_parser("serve", help="serve a simulated fleet")
     serve.add_argument("--hosts", type=int, default=12)
     serve.add_argument("--clusters", type=int, default=2)
-    serve.add_argument("--shared-storage-domain", action="store_true",
-                       help="attach one storage domain to every cluster")
+    serve.add_argument(
+        "--shared-storage-domain", action="store_true", help="attach one storage domain to every cluster"
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8900)
     serve.set_defaults(handler=cmd_sim_serve)
@@ -161,8 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     for action in ("inject", "clear"):
         fault = sim_sub.add_parser(action, help=f"{action} a fault in a running simulator")
         fault.add_argument("--url", default="http://127.0.0.1:8900")
-        fault.add_argument("--fault", help="sd_down, nic_down, kvm_down, silent, init_fail, "
-                                           "init_delay, report_delay, version")
+        fault.add_argument(
+            "--fault",
+            help="sd_down, nic_down, kvm_down, silent, init_fail, init_delay, report_delay, version",
+        )
         fault.add_argument("--hosts", nargs="+", default=None)
         fault.add_argument("--cluster")
         fault.add_argument("--storage-domain")

@@ -1,6 +1,6 @@
 """Render the README's settings table from ``Settings`` so that the two cannot drift.
 
-    python -m autorecovery.settings_doc    # prints the table
+python -m autorecovery.settings_doc    # prints the table
 """
 
 from __future__ import annotations

@@ -312,8 +312,8 @@ def run_up(opts: UpOptions) -> int:
     api_port = opts.api_port or settings.api_port
     sim_port = opts.sim_port or _free_port()
     env = dict(os.environ)
-    for name, value in DEMO_SETTINGS.items():
-        env.setdefault(name, value)
+    for variable, default in DEMO_SETTINGS.items():
+        env.setdefault(variable, default)
     env.update(
         AUTORECOVERY_DATABASE_URL=database_url,
         AUTORECOVERY_REDIS_URL=redis_url,

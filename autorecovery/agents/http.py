@@ -24,6 +24,7 @@ from models.report import bad_report, parse_report, unreachable_report
 
 log = logging.getLogger(__name__)
 
+
 def _observe(target: Target, now: datetime, status: int, body: Any) -> Report:
     if status != 200:
         return unreachable_report(target.host_id, now, f"agent answered HTTP {status}")
@@ -82,9 +83,7 @@ class HttpAgentClient:
     def get_report(self, target: Target, now: datetime) -> Report:
         """Pull one report synchronously (the activation's fresh re-check)."""
         try:
-            resp = self._client.get(
-                target.agent_url.rstrip("/") + "/report", timeout=self.report_timeout_s
-            )
+            resp = self._client.get(target.agent_url.rstrip("/") + "/report", timeout=self.report_timeout_s)
             body = resp.json() if resp.status_code == 200 else None
         except (httpx.HTTPError, ValueError) as exc:
             return unreachable_report(target.host_id, now, _describe(exc))
@@ -118,8 +117,7 @@ class HttpAgentClient:
         except httpx.HTTPError as exc:
             raise AgentUnavailable(f"{url}: {_describe(exc)}") from exc
         if resp.status_code == 409:
-            raise StaleFence(f"agent refused fence {body['fence']}: {resp.text[:200]}",
-                             _highest(resp))
+            raise StaleFence(f"agent refused fence {body['fence']}: {resp.text[:200]}", _highest(resp))
         if resp.status_code != 200:
             raise AgentUnavailable(f"{url}: HTTP {resp.status_code}")
         try:
@@ -130,9 +128,7 @@ class HttpAgentClient:
             raise AgentUnavailable(f"{url}: answer has no boolean 'ok'")
         if data["ok"]:
             return InitResult(ok=True)
-        return InitResult(
-            ok=False, reason=str(data.get("reason") or "general"), detail=data.get("detail")
-        )
+        return InitResult(ok=False, reason=str(data.get("reason") or "general"), detail=data.get("detail"))
 
 
 def _highest(resp: httpx.Response) -> int | None:

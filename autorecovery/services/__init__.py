@@ -15,8 +15,8 @@ def utcnow() -> datetime:
 
 
 class Enqueuer(Protocol):
-    """Sends an activation to the workers (Celery in production)."""
+    """Sends an activation to the workers (Celery in production); the task id is its id."""
 
-    def __call__(self, activation_id: str, host_id: str, trigger: str, actor: str) -> None:
-        """Queue ``init_vds_on_up`` for the activation; raise BrokerUnavailable on failure."""
+    def __call__(self, activation_id: str, object_id: str, trigger: str, actor: str, /) -> None:
+        """Queue the activation of a host (or a storage domain); raise BrokerUnavailable."""
         ...

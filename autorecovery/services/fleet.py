@@ -17,7 +17,7 @@ from models.domain import Cluster, Host, HostStatus, Report, Trigger, effective_
 from models.errors import BadReport, BrokerUnavailable, Conflict, InvalidInput, NotFound
 from models.policy import evaluate
 from models.report import parse_report
-from models.safety import CapPolicy
+from models.safety import FLEET, CapPolicy
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ class FleetService:
 
     def register_cluster(self, cluster: Cluster, actor: str) -> bool:
         """Create or update a cluster; return True when created."""
+        if cluster.id == FLEET:
+            raise InvalidInput("id", f"{FLEET!r} is reserved (it names the fleet-wide pause)")
         now = self.clock()
         with self.db.transaction() as conn:
             created = self.repos.hosts.upsert_cluster(conn, cluster)

@@ -159,7 +159,7 @@ class SafetyService:
         """
         now = self.clock()
         with self.db.transaction() as conn:
-            pause = self.repos.safety.lift_pause(conn, scope)
+            pause: Pause | None = self.repos.safety.lift_pause(conn, scope)
             if pause is None:
                 raise NotFound("pause", scope)
             self.repos.audit.add(

@@ -8,6 +8,7 @@ domain wait for it (the shared object first), then come back in capped waves.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import uuid
 from datetime import timedelta
@@ -153,7 +154,7 @@ class StorageService:
         self._send(activation_id, sd_id, Trigger.MANUAL.value, actor)
         return activation_id
 
-    def queue_reachable(self) -> list[str]:
+    def queue_reachable(self) -> builtins.list[str]:
         """Queue activations of inactive domains that monitoring shows reachable again."""
         now = self.clock()
         fresh = now - timedelta(seconds=self.report_max_age_s)
