@@ -221,6 +221,8 @@ class MonitoringService:
         if result.gate is not None and candidates:
             log.warning("tick: no automatic activation: %s", result.gate)
             held = [Decision(c.host_id, Skip.OBSERVER_UNHEALTHY.value, result.gate) for c, _ in candidates]
+            for _ in held:
+                result.count(Skip.OBSERVER_UNHEALTHY.value)
             with self.db.transaction() as conn:
                 self.repos.hosts.record_decisions(conn, held, now)
         elif candidates:

@@ -249,11 +249,16 @@ def set_status(
     *,
     fence: int | None = None,
 ) -> bool:
-    """Set a host's status; with ``fence``, only while the host's fence is still that token."""
+    """Set a host's status; with ``fence``, only while the host's fence is still that token.
+
+    The subject (the domain or network a monitoring reason is about) is cleared: only monitoring
+    transitions set one.
+    """
     cur = run(
         conn,
         """
         UPDATE hosts SET status = %(status)s, reason = %(reason)s, detail = %(detail)s,
+            subject = NULL,
             status_changed_at = CASE WHEN status = %(status)s THEN status_changed_at
                                      ELSE %(now)s END
         WHERE id = %(id)s AND (%(fence)s::bigint IS NULL OR fence = %(fence)s)

@@ -51,5 +51,12 @@ def backend(request: pytest.FixtureRequest) -> Backend:
         return Backend("memory", db, memory_repos(db))
     pg: Database = request.getfixturevalue("pg_database")
     with pg.transaction() as conn:
-        conn.execute("TRUNCATE audit_log, activations, reports, hosts, clusters RESTART IDENTITY CASCADE")
+        conn.execute(
+            "TRUNCATE audit_log, activations, reports, hosts, clusters, pauses, incidents,"
+            " storage_domains, sd_activations, vm_runs, charges RESTART IDENTITY CASCADE"
+        )
+        conn.execute(
+            "UPDATE observer SET last_full_tick_at = NULL, gate = NULL, silent_hosts = 0,"
+            " observed_hosts = 0, updated_at = NULL"
+        )
     return Backend("postgres", pg, PG_REPOS)

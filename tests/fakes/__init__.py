@@ -1,5 +1,7 @@
 """In-memory fakes of the project's ports, for unit tests; the contract tests keep them honest."""
 
-from tests.fakes.store import MemoryConn, MemoryDatabase, memory_repos
+from tests.fakes.memory import MemoryConn, MemoryDatabase
+from tests.fakes.ports import FixedClock, RecordingEnqueuer
+from tests.fakes.store import memory_repos
 
-__all__ = ["MemoryConn", "MemoryDatabase", "memory_repos"]
+__all__ = ["FixedClock", "MemoryConn", "MemoryDatabase", "RecordingEnqueuer", "memory_repos"]

@@ -1,14 +1,10 @@
-"""An in-memory store with the semantics of the PostgreSQL repositories.
+"""The hosts, activations and audit repositories in memory, and ``memory_repos``.
 
-``MemoryDatabase.transaction()`` snapshots the state on entry and restores it if the block
-raises, so a service's unit of work commits or rolls back as one, as with PostgreSQL. Transactions
-are serialised (one at a time), which is at least as strict as PostgreSQL's row locks.
-
-``memory_repos(db)`` returns a ``Repos`` whose ``hosts``, ``activations`` and ``audit`` objects
-implement every function of ``autorecovery/store/{hosts,activations,audit}.py`` with the same
-signatures and guards. Rows go through the product's own row mappers (``autorecovery.store.rows``)
-so that the fake returns exactly what the PostgreSQL repositories return. ``tests/contract`` runs
-one set of tests against both, so the two cannot drift.
+``memory_repos(db)`` returns a ``Repos`` whose ``hosts``, ``activations``, ``audit`` and ``safety``
+objects implement every function of ``autorecovery/store/{hosts,activations,audit,safety}.py``
+with the same signatures and guards. Rows go through the product's own row mappers
+(``autorecovery.store.rows``) so that the fake returns exactly what the PostgreSQL repositories
+return. ``tests/contract`` runs one set of tests against both, so the two cannot drift.
 
 Ids are ordered by code point, as under PostgreSQL's ``C`` collation.
 """
@@ -17,28 +13,31 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from psycopg import errors as pg_errors
 
 from autorecovery.store import Repos
 from autorecovery.store.activations import ActivationRow
-from autorecovery.store.db import STATEMENTS
 from autorecovery.store.hosts import HostRow
 from autorecovery.store.rows import cluster_from_row, host_from_row, report_from_row, report_to_json
 from models.domain import Cluster, Report
-from models.errors import StoreUnavailable
 from models.policy import Decision, Transition
-
-_IN_FLIGHT = ("queued", "running")
-_INT4_MAX = 2**31 - 1
+from tests.fakes.memory import (
+    IN_FLIGHT,
+    INT4_MAX,
+    MemoryDatabase,
+    MemoryState,
+    Repo,
+    add_audit,
+    as_json,
+    in_flight_hosts,
+)
+from tests.fakes.safety import MemorySafety
+from tests.fakes.storage import MemoryStorage
+from tests.fakes.vmruns import MemoryVmRuns
 
 #: Columns of a host as ``autorecovery.store.hosts`` selects them, before ``in_flight``.
 HOST_COLUMNS = (
@@ -54,6 +53,12 @@ HOST_COLUMNS = (
     "last_decision",
     "last_decision_detail",
     "last_decision_at",
+    "failures",
+    "next_attempt_at",
+    "quarantined_at",
+    "quarantine_reason",
+    "subject",
+    "error_until",
 )
 #: Columns of ``reports`` that the host query joins as ``r_<column>``.
 REPORT_COLUMNS = (
@@ -72,173 +77,20 @@ REPORT_COLUMNS = (
 )
 
 
-@dataclass
-class MemoryState:
-    """Every table, as dictionaries of rows."""
-
-    clusters: dict[str, dict[str, Any]] = field(default_factory=dict)
-    hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
-    reports: dict[str, dict[str, Any]] = field(default_factory=dict)
-    activations: dict[str, dict[str, Any]] = field(default_factory=dict)
-    audit: list[dict[str, Any]] = field(default_factory=list)
-    audit_seq: int = 0
-
-
-class MemoryConn:
-    """The connection a memory transaction yields; unusable once its block has ended."""
-
-    def __init__(self, db: MemoryDatabase) -> None:
-        self.db = db
-        self.closed = False
-
-
-class MemoryDatabase:
-    """Stands in for ``autorecovery.store.Database``.
-
-    Set ``unavailable`` to make every new transaction raise ``StoreUnavailable``.
-    """
-
-    def __init__(self) -> None:
-        self.state = MemoryState()
-        self.unavailable = False
-        self.transactions = 0
-        self.rollbacks = 0
-        self._mutex = threading.Lock()
-        self._owner: int | None = None
-
-    @contextmanager
-    def transaction(self) -> Iterator[MemoryConn]:
-        """Yield a connection in one transaction: kept on success, rolled back if the block raises.
-
-        Raises:
-            StoreUnavailable: when ``unavailable`` is set.
-            RuntimeError: on a nested transaction in one thread (a pool would hand out a second
-                connection and could deadlock on row locks; no service does that).
-        """
-        if self.unavailable:
-            raise StoreUnavailable("memory store set unavailable by the test")
-        if self._owner == threading.get_ident():
-            raise RuntimeError("nested transaction on the memory store")
-        with self._mutex:
-            self._owner = threading.get_ident()
-            self.transactions += 1
-            snapshot = copy.deepcopy(self.state)
-            conn = MemoryConn(self)
-            try:
-                yield conn
-            except BaseException:
-                self.state = snapshot
-                self.rollbacks += 1
-                raise
-            finally:
-                conn.closed = True
-                self._owner = None
-
-    def open(self, wait_s: float | None = None) -> None:
-        """Nothing to open."""
-
-    def close(self) -> None:
-        """Nothing to close."""
-
-    def ping(self) -> bool:
-        """True unless set unavailable."""
-        return not self.unavailable
-
-
 def memory_repos(db: MemoryDatabase) -> Repos:
     """Return the repositories over ``db``, shaped like ``autorecovery.store.PG_REPOS``."""
-    return Repos(hosts=MemoryHosts(db), activations=MemoryActivations(db), audit=MemoryAudit(db))
-
-
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _strings(k)
-            yield from _strings(v)
-    elif isinstance(value, list | tuple | set | frozenset):
-        for v in value:
-            yield from _strings(v)
-
-
-def _check_plain(values: Sequence[Any]) -> None:
-    """Refuse what psycopg refuses in a text parameter: NUL, and lone surrogates."""
-    for text in _strings(list(values)):
-        if "\x00" in text:
-            raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
-        text.encode("utf-8")  # UnicodeEncodeError on a lone surrogate, as psycopg raises
-
-
-def _check_json(values: Sequence[Any]) -> None:
-    """Refuse what PostgreSQL refuses in ``jsonb``: NUL (as \\u0000), and lone surrogates."""
-    for text in _strings(list(values)):
-        if "\x00" in text:
-            raise pg_errors.UntranslatableCharacter("unsupported Unicode escape sequence")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise pg_errors.InvalidTextRepresentation("invalid input syntax for type json") from exc
-
-
-class _Repo:
-    def __init__(self, db: MemoryDatabase) -> None:
-        self._db = db
-
-    def _state(self, conn: Any, plain: Sequence[Any] = (), jsonb: Sequence[Any] = ()) -> MemoryState:
-        """Check the connection and the parameters as PostgreSQL would, count the statement.
-
-        Args:
-            plain: values sent as text parameters.
-            jsonb: values sent inside a ``jsonb`` parameter.
-        """
-        if not isinstance(conn, MemoryConn) or conn.db is not self._db:
-            raise TypeError(f"not a connection of this memory database: {conn!r}")
-        if conn.closed:
-            raise RuntimeError("connection used after its transaction ended")
-        STATEMENTS.add()
-        _check_json(jsonb)
-        _check_plain(plain)
-        return self._db.state
-
-
-def _json(value: Any) -> Any:
-    """Round-trip through JSON, as a ``jsonb`` column does."""
-    return json.loads(json.dumps(value))
-
-
-def _audit(
-    st: MemoryState,
-    *,
-    at: datetime,
-    object_type: str,
-    object_id: str,
-    event: str,
-    actor: str,
-    reason: str | None,
-    details: dict[str, Any] | None,
-) -> None:
-    st.audit_seq += 1
-    st.audit.append(
-        {
-            "id": st.audit_seq,
-            "at": at,
-            "object_type": object_type,
-            "object_id": object_id,
-            "event": event,
-            "actor": actor,
-            "reason": reason,
-            "details": _json(details or {}),
-        }
+    return Repos(
+        hosts=MemoryHosts(db),
+        activations=MemoryActivations(db),
+        audit=MemoryAudit(db),
+        safety=MemorySafety(db),
+        storage=MemoryStorage(db),
+        vmruns=MemoryVmRuns(db),
     )
 
 
-def _in_flight_hosts(st: MemoryState) -> set[str]:
-    return {a["host_id"] for a in st.activations.values() if a["state"] in _IN_FLIGHT}
-
-
 def _host_rows(st: MemoryState, hosts: Sequence[dict[str, Any]]) -> list[HostRow]:
-    busy = _in_flight_hosts(st)
+    busy = in_flight_hosts(st)
     out: list[HostRow] = []
     for h in hosts:
         row = {k: h[k] for k in HOST_COLUMNS}
@@ -255,7 +107,7 @@ def _sorted_hosts(st: MemoryState) -> list[dict[str, Any]]:
     return [st.hosts[k] for k in sorted(st.hosts)]
 
 
-class MemoryHosts(_Repo):
+class MemoryHosts(Repo):
     """``autorecovery.store.hosts`` in memory."""
 
     def all_clusters(self, conn: Any) -> dict[str, Cluster]:
@@ -312,6 +164,13 @@ class MemoryHosts(_Repo):
             "last_decision": None,
             "last_decision_detail": None,
             "last_decision_at": None,
+            "failures": 0,
+            "next_attempt_at": None,
+            "quarantined_at": None,
+            "quarantine_reason": None,
+            "holds_cleared_at": None,  # not selected: it only restarts the flap count
+            "subject": None,
+            "error_until": None,
         }
         return True
 
@@ -358,7 +217,7 @@ class MemoryHosts(_Repo):
         rows = []
         for data in payload:
             for name in ("vms_running", "mem_free_mb"):  # every row is typed before the join
-                if not -_INT4_MAX - 1 <= data[name] <= _INT4_MAX:
+                if not -INT4_MAX - 1 <= data[name] <= INT4_MAX:
                     raise pg_errors.NumericValueOutOfRange(f"value {data[name]} out of range for integer")
             if data["host_id"] in st.hosts:  # the statement joins hosts
                 rows.append(data)
@@ -377,8 +236,8 @@ class MemoryHosts(_Repo):
                 "kvm": data["kvm"],
                 "version": data["version"],
                 "cpu_flags": list(data["cpu_flags"]),
-                "networks": _json(data["networks"]),
-                "storage_domains": _json(data["storage_domains"]),
+                "networks": as_json(data["networks"]),
+                "storage_domains": as_json(data["storage_domains"]),
                 "vms_running": data["vms_running"],
                 "mem_free_mb": data["mem_free_mb"],
                 "error": data["error"],
@@ -398,7 +257,9 @@ class MemoryHosts(_Repo):
         st = self._state(
             conn,
             plain=[actor],
-            jsonb=[[c.host_id, c.expected.value, c.status.value, c.reason, c.detail] for c in changes],
+            jsonb=[
+                [c.host_id, c.expected.value, c.status.value, c.reason, c.detail, c.subject] for c in changes
+            ],
         )
         changed: list[str] = []
         for c in changes:
@@ -407,8 +268,8 @@ class MemoryHosts(_Repo):
                 continue
             if host["status"] != c.status.value:
                 host["status_changed_at"] = now
-            host.update(status=c.status.value, reason=c.reason, detail=c.detail)
-            _audit(
+            host.update(status=c.status.value, reason=c.reason, detail=c.detail, subject=c.subject)
+            add_audit(
                 st,
                 at=now,
                 object_type="host",
@@ -462,8 +323,17 @@ class MemoryHosts(_Repo):
             return False
         if host["status"] != status:
             host["status_changed_at"] = now
-        host.update(status=status, reason=reason, detail=detail)
+        host.update(status=status, reason=reason, detail=detail, subject=None)
         return True
+
+    def set_agent_url(self, conn: Any, host_id: str, agent_url: str) -> str | None:
+        """Point a host at another agent URL; return the previous URL, or None for an unknown host."""
+        host = self._state(conn, plain=[host_id, agent_url]).hosts.get(host_id)
+        if host is None:
+            return None
+        previous = str(host["agent_url"])
+        host["agent_url"] = agent_url
+        return previous
 
     def raise_fence(self, conn: Any, host_id: str, fence: int, at_least: int) -> bool:
         """Move a host's fence counter up to ``at_least`` while it is still ``fence``."""
@@ -476,12 +346,14 @@ class MemoryHosts(_Repo):
     def delete_host(self, conn: Any, host_id: str) -> bool:
         """Delete a host with no activation in flight; return True when deleted."""
         st = self._state(conn, plain=[host_id])
-        if host_id not in st.hosts or host_id in _in_flight_hosts(st):
+        if host_id not in st.hosts or host_id in in_flight_hosts(st):
             return False
         del st.hosts[host_id]
         st.reports.pop(host_id, None)  # ON DELETE CASCADE
-        for key in [k for k, a in st.activations.items() if a["host_id"] == host_id]:
-            del st.activations[key]
+        for charge_id in [k for k, c in st.charges.items() if c["host_id"] == host_id]:
+            del st.charges[charge_id]
+        for activation_id in [k for k, a in st.activations.items() if a["host_id"] == host_id]:
+            del st.activations[activation_id]
         return True
 
     def count_by_status(self, conn: Any) -> dict[str, int]:
@@ -496,7 +368,7 @@ def _activation(row: dict[str, Any]) -> ActivationRow:
     return ActivationRow(**{k: row[k] for k in ActivationRow.__dataclass_fields__})
 
 
-class MemoryActivations(_Repo):
+class MemoryActivations(Repo):
     """``autorecovery.store.activations`` in memory."""
 
     def create_many(
@@ -514,7 +386,7 @@ class MemoryActivations(_Repo):
         if not items:
             return []
         st = self._state(conn, plain=[trigger, actor, reason, list(statuses)], jsonb=[list(items)])
-        busy = _in_flight_hosts(st)
+        busy = in_flight_hosts(st)
         created: list[tuple[str, str]] = []
         for activation_id, host_id in items:
             host = st.hosts.get(host_id)
@@ -537,7 +409,7 @@ class MemoryActivations(_Repo):
                 "ended_at": None,
             }
             busy.add(host_id)
-            _audit(
+            add_audit(
                 st,
                 at=now,
                 object_type="host",
@@ -558,7 +430,7 @@ class MemoryActivations(_Repo):
     def in_flight(self, conn: Any, host_id: str) -> ActivationRow | None:
         """Return the host's queued or running activation, or None."""
         for row in self._state(conn, plain=[host_id]).activations.values():
-            if row["host_id"] == host_id and row["state"] in _IN_FLIGHT:
+            if row["host_id"] == host_id and row["state"] in IN_FLIGHT:
                 return _activation(row)
         return None
 
@@ -572,7 +444,7 @@ class MemoryActivations(_Repo):
         """Mark the activation running and issue its fencing token (the host's fence, bumped)."""
         st = self._state(conn, plain=[activation_id])
         row = st.activations.get(activation_id)
-        if row is None or row["state"] not in _IN_FLIGHT:
+        if row is None or row["state"] not in IN_FLIGHT:
             return None
         host = st.hosts.get(row["host_id"])
         if host is None:
@@ -597,7 +469,7 @@ class MemoryActivations(_Repo):
         row = self._state(conn, plain=[activation_id, state, outcome, reason, detail]).activations.get(
             activation_id
         )
-        if row is None or row["state"] not in _IN_FLIGHT:
+        if row is None or row["state"] not in IN_FLIGHT:
             return False
         if fence is not None and row["fence"] != fence:
             return False
@@ -631,7 +503,7 @@ class MemoryActivations(_Repo):
                         detail="activation abandoned: no result in time",
                         status_changed_at=now,
                     )
-            _audit(
+            add_audit(
                 st,
                 at=now,
                 object_type="host",
@@ -654,7 +526,7 @@ class MemoryActivations(_Repo):
             if row is None or row["state"] != "queued":
                 continue
             row.update(state="failed", outcome="not_enqueued", detail=error, ended_at=now)
-            _audit(
+            add_audit(
                 st,
                 at=now,
                 object_type="host",
@@ -674,7 +546,7 @@ class MemoryActivations(_Repo):
         return [{"trigger": t, "outcome": o, "n": n} for (t, o), n in sorted(counts.items())]
 
 
-class MemoryAudit(_Repo):
+class MemoryAudit(Repo):
     """``autorecovery.store.audit`` in memory."""
 
     def add(
@@ -691,7 +563,7 @@ class MemoryAudit(_Repo):
     ) -> None:
         """Append one audit entry in the caller's transaction."""
         st = self._state(conn, plain=[object_type, object_id, event, actor, reason], jsonb=[details or {}])
-        _audit(
+        add_audit(
             st,
             at=at,
             object_type=object_type,

@@ -176,7 +176,7 @@ DECISIONS: list[tuple[str, Host, Assessment, Trigger, str]] = [
     ("autorecovery off", host(autorecovery=False), HEALTHY, AUTO, Skip.AUTORECOVERY_OFF),
     ("autorecovery off, manual", host(autorecovery=False), HEALTHY, MANUAL, ACTIVATE),
     ("autorecovery off, manual, with a problem", host(autorecovery=False), KVM, MANUAL, ACTIVATE),
-    ("error is not recovered automatically", host(S.ERROR), HEALTHY, AUTO, Skip.HAS_PROBLEMS),
+    ("error waits out its period", host(S.ERROR), HEALTHY, AUTO, Skip.ERROR_PERIOD),
     ("error, manual", host(S.ERROR), HEALTHY, MANUAL, ACTIVATE),
 ]
 
@@ -199,7 +199,9 @@ def test_skip_details_explain_the_problems() -> None:
         "network_interface_down: network mgmt link down"
     )
     assert decide(host(autorecovery=False), HEALTHY).detail.startswith("autorecovery is off")
-    assert decide(host(S.ERROR), HEALTHY).detail == "status error is not recovered automatically"
+    assert decide(host(S.ERROR), HEALTHY).detail == (
+        "in error for failed VM launches until an admin activates it"
+    )
 
 
 # --- recheck ------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,41 +22,13 @@ from autorecovery.store import Repos
 from autorecovery.store.activations import ActivationRow
 from models.domain import Cluster, Host, HostStatus, Report
 from models.errors import BadReport, BrokerUnavailable, Conflict, InvalidInput, NotFound
-from tests.fakes import MemoryDatabase, memory_repos
+from models.safety import CapPolicy
+from tests.fakes import FixedClock, MemoryDatabase, RecordingEnqueuer, memory_repos
 
 T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 MAX_AGE_S = 30.0
 CLUSTER = Cluster("c1", frozenset({"mgmt"}), frozenset({"sd-1"}), "4.5", frozenset({"vmx"}))
 S = HostStatus
-
-
-class FixedClock:
-    """A clock that moves only when told."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@dataclass
-class RecordingEnqueuer:
-    """Keeps every activation sent; raises BrokerUnavailable while ``failing``."""
-
-    calls: list[tuple[str, str, str, str]] = field(default_factory=list)
-    failing: bool = False
-
-    def __call__(self, activation_id: str, host_id: str, trigger: str, actor: str) -> None:
-        if self.failing:
-            raise BrokerUnavailable("broker down")
-        self.calls.append((activation_id, host_id, trigger, actor))
-
-    def hosts(self) -> list[str]:
-        return [h for _, h, _, _ in self.calls]
 
 
 @dataclass
@@ -162,6 +134,10 @@ TICK = TickConfig(
     tick_interval_s=10.0,
     queued_ttl_s=60.0,
     reap_running_after_s=70.0,
+    # Caps, the quiet period and backoff have tests of their own (test_safety_services.py):
+    # here a tick may activate every recoverable host at once.
+    caps=CapPolicy(cluster_share=1.0, fleet_max=1000),
+    quiet_period=False,
 )
 
 
@@ -198,6 +174,7 @@ def world() -> Iterator[World]:
             report_max_age_s=MAX_AGE_S,
             clock=clock,
             repos=repos,
+            caps=TICK.caps,
         ),
     )
     redis_client.close()
@@ -295,7 +272,7 @@ def test_a_host_still_faulty_is_left_out_until_its_fault_clears(world: World) ->
     [
         (S.MAINTENANCE, True, "maintenance"),
         (S.NON_OPERATIONAL, False, "autorecovery_off"),
-        (S.ERROR, True, "has_problems"),
+        (S.ERROR, True, "error_period"),
         (S.UP, True, "healthy"),
     ],
 )
@@ -586,7 +563,11 @@ def test_an_agent_ahead_of_the_database_fails_the_activation_and_advances_the_fe
     assert (h1.status, h1.reason, h1.fence) == (S.NON_OPERATIONAL, "activation_failed", 43)
     assert world.act(act_id).state == "failed"
     assert holder_token(world.redis, keys.host_lock("h1")) is None
-    # The next activation gets a fence the agent accepts.
+    # The failure backs the host off (one tick at most); then the next activation gets a fence
+    # the agent accepts.
+    assert world.host("h1").failures == 1
+    world.clock.advance(TICK.tick_interval_s)
+    world.healthy("h1")
     act2 = world.queue("h1", "act-2")
     assert world.activation.run(act2, "h1").outcome == "up"
     assert world.agents.init_calls[-1][1] == 44
