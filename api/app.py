@@ -19,8 +19,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api import errors
 from api.auth import load_tokens
 from api.deps import API_PREFIX, Services, reauthenticate
-from api.metrics import build_registry, read_last_tick, read_safety
-from api.routes import activation, audit, clusters, health, hosts, safety
+from api.metrics import build_registry, read_error_and_storage, read_last_tick, read_safety
+from api.routes import activation, audit, clusters, health, hosts, safety, storage, vmruns
 from autorecovery import __version__
 from autorecovery.services import utcnow
 from autorecovery.services.fleet import FleetService
@@ -65,7 +65,7 @@ def build_services(settings: Settings) -> Services:
     import workers  # the Celery app: imported here, not at module import
     from autorecovery.bootstrap import build
 
-    container = build(settings, workers.enqueue_activation)
+    container = build(settings, workers.enqueue_activation, workers.enqueue_storage_activation)
     fleet = FleetService(
         container.db,
         workers.enqueue_activation,
@@ -77,6 +77,8 @@ def build_services(settings: Settings) -> Services:
     return Services(
         fleet=fleet,
         safety=SafetyService(container.db, utcnow),
+        storage=container.storage,
+        vmruns=container.vmruns,
         probes={
             "postgresql": container.db.ping,
             "redis": container.redis.ping,
@@ -86,6 +88,7 @@ def build_services(settings: Settings) -> Services:
             fleet.counts,
             lambda: read_last_tick(container.redis),
             lambda: read_safety(container.db, utcnow),
+            lambda: read_error_and_storage(container.db, utcnow, settings.charge_window_s),
         ),
         close=container.close,
     )
@@ -128,7 +131,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.state.tokens = tokens
     app.state.services = services
     errors.install(app, reauthenticate)
-    for module in (hosts, activation, clusters, audit, safety):
+    for module in (hosts, activation, clusters, audit, safety, vmruns, storage):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router)
     app.add_middleware(BodyLimit)

@@ -13,9 +13,11 @@ from prometheus_client import CollectorRegistry
 from api.auth import Principal, TokenTable
 from api.errors import ApiError
 from api.responses import ErrorOut
-from api.schemas import ID_PATTERN
+from api.schemas import ID_PATTERN, SD_ID_PATTERN
 from autorecovery.services.fleet import FleetService
 from autorecovery.services.safety import SafetyService
+from autorecovery.services.storage import StorageService
+from autorecovery.services.vmruns import VmRunService
 
 API_PREFIX = "/api/v1"
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -32,6 +34,8 @@ class Services:
 
     fleet: FleetService
     safety: SafetyService
+    storage: StorageService
+    vmruns: VmRunService
     probes: dict[str, Callable[[], object]] = field(default_factory=dict)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     close: Callable[[], None] = field(default=lambda: None)
@@ -121,13 +125,26 @@ def _safety(request: Request) -> SafetyService:
     return services(request).safety
 
 
+def _storage(request: Request) -> StorageService:
+    return services(request).storage
+
+
+def _vmruns(request: Request) -> VmRunService:
+    return services(request).vmruns
+
+
 Viewer = Annotated[Principal, Depends(_viewer)]
 Admin = Annotated[Principal, Depends(_admin)]
 Fleet = Annotated[FleetService, Depends(_fleet)]
 Safety = Annotated[SafetyService, Depends(_safety)]
+Storage = Annotated[StorageService, Depends(_storage)]
+VmRuns = Annotated[VmRunService, Depends(_vmruns)]
 HostId = Annotated[str, Path(pattern=ID_PATTERN, max_length=128, description="host id", examples=["h-0001"])]
 ClusterId = Annotated[
     str, Path(pattern=ID_PATTERN, max_length=128, description="cluster id", examples=["c-1"])
+]
+StorageDomainId = Annotated[
+    str, Path(pattern=SD_ID_PATTERN, max_length=128, description="storage domain id", examples=["sd-1"])
 ]
 
 

@@ -40,6 +40,9 @@ PATTERN_TEXT = {
     schemas.VERSION_PATTERN: "must be a version such as 4.5.2 (A-Z a-z 0-9 . _ + -)",
     schemas.TEXT_PATTERN: "must not contain control characters",
     schemas.URL_PATTERN: "must be an http(s) URL of printable characters, without spaces",
+    schemas.SD_ID_PATTERN: (
+        "must be 1-128 characters of A-Z a-z 0-9 . _ : + -, starting with a letter, a digit or _"
+    ),
 }
 
 
@@ -89,14 +92,21 @@ def _safe(text: str) -> str:
 
 
 def field_name(loc: Sequence[int | str]) -> str:
-    """Turn a validation location such as ``("body", "networks", 2)`` into ``networks.2``."""
-    parts = [str(p) for p in loc]
+    """Turn a validation location into a field name, e.g. ``("body", "attempts", 2, "ok")``.
+
+    That one is ``attempts[2].ok``: list positions go in brackets, as services name them
+    (``attempts[2].host``).
+    """
+    parts = list(loc)
     if parts and parts[0] in _LOCATIONS:
         parts = parts[1:]
     # A JSON decode error is located by byte offset: the body as a whole is at fault.
-    if not parts or parts[0].isdigit():
+    if not parts or isinstance(parts[0], int) or str(parts[0]).isdigit():
         return "body"
-    return ".".join(parts)
+    name = str(parts[0])
+    for part in parts[1:]:
+        name += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return name
 
 
 def _message(err: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import redis
@@ -21,8 +21,8 @@ from prometheus_client.registry import Collector
 
 from autorecovery import keys
 from autorecovery.store import Database
-from autorecovery.store.metrics import safety_gauges
-from models.domain import HostStatus
+from autorecovery.store.metrics import error_and_storage_gauges, safety_gauges
+from models.domain import DomainStatus, HostStatus
 from models.errors import TransientError
 from models.policy import Skip
 from models.safety import FLEET
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 Counts = Callable[[], dict[str, Any]]
 LastTick = Callable[[], dict[str, Any] | None]
 SafetyCounts = Callable[[], dict[str, Any]]
+ErrorStorageCounts = Callable[[], dict[str, Any]]
 
 
 def read_last_tick(client: redis.Redis) -> dict[str, Any] | None:
@@ -50,18 +51,34 @@ def read_safety(db: Database, clock: Callable[[], datetime]) -> dict[str, Any]:
         return safety_gauges(conn, now)
 
 
+def read_error_and_storage(
+    db: Database, clock: Callable[[], datetime], charge_window_s: float
+) -> dict[str, Any]:
+    """Count hosts in error, charges within the window and storage domains, in one transaction."""
+    since = clock() - timedelta(seconds=charge_window_s)
+    with db.transaction() as conn:
+        return error_and_storage_gauges(conn, since)
+
+
 def gate_code(gate: str | None) -> str:
     """The reason code of an observer gate (the text before ':'), or '' when there is none."""
     return "" if not gate else gate.split(":", 1)[0].strip()
 
 
 class FleetCollector(Collector):
-    """Hosts by status, activations by trigger and outcome, lock skips, the last tick, safety."""
+    """Hosts by status, activations, lock skips, the last tick, safety, error state, storage."""
 
-    def __init__(self, counts: Counts, last_tick: LastTick, safety: SafetyCounts | None = None) -> None:
+    def __init__(
+        self,
+        counts: Counts,
+        last_tick: LastTick,
+        safety: SafetyCounts | None = None,
+        error_storage: ErrorStorageCounts | None = None,
+    ) -> None:
         self._counts = counts
         self._last_tick = last_tick
         self._safety = safety
+        self._error_storage = error_storage
 
     def collect(self) -> Iterator[Metric]:
         """Read PostgreSQL and Redis and yield the metric families."""
@@ -73,6 +90,7 @@ class FleetCollector(Collector):
         try:
             counts = self._counts()
             safety = self._safety() if self._safety else None
+            error_storage = self._error_storage() if self._error_storage else None
         except TransientError as exc:
             log.warning("metrics: cannot read PostgreSQL: %s", exc)
             source_up.add_metric(["postgresql"], 0)
@@ -81,6 +99,8 @@ class FleetCollector(Collector):
             yield from _fleet_families(counts)
             if safety is not None:
                 yield from _safety_families(safety)
+            if error_storage is not None:
+                yield from _error_storage_families(error_storage)
         try:
             tick = self._last_tick()
         except (redis.RedisError, ValueError) as exc:
@@ -176,6 +196,35 @@ def _safety_families(found: dict[str, Any]) -> Iterator[Metric]:
     yield in_flight
 
 
+def _error_storage_families(found: dict[str, Any]) -> Iterator[Metric]:
+    yield _gauge(
+        "autorecovery_hosts_in_error",
+        "Hosts in error: VMs kept failing there and starting elsewhere",
+        found.get("hosts_in_error"),
+    )
+    yield _gauge(
+        "autorecovery_charges_recent",
+        "Charges (a VM failed on the host, then started on another) within the charge window",
+        found.get("charges_recent"),
+    )
+    domains = GaugeMetricFamily(
+        "autorecovery_storage_domains", "Storage domains by status", labels=["status"]
+    )
+    by_status: dict[str, int] = dict.fromkeys((s.value for s in DomainStatus), 0)
+    by_status.update(found.get("storage_domains") or {})
+    for status, n in sorted(by_status.items()):
+        domains.add_metric([status], float(n))
+    yield domains
+    activations = CounterMetricFamily(
+        "autorecovery_storage_domain_activations",
+        "Storage domain activations by trigger and outcome (queued/running while in flight)",
+        labels=["trigger", "outcome"],
+    )
+    for row in found.get("sd_activations") or ():
+        activations.add_metric([row["trigger"], row["outcome"]], float(row["n"]))
+    yield activations
+
+
 def _tick_families(tick: dict[str, Any] | None) -> Iterator[Metric]:
     if tick is None:
         return
@@ -196,9 +245,12 @@ def _tick_families(tick: dict[str, Any] | None) -> Iterator[Metric]:
 
 
 def build_registry(
-    counts: Counts, last_tick: LastTick, safety: SafetyCounts | None = None
+    counts: Counts,
+    last_tick: LastTick,
+    safety: SafetyCounts | None = None,
+    error_storage: ErrorStorageCounts | None = None,
 ) -> CollectorRegistry:
     """Return a private registry holding only the fleet collector (nothing is read until scraped)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(counts, last_tick, safety))
+    registry.register(FleetCollector(counts, last_tick, safety, error_storage))
     return registry

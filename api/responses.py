@@ -197,3 +197,66 @@ class ErrorOut(BaseModel):
     error: str
     message: str
     field: str | None
+
+
+class VmRunOut(BaseModel):
+    """What a VM run did: the hosts it charged and those it put in error."""
+
+    vm_run: int = Field(description="the stored run's id")
+    vm_id: str
+    charged: dict[str, int] = Field(
+        description="each host this run charged, with its charges within the window (this one included)"
+    )
+    errored: list[str] = Field(description="hosts this run put in error")
+    error_until: str | None = Field(description="when the hosts put in error may come back; null: none")
+
+
+class PlacementHost(BaseModel):
+    """One up host's place in the ranking: its score and the terms it adds up."""
+
+    host_id: str
+    score: float = Field(description="the sum of the terms; higher is better")
+    terms: dict[str, float] = Field(description="free_memory, vms_running and recent_charges")
+    vms_running: int
+    mem_free_mb: int
+    recent_charges: int = Field(description="VMs failed here and started elsewhere, within the window")
+
+
+class PlacementOut(BaseModel):
+    """A cluster's up hosts, best first; error and other non-up hosts are left out."""
+
+    cluster: str
+    hosts: list[PlacementHost]
+
+
+class StorageDomainOut(BaseModel):
+    """A storage domain: its status from monitoring (or maintenance) and its autorecovery flag."""
+
+    id: str
+    status: str = Field(description="active, inactive or maintenance")
+    autorecovery: bool
+    last_seen_at: str | None = Field(description="when an up host last reached it")
+    status_changed_at: str | None
+    detail: str | None
+
+
+class StorageDomainList(BaseModel):
+    """Every storage domain, by id."""
+
+    storage_domains: list[StorageDomainOut]
+
+
+class StorageDomainDetail(StorageDomainOut):
+    """A storage domain with its clusters and the activation queued or running, if any."""
+
+    clusters: list[str]
+    activation: dict[str, Any] | None
+
+
+class StorageActivationOut(BaseModel):
+    """A queued storage domain activation."""
+
+    task_id: str = Field(description="the Celery task id (equal to the activation id)")
+    activation_id: str
+    storage_domain_id: str
+    state: str

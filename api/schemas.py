@@ -27,7 +27,11 @@ VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
 #: Free text: no control characters (PostgreSQL refuses NUL; logs should not get escapes).
 TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 URL_PATTERN = r"^https?://[!-~]+$"
+#: Storage domain ids in a path: a name without ``/``, which would split the path segment.
+SD_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._:+-]{0,127}$"
 MAX_URL_LEN = 2048
+#: Attempts in one VM run: a scheduler gives up long before this.
+MAX_ATTEMPTS = 20
 MAX_LIST = 256
 MAX_PAGE = 1000
 MAX_WAIT_S = 120.0
@@ -131,6 +135,38 @@ class MaintenanceIn(Input):
     model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "replacing a DIMM"}]})
 
     reason: Text | None = None
+
+
+class AttemptIn(Input):
+    """One try to start the VM: on which host, and whether it started (else the error)."""
+
+    host: Id
+    ok: bool
+    error: Annotated[str, StringConstraints(pattern=TEXT_PATTERN, max_length=1000)] | None = None
+
+
+class VmRunIn(Input):
+    """A VM's placement attempts, in the order the scheduler made them.
+
+    A host is charged when the VM failed on it and then started on another host.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "vm_id": "vm-0042",
+                    "attempts": [
+                        {"host": "h-0001", "ok": False, "error": "qemu-kvm: failed to start the VM"},
+                        {"host": "h-0002", "ok": True, "error": None},
+                    ],
+                }
+            ]
+        }
+    )
+
+    vm_id: Id
+    attempts: list[AttemptIn] = Field(min_length=1, max_length=MAX_ATTEMPTS)
 
 
 class ReportIn(BaseModel):

@@ -1,6 +1,7 @@
 """The ``autorecovery`` command: run everything embedded, migrate, tick, the simulator, the API.
 
-Operator commands (hosts, plan, audit) talk to the HTTP API; see ``autorecovery.cli_ops``.
+Operator commands (hosts, plan, audit, pause, resume, safety, storage-domains, placement,
+vm-runs) talk to the HTTP API; see ``autorecovery.cli_ops`` and docs/cli.md.
 """
 
 from __future__ import annotations

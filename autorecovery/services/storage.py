@@ -143,7 +143,7 @@ class StorageService:
             if sd is None:
                 raise NotFound("storage_domain", sd_id)
             if sd.status is DomainStatus.ACTIVE:
-                raise Conflict(f"storage domain {sd_id} is already active")
+                raise Conflict(f"storage domain {sd_id} is already active", {"status": "active"})
             if not self.repos.storage.queue_activation(
                 conn, activation_id, sd_id, trigger=Trigger.MANUAL.value, actor=actor, now=now
             ):

@@ -1,4 +1,6 @@
-"""Counts for ``/metrics`` that no service needs: holds, incidents, pauses and the observer."""
+"""Counts for ``/metrics`` that no service needs: holds, incidents, pauses, the observer, the error
+state and storage domains.
+"""
 
 from __future__ import annotations
 
@@ -52,4 +54,35 @@ def safety_gauges(conn: Conn, now: datetime) -> dict[str, Any]:
             """,
         ).fetchall()
     }
+    return found
+
+
+def error_and_storage_gauges(conn: Conn, charges_since: datetime) -> dict[str, Any]:
+    """Return the error state's and the storage domains' counts, for a scrape.
+
+    Returns:
+        ``hosts_in_error``; ``charges_recent``, charges laid since ``charges_since`` (those
+        older have decayed); ``storage_domains``, domains by status; ``sd_activations``,
+        domain activations by ``trigger`` and ``outcome`` (the state while in flight) with ``n``.
+    """
+    row = run(
+        conn,
+        """
+        SELECT (SELECT count(*) FROM hosts WHERE status = 'error') AS hosts_in_error,
+               (SELECT count(*) FROM charges WHERE at >= %(since)s) AS charges_recent
+        """,
+        {"since": charges_since},
+    ).fetchone()
+    found: dict[str, Any] = {k: int(v) for k, v in dict(row or {}).items()}
+    found["storage_domains"] = {
+        r["status"]: int(r["n"])
+        for r in run(conn, "SELECT status, count(*) AS n FROM storage_domains GROUP BY status").fetchall()
+    }
+    found["sd_activations"] = run(
+        conn,
+        """
+        SELECT trigger, coalesce(outcome, state) AS outcome, count(*) AS n FROM sd_activations
+        GROUP BY trigger, coalesce(outcome, state) ORDER BY 1, 2
+        """,
+    ).fetchall()
     return found

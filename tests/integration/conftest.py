@@ -78,7 +78,8 @@ def clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
     app_module.app.control.purge()
     with deps.db.transaction() as conn:
         conn.execute(
-            "TRUNCATE audit_log, activations, reports, hosts, clusters, pauses, incidents CASCADE"
+            "TRUNCATE audit_log, activations, reports, hosts, clusters, pauses, incidents, "
+            "vm_runs, charges, sd_activations, storage_domains CASCADE"
         )
         conn.execute(
             "UPDATE observer SET last_full_tick_at = NULL, gate = NULL, silent_hosts = 0, "

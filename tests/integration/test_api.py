@@ -109,7 +109,7 @@ MALFORMED: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("POST", "/api/v1/clusters", {"json": {"id": "bad id"}}, 422, "id"),
     ("POST", "/api/v1/clusters", {"json": {}}, 422, "id"),
     ("POST", "/api/v1/clusters", {"json": {"id": "c-9", "cpu_flags": "vmx"}}, 422, "cpu_flags"),
-    ("POST", "/api/v1/clusters", {"json": {"id": "c-9", "cpu_flags": ["vmx", 1]}}, 422, "cpu_flags.1"),
+    ("POST", "/api/v1/clusters", {"json": {"id": "c-9", "cpu_flags": ["vmx", 1]}}, 422, "cpu_flags[1]"),
     (
         "POST",
         "/api/v1/clusters",

@@ -94,22 +94,29 @@ def _run(operation: Any, mode: GenerationMode, server: ApiServer, failures: list
 
 @pytest.fixture
 def no_pauses(deps: Any) -> Iterator[None]:
-    """Lift the pauses the generated requests leave (the suite's cleanup does not empty them)."""
+    """Remove the pauses, VM runs and storage domains the generated requests leave.
+
+    The suite's cleanup empties the fleet's tables, not these.
+    """
     yield
     with deps.db.transaction() as conn:
         conn.execute("DELETE FROM pauses")
+        conn.execute("TRUNCATE vm_runs, charges, sd_activations, storage_domains CASCADE")
 
 
 def test_generated_requests_never_get_a_server_error(
     fuzz_api: ApiServer, fleet_service: Any, no_pauses: None
 ) -> None:
     fleet_service.register_cluster(Cluster("c-1", frozenset({"mgmt"}), frozenset({"sd-1"})), "test")
-    fleet_service.register_hosts([HostSpec("h-0001", "c-1", "http://127.0.0.1:9/agents/h-0001")], "test")
+    # Two hosts: the documented VM run (a failure on h-0001, then h-0002) is accepted (201).
+    fleet_service.register_hosts(
+        [HostSpec(h, "c-1", f"http://127.0.0.1:9/agents/{h}") for h in ("h-0001", "h-0002")], "test"
+    )
     failures: list[str] = []
     calls = 0
     operations = _operations(fuzz_api.base_url)
     labels = {op.label for op in operations}
-    assert len(operations) >= 24
+    assert len(operations) >= 31
     assert {
         "PUT /api/v1/pause",
         "DELETE /api/v1/pause",
@@ -119,6 +126,13 @@ def test_generated_requests_never_get_a_server_error(
         "POST /api/v1/hosts/{host_id}/quarantine/clear",
         "POST /api/v1/hosts/{host_id}/backoff/reset",
         "GET /api/v1/safety",
+        "POST /api/v1/vm-runs",
+        "GET /api/v1/clusters/{cluster_id}/placement",
+        "GET /api/v1/storage-domains",
+        "GET /api/v1/storage-domains/{storage_domain_id}",
+        "POST /api/v1/storage-domains/{storage_domain_id}/activate",
+        "PUT /api/v1/storage-domains/{storage_domain_id}/autorecovery",
+        "POST /api/v1/storage-domains/{storage_domain_id}/maintenance",
     } <= labels, labels
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):

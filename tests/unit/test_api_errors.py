@@ -6,15 +6,19 @@ import asyncio
 import json
 from typing import Any
 
+import fakeredis
 import httpx
 import pytest
 
 from api.app import create_app
 from api.deps import Services
 from api.errors import error_response, field_name, from_domain
+from autorecovery.agents.fake import FakeAgentClient
 from autorecovery.services import utcnow
 from autorecovery.services.fleet import FleetService, HostSpec
 from autorecovery.services.safety import SafetyService
+from autorecovery.services.storage import StorageService
+from autorecovery.services.vmruns import ErrorPolicy, VmRunService
 from autorecovery.settings import Settings
 from models.domain import Cluster
 from models.errors import (
@@ -42,18 +46,33 @@ class World:
     def __init__(self) -> None:
         self.db = MemoryDatabase()
         self.sent: list[tuple[str, str, str, str]] = []
+        self.sent_domains: list[tuple[str, str, str, str]] = []
         repos = memory_repos(self.db)
         self.fleet = FleetService(self.db, self._enqueue, report_max_age_s=30.0, clock=utcnow, repos=repos)
         self.safety = SafetyService(self.db, utcnow, repos)
+        self.storage = StorageService(
+            self.db,
+            fakeredis.FakeRedis(),
+            FakeAgentClient(),
+            self._enqueue_domain,
+            clock=utcnow,
+            lock_ttl_s=30.0,
+            report_max_age_s=30.0,
+            repos=repos,
+        )
+        self.vmruns = VmRunService(self.db, utcnow, ErrorPolicy(charge_limit=3), repos)
         self.fleet.register_cluster(Cluster("c-1", frozenset({"mgmt"})), "test")
         self.fleet.register_hosts([HostSpec("h-1", "c-1", "http://127.0.0.1:9/h-1")], "test")
         self.app = create_app(
             Settings(api_tokens=f"alice:admin:{ALICE},vic:viewer:{VIC}"),
-            services=Services(fleet=self.fleet, safety=self.safety),
+            services=Services(fleet=self.fleet, safety=self.safety, storage=self.storage, vmruns=self.vmruns),
         )
 
     def _enqueue(self, activation_id: str, host_id: str, trigger: str, actor: str) -> None:
         self.sent.append((activation_id, host_id, trigger, actor))
+
+    def _enqueue_domain(self, activation_id: str, sd_id: str, trigger: str, actor: str) -> None:
+        self.sent_domains.append((activation_id, sd_id, trigger, actor))
 
     def call(self, method: str, path: str, *, raise_errors: bool = True, **kwargs: Any) -> httpx.Response:
         async def go() -> httpx.Response:
@@ -83,7 +102,9 @@ def shape(answer: httpx.Response) -> tuple[int, str, str | None]:
     ("loc", "name"),
     [
         (("body", "agent_url"), "agent_url"),
-        (("body", "cpu_flags", 1), "cpu_flags.1"),
+        (("body", "cpu_flags", 1), "cpu_flags[1]"),
+        (("body", "attempts", 2, "ok"), "attempts[2].ok"),
+        (("body", "attempts", 0), "attempts[0]"),
         (("query", "limit"), "limit"),
         (("path", "host_id"), "host_id"),
         (("body",), "body"),

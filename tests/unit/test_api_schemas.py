@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from api.errors import field_name
 from api.schemas import (
     ActivateQuery,
     AuditQuery,
@@ -24,7 +25,7 @@ HOST = {"id": "h-0001", "cluster": "c-1", "agent_url": "http://10.0.0.7:8900/age
 def refused_field(model: type[BaseModel], data: dict[str, Any]) -> str:
     with pytest.raises(ValidationError) as caught:
         model.model_validate(data)
-    return ".".join(str(p) for p in caught.value.errors()[0]["loc"])
+    return field_name(caught.value.errors()[0]["loc"])
 
 
 def test_host_in_accepts_a_registration_and_trims_the_url_slash() -> None:
@@ -61,7 +62,7 @@ def test_cluster_in_defaults_and_refusals() -> None:
     cluster = ClusterIn.model_validate({"id": "c-1"})
     assert (cluster.required_networks, cluster.min_version) == ([], "0")
     assert refused_field(ClusterIn, {"id": "c-1", "cpu_flags": ["vmx", "vmx"]}) == "cpu_flags"
-    assert refused_field(ClusterIn, {"id": "c-1", "cpu_flags": ["vmx", 3]}) == "cpu_flags.1"
+    assert refused_field(ClusterIn, {"id": "c-1", "cpu_flags": ["vmx", 3]}) == "cpu_flags[1]"
     assert refused_field(ClusterIn, {"id": "c-1", "required_networks": "mgmt"}) == "required_networks"
     assert refused_field(ClusterIn, {"id": "c-1", "storage_domains": ["sd"] * 300}) == "storage_domains"
     assert refused_field(ClusterIn, {"id": "c-1", "min_version": "4 .5"}) == "min_version"

@@ -30,7 +30,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
         if name.upper().startswith(ENV_PREFIX):
             monkeypatch.delenv(name)
     monkeypatch.setenv("AUTORECOVERY_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr(cli_ops, "POLL_S", 0.01)
+    monkeypatch.setattr(cli_ops.wait, "POLL_S", 0.01)
     yield
 
 

@@ -1,0 +1,225 @@
+"""The API client of the operator commands: where to call, with which token, and what failed.
+
+Every failure becomes an ``ApiFailure`` that carries the exit code (see ``Exit``), the API's
+message and a hint of what to do; the token travels only in the Authorization header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import re
+from enum import IntEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from autorecovery import __version__
+from models.errors import AutorecoveryError, InvalidInput
+
+API_PREFIX = "/api/v1"
+REQUEST_TIMEOUT_S = 30.0
+DEV_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name: ``autorecovery up`` writes it
+_TOKEN_CHARS = re.compile(r"[!-~]+")
+
+
+class Exit(IntEnum):
+    """What the process's exit code means (see ``autorecovery.cli_ops``)."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    TIMEOUT = 3
+    NOT_FOUND = 4
+    CONFLICT = 5
+    AUTH = 6
+    UNREACHABLE = 7
+
+
+class ApiFailure(AutorecoveryError):
+    """An operator command that did not succeed: the message, what to do, the exit code."""
+
+    def __init__(self, exit_code: Exit, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.message = message
+        self.hint = hint
+
+
+def exit_code_for(status: int) -> Exit:
+    """Map an HTTP error status to the exit code."""
+    if status in (401, 403):
+        return Exit.AUTH
+    if status == 404:
+        return Exit.NOT_FOUND
+    if status == 409:
+        return Exit.CONFLICT
+    if status in (408, 504):
+        return Exit.TIMEOUT
+    if status in (502, 503):
+        return Exit.UNREACHABLE
+    return Exit.USAGE if 400 <= status < 500 else Exit.FAILED
+
+
+def failure_from(response: httpx.Response, base_url: str) -> ApiFailure:
+    """Turn an error answer into the API's message and a hint of what to do."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        body = {"message": f"HTTP {response.status_code}: {response.text[:200]}".strip()}
+    status, code, field = response.status_code, body.get("error"), body.get("field")
+    hints = {
+        401: "give a token of the API's AUTORECOVERY_API_TOKENS with --token or AUTORECOVERY_TOKEN",
+        403: "this needs an admin token",
+        404: "check the id with `autorecovery hosts list`",
+        503: f"retry later; {base_url}/readyz says which dependency is down",
+    }
+    hint = hints.get(status)
+    if status == 404 and field == "cluster_id":
+        hint = "check the cluster id"
+    elif status == 404 and field == "storage_domain_id":
+        hint = "check the id with `autorecovery storage-domains list`"
+    if code == "not_paused":
+        hint = "nothing to resume; `autorecovery safety` lists the pauses in force"
+    elif code == "activation_in_flight":
+        holder = body.get("holder") or {}
+        if "sd_id" in holder:
+            hint = f"follow it with `autorecovery storage-domains show {holder['sd_id']}`"
+        else:
+            hint = f"follow it with `autorecovery hosts show {holder.get('host_id', 'ID')}`"
+    elif code == "already_up":
+        hint = "nothing to do"
+    elif status in (400, 413, 422) and field:
+        hint = f"fix {field} and try again"
+    elif status >= 500 and hint is None:
+        hint = "see the API's log"
+    return ApiFailure(exit_code_for(status), str(body.get("message") or f"HTTP {status}"), hint)
+
+
+class ApiClient:
+    """JSON calls to ``<base_url>/api/v1``; every failure becomes an ApiFailure."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        timeout_s: float = REQUEST_TIMEOUT_S,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        headers = {"User-Agent": f"autorecovery-cli/{__version__}", "Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(
+            base_url=self.base_url + API_PREFIX, headers=headers, timeout=timeout_s, transport=transport
+        )
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._http.close()
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> Any:
+        """Send one request; return its JSON (None for an empty answer).
+
+        Raises:
+            ApiFailure: the API refused, failed, or could not be reached in time.
+        """
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        where = f"{method} {API_PREFIX}{path}"
+        try:
+            response = self._http.request(method, path, params=query, json=body)
+        except httpx.ConnectTimeout as exc:
+            raise self._unreachable(exc) from exc
+        except httpx.TimeoutException as exc:
+            raise ApiFailure(
+                Exit.TIMEOUT,
+                f"{where}: no answer within {self.timeout_s:.0f}s",
+                "retry; the API or its database may be overloaded",
+            ) from exc
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        if not response.is_success:
+            raise failure_from(response, self.base_url)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ApiFailure(
+                Exit.FAILED, f"{where}: the answer is not JSON", f"is {self.base_url} the autorecovery API?"
+            ) from exc
+
+    def _unreachable(self, exc: Exception) -> ApiFailure:
+        return ApiFailure(
+            Exit.UNREACHABLE,
+            f"cannot reach the API at {self.base_url} ({type(exc).__name__}: {exc})",
+            "is the API running there? set --api-url or AUTORECOVERY_API_URL",
+        )
+
+
+# -- Where to call, with which token ---------------------------------------------------------
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve(args: argparse.Namespace) -> tuple[str, str | None]:
+    """Return the API URL and token from the options, else the settings (environment).
+
+    Raises:
+        ApiFailure: exit 2 when the URL is not http(s) or the token cannot go in a header;
+            the message names where the value came from, never the token.
+    """
+    url, token, source = args.api_url, args.token, "--token"
+    if url is None or token is None:
+        from autorecovery.settings import load_settings
+
+        try:
+            settings = load_settings()
+        except InvalidInput as exc:
+            raise ApiFailure(Exit.USAGE, str(exc), "fix the variable, or pass the option") from exc
+        url = url or settings.api_url
+        if token is None:
+            source = "AUTORECOVERY_TOKEN"
+            token = settings.token.get_secret_value() if settings.token else None
+            dev_file = settings.data_dir / DEV_TOKEN_FILE
+            if not token and _is_loopback(url):
+                source = str(dev_file)
+                with contextlib.suppress(OSError):  # no file, or not ours: go without a token
+                    token = dev_file.read_text(encoding="utf-8").strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ApiFailure(
+            Exit.USAGE,
+            f"the API URL {url!r} is not an http(s) URL",
+            "set --api-url or AUTORECOVERY_API_URL, e.g. http://127.0.0.1:8800",
+        )
+    if token and not _TOKEN_CHARS.fullmatch(token):
+        raise ApiFailure(
+            Exit.USAGE,
+            f"the token from {source} has spaces or non-ASCII characters",
+            "copy it again without them",
+        )
+    return url, token or None
