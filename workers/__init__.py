@@ -76,32 +76,28 @@ app = make_app(settings)
 _container: Container | None = None
 
 
-def enqueue_activation(activation_id: str, host_id: str, trigger: str, actor: str) -> None:
-    """Queue ``init_vds_on_up``; the Celery task id is the activation id."""
+def _send_activation(task: str, activation_id: str, target: dict[str, str], trigger: str, actor: str) -> None:
+    """Send an activation task whose Celery task id is the activation id."""
     try:
         app.send_task(
-            ACTIVATION_TASK,
-            kwargs={"host_id": host_id, "activation_id": activation_id, "trigger": trigger, "actor": actor},
+            task,
+            kwargs={**target, "activation_id": activation_id, "trigger": trigger, "actor": actor},
             task_id=activation_id,
             queue=ACTIVATION_QUEUE,
             expires=settings.activation_queued_ttl_s,
         )
     except OperationalError as exc:
-        raise BrokerUnavailable(f"broker refused the activation message: {exc}") from exc
+        raise BrokerUnavailable(f"broker refused the {task} message: {exc}") from exc
+
+
+def enqueue_activation(activation_id: str, host_id: str, trigger: str, actor: str) -> None:
+    """Queue ``init_vds_on_up`` for a host."""
+    _send_activation(ACTIVATION_TASK, activation_id, {"host_id": host_id}, trigger, actor)
 
 
 def enqueue_storage_activation(activation_id: str, sd_id: str, trigger: str, actor: str) -> None:
-    """Queue ``activate_storage_domain``; the Celery task id is the activation id."""
-    try:
-        app.send_task(
-            STORAGE_TASK,
-            kwargs={"sd_id": sd_id, "activation_id": activation_id, "trigger": trigger, "actor": actor},
-            task_id=activation_id,
-            queue=ACTIVATION_QUEUE,
-            expires=settings.activation_queued_ttl_s,
-        )
-    except OperationalError as exc:
-        raise BrokerUnavailable(f"broker refused the storage activation message: {exc}") from exc
+    """Queue ``activate_storage_domain`` for a storage domain."""
+    _send_activation(STORAGE_TASK, activation_id, {"sd_id": sd_id}, trigger, actor)
 
 
 def container() -> Container:

@@ -59,25 +59,6 @@ def report_from_row(row: dict[str, Any]) -> Report | None:
     )
 
 
-def report_to_json(report: Report, received_at: datetime) -> dict[str, Any]:
-    """Turn a Report into one element of the JSON array that a batched upsert unpacks."""
-    return {
-        "host_id": report.host_id,
-        "reported_at": report.reported_at.isoformat(),
-        "received_at": received_at.isoformat(),
-        "source": report.source,
-        "agent_reachable": report.agent_reachable,
-        "kvm": report.kvm,
-        "version": report.version,
-        "cpu_flags": sorted(report.cpu_flags),
-        "networks": dict(report.networks),
-        "storage_domains": dict(report.storage_domains),
-        "vms_running": report.vms_running,
-        "mem_free_mb": report.mem_free_mb,
-        "error": report.error,
-    }
-
-
 def report_as_dict(report: Report) -> dict[str, Any]:
     """Present a Report as JSON for the API and the audit log."""
     return {
@@ -93,3 +74,8 @@ def report_as_dict(report: Report) -> dict[str, Any]:
         "mem_free_mb": report.mem_free_mb,
         "error": report.error,
     }
+
+
+def report_to_json(report: Report, received_at: datetime) -> dict[str, Any]:
+    """Turn a Report into one element of the JSON array that a batched upsert unpacks."""
+    return {"host_id": report.host_id, "received_at": received_at.isoformat(), **report_as_dict(report)}
