@@ -19,9 +19,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
-    database_url: str | None = Field(None, description="PostgreSQL URL; unset: embedded")
-    redis_url: str | None = Field(None, description="Redis URL for locks; unset: embedded")
-    broker_url: str | None = Field(None, description="Celery broker; unset: the Redis URL")
+    # URLs may carry passwords and tokens are secrets: none of them shows in a repr.
+    database_url: str | None = Field(None, repr=False, description="PostgreSQL URL; unset: embedded")
+    redis_url: str | None = Field(None, repr=False, description="Redis URL for locks; unset: embedded")
+    broker_url: str | None = Field(None, repr=False, description="Celery broker; unset: the Redis URL")
     data_dir: Path = Field(Path(".autorecovery"), description="embedded servers' data")
 
     tick_interval_s: float = Field(10.0, gt=0, description="seconds between monitoring ticks")
@@ -81,7 +82,7 @@ class Settings(BaseSettings):
     db_pool_max: int = Field(10, ge=1, le=200, description="PostgreSQL pool size per process")
 
     api_tokens: str = Field(
-        "", description="'name:role:token' entries, comma-separated; role viewer or admin"
+        "", repr=False, description="'name:role:token' entries, comma-separated; role viewer or admin"
     )
     api_host: str = Field("127.0.0.1", description="API bind address")
     api_port: int = Field(8800, ge=0, le=65535, description="API port")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import secrets
 import signal
 import socket
 import subprocess
@@ -26,6 +25,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from api.auth import dev_token
 from autorecovery.settings import Settings, load_settings
 from autorecovery.sim import SimulatorClient
 from autorecovery.sim.launcher import VmLauncher
@@ -129,12 +129,8 @@ def _api_token(settings: Settings, data_dir: Path) -> tuple[str, str | None]:
     """Return the API tokens setting, creating an admin token file for the demo if none is set."""
     if settings.api_tokens:
         return settings.api_tokens, None
-    path = data_dir / "admin-token"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(24))
-        path.chmod(0o600)
-    return f"admin:admin:{path.read_text().strip()}", str(path)
+    token, path = dev_token(data_dir)
+    return f"admin:admin:{token}", str(path)
 
 
 def _wait_http(url: str, what: str, timeout_s: float, sup: Supervisor) -> None:
@@ -463,7 +459,8 @@ def _launcher(
     admins = [e.split(":", 2) for e in tokens.split(",") if e.count(":") >= 2]
     token = next((t for _, role, t in admins if role.strip() == "admin"), "")
     api = httpx.Client(
-        base_url=f"http://127.0.0.1:{api_port}", timeout=10.0,
+        base_url=f"http://127.0.0.1:{api_port}",
+        timeout=10.0,
         headers={"Authorization": f"Bearer {token}"},
     )
     agents = httpx.Client(base_url=f"http://127.0.0.1:{sim_port}", timeout=10.0)
@@ -472,7 +469,11 @@ def _launcher(
 
 
 def _watch(
-    opts: UpOptions, sup: Supervisor, db: Database, chaos: Chaos | None, started: datetime,
+    opts: UpOptions,
+    sup: Supervisor,
+    db: Database,
+    chaos: Chaos | None,
+    started: datetime,
     launcher: VmLauncher,
 ) -> int:
     deadline = None if opts.duration_s is None else time.monotonic() + opts.duration_s

@@ -56,6 +56,7 @@ def make_app(settings: Settings) -> Celery:
             STORAGE_TASK: {
                 "soft_time_limit": settings.activation_soft_limit_s,
                 "time_limit": settings.activation_time_limit_s,
+                "max_retries": settings.task_max_retries,
             },
             TICK_TASK: {
                 "soft_time_limit": max(settings.tick_interval_s * 6, 60.0),

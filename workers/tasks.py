@@ -77,10 +77,12 @@ def activate_storage_domain(
     self: Task, sd_id: str, activation_id: str, trigger: str = "auto", actor: str = "auto"
 ) -> dict[str, Any]:
     """Activate one storage domain under its lock and fencing token."""
+    service = container().storage
     try:
-        return container().storage.run(activation_id, sd_id)
+        return service.run(activation_id, sd_id)
     except TransientError as exc:
         if self.request.retries >= (self.max_retries or 0):
+            service.give_up(activation_id, sd_id, f"retries exhausted: {exc}")
             raise
         log.warning("storage domain %s: activation %s retrying: %s", sd_id, activation_id, exc)
         raise self.retry(exc=exc, countdown=backoff_s(self.request.retries)) from exc

@@ -104,7 +104,9 @@ class HttpAgentClient:
 
     def _fenced_post(self, url: str, body: dict[str, Any]) -> InitResult:
         @retry(
-            retry=retry_if_exception_type(httpx.TransportError),
+            # Only failures to connect: a request that may have reached the agent is not sent
+            # twice (a second init with the same fence would run beside the first).
+            retry=retry_if_exception_type((httpx.ConnectError, httpx.ConnectTimeout)),
             stop=stop_after_attempt(self.retries + 1),
             wait=wait_exponential_jitter(multiplier=0.2, max=5.0),
             reraise=True,

@@ -138,7 +138,7 @@ class ActivationService:
             return self._skip_busy(act.id, host_id, act.actor)
         try:
             lock.start_renewing()
-            return self._run_locked(act.id, host_id, Trigger(act.trigger), act.actor)
+            return self._run_locked(act.id, host_id, Trigger(act.trigger), act.actor, lock)
         finally:
             lock.release()
 
@@ -205,7 +205,9 @@ class ActivationService:
         run = _Run(activation_id, loaded[0], effective_cluster(cluster, maintenance), fence, trigger, actor)
         return run, gates
 
-    def _run_locked(self, activation_id: str, host_id: str, trigger: Trigger, actor: str) -> Outcome:
+    def _run_locked(
+        self, activation_id: str, host_id: str, trigger: Trigger, actor: str, lock: ObjectLock
+    ) -> Outcome:
         begun = self._begin(activation_id, host_id, trigger, actor)
         if begun is None:
             log.info("host %s: activation %s was closed before it started", host_id, activation_id)
@@ -219,13 +221,19 @@ class ActivationService:
         assessment = assess(report, run.cluster, now, self.report_max_age_s)
         decision = recheck(run.host, assessment, trigger, gates, now, run.cluster)
         if not decision.is_activate:
+            # An earlier attempt of this activation may have left the host initializing: it
+            # returns to non_operational, never stays initializing with nothing in flight.
+            stuck = run.host.status is HostStatus.INITIALIZING
+            problem = assessment.primary
             return self._close(
                 run,
                 state="skipped",
                 outcome=decision.code,
-                reason=decision.code,
+                reason=(problem.reason.value if problem else Reason.ACTIVATION_FAILED.value)
+                if stuck
+                else decision.code,
                 detail=decision.detail,
-                status=None,
+                status=HostStatus.NON_OPERATIONAL if stuck else None,
             )
         try:
             self._mark_initializing(run)
@@ -239,6 +247,13 @@ class ActivationService:
             return run.outcome("stale_fence", str(exc))
 
         failpoints.hit(self.failpoints, "stop_before_init")
+        if lock.is_lost:
+            log.warning(
+                "host %s: activation %s lost its lock before init; not calling the agent",
+                host_id,
+                activation_id,
+            )
+            return run.outcome("lock_lost", "the host's lock expired before init")
         try:
             result = self.agents.init(target, run.fence, activation_id)
         except StaleFence as exc:
@@ -526,6 +541,9 @@ class ActivationService:
                     now,
                     fence=act.fence,
                 )
+            if act.fence is not None:
+                # Whoever still holds this fence (a paused attempt) can write nothing after this.
+                self.repos.hosts.raise_fence(conn, host_id, act.fence, act.fence + 1)
             self.repos.audit.add(
                 conn,
                 at=now,

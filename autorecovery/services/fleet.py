@@ -121,9 +121,15 @@ class FleetService:
                 raise NotFound("host", host_id)
             if previous == agent_url:
                 return False
-            self.repos.audit.add(conn, at=now, object_type="host", object_id=host_id,
-                                 event="agent_url_changed", actor=actor,
-                                 details={"from": previous, "to": agent_url})
+            self.repos.audit.add(
+                conn,
+                at=now,
+                object_type="host",
+                object_id=host_id,
+                event="agent_url_changed",
+                actor=actor,
+                details={"from": previous, "to": agent_url},
+            )
         return True
 
     def set_autorecovery(self, host_id: str, enabled: bool, actor: str) -> None:

@@ -282,14 +282,19 @@ class MonitoringService:
                     ev.transition.detail,
                 )
 
+        previous = {host.id: (row["last_decision"], row["last_decision_detail"]) for host, _, row in batch}
+        # Only decisions that changed are written: a steady fleet writes none.
+        settled = [
+            ev.decision
+            for ev in evaluations
+            if not ev.decision.is_activate and previous[ev.host.id] != (ev.decision.code, ev.decision.detail)
+        ]
         with self.db.transaction() as conn:
             self.repos.hosts.upsert_reports(conn, pulled, now)
             changed = self.repos.hosts.apply_transitions(
                 conn, [ev.transition for ev in evaluations if ev.transition], now, AUTO_ACTOR
             )
-            self.repos.hosts.record_decisions(
-                conn, [ev.decision for ev in evaluations if not ev.decision.is_activate], now
-            )
+            self.repos.hosts.record_decisions(conn, settled, now)
         result.hosts += len(batch)
         result.batches += 1
         result.pulled += len(pulled)

@@ -192,12 +192,67 @@ class StorageService:
         """Activate a domain under its lock and fence: connect it through a host that reaches it."""
         lock = ObjectLock(self.redis, keys.storage_domain_lock(sd_id), self.lock_ttl_s)
         if not lock.acquire():
-            return {"sd_id": sd_id, "outcome": "lock_busy"}
+            return self._skip_busy(activation_id, sd_id)
         try:
             lock.start_renewing()
             return self._run_locked(activation_id, sd_id)
         finally:
             lock.release()
+
+    def _skip_busy(self, activation_id: str, sd_id: str) -> dict[str, Any]:
+        """A busy lock is a normal outcome: the activation is closed as skipped, and audited."""
+        now = self.clock()
+        with self.db.transaction() as conn:
+            act = self.repos.storage.get_activation(conn, activation_id)
+            if self.repos.storage.finish_activation(
+                conn,
+                activation_id,
+                state="skipped",
+                outcome="lock_busy",
+                detail="another activation holds the lock",
+                now=now,
+                fence=None,
+            ):
+                self.repos.audit.add(
+                    conn,
+                    at=now,
+                    object_type="storage_domain",
+                    object_id=sd_id,
+                    event="activation_skipped",
+                    actor=act["actor"] if act else "auto",
+                    reason="lock_busy",
+                    details={"activation_id": activation_id},
+                )
+        log.info("storage domain %s: activation %s skipped: lock busy", sd_id, activation_id)
+        return {"sd_id": sd_id, "outcome": "lock_busy"}
+
+    def give_up(self, activation_id: str, sd_id: str, error: str) -> None:
+        """Close a domain activation whose retries ran out, bumping the domain's fence."""
+        now = self.clock()
+        with self.db.transaction() as conn:
+            act = self.repos.storage.get_activation(conn, activation_id)
+            if act is None or act["state"] not in ("queued", "running"):
+                return
+            self.repos.storage.finish_activation(
+                conn,
+                activation_id,
+                state="failed",
+                outcome="gave_up",
+                detail=error[:500],
+                now=now,
+                fence=act["fence"],
+            )
+            self.repos.audit.add(
+                conn,
+                at=now,
+                object_type="storage_domain",
+                object_id=sd_id,
+                event="activation_failed",
+                actor=act["actor"],
+                reason="gave_up",
+                details={"activation_id": activation_id, "error": error[:500]},
+            )
+        log.error("storage domain %s: activation %s gave up: %s", sd_id, activation_id, error)
 
     def _run_locked(self, activation_id: str, sd_id: str) -> dict[str, Any]:
         now = self.clock()

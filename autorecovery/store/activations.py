@@ -156,14 +156,19 @@ def finish(
     now: datetime,
     fence: int | None,
 ) -> bool:
-    """Close an in-flight activation; with ``fence``, only while it still holds that token."""
+    """Close an in-flight activation; with ``fence``, only while it still holds that token.
+
+    Without a fence only an activation that never began (queued, no token) is closed, so a
+    duplicate delivery cannot close one that another delivery is running.
+    """
     cur = run(
         conn,
         """
         UPDATE activations SET state = %(state)s, outcome = %(outcome)s, reason = %(reason)s,
             detail = %(detail)s, ended_at = %(now)s
         WHERE id = %(id)s AND state IN ('queued', 'running')
-          AND (%(fence)s::bigint IS NULL OR fence = %(fence)s)
+          AND (fence = %(fence)s OR (%(fence)s::bigint IS NULL AND state = 'queued'
+                                     AND fence IS NULL))
         """,
         {
             "id": activation_id,

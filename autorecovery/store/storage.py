@@ -98,8 +98,9 @@ def follow_monitoring(
     """Update every domain from the latest reports in one statement, auditing each change.
 
     A domain an up host reached with a fresh report is seen now (and ``active`` again if it was
-    ``inactive``); an ``active`` domain no up host has reached since ``inactive_before`` goes
-    ``inactive``. ``maintenance`` is never left here.
+    ``inactive`` and its autorecovery is on: an up host already has it connected); an ``active``
+    domain no up host has reached since ``inactive_before`` goes ``inactive``. ``maintenance``
+    is never left here, and a domain with autorecovery off stays inactive until an admin acts.
 
     Returns:
         The changes, each with ``id``, ``from`` and ``to``.
@@ -115,7 +116,8 @@ def follow_monitoring(
               AND e.value = 'true'::jsonb),
         cur AS (
             SELECT d.id, d.status AS old_status, (s.sd_id IS NOT NULL) AS is_seen,
-                   CASE WHEN d.status = 'inactive' AND s.sd_id IS NOT NULL THEN 'active'
+                   CASE WHEN d.status = 'inactive' AND s.sd_id IS NOT NULL AND d.autorecovery
+                        THEN 'active'
                         WHEN d.status = 'active' AND s.sd_id IS NULL
                              AND (d.last_seen_at IS NULL OR d.last_seen_at < %(inactive_before)s)
                         THEN 'inactive'
@@ -250,7 +252,8 @@ def finish_activation(
         UPDATE sd_activations SET state = %(state)s, outcome = %(outcome)s, detail = %(detail)s,
             ended_at = %(now)s
         WHERE id = %(id)s AND state IN ('queued', 'running')
-          AND (%(fence)s::bigint IS NULL OR fence = %(fence)s)
+          AND (fence = %(fence)s OR (%(fence)s::bigint IS NULL AND state = 'queued'
+                                     AND fence IS NULL))
         """,
         {
             "id": activation_id,

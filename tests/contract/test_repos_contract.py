@@ -446,6 +446,30 @@ def test_begin_bumps_the_host_fence_each_time(backend: Backend) -> None:
     assert host(backend, "h1").fence == 2
 
 
+def test_finish_without_a_fence_closes_only_an_activation_that_never_began(backend: Backend) -> None:
+    seed(backend, "h1", "h2")
+    queue(backend, [("a1", "h1"), ("a2", "h2")])
+    with tx(backend) as conn:
+        assert backend.repos.activations.begin(conn, "a1", at(1)) is not None
+        # A duplicate delivery that found the lock busy must not close the running one...
+        assert (
+            backend.repos.activations.finish(
+                conn, "a1", state="skipped", outcome="lock_busy", reason=None, detail=None,
+                now=at(2), fence=None,
+            )
+            is False
+        )
+        # ...but may close one that no delivery began.
+        assert (
+            backend.repos.activations.finish(
+                conn, "a2", state="skipped", outcome="lock_busy", reason=None, detail=None,
+                now=at(2), fence=None,
+            )
+            is True
+        )
+        assert backend.repos.activations.get(conn, "a1").state == "running"
+
+
 def test_finish_checks_state_and_fence(backend: Backend) -> None:
     seed(backend, "h1", "h2")
     queue(backend, [("a1", "h1"), ("a2", "h2")])

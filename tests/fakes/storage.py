@@ -124,7 +124,7 @@ class MemoryStorage(Repo):
             row = st.storage_domains[sd_id]
             old, last_seen, is_seen = row["status"], row["last_seen_at"], sd_id in seen
             new = old
-            if old == "inactive" and is_seen:
+            if old == "inactive" and is_seen and row["autorecovery"]:
                 new = "active"
             elif old == "active" and not is_seen and (last_seen is None or last_seen < inactive_before):
                 new = "inactive"
@@ -252,6 +252,8 @@ class MemoryStorage(Repo):
         st = self._state(conn, plain=[activation_id, state, outcome, detail])
         row = st.sd_activations.get(activation_id)
         if row is None or row["state"] not in IN_FLIGHT or (fence is not None and row["fence"] != fence):
+            return False
+        if fence is None and (row["state"] != "queued" or row["fence"] is not None):
             return False
         row.update(state=state, outcome=outcome, detail=detail, ended_at=now)
         return True

@@ -473,6 +473,8 @@ class MemoryActivations(Repo):
             return False
         if fence is not None and row["fence"] != fence:
             return False
+        if fence is None and (row["state"] != "queued" or row["fence"] is not None):
+            return False  # without a token, only an activation that never began
         row.update(state=state, outcome=outcome, reason=reason, detail=detail, ended_at=now)
         return True
 

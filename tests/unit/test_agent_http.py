@@ -367,7 +367,21 @@ def test_init_with_a_broken_answer_is_agent_unavailable(
         make_client(handler).init(TARGET, 1, "a")
 
 
-@pytest.mark.parametrize("exc_type", [httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadTimeout])
+def test_an_init_that_may_have_reached_the_agent_is_not_sent_again(
+    make_client: Callable[..., HttpAgentClient], naps: list[float]
+) -> None:
+    calls: list[int] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        raise httpx.ReadTimeout("slow", request=request)
+
+    with pytest.raises(AgentUnavailable, match="ReadTimeout"):
+        make_client(handle, retries=3).init(TARGET, 7, "a")
+    assert len(calls) == 1 and naps == []
+
+
+@pytest.mark.parametrize("exc_type", [httpx.ConnectError, httpx.ConnectTimeout])
 def test_init_connection_errors_are_retried_then_agent_unavailable(
     make_client: Callable[..., HttpAgentClient], naps: list[float], exc_type: type[httpx.TransportError]
 ) -> None:
