@@ -20,7 +20,6 @@ class Skip(StrEnum):
 
     HEALTHY = "healthy"
     MAINTENANCE = "maintenance"
-    INITIALIZING = "initializing"
     ACTIVATION_IN_FLIGHT = "activation_in_flight"
     AUTORECOVERY_OFF = "autorecovery_off"
     HAS_PROBLEMS = "has_problems"

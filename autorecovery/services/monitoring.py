@@ -21,7 +21,6 @@ from autorecovery.store.hosts import HostRow
 from models.domain import (
     Cluster,
     DomainStatus,
-    Host,
     HostStatus,
     Report,
     Trigger,
@@ -100,7 +99,7 @@ class TickResult:
         self.decisions[code] = self.decisions.get(code, 0) + 1
 
 
-def needs_pull(report: Report | None, host: Host, cfg: TickConfig, now_s: float) -> bool:
+def needs_pull(report: Report | None, cfg: TickConfig, now_s: float) -> bool:
     """True unless the host pushed a report during the last tick interval."""
     if report is None or report.source != "push":
         return True
@@ -247,7 +246,7 @@ class MonitoringService:
         targets = [
             Target(host.id, host.agent_url)
             for host, report, _ in batch
-            if needs_pull(report, host, self.cfg, now_s)
+            if needs_pull(report, self.cfg, now_s)
         ]
         pull_started = time.perf_counter()
         pulled = self.agents.pull_reports(targets, now)
