@@ -131,6 +131,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         worker = start_worker(env, tmp, queues="monitoring", concurrency=1, name="bench-worker")
         procs.append(worker)
         ours: dict[str, Any] = {}
+        _tick_through_worker(workers, deps, worker)  # warm-up: first reports and decisions
         ours["pull_steady"] = _tick_through_worker(workers, deps, worker)
         faulted = host_ids[:: max(1, args.hosts // max(args.faults, 1))][: args.faults]
         sim.inject("kvm_down", hosts=faulted)
@@ -141,6 +142,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with deps.db.transaction() as conn:
             conn.execute("UPDATE activations SET state = 'skipped' WHERE state = 'queued'")
             conn.execute("UPDATE hosts SET status = 'up', reason = NULL, detail = NULL")
+        _push_all(deps)
+        _tick_through_worker(workers, deps, worker)  # warm-up after the reset above
         _push_all(deps)
         ours["push_steady"] = _tick_through_worker(workers, deps, worker)
         results["ours"] = ours
