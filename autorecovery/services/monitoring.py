@@ -149,6 +149,9 @@ class MonitoringService:
                 queued_before=now - timedelta(seconds=self.cfg.queued_ttl_s),
                 running_before=now - timedelta(seconds=self.cfg.reap_running_after_s),
             )
+            orphans = self.repos.activations.reset_orphans(
+                conn, now=now, before=now - timedelta(seconds=self.cfg.reap_running_after_s)
+            )
             self.repos.storage.reap_activations(
                 conn,
                 now=now,
@@ -165,7 +168,9 @@ class MonitoringService:
             observer = self.repos.safety.observer_state(conn)
         for row in reaped:
             log.warning("host %s: activation %s abandoned (was %s)", row["host_id"], row["id"], row["was"])
-        result.reaped = len(reaped)
+        for host_id in orphans:
+            log.warning("host %s: was initializing with no activation in flight; non_operational", host_id)
+        result.reaped = len(reaped) + len(orphans)
         quiet = is_quiet(observer.get("last_full_tick_at"), now, self.cfg)
         gates = Gates(pauses=pauses, inactive_domains=domains_by_status(domains, DomainStatus.INACTIVE))
         candidates: list[tuple[Candidate, Decision]] = []

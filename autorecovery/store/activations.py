@@ -225,6 +225,34 @@ def reap(
     ).fetchall()
 
 
+def reset_orphans(conn: Conn, *, now: datetime, before: datetime) -> list[str]:
+    """Return hosts left ``initializing`` with no activation in flight to non_operational.
+
+    A backstop: no activation path leaves one, but a host must never stay there for good. The
+    fence is bumped and each reset audited.
+    """
+    rows = run(
+        conn,
+        """
+        WITH orphans AS (
+            UPDATE hosts h SET status = 'non_operational', reason = 'activation_failed',
+                detail = 'initializing with no activation in flight', fence = h.fence + 1,
+                status_changed_at = %(now)s, subject = NULL
+            WHERE h.status = 'initializing' AND h.status_changed_at < %(before)s
+              AND NOT EXISTS (SELECT 1 FROM activations a WHERE a.host_id = h.id
+                              AND a.state IN ('queued', 'running'))
+            RETURNING h.id)
+        INSERT INTO audit_log (at, object_type, object_id, event, actor, reason, details)
+        SELECT %(now)s, 'host', id, 'status_changed', 'auto', 'activation_failed',
+               jsonb_build_object('from', 'initializing', 'to', 'non_operational',
+                                  'detail', 'initializing with no activation in flight')
+        FROM orphans RETURNING object_id
+        """,
+        {"now": now, "before": before},
+    ).fetchall()
+    return [r["object_id"] for r in rows]
+
+
 def mark_enqueue_failed(conn: Conn, pairs: Sequence[tuple[str, str]], now: datetime, error: str) -> None:
     """Close activations whose message never reached the broker, auditing each."""
     run(

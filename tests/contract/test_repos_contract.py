@@ -776,3 +776,18 @@ def test_nul_in_text_fails_other_writes_too(backend: Backend) -> None:
     with tx(backend) as conn:
         assert backend.repos.audit.query(conn) == []
     assert host(backend, "h1").detail == "seeded"
+
+
+def test_a_host_left_initializing_with_nothing_in_flight_is_reset(backend: Backend) -> None:
+    seed(backend, "h1", "h2", "h3")
+    queue(backend, [("a3", "h3")])
+    with tx(backend) as conn:
+        for host_id in ("h1", "h2", "h3"):
+            backend.repos.hosts.set_status(conn, host_id, "initializing", None, "x", at(0))
+        reset = backend.repos.activations.reset_orphans(conn, now=at(100), before=at(50))
+        assert reset == ["h1", "h2"]  # h3 has an activation in flight
+        h1 = backend.repos.hosts.get_host(conn, "h1")[0]  # type: ignore[index]
+        assert (h1.status.value, h1.reason, h1.fence) == ("non_operational", "activation_failed", 1)
+        assert backend.repos.activations.reset_orphans(conn, now=at(100), before=at(50)) == []
+        events = backend.repos.audit.query(conn, object_id="h1", event="status_changed")
+        assert events and events[0]["reason"] == "activation_failed"

@@ -478,6 +478,24 @@ class MemoryActivations(Repo):
         row.update(state=state, outcome=outcome, reason=reason, detail=detail, ended_at=now)
         return True
 
+    def reset_orphans(self, conn: Any, *, now: datetime, before: datetime) -> list[str]:
+        """Return hosts left initializing with no activation in flight to non_operational."""
+        st = self._state(conn)
+        busy = {a["host_id"] for a in st.activations.values() if a["state"] in IN_FLIGHT}
+        out = []
+        for host_id in sorted(st.hosts):
+            host = st.hosts[host_id]
+            if host["status"] == "initializing" and host["status_changed_at"] < before and host_id not in busy:
+                detail = "initializing with no activation in flight"
+                host.update(status="non_operational", reason="activation_failed", detail=detail,
+                            status_changed_at=now, subject=None)
+                host["fence"] += 1
+                add_audit(st, at=now, object_type="host", object_id=host_id, event="status_changed",
+                          actor="auto", reason="activation_failed",
+                          details={"from": "initializing", "to": "non_operational", "detail": detail})
+                out.append(host_id)
+        return out
+
     def reap(
         self, conn: Any, *, now: datetime, queued_before: datetime, running_before: datetime
     ) -> list[dict[str, Any]]:
