@@ -485,14 +485,30 @@ class MemoryActivations(Repo):
         out = []
         for host_id in sorted(st.hosts):
             host = st.hosts[host_id]
-            if host["status"] == "initializing" and host["status_changed_at"] < before and host_id not in busy:
+            if (
+                host["status"] == "initializing"
+                and host["status_changed_at"] < before
+                and host_id not in busy
+            ):
                 detail = "initializing with no activation in flight"
-                host.update(status="non_operational", reason="activation_failed", detail=detail,
-                            status_changed_at=now, subject=None)
+                host.update(
+                    status="non_operational",
+                    reason="activation_failed",
+                    detail=detail,
+                    status_changed_at=now,
+                    subject=None,
+                )
                 host["fence"] += 1
-                add_audit(st, at=now, object_type="host", object_id=host_id, event="status_changed",
-                          actor="auto", reason="activation_failed",
-                          details={"from": "initializing", "to": "non_operational", "detail": detail})
+                add_audit(
+                    st,
+                    at=now,
+                    object_type="host",
+                    object_id=host_id,
+                    event="status_changed",
+                    actor="auto",
+                    reason="activation_failed",
+                    details={"from": "initializing", "to": "non_operational", "detail": detail},
+                )
                 out.append(host_id)
         return out
 
