@@ -248,12 +248,14 @@ class ActivationService:
 
         failpoints.hit(self.failpoints, "stop_before_init")
         if lock.is_lost:
-            log.warning(
-                "host %s: activation %s lost its lock before init; not calling the agent",
-                host_id,
-                activation_id,
-            )
-            return run.outcome("lock_lost", "the host's lock expired before init")
+            # The lock expired or Redis failed under us: no agent call. The close is fenced, so
+            # if another activation took over it writes nothing; otherwise the host is out again.
+            log.warning("host %s: activation %s lost its lock before init; not calling the agent",
+                        host_id, activation_id)
+            return self._close(run, state="failed", outcome="lock_lost",
+                               reason=Reason.ACTIVATION_FAILED.value,
+                               detail="the host's lock was lost before init",
+                               status=HostStatus.NON_OPERATIONAL)
         try:
             result = self.agents.init(target, run.fence, activation_id)
         except StaleFence as exc:

