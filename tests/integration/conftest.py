@@ -67,6 +67,24 @@ def worker(servers: Servers, logs: Path, app_module: Any) -> Iterator[Proc]:
     proc.stop()
 
 
+@pytest.fixture
+def worker_with(servers: Servers, logs: Path) -> Iterator[Callable[..., Proc]]:
+    """Start a worker whose settings differ from the suite's; stopped after the test.
+
+    Tests that use it should not also use the module's shared ``worker``: both would consume.
+    """
+    started: list[Proc] = []
+
+    def start(concurrency: int = 4, **overrides: str) -> Proc:
+        proc = start_worker(servers.env(**overrides), logs, concurrency=concurrency, name="custom")
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
 @pytest.fixture(autouse=True)
 def clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
     """Empty the tables, the queues and our Redis keys before each integration test."""

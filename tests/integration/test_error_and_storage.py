@@ -3,32 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from autorecovery.services import utcnow
 from autorecovery.services.vmruns import ErrorPolicy, VmRunService
 from models.placement import Attempt
 from tests.integration.conftest import host_status, send_ticks, settle, statuses
-from tests.support.processes import Proc, start_worker
-
-
-@pytest.fixture
-def worker_with(servers: Any, logs: Path) -> Iterator[Callable[..., Proc]]:
-    """Start a worker whose settings differ from the suite's; stopped after the test."""
-    started: list[Proc] = []
-
-    def start(**overrides: str) -> Proc:
-        proc = start_worker(servers.env(**overrides), logs, concurrency=2, name="err-sd")
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
 
 
 def _runs(deps: Any, **policy: float) -> VmRunService:

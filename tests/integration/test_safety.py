@@ -5,32 +5,13 @@ Each test starts its own worker (settings differ per test), never the module's s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from autorecovery.services import utcnow
 from autorecovery.services.safety import SafetyService
 from tests.integration.conftest import host_status, send_ticks, settle, statuses
-from tests.support.processes import Proc, start_worker, wait_for
-
-
-@pytest.fixture
-def worker_with(servers: Any, logs: Path) -> Iterator[Callable[..., Proc]]:
-    """Start a worker whose settings differ from the suite's; stopped after the test."""
-    started: list[Proc] = []
-
-    def start(concurrency: int = 4, **overrides: str) -> Proc:
-        proc = start_worker(servers.env(**overrides), logs, concurrency=concurrency, name="safety")
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
+from tests.support.processes import wait_for
 
 
 def _safety(deps: Any) -> SafetyService:

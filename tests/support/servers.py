@@ -30,6 +30,7 @@ class Servers:
     admin_url: str
     database: str
     embedded: object | None = None
+    lease: tuple[str, str, str] | None = None  # (base Redis URL, lease key, token)
 
     def env(self, **overrides: str) -> dict[str, str]:
         """Environment for a subprocess of the product, with test-sized timings."""
@@ -55,6 +56,12 @@ class Servers:
                     sql.Identifier(self.database)
                 )
             )
+        if self.lease is not None:
+            base, key, token = self.lease
+            client = redis.Redis.from_url(base)
+            if client.get(key) == token.encode():
+                client.delete(key)
+            client.close()
         stop = getattr(self.embedded, "stop", None)
         if stop is not None:
             stop()
@@ -85,6 +92,23 @@ def _with_redis_db(url: str, db: int) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
 
 
+LEASE_TTL_S = 3 * 3600
+
+
+def _lease_redis_pair(base_redis: str) -> tuple[int, tuple[str, str, str]]:
+    """Take the first free pair of Redis databases (1-2, 3-4, … 13-14) for this session."""
+    token = secrets.token_hex(8)
+    client = redis.Redis.from_url(base_redis)
+    try:
+        for lock_db in range(1, 15, 2):
+            key = f"autorecovery:test-lease:{lock_db}"
+            if client.set(key, token, nx=True, ex=LEASE_TTL_S):
+                return lock_db, (base_redis, key, token)
+    finally:
+        client.close()
+    raise RuntimeError("every Redis database pair is leased by another test session")
+
+
 def start_servers(tmp: Path) -> Servers:
     """Use AUTORECOVERY_DATABASE_URL / AUTORECOVERY_REDIS_URL when set, else embedded servers.
 
@@ -106,12 +130,13 @@ def start_servers(tmp: Path) -> Servers:
     params["dbname"] = name
     database_url = make_conninfo(**params)  # type: ignore[arg-type]
     migrate(database_url)
-    # Two Redis databases of our own: one for locks and tick summaries, one for the broker.
-    lock_db = 1 + secrets.randbelow(7) * 2
+    # Two Redis databases of our own: one for locks and tick summaries, one for the broker. A
+    # lease in the base database keeps two sessions on one Redis from sharing a pair.
+    lock_db, lease = _lease_redis_pair(base_redis)
     redis_url = _with_redis_db(base_redis, lock_db)
     broker_url = _with_redis_db(base_redis, lock_db + 1)
     for url in (redis_url, broker_url):
         client = redis.Redis.from_url(url)
         client.flushdb()
         client.close()
-    return Servers(database_url, redis_url, broker_url, base_db, name, embedded)
+    return Servers(database_url, redis_url, broker_url, base_db, name, embedded, lease)
