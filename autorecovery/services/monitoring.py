@@ -29,7 +29,7 @@ from models.domain import (
 )
 from models.errors import BrokerUnavailable
 from models.policy import AUTO_ACTIVATABLE, Decision, Evaluation, Skip, evaluate
-from models.safety import Candidate, CapPolicy, Gates, admit, observer_block
+from models.safety import FLEET, Candidate, CapPolicy, Gates, admit, observer_block
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,10 @@ class MonitoringService:
             )
         for sd in moved:
             log.warning("storage domain %s: %s -> %s", sd["id"], sd["from_status"], sd["to_status"])
-        queued = self.queue_domains() if result.gate is None else []
+        fleet_pause = pauses.get(FLEET)
+        paused = fleet_pause is not None and fleet_pause.is_active(now)
+        # Storage domain reactivation is automatic activation too: gated and paused alike.
+        queued = self.queue_domains() if result.gate is None and not paused else []
         if queued:
             log.info("tick: storage domain activations queued: %s", ", ".join(queued))
         for inc in changes:

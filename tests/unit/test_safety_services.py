@@ -837,3 +837,15 @@ def test_an_incident_closes_when_its_hosts_are_out_for_another_reason(make: Make
     w.later(1, *hosts)  # within the backoff: nothing moves but the incident
     w.monitoring.tick()
     assert w.safety.state()["incidents"] == []
+
+
+def test_a_fleet_pause_also_holds_storage_domain_reactivation(make: Make) -> None:
+    queued: list[str] = []
+    w = make(TICK)
+    w.monitoring.queue_domains = lambda: queued.append("called") or []  # type: ignore[method-assign]
+    w.safety.pause("fleet", "maintenance window", "alice", None)
+    w.monitoring.tick()
+    assert queued == []
+    w.safety.resume("fleet", "alice")
+    w.monitoring.tick()
+    assert queued == ["called"]
