@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
+from models.domain import Report
 from models.errors import BrokerUnavailable
 
 
@@ -37,3 +39,19 @@ class RecordingEnqueuer:
     def hosts(self) -> list[str]:
         """The hosts sent, in order."""
         return [h for _, h, _, _ in self.calls]
+
+
+def good_report(host_id: str, at: datetime, **changes: Any) -> Report:
+    """A clean report (for the unit tests' one-cluster fleet), with ``changes`` applied."""
+    report = Report(
+        host_id=host_id,
+        reported_at=at,
+        kvm=True,
+        version="4.5.2",
+        cpu_flags=frozenset({"vmx"}),
+        networks={"mgmt": True},
+        storage_domains={"sd-1": True},
+        vms_running=1,
+        mem_free_mb=4096,
+    )
+    return replace(report, **changes)

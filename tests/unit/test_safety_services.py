@@ -20,10 +20,11 @@ from autorecovery.services.fleet import FleetService, HostSpec
 from autorecovery.services.monitoring import MonitoringService, TickConfig, TickResult
 from autorecovery.services.safety import SafetyService
 from autorecovery.store import Repos
-from models.domain import Cluster, Host, HostStatus, Report
+from models.domain import Cluster, Host, HostStatus
 from models.errors import InvalidInput, NotFound
 from models.safety import FLEET, CapPolicy
 from tests.fakes import FixedClock, MemoryDatabase, RecordingEnqueuer, memory_repos
+from tests.fakes.ports import good_report
 
 T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 MAX_AGE_S = 30.0
@@ -44,19 +45,6 @@ TICK = TickConfig(
 SAFETY = RecoverySafety(backoff_base_s=10.0, backoff_max_s=3600.0, flap_limit=100, flap_window_s=3600.0)
 
 
-def good_report(host_id: str, at: datetime, **changes: Any) -> Report:
-    report = Report(
-        host_id=host_id,
-        reported_at=at,
-        kvm=True,
-        version="4.5.2",
-        cpu_flags=frozenset({"vmx"}),
-        networks={"mgmt": True},
-        storage_domains={"sd-1": True},
-        vms_running=1,
-        mem_free_mb=4096,
-    )
-    return replace(report, **changes)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from models.domain import Cluster, Host, HostStatus, Report
 from models.errors import BadReport, BrokerUnavailable, Conflict, InvalidInput, NotFound
 from models.safety import CapPolicy
 from tests.fakes import FixedClock, MemoryDatabase, RecordingEnqueuer, memory_repos
+from tests.fakes.ports import good_report
 
 T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 MAX_AGE_S = 30.0
@@ -113,19 +114,6 @@ class World:
         return [e["event"] for e in self.audit(object_id=host_id)]
 
 
-def good_report(host_id: str, at: datetime, **changes: Any) -> Report:
-    report = Report(
-        host_id=host_id,
-        reported_at=at,
-        kvm=True,
-        version="4.5.2",
-        cpu_flags=frozenset({"vmx"}),
-        networks={"mgmt": True},
-        storage_domains={"sd-1": True},
-        vms_running=1,
-        mem_free_mb=4096,
-    )
-    return replace(report, **changes)
 
 
 TICK = TickConfig(
