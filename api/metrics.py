@@ -19,9 +19,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from autorecovery import keys
-from autorecovery.store import Database
-from autorecovery.store.metrics import error_and_storage_gauges, safety_gauges
+from autorecovery.adapters import keys
+from autorecovery.adapters.store import Database
+from autorecovery.adapters.store.metrics import error_and_storage_gauges, safety_gauges
 from models.domain import DomainStatus, HostStatus
 from models.errors import TransientError
 from models.policy import Skip

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 
 import redis
 
-from autorecovery.agents.http import HttpAgentClient
+from autorecovery.adapters.agents.http import HttpAgentClient
+from autorecovery.adapters.store import Database
 from autorecovery.services import Enqueuer, utcnow
 from autorecovery.services.activation import ActivationService, RecoverySafety
 from autorecovery.services.monitoring import MonitoringService, TickConfig
 from autorecovery.services.storage import StorageService
 from autorecovery.services.vmruns import ErrorPolicy, VmRunService
 from autorecovery.settings import Settings
-from autorecovery.store import Database
 from models.errors import BrokerUnavailable, InvalidInput
 from models.placement import Weights
 

@@ -36,8 +36,8 @@ def _settings() -> Settings:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Apply pending migrations to AUTORECOVERY_DATABASE_URL."""
+    from autorecovery.adapters.store import migrate
     from autorecovery.bootstrap import require_urls
-    from autorecovery.store import migrate
 
     database_url, _ = require_urls(_settings())
     applied = migrate(database_url)
@@ -56,7 +56,7 @@ def cmd_tick(args: argparse.Namespace) -> int:
 
 def cmd_sim_serve(args: argparse.Namespace) -> int:
     """Serve a simulated fleet on agent protocol v1."""
-    from autorecovery.sim import Fleet, serve
+    from harness.sim import Fleet, serve
 
     fleet = Fleet.generate(
         hosts=args.hosts, clusters=args.clusters, shared_storage_domain=args.shared_storage_domain
@@ -75,8 +75,8 @@ def cmd_sim_register(args: argparse.Namespace) -> int:
     import workers
     from autorecovery.services import utcnow
     from autorecovery.services.fleet import FleetService
-    from autorecovery.sim import SimulatorClient
-    from autorecovery.sim.register import register_fleet
+    from harness.sim import SimulatorClient
+    from harness.sim.register import register_fleet
 
     deps = workers.container()
     service = FleetService(
@@ -90,7 +90,7 @@ def cmd_sim_register(args: argparse.Namespace) -> int:
 
 def cmd_sim_fault(args: argparse.Namespace) -> int:
     """Inject or clear a fault in a running simulator."""
-    from autorecovery.sim import SimulatorClient
+    from harness.sim import SimulatorClient
 
     with SimulatorClient(args.url) as client:
         if args.action == "clear":
@@ -128,7 +128,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Run everything: embedded servers when no URL is set, simulator, worker, beat, API."""
-    from autorecovery.up import UpOptions, run_up
+    from harness.up import UpOptions, run_up
 
     return run_up(
         UpOptions(

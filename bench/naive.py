@@ -14,10 +14,10 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_process_init
 
-from autorecovery import keys
-from autorecovery.agents import Target
-from autorecovery.store import activations, hosts
-from autorecovery.store.db import STATEMENTS
+from autorecovery.adapters import keys
+from autorecovery.adapters.agents import Target
+from autorecovery.adapters.store import activations, hosts
+from autorecovery.adapters.store.db import STATEMENTS
 from models.policy import RECOVERABLE_STATUSES, evaluate
 from workers import container, enqueue_activation, settings
 

@@ -63,7 +63,7 @@ def _push_all(deps: Any) -> None:
     """Store a fresh, clean pushed report for every host, as agents pushing to the API would."""
     from datetime import UTC, datetime
 
-    from autorecovery.store import hosts as repo
+    from autorecovery.adapters.store import hosts as repo
     from models.domain import Report
 
     now = datetime.now(UTC)
@@ -95,9 +95,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import workers
     from autorecovery.services import utcnow
     from autorecovery.services.fleet import FleetService
-    from autorecovery.sim import SimulatorClient
-    from autorecovery.sim.register import register_fleet
     from bench import naive
+    from harness.sim import SimulatorClient
+    from harness.sim.register import register_fleet
 
     deps = workers.container()
     procs: list[Proc] = []

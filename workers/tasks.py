@@ -12,7 +12,7 @@ import redis
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from autorecovery import keys
+from autorecovery.adapters import keys
 from models.errors import TransientError
 from workers import ACTIVATION_TASK, STORAGE_TASK, TICK_TASK, app, container
 

@@ -14,12 +14,13 @@ from typing import Any
 
 import redis
 
-from autorecovery import failpoints, keys
-from autorecovery.agents import AgentClient, InitResult, Target
-from autorecovery.locks import ObjectLock
+from autorecovery import failpoints
+from autorecovery.adapters import keys
+from autorecovery.adapters.agents import AgentClient, InitResult, Target
+from autorecovery.adapters.locks import ObjectLock
+from autorecovery.adapters.store import PG_REPOS, Repos
+from autorecovery.adapters.store.db import Conn, Database
 from autorecovery.services import Clock
-from autorecovery.store import PG_REPOS, Repos
-from autorecovery.store.db import Conn, Database
 from models.assessment import assess
 from models.domain import (
     ActivationState,

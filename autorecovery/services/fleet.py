@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from autorecovery.adapters.store import PG_REPOS, Repos
+from autorecovery.adapters.store.db import Database
+from autorecovery.adapters.store.rows import report_as_dict
 from autorecovery.services import Clock, Enqueuer
 from autorecovery.services.safety import load_view, pause_as_dict, plan_hosts
-from autorecovery.store import PG_REPOS, Repos
-from autorecovery.store.db import Database
-from autorecovery.store.rows import report_as_dict
 from models.domain import Cluster, Host, HostStatus, Report, Trigger, effective_cluster
 from models.errors import BadReport, BrokerUnavailable, Conflict, InvalidInput, NotFound
 from models.policy import evaluate

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from autorecovery.agents import AgentClient, Target
+from autorecovery.adapters.agents import AgentClient, Target
+from autorecovery.adapters.store import PG_REPOS, Repos
+from autorecovery.adapters.store.db import STATEMENTS, Database
+from autorecovery.adapters.store.hosts import HostRow
 from autorecovery.services import Clock, Enqueuer
-from autorecovery.store import PG_REPOS, Repos
-from autorecovery.store.db import STATEMENTS, Database
-from autorecovery.store.hosts import HostRow
 from models.domain import (
     Cluster,
     DomainStatus,

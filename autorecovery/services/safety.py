@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from autorecovery.adapters.store import PG_REPOS, Repos
+from autorecovery.adapters.store.db import Conn, Database
+from autorecovery.adapters.store.hosts import HostRow
 from autorecovery.services import Clock
-from autorecovery.store import PG_REPOS, Repos
-from autorecovery.store.db import Conn, Database
-from autorecovery.store.hosts import HostRow
 from models.domain import Cluster, DomainStatus, domains_by_status, effective_cluster
 from models.errors import InvalidInput, NotFound
 from models.policy import Skip, evaluate

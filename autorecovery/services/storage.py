@@ -16,12 +16,12 @@ from typing import Any
 
 import redis
 
-from autorecovery import keys
-from autorecovery.agents import AgentClient, Target
-from autorecovery.locks import ObjectLock
+from autorecovery.adapters import keys
+from autorecovery.adapters.agents import AgentClient, Target
+from autorecovery.adapters.locks import ObjectLock
+from autorecovery.adapters.store import PG_REPOS, Repos
+from autorecovery.adapters.store.db import Database
 from autorecovery.services import Clock, Enqueuer
-from autorecovery.store import PG_REPOS, Repos
-from autorecovery.store.db import Database
 from models.domain import DomainStatus, StorageDomain, Trigger
 from models.errors import AgentUnavailable, BrokerUnavailable, Conflict, NotFound, StaleFence
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from autorecovery.adapters.store import PG_REPOS, Repos
+from autorecovery.adapters.store.db import Database
 from autorecovery.services import Clock
-from autorecovery.store import PG_REPOS, Repos
-from autorecovery.store.db import Database
 from models.errors import InvalidInput, NotFound
 from models.placement import Attempt, Weights, charged_hosts, error_until, rank, should_enter_error
 

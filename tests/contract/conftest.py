@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from autorecovery.store import PG_REPOS, Database, Repos
+from autorecovery.adapters.store import PG_REPOS, Database, Repos
 from tests.fakes import MemoryDatabase, memory_repos
 from tests.support.servers import Servers, start_servers
 

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 
-from autorecovery.store.db import STATEMENTS
+from autorecovery.adapters.store.db import STATEMENTS
 from models.errors import StoreUnavailable
 
 IN_FLIGHT = ("queued", "running")
@@ -66,7 +66,7 @@ class MemoryConn:
 
 
 class MemoryDatabase:
-    """Stands in for ``autorecovery.store.Database``.
+    """Stands in for ``autorecovery.adapters.store.Database``.
 
     Set ``unavailable`` to make every new transaction raise ``StoreUnavailable``.
     """

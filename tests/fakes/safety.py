@@ -1,4 +1,4 @@
-"""``autorecovery.store.safety`` in memory: pauses, the observer row, holds and incidents."""
+"""``autorecovery.adapters.store.safety`` in memory: pauses, the observer row, holds and incidents."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def _by_scope(st: MemoryState) -> dict[str, Pause]:
 
 
 class MemorySafety(Repo):
-    """``autorecovery.store.safety`` in memory."""
+    """``autorecovery.adapters.store.safety`` in memory."""
 
     def active_pauses(self, conn: Any, now: datetime) -> dict[str, Pause]:
         """Drop pauses that expired (auditing each as ended by itself) and return the rest by scope."""

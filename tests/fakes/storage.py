@@ -1,4 +1,4 @@
-"""``autorecovery.store.storage`` in memory: storage domains and their fenced activations."""
+"""``autorecovery.adapters.store.storage`` in memory: storage domains and their fenced activations."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def _busy(st: MemoryState, sd_id: str) -> bool:
 
 
 class MemoryStorage(Repo):
-    """``autorecovery.store.storage`` in memory."""
+    """``autorecovery.adapters.store.storage`` in memory."""
 
     def ensure(self, conn: Any, sd_ids: Iterable[str], now: datetime) -> list[str]:
         """Register storage domains named by a cluster (active, autorecovery on); return new ones."""

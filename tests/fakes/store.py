@@ -1,9 +1,9 @@
 """The hosts, activations and audit repositories in memory, and ``memory_repos``.
 
 ``memory_repos(db)`` returns a ``Repos`` whose ``hosts``, ``activations``, ``audit`` and ``safety``
-objects implement every function of ``autorecovery/store/{hosts,activations,audit,safety}.py``
+objects implement every function of ``autorecovery/adapters/store/{hosts,activations,audit,safety}.py``
 with the same signatures and guards. Rows go through the product's own row mappers
-(``autorecovery.store.rows``) so that the fake returns exactly what the PostgreSQL repositories
+(``autorecovery.adapters.store.rows``) so that the fake returns exactly what the PostgreSQL repositories
 return. ``tests/contract`` runs one set of tests against both, so the two cannot drift.
 
 Ids are ordered by code point, as under PostgreSQL's ``C`` collation.
@@ -19,10 +19,10 @@ from typing import Any
 
 from psycopg import errors as pg_errors
 
-from autorecovery.store import Repos
-from autorecovery.store.activations import ActivationRow
-from autorecovery.store.hosts import HostRow
-from autorecovery.store.rows import cluster_from_row, host_from_row, report_from_row, report_to_json
+from autorecovery.adapters.store import Repos
+from autorecovery.adapters.store.activations import ActivationRow
+from autorecovery.adapters.store.hosts import HostRow
+from autorecovery.adapters.store.rows import cluster_from_row, host_from_row, report_from_row, report_to_json
 from models.domain import Cluster, Report
 from models.policy import Decision, Transition
 from tests.fakes.memory import (
@@ -39,7 +39,7 @@ from tests.fakes.safety import MemorySafety
 from tests.fakes.storage import MemoryStorage
 from tests.fakes.vmruns import MemoryVmRuns
 
-#: Columns of a host as ``autorecovery.store.hosts`` selects them, before ``in_flight``.
+#: Columns of a host as ``autorecovery.adapters.store.hosts`` selects them, before ``in_flight``.
 HOST_COLUMNS = (
     "id",
     "cluster_id",
@@ -78,7 +78,7 @@ REPORT_COLUMNS = (
 
 
 def memory_repos(db: MemoryDatabase) -> Repos:
-    """Return the repositories over ``db``, shaped like ``autorecovery.store.PG_REPOS``."""
+    """Return the repositories over ``db``, shaped like ``autorecovery.adapters.store.PG_REPOS``."""
     return Repos(
         hosts=MemoryHosts(db),
         activations=MemoryActivations(db),
@@ -108,7 +108,7 @@ def _sorted_hosts(st: MemoryState) -> list[dict[str, Any]]:
 
 
 class MemoryHosts(Repo):
-    """``autorecovery.store.hosts`` in memory."""
+    """``autorecovery.adapters.store.hosts`` in memory."""
 
     def all_clusters(self, conn: Any) -> dict[str, Cluster]:
         """Return every cluster by id."""
@@ -369,7 +369,7 @@ def _activation(row: dict[str, Any]) -> ActivationRow:
 
 
 class MemoryActivations(Repo):
-    """``autorecovery.store.activations`` in memory."""
+    """``autorecovery.adapters.store.activations`` in memory."""
 
     def create_many(
         self,
@@ -583,7 +583,7 @@ class MemoryActivations(Repo):
 
 
 class MemoryAudit(Repo):
-    """``autorecovery.store.audit`` in memory."""
+    """``autorecovery.adapters.store.audit`` in memory."""
 
     def add(
         self,

@@ -1,4 +1,4 @@
-"""``autorecovery.store.vmruns`` in memory: VM runs, the charges they lay on hosts, error."""
+"""``autorecovery.adapters.store.vmruns`` in memory: VM runs, the charges they lay on hosts, error."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tests.fakes.memory import Repo, add_audit, json_time
 
 
 class MemoryVmRuns(Repo):
-    """``autorecovery.store.vmruns`` in memory."""
+    """``autorecovery.adapters.store.vmruns`` in memory."""
 
     def add_run(self, conn: Any, vm_id: str, attempts: Sequence[Attempt], actor: str, now: datetime) -> int:
         """Store a VM run; return its id."""

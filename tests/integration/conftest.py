@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from autorecovery import keys
-from autorecovery.sim import Fleet, SimulatorClient, start_in_thread
+from autorecovery.adapters import keys
+from harness.sim import Fleet, SimulatorClient, start_in_thread
 from tests.support.processes import Proc, start_worker, wait_for
 from tests.support.servers import Servers, start_servers
 
@@ -120,7 +120,7 @@ def sim(request: pytest.FixtureRequest, fleet_service: Any) -> Iterator[Callable
         running.append(server)
         client = SimulatorClient(server.base_url)
         clients.append(client)
-        from autorecovery.sim.register import register_fleet
+        from harness.sim.register import register_fleet
 
         register_fleet(fleet_service, client.fleet(), actor="test")
         return client

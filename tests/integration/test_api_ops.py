@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from autorecovery import keys
+from autorecovery.adapters import keys
 from tests.integration.api_fixtures import ApiServer, audit, free_port, good_report, make_tokens, start_api
 
 pytestmark = pytest.mark.integration

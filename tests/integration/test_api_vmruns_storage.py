@@ -2,7 +2,7 @@
 
 The API runs as its own process against the suite's PostgreSQL and Redis (``api_fixtures.py``);
 the tests that need them add the module's Celery worker and the simulator. VM runs are posted
-as a scheduler would, and by ``autorecovery.sim.launcher.VmLauncher`` itself.
+as a scheduler would, and by ``harness.sim.launcher.VmLauncher`` itself.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 from psycopg import sql as pgsql
 
 from autorecovery.cli_ops import Exit
-from autorecovery.sim.launcher import VmLauncher
+from harness.sim.launcher import VmLauncher
 from tests.integration.api_fixtures import ApiServer, audit, good_report, snapshot
 from tests.integration.conftest import host_status, send_ticks, settle, statuses
 from tests.support.processes import REPO, wait_for

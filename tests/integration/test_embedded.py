@@ -16,7 +16,7 @@ import psycopg
 import pytest
 import redis
 
-from autorecovery.embedded import EmbeddedServices, EmbeddedUnavailable, start_embedded
+from harness.embedded import EmbeddedServices, EmbeddedUnavailable, start_embedded
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ client.close()
 CO_USER = """
 import json, sys
 from pathlib import Path
-from autorecovery.embedded import start_embedded
+from harness.embedded import start_embedded
 services = start_embedded(Path(sys.argv[1]))
 print(json.dumps([services.database_url, services.redis_url]), flush=True)
 sys.stdin.read()

@@ -20,8 +20,8 @@ import pytest
 import redis
 from celery import Celery
 
-from autorecovery import keys
-from autorecovery.embedded import _redis_binary
+from autorecovery.adapters import keys
+from harness.embedded import _redis_binary
 from tests.integration.conftest import statuses
 from tests.support.processes import start_worker, wait_for
 

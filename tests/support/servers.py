@@ -17,7 +17,7 @@ import redis
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from autorecovery.store import migrate
+from autorecovery.adapters.store import migrate
 
 
 @dataclass
@@ -118,7 +118,7 @@ def start_servers(tmp: Path) -> Servers:
     base_redis = os.environ.get("AUTORECOVERY_REDIS_URL")
     embedded = None
     if not base_db or not base_redis:
-        from autorecovery.embedded import start_embedded
+        from harness.embedded import start_embedded
 
         embedded = start_embedded(tmp / "embedded")
         base_db = base_db or embedded.database_url

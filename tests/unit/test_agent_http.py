@@ -16,9 +16,9 @@ import httpx
 import pytest
 import tenacity.nap
 
-from autorecovery.agents import InitResult, Target
-from autorecovery.agents import http as http_agent
-from autorecovery.agents.http import HttpAgentClient
+from autorecovery.adapters.agents import InitResult, Target
+from autorecovery.adapters.agents import http as http_agent
+from autorecovery.adapters.agents.http import HttpAgentClient
 from models.assessment import assess
 from models.domain import Cluster, Reason
 from models.errors import AgentUnavailable, StaleFence

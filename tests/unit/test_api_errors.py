@@ -13,7 +13,7 @@ import pytest
 from api.app import create_app
 from api.deps import Services
 from api.errors import error_response, field_name, from_domain
-from autorecovery.agents.fake import FakeAgentClient
+from autorecovery.adapters.agents.fake import FakeAgentClient
 from autorecovery.services import utcnow
 from autorecovery.services.fleet import FleetService, HostSpec
 from autorecovery.services.safety import SafetyService

@@ -119,7 +119,7 @@ def test_models_module_is_pure(path: Path) -> None:
         "import os",
         "from os import environ",
         "import time",
-        "from autorecovery.store import Repos",
+        "from autorecovery.adapters.store import Repos",
         "import workers",
         "from api import app",
         "from datetime import datetime\nx = datetime.now()",
@@ -146,3 +146,33 @@ def test_the_checker_catches(source: str) -> None:
 )
 def test_the_checker_allows(source: str) -> None:
     assert violations(source) == []
+
+
+APP_PACKAGES = ("autorecovery", "api", "workers", "models")
+
+
+def _imports_of(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    return names
+
+
+def test_the_application_never_imports_the_harness() -> None:
+    """The tools (simulator, embedded servers, ``up``) import the application, never the reverse.
+
+    The CLI is the one edge allowed to reach them (``autorecovery up``, ``autorecovery sim``).
+    """
+    root = MODELS_DIR.parent
+    found = []
+    for package in APP_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            if path.name == "cli.py" and path.parent.name == "autorecovery":
+                continue
+            found += [f"{path.relative_to(root)}: {name}" for name in _imports_of(path)
+                      if name.split(".")[0] in ("harness", "bench", "tests")]
+    assert found == []

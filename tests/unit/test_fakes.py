@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from autorecovery.store import PG_REPOS, Repos
+from autorecovery.adapters.store import PG_REPOS, Repos
 from tests.fakes import MemoryDatabase, memory_repos
 
 #: Every repository the services reach, by its name in ``Repos``: a new one needs a fake too.
@@ -38,7 +38,7 @@ CASES = [(repo, name) for repo, module in MODULES.items() for name in sorted(pub
 def test_pg_repos_bundle_the_store_modules() -> None:
     for name, module in MODULES.items():
         assert isinstance(module, ModuleType)
-        assert module.__name__ == f"autorecovery.store.{name}"
+        assert module.__name__ == f"autorecovery.adapters.store.{name}"
 
 
 @pytest.mark.parametrize(("repo", "name"), CASES, ids=[f"{r}.{n}" for r, n in CASES])

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 import fakeredis
 import pytest
 
-from autorecovery import keys
-from autorecovery.locks import ObjectLock, holder_token
+from autorecovery.adapters import keys
+from autorecovery.adapters.locks import ObjectLock, holder_token
 from models.errors import LockServiceUnavailable, TransientError
 
 KEY = keys.host_lock("h-001")
@@ -93,7 +93,7 @@ def test_another_lock_cannot_release_it(
     owner, other = locks(), locks()
     assert owner.acquire()
     assert not other.acquire()
-    with caplog.at_level(logging.WARNING, logger="autorecovery.locks"):
+    with caplog.at_level(logging.WARNING, logger="autorecovery.adapters.locks"):
         other.release()  # logged, not raised
     assert holder_token(client, KEY) == owner.token
     assert "no longer ours" in caplog.text

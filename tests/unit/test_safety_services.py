@@ -13,13 +13,13 @@ from typing import Any
 import fakeredis
 import pytest
 
-from autorecovery.agents import InitResult
-from autorecovery.agents.fake import FakeAgentClient
+from autorecovery.adapters.agents import InitResult
+from autorecovery.adapters.agents.fake import FakeAgentClient
+from autorecovery.adapters.store import Repos
 from autorecovery.services.activation import ActivationService, Outcome, RecoverySafety
 from autorecovery.services.fleet import FleetService, HostSpec
 from autorecovery.services.monitoring import MonitoringService, TickConfig, TickResult
 from autorecovery.services.safety import SafetyService
-from autorecovery.store import Repos
 from models.domain import Cluster, Host, HostStatus
 from models.errors import InvalidInput, NotFound
 from models.safety import FLEET, CapPolicy
@@ -144,7 +144,7 @@ def make() -> Iterator[Make]:
     def build(tick: TickConfig = TICK, safety: RecoverySafety = SAFETY) -> World:
         memory = MemoryDatabase()
         repos = memory_repos(memory)
-        db: Any = memory  # stands in for autorecovery.store.Database
+        db: Any = memory  # stands in for autorecovery.adapters.store.Database
         agents = FakeAgentClient()
         redis_client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
         clients.append(redis_client)

@@ -11,15 +11,15 @@ from typing import Any
 import fakeredis
 import pytest
 
-from autorecovery import keys
-from autorecovery.agents import InitResult, Target
-from autorecovery.agents.fake import FakeAgentClient
-from autorecovery.locks import ObjectLock, holder_token
+from autorecovery.adapters import keys
+from autorecovery.adapters.agents import InitResult, Target
+from autorecovery.adapters.agents.fake import FakeAgentClient
+from autorecovery.adapters.locks import ObjectLock, holder_token
+from autorecovery.adapters.store import Repos
+from autorecovery.adapters.store.activations import ActivationRow
 from autorecovery.services.activation import ActivationService, LockBusyRetry, Outcome
 from autorecovery.services.fleet import FleetService, HostSpec
 from autorecovery.services.monitoring import MonitoringService, TickConfig, TickResult
-from autorecovery.store import Repos
-from autorecovery.store.activations import ActivationRow
 from models.domain import Cluster, Host, HostStatus, Report
 from models.errors import BadReport, BrokerUnavailable, Conflict, InvalidInput, NotFound
 from models.safety import CapPolicy
@@ -133,7 +133,7 @@ TICK = TickConfig(
 def world() -> Iterator[World]:
     memory = MemoryDatabase()
     repos = memory_repos(memory)
-    db: Any = memory  # stands in for autorecovery.store.Database
+    db: Any = memory  # stands in for autorecovery.adapters.store.Database
     agents = FakeAgentClient()
     server = fakeredis.FakeServer()
     redis_client = fakeredis.FakeRedis(server=server)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from autorecovery.sim import (
+from harness.sim import (
     FaultKind,
     FaultSpec,
     Fleet,
@@ -20,7 +20,7 @@ from autorecovery.sim import (
     SimulatorError,
     create_app,
 )
-from autorecovery.sim.record import find_overlaps
+from harness.sim.record import find_overlaps
 from models.assessment import assess
 from models.domain import Cluster
 from models.report import parse_report

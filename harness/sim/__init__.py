@@ -1,17 +1,17 @@
 """Fleet simulator: many simulated hosts on agent protocol v1, with faults and a call record."""
 
-from autorecovery.sim.client import SimulatorClient, SimulatorError
-from autorecovery.sim.faults import Fault, FaultKind, FaultSpec
-from autorecovery.sim.fleet import FenceRefused, Fleet, SimCluster, SimHost
-from autorecovery.sim.record import ConnectCall, InitCall
-from autorecovery.sim.runner import (
+from harness.sim.client import SimulatorClient, SimulatorError
+from harness.sim.faults import Fault, FaultKind, FaultSpec
+from harness.sim.fleet import FenceRefused, Fleet, SimCluster, SimHost
+from harness.sim.record import ConnectCall, InitCall
+from harness.sim.runner import (
     RunningSimulator,
     SimulatorStartError,
     serve,
     start_in_thread,
     stop,
 )
-from autorecovery.sim.server import create_app
+from harness.sim.server import create_app
 
 __all__ = [
     "ConnectCall",

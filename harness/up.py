@@ -26,11 +26,11 @@ from rich.live import Live
 from rich.table import Table
 
 from api.auth import dev_token
+from autorecovery.adapters.store import Database, migrate
+from autorecovery.adapters.store.db import run
 from autorecovery.settings import Settings, load_settings
-from autorecovery.sim import SimulatorClient
-from autorecovery.sim.launcher import VmLauncher
-from autorecovery.store import Database, migrate
-from autorecovery.store.db import run
+from harness.sim import SimulatorClient
+from harness.sim.launcher import VmLauncher
 from models.errors import InvalidInput, PermanentError
 
 console = Console()
@@ -295,7 +295,7 @@ def run_up(opts: UpOptions) -> int:
     embedded = None
     database_url, redis_url = settings.database_url, settings.redis_url
     if not database_url or not redis_url:
-        from autorecovery.embedded import start_embedded
+        from harness.embedded import start_embedded
 
         console.print(f"starting embedded PostgreSQL and Redis in {data_dir} …")
         embedded = start_embedded(data_dir)
@@ -420,7 +420,7 @@ def run_up(opts: UpOptions) -> int:
 def _register(settings: Settings, database_url: str, sim: SimulatorClient) -> None:
     from autorecovery.services import utcnow
     from autorecovery.services.fleet import FleetService
-    from autorecovery.sim.register import register_fleet
+    from harness.sim.register import register_fleet
 
     db = Database(database_url, max_size=2)
     db.open()

@@ -51,8 +51,8 @@ from fastapi import Body, FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from autorecovery.sim.faults import MAX_DELAY_S, FaultKind, FaultSpec
-from autorecovery.sim.fleet import FenceRefused, Fleet
+from harness.sim.faults import MAX_DELAY_S, FaultKind, FaultSpec
+from harness.sim.fleet import FenceRefused, Fleet
 from models.errors import InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)

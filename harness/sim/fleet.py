@@ -7,9 +7,9 @@ import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
-from autorecovery.sim.faults import FaultKind, FaultSpec
-from autorecovery.sim.hosts import SimCluster, SimHost
-from autorecovery.sim.record import ConnectCall, InitCall, find_connect_overlaps, find_overlaps
+from harness.sim.faults import FaultKind, FaultSpec
+from harness.sim.hosts import SimCluster, SimHost
+from harness.sim.record import ConnectCall, InitCall, find_connect_overlaps, find_overlaps
 from models.errors import InvalidInput, NotFound, StaleFence
 
 __all__ = ["Clock", "FenceRefused", "Fleet", "SimCluster", "SimHost", "utc_now"]

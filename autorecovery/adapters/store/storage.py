@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from autorecovery.store.db import Conn, run
+from autorecovery.adapters.store.db import Conn, run
 from models.domain import DomainStatus, StorageDomain
 
 

@@ -11,8 +11,8 @@ from typing import NamedTuple
 import uvicorn
 from fastapi import FastAPI
 
-from autorecovery.sim.fleet import Fleet
-from autorecovery.sim.server import create_app, request_stop
+from harness.sim.fleet import Fleet
+from harness.sim.server import create_app, request_stop
 from models.errors import PermanentError
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from autorecovery.agents import InitResult, Target
+from autorecovery.adapters.agents import InitResult, Target
 from models.domain import Report
 from models.errors import AgentUnavailable, BadReport, StaleFence
 from models.report import bad_report, parse_report, unreachable_report

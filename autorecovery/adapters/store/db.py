@@ -105,7 +105,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 def migration_files() -> list[tuple[int, str, str]]:
     """Return (version, name, sql) for every packaged migration, in order."""
     found = []
-    folder = resources.files("autorecovery.store") / "migrations"
+    folder = resources.files("autorecovery.adapters.store") / "migrations"
     for entry in folder.iterdir():
         if entry.name.endswith(".sql"):
             version = int(entry.name.split("_", 1)[0])

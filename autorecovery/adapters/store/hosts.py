@@ -8,8 +8,8 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from autorecovery.store.db import Conn, run
-from autorecovery.store.rows import cluster_from_row, host_from_row, report_from_row, report_to_json
+from autorecovery.adapters.store.db import Conn, run
+from autorecovery.adapters.store.rows import cluster_from_row, host_from_row, report_from_row, report_to_json
 from models.domain import Cluster, Host, Report
 from models.policy import Decision, Transition
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from autorecovery.store.db import Conn, run
+from autorecovery.adapters.store.db import Conn, run
 
 
 def safety_gauges(conn: Conn, now: datetime) -> dict[str, Any]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from autorecovery.store import activations, audit, hosts, safety, storage, vmruns
-from autorecovery.store.db import Database, migrate
+from autorecovery.adapters.store import activations, audit, hosts, safety, storage, vmruns
+from autorecovery.adapters.store.db import Database, migrate
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from autorecovery.store.db import Conn, run
+from autorecovery.adapters.store.db import Conn, run
 
 
 def add(

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from autorecovery.agents import InitResult, Target
+from autorecovery.adapters.agents import InitResult, Target
 from models.domain import Report
 from models.errors import AgentUnavailable, StaleFence
 from models.report import unreachable_report

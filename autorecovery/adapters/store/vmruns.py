@@ -7,7 +7,7 @@ from datetime import datetime
 
 from psycopg.types.json import Jsonb
 
-from autorecovery.store.db import Conn, run
+from autorecovery.adapters.store.db import Conn, run
 from models.placement import Attempt
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from autorecovery.sim.faults import Fault
-from autorecovery.sim.record import format_time
+from harness.sim.faults import Fault
+from harness.sim.record import format_time
 from models.assessment import version_tuple
 
 

@@ -1,0 +1,1 @@
+"""Adapters: PostgreSQL repositories, Redis locks and keys, agent clients (the ports' implementations)."""
