@@ -117,6 +117,15 @@ class Host:
 
 
 @dataclass(frozen=True, slots=True)
+class RunningInit:
+    """An init that a host's agent says is running on it (protocol v2 report field ``init``)."""
+
+    activation_id: str
+    fence: int
+    started_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     """What a host's agent said about itself at one moment.
 
@@ -136,6 +145,10 @@ class Report:
     mem_free_mb: int = 0
     error: str | None = None
     source: str = "pull"
+    #: Agent protocol version the report says it speaks (v1 reports have no ``protocol`` field).
+    protocol: int = 1
+    #: The init running on the host, as the agent reports it (v2), else None.
+    init: RunningInit | None = None
 
 
 def domains_by_status(domains: Mapping[str, StorageDomain], status: DomainStatus) -> frozenset[str]:

@@ -27,6 +27,22 @@ class AgentUnavailable(TransientError):
     """A host agent did not answer in time or could not be reached."""
 
 
+class AgentBusy(TransientError):
+    """The agent refused an init because another init runs on its host (protocol v2, 409 busy)."""
+
+    def __init__(self, message: str, activation_id: str | None = None, fence: int | None = None) -> None:
+        super().__init__(message)
+        self.activation_id = activation_id
+        self.fence = fence
+
+
+class InitOutcomeUnknown(TransientError):
+    """An init call may have reached the agent, but its answer was not seen (timeout, lost link).
+
+    Never a failed init: the init may still be running on the host.
+    """
+
+
 class BrokerUnavailable(TransientError):
     """The Celery broker refused or could not take a message."""
 

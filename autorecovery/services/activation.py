@@ -33,7 +33,7 @@ from models.domain import (
     domains_by_status,
     effective_cluster,
 )
-from models.errors import AgentUnavailable, LockServiceUnavailable, StaleFence
+from models.errors import AgentUnavailable, InitOutcomeUnknown, LockServiceUnavailable, StaleFence
 from models.policy import Skip, recheck
 from models.safety import Gates, backoff_delay_s, is_flapping
 
@@ -274,7 +274,7 @@ class ActivationService:
                 status=HostStatus.NON_OPERATIONAL,
                 raise_fence_to=exc.highest,
             )
-        except AgentUnavailable as exc:
+        except (AgentUnavailable, InitOutcomeUnknown) as exc:
             result = InitResult(ok=False, reason=Reason.ACTIVATION_FAILED.value, detail=str(exc))
         return self._conclude(run, target, result)
 

@@ -286,7 +286,7 @@ class StorageService:
             tried.append(target["id"])
             try:
                 result = self.agents.connect_storage_domain(
-                    Target(target["id"], target["agent_url"]), sd_id, fence
+                    Target(target["id"], target["agent_url"]), sd_id, fence, activation_id
                 )
             except StaleFence as exc:
                 log.warning(

@@ -21,7 +21,7 @@ from autorecovery.adapters.agents import http as http_agent
 from autorecovery.adapters.agents.http import HttpAgentClient
 from models.assessment import assess
 from models.domain import Cluster, Reason
-from models.errors import AgentUnavailable, StaleFence
+from models.errors import AgentUnavailable, InitOutcomeUnknown, StaleFence
 from models.report import is_bad_report
 
 NOW = datetime(2026, 11, 24, 12, 0, 5, tzinfo=UTC)
@@ -376,7 +376,7 @@ def test_an_init_that_may_have_reached_the_agent_is_not_sent_again(
         calls.append(1)
         raise httpx.ReadTimeout("slow", request=request)
 
-    with pytest.raises(AgentUnavailable, match="ReadTimeout"):
+    with pytest.raises(InitOutcomeUnknown, match="ReadTimeout"):
         make_client(handle, retries=3).init(TARGET, 7, "a")
     assert len(calls) == 1 and naps == []
 
@@ -433,8 +433,8 @@ def test_connect_storage_domain_posts_the_fence(make_client: Callable[..., HttpA
         seen.append((str(request.url), json.loads(request.content)))
         return httpx.Response(200, json={"ok": True})
 
-    assert make_client(handle).connect_storage_domain(TARGET, "sd-1", 5) == InitResult(ok=True)
-    assert seen == [("http://agent-1:9000/storage-domains/sd-1/connect", {"fence": 5})]
+    assert make_client(handle).connect_storage_domain(TARGET, "sd-1", 5, "act-1") == InitResult(ok=True)
+    assert seen == [("http://agent-1:9000/storage-domains/sd-1/connect", {"fence": 5, "activation_id": "act-1"})]
 
 
 def test_init_builds_no_deprecated_backoff(make_client: Callable[..., HttpAgentClient]) -> None:

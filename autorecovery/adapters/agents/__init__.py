@@ -27,8 +27,26 @@ class Target:
     agent_url: str
 
 
+@dataclass(frozen=True, slots=True)
+class InitStatus:
+    """What a v2 agent says of one init it ran or runs (``GET /init/{activation_id}``)."""
+
+    activation_id: str
+    fence: int
+    running: bool
+    ok: bool | None = None
+    reason: str | None = None
+    detail: str | None = None
+
+    def result(self) -> InitResult | None:
+        """The init's result once it is done, else None."""
+        if self.running:
+            return None
+        return InitResult(ok=bool(self.ok), reason=self.reason, detail=self.detail)
+
+
 class AgentClient(Protocol):
-    """Talks agent protocol v1 to many hosts."""
+    """Talks agent protocol v2 (and v1) to many hosts."""
 
     def pull_reports(self, targets: Sequence[Target], now: datetime) -> list[Report]:
         """Pull every target's report at once; an unanswered or bad one becomes an observation."""
@@ -43,10 +61,34 @@ class AgentClient(Protocol):
 
         Raises:
             StaleFence: the agent has accepted a higher fence.
-            AgentUnavailable: no answer after bounded retries.
+            AgentBusy: another init runs on the host (v2); nothing was started.
+            InitOutcomeUnknown: the call may have reached the agent but no answer was seen (read
+                timeout, connection lost after sending); the init may still be running.
+            AgentUnavailable: the call never reached the agent (connect failed), after bounded
+                retries.
         """
         ...
 
-    def connect_storage_domain(self, target: Target, sd_id: str, fence: int) -> InitResult:
-        """Ask the agent to connect a storage domain under ``fence``."""
+    def init_status(self, target: Target, activation_id: str) -> InitStatus | None:
+        """Ask a v2 agent how an init went; None when it has no record of it (404).
+
+        Raises:
+            AgentUnavailable: no answer.
+        """
+        ...
+
+    def raise_fence(self, target: Target, fence: int) -> int | None:
+        """Raise the highest fence the agent accepts (v2 ``POST /fence``); return it.
+
+        Returns None when the agent does not have the route (v1).
+
+        Raises:
+            AgentUnavailable: no answer.
+        """
+        ...
+
+    def connect_storage_domain(
+        self, target: Target, sd_id: str, fence: int, activation_id: str
+    ) -> InitResult:
+        """Ask the agent to connect a storage domain under ``fence`` (errors as ``init``)."""
         ...

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from autorecovery.adapters.agents import InitResult, Target
+from autorecovery.adapters.agents import InitResult, InitStatus, Target
 from models.domain import Report
 from models.errors import AgentUnavailable, StaleFence
 from models.report import unreachable_report
@@ -21,6 +21,8 @@ class FakeAgentClient:
     unavailable: set[str] = field(default_factory=set)
     highest_fence: dict[str, int] = field(default_factory=dict)
     init_calls: list[tuple[str, int, str]] = field(default_factory=list)
+    statuses: dict[str, InitStatus] = field(default_factory=dict)
+    fence_calls: list[tuple[str, int]] = field(default_factory=list)
     pulls: int = 0
 
     def pull_reports(self, targets: Sequence[Target], now: datetime) -> list[Report]:
@@ -45,7 +47,24 @@ class FakeAgentClient:
         self.init_calls.append((target.host_id, fence, activation_id))
         return self.init_results.get(target.host_id, InitResult(ok=True))
 
-    def connect_storage_domain(self, target: Target, sd_id: str, fence: int) -> InitResult:
+    def init_status(self, target: Target, activation_id: str) -> InitStatus | None:
+        """Answer from ``statuses``; None when the agent has no record."""
+        if target.host_id in self.unavailable:
+            raise AgentUnavailable(f"{target.host_id}: ConnectTimeout")
+        return self.statuses.get(activation_id)
+
+    def raise_fence(self, target: Target, fence: int) -> int | None:
+        """Raise the highest accepted fence (never lower it); record the call."""
+        if target.host_id in self.unavailable:
+            raise AgentUnavailable(f"{target.host_id}: ConnectTimeout")
+        self.fence_calls.append((target.host_id, fence))
+        highest = max(fence, self.highest_fence.get(target.host_id, 0))
+        self.highest_fence[target.host_id] = highest
+        return highest
+
+    def connect_storage_domain(
+        self, target: Target, sd_id: str, fence: int, activation_id: str
+    ) -> InitResult:
         """Connect always succeeds unless the host is unavailable."""
         if target.host_id in self.unavailable:
             raise AgentUnavailable(f"{target.host_id}: ConnectTimeout")

@@ -17,9 +17,9 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from autorecovery.adapters.agents import InitResult, Target
+from autorecovery.adapters.agents import InitResult, InitStatus, Target
 from models.domain import Report
-from models.errors import AgentUnavailable, BadReport, StaleFence
+from models.errors import AgentBusy, AgentUnavailable, BadReport, InitOutcomeUnknown, StaleFence
 from models.report import bad_report, parse_report, unreachable_report
 
 log = logging.getLogger(__name__)
@@ -96,11 +96,50 @@ class HttpAgentClient:
             {"fence": fence, "activation_id": activation_id},
         )
 
-    def connect_storage_domain(self, target: Target, sd_id: str, fence: int) -> InitResult:
+    def connect_storage_domain(
+        self, target: Target, sd_id: str, fence: int, activation_id: str
+    ) -> InitResult:
         """POST /storage-domains/{id}/connect with the domain's fencing token."""
         return self._fenced_post(
-            f"{target.agent_url.rstrip('/')}/storage-domains/{sd_id}/connect", {"fence": fence}
+            f"{target.agent_url.rstrip('/')}/storage-domains/{sd_id}/connect",
+            {"fence": fence, "activation_id": activation_id},
         )
+
+    def init_status(self, target: Target, activation_id: str) -> InitStatus | None:
+        """GET /init/{activation_id}: how a v2 agent's init went; None when it has no record."""
+        url = f"{target.agent_url.rstrip('/')}/init/{activation_id}"
+        try:
+            resp = self._client.get(url, timeout=self.report_timeout_s)
+        except httpx.HTTPError as exc:
+            raise AgentUnavailable(f"{url}: {_describe(exc)}") from exc
+        if resp.status_code == 404:
+            return None
+        data = _json_object(resp, url)
+        fence = data.get("fence")
+        if data.get("status") not in ("running", "done") or not isinstance(fence, int):
+            raise AgentUnavailable(f"{url}: answer has no status or fence")
+        return InitStatus(
+            activation_id=activation_id,
+            fence=fence,
+            running=data["status"] == "running",
+            ok=data.get("ok") if isinstance(data.get("ok"), bool) else None,
+            reason=data.get("reason"),
+            detail=data.get("detail"),
+        )
+
+    def raise_fence(self, target: Target, fence: int) -> int | None:
+        """POST /fence: raise the highest fence the agent accepts; None from a v1 agent."""
+        url = f"{target.agent_url.rstrip('/')}/fence"
+        try:
+            resp = self._client.post(url, json={"fence": fence}, timeout=self.report_timeout_s)
+        except httpx.HTTPError as exc:
+            raise AgentUnavailable(f"{url}: {_describe(exc)}") from exc
+        if resp.status_code in (404, 405):
+            return None
+        highest = _json_object(resp, url).get("highest")
+        if not isinstance(highest, int) or isinstance(highest, bool):
+            raise AgentUnavailable(f"{url}: answer has no integer 'highest'")
+        return highest
 
     def _fenced_post(self, url: str, body: dict[str, Any]) -> InitResult:
         @retry(
@@ -116,21 +155,53 @@ class HttpAgentClient:
 
         try:
             resp = post()
-        except httpx.HTTPError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise AgentUnavailable(f"{url}: {_describe(exc)}") from exc
+        except httpx.HTTPError as exc:
+            # The request may have reached the agent: its outcome is unknown, not a failure.
+            raise InitOutcomeUnknown(f"{url}: {_describe(exc)}") from exc
         if resp.status_code == 409:
+            if _error_code(resp) == "busy":
+                raise AgentBusy(f"agent is busy: {resp.text[:200]}", *_busy_holder(resp))
             raise StaleFence(f"agent refused fence {body['fence']}: {resp.text[:200]}", _highest(resp))
         if resp.status_code != 200:
             raise AgentUnavailable(f"{url}: HTTP {resp.status_code}")
-        try:
-            data = resp.json()
-        except ValueError as exc:
-            raise AgentUnavailable(f"{url}: answer is not JSON") from exc
-        if not isinstance(data, dict) or not isinstance(data.get("ok"), bool):
+        data = _json_object(resp, url)
+        if not isinstance(data.get("ok"), bool):
             raise AgentUnavailable(f"{url}: answer has no boolean 'ok'")
         if data["ok"]:
             return InitResult(ok=True)
         return InitResult(ok=False, reason=str(data.get("reason") or "general"), detail=data.get("detail"))
+
+
+def _json_object(resp: httpx.Response, url: str) -> dict[str, Any]:
+    """The answer's JSON object, or AgentUnavailable saying it is not one."""
+    try:
+        data = resp.json()
+    except ValueError as exc:
+        raise AgentUnavailable(f"{url}: answer is not JSON") from exc
+    if not isinstance(data, dict):
+        raise AgentUnavailable(f"{url}: answer is not a JSON object")
+    return data
+
+
+def _error_code(resp: httpx.Response) -> str | None:
+    try:
+        value = resp.json().get("error")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _busy_holder(resp: httpx.Response) -> tuple[str | None, int | None]:
+    """The activation id and fence a 409 busy names, when it names them."""
+    try:
+        data = resp.json()
+        act, fence = data.get("activation_id"), data.get("fence")
+    except (ValueError, AttributeError):
+        return None, None
+    return (act if isinstance(act, str) else None,
+            fence if isinstance(fence, int) and not isinstance(fence, bool) else None)
 
 
 def _highest(resp: httpx.Response) -> int | None:
