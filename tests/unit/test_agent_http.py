@@ -434,7 +434,8 @@ def test_connect_storage_domain_posts_the_fence(make_client: Callable[..., HttpA
         return httpx.Response(200, json={"ok": True})
 
     assert make_client(handle).connect_storage_domain(TARGET, "sd-1", 5, "act-1") == InitResult(ok=True)
-    assert seen == [("http://agent-1:9000/storage-domains/sd-1/connect", {"fence": 5, "activation_id": "act-1"})]
+    url = "http://agent-1:9000/storage-domains/sd-1/connect"
+    assert seen == [(url, {"fence": 5, "activation_id": "act-1"})]
 
 
 def test_init_builds_no_deprecated_backoff(make_client: Callable[..., HttpAgentClient]) -> None:
