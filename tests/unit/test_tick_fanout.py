@@ -63,9 +63,8 @@ class Fleet:
             self.repos.hosts.upsert_cluster(conn, CLUSTER)
             for h in host_ids:
                 self.repos.hosts.insert_host(conn, h, CLUSTER.id, f"http://{h}", self.clock())
-                self.repos.hosts.set_status(
-                    conn, h, status.value, "kvm_not_running", "was down", self.clock() - timedelta(seconds=age_s)
-                )
+                since = self.clock() - timedelta(seconds=age_s)
+                self.repos.hosts.set_status(conn, h, status.value, "kvm_not_running", "was down", since)
         for h in host_ids:
             self.agents.reports[h] = good_report(h, self.clock())
 
