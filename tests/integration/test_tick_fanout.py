@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from tests.integration.conftest import send_ticks, settle, statuses
@@ -53,3 +54,33 @@ def test_fanned_out_ticks_with_duplicates_keep_the_caps_and_assess_each_host_onc
     log = worker.log()
     assert "ForkPoolWorker-1" in log and "ForkPoolWorker-2" in log
     assert log.count("autorecovery.monitoring_batch[") >= 9 * len(ran)
+
+
+def test_ticks_sent_twice_per_interval_run_once_per_interval(
+    sim: Any, worker: Any, app_module: Any, deps: Any
+) -> None:
+    """Two beats half an interval apart (1 s interval, a tick every 0.5 s): one tick per interval."""
+    client = sim(hosts=6)
+    send_ticks(app_module, deps)
+    settle(deps)
+    client.inject("kvm_down", hosts=["h-0002"])
+    sent = []
+    started = time.monotonic()
+    while time.monotonic() - started < 8.0:
+        sent.append(app_module.app.send_task(app_module.TICK_TASK, queue="monitoring").id)
+        time.sleep(0.5)
+    elapsed = time.monotonic() - started
+    time.sleep(2.0)
+    with deps.db.transaction() as conn:
+        claimed = conn.execute(
+            "SELECT count(*) AS n FROM ticks WHERE id = ANY(%s)", (sent,)
+        ).fetchone()
+        audits = conn.execute(
+            "SELECT count(*) AS n FROM audit_log WHERE object_id = 'h-0002' AND event = 'status_changed'"
+            " AND details->>'to' = 'non_operational'"
+        ).fetchone()
+    assert claimed is not None and audits is not None
+    # 16 ticks sent in 8 s: about 8 ran (one per interval), never one per message.
+    assert len(sent) >= 15
+    assert 4 <= claimed["n"] <= int(elapsed) + 1, claimed
+    assert audits["n"] == 1  # the transition was recorded once, not once per duplicate
