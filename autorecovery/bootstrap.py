@@ -15,7 +15,7 @@ from autorecovery.adapters.agents.http import HttpAgentClient
 from autorecovery.adapters.store import Database
 from autorecovery.services import Enqueuer, utcnow
 from autorecovery.services.activation import ActivationService, RecoverySafety
-from autorecovery.services.monitoring import MonitoringService, TickConfig
+from autorecovery.services.monitoring import BatchSender, MonitoringService, TickConfig
 from autorecovery.services.storage import StorageService
 from autorecovery.services.vmruns import ErrorPolicy, VmRunService
 from autorecovery.settings import Settings
@@ -78,8 +78,13 @@ def _no_domain_queue(activation_id: str, sd_id: str, trigger: str, actor: str) -
     raise BrokerUnavailable("this process cannot queue storage domain activations")
 
 
-def build(settings: Settings, enqueue: Enqueuer, enqueue_domain: Enqueuer = _no_domain_queue) -> Container:
-    """Build the container for one process."""
+def build(
+    settings: Settings,
+    enqueue: Enqueuer,
+    enqueue_domain: Enqueuer = _no_domain_queue,
+    send_batch: BatchSender | None = None,
+) -> Container:
+    """Build the container for one process; without ``send_batch`` a tick runs its batches inline."""
     database_url, redis_url = require_urls(settings)
     db = Database(database_url, max_size=settings.db_pool_max)
     db.open()
@@ -104,6 +109,8 @@ def build(settings: Settings, enqueue: Enqueuer, enqueue_domain: Enqueuer = _no_
         incident_min_hosts=settings.incident_min_hosts,
         incident_window_s=settings.incident_window_s,
         sd_inactive_after_s=settings.sd_inactive_after_s,
+        min_spacing_s=settings.tick_min_spacing_s,
+        deadline_s=settings.tick_deadline_s,
     )
     storage = StorageService(
         db,
@@ -134,6 +141,7 @@ def build(settings: Settings, enqueue: Enqueuer, enqueue_domain: Enqueuer = _no_
             utcnow,
             redis_ping=redis_ping,
             queue_domains=storage.queue_reachable,
+            send_batch=send_batch,
         ),
         storage=storage,
         vmruns=VmRunService(db, utcnow, error_policy(settings)),

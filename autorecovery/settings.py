@@ -142,6 +142,16 @@ class Settings(BaseSettings):
         return self.broker_url or self.redis_url
 
     @property
+    def tick_min_spacing_s(self) -> float:
+        """A tick claimed sooner than this after the previous one is a duplicate: one per interval."""
+        return 0.75 * self.tick_interval_s
+
+    @property
+    def tick_deadline_s(self) -> float:
+        """A tick unfinished after this is abandoned by the next one, which takes over."""
+        return max(3 * self.tick_interval_s, 10.0)
+
+    @property
     def reap_running_after_s(self) -> float:
         """How long a running activation may go before the tick declares it abandoned."""
         return self.activation_time_limit_s + self.lock_ttl_s

@@ -26,8 +26,13 @@ DONE_KEY = keys.PREFIX + "bench:naive:done"
 STATEMENTS_KEY = keys.PREFIX + "bench:naive:statements"
 
 app = Celery("bench-naive", broker=settings.effective_broker_url)
-app.conf.update(task_serializer="json", accept_content=["json"], task_ignore_result=True,
-                worker_prefetch_multiplier=4, task_default_queue="bench-naive")
+app.conf.update(
+    task_serializer="json",
+    accept_content=["json"],
+    task_ignore_result=True,
+    worker_prefetch_multiplier=4,
+    task_default_queue="bench-naive",
+)
 
 
 @worker_process_init.connect
@@ -57,8 +62,14 @@ def naive_check_host(host_id: str) -> None:
         created = []
         if ev.decision.is_activate:
             created = activations.create_many(
-                conn, [(str(uuid.uuid4()), host.id)], trigger="auto", actor="auto", now=now,
-                statuses=[s.value for s in RECOVERABLE_STATUSES], reason="naive")
+                conn,
+                [(str(uuid.uuid4()), host.id)],
+                trigger="auto",
+                actor="auto",
+                now=now,
+                statuses=[s.value for s in RECOVERABLE_STATUSES],
+                reason="naive",
+            )
     for activation_id, hid in created:
         enqueue_activation(activation_id, hid, "auto", "auto")
     with deps.redis.pipeline() as pipe:

@@ -15,6 +15,7 @@ from kombu.entity import Queue
 from kombu.exceptions import OperationalError
 
 from autorecovery.bootstrap import Container, build
+from autorecovery.services.monitoring import BatchSpec
 from autorecovery.settings import Settings, get_settings
 from beat_schedule import beat_schedule
 from models.errors import BrokerUnavailable
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 MONITORING_QUEUE = "monitoring"
 ACTIVATION_QUEUE = "activation"
 TICK_TASK = "autorecovery.monitoring_tick"
+BATCH_TASK = "autorecovery.monitoring_batch"
 ACTIVATION_TASK = "autorecovery.init_vds_on_up"
 STORAGE_TASK = "autorecovery.activate_storage_domain"
 
@@ -44,6 +46,7 @@ def make_app(settings: Settings) -> Celery:
         task_default_queue=MONITORING_QUEUE,
         task_routes={
             TICK_TASK: {"queue": MONITORING_QUEUE},
+            BATCH_TASK: {"queue": MONITORING_QUEUE},
             ACTIVATION_TASK: {"queue": ACTIVATION_QUEUE},
             STORAGE_TASK: {"queue": ACTIVATION_QUEUE},
         },
@@ -59,8 +62,12 @@ def make_app(settings: Settings) -> Celery:
                 "max_retries": settings.task_max_retries,
             },
             TICK_TASK: {
-                "soft_time_limit": max(settings.tick_interval_s * 6, 60.0),
-                "time_limit": max(settings.tick_interval_s * 6, 60.0) + 10,
+                "soft_time_limit": settings.tick_deadline_s,
+                "time_limit": settings.tick_deadline_s + 10,
+            },
+            BATCH_TASK: {
+                "soft_time_limit": settings.tick_deadline_s,
+                "time_limit": settings.tick_deadline_s + 10,
             },
         },
         worker_prefetch_multiplier=1,
@@ -101,11 +108,23 @@ def enqueue_storage_activation(activation_id: str, sd_id: str, trigger: str, act
     _send_activation(STORAGE_TASK, activation_id, {"sd_id": sd_id}, trigger, actor)
 
 
+def send_monitoring_batch(spec: BatchSpec) -> None:
+    """Send one batch of a tick to the pool; it expires when its tick would be taken over."""
+    try:
+        app.send_task(
+            BATCH_TASK, kwargs=spec.as_dict(), queue=MONITORING_QUEUE, expires=settings.tick_deadline_s
+        )
+    except OperationalError as exc:
+        raise BrokerUnavailable(f"broker refused a batch of tick {spec.tick_id}: {exc}") from exc
+
+
 def container() -> Container:
     """Return this process's container, building it on first use."""
     global _container
     if _container is None:
-        _container = build(settings, enqueue_activation, enqueue_storage_activation)
+        _container = build(
+            settings, enqueue_activation, enqueue_storage_activation, send_batch=send_monitoring_batch
+        )
     return _container
 
 

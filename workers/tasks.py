@@ -13,8 +13,9 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from autorecovery.adapters import keys
+from autorecovery.services.monitoring import BatchSpec
 from models.errors import TransientError
-from workers import ACTIVATION_TASK, STORAGE_TASK, TICK_TASK, app, container
+from workers import ACTIVATION_TASK, BATCH_TASK, STORAGE_TASK, TICK_TASK, app, container
 
 log = logging.getLogger(__name__)
 
@@ -27,25 +28,46 @@ def backoff_s(retries: int, cap_s: float = 30.0) -> float:
     return random.uniform(0, min(cap_s, 2.0 ** (retries + 1)))
 
 
-@app.task(  # type: ignore[untyped-decorator]
-    name=TICK_TASK, bind=True, ignore_result=True
-)
-def monitoring_tick(self: Task) -> dict[str, Any]:
-    """Run one monitoring tick over the fleet and publish its summary."""
-    deps = container()
-    summary = deps.monitoring.tick().as_dict()
-    summary["task_id"] = self.request.id
-    summary["finished_at"] = time.time()
+def publish_tick(client: redis.Redis, summary: dict[str, Any], *, last: bool) -> None:
+    """Publish a tick's summary: in the history always, as the last tick when it ran."""
+    summary = {**summary, "finished_at": time.time()}
     try:
         text = json.dumps(summary)
-        with deps.redis.pipeline() as pipe:
-            pipe.set(keys.last_tick(), text, ex=LAST_TICK_TTL_S)
+        with client.pipeline() as pipe:
+            if last:
+                pipe.set(keys.last_tick(), text, ex=LAST_TICK_TTL_S)
             pipe.lpush(keys.tick_history(), text)
             pipe.ltrim(keys.tick_history(), 0, TICK_HISTORY_LEN - 1)
             pipe.expire(keys.tick_history(), LAST_TICK_TTL_S)
             pipe.execute()
     except redis.RedisError as exc:
-        log.warning("cannot publish the tick summary: %s", exc)
+        log.warning("cannot publish the summary of tick %s: %s", summary.get("tick_id"), exc)
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name=TICK_TASK, bind=True, ignore_result=True
+)
+def monitoring_tick(self: Task) -> dict[str, Any]:
+    """Claim this interval's tick and send its batches to the pool (a duplicate stops here)."""
+    deps = container()
+    result = deps.monitoring.tick(self.request.id)
+    summary = {**result.as_dict(), "task_id": self.request.id}
+    if result.skipped is not None:
+        publish_tick(deps.redis, summary, last=False)
+    return summary
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name=BATCH_TASK, bind=True, ignore_result=True, acks_late=True, reject_on_worker_lost=True
+)
+def monitoring_batch(self: Task, tick_id: str, idx: int, lo: str, hi: str | None) -> dict[str, Any] | None:
+    """Pull, store, transition and decide one batch; the batch that completes its tick closes it."""
+    deps = container()
+    result = deps.monitoring.run_batch(BatchSpec(tick_id, idx, lo, hi))
+    if result is None:
+        return None
+    summary = {**result.as_dict(), "task_id": tick_id}
+    publish_tick(deps.redis, summary, last=True)
     return summary
 
 

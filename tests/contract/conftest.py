@@ -53,7 +53,7 @@ def backend(request: pytest.FixtureRequest) -> Backend:
     with pg.transaction() as conn:
         conn.execute(
             "TRUNCATE audit_log, activations, reports, hosts, clusters, pauses, incidents,"
-            " storage_domains, sd_activations, vm_runs, charges RESTART IDENTITY CASCADE"
+            " storage_domains, sd_activations, vm_runs, charges, ticks RESTART IDENTITY CASCADE"
         )
         conn.execute(
             "UPDATE observer SET last_full_tick_at = NULL, gate = NULL, silent_hosts = 0,"

@@ -55,6 +55,7 @@ class MemoryState:
     vm_run_seq: int = 0
     charges: dict[int, dict[str, Any]] = field(default_factory=dict)
     charge_seq: int = 0
+    ticks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class MemoryConn:

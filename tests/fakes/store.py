@@ -37,6 +37,7 @@ from tests.fakes.memory import (
 )
 from tests.fakes.safety import MemorySafety
 from tests.fakes.storage import MemoryStorage
+from tests.fakes.ticks import MemoryTicks
 from tests.fakes.vmruns import MemoryVmRuns
 
 #: Columns of a host as ``autorecovery.adapters.store.hosts`` selects them, before ``in_flight``.
@@ -86,6 +87,7 @@ def memory_repos(db: MemoryDatabase) -> Repos:
         safety=MemorySafety(db),
         storage=MemoryStorage(db),
         vmruns=MemoryVmRuns(db),
+        ticks=MemoryTicks(db),
     )
 
 
@@ -179,6 +181,12 @@ class MemoryHosts(Repo):
         st = self._state(conn, plain=[host_id])
         host = st.hosts.get(host_id)
         return _host_rows(st, [host])[0] if host else None
+
+    def batch_between(self, conn: Any, lo: str, hi: str | None) -> list[HostRow]:
+        """Return the hosts with ``lo <= id < hi`` (no upper bound when ``hi`` is None)."""
+        st = self._state(conn, plain=[lo, hi])
+        chosen = [h for h in _sorted_hosts(st) if h["id"] >= lo and (hi is None or h["id"] < hi)]
+        return _host_rows(st, chosen)
 
     def batch_after(self, conn: Any, after: str, limit: int) -> list[HostRow]:
         """Return the next ``limit`` hosts after id ``after``, with their latest reports."""

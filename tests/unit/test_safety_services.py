@@ -3,6 +3,7 @@ flap quarantine, the operator's controls, and the plan that shows them all."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import uuid
 from collections.abc import Callable, Iterator
@@ -830,7 +831,9 @@ def test_an_incident_closes_when_its_hosts_are_out_for_another_reason(make: Make
 def test_a_fleet_pause_also_holds_storage_domain_reactivation(make: Make) -> None:
     queued: list[str] = []
     w = make(TICK)
-    w.monitoring.queue_domains = lambda: queued.append("called") or []  # type: ignore[method-assign]
+    w.monitoring.closer = dataclasses.replace(
+        w.monitoring.closer, queue_domains=lambda: queued.append("called") or []
+    )
     w.safety.pause("fleet", "maintenance window", "alice", None)
     w.monitoring.tick()
     assert queued == []

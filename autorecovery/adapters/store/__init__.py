@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from autorecovery.adapters.store import activations, audit, hosts, safety, storage, vmruns
+from autorecovery.adapters.store import activations, audit, hosts, safety, storage, ticks, vmruns
 from autorecovery.adapters.store.db import Database, migrate
 
 
@@ -23,10 +23,17 @@ class Repos:
     safety: Any
     storage: Any
     vmruns: Any
+    ticks: Any
 
 
 PG_REPOS = Repos(
-    hosts=hosts, activations=activations, audit=audit, safety=safety, storage=storage, vmruns=vmruns
+    hosts=hosts,
+    activations=activations,
+    audit=audit,
+    safety=safety,
+    storage=storage,
+    vmruns=vmruns,
+    ticks=ticks,
 )
 
 __all__ = ["PG_REPOS", "Database", "Repos", "migrate"]

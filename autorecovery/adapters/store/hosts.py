@@ -103,6 +103,17 @@ def batch_after(conn: Conn, after: str, limit: int) -> list[HostRow]:
     return _host_rows(rows)
 
 
+def batch_between(conn: Conn, lo: str, hi: str | None) -> list[HostRow]:
+    """Return the hosts with ``lo <= id < hi`` (no upper bound when ``hi`` is None), with reports."""
+    rows = run(
+        conn,
+        _HOST_WITH_REPORT
+        + " WHERE h.id >= %(lo)s AND (%(hi)s::text IS NULL OR h.id < %(hi)s) ORDER BY h.id",
+        {"lo": lo, "hi": hi},
+    ).fetchall()
+    return _host_rows(rows)
+
+
 def list_hosts(
     conn: Conn,
     *,

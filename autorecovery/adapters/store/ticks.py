@@ -1,0 +1,215 @@
+"""Ticks: one claimed per interval, cut into batches any worker runs, closed by the last batch.
+
+Every time here is PostgreSQL's (``clock_timestamp()``): the coordinators and batches of one tick
+run on different machines whose clocks need not agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from autorecovery.adapters.store.db import Conn, run
+
+#: Serialises tick claims (two coordinators at once, from duplicate beats or redeliveries).
+TICK_CLAIM_LOCK = 0x61725F7469636B  # "ar_tick"
+#: Statements ``finish_batch`` runs for a batch that is recorded (counted in the tick's summary).
+FINISH_BATCH_STATEMENTS = 3
+#: Finished ticks older than this are deleted when a new one is claimed.
+KEEP_TICKS_S = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class TickClaim:
+    """What a coordinator got: a tick to run (with its batch bounds), or why not."""
+
+    tick_id: str | None
+    refused: str | None = None
+    took_over: str | None = None
+    bounds: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BatchDone:
+    """What finishing a batch meant for its tick."""
+
+    recorded: bool
+    closes: bool
+
+
+def claim(conn: Conn, tick_id: str, *, batch_size: int, min_spacing_s: float, deadline_s: float) -> TickClaim:
+    """Claim a new tick unless one started less than ``min_spacing_s`` ago or one still runs.
+
+    A tick still running after ``deadline_s`` is abandoned and this claim takes over from it.
+    The first host id of each batch is returned: batch ``i`` runs the ids from ``bounds[i]`` up
+    to (not including) ``bounds[i + 1]``.
+    """
+    run(conn, "SELECT pg_advisory_xact_lock(%(key)s)", {"key": TICK_CLAIM_LOCK})
+    last = run(
+        conn,
+        """
+        SELECT id, state, extract(epoch FROM clock_timestamp() - started_at)::float8 AS age_s
+        FROM ticks ORDER BY started_at DESC LIMIT 1
+        """,
+    ).fetchone()
+    took_over = None
+    if last is not None:
+        refused = _refusal(last, min_spacing_s, deadline_s)
+        if refused is not None:
+            return TickClaim(None, refused=refused)
+        if last["state"] in ("running", "closing"):
+            took_over = last["id"]
+            abandon(conn, took_over, f"taken over by tick {tick_id} after {last['age_s']:.1f}s")
+    bounds = tuple(
+        row["id"]
+        for row in run(
+            conn,
+            """
+            SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM hosts) AS numbered
+            WHERE (n - 1) %% %(size)s = 0 ORDER BY id
+            """,
+            {"size": batch_size},
+        ).fetchall()
+    )
+    run(
+        conn,
+        "INSERT INTO ticks (id, state, batches) VALUES (%(id)s, 'running', %(n)s)",
+        {"id": tick_id, "n": len(bounds)},
+    )
+    run(
+        conn,
+        "DELETE FROM ticks WHERE started_at < clock_timestamp() - make_interval(secs => %(keep)s)",
+        {"keep": KEEP_TICKS_S},
+    )
+    return TickClaim(tick_id, took_over=took_over, bounds=bounds)
+
+
+def _refusal(last: dict[str, Any], min_spacing_s: float, deadline_s: float) -> str | None:
+    age_s = float(last["age_s"])
+    if age_s < min_spacing_s:
+        return f"duplicate: tick {last['id']} started {age_s:.2f}s ago (one tick per interval)"
+    if last["state"] in ("running", "closing") and age_s < deadline_s:
+        return f"tick {last['id']} is still running ({age_s:.1f}s); not piling on"
+    return None
+
+
+def abandon(conn: Conn, tick_id: str, detail: str) -> bool:
+    """Mark an unfinished tick abandoned: its late batches stop, nothing closes it."""
+    row = run(
+        conn,
+        """
+        UPDATE ticks SET state = 'abandoned', ended_at = clock_timestamp(), detail = %(detail)s
+        WHERE id = %(id)s AND state IN ('running', 'closing') RETURNING id
+        """,
+        {"id": tick_id, "detail": detail},
+    ).fetchone()
+    return row is not None
+
+
+def batch_refusal(conn: Conn, tick_id: str, idx: int) -> str | None:
+    """Why a batch must not run (its tick is over, or it already ran), else None."""
+    row = run(
+        conn,
+        """
+        SELECT t.state,
+               EXISTS (SELECT 1 FROM tick_batches b WHERE b.tick_id = t.id AND b.idx = %(idx)s) AS done
+        FROM ticks t WHERE t.id = %(id)s
+        """,
+        {"id": tick_id, "idx": idx},
+    ).fetchone()
+    if row is None:
+        return f"tick {tick_id} is unknown"
+    if row["done"]:
+        return f"batch {idx} of tick {tick_id} already ran"
+    if row["state"] != "running":
+        return f"tick {tick_id} is {row['state']}"
+    return None
+
+
+def finish_batch(
+    conn: Conn, tick_id: str, idx: int, summary: dict[str, Any], candidates: list[dict[str, Any]]
+) -> BatchDone:
+    """Record a batch; the batch that completes a running tick moves it to ``closing``.
+
+    The tick's row is locked first, so two batches finishing at once see each other.
+    """
+    tick = run(
+        conn, "SELECT state, batches FROM ticks WHERE id = %(id)s FOR UPDATE", {"id": tick_id}
+    ).fetchone()
+    if tick is None or tick["state"] != "running":
+        return BatchDone(recorded=False, closes=False)
+    inserted = run(
+        conn,
+        """
+        INSERT INTO tick_batches (tick_id, idx, summary, candidates)
+        VALUES (%(id)s, %(idx)s, %(summary)s, %(candidates)s)
+        ON CONFLICT DO NOTHING RETURNING idx
+        """,
+        {"id": tick_id, "idx": idx, "summary": Jsonb(summary), "candidates": Jsonb(candidates)},
+    ).fetchone()
+    if inserted is None:
+        return BatchDone(recorded=False, closes=False)
+    # A statement of its own (a fresh snapshot) while we hold the row: it sees every batch that
+    # finished before us.
+    closing = run(
+        conn,
+        """
+        UPDATE ticks SET state = 'closing'
+        WHERE id = %(id)s AND batches <= (SELECT count(*) FROM tick_batches WHERE tick_id = %(id)s)
+        RETURNING id
+        """,
+        {"id": tick_id},
+    ).fetchone()
+    return BatchDone(recorded=True, closes=closing is not None)
+
+
+def start_closing(conn: Conn, tick_id: str) -> bool:
+    """Move a tick with no batch at all (an empty fleet) straight to ``closing``."""
+    row = run(
+        conn,
+        "UPDATE ticks SET state = 'closing' WHERE id = %(id)s AND state = 'running' AND batches = 0"
+        " RETURNING id",
+        {"id": tick_id},
+    ).fetchone()
+    return row is not None
+
+
+def batch_results(conn: Conn, tick_id: str) -> list[dict[str, Any]]:
+    """Every finished batch of a tick: ``idx``, ``summary`` and ``candidates``, in order."""
+    return list(
+        run(
+            conn,
+            "SELECT idx, summary, candidates FROM tick_batches WHERE tick_id = %(id)s ORDER BY idx",
+            {"id": tick_id},
+        ).fetchall()
+    )
+
+
+def close(conn: Conn, tick_id: str, summary: dict[str, Any]) -> float | None:
+    """Record a closing tick as done with its summary; return its duration (PostgreSQL's clock)."""
+    row = run(
+        conn,
+        """
+        UPDATE ticks SET state = 'done', ended_at = clock_timestamp(), summary = %(summary)s
+        WHERE id = %(id)s AND state = 'closing'
+        RETURNING extract(epoch FROM ended_at - started_at)::float8 AS duration_s
+        """,
+        {"id": tick_id, "summary": Jsonb(summary)},
+    ).fetchone()
+    return None if row is None else float(row["duration_s"])
+
+
+def note(conn: Conn, tick_id: str, summary: dict[str, Any]) -> None:
+    """Keep the coordinator's part of a tick's summary until the tick closes."""
+    run(
+        conn,
+        "UPDATE ticks SET summary = %(summary)s WHERE id = %(id)s",
+        {"id": tick_id, "summary": Jsonb(summary)},
+    )
+
+
+def get(conn: Conn, tick_id: str) -> dict[str, Any] | None:
+    """One tick's row."""
+    return run(conn, "SELECT * FROM ticks WHERE id = %(id)s", {"id": tick_id}).fetchone()

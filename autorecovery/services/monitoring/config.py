@@ -1,0 +1,129 @@
+"""What the tick needs to know (its settings), what one batch is, and what a tick did."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from models.domain import Report
+from models.safety import CapPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class TickConfig:
+    """What the tick needs to know of the settings."""
+
+    batch_size: int
+    report_max_age_s: float
+    tick_interval_s: float
+    queued_ttl_s: float
+    reap_running_after_s: float
+    caps: CapPolicy = field(default_factory=CapPolicy)
+    max_silent_share: float = 0.5
+    quiet_period: bool = True
+    incident_min_hosts: int = 3
+    incident_window_s: float = 300.0
+    sd_inactive_after_s: float = 60.0
+    #: A tick claimed less than this after the previous one is a duplicate and stops (0: never).
+    min_spacing_s: float = 0.0
+    #: A tick still unfinished after this is abandoned by the next one, which takes over.
+    deadline_s: float = 60.0
+
+    @property
+    def gap_s(self) -> float:
+        """Without a full tick for this long, the observer starts over with a quiet tick."""
+        return 3 * self.tick_interval_s
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSpec:
+    """One batch of one tick: the hosts with ``lo <= id < hi`` (``hi`` None: no upper bound)."""
+
+    tick_id: str
+    idx: int
+    lo: str
+    hi: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The batch task's kwargs (JSON)."""
+        return {"tick_id": self.tick_id, "idx": self.idx, "lo": self.lo, "hi": self.hi}
+
+
+#: Sends one batch to be run (a Celery task in a worker pool; the service itself when inline).
+BatchSender = Callable[[BatchSpec], None]
+
+#: The counts a batch adds to its tick's summary.
+BATCH_COUNTS = ("hosts", "pulled", "transitions", "silent", "observed", "statements")
+
+
+@dataclass
+class TickResult:
+    """What one tick did, for logs, metrics and benchmarks: the whole tick, all batches."""
+
+    tick_id: str = ""
+    hosts: int = 0
+    batches: int = 0
+    pulled: int = 0
+    transitions: int = 0
+    enqueued: int = 0
+    capped: int = 0
+    reaped: int = 0
+    silent: int = 0
+    observed: int = 0
+    statements: int = 0
+    pull_s: float = 0.0
+    duration_s: float = 0.0
+    gate: str | None = None
+    skipped: str | None = None
+    took_over: str | None = None
+    decisions: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        """Present the result as JSON (the tick's summary)."""
+        return {
+            "tick_id": self.tick_id,
+            "hosts": self.hosts,
+            "batches": self.batches,
+            "pulled": self.pulled,
+            "transitions": self.transitions,
+            "enqueued": self.enqueued,
+            "capped": self.capped,
+            "reaped": self.reaped,
+            "silent": self.silent,
+            "observed": self.observed,
+            "statements": self.statements,
+            "pull_s": round(self.pull_s, 4),
+            "duration_s": round(self.duration_s, 4),
+            "gate": self.gate,
+            "skipped": self.skipped,
+            "took_over": self.took_over,
+            "decisions": self.decisions,
+        }
+
+    def count(self, code: str, n: int = 1) -> None:
+        """Count ``n`` decisions of ``code``."""
+        self.decisions[code] = self.decisions.get(code, 0) + n
+
+    def add_batch(self, summary: Mapping[str, Any]) -> None:
+        """Add one batch's counts (as stored by the batch) to the tick's."""
+        for name in BATCH_COUNTS:
+            setattr(self, name, getattr(self, name) + int(summary.get(name, 0)))
+        self.pull_s += float(summary.get("pull_s", 0.0))
+        for code, n in dict(summary.get("decisions", {})).items():
+            self.count(str(code), int(n))
+
+
+def needs_pull(report: Report | None, cfg: TickConfig, now_s: float) -> bool:
+    """True unless the host pushed a report during the last tick interval."""
+    if report is None or report.source != "push":
+        return True
+    return now_s - report.reported_at.timestamp() > cfg.tick_interval_s
+
+
+def is_quiet(last_full_tick_at: datetime | None, now: datetime, cfg: TickConfig) -> bool:
+    """True when no full tick of fresh data happened recently (a start, or a gap)."""
+    if not cfg.quiet_period:
+        return False
+    return last_full_tick_at is None or (now - last_full_tick_at).total_seconds() > cfg.gap_s

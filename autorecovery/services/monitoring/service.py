@@ -1,0 +1,209 @@
+"""The monitoring tick as a coordinator and batches that any worker process runs.
+
+``tick`` claims one tick per interval (a duplicate beat or redelivery notices and stops; a tick
+still running is not piled on), does the per-tick housekeeping, cuts the fleet into batches and
+sends them. ``run_batch`` pulls, stores, transitions and decides one batch; the batch that
+completes its tick closes it (observer gate, incidents, storage domains, one admission under the
+caps). Without a batch sender the batches run inline, one after the other, in this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+
+from autorecovery.adapters.agents import AgentClient
+from autorecovery.adapters.store import PG_REPOS, Repos
+from autorecovery.adapters.store.db import STATEMENTS, Database
+from autorecovery.adapters.store.ticks import FINISH_BATCH_STATEMENTS
+from autorecovery.services import Clock, Enqueuer
+from autorecovery.services.monitoring.batch import assess_batch, load_context, record_batch
+from autorecovery.services.monitoring.closing import Closer
+from autorecovery.services.monitoring.config import BatchSender, BatchSpec, TickConfig, TickResult
+from models.errors import BrokerUnavailable, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class MonitoringService:
+    """Runs ticks: claims them, fans their batches out, and closes each once."""
+
+    def __init__(
+        self,
+        db: Database,
+        agents: AgentClient,
+        enqueue: Enqueuer,
+        cfg: TickConfig,
+        clock: Clock,
+        repos: Repos = PG_REPOS,
+        redis_ping: Callable[[], bool] = lambda: True,
+        queue_domains: Callable[[], list[str]] = lambda: [],
+        send_batch: BatchSender | None = None,
+    ) -> None:
+        self.db = db
+        self.repos = repos
+        self.agents = agents
+        self.cfg = cfg
+        self.clock = clock
+        self.send_batch = send_batch
+        self.closer = Closer(db, repos, enqueue, cfg, clock, redis_ping, queue_domains)
+        self._inline: list[TickResult] = []
+
+    def tick(self, tick_id: str | None = None) -> TickResult:
+        """Claim a tick and send its batches; inline, run them and return the whole tick.
+
+        With a batch sender the result covers the coordinator's part only (or why the tick was
+        skipped); the batch that completes the tick returns the whole tick's result.
+        """
+        tick_id = tick_id or str(uuid.uuid4())
+        statements_before = STATEMENTS.count
+        with self.db.transaction() as conn:
+            claim = self.repos.ticks.claim(
+                conn,
+                tick_id,
+                batch_size=self.cfg.batch_size,
+                min_spacing_s=self.cfg.min_spacing_s,
+                deadline_s=self.cfg.deadline_s,
+            )
+        if claim.tick_id is None:
+            log.info("tick %s skipped: %s", tick_id, claim.refused)
+            return TickResult(tick_id=tick_id, skipped=claim.refused)
+        if claim.took_over:
+            log.warning(
+                "tick %s: took over from tick %s, which did not finish in time", tick_id, claim.took_over
+            )
+        result = TickResult(tick_id=tick_id, took_over=claim.took_over, batches=len(claim.bounds))
+        try:
+            return self._start(result, claim.bounds, statements_before)
+        except Exception as exc:
+            self._abandon(tick_id, f"coordinator failed: {type(exc).__name__}: {exc}")
+            raise
+
+    def _start(self, result: TickResult, bounds: tuple[str, ...], statements_before: int) -> TickResult:
+        """Housekeeping once per tick, then the batches: sent, or run here."""
+        result.reaped = self._reap()
+        result.statements = STATEMENTS.count - statements_before + 1  # and the note below
+        with self.db.transaction() as conn:
+            self.repos.ticks.note(conn, result.tick_id, result.as_dict())
+        specs = [
+            BatchSpec(result.tick_id, i, "" if i == 0 else lo, bounds[i + 1] if i + 1 < len(bounds) else None)
+            for i, lo in enumerate(bounds)
+        ]
+        if not specs:
+            with self.db.transaction() as conn:
+                self.repos.ticks.start_closing(conn, result.tick_id)
+            return self._close(result.tick_id)
+        return self._dispatch(result, specs)
+
+    def _dispatch(self, result: TickResult, specs: list[BatchSpec]) -> TickResult:
+        if self.send_batch is None:
+            closed = [done for spec in specs if (done := self.run_batch(spec)) is not None]
+            return closed[-1] if closed else result
+        try:
+            for spec in specs:
+                self.send_batch(spec)
+        except BrokerUnavailable as exc:
+            self._abandon(result.tick_id, f"cannot send its batches: {exc}")
+            result.skipped = f"abandoned: cannot send its batches: {exc}"
+            return result
+        log.info("tick %s: %d batches sent", result.tick_id, len(specs))
+        return result
+
+    def _reap(self) -> int:
+        """Abandon activations with no result in time; return how many hosts it touched."""
+        now = self.clock()
+        with self.db.transaction() as conn:
+            reaped = self.repos.activations.reap(
+                conn,
+                now=now,
+                queued_before=now - timedelta(seconds=self.cfg.queued_ttl_s),
+                running_before=now - timedelta(seconds=self.cfg.reap_running_after_s),
+            )
+            orphans = self.repos.activations.reset_orphans(
+                conn, now=now, before=now - timedelta(seconds=self.cfg.reap_running_after_s)
+            )
+            self.repos.storage.reap_activations(
+                conn,
+                now=now,
+                queued_before=now - timedelta(seconds=self.cfg.queued_ttl_s),
+                running_before=now - timedelta(seconds=self.cfg.reap_running_after_s),
+            )
+        for row in reaped:
+            log.warning("host %s: activation %s abandoned (was %s)", row["host_id"], row["id"], row["was"])
+        for host_id in orphans:
+            log.warning("host %s: was initializing with no activation in flight; non_operational", host_id)
+        return len(reaped) + len(orphans)
+
+    def run_batch(self, spec: BatchSpec) -> TickResult | None:
+        """Run one batch of a tick; return the whole tick's result if this batch closed it.
+
+        A batch that fails abandons its tick at once, so the next tick need not wait for the
+        deadline to take over.
+        """
+        try:
+            return self._run_batch(spec)
+        except Exception as exc:
+            self._abandon(spec.tick_id, f"batch {spec.idx} failed: {type(exc).__name__}: {exc}")
+            raise
+
+    def _abandon(self, tick_id: str, detail: str) -> None:
+        try:
+            with self.db.transaction() as conn:
+                abandoned = self.repos.ticks.abandon(conn, tick_id, detail)
+        except StoreUnavailable as exc:
+            log.error("tick %s: cannot record it abandoned (%s); the next tick takes over", tick_id, exc)
+            return
+        if abandoned:
+            log.error("tick %s abandoned: %s", tick_id, detail)
+
+    def _run_batch(self, spec: BatchSpec) -> TickResult | None:
+        statements_before = STATEMENTS.count
+        with self.db.transaction() as conn:
+            refused = self.repos.ticks.batch_refusal(conn, spec.tick_id, spec.idx)
+            if refused is None:
+                context = load_context(conn, self.repos, self.clock())
+                batch = self.repos.hosts.batch_between(conn, spec.lo, spec.hi)
+        if refused is not None:
+            log.info("tick %s: batch %d not run: %s", spec.tick_id, spec.idx, refused)
+            return None
+        pulled, evaluations, outcome = assess_batch(batch, context, self.agents, self.cfg, self.clock)
+        now = self.clock()
+        with self.db.transaction() as conn:
+            outcome.counts["transitions"] = record_batch(conn, self.repos, batch, pulled, evaluations, now)
+        # The statements that record the batch in its tick are counted too.
+        outcome.counts["statements"] = STATEMENTS.count - statements_before + FINISH_BATCH_STATEMENTS
+        with self.db.transaction() as conn:
+            done = self.repos.ticks.finish_batch(
+                conn, spec.tick_id, spec.idx, outcome.counts, outcome.candidates
+            )
+        if not done.recorded:
+            log.info(
+                "tick %s: batch %d ran after its tick ended; its results stay unadmitted",
+                spec.tick_id,
+                spec.idx,
+            )
+        return self._close(spec.tick_id) if done.closes else None
+
+    def _close(self, tick_id: str) -> TickResult:
+        started = time.perf_counter()
+        statements_before = STATEMENTS.count
+        with self.db.transaction() as conn:
+            tick = self.repos.ticks.get(conn, tick_id)
+            batches = self.repos.ticks.batch_results(conn, tick_id)
+        noted = dict((tick or {}).get("summary") or {})
+        result = TickResult(
+            tick_id=tick_id,
+            reaped=int(noted.get("reaped", 0)),
+            took_over=noted.get("took_over"),
+            statements=int(noted.get("statements", 0)),
+        )
+        result = self.closer.close(result, batches)
+        result.statements += STATEMENTS.count - statements_before + 1
+        with self.db.transaction() as conn:
+            duration_s = self.repos.ticks.close(conn, tick_id, result.as_dict())
+        result.duration_s = duration_s if duration_s is not None else time.perf_counter() - started
+        log.info("tick: %s", result.as_dict())
+        return result

@@ -1,0 +1,128 @@
+"""The ticks repository in memory, with the same guards as ``autorecovery.adapters.store.ticks``.
+
+Its clock stands in for PostgreSQL's: real time unless a test sets ``db.server_clock``.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from autorecovery.adapters.store.ticks import KEEP_TICKS_S, BatchDone, TickClaim, _refusal
+from tests.fakes.memory import Repo
+
+
+class MemoryTicks(Repo):
+    """Ticks and their finished batches."""
+
+    def _now(self) -> datetime:
+        clock = getattr(self._db, "server_clock", None)
+        return clock() if clock is not None else datetime.now(UTC)
+
+    def _ticks(self, conn: Any) -> dict[str, dict[str, Any]]:
+        return self._state(conn).ticks
+
+    def claim(
+        self, conn: Any, tick_id: str, *, batch_size: int, min_spacing_s: float, deadline_s: float
+    ) -> TickClaim:
+        """Claim a tick unless a duplicate or one still running; take over from one past its deadline."""
+        ticks = self._ticks(conn)
+        now = self._now()
+        took_over = None
+        if ticks:
+            last = max(ticks.values(), key=lambda t: t["started_at"])
+            view = {
+                "id": last["id"],
+                "state": last["state"],
+                "age_s": (now - last["started_at"]).total_seconds(),
+            }
+            refused = _refusal(view, min_spacing_s, deadline_s)
+            if refused is not None:
+                return TickClaim(None, refused=refused)
+            if last["state"] in ("running", "closing"):
+                took_over = last["id"]
+                self.abandon(conn, took_over, f"taken over by tick {tick_id}")
+        ids = sorted(self._state(conn).hosts)
+        bounds = tuple(ids[::batch_size])
+        ticks[tick_id] = {
+            "id": tick_id,
+            "state": "running",
+            "batches": len(bounds),
+            "started_at": now,
+            "ended_at": None,
+            "detail": None,
+            "summary": None,
+            "done": {},
+        }
+        for old in [t for t in ticks.values() if t["started_at"] < now - timedelta(seconds=KEEP_TICKS_S)]:
+            del ticks[old["id"]]
+        return TickClaim(tick_id, took_over=took_over, bounds=bounds)
+
+    def abandon(self, conn: Any, tick_id: str, detail: str) -> bool:
+        """Mark an unfinished tick abandoned."""
+        tick = self._ticks(conn).get(tick_id)
+        if tick is None or tick["state"] not in ("running", "closing"):
+            return False
+        tick.update(state="abandoned", ended_at=self._now(), detail=detail)
+        return True
+
+    def batch_refusal(self, conn: Any, tick_id: str, idx: int) -> str | None:
+        """Why a batch must not run, else None."""
+        tick = self._ticks(conn).get(tick_id)
+        if tick is None:
+            return f"tick {tick_id} is unknown"
+        if idx in tick["done"]:
+            return f"batch {idx} of tick {tick_id} already ran"
+        if tick["state"] != "running":
+            return f"tick {tick_id} is {tick['state']}"
+        return None
+
+    def finish_batch(
+        self, conn: Any, tick_id: str, idx: int, summary: dict[str, Any], candidates: list[dict[str, Any]]
+    ) -> BatchDone:
+        """Record a batch; the one that completes a running tick moves it to closing."""
+        tick = self._ticks(conn).get(tick_id)
+        if tick is None or tick["state"] != "running" or idx in tick["done"]:
+            return BatchDone(recorded=False, closes=False)
+        tick["done"][idx] = {
+            "idx": idx,
+            "summary": copy.deepcopy(summary),
+            "candidates": copy.deepcopy(candidates),
+        }
+        if len(tick["done"]) < tick["batches"]:
+            return BatchDone(recorded=True, closes=False)
+        tick["state"] = "closing"
+        return BatchDone(recorded=True, closes=True)
+
+    def start_closing(self, conn: Any, tick_id: str) -> bool:
+        """Move a tick with no batch straight to closing."""
+        tick = self._ticks(conn).get(tick_id)
+        if tick is None or tick["state"] != "running" or tick["batches"] != 0:
+            return False
+        tick["state"] = "closing"
+        return True
+
+    def batch_results(self, conn: Any, tick_id: str) -> list[dict[str, Any]]:
+        """Every finished batch of a tick, in order."""
+        tick = self._ticks(conn).get(tick_id)
+        return [] if tick is None else [copy.deepcopy(tick["done"][i]) for i in sorted(tick["done"])]
+
+    def close(self, conn: Any, tick_id: str, summary: dict[str, Any]) -> float | None:
+        """Record a closing tick as done; return its duration."""
+        tick = self._ticks(conn).get(tick_id)
+        if tick is None or tick["state"] != "closing":
+            return None
+        tick.update(state="done", ended_at=self._now(), summary=copy.deepcopy(summary))
+        return float((tick["ended_at"] - tick["started_at"]).total_seconds())
+
+    def note(self, conn: Any, tick_id: str, summary: dict[str, Any]) -> None:
+        """Keep the coordinator's part of the summary."""
+        tick = self._ticks(conn).get(tick_id)
+        if tick is not None:
+            tick["summary"] = copy.deepcopy(summary)
+
+    def get(self, conn: Any, tick_id: str) -> dict[str, Any] | None:
+        """One tick's row (without its batches)."""
+        tick = self._ticks(conn).get(tick_id)
+        return None if tick is None else {k: copy.deepcopy(v) for k, v in tick.items() if k != "done"}
