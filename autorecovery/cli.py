@@ -55,18 +55,23 @@ def cmd_tick(args: argparse.Namespace) -> int:
 
 
 def cmd_sim_serve(args: argparse.Namespace) -> int:
-    """Serve a simulated fleet on agent protocol v1."""
-    from harness.sim import Fleet, serve
+    """Serve a simulated fleet on agent protocol v2 (or v1 with ``--protocol 1``)."""
+    from harness.sim import Fleet, read_token_file, serve
 
+    token = read_token_file(args.token_file) if args.token_file else None
     fleet = Fleet.generate(
-        hosts=args.hosts, clusters=args.clusters, shared_storage_domain=args.shared_storage_domain
+        hosts=args.hosts,
+        clusters=args.clusters,
+        shared_storage_domain=args.shared_storage_domain,
+        protocol=args.protocol,
     )
     print(
         f"fleet simulator: {args.hosts} hosts in {args.clusters} cluster(s) on "
-        f"http://{args.host}:{args.port}",
+        f"http://{args.host}:{args.port}, agent protocol v{args.protocol}, "
+        f"{'bearer token required' if token else 'no token'}",
         flush=True,
     )
-    serve(fleet, host=args.host, port=args.port)
+    serve(fleet, host=args.host, port=args.port, token=token)
     return EXIT_OK
 
 
@@ -114,6 +119,18 @@ def cmd_sim_fault(args: argparse.Namespace) -> int:
                 reason=args.reason,
                 seconds=args.seconds,
             )
+    print(json.dumps(answer))
+    return EXIT_OK
+
+
+def cmd_sim_protocol(args: argparse.Namespace) -> int:
+    """Switch hosts of a running simulator to agent protocol v1 or v2."""
+    from harness.sim import SimulatorClient
+
+    with SimulatorClient(args.url) as client:
+        answer = client.set_protocol(
+            args.protocol, hosts=args.hosts, cluster=args.cluster, storage_domain=args.storage_domain
+        )
     print(json.dumps(answer))
     return EXIT_OK
 
@@ -185,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8900)
+    serve.add_argument(
+        "--protocol", type=int, choices=(1, 2), default=2, help="agent protocol the hosts speak (default 2)"
+    )
+    serve.add_argument(
+        "--token-file", type=Path, default=None, help="file holding the agents' bearer token (default: none)"
+    )
     serve.set_defaults(handler=cmd_sim_serve)
     register = sim_sub.add_parser("register", help="register a simulator's fleet in the database")
     register.add_argument("--url", default="http://127.0.0.1:8900", help="the simulator's URL")
@@ -205,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
         fault.add_argument("--reason", help="init_fail's reason")
         fault.add_argument("--seconds", type=float, help="init_delay/report_delay seconds")
         fault.set_defaults(handler=cmd_sim_fault, action=action)
+    proto = sim_sub.add_parser("protocol", help="switch a running simulator's hosts to protocol v1 or v2")
+    proto.add_argument("protocol", type=int, choices=(1, 2))
+    proto.add_argument("--url", default="http://127.0.0.1:8900")
+    proto.add_argument("--hosts", nargs="+", default=None, help="default: every host")
+    proto.add_argument("--cluster")
+    proto.add_argument("--storage-domain")
+    proto.set_defaults(handler=cmd_sim_protocol)
 
     try:
         from autorecovery.cli_ops import add_operator_commands

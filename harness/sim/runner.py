@@ -6,6 +6,7 @@ import logging
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import NamedTuple
 
 import uvicorn
@@ -13,7 +14,7 @@ from fastapi import FastAPI
 
 from harness.sim.fleet import Fleet
 from harness.sim.server import create_app, request_stop
-from models.errors import PermanentError
+from models.errors import InvalidInput, PermanentError
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +39,12 @@ class RunningSimulator(NamedTuple):
         stop(self.server, self.thread, timeout_s)
 
 
-def build_server(fleet: Fleet, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> uvicorn.Server:
-    """Build (without starting) a uvicorn server for the simulator app."""
+def build_server(
+    fleet: Fleet, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None
+) -> uvicorn.Server:
+    """Build (without starting) a uvicorn server for the simulator app (``token``: agents' token)."""
     config = uvicorn.Config(
-        create_app(fleet),
+        create_app(fleet, token=token),
         host=host,
         port=port,
         log_level="warning",
@@ -51,23 +54,45 @@ def build_server(fleet: Fleet, host: str = "127.0.0.1", port: int = DEFAULT_PORT
     return uvicorn.Server(config)
 
 
-def serve(fleet: Fleet, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
+def read_token_file(path: Path) -> str:
+    """Read an agent token from a file (surrounding whitespace stripped).
+
+    Raises:
+        InvalidInput: naming ``--token-file`` when the file cannot be read or is empty.
+    """
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput("--token-file", f"cannot read {path}: {exc}") from exc
+    if not token:
+        raise InvalidInput("--token-file", f"{path} is empty")
+    return token
+
+
+def serve(
+    fleet: Fleet, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None
+) -> None:
     """Serve the simulator until interrupted (blocking)."""
     logger.info("fleet simulator serving %d hosts on %s:%d", len(fleet.hosts), host, port)
-    build_server(fleet, host, port).run()
+    build_server(fleet, host, port, token).run()
 
 
 def start_in_thread(
-    fleet: Fleet, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 10.0
+    fleet: Fleet,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    timeout_s: float = 10.0,
+    token: str | None = None,
 ) -> RunningSimulator:
     """Serve the simulator from a daemon thread and return once it accepts connections.
 
-    ``port=0`` picks a free port; ``base_url`` carries the bound one.
+    ``port=0`` picks a free port; ``base_url`` carries the bound one. With ``token``, every
+    agent route needs it as a bearer token.
 
     Raises:
         SimulatorStartError: when the server does not start within ``timeout_s``.
     """
-    server = build_server(fleet, host, port)
+    server = build_server(fleet, host, port, token)
     thread = threading.Thread(target=server.run, name="fleet-simulator", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout_s
