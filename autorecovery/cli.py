@@ -56,7 +56,8 @@ def cmd_tick(args: argparse.Namespace) -> int:
 
 def cmd_sim_serve(args: argparse.Namespace) -> int:
     """Serve a simulated fleet on agent protocol v2 (or v1 with ``--protocol 1``)."""
-    from harness.sim import Fleet, read_token_file, serve
+    from harness.sim import Fleet, serve
+    from harness.tokenfile import read_token_file
 
     token = read_token_file(args.token_file) if args.token_file else None
     fleet = Fleet.generate(
@@ -135,6 +136,33 @@ def cmd_sim_protocol(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_agent_check(args: argparse.Namespace) -> int:
+    """Check that an agent speaks protocol v2 (or v1) as the product expects."""
+    from harness.agentcheck import CheckConfig, run_checks
+    from harness.tokenfile import read_token_file
+
+    if args.fence_base is not None and args.fence_base < 1:
+        raise InvalidInput("--fence-base", "must be at least 1")
+    cfg = CheckConfig(
+        url=args.url,
+        token=read_token_file(args.token_file) if args.token_file else None,
+        host_id=args.host_id,
+        run_inits=not args.no_init,
+        fence_base=args.fence_base,
+        timeout_s=args.timeout,
+        init_wait_s=args.init_wait,
+        ca_file=str(args.ca_file) if args.ca_file else None,
+    )
+    results, notes = run_checks(cfg)
+    for result in results.items:
+        print(result.line())
+    counts = {v: sum(1 for r in results.items if r.verdict == v) for v in ("PASS", "FAIL", "SKIP")}
+    print(f"agent-check: {counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped")
+    for note in notes:
+        print(f"agent-check changed the agent: {note}")
+    return EXIT_ERROR if results.has_failure else EXIT_OK
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     """Serve the HTTP API."""
     from api.app import serve
@@ -191,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     tick.add_argument("--json", action="store_true", help="one line of JSON")
     tick.set_defaults(handler=cmd_tick)
     sub.add_parser("api", help="serve the HTTP API").set_defaults(handler=cmd_api)
+    _add_agent_check(sub)
 
     sim = sub.add_parser("sim", help="the fleet simulator")
     sim_sub = sim.add_subparsers(dest="sim_command", required=True, metavar="SIM_COMMAND")
@@ -243,6 +272,26 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_operator_commands(sub)
     return parser
+
+
+def _add_agent_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    check = sub.add_parser(
+        "agent-check",
+        help="conformance test of a host agent (protocol v2 or v1); see docs/agent.md",
+        description="Check an agent's report, authentication, init, busy refusal, idempotence, status "
+        "route and /fence. It runs a few inits on the host (unless --no-init) and leaves the agent's "
+        "highest fence two above where it was. Exits 1 when any check fails.",
+    )
+    check.add_argument("url", help="the agent's base URL, as registered (agent_url)")
+    check.add_argument("--token-file", type=Path, help="file holding the agent's bearer token")
+    check.add_argument("--host-id", help="the id the host is registered with (checks the report's host_id)")
+    check.add_argument("--no-init", action="store_true", help="send no init (skips the init checks)")
+    check.add_argument("--fence-base", type=int, default=None,
+                       help="lowest fence to use (default: one above the agent's highest)")
+    check.add_argument("--timeout", type=float, default=10.0, help="per-request timeout in seconds")
+    check.add_argument("--init-wait", type=float, default=120.0, help="longest wait for a test init")
+    check.add_argument("--ca-file", type=Path, help="CA bundle for an https:// agent")
+    check.set_defaults(handler=cmd_agent_check)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

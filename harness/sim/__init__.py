@@ -7,7 +7,6 @@ from harness.sim.record import ConnectCall, InitCall
 from harness.sim.runner import (
     RunningSimulator,
     SimulatorStartError,
-    read_token_file,
     serve,
     start_in_thread,
     stop,
@@ -30,7 +29,6 @@ __all__ = [
     "SimulatorError",
     "SimulatorStartError",
     "create_app",
-    "read_token_file",
     "serve",
     "start_in_thread",
     "stop",

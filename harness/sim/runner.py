@@ -6,7 +6,6 @@ import logging
 import socket
 import threading
 import time
-from pathlib import Path
 from typing import NamedTuple
 
 import uvicorn
@@ -14,7 +13,7 @@ from fastapi import FastAPI
 
 from harness.sim.fleet import Fleet
 from harness.sim.server import create_app, request_stop
-from models.errors import InvalidInput, PermanentError
+from models.errors import PermanentError
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +42,12 @@ def build_server(
     fleet: Fleet, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None
 ) -> uvicorn.Server:
     """Build (without starting) a uvicorn server for the simulator app (``token``: agents' token)."""
+    return _server(create_app(fleet, token=token), host, port)
+
+
+def _server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
     config = uvicorn.Config(
-        create_app(fleet, token=token),
+        app,
         host=host,
         port=port,
         log_level="warning",
@@ -52,21 +55,6 @@ def build_server(
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
     return uvicorn.Server(config)
-
-
-def read_token_file(path: Path) -> str:
-    """Read an agent token from a file (surrounding whitespace stripped).
-
-    Raises:
-        InvalidInput: naming ``--token-file`` when the file cannot be read or is empty.
-    """
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput("--token-file", f"cannot read {path}: {exc}") from exc
-    if not token:
-        raise InvalidInput("--token-file", f"{path} is empty")
-    return token
 
 
 def serve(
@@ -92,7 +80,23 @@ def start_in_thread(
     Raises:
         SimulatorStartError: when the server does not start within ``timeout_s``.
     """
-    server = build_server(fleet, host, port, token)
+    running = _start(build_server(fleet, host, port, token), host, port, timeout_s)
+    logger.info("fleet simulator serving %d hosts at %s", len(fleet.hosts), running.base_url)
+    return running
+
+
+def start_app_in_thread(
+    app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 10.0
+) -> RunningSimulator:
+    """Serve any app (a deliberately broken agent, say) from a thread, as ``start_in_thread``.
+
+    Raises:
+        SimulatorStartError: when the server does not start within ``timeout_s``.
+    """
+    return _start(_server(app, host, port), host, port, timeout_s)
+
+
+def _start(server: uvicorn.Server, host: str, port: int, timeout_s: float) -> RunningSimulator:
     thread = threading.Thread(target=server.run, name="fleet-simulator", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout_s
@@ -108,9 +112,7 @@ def start_in_thread(
     reach = f"[{reach}]" if ":" in reach else reach
     with socket.create_connection((reach.strip("[]"), bound_port), timeout=timeout_s):
         pass
-    base_url = f"http://{reach}:{bound_port}"
-    logger.info("fleet simulator serving %d hosts at %s", len(fleet.hosts), base_url)
-    return RunningSimulator(server, thread, base_url)
+    return RunningSimulator(server, thread, f"http://{reach}:{bound_port}")
 
 
 def stop(server: uvicorn.Server, thread: threading.Thread, timeout_s: float = 10.0) -> None:

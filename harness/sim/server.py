@@ -103,8 +103,9 @@ class ResetBody(BaseModel):
 
 def request_stop(app: FastAPI) -> None:
     """Tell the app's silent requests to end so that the server can shut down promptly."""
-    state: SimState = app.state.sim
-    state.stopping = True
+    state: SimState | None = getattr(app.state, "sim", None)
+    if state is not None:
+        state.stopping = True
 
 
 def create_app(fleet: Fleet, token: str | None = None) -> FastAPI:
