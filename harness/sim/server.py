@@ -11,7 +11,7 @@ running after its caller gives up, as on a real host. ``report_delay`` slows the
 
 Control routes:
 
-- ``GET  /control/fleet[?cluster=c-1]`` -> ``{"clusters": [registration], "hosts": [{"id",
+- ``GET  /control/fleet[?cluster=c-1]`` -> ``{"clusters": [registration], "hosts": [{"id", "protocol",
   "cluster", "agent_url", "faults"}], "count": n}``; ``faults`` lists only active faults.
 - ``POST /control/faults`` with::
 
