@@ -55,18 +55,24 @@ def cmd_tick(args: argparse.Namespace) -> int:
 
 
 def cmd_sim_serve(args: argparse.Namespace) -> int:
-    """Serve a simulated fleet on agent protocol v1."""
+    """Serve a simulated fleet on agent protocol v2 (or v1 with ``--protocol 1``)."""
     from harness.sim import Fleet, serve
+    from harness.tokenfile import read_token_file
 
+    token = read_token_file(args.token_file) if args.token_file else None
     fleet = Fleet.generate(
-        hosts=args.hosts, clusters=args.clusters, shared_storage_domain=args.shared_storage_domain
+        hosts=args.hosts,
+        clusters=args.clusters,
+        shared_storage_domain=args.shared_storage_domain,
+        protocol=args.protocol,
     )
     print(
         f"fleet simulator: {args.hosts} hosts in {args.clusters} cluster(s) on "
-        f"http://{args.host}:{args.port}",
+        f"http://{args.host}:{args.port}, agent protocol v{args.protocol}, "
+        f"{'bearer token required' if token else 'no token'}",
         flush=True,
     )
-    serve(fleet, host=args.host, port=args.port)
+    serve(fleet, host=args.host, port=args.port, token=token)
     return EXIT_OK
 
 
@@ -116,6 +122,45 @@ def cmd_sim_fault(args: argparse.Namespace) -> int:
             )
     print(json.dumps(answer))
     return EXIT_OK
+
+
+def cmd_sim_protocol(args: argparse.Namespace) -> int:
+    """Switch hosts of a running simulator to agent protocol v1 or v2."""
+    from harness.sim import SimulatorClient
+
+    with SimulatorClient(args.url) as client:
+        answer = client.set_protocol(
+            args.protocol, hosts=args.hosts, cluster=args.cluster, storage_domain=args.storage_domain
+        )
+    print(json.dumps(answer))
+    return EXIT_OK
+
+
+def cmd_agent_check(args: argparse.Namespace) -> int:
+    """Check that an agent speaks protocol v2 (or v1) as the product expects."""
+    from harness.agentcheck import CheckConfig, run_checks
+    from harness.tokenfile import read_token_file
+
+    if args.fence_base is not None and args.fence_base < 1:
+        raise InvalidInput("--fence-base", "must be at least 1")
+    cfg = CheckConfig(
+        url=args.url,
+        token=read_token_file(args.token_file) if args.token_file else None,
+        host_id=args.host_id,
+        run_inits=not args.no_init,
+        fence_base=args.fence_base,
+        timeout_s=args.timeout,
+        init_wait_s=args.init_wait,
+        ca_file=str(args.ca_file) if args.ca_file else None,
+    )
+    results, notes = run_checks(cfg)
+    for result in results.items:
+        print(result.line())
+    counts = {v: sum(1 for r in results.items if r.verdict == v) for v in ("PASS", "FAIL", "SKIP")}
+    print(f"agent-check: {counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped")
+    for note in notes:
+        print(f"agent-check changed the agent: {note}")
+    return EXIT_ERROR if results.has_failure else EXIT_OK
 
 
 def cmd_api(args: argparse.Namespace) -> int:
@@ -174,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     tick.add_argument("--json", action="store_true", help="one line of JSON")
     tick.set_defaults(handler=cmd_tick)
     sub.add_parser("api", help="serve the HTTP API").set_defaults(handler=cmd_api)
+    _add_agent_check(sub)
 
     sim = sub.add_parser("sim", help="the fleet simulator")
     sim_sub = sim.add_subparsers(dest="sim_command", required=True, metavar="SIM_COMMAND")
@@ -185,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8900)
+    serve.add_argument(
+        "--protocol", type=int, choices=(1, 2), default=2, help="agent protocol the hosts speak (default 2)"
+    )
+    serve.add_argument(
+        "--token-file", type=Path, default=None, help="file holding the agents' bearer token (default: none)"
+    )
     serve.set_defaults(handler=cmd_sim_serve)
     register = sim_sub.add_parser("register", help="register a simulator's fleet in the database")
     register.add_argument("--url", default="http://127.0.0.1:8900", help="the simulator's URL")
@@ -205,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
         fault.add_argument("--reason", help="init_fail's reason")
         fault.add_argument("--seconds", type=float, help="init_delay/report_delay seconds")
         fault.set_defaults(handler=cmd_sim_fault, action=action)
+    proto = sim_sub.add_parser("protocol", help="switch a running simulator's hosts to protocol v1 or v2")
+    proto.add_argument("protocol", type=int, choices=(1, 2))
+    proto.add_argument("--url", default="http://127.0.0.1:8900")
+    proto.add_argument("--hosts", nargs="+", default=None, help="default: every host")
+    proto.add_argument("--cluster")
+    proto.add_argument("--storage-domain")
+    proto.set_defaults(handler=cmd_sim_protocol)
 
     try:
         from autorecovery.cli_ops import add_operator_commands
@@ -213,6 +272,26 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_operator_commands(sub)
     return parser
+
+
+def _add_agent_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    check = sub.add_parser(
+        "agent-check",
+        help="conformance test of a host agent (protocol v2 or v1); see docs/agent.md",
+        description="Check an agent's report, authentication, init, busy refusal, idempotence, status "
+        "route and /fence. It runs a few inits on the host (unless --no-init) and leaves the agent's "
+        "highest fence two above where it was. Exits 1 when any check fails.",
+    )
+    check.add_argument("url", help="the agent's base URL, as registered (agent_url)")
+    check.add_argument("--token-file", type=Path, help="file holding the agent's bearer token")
+    check.add_argument("--host-id", help="the id the host is registered with (checks the report's host_id)")
+    check.add_argument("--no-init", action="store_true", help="send no init (skips the init checks)")
+    check.add_argument("--fence-base", type=int, default=None,
+                       help="lowest fence to use (default: one above the agent's highest)")
+    check.add_argument("--timeout", type=float, default=10.0, help="per-request timeout in seconds")
+    check.add_argument("--init-wait", type=float, default=120.0, help="longest wait for a test init")
+    check.add_argument("--ca-file", type=Path, help="CA bundle for an https:// agent")
+    check.set_defaults(handler=cmd_agent_check)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

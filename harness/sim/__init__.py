@@ -1,8 +1,8 @@
-"""Fleet simulator: many simulated hosts on agent protocol v1, with faults and a call record."""
+"""Fleet simulator: many simulated hosts on agent protocol v2 (or v1), faults and a call record."""
 
 from harness.sim.client import SimulatorClient, SimulatorError
 from harness.sim.faults import Fault, FaultKind, FaultSpec
-from harness.sim.fleet import FenceRefused, Fleet, SimCluster, SimHost
+from harness.sim.fleet import BusyRefused, FenceRefused, Fleet, SimCluster, SimHost
 from harness.sim.record import ConnectCall, InitCall
 from harness.sim.runner import (
     RunningSimulator,
@@ -14,6 +14,7 @@ from harness.sim.runner import (
 from harness.sim.server import create_app
 
 __all__ = [
+    "BusyRefused",
     "ConnectCall",
     "Fault",
     "FaultKind",

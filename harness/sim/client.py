@@ -134,6 +134,20 @@ class SimulatorClient:
         """Return overlapping init (``hosts``/``count``) and connect calls."""
         return self._call("GET", "/control/overlaps")
 
+    def set_protocol(
+        self,
+        protocol: int,
+        *,
+        hosts: list[str] | None = None,
+        cluster: str | None = None,
+        storage_domain: str | None = None,
+    ) -> dict[str, Any]:
+        """Make the selected hosts (none given: every host) speak agent protocol 1 or 2."""
+        optional = {"hosts": hosts, "cluster": cluster, "storage_domain": storage_domain}
+        body: dict[str, Any] = {"protocol": protocol}
+        body.update({k: v for k, v in optional.items() if v is not None})
+        return self._call("POST", "/control/protocol", json=body)
+
     def reset_record(self, fences: bool = False) -> dict[str, Any]:
         """Forget recorded calls (and, with ``fences``, the highest fences accepted)."""
         return self._call("POST", "/control/reset-record", json={"fences": fences})

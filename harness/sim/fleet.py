@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
+from harness.sim.calls import Answer, FencedCalls
 from harness.sim.faults import FaultKind, FaultSpec
 from harness.sim.hosts import SimCluster, SimHost
-from harness.sim.record import ConnectCall, InitCall, find_connect_overlaps, find_overlaps
-from models.errors import InvalidInput, NotFound, StaleFence
+from harness.sim.initstate import BusyRefused, FenceRefused
+from harness.sim.record import ConnectCall, InitCall
+from models.errors import InvalidInput, NotFound
 
-__all__ = ["Clock", "FenceRefused", "Fleet", "SimCluster", "SimHost", "utc_now"]
+__all__ = ["Answer", "BusyRefused", "Clock", "FenceRefused", "Fleet", "SimCluster", "SimHost", "utc_now"]
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
 
+#: Agent protocol versions a simulated host can speak.
+PROTOCOLS = (1, 2)
 #: Memory a simulated VM takes from its host.
 VM_MEMORY_MB = 1024
 
@@ -28,24 +33,21 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class FenceRefused(StaleFence):
-    """An agent call carried a fence lower than the highest the agent has accepted."""
-
-    def __init__(self, highest: int) -> None:
-        super().__init__(f"stale fence; highest accepted is {highest}")
-        self.highest = highest
-
-
 class Fleet:
     """Every simulated host and cluster, their faults, and the record of agent calls.
 
     All mutation happens on the server's event loop, so no lock is needed; the delays are
-    ``asyncio.sleep``. Once served from another thread, change it only through ``/control``.
-    The storage-domain index is built once, so keep hosts' domains fixed.
+    ``asyncio.sleep``. Agents speak ``protocol`` (2 by default; 1 for compatibility tests), each
+    host on its own if switched. Once served from another thread, change it only through
+    ``/control``. The storage-domain index is built once, so keep hosts' domains fixed.
     """
 
     def __init__(
-        self, clusters: Iterable[SimCluster], hosts: Iterable[SimHost], clock: Clock = utc_now
+        self,
+        clusters: Iterable[SimCluster],
+        hosts: Iterable[SimHost],
+        clock: Clock = utc_now,
+        protocol: int = 2,
     ) -> None:
         self.clusters: dict[str, SimCluster] = {c.id: c for c in clusters}
         self.hosts: dict[str, SimHost] = {}
@@ -61,10 +63,20 @@ class Fleet:
             self._networks.update(host.networks)
             for sd in host.storage_domains:
                 self._by_sd.setdefault(sd, []).append(host.id)
-        self.inits: list[InitCall] = []
-        self.connects: list[ConnectCall] = []
-        self._init_fence: dict[str, int] = {}
-        self._connect_fence: dict[tuple[str, str], int] = {}
+        _check_protocol(protocol)
+        self.default_protocol = protocol
+        self._protocols: dict[str, int] = {}
+        self.calls = FencedCalls(clock)
+
+    @property
+    def inits(self) -> list[InitCall]:
+        """Every init call the fleet's agents received, in order."""
+        return self.calls.inits
+
+    @property
+    def connects(self) -> list[ConnectCall]:
+        """Every storage-domain connect call the fleet's agents received, in order."""
+        return self.calls.connects
 
     @classmethod
     def generate(
@@ -74,6 +86,7 @@ class Fleet:
         storage_domains_per_cluster: int = 2,
         shared_storage_domain: bool = False,
         clock: Clock = utc_now,
+        protocol: int = 2,
     ) -> Fleet:
         """Build a deterministic healthy fleet: clusters c-1..c-M, hosts h-0001.. round-robin.
 
@@ -105,7 +118,7 @@ class Fleet:
                     mem_free_mb=4_096 + (i * 7_919) % 60_000,
                 )
             )
-        return cls(made, sim_hosts, clock=clock)
+        return cls(made, sim_hosts, clock=clock, protocol=protocol)
 
     def host(self, host_id: str) -> SimHost:
         """Return one host.
@@ -186,49 +199,76 @@ class Fleet:
         return ids
 
     def report(self, host_id: str) -> dict[str, object]:
-        """Return one host's monitoring report as its agent would send it now."""
-        return self.host(host_id).report(self._clock())
+        """Return one host's monitoring report as its agent would send it now (v1 or v2)."""
+        body = self.host(host_id).report(self._clock())
+        if self.is_v2(host_id):
+            running = self.calls.running(host_id)
+            body["protocol"] = 2
+            body["init"] = None if running is None else running.holder()
+        return body
+
+    def protocol(self, host_id: str) -> int:
+        """Return the agent protocol (1 or 2) the host's agent speaks."""
+        return self._protocols.get(host_id, self.default_protocol)
+
+    def set_protocol(self, host_ids: Iterable[str], protocol: int) -> list[str]:
+        """Make the named hosts' agents speak protocol 1 or 2; return their ids.
+
+        Raises:
+            InvalidInput: naming ``protocol`` when it is neither 1 nor 2.
+        """
+        _check_protocol(protocol)
+        ids = list(host_ids)
+        for host_id in ids:
+            self.host(host_id)
+            self._protocols[host_id] = protocol
+        logger.info("%d host(s) now speak agent protocol v%d", len(ids), protocol)
+        return ids
+
+    def is_v2(self, host_id: str) -> bool:
+        """True when the host's agent speaks protocol v2 (busy, status, /fence, idempotence)."""
+        return self.protocol(host_id) >= 2
 
     def highest_fence(self, host_id: str) -> int:
         """Return the highest init fence the host's agent has accepted (0 when none)."""
-        return self._init_fence.get(host_id, 0)
+        return self.calls.highest(host_id)
 
-    async def init(self, host_id: str, fence: int, activation_id: str) -> dict[str, object]:
+    def raise_fence(self, host_id: str, fence: int) -> int:
+        """Raise the highest init fence the host's agent accepts (never lower it); return it."""
+        self.host(host_id)
+        highest = self.calls.ledger((host_id,)).raise_fence(fence)
+        logger.info("host %s: fence raised to %d (asked %d)", host_id, highest, fence)
+        return highest
+
+    async def init(self, host_id: str, fence: int, activation_id: str, wait: bool = True) -> Answer:
         """Run an init as the host's agent would, recording the call.
+
+        ``wait=False`` (v2 ``Prefer: respond-async``) answers at once while the init runs.
 
         Raises:
             NotFound: when no such host is simulated.
             FenceRefused: when ``fence`` is lower than the highest accepted for this host.
+            BusyRefused: (v2) when another init runs on this host.
         """
         host = self.host(host_id)
-        now = self._clock()
-        highest = self._init_fence.get(host_id, fence)
-        if fence < highest:
-            reason = f"fence {fence} below highest accepted {highest}"
-            self.inits.append(InitCall(host_id, fence, activation_id, now, now, "stale_fence", reason))
-            logger.info("host %s refused init with stale fence %d (highest %d)", host_id, fence, highest)
-            raise FenceRefused(highest)
-        self._init_fence[host_id] = fence
-        # Whether monitoring could see a problem when the init arrived: the bar is zero such
-        # inits from automatic activations.
-        faulted = host.problem(self.clusters[host.cluster]) is not None or host.fault.silent
-        call = InitCall(host_id, fence, activation_id, now, faulted=faulted)
-        self.inits.append(call)
-        logger.debug("host %s init started with fence %d", host_id, fence)
-        try:
+        cluster = self.clusters[host.cluster]
+
+        def make_call(now: datetime) -> InitCall:
+            # Whether monitoring could see a problem when the init arrived: the bar is zero such
+            # inits from automatic activations.
+            faulted = host.problem(cluster) is not None or host.fault.silent
+            return InitCall(host_id, fence, activation_id, now, faulted=faulted)
+
+        async def work() -> tuple[str, str] | None:
             if host.fault.init_delay_s > 0:
                 await asyncio.sleep(host.fault.init_delay_s)
-        except BaseException:
-            call.ended_at, call.outcome, call.reason = self._clock(), "failed", "cancelled"
-            raise
-        failure = host.fault.init_fail or host.problem(self.clusters[host.cluster])
-        call.ended_at = self._clock()
-        if failure is None:
-            call.outcome = "ok"
-            return {"ok": True}
-        call.outcome, call.reason = "failed", failure[0]
-        logger.debug("host %s init failed: %s", host_id, failure[0])
-        return {"ok": False, "reason": failure[0], "detail": failure[1]}
+            return host.fault.init_fail or host.problem(cluster)
+
+        v2 = self.is_v2(host_id)
+        return await self.calls.submit(
+            self.calls.inits, (host_id,), fence, activation_id, make_call, work,
+            exclusive=v2, wait=wait or not v2,
+        )
 
     def start_vm(self, host_id: str, vm_id: str) -> dict[str, object]:
         """Start a VM on a host: it fails on a host with a vm_fail fault or a visible problem."""
@@ -242,59 +282,51 @@ class Fleet:
         host.mem_free_mb = max(0, host.mem_free_mb - VM_MEMORY_MB)
         return {"ok": True}
 
-    async def connect(self, host_id: str, sd_id: str, fence: int) -> dict[str, object]:
+    async def connect(
+        self, host_id: str, sd_id: str, fence: int, activation_id: str | None = None, wait: bool = True
+    ) -> Answer:
         """Connect the host to a storage domain as its agent would, recording the call.
 
         Raises:
             NotFound: when no such host, or the domain is not attached to the host.
             FenceRefused: when ``fence`` is lower than the highest accepted for this domain.
+            BusyRefused: (v2) when another connect of this domain runs on this host.
         """
         host = self.host(host_id)
         if sd_id not in host.storage_domains:
             raise NotFound("storage domain", sd_id)
-        now = self._clock()
-        highest = self._connect_fence.get((host_id, sd_id), fence)
-        if fence < highest:
-            reason = f"fence {fence} below highest accepted {highest}"
-            self.connects.append(ConnectCall(host_id, sd_id, fence, now, now, "stale_fence", reason))
-            raise FenceRefused(highest)
-        self._connect_fence[(host_id, sd_id)] = fence
-        call = ConnectCall(host_id, sd_id, fence, now)
-        self.connects.append(call)
-        try:
+        # A v1 caller sends no activation id: each call is then a call of its own.
+        act = activation_id or f"anonymous-{uuid.uuid4().hex}"
+
+        def make_call(now: datetime) -> ConnectCall:
+            return ConnectCall(host_id, sd_id, fence, now, activation_id=activation_id)
+
+        async def work() -> tuple[str, str] | None:
             if host.fault.init_delay_s > 0:
                 await asyncio.sleep(host.fault.init_delay_s)
-        except BaseException:
-            call.ended_at, call.outcome, call.reason = self._clock(), "failed", "cancelled"
-            raise
-        call.ended_at = self._clock()
-        if host.storage_domains[sd_id] and sd_id not in host.fault.sd_down:
-            call.outcome = "ok"
-            return {"ok": True}
-        call.outcome, call.reason = "failed", "storage_domain_unreachable"
-        detail = f"storage domain {sd_id} unreachable from host {host_id}"
-        return {"ok": False, "reason": "storage_domain_unreachable", "detail": detail}
+            if host.storage_domains[sd_id] and sd_id not in host.fault.sd_down:
+                return None
+            return "storage_domain_unreachable", f"storage domain {sd_id} unreachable from host {host_id}"
+
+        v2 = self.is_v2(host_id)
+        return await self.calls.submit(
+            self.calls.connects, (host_id, sd_id), fence, act, make_call, work,
+            exclusive=v2, wait=wait or not v2,
+        )
 
     def overlaps(self) -> dict[str, list[tuple[InitCall, InitCall]]]:
         """Return, per host, the pairs of accepted init calls that ran at the same time."""
-        by_host: dict[str, list[InitCall]] = {}
-        for call in self.inits:
-            by_host.setdefault(call.host_id, []).append(call)
-        found = {h: find_overlaps(calls) for h, calls in by_host.items()}
-        return {h: pairs for h, pairs in found.items() if pairs}
+        return self.calls.overlaps()
 
     def connect_overlaps(self) -> dict[str, list[tuple[ConnectCall, ConnectCall]]]:
         """Return, per storage domain, the connect pairs two actors ran at the same time."""
-        by_sd: dict[str, list[ConnectCall]] = {}
-        for call in self.connects:
-            by_sd.setdefault(call.sd_id, []).append(call)
-        found = {sd: find_connect_overlaps(calls) for sd, calls in by_sd.items()}
-        return {sd: pairs for sd, pairs in found.items() if pairs}
+        return self.calls.connect_overlaps()
 
     def reset_record(self, fences: bool = False) -> None:
         """Forget recorded calls (and, with ``fences``, the highest fences accepted)."""
-        self.inits.clear()
-        self.connects.clear()
-        if fences:
-            self._init_fence.clear()
-            self._connect_fence.clear()
+        self.calls.reset(fences)
+
+
+def _check_protocol(protocol: int) -> None:
+    if protocol not in PROTOCOLS:
+        raise InvalidInput("protocol", "must be 1 or 2")

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol, TypeVar
 
-Outcome = Literal["ok", "failed", "stale_fence"]
+Outcome = Literal["ok", "failed", "stale_fence", "busy"]
+#: Outcomes of calls an agent refused: nothing ran, so they never overlap.
+REFUSED: frozenset[str] = frozenset({"stale_fence", "busy"})
 
 
 def format_time(moment: datetime) -> str:
@@ -30,8 +32,8 @@ class InitCall:
 
     @property
     def is_accepted(self) -> bool:
-        """True when the fence was accepted, so the call ran (or is running) an init."""
-        return self.outcome != "stale_fence"
+        """True when the call was accepted, so it ran (or is running) an init."""
+        return self.outcome not in REFUSED
 
     def to_dict(self) -> dict[str, object]:
         """Render the call as JSON-ready data."""
@@ -58,11 +60,12 @@ class ConnectCall:
     ended_at: datetime | None = None
     outcome: Outcome | None = None
     reason: str | None = None
+    activation_id: str | None = None
 
     @property
     def is_accepted(self) -> bool:
-        """True when the fence was accepted, so the call ran (or is running) a connect."""
-        return self.outcome != "stale_fence"
+        """True when the call was accepted, so it ran (or is running) a connect."""
+        return self.outcome not in REFUSED
 
     def to_dict(self) -> dict[str, object]:
         """Render the call as JSON-ready data."""
@@ -74,6 +77,7 @@ class ConnectCall:
             "ended_at": None if self.ended_at is None else format_time(self.ended_at),
             "outcome": self.outcome,
             "reason": self.reason,
+            "activation_id": self.activation_id,
         }
 
 

@@ -38,10 +38,16 @@ class RunningSimulator(NamedTuple):
         stop(self.server, self.thread, timeout_s)
 
 
-def build_server(fleet: Fleet, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> uvicorn.Server:
-    """Build (without starting) a uvicorn server for the simulator app."""
+def build_server(
+    fleet: Fleet, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None
+) -> uvicorn.Server:
+    """Build (without starting) a uvicorn server for the simulator app (``token``: agents' token)."""
+    return _server(create_app(fleet, token=token), host, port)
+
+
+def _server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
     config = uvicorn.Config(
-        create_app(fleet),
+        app,
         host=host,
         port=port,
         log_level="warning",
@@ -51,23 +57,46 @@ def build_server(fleet: Fleet, host: str = "127.0.0.1", port: int = DEFAULT_PORT
     return uvicorn.Server(config)
 
 
-def serve(fleet: Fleet, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
+def serve(
+    fleet: Fleet, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None
+) -> None:
     """Serve the simulator until interrupted (blocking)."""
     logger.info("fleet simulator serving %d hosts on %s:%d", len(fleet.hosts), host, port)
-    build_server(fleet, host, port).run()
+    build_server(fleet, host, port, token).run()
 
 
 def start_in_thread(
-    fleet: Fleet, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 10.0
+    fleet: Fleet,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    timeout_s: float = 10.0,
+    token: str | None = None,
 ) -> RunningSimulator:
     """Serve the simulator from a daemon thread and return once it accepts connections.
 
-    ``port=0`` picks a free port; ``base_url`` carries the bound one.
+    ``port=0`` picks a free port; ``base_url`` carries the bound one. With ``token``, every
+    agent route needs it as a bearer token.
 
     Raises:
         SimulatorStartError: when the server does not start within ``timeout_s``.
     """
-    server = build_server(fleet, host, port)
+    running = _start(build_server(fleet, host, port, token), host, port, timeout_s)
+    logger.info("fleet simulator serving %d hosts at %s", len(fleet.hosts), running.base_url)
+    return running
+
+
+def start_app_in_thread(
+    app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 10.0
+) -> RunningSimulator:
+    """Serve any app (a deliberately broken agent, say) from a thread, as ``start_in_thread``.
+
+    Raises:
+        SimulatorStartError: when the server does not start within ``timeout_s``.
+    """
+    return _start(_server(app, host, port), host, port, timeout_s)
+
+
+def _start(server: uvicorn.Server, host: str, port: int, timeout_s: float) -> RunningSimulator:
     thread = threading.Thread(target=server.run, name="fleet-simulator", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout_s
@@ -83,9 +112,7 @@ def start_in_thread(
     reach = f"[{reach}]" if ":" in reach else reach
     with socket.create_connection((reach.strip("[]"), bound_port), timeout=timeout_s):
         pass
-    base_url = f"http://{reach}:{bound_port}"
-    logger.info("fleet simulator serving %d hosts at %s", len(fleet.hosts), base_url)
-    return RunningSimulator(server, thread, base_url)
+    return RunningSimulator(server, thread, f"http://{reach}:{bound_port}")
 
 
 def stop(server: uvicorn.Server, thread: threading.Thread, timeout_s: float = 10.0) -> None:

@@ -1,19 +1,17 @@
-"""The fleet simulator's HTTP app: agent protocol v1 for every host, plus a control interface.
+"""The fleet simulator's HTTP app: an agent for every host, plus a control interface.
 
-Agent routes (each host's ``agent_url`` is ``{base}/agents/{host_id}``):
-
-- ``GET  /agents/{host_id}/report`` -> 200 report (Appendix A shape).
-- ``POST /agents/{host_id}/init`` with ``{"fence": int >= 0, "activation_id": str}``.
-- ``POST /agents/{host_id}/storage-domains/{sd_id}/connect`` with ``{"fence": int >= 0}``.
-
-Both POSTs answer 200 ``{"ok": true}`` or ``{"ok": false, "reason": ..., "detail": ...}``, 409
-``{"error": "stale_fence", "highest": n}``, 404 ``{"detail": ...}`` for an unknown host (or a
-domain the host does not have), 422 for a bad body. A ``silent`` host answers nothing until the
-client gives up. ``init_delay`` slows init and connect; ``report_delay`` slows the report.
+Agent routes (each host's ``agent_url`` is ``{base}/agents/{host_id}``) speak agent protocol v2
+as docs/agent.md describes, or v1 for hosts switched to it (see ``harness.sim.agentapi``): the
+report, ``/init`` and its status, ``/fence``, storage-domain connect and its status. With a
+token, every agent route needs ``Authorization: Bearer <token>`` (401 ``{"error":
+"unauthorized"}``); control routes never do. An unknown host (or a domain the host does not
+have) is 404 ``{"detail": ...}``, a bad body 422. A ``silent`` host answers nothing until the
+client gives up. ``init_delay`` slows init and connect (a long one is a hung init); it keeps
+running after its caller gives up, as on a real host. ``report_delay`` slows the report.
 
 Control routes:
 
-- ``GET  /control/fleet[?cluster=c-1]`` -> ``{"clusters": [registration], "hosts": [{"id",
+- ``GET  /control/fleet[?cluster=c-1]`` -> ``{"clusters": [registration], "hosts": [{"id", "protocol",
   "cluster", "agent_url", "faults"}], "count": n}``; ``faults`` lists only active faults.
 - ``POST /control/faults`` with::
 
@@ -35,61 +33,30 @@ Control routes:
   ``{"calls": [...], "count": n}``.
 - ``GET  /control/overlaps`` -> ``{"hosts": {host_id: [[call, call], ...]}, "count": n,
   "storage_domains": {sd_id: [[call, call], ...]}, "storage_domain_count": m}``.
+- ``POST /control/protocol`` with ``{"protocol": 1 | 2}`` and the selectors (none: every host)
+  -> ``{"protocol", "count", "hosts"}``: which agent protocol the hosts speak.
 - ``POST /control/reset-record`` with optional ``{"fences": true}`` to forget accepted fences.
 - ``GET  /healthz`` -> ``{"status": "ok", "hosts": n, "clusters": m}``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-from dataclasses import dataclass
-from typing import Annotated
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Literal
 
 from fastapi import Body, FastAPI, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from harness.sim.agentapi import BearerGuard, add_agent_routes
 from harness.sim.faults import MAX_DELAY_S, FaultKind, FaultSpec
-from harness.sim.fleet import FenceRefused, Fleet
+from harness.sim.fleet import BusyRefused, FenceRefused, Fleet
+from harness.sim.state import SimState, json_response
 from models.errors import InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)
-
-#: How long a silent agent keeps a request open: longer than any sane client timeout.
-SILENT_HANG_S = 3600.0
-_POLL_S = 0.25
-
-
-@dataclass(slots=True)
-class SimState:
-    """What the app shares between requests: the fleet, and whether the server is stopping."""
-
-    fleet: Fleet
-    stopping: bool = False
-
-
-class InitBody(BaseModel):
-    """Body of ``POST /init``."""
-
-    fence: StrictInt = Field(ge=0)
-    activation_id: StrictStr = Field(min_length=1, max_length=200)
-
-
-class VmBody(BaseModel):
-    """Body of ``POST /vms`` (a simulator extension: start a VM, as a scheduler would)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    vm_id: StrictStr = Field(min_length=1, max_length=200)
-
-
-class ConnectBody(BaseModel):
-    """Body of ``POST /storage-domains/{sd_id}/connect``."""
-
-    fence: StrictInt = Field(ge=0)
-
 
 class Selection(BaseModel):
     """Which hosts a control call applies to; selectors combine with AND."""
@@ -120,6 +87,12 @@ class ClearBody(Selection):
     target: StrictStr | None = None
 
 
+class ProtocolBody(Selection):
+    """Body of ``POST /control/protocol``."""
+
+    protocol: Literal[1, 2]
+
+
 class ResetBody(BaseModel):
     """Body of ``POST /control/reset-record``."""
 
@@ -128,36 +101,35 @@ class ResetBody(BaseModel):
     fences: bool = False
 
 
-def _json(body: object, status_code: int = 200) -> Response:
-    # Serialise directly: FastAPI's jsonable_encoder would walk every host on large answers.
-    content = json.dumps(body, separators=(",", ":")).encode()
-    return Response(content, status_code=status_code, media_type="application/json")
-
-
-async def _hang(request: Request, state: SimState) -> Response:
-    """Keep a silent agent's request open until the client leaves or the server stops."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + SILENT_HANG_S
-    while loop.time() < deadline and not state.stopping:
-        await asyncio.sleep(_POLL_S)
-        if await request.is_disconnected():
-            break
-    return _json({"detail": "agent silent"}, status_code=503)
-
-
 def request_stop(app: FastAPI) -> None:
     """Tell the app's silent requests to end so that the server can shut down promptly."""
-    state: SimState = app.state.sim
-    state.stopping = True
+    state: SimState | None = getattr(app.state, "sim", None)
+    if state is not None:
+        state.stopping = True
 
 
-def create_app(fleet: Fleet) -> FastAPI:
-    """Build the simulator app serving every host of ``fleet``."""
-    app = FastAPI(title="autorecovery fleet simulator", version="1")
+def create_app(fleet: Fleet, token: str | None = None) -> FastAPI:
+    """Build the simulator app serving every host of ``fleet``.
+
+    Args:
+        fleet: the simulated hosts.
+        token: the agents' bearer token; None serves the agent routes without authentication.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await fleet.calls.cancel_all()
+
+    app = FastAPI(title="autorecovery fleet simulator", version="2", lifespan=lifespan)
     state = SimState(fleet)
     app.state.sim = state
+    if token is not None:
+        if not token:
+            raise InvalidInput("token", "must not be empty")
+        app.add_middleware(BearerGuard, token=token)
     _add_error_handlers(app)
-    _add_agent_routes(app, state)
+    add_agent_routes(app, state)
     _add_control_routes(app, state)
     return app
 
@@ -166,46 +138,19 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidInput)
     async def invalid(request: Request, exc: InvalidInput) -> Response:
         error = {"loc": ["body", exc.field], "msg": exc.message, "type": "value_error"}
-        return _json({"detail": [error]}, status_code=422)
+        return json_response({"detail": [error]}, status_code=422)
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> Response:
-        return _json({"detail": str(exc)}, status_code=404)
+        return json_response({"detail": str(exc)}, status_code=404)
 
     @app.exception_handler(FenceRefused)
     async def stale(request: Request, exc: FenceRefused) -> Response:
-        return _json({"error": "stale_fence", "highest": exc.highest}, status_code=409)
+        return json_response({"error": "stale_fence", "highest": exc.highest}, status_code=409)
 
-
-def _add_agent_routes(app: FastAPI, state: SimState) -> None:
-    fleet = state.fleet
-
-    @app.get("/agents/{host_id}/report")
-    async def report(host_id: str, request: Request) -> Response:
-        fault = fleet.host(host_id).fault
-        if fault.silent:
-            return await _hang(request, state)
-        if fault.report_delay_s > 0:
-            await asyncio.sleep(fault.report_delay_s)
-        return _json(fleet.report(host_id))
-
-    @app.post("/agents/{host_id}/init")
-    async def init(host_id: str, body: InitBody, request: Request) -> Response:
-        if fleet.host(host_id).fault.silent:
-            return await _hang(request, state)
-        return _json(await fleet.init(host_id, body.fence, body.activation_id))
-
-    @app.post("/agents/{host_id}/vms")
-    async def start_vm(host_id: str, body: VmBody, request: Request) -> Response:
-        if fleet.host(host_id).fault.silent:
-            return await _hang(request, state)
-        return _json(fleet.start_vm(host_id, body.vm_id))
-
-    @app.post("/agents/{host_id}/storage-domains/{sd_id}/connect")
-    async def connect(host_id: str, sd_id: str, body: ConnectBody, request: Request) -> Response:
-        if fleet.host(host_id).fault.silent:
-            return await _hang(request, state)
-        return _json(await fleet.connect(host_id, sd_id, body.fence))
+    @app.exception_handler(BusyRefused)
+    async def busy(request: Request, exc: BusyRefused) -> Response:
+        return json_response({"error": "busy", **exc.running.holder()}, status_code=409)
 
 
 def _add_control_routes(app: FastAPI, state: SimState) -> None:
@@ -213,7 +158,7 @@ def _add_control_routes(app: FastAPI, state: SimState) -> None:
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        return _json({"status": "ok", "hosts": len(fleet.hosts), "clusters": len(fleet.clusters)})
+        return json_response({"status": "ok", "hosts": len(fleet.hosts), "clusters": len(fleet.clusters)})
 
     @app.get("/control/fleet")
     async def show_fleet(request: Request, cluster: str | None = None) -> Response:
@@ -225,12 +170,13 @@ def _add_control_routes(app: FastAPI, state: SimState) -> None:
                 "cluster": h.cluster,
                 "agent_url": f"{base}/agents/{h.id}",
                 "faults": h.fault.active(),
+                "protocol": fleet.protocol(h.id),
             }
             for h in fleet.hosts.values()
             if cluster in (None, h.cluster)
         ]
         body = {"clusters": [c.to_dict() for c in clusters], "hosts": hosts, "count": len(hosts)}
-        return _json(body)
+        return json_response(body)
 
     @app.post("/control/faults")
     async def inject(body: FaultBody) -> Response:
@@ -241,7 +187,7 @@ def _add_control_routes(app: FastAPI, state: SimState) -> None:
         spec.check()
         ids = fleet.select(body.hosts, body.cluster, body.storage_domain, body.all_hosts)
         ids = fleet.inject(spec, ids)
-        return _json({"fault": body.fault, "count": len(ids), "hosts": ids})
+        return json_response({"fault": body.fault, "count": len(ids), "hosts": ids})
 
     @app.post("/control/clear")
     async def clear(body: Annotated[ClearBody | None, Body()] = None) -> Response:
@@ -252,27 +198,27 @@ def _add_control_routes(app: FastAPI, state: SimState) -> None:
         if sel.fault is FaultKind.SD_DOWN and target is None:
             target = sel.storage_domain
         ids = fleet.clear(ids, sel.fault, target)
-        return _json({"fault": sel.fault, "count": len(ids), "hosts": ids})
+        return json_response({"fault": sel.fault, "count": len(ids), "hosts": ids})
 
     @app.get("/control/inits")
     async def inits(host_id: str | None = None) -> Response:
         if host_id is not None:
             fleet.host(host_id)
         calls = [c.to_dict() for c in fleet.inits if host_id in (None, c.host_id)]
-        return _json({"calls": calls, "count": len(calls)})
+        return json_response({"calls": calls, "count": len(calls)})
 
     @app.get("/control/connects")
     async def connects(host_id: str | None = None, sd_id: str | None = None) -> Response:
         calls = [
             c.to_dict() for c in fleet.connects if host_id in (None, c.host_id) and sd_id in (None, c.sd_id)
         ]
-        return _json({"calls": calls, "count": len(calls)})
+        return json_response({"calls": calls, "count": len(calls)})
 
     @app.get("/control/overlaps")
     async def overlaps() -> Response:
         hosts = fleet.overlaps()
         sds = fleet.connect_overlaps()
-        return _json(
+        return json_response(
             {
                 "hosts": {h: [[a.to_dict(), b.to_dict()] for a, b in p] for h, p in hosts.items()},
                 "count": sum(len(p) for p in hosts.values()),
@@ -281,9 +227,16 @@ def _add_control_routes(app: FastAPI, state: SimState) -> None:
             }
         )
 
+    @app.post("/control/protocol")
+    async def protocol(body: ProtocolBody) -> Response:
+        is_everyone = body.hosts is None and body.cluster is None and body.storage_domain is None
+        ids = fleet.select(body.hosts, body.cluster, body.storage_domain, is_everyone)
+        ids = fleet.set_protocol(ids, body.protocol)
+        return json_response({"protocol": body.protocol, "count": len(ids), "hosts": ids})
+
     @app.post("/control/reset-record")
     async def reset_record(body: Annotated[ResetBody | None, Body()] = None) -> Response:
         fences = body.fences if body else False
         fleet.reset_record(fences=fences)
         logger.info("reset the call record (fences too: %s)", fences)
-        return _json({"ok": True, "fences_reset": fences})
+        return json_response({"ok": True, "fences_reset": fences})

@@ -110,13 +110,16 @@ def clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture
 def sim(request: pytest.FixtureRequest, fleet_service: Any) -> Iterator[Callable[..., SimulatorClient]]:
-    """Start a simulator in this process and register its fleet; call with Fleet.generate args."""
+    """Start a simulator in this process and register its fleet; call with Fleet.generate args.
+
+    ``protocol=1`` serves v1 agents; ``token`` makes every agent route require it.
+    """
     running: list[Any] = []
     clients: list[SimulatorClient] = []
 
-    def start(hosts: int = 4, clusters: int = 1, **kwargs: Any) -> SimulatorClient:
+    def start(hosts: int = 4, clusters: int = 1, token: str | None = None, **kwargs: Any) -> SimulatorClient:
         fleet = Fleet.generate(hosts=hosts, clusters=clusters, **kwargs)
-        server = start_in_thread(fleet)
+        server = start_in_thread(fleet, token=token)
         running.append(server)
         client = SimulatorClient(server.base_url)
         clients.append(client)

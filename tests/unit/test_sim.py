@@ -106,7 +106,8 @@ def test_healthy_report_has_appendix_a_shape_and_passes_assessment(
     response = client.get("/agents/h-0002/report")
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == REPORT_KEYS
+    assert set(body) == REPORT_KEYS | {"protocol", "init"}
+    assert (body["protocol"], body["init"]) == (2, None)
     assert body["host_id"] == "h-0002"
     assert body["reported_at"].endswith("Z")
     assert body["kvm"] is True
@@ -223,7 +224,8 @@ def test_stale_fence_refused_with_highest_and_equal_accepted(client: httpx.Clien
     assert other.json() == {"ok": True}
 
 
-def test_concurrent_slow_inits_overlap_and_sequential_do_not(fleet: Fleet) -> None:
+def test_concurrent_slow_inits_on_a_v1_agent_overlap_and_sequential_do_not(fleet: Fleet) -> None:
+    fleet.set_protocol(["h-0001", "h-0002"], 1)
     fleet.inject(FaultSpec(FaultKind.INIT_DELAY, seconds=0.2), ["h-0001", "h-0002"])
 
     async def scenario(http: httpx.AsyncClient) -> dict[str, Any]:
@@ -356,6 +358,7 @@ def test_control_fleet_lists_registration_data_and_agent_urls(client: httpx.Clie
         "cluster": "c-1",
         "agent_url": "http://testserver/agents/h-0001",
         "faults": {},
+        "protocol": 2,
     }
     only = client.get("/control/fleet", params={"cluster": "c-2"}).json()
     assert {h["cluster"] for h in only["hosts"]} == {"c-2"}
