@@ -18,6 +18,7 @@ from autorecovery.adapters.store import PG_REPOS, Repos
 from autorecovery.adapters.store.db import STATEMENTS, Database
 from autorecovery.adapters.store.hosts import HostRow
 from autorecovery.services import Clock, Enqueuer
+from autorecovery.services.reaper import Reaper, ReaperConfig
 from models.domain import (
     Cluster,
     DomainStatus,
@@ -51,6 +52,18 @@ class TickConfig:
     incident_min_hosts: int = 3
     incident_window_s: float = 300.0
     sd_inactive_after_s: float = 60.0
+    resend_after_s: float = 20.0
+    max_resends: int = 2
+
+    @property
+    def reaper(self) -> ReaperConfig:
+        """What the tick's housekeeping needs of these settings."""
+        return ReaperConfig(
+            queued_ttl_s=self.queued_ttl_s,
+            running_ttl_s=self.reap_running_after_s,
+            resend_after_s=self.resend_after_s,
+            max_resends=self.max_resends,
+        )
 
     @property
     def gap_s(self) -> float:
@@ -69,6 +82,9 @@ class TickResult:
     enqueued: int = 0
     capped: int = 0
     reaped: int = 0
+    resent: int = 0
+    fences_pushed: int = 0
+    fences_failed: int = 0
     silent: int = 0
     statements: int = 0
     pull_s: float = 0.0
@@ -86,6 +102,9 @@ class TickResult:
             "enqueued": self.enqueued,
             "capped": self.capped,
             "reaped": self.reaped,
+            "resent": self.resent,
+            "fences_pushed": self.fences_pushed,
+            "fences_failed": self.fences_failed,
             "silent": self.silent,
             "statements": self.statements,
             "pull_s": round(self.pull_s, 4),
@@ -135,6 +154,7 @@ class MonitoringService:
         self.clock = clock
         self.redis_ping = redis_ping
         self.queue_domains = queue_domains
+        self.reaper = Reaper(db, agents, enqueue, cfg.reaper, repos)
 
     def tick(self) -> TickResult:
         """Run one monitoring tick over the whole fleet; safe to run twice at once."""
@@ -142,22 +162,10 @@ class MonitoringService:
         statements_before = STATEMENTS.count
         result = TickResult()
         now = self.clock()
+        housekeeping = self.reaper.run(now)
+        result.reaped, result.resent = housekeeping.reaped, housekeeping.resent
+        result.fences_pushed, result.fences_failed = housekeeping.fences_pushed, housekeeping.fences_failed
         with self.db.transaction() as conn:
-            reaped = self.repos.activations.reap(
-                conn,
-                now=now,
-                queued_before=now - timedelta(seconds=self.cfg.queued_ttl_s),
-                running_before=now - timedelta(seconds=self.cfg.reap_running_after_s),
-            )
-            orphans = self.repos.activations.reset_orphans(
-                conn, now=now, before=now - timedelta(seconds=self.cfg.reap_running_after_s)
-            )
-            self.repos.storage.reap_activations(
-                conn,
-                now=now,
-                queued_before=now - timedelta(seconds=self.cfg.queued_ttl_s),
-                running_before=now - timedelta(seconds=self.cfg.reap_running_after_s),
-            )
             domains = self.repos.storage.all_domains(conn)
             maintenance = domains_by_status(domains, DomainStatus.MAINTENANCE)
             clusters = {
@@ -166,11 +174,6 @@ class MonitoringService:
             }
             pauses = self.repos.safety.active_pauses(conn, now)
             observer = self.repos.safety.observer_state(conn)
-        for row in reaped:
-            log.warning("host %s: activation %s abandoned (was %s)", row["host_id"], row["id"], row["was"])
-        for host_id in orphans:
-            log.warning("host %s: was initializing with no activation in flight; non_operational", host_id)
-        result.reaped = len(reaped) + len(orphans)
         quiet = is_quiet(observer.get("last_full_tick_at"), now, self.cfg)
         gates = Gates(pauses=pauses, inactive_domains=domains_by_status(domains, DomainStatus.INACTIVE))
         candidates: list[tuple[Candidate, Decision]] = []

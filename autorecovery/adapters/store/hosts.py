@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -282,13 +283,58 @@ def set_agent_url(conn: Conn, host_id: str, agent_url: str) -> str | None:
 
 
 def raise_fence(conn: Conn, host_id: str, fence: int, at_least: int) -> bool:
-    """Move a host's fence counter up to ``at_least`` while it is still ``fence``."""
+    """Move a host's fence counter up to ``at_least`` while it is still ``fence``.
+
+    The agent must learn the new fence too (a paused holder would otherwise still reach it):
+    the host is marked for the tick's push (``pending_fences``) in the same statement.
+    """
     cur = run(
         conn,
-        "UPDATE hosts SET fence = GREATEST(fence, %(to)s) WHERE id = %(id)s AND fence = %(fence)s",
+        """
+        UPDATE hosts SET fence = GREATEST(fence, %(to)s), agent_fence_pending = true
+        WHERE id = %(id)s AND fence = %(fence)s
+        """,
         {"id": host_id, "fence": fence, "to": at_least},
     )
     return cur.rowcount == 1
+
+
+@dataclass(frozen=True, slots=True)
+class FencePush:
+    """A fence the host's agent has not been told yet."""
+
+    host_id: str
+    agent_url: str
+    fence: int
+
+
+def pending_fences(conn: Conn, limit: int) -> list[FencePush]:
+    """Return up to ``limit`` hosts whose agent has not learnt their fence yet, by id."""
+    rows = run(
+        conn,
+        """
+        SELECT id, agent_url, fence FROM hosts WHERE agent_fence_pending
+        ORDER BY id LIMIT %(limit)s
+        """,
+        {"limit": limit},
+    ).fetchall()
+    return [FencePush(r["id"], r["agent_url"], int(r["fence"])) for r in rows]
+
+
+def clear_fence_pending(conn: Conn, pushed: Sequence[FencePush]) -> int:
+    """Clear the mark of hosts whose agent learnt the fence, unless it moved on since."""
+    if not pushed:
+        return 0
+    cur = run(
+        conn,
+        """
+        UPDATE hosts h SET agent_fence_pending = false
+        FROM jsonb_to_recordset(%(rows)s) AS v(host_id text, fence bigint)
+        WHERE h.id = v.host_id AND h.fence = v.fence AND h.agent_fence_pending
+        """,
+        {"rows": Jsonb([{"host_id": p.host_id, "fence": p.fence} for p in pushed])},
+    )
+    return cur.rowcount
 
 
 def delete_host(conn: Conn, host_id: str) -> bool:
