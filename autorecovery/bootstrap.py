@@ -104,6 +104,8 @@ def build(settings: Settings, enqueue: Enqueuer, enqueue_domain: Enqueuer = _no_
         incident_min_hosts=settings.incident_min_hosts,
         incident_window_s=settings.incident_window_s,
         sd_inactive_after_s=settings.sd_inactive_after_s,
+        resend_after_s=settings.resend_queued_after_s,
+        max_resends=settings.resend_max,
     )
     storage = StorageService(
         db,

@@ -456,28 +456,16 @@ def test_finish_without_a_fence_closes_only_an_activation_that_never_began(backe
         # A duplicate delivery that found the lock busy must not close the running one...
         assert (
             backend.repos.activations.finish(
-                conn,
-                "a1",
-                state="skipped",
-                outcome="lock_busy",
-                reason=None,
-                detail=None,
-                now=at(2),
-                fence=None,
+                conn, "a1", state="skipped", outcome="lock_busy", reason=None, detail=None,
+                now=at(2), fence=None,
             )
             is False
         )
         # ...but may close one that no delivery began.
         assert (
             backend.repos.activations.finish(
-                conn,
-                "a2",
-                state="skipped",
-                outcome="lock_busy",
-                reason=None,
-                detail=None,
-                now=at(2),
-                fence=None,
+                conn, "a2", state="skipped", outcome="lock_busy", reason=None, detail=None,
+                now=at(2), fence=None,
             )
             is True
         )
