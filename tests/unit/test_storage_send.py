@@ -53,7 +53,7 @@ def test_a_domain_the_broker_refuses_is_closed_and_the_hosts_are_still_admitted(
             repos.storage.set_status(conn, sd_id, "inactive", "lost", T0)
     agents.reports["h9"] = good_report("h9", T0, storage_domains={"sd-a": True, "sd-b": True})
     monitoring = MonitoringService(
-        db, agents, hosts, cfg, clock, repos=repos, queue_domains=storage.queue_reachable
+        db, agents, hosts, TICK, clock, repos=repos, queue_domains=storage.queue_reachable
     )
 
     result = monitoring.tick()
