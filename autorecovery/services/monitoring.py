@@ -268,11 +268,13 @@ class MonitoringService:
 
         evaluations: list[Evaluation] = []
         observed = 0
-        for host, _, _ in batch:
+        for host, _, row in batch:
             cluster = clusters.get(host.cluster_id)
             if cluster is None:  # registered after this tick read the clusters
                 continue
-            ev = evaluate(host, latest[host.id], cluster, now, self.cfg.report_max_age_s, gates)
+            ev = evaluate(
+                host, latest[host.id], cluster, now, self.cfg.report_max_age_s, gates, row.get("in_flight_id")
+            )
             evaluations.append(ev)
             if host.status is not HostStatus.MAINTENANCE:
                 observed += 1

@@ -34,6 +34,7 @@ HOST_ROW_KEYS = {
     "subject",
     "error_until",
     "in_flight",
+    "in_flight_id",
     "r_reported_at",
     "r_received_at",
     "r_source",
@@ -46,6 +47,7 @@ HOST_ROW_KEYS = {
     "r_vms_running",
     "r_mem_free_mb",
     "r_error",
+    "r_init",
 }
 AUDIT_KEYS = {"id", "at", "object_type", "object_id", "event", "actor", "reason", "details"}
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
 from autorecovery.adapters.store.hosts import FencePush
+from models.domain import RunningInit
 from tests.contract.conftest import Backend
-from tests.contract.helpers import at, audit, backdate, host, is_db_now, queue, seed, tx
+from tests.contract.helpers import at, audit, backdate, host, is_db_now, queue, report, seed, tx
 
 SKEW = timedelta(minutes=10)
 
@@ -175,3 +177,21 @@ def test_a_misspelt_storage_domain_status_or_activation_state_is_refused(backend
         )
     with pytest.raises(psycopg.errors.CheckViolation), tx(backend) as conn:
         backend.repos.storage.queue_activation(conn, "x2", "sd-1", trigger="robot", actor="x", now=at(1))
+
+
+# --- issue 9: the init a v2 report shows, and the activation that tracks it ---------------------
+
+
+def test_a_reports_running_init_is_stored_and_the_tracking_activation_named(backend: Backend) -> None:
+    seed(backend, "h1", "h2")
+    running = RunningInit("a-x", 7, at(-40))
+    with tx(backend) as conn:
+        backend.repos.hosts.upsert_reports(
+            conn, [replace(report("h1", at(1)), protocol=2, init=running), report("h2", at(1))], at(2)
+        )
+    queue(backend, [("a1", "h1")])
+    with tx(backend) as conn:
+        _, h1_report, h1_row = backend.repos.hosts.get_host(conn, "h1")
+        _, h2_report, h2_row = backend.repos.hosts.get_host(conn, "h2")
+    assert h1_report.init == running and h2_report.init is None
+    assert (h1_row["in_flight_id"], h2_row["in_flight_id"]) == ("a1", None)

@@ -75,6 +75,7 @@ REPORT_COLUMNS = (
     "vms_running",
     "mem_free_mb",
     "error",
+    "init",
 )
 
 
@@ -96,6 +97,10 @@ def _host_rows(st: MemoryState, hosts: Sequence[dict[str, Any]]) -> list[HostRow
     for h in hosts:
         row = {k: h[k] for k in HOST_COLUMNS}
         row["in_flight"] = h["id"] in busy
+        row["in_flight_id"] = next(
+            (a["id"] for a in st.activations.values() if a["host_id"] == h["id"] and a["state"] in IN_FLIGHT),
+            None,
+        )
         report = st.reports.get(h["id"])
         for col in REPORT_COLUMNS:
             row["r_" + col] = report[col] if report else None
@@ -243,6 +248,7 @@ class MemoryHosts(Repo):
                 "vms_running": data["vms_running"],
                 "mem_free_mb": data["mem_free_mb"],
                 "error": data["error"],
+                "init": as_json(data["init"]),
             }
             old = st.reports.get(data["host_id"])
             if old is None or old["reported_at"] <= new["reported_at"]:
