@@ -98,16 +98,17 @@ def test_resend_queued_counts_sends_and_stops_at_the_bound(backend: Backend) -> 
 
 
 def test_every_takeover_marks_the_fence_for_the_agent(backend: Backend) -> None:
-    seed(backend, "reaped", "given-up", "orphan", "untouched")
-    queue(backend, [("a1", "reaped"), ("a2", "given-up"), ("a3", "untouched")])
+    seed(backend, "reaped", "given-up", "orphan", "untouched", "never-began")
+    queue(backend, [("a1", "reaped"), ("a2", "given-up"), ("a3", "untouched"), ("a4", "never-began")])
     with tx(backend) as conn:
         for act_id in ("a1", "a2", "a3"):
             assert backend.repos.activations.begin(conn, act_id, at(1)) == 1
         backend.repos.hosts.set_status(conn, "orphan", "initializing", None, "x", at(0))
     assert pending(backend) == []  # beginning an activation is no takeover
     backdate(backend, "activations", "a1", 100)
+    backdate(backend, "activations", "a4", 100)  # reaped too, but no holder had a fence
     with tx(backend) as conn:
-        backend.repos.activations.reap(conn, now=at(5), queued_ttl_s=60, running_ttl_s=60)
+        assert len(backend.repos.activations.reap(conn, now=at(5), queued_ttl_s=60, running_ttl_s=60)) == 2
         assert backend.repos.hosts.raise_fence(conn, "given-up", 1, 2)  # give_up does this
         assert backend.repos.activations.reset_orphans(conn, now=at(5), before=at(1)) == ["orphan"]
     assert pending(backend) == [

@@ -567,7 +567,7 @@ class MemoryActivations(Repo):
             host = st.hosts.get(a["host_id"])
             if host is not None:
                 host["fence"] += 1
-                host["agent_fence_pending"] = True
+                host["agent_fence_pending"] = host["agent_fence_pending"] or was == "running"
                 if host["status"] == "initializing":
                     host.update(
                         status="non_operational",

@@ -192,8 +192,8 @@ def reap(conn: Conn, *, now: datetime, queued_ttl_s: float, running_ttl_s: float
 
     The leases are compared on PostgreSQL's clock, so a caller's skewed clock can neither abandon
     live work nor reap a just-queued activation; ``now`` only stamps the end and the audit.
-    Bumps each host's fence so that a paused holder can write nothing afterwards (and marks it
-    for the agent, see ``hosts.pending_fences``), returns an ``initializing`` host to
+    Bumps each host's fence so that a paused holder can write nothing afterwards (and, for a
+    running one, marks it for the agent, see ``hosts.pending_fences``), returns an ``initializing`` host to
     non_operational (activation_failed), and audits each.
     """
     return run(
@@ -210,7 +210,9 @@ def reap(conn: Conn, *, now: datetime, queued_ttl_s: float, running_ttl_s: float
             FROM stale WHERE a.id = stale.id
             RETURNING a.id, a.host_id, stale.state AS was),
         hosts_reset AS (
-            UPDATE hosts h SET fence = h.fence + 1, agent_fence_pending = true,
+            UPDATE hosts h SET fence = h.fence + 1,
+                -- only a running one had a holder that may still reach the agent
+                agent_fence_pending = h.agent_fence_pending OR ab.was = 'running',
                 status = CASE WHEN h.status = 'initializing' THEN 'non_operational' ELSE h.status END,
                 reason = CASE WHEN h.status = 'initializing' THEN 'activation_failed' ELSE h.reason END,
                 detail = CASE WHEN h.status = 'initializing'
