@@ -100,7 +100,8 @@ class Reaper:
         sent = 0
         for row in again:
             # The task id is the activation id: if the first message was not lost after all, the
-            # later delivery finds the activation started or closed and does nothing.
+            # later delivery is a duplicate delivery of the same activation, which finds it
+            # started or closed (absorbing duplicates is the activation's job, as with RabbitMQ).
             try:
                 self.enqueue(row["id"], row["host_id"], row["trigger"], row["actor"])
             except BrokerUnavailable as exc:
