@@ -111,6 +111,8 @@ def build(
         sd_inactive_after_s=settings.sd_inactive_after_s,
         min_spacing_s=settings.tick_min_spacing_s,
         deadline_s=settings.tick_deadline_s,
+        resend_after_s=settings.resend_queued_after_s,
+        max_resends=settings.resend_max,
     )
     storage = StorageService(
         db,

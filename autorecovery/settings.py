@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     activation_soft_limit_s: float = Field(25.0, gt=0, description="activation soft time limit")
     activation_time_limit_s: float = Field(30.0, gt=0, description="activation hard time limit")
     activation_queued_ttl_s: float = Field(60.0, gt=0, description="a queued activation expires")
+    resend_queued_after_s: float = Field(
+        20.0,
+        gt=0,
+        description="a queued activation no worker started is sent again after this long, in case "
+        "its message was lost (same task id); below AUTORECOVERY_ACTIVATION_QUEUED_TTL_S",
+    )
+    resend_max: int = Field(2, ge=0, le=10, description="re-sends of one queued activation (0: never)")
     task_max_retries: int = Field(5, ge=0, le=20, description="retries of a task on transient errors")
     visibility_timeout_s: int = Field(3600, gt=0, description="Redis broker visibility timeout")
 

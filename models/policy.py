@@ -35,6 +35,7 @@ class Skip(StrEnum):
     CAPPED = "capped"
     ERROR_PERIOD = "error_period"
     STORAGE_DOMAIN_INACTIVE = "storage_domain_inactive"
+    UNTRACKED_INIT = "untracked_init"
 
 
 ACTIVATE = "activate"
@@ -196,13 +197,38 @@ def evaluate(
     now: datetime,
     max_report_age_s: float,
     gates: Gates = NO_GATES,
+    tracked: str | None = None,
 ) -> Evaluation:
-    """Assess a host, work out its status change, and decide on the host as it is after it."""
+    """Assess a host, work out its status change, and decide on the host as it is after it.
+
+    ``tracked`` is the id of the host's activation in flight, when the caller knows it.
+    """
     assessment = assess(report, cluster, now, max_report_age_s)
     change = transition(host, assessment)
     after = apply(host, change)
     decision = decide(after, assessment, Trigger.AUTO, gates, now, cluster)
+    if decision.is_activate or decision.code == Skip.ACTIVATION_IN_FLIGHT:
+        decision = untracked_init(after, report, tracked) or decision
     return Evaluation(after, assessment, change, decision)
+
+
+def untracked_init(host: Host, report: Report | None, tracked: str | None) -> Decision | None:
+    """Hold a host whose agent reports an init the product does not track; None otherwise.
+
+    Tracked means: an activation of this host is queued or running with that id (when the
+    caller does not know the id, any activation in flight counts as tracking it). A second init
+    beside one still running is what fencing cannot undo, so the host waits until it ends.
+    """
+    init = report.init if report is not None and report.agent_reachable else None
+    if init is None or (host.in_flight and tracked in (None, init.activation_id)):
+        return None
+    since = f" since {init.started_at.isoformat()}" if init.started_at else ""
+    return Decision(
+        host.id,
+        Skip.UNTRACKED_INIT.value,
+        f"its agent reports an init the product does not track (activation {init.activation_id}, "
+        f"fence {init.fence}{since}); no automatic activation until it ends",
+    )
 
 
 def recheck(

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from models.domain import Report
+from models.domain import Report, RunningInit
 from models.errors import BadReport
 
 _MAX_ID_LEN = 200
@@ -92,8 +92,30 @@ def parse_time(value: object, name: str = "reported_at") -> datetime:
         raise BadReport(name, "is out of range") from exc
 
 
+def _running_init(data: Mapping[str, Any]) -> RunningInit | None:
+    """The v2 ``init`` field: null, or the init running on the host."""
+    value = data.get("init")
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise BadReport("init", "must be null or an object")
+    activation_id = value.get("activation_id")
+    if not isinstance(activation_id, str) or not activation_id or len(activation_id) > _MAX_ID_LEN:
+        raise BadReport("init.activation_id", f"must be a non-empty string of at most {_MAX_ID_LEN}")
+    _check_text("init.activation_id", activation_id)
+    fence = value.get("fence")
+    if isinstance(fence, bool) or not isinstance(fence, int) or not 0 <= fence < 2**63:
+        raise BadReport("init.fence", "must be a non-negative integer")
+    started = value.get("started_at")
+    return RunningInit(
+        activation_id=activation_id,
+        fence=fence,
+        started_at=None if started is None else parse_time(started, "init.started_at"),
+    )
+
+
 def parse_report(data: object, expected_host_id: str, source: str = "pull") -> Report:
-    """Validate a report body against agent protocol v1.
+    """Validate a report body against agent protocol v1 (and v2's ``init``).
 
     Args:
         data: the decoded JSON body.
@@ -128,6 +150,7 @@ def parse_report(data: object, expected_host_id: str, source: str = "pull") -> R
         vms_running=_count(data, "vms_running"),
         mem_free_mb=_count(data, "mem_free_mb"),
         source=source,
+        init=_running_init(data),
     )
 
 

@@ -166,24 +166,42 @@ class StorageService:
                     conn, activation_id, sd_id, trigger=Trigger.AUTO.value, actor="auto", now=now
                 ):
                     queued.append((activation_id, sd_id))
+        sent = []
         for activation_id, sd_id in queued:
-            self._send(activation_id, sd_id, Trigger.AUTO.value, "auto")
-        return [sd for _, sd in queued]
+            try:
+                self._send(activation_id, sd_id, Trigger.AUTO.value, "auto")
+            except BrokerUnavailable:
+                continue  # closed and audited; the tick goes on to the hosts
+            sent.append(sd_id)
+        return sent
 
     def _send(self, activation_id: str, sd_id: str, trigger: str, actor: str) -> None:
+        """Send the activation; if the broker refuses it, close it as not_enqueued (audited)."""
         try:
             self.enqueue(activation_id, sd_id, trigger, actor)
         except BrokerUnavailable as exc:
+            log.error("storage domain %s: cannot queue activation %s: %s", sd_id, activation_id, exc)
+            now = self.clock()
             with self.db.transaction() as conn:
-                self.repos.storage.finish_activation(
+                if self.repos.storage.finish_activation(
                     conn,
                     activation_id,
                     state="failed",
                     outcome="not_enqueued",
                     detail=str(exc),
-                    now=self.clock(),
+                    now=now,
                     fence=None,
-                )
+                ):
+                    self.repos.audit.add(
+                        conn,
+                        at=now,
+                        object_type="storage_domain",
+                        object_id=sd_id,
+                        event="activation_not_enqueued",
+                        actor=actor,
+                        reason="broker_unavailable",
+                        details={"activation_id": activation_id, "error": str(exc)},
+                    )
             raise
 
     # -- the activation ---------------------------------------------------------------------

@@ -34,6 +34,7 @@ HOST_ROW_KEYS = {
     "subject",
     "error_until",
     "in_flight",
+    "in_flight_id",
     "r_reported_at",
     "r_received_at",
     "r_source",
@@ -46,6 +47,7 @@ HOST_ROW_KEYS = {
     "r_vms_running",
     "r_mem_free_mb",
     "r_error",
+    "r_init",
 }
 AUDIT_KEYS = {"id", "at", "object_type", "object_id", "event", "actor", "reason", "details"}
 
@@ -116,3 +118,36 @@ def report(host_id: str, reported_at: datetime, **kw: Any) -> Report:
     }
     base.update(kw)
     return Report(host_id=host_id, reported_at=reported_at, **base)
+
+
+def is_db_now(value: datetime | None) -> bool:
+    """True for a time stamped by the database's clock just now (not by a caller's ``now``)."""
+    return value is not None and abs(value - datetime.now(UTC)) < timedelta(seconds=60)
+
+
+def backdate(backend: Backend, table: str, activation_id: str, seconds: float) -> None:
+    """Move an activation's lease times back by ``seconds``, as if it had been leased earlier.
+
+    The leases are the database's clock, which a test cannot move: it moves the rows instead.
+    """
+    if backend.name == "memory":
+        row = getattr(backend.db.state, table)[activation_id]
+        for column in ("queued_at", "started_at", "sent_at"):
+            if row.get(column) is not None:
+                row[column] -= timedelta(seconds=seconds)
+        return
+    with tx(backend) as conn:
+        conn.execute(_BACKDATE[table], {"s": seconds, "id": activation_id})
+
+
+_BACKDATE = {
+    "activations": """
+        UPDATE activations SET queued_at = queued_at - make_interval(secs => %(s)s),
+            started_at = started_at - make_interval(secs => %(s)s),
+            sent_at = sent_at - make_interval(secs => %(s)s)
+        WHERE id = %(id)s""",
+    "sd_activations": """
+        UPDATE sd_activations SET queued_at = queued_at - make_interval(secs => %(s)s),
+            started_at = started_at - make_interval(secs => %(s)s)
+        WHERE id = %(id)s""",
+}

@@ -23,8 +23,10 @@ from tests.contract.helpers import (
     T0,
     at,
     audit,
+    backdate,
     host,
     host_row,
+    is_db_now,
     queue,
     report,
     seed,
@@ -392,7 +394,7 @@ def test_create_many_queues_one_per_host_and_audits_each(backend: Backend) -> No
         None,
     )
     assert (act.outcome, act.reason, act.detail, act.started_at, act.ended_at) == (None,) * 5
-    assert act.queued_at == T0
+    assert is_db_now(act.queued_at)  # the lease is the database's clock, not the caller's T0
     assert host(backend, "h1").in_flight is True
     entries = audit(backend, event="activation_queued")
     assert len(entries) == 1
@@ -431,7 +433,7 @@ def test_begin_bumps_the_host_fence_each_time(backend: Backend) -> None:
     with tx(backend) as conn:
         act = backend.repos.activations.get(conn, "a1")
     assert act is not None
-    assert (act.state, act.fence, act.started_at) == ("running", 1, at(1))
+    assert (act.state, act.fence) == ("running", 1) and is_db_now(act.started_at)
     with tx(backend) as conn:  # a retried task begins again under a new token
         assert backend.repos.activations.begin(conn, "a1", at(2)) == 2
         assert backend.repos.activations.begin(conn, "ghost", at(2)) is None
@@ -544,24 +546,23 @@ def test_recent_is_newest_first_and_limited(backend: Backend) -> None:
         assert [a.id for a in backend.repos.activations.recent(conn, "h1", limit=2)] == ["a3", "a2"]
         assert backend.repos.activations.recent(conn, "ghost") == []
         row = backend.repos.activations.recent(conn, "h2")[0]
-    assert row.as_dict()["queued_at"] == T0.isoformat()
+    assert row.as_dict()["queued_at"] == row.queued_at.isoformat()
 
 
 def test_reap_abandons_stuck_activations_and_bumps_fences(backend: Backend) -> None:
     seed(backend, "old-q", "new-q", "old-r", "new-r", "old-r2")
-    queue(backend, [("aq-old", "old-q"), ("ar-old", "old-r"), ("ar2-old", "old-r2")], now=at(0))
-    queue(backend, [("aq-new", "new-q"), ("ar-new", "new-r")], now=at(50))
+    queue(backend, [("aq-old", "old-q"), ("ar-old", "old-r"), ("ar2-old", "old-r2")])
+    queue(backend, [("aq-new", "new-q"), ("ar-new", "new-r")])
     with tx(backend) as conn:
-        for act_id, started in (("ar-old", 10), ("ar2-old", 10), ("ar-new", 80)):
-            fence = backend.repos.activations.begin(conn, act_id, at(started))
-            assert fence == 1
+        for act_id in ("ar-old", "ar2-old", "ar-new"):
+            assert backend.repos.activations.begin(conn, act_id, at(10)) == 1
         backend.repos.hosts.set_status(
             conn, "old-r", "initializing", None, "activation ar-old", at(10), fence=1
         )
+    for act_id in ("aq-old", "ar-old", "ar2-old"):
+        backdate(backend, "activations", act_id, 100)
     with tx(backend) as conn:
-        reaped = backend.repos.activations.reap(
-            conn, now=at(100), queued_before=at(40), running_before=at(60)
-        )
+        reaped = backend.repos.activations.reap(conn, now=at(100), queued_ttl_s=40, running_ttl_s=60)
     assert sorted((r["id"], r["host_id"], r["was"]) for r in reaped) == [
         ("aq-old", "old-q", "queued"),
         ("ar-old", "old-r", "running"),
@@ -618,10 +619,7 @@ def test_reap_abandons_stuck_activations_and_bumps_fences(backend: Backend) -> N
     ]
     assert {(e["actor"], e["reason"], e["at"]) for e in entries} == {("auto", "no_result_in_time", at(100))}
     with tx(backend) as conn:  # nothing left to reap
-        assert (
-            backend.repos.activations.reap(conn, now=at(100), queued_before=at(40), running_before=at(60))
-            == []
-        )
+        assert backend.repos.activations.reap(conn, now=at(100), queued_ttl_s=40, running_ttl_s=60) == []
 
 
 def test_mark_enqueue_failed_closes_only_queued_ones(backend: Backend) -> None:

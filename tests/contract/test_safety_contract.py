@@ -288,6 +288,7 @@ def test_auto_ends_since_counts_automatic_recoveries_and_failures(backend: Backe
     seed(backend, "h1", "h2")
     for i, (trigger, state, ended) in enumerate(
         [
+            ("auto", "succeeded", 15),  # the first up ever (after registration): no recovery
             ("auto", "succeeded", 10),
             ("auto", "failed", 20),
             ("auto", "failed", 5),  # before the window
@@ -310,6 +311,8 @@ def test_auto_ends_since_counts_automatic_recoveries_and_failures(backend: Backe
 
 def test_clearing_the_quarantine_restarts_the_flap_count(backend: Backend) -> None:
     seed(backend, "h1")
+    queue(backend, [("first-up", "h1")], now=at(0))
+    finish(backend, "first-up", "succeeded", 1)
     for i in range(3):
         queue(backend, [(f"a{i}", "h1")], now=at(i * 10))
         finish(backend, f"a{i}", "failed", i * 10 + 5)  # ended at 5, 15, 25

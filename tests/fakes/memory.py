@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +23,15 @@ from autorecovery.adapters.store.db import STATEMENTS
 from models.errors import StoreUnavailable
 
 IN_FLIGHT = ("queued", "running")
+#: The CHECK constraints of migration 0004, as the fake enforces them.
+ALLOWED = {
+    "hosts.status": frozenset(
+        {"up", "initializing", "non_operational", "non_responsive", "error", "maintenance", "unassigned"}
+    ),
+    "activations.state": frozenset({"queued", "running", "succeeded", "failed", "skipped", "abandoned"}),
+    "storage_domains.status": frozenset({"active", "inactive", "maintenance"}),
+    "trigger": frozenset({"auto", "manual"}),
+}
 INT4_MAX = 2**31 - 1
 
 
@@ -69,10 +78,13 @@ class MemoryConn:
 class MemoryDatabase:
     """Stands in for ``autorecovery.adapters.store.Database``.
 
-    Set ``unavailable`` to make every new transaction raise ``StoreUnavailable``.
+    Set ``unavailable`` to make every new transaction raise ``StoreUnavailable``. ``clock`` is
+    the database server's clock (SQL ``now()``): the wall clock unless a test sets it, so that a
+    test can skew the services' clock against it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], datetime] | None = None) -> None:
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self.state = MemoryState()
         self.unavailable = False
         self.transactions = 0
@@ -171,6 +183,12 @@ class Repo:
         _check_json(jsonb)
         _check_plain(plain)
         return self._db.state
+
+
+def check(column: str, value: str) -> None:
+    """Refuse a value outside a column's CHECK constraint, as PostgreSQL does."""
+    if value not in ALLOWED[column]:
+        raise pg_errors.CheckViolation(f"new row for {column} violates check constraint: {value!r}")
 
 
 def as_json(value: Any) -> Any:

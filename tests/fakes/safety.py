@@ -135,16 +135,19 @@ class MemorySafety(Repo):
 
     def auto_ends_since(self, conn: Any, host_id: str, since: datetime) -> int:
         """Count a host's automatic activations that ended up or failed since ``since``, and since
-        its holds were last cleared."""
+        its holds were last cleared; not its first success ever (it was no recovery)."""
         st = self._state(conn, plain=[host_id])
         host = st.hosts.get(host_id)
         if host is None:
             return 0
         cleared = host["holds_cleared_at"]
+        ups = [a for a in st.activations.values() if a["host_id"] == host_id and a["state"] == "succeeded"]
+        first = min(ups, key=lambda a: (a["queued_at"], a["id"]))["id"] if ups else None
         return sum(
             1
             for a in st.activations.values()
             if a["host_id"] == host_id
+            and a["id"] != first
             and a["trigger"] == "auto"
             and a["state"] in ("succeeded", "failed")
             and a["ended_at"] is not None

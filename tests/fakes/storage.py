@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg import errors as pg_errors
 
 from models.domain import DomainStatus, StorageDomain
-from tests.fakes.memory import IN_FLIGHT, MemoryState, Repo, add_audit, text_time
+from tests.fakes.memory import IN_FLIGHT, MemoryState, Repo, add_audit, check, text_time
 
 
 def _domain(row: dict[str, Any]) -> StorageDomain:
@@ -100,6 +100,7 @@ class MemoryStorage(Repo):
         row = self._state(conn, plain=[sd_id, status, detail]).storage_domains.get(sd_id)
         if row is None or (fence is not None and row["fence"] != fence):
             return False
+        check("storage_domains.status", status)
         if row["status"] != status:
             row["status_changed_at"] = now
         if status == "active":
@@ -183,6 +184,7 @@ class MemoryStorage(Repo):
     ) -> bool:
         """Queue a domain activation unless one is in flight; audited. True when queued."""
         st = self._state(conn, plain=[activation_id, sd_id, trigger, actor])
+        check("trigger", trigger)
         if activation_id in st.sd_activations or (sd_id in st.storage_domains and _busy(st, sd_id)):
             return False  # ON CONFLICT DO NOTHING: the id, or the one-in-flight index
         if sd_id not in st.storage_domains:
@@ -198,7 +200,7 @@ class MemoryStorage(Repo):
             "fence": None,
             "outcome": None,
             "detail": None,
-            "queued_at": now,
+            "queued_at": self._db.clock(),  # the lease: the database's clock
             "started_at": None,
             "ended_at": None,
         }
@@ -226,7 +228,7 @@ class MemoryStorage(Repo):
         row = self._state(conn, plain=[activation_id]).sd_activations.get(activation_id)
         return copy.deepcopy(row) if row else None
 
-    def begin_activation(self, conn: Any, activation_id: str, now: datetime) -> int | None:
+    def begin_activation(self, conn: Any, activation_id: str, now: datetime | None = None) -> int | None:
         """Mark the activation running and issue its fence (the domain's, bumped)."""
         st = self._state(conn, plain=[activation_id])
         row = st.sd_activations.get(activation_id)
@@ -234,7 +236,7 @@ class MemoryStorage(Repo):
             return None
         domain = st.storage_domains[row["sd_id"]]
         domain["fence"] += 1
-        row.update(state="running", fence=domain["fence"], started_at=now)
+        row.update(state="running", fence=domain["fence"], started_at=self._db.clock())
         return int(domain["fence"])
 
     def finish_activation(
@@ -255,14 +257,17 @@ class MemoryStorage(Repo):
             return False
         if fence is None and (row["state"] != "queued" or row["fence"] is not None):
             return False
+        check("activations.state", state)
         row.update(state=state, outcome=outcome, detail=detail, ended_at=now)
         return True
 
     def reap_activations(
-        self, conn: Any, *, now: datetime, queued_before: datetime, running_before: datetime
+        self, conn: Any, *, now: datetime, queued_ttl_s: float, running_ttl_s: float
     ) -> int:
-        """Abandon domain activations with no result in time, bumping the domain's fence."""
+        """Abandon domain activations with no result in time (the database's clock), bumping fences."""
         st = self._state(conn)
+        queued_before = self._db.clock() - timedelta(seconds=queued_ttl_s)
+        running_before = self._db.clock() - timedelta(seconds=running_ttl_s)
         bumped = 0
         for row in st.sd_activations.values():
             stale = (row["state"] == "queued" and row["queued_at"] < queued_before) or (

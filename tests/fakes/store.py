@@ -14,14 +14,14 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg import errors as pg_errors
 
 from autorecovery.adapters.store import Repos
 from autorecovery.adapters.store.activations import ActivationRow
-from autorecovery.adapters.store.hosts import HostRow
+from autorecovery.adapters.store.hosts import FencePush, HostRow
 from autorecovery.adapters.store.rows import cluster_from_row, host_from_row, report_from_row, report_to_json
 from models.domain import Cluster, Report
 from models.policy import Decision, Transition
@@ -33,6 +33,7 @@ from tests.fakes.memory import (
     Repo,
     add_audit,
     as_json,
+    check,
     in_flight_hosts,
 )
 from tests.fakes.safety import MemorySafety
@@ -75,6 +76,7 @@ REPORT_COLUMNS = (
     "vms_running",
     "mem_free_mb",
     "error",
+    "init",
 )
 
 
@@ -97,6 +99,10 @@ def _host_rows(st: MemoryState, hosts: Sequence[dict[str, Any]]) -> list[HostRow
     for h in hosts:
         row = {k: h[k] for k in HOST_COLUMNS}
         row["in_flight"] = h["id"] in busy
+        row["in_flight_id"] = next(
+            (a["id"] for a in st.activations.values() if a["host_id"] == h["id"] and a["state"] in IN_FLIGHT),
+            None,
+        )
         report = st.reports.get(h["id"])
         for col in REPORT_COLUMNS:
             row["r_" + col] = report[col] if report else None
@@ -173,6 +179,7 @@ class MemoryHosts(Repo):
             "holds_cleared_at": None,  # not selected: it only restarts the flap count
             "subject": None,
             "error_until": None,
+            "agent_fence_pending": False,
         }
         return True
 
@@ -249,6 +256,7 @@ class MemoryHosts(Repo):
                 "vms_running": data["vms_running"],
                 "mem_free_mb": data["mem_free_mb"],
                 "error": data["error"],
+                "init": as_json(data["init"]),
             }
             old = st.reports.get(data["host_id"])
             if old is None or old["reported_at"] <= new["reported_at"]:
@@ -329,6 +337,7 @@ class MemoryHosts(Repo):
         host = self._state(conn, plain=[host_id, status, reason, detail]).hosts.get(host_id)
         if host is None or (fence is not None and host["fence"] != fence):
             return False
+        check("hosts.status", status)
         if host["status"] != status:
             host["status_changed_at"] = now
         host.update(status=status, reason=reason, detail=detail, subject=None)
@@ -344,12 +353,31 @@ class MemoryHosts(Repo):
         return previous
 
     def raise_fence(self, conn: Any, host_id: str, fence: int, at_least: int) -> bool:
-        """Move a host's fence counter up to ``at_least`` while it is still ``fence``."""
+        """Move a host's fence counter up to ``at_least`` while it is still ``fence``; mark it."""
         host = self._state(conn, plain=[host_id]).hosts.get(host_id)
         if host is None or host["fence"] != fence:
             return False
-        host["fence"] = max(host["fence"], at_least)
+        host.update(fence=max(host["fence"], at_least), agent_fence_pending=True)
         return True
+
+    def pending_fences(self, conn: Any, limit: int) -> list[FencePush]:
+        """Return up to ``limit`` hosts whose agent has not learnt their fence yet, by id."""
+        st = self._state(conn)
+        marked = [h for h in _sorted_hosts(st) if h["agent_fence_pending"]][:limit]
+        return [FencePush(h["id"], h["agent_url"], int(h["fence"])) for h in marked]
+
+    def clear_fence_pending(self, conn: Any, pushed: Sequence[FencePush]) -> int:
+        """Clear the mark of hosts whose agent learnt the fence, unless it moved on since."""
+        if not pushed:
+            return 0
+        st = self._state(conn, jsonb=[[p.host_id, p.fence] for p in pushed])
+        cleared = 0
+        for p in pushed:
+            host = st.hosts.get(p.host_id)
+            if host is not None and host["fence"] == p.fence and host["agent_fence_pending"]:
+                host["agent_fence_pending"] = False
+                cleared += 1
+        return cleared
 
     def delete_host(self, conn: Any, host_id: str) -> bool:
         """Delete a host with no activation in flight; return True when deleted."""
@@ -394,6 +422,7 @@ class MemoryActivations(Repo):
         if not items:
             return []
         st = self._state(conn, plain=[trigger, actor, reason, list(statuses)], jsonb=[list(items)])
+        check("trigger", trigger)
         busy = in_flight_hosts(st)
         created: list[tuple[str, str]] = []
         for activation_id, host_id in items:
@@ -412,9 +441,11 @@ class MemoryActivations(Repo):
                 "outcome": None,
                 "reason": None,
                 "detail": None,
-                "queued_at": now,
+                "queued_at": self._db.clock(),  # the lease: the database's clock
                 "started_at": None,
                 "ended_at": None,
+                "sends": 1,
+                "sent_at": self._db.clock(),
             }
             busy.add(host_id)
             add_audit(
@@ -448,7 +479,7 @@ class MemoryActivations(Repo):
         rows.sort(key=lambda r: r["queued_at"], reverse=True)
         return [_activation(r) for r in rows[:limit]]
 
-    def begin(self, conn: Any, activation_id: str, now: datetime) -> int | None:
+    def begin(self, conn: Any, activation_id: str, now: datetime | None = None) -> int | None:
         """Mark the activation running and issue its fencing token (the host's fence, bumped)."""
         st = self._state(conn, plain=[activation_id])
         row = st.activations.get(activation_id)
@@ -458,7 +489,7 @@ class MemoryActivations(Repo):
         if host is None:
             return None
         host["fence"] += 1
-        row.update(state="running", fence=host["fence"], started_at=now)
+        row.update(state="running", fence=host["fence"], started_at=self._db.clock())
         return int(host["fence"])
 
     def finish(
@@ -483,6 +514,7 @@ class MemoryActivations(Repo):
             return False
         if fence is None and (row["state"] != "queued" or row["fence"] is not None):
             return False  # without a token, only an activation that never began
+        check("activations.state", state)
         row.update(state=state, outcome=outcome, reason=reason, detail=detail, ended_at=now)
         return True
 
@@ -507,6 +539,7 @@ class MemoryActivations(Repo):
                     subject=None,
                 )
                 host["fence"] += 1
+                host["agent_fence_pending"] = True
                 add_audit(
                     st,
                     at=now,
@@ -521,10 +554,12 @@ class MemoryActivations(Repo):
         return out
 
     def reap(
-        self, conn: Any, *, now: datetime, queued_before: datetime, running_before: datetime
+        self, conn: Any, *, now: datetime, queued_ttl_s: float, running_ttl_s: float
     ) -> list[dict[str, Any]]:
-        """Abandon activations stuck queued or running too long, in one statement."""
+        """Abandon activations stuck queued or running too long (leases on the database's clock)."""
         st = self._state(conn)
+        queued_before = self._db.clock() - timedelta(seconds=queued_ttl_s)
+        running_before = self._db.clock() - timedelta(seconds=running_ttl_s)
         stale = [
             a
             for a in st.activations.values()
@@ -540,6 +575,7 @@ class MemoryActivations(Repo):
             host = st.hosts.get(a["host_id"])
             if host is not None:
                 host["fence"] += 1
+                host["agent_fence_pending"] = host["agent_fence_pending"] or was == "running"
                 if host["status"] == "initializing":
                     host.update(
                         status="non_operational",
@@ -580,6 +616,30 @@ class MemoryActivations(Repo):
                 reason="broker_unavailable",
                 details={"activation_id": activation_id, "error": error},
             )
+
+    def resend_queued(
+        self, conn: Any, *, now: datetime, after_s: float, max_resends: int
+    ) -> list[dict[str, Any]]:
+        """Count one more send of each activation queued unstarted since ``after_s`` ago, audited."""
+        st = self._state(conn)
+        before = self._db.clock() - timedelta(seconds=after_s)
+        out: list[dict[str, Any]] = []
+        for a in sorted(st.activations.values(), key=lambda a: str(a["id"])):
+            if a["state"] != "queued" or a["sends"] > max_resends or a["sent_at"] >= before:
+                continue
+            a.update(sends=a["sends"] + 1, sent_at=self._db.clock())
+            add_audit(
+                st,
+                at=now,
+                object_type="host",
+                object_id=a["host_id"],
+                event="activation_resent",
+                actor="auto",
+                reason="not_started_in_time",
+                details={"activation_id": a["id"], "sends": a["sends"]},
+            )
+            out.append({k: a[k] for k in ("id", "host_id", "trigger", "actor", "sends")})
+        return out
 
     def count_by_outcome(self, conn: Any) -> list[dict[str, Any]]:
         """Count activations by trigger and outcome (the state while one has no outcome yet)."""

@@ -1,12 +1,12 @@
 """The ticks repository in memory, with the same guards as ``autorecovery.adapters.store.ticks``.
 
-Its clock stands in for PostgreSQL's: real time unless a test sets ``db.server_clock``.
+Its clock is the memory database's (PostgreSQL's ``clock_timestamp()``): see ``MemoryDatabase.clock``.
 """
 
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from autorecovery.adapters.store.ticks import KEEP_TICKS_S, BatchDone, TickClaim, _refusal
@@ -17,8 +17,7 @@ class MemoryTicks(Repo):
     """Ticks and their finished batches."""
 
     def _now(self) -> datetime:
-        clock = getattr(self._db, "server_clock", None)
-        return clock() if clock is not None else datetime.now(UTC)
+        return self._db.clock()
 
     def _ticks(self, conn: Any) -> dict[str, dict[str, Any]]:
         return self._state(conn).ticks

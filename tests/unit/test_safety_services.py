@@ -143,13 +143,13 @@ def make() -> Iterator[Make]:
     clients: list[fakeredis.FakeRedis] = []
 
     def build(tick: TickConfig = TICK, safety: RecoverySafety = SAFETY) -> World:
-        memory = MemoryDatabase()
+        clock = FixedClock(T0)
+        memory = MemoryDatabase(clock=clock)
         repos = memory_repos(memory)
         db: Any = memory  # stands in for autorecovery.adapters.store.Database
         agents = FakeAgentClient()
         redis_client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
         clients.append(redis_client)
-        clock = FixedClock(T0)
         enqueue = RecordingEnqueuer()
         redis_up = [True]
         return World(
@@ -629,19 +629,41 @@ def test_k_failures_in_the_window_quarantine_the_host(make: Make) -> None:
 def test_k_automatic_recoveries_in_the_window_quarantine_the_host(make: Make) -> None:
     w = make(safety=replace(SAFETY, flap_limit=3))
     w.register("h1")
-    for _ in range(3):
+    # A newly registered host's first activation brings it up: no recovery, not counted.
+    w.later(10, "h1")
+    w.monitoring.tick()
+    assert [o.outcome for o in w.run_sent()] == ["up"]
+    for n in range(3):
+        assert w.host("h1").quarantined_at is None, f"quarantined after {n} recoveries"
         w.out("h1")
         w.later(10, "h1")
         w.monitoring.tick()
         assert [o.outcome for o in w.run_sent()] == ["up"]
     h1 = w.host("h1")
-    assert (h1.status, h1.quarantined_at) == (S.UP, T0 + timedelta(seconds=30))
+    assert (h1.status, h1.quarantined_at) == (S.UP, T0 + timedelta(seconds=40))
+    assert w.audit(event="quarantined")[0]["details"]["detail"].startswith("3 automatic recoveries")
     # Out again: it stays out until an admin looks.
     w.out("h1")
     w.later(10, "h1")
     w.monitoring.tick()
-    assert len(w.enqueue.calls) == 3
+    assert len(w.enqueue.calls) == 4
     assert w.decision("h1")[0] == "quarantined"
+
+
+def test_failures_before_the_first_up_count_but_the_first_up_does_not(make: Make) -> None:
+    w = make(safety=replace(SAFETY, flap_limit=3))
+    w.register("h1")
+    w.out("h1")
+    fail_until_quarantined(w, "h1", 2)  # two real failures
+    del w.agents.init_results["h1"]
+    w.healthy("h1")
+    first_up = w.queue("h1", "first-up")
+    assert w.activation.run(first_up, "h1").outcome == "up"
+    assert w.host("h1").quarantined_at is None  # 2 counted, the first up is not
+    w.out("h1")
+    w.later(10, "h1")
+    assert w.activation.run(w.queue("h1", "recovery"), "h1").outcome == "up"
+    assert w.host("h1").quarantined_at is not None  # the third: a real recovery
 
 
 def test_ends_outside_the_window_do_not_quarantine(make: Make) -> None:

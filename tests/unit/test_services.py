@@ -113,7 +113,15 @@ class World:
     def events(self, host_id: str) -> list[str]:
         return [e["event"] for e in self.audit(object_id=host_id)]
 
-
+    def reap_as_if_later(self, seconds: float) -> None:
+        """Reap every lease, as the reaper would ``seconds`` later (all leases long expired)."""
+        with self.db.transaction() as conn:
+            self.repos.activations.reap(
+                conn,
+                now=self.clock() + timedelta(seconds=seconds),
+                queued_ttl_s=-seconds,
+                running_ttl_s=-seconds,
+            )
 
 
 TICK = TickConfig(
@@ -131,13 +139,13 @@ TICK = TickConfig(
 
 @pytest.fixture
 def world() -> Iterator[World]:
-    memory = MemoryDatabase()
+    clock = FixedClock(T0)
+    memory = MemoryDatabase(clock=clock)  # the database's clock: no skew unless a test sets one
     repos = memory_repos(memory)
     db: Any = memory  # stands in for autorecovery.adapters.store.Database
     agents = FakeAgentClient()
     server = fakeredis.FakeServer()
     redis_client = fakeredis.FakeRedis(server=server)
-    clock = FixedClock(T0)
     enqueue = RecordingEnqueuer()
     yield World(
         db=db,
@@ -567,9 +575,7 @@ def test_a_stale_holder_refused_by_the_agent_writes_nothing(world: World) -> Non
 
     def reaped_then_refused(target: Target, fence: int, activation_id: str) -> InitResult:
         # The holder paused so long that the reaper abandoned it and a newer holder got in.
-        later = world.clock() + timedelta(seconds=100)
-        with world.db.transaction() as conn:
-            world.repos.activations.reap(conn, now=later, queued_before=later, running_before=later)
+        world.reap_as_if_later(100)
         world.agents.highest_fence[target.host_id] = fence + 1
         return original(target, fence, activation_id)
 
@@ -590,9 +596,7 @@ def test_a_fence_superseded_during_init_writes_nothing(world: World) -> None:
     def init_then_reaped(target: Target, fence: int, activation_id: str) -> InitResult:
         result = original(target, fence, activation_id)
         # Meanwhile the holder paused so long that the reaper abandoned its activation.
-        later = world.clock() + timedelta(seconds=100)
-        with world.db.transaction() as conn:
-            world.repos.activations.reap(conn, now=later, queued_before=later, running_before=later)
+        world.reap_as_if_later(100)
         return result
 
     world.agents.init = init_then_reaped  # type: ignore[method-assign]
@@ -610,9 +614,7 @@ def test_a_fence_superseded_before_init_writes_nothing_and_calls_no_agent(world:
     original = world.agents.get_report
 
     def report_then_reaped(target: Target, now: datetime) -> Report:
-        later = world.clock() + timedelta(seconds=100)
-        with world.db.transaction() as conn:
-            world.repos.activations.reap(conn, now=later, queued_before=later, running_before=later)
+        world.reap_as_if_later(100)
         return original(target, now)
 
     world.agents.get_report = report_then_reaped  # type: ignore[method-assign]

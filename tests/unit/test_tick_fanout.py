@@ -79,9 +79,8 @@ class Fleet:
 
 
 def make(cfg: TickConfig = CFG) -> Fleet:
-    db = MemoryDatabase()
     server = FixedClock(T0)
-    db.server_clock = server  # type: ignore[attr-defined]
+    db = MemoryDatabase(clock=server)
     repos = memory_repos(db)
     agents = FakeAgentClient()
     clock = FixedClock(T0)

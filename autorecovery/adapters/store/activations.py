@@ -64,7 +64,9 @@ def create_many(
     """Queue activations for (activation_id, host_id) pairs in one statement, auditing each.
 
     A host that already has one queued or running, or whose status is no longer one of
-    ``statuses``, gets none. Returns the (activation_id, host_id) pairs created.
+    ``statuses``, gets none. The lease (``queued_at``) is PostgreSQL's clock, not ``now`` (the
+    audit's time): the reaper compares it with the same clock, whatever the callers' skew.
+    Returns the (activation_id, host_id) pairs created.
     """
     if not items:
         return []
@@ -73,8 +75,8 @@ def create_many(
         """
         WITH v AS (SELECT * FROM jsonb_to_recordset(%(rows)s) AS v(id text, host_id text)),
         ins AS (
-            INSERT INTO activations (id, host_id, trigger, actor, state, queued_at)
-            SELECT v.id, v.host_id, %(trigger)s, %(actor)s, 'queued', %(now)s
+            INSERT INTO activations (id, host_id, trigger, actor, state, queued_at, sent_at)
+            SELECT v.id, v.host_id, %(trigger)s, %(actor)s, 'queued', now(), now()
             FROM v JOIN hosts h ON h.id = v.host_id AND h.status = ANY(%(statuses)s)
             ON CONFLICT DO NOTHING
             RETURNING id, host_id),
@@ -123,8 +125,10 @@ def recent(conn: Conn, host_id: str, limit: int = 10) -> list[ActivationRow]:
     return [_row(r) for r in rows]
 
 
-def begin(conn: Conn, activation_id: str, now: datetime) -> int | None:
+def begin(conn: Conn, activation_id: str, now: datetime | None = None) -> int | None:
     """Mark the activation running and issue its fencing token (the host's fence, bumped).
+
+    ``started_at`` (the lease the reaper checks) is PostgreSQL's clock; ``now`` is not used.
 
     Returns:
         The fencing token, or None when the activation is no longer queued or running.
@@ -136,11 +140,11 @@ def begin(conn: Conn, activation_id: str, now: datetime) -> int | None:
                    WHERE id = %(id)s AND state IN ('queued', 'running') FOR UPDATE),
         f AS (UPDATE hosts h SET fence = h.fence + 1 FROM a WHERE h.id = a.host_id
               RETURNING h.fence)
-        UPDATE activations SET state = 'running', fence = f.fence, started_at = %(now)s
+        UPDATE activations SET state = 'running', fence = f.fence, started_at = now()
         FROM f, a WHERE activations.id = a.id
         RETURNING activations.fence
         """,
-        {"id": activation_id, "now": now},
+        {"id": activation_id},
     ).fetchone()
     return None if row is None else int(row["fence"])
 
@@ -183,21 +187,22 @@ def finish(
     return cur.rowcount == 1
 
 
-def reap(
-    conn: Conn, *, now: datetime, queued_before: datetime, running_before: datetime
-) -> list[dict[str, Any]]:
+def reap(conn: Conn, *, now: datetime, queued_ttl_s: float, running_ttl_s: float) -> list[dict[str, Any]]:
     """Abandon activations stuck queued or running too long, in one statement.
 
-    Bumps each host's fence so that a paused holder can write nothing afterwards, returns an
-    ``initializing`` host to non_operational (activation_failed), and audits each.
+    The leases are compared on PostgreSQL's clock, so a caller's skewed clock can neither abandon
+    live work nor reap a just-queued activation; ``now`` only stamps the end and the audit.
+    Bumps each host's fence so that a paused holder can write nothing afterwards (and, for a
+    running one, marks it for the agent, see ``hosts.pending_fences``), returns an ``initializing`` host to
+    non_operational (activation_failed), and audits each.
     """
     return run(
         conn,
         """
         WITH stale AS (
             SELECT id, host_id, state FROM activations
-            WHERE (state = 'queued' AND queued_at < %(queued_before)s)
-               OR (state = 'running' AND started_at < %(running_before)s)
+            WHERE (state = 'queued' AND queued_at < now() - make_interval(secs => %(queued_ttl)s))
+               OR (state = 'running' AND started_at < now() - make_interval(secs => %(running_ttl)s))
             FOR UPDATE SKIP LOCKED),
         ab AS (
             UPDATE activations a SET state = 'abandoned', outcome = 'abandoned', ended_at = %(now)s,
@@ -206,6 +211,8 @@ def reap(
             RETURNING a.id, a.host_id, stale.state AS was),
         hosts_reset AS (
             UPDATE hosts h SET fence = h.fence + 1,
+                -- only a running one had a holder that may still reach the agent
+                agent_fence_pending = h.agent_fence_pending OR ab.was = 'running',
                 status = CASE WHEN h.status = 'initializing' THEN 'non_operational' ELSE h.status END,
                 reason = CASE WHEN h.status = 'initializing' THEN 'activation_failed' ELSE h.reason END,
                 detail = CASE WHEN h.status = 'initializing'
@@ -221,7 +228,7 @@ def reap(
             FROM ab)
         SELECT id, host_id, was FROM ab
         """,
-        {"now": now, "queued_before": queued_before, "running_before": running_before},
+        {"now": now, "queued_ttl": queued_ttl_s, "running_ttl": running_ttl_s},
     ).fetchall()
 
 
@@ -229,7 +236,7 @@ def reset_orphans(conn: Conn, *, now: datetime, before: datetime) -> list[str]:
     """Return hosts left ``initializing`` with no activation in flight to non_operational.
 
     A backstop: no activation path leaves one, but a host must never stay there for good. The
-    fence is bumped and each reset audited.
+    fence is bumped (and marked for the agent) and each reset audited.
     """
     rows = run(
         conn,
@@ -237,6 +244,7 @@ def reset_orphans(conn: Conn, *, now: datetime, before: datetime) -> list[str]:
         WITH orphans AS (
             UPDATE hosts h SET status = 'non_operational', reason = 'activation_failed',
                 detail = 'initializing with no activation in flight', fence = h.fence + 1,
+                agent_fence_pending = true,
                 status_changed_at = %(now)s, subject = NULL
             WHERE h.status = 'initializing' AND h.status_changed_at < %(before)s
               AND NOT EXISTS (SELECT 1 FROM activations a WHERE a.host_id = h.id
@@ -269,6 +277,35 @@ def mark_enqueue_failed(conn: Conn, pairs: Sequence[tuple[str, str]], now: datet
         """,
         {"ids": [a for a, _ in pairs], "now": now, "err": error},
     )
+
+
+def resend_queued(conn: Conn, *, now: datetime, after_s: float, max_resends: int) -> list[dict[str, Any]]:
+    """Count one more send of each activation queued unstarted since ``after_s`` ago, auditing it.
+
+    Its broker message may be lost (a Redis restart): the caller sends it again under the same
+    task id, so a message that was not lost runs once and the other finds it closed. At most
+    ``max_resends`` re-sends each; times on PostgreSQL's clock.
+
+    Returns:
+        The activations to send again: ``id``, ``host_id``, ``trigger``, ``actor``, ``sends``.
+    """
+    return run(
+        conn,
+        """
+        WITH again AS (
+            UPDATE activations SET sends = sends + 1, sent_at = now()
+            WHERE state = 'queued' AND sends <= %(max)s
+              AND coalesce(sent_at, queued_at) < now() - make_interval(secs => %(after)s)
+            RETURNING id, host_id, trigger, actor, sends),
+        aud AS (
+            INSERT INTO audit_log (at, object_type, object_id, event, actor, reason, details)
+            SELECT %(now)s, 'host', host_id, 'activation_resent', 'auto', 'not_started_in_time',
+                   jsonb_build_object('activation_id', id, 'sends', sends)
+            FROM again)
+        SELECT * FROM again ORDER BY id
+        """,
+        {"now": now, "after": after_s, "max": max_resends},
+    ).fetchall()
 
 
 def count_by_outcome(conn: Conn) -> list[dict[str, Any]]:

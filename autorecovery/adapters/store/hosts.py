@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -20,11 +21,13 @@ SELECT h.id, h.cluster_id, h.agent_url, h.status, h.reason, h.detail, h.autoreco
        h.error_until,
        EXISTS (SELECT 1 FROM activations a
                WHERE a.host_id = h.id AND a.state IN ('queued', 'running')) AS in_flight,
+       (SELECT a.id FROM activations a
+        WHERE a.host_id = h.id AND a.state IN ('queued', 'running')) AS in_flight_id,
        r.reported_at AS r_reported_at, r.received_at AS r_received_at, r.source AS r_source,
        r.agent_reachable AS r_agent_reachable, r.kvm AS r_kvm, r.version AS r_version,
        r.cpu_flags AS r_cpu_flags, r.networks AS r_networks,
        r.storage_domains AS r_storage_domains, r.vms_running AS r_vms_running,
-       r.mem_free_mb AS r_mem_free_mb, r.error AS r_error
+       r.mem_free_mb AS r_mem_free_mb, r.error AS r_error, r.init AS r_init
 FROM hosts h LEFT JOIN reports r ON r.host_id = h.id
 """
 
@@ -148,14 +151,15 @@ def upsert_reports(conn: Conn, reports: Sequence[Report], received_at: datetime)
         """
         INSERT INTO reports (host_id, reported_at, received_at, source, agent_reachable, kvm,
                              version, cpu_flags, networks, storage_domains, vms_running,
-                             mem_free_mb, error)
+                             mem_free_mb, error, init)
         SELECT r.host_id, r.reported_at, r.received_at, r.source, r.agent_reachable, r.kvm,
                r.version, ARRAY(SELECT jsonb_array_elements_text(r.cpu_flags)), r.networks,
-               r.storage_domains, r.vms_running, r.mem_free_mb, r.error
+               r.storage_domains, r.vms_running, r.mem_free_mb, r.error, r.init
         FROM jsonb_to_recordset(%(rows)s) AS r(
             host_id text, reported_at timestamptz, received_at timestamptz, source text,
             agent_reachable boolean, kvm boolean, version text, cpu_flags jsonb, networks jsonb,
-            storage_domains jsonb, vms_running integer, mem_free_mb integer, error text)
+            storage_domains jsonb, vms_running integer, mem_free_mb integer, error text,
+            init jsonb)
         JOIN hosts h ON h.id = r.host_id
         ON CONFLICT (host_id) DO UPDATE SET
             reported_at = EXCLUDED.reported_at, received_at = EXCLUDED.received_at,
@@ -163,7 +167,7 @@ def upsert_reports(conn: Conn, reports: Sequence[Report], received_at: datetime)
             kvm = EXCLUDED.kvm, version = EXCLUDED.version, cpu_flags = EXCLUDED.cpu_flags,
             networks = EXCLUDED.networks, storage_domains = EXCLUDED.storage_domains,
             vms_running = EXCLUDED.vms_running, mem_free_mb = EXCLUDED.mem_free_mb,
-            error = EXCLUDED.error
+            error = EXCLUDED.error, init = EXCLUDED.init
         WHERE reports.reported_at <= EXCLUDED.reported_at
         """,
         {"rows": Jsonb([report_to_json(r, received_at) for r in reports])},
@@ -293,13 +297,58 @@ def set_agent_url(conn: Conn, host_id: str, agent_url: str) -> str | None:
 
 
 def raise_fence(conn: Conn, host_id: str, fence: int, at_least: int) -> bool:
-    """Move a host's fence counter up to ``at_least`` while it is still ``fence``."""
+    """Move a host's fence counter up to ``at_least`` while it is still ``fence``.
+
+    The agent must learn the new fence too (a paused holder would otherwise still reach it):
+    the host is marked for the tick's push (``pending_fences``) in the same statement.
+    """
     cur = run(
         conn,
-        "UPDATE hosts SET fence = GREATEST(fence, %(to)s) WHERE id = %(id)s AND fence = %(fence)s",
+        """
+        UPDATE hosts SET fence = GREATEST(fence, %(to)s), agent_fence_pending = true
+        WHERE id = %(id)s AND fence = %(fence)s
+        """,
         {"id": host_id, "fence": fence, "to": at_least},
     )
     return cur.rowcount == 1
+
+
+@dataclass(frozen=True, slots=True)
+class FencePush:
+    """A fence the host's agent has not been told yet."""
+
+    host_id: str
+    agent_url: str
+    fence: int
+
+
+def pending_fences(conn: Conn, limit: int) -> list[FencePush]:
+    """Return up to ``limit`` hosts whose agent has not learnt their fence yet, by id."""
+    rows = run(
+        conn,
+        """
+        SELECT id, agent_url, fence FROM hosts WHERE agent_fence_pending
+        ORDER BY id LIMIT %(limit)s
+        """,
+        {"limit": limit},
+    ).fetchall()
+    return [FencePush(r["id"], r["agent_url"], int(r["fence"])) for r in rows]
+
+
+def clear_fence_pending(conn: Conn, pushed: Sequence[FencePush]) -> int:
+    """Clear the mark of hosts whose agent learnt the fence, unless it moved on since."""
+    if not pushed:
+        return 0
+    cur = run(
+        conn,
+        """
+        UPDATE hosts h SET agent_fence_pending = false
+        FROM jsonb_to_recordset(%(rows)s) AS v(host_id text, fence bigint)
+        WHERE h.id = v.host_id AND h.fence = v.fence AND h.agent_fence_pending
+        """,
+        {"rows": Jsonb([{"host_id": p.host_id, "fence": p.fence} for p in pushed])},
+    )
+    return cur.rowcount
 
 
 def delete_host(conn: Conn, host_id: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from models.domain import Cluster, Host, HostStatus, Report
+from models.domain import Cluster, Host, HostStatus, Report, RunningInit
 
 
 def cluster_from_row(row: dict[str, Any]) -> Cluster:
@@ -56,7 +56,24 @@ def report_from_row(row: dict[str, Any]) -> Report | None:
         mem_free_mb=row["r_mem_free_mb"],
         error=row["r_error"],
         source=row["r_source"],
+        init=_init_from_json(row.get("r_init")),
     )
+
+
+def _init_from_json(data: dict[str, Any] | None) -> RunningInit | None:
+    if data is None:
+        return None
+    started = data.get("started_at")
+    return RunningInit(
+        data["activation_id"], int(data["fence"]), datetime.fromisoformat(started) if started else None
+    )
+
+
+def _init_to_json(init: RunningInit | None) -> dict[str, Any] | None:
+    if init is None:
+        return None
+    started = init.started_at.isoformat() if init.started_at else None
+    return {"activation_id": init.activation_id, "fence": init.fence, "started_at": started}
 
 
 def report_as_dict(report: Report) -> dict[str, Any]:
@@ -78,4 +95,9 @@ def report_as_dict(report: Report) -> dict[str, Any]:
 
 def report_to_json(report: Report, received_at: datetime) -> dict[str, Any]:
     """Turn a Report into one element of the JSON array that a batched upsert unpacks."""
-    return {"host_id": report.host_id, "received_at": received_at.isoformat(), **report_as_dict(report)}
+    return {
+        "host_id": report.host_id,
+        "received_at": received_at.isoformat(),
+        **report_as_dict(report),
+        "init": _init_to_json(report.init),
+    }

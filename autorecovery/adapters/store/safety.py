@@ -148,7 +148,11 @@ def clear_holds(
 
 def auto_ends_since(conn: Conn, host_id: str, since: datetime) -> int:
     """Count a host's automatic activations that ended up or failed since ``since``, and since
-    its holds were last cleared."""
+    its holds were last cleared.
+
+    The host's first success ever (the one that brought it up after registration) is no
+    recovery and is not counted.
+    """
     row = run(
         conn,
         """
@@ -156,6 +160,9 @@ def auto_ends_since(conn: Conn, host_id: str, since: datetime) -> int:
         WHERE a.host_id = %(id)s AND a.trigger = 'auto' AND a.state IN ('succeeded', 'failed')
           AND a.ended_at >= %(since)s
           AND (h.holds_cleared_at IS NULL OR a.ended_at > h.holds_cleared_at)
+          AND a.id IS DISTINCT FROM (
+              SELECT f.id FROM activations f WHERE f.host_id = a.host_id AND f.state = 'succeeded'
+              ORDER BY f.queued_at, f.id LIMIT 1)
         """,
         {"id": host_id, "since": since},
     ).fetchone()

@@ -185,13 +185,16 @@ def connect_targets(conn: Conn, sd_id: str, fresh_after: datetime) -> list[dict[
 def queue_activation(
     conn: Conn, activation_id: str, sd_id: str, *, trigger: str, actor: str, now: datetime
 ) -> bool:
-    """Queue a domain activation unless one is in flight; audited. True when queued."""
+    """Queue a domain activation unless one is in flight; audited. True when queued.
+
+    The lease (``queued_at``) is PostgreSQL's clock; ``now`` stamps the audit.
+    """
     row = run(
         conn,
         """
         WITH ins AS (
             INSERT INTO sd_activations (id, sd_id, trigger, actor, state, queued_at)
-            VALUES (%(id)s, %(sd)s, %(trigger)s, %(actor)s, 'queued', %(now)s)
+            VALUES (%(id)s, %(sd)s, %(trigger)s, %(actor)s, 'queued', now())
             ON CONFLICT DO NOTHING RETURNING id, sd_id),
         aud AS (
             INSERT INTO audit_log (at, object_type, object_id, event, actor, reason, details)
@@ -218,8 +221,11 @@ def get_activation(conn: Conn, activation_id: str) -> dict[str, Any] | None:
     return run(conn, "SELECT * FROM sd_activations WHERE id = %(id)s", {"id": activation_id}).fetchone()
 
 
-def begin_activation(conn: Conn, activation_id: str, now: datetime) -> int | None:
-    """Mark the activation running and issue its fence (the domain's, bumped)."""
+def begin_activation(conn: Conn, activation_id: str, now: datetime | None = None) -> int | None:
+    """Mark the activation running and issue its fence (the domain's, bumped).
+
+    ``started_at`` (the lease the reaper checks) is PostgreSQL's clock; ``now`` is not used.
+    """
     row = run(
         conn,
         """
@@ -227,10 +233,10 @@ def begin_activation(conn: Conn, activation_id: str, now: datetime) -> int | Non
                    WHERE id = %(id)s AND state IN ('queued', 'running') FOR UPDATE),
         f AS (UPDATE storage_domains d SET fence = d.fence + 1 FROM a WHERE d.id = a.sd_id
               RETURNING d.fence)
-        UPDATE sd_activations SET state = 'running', fence = f.fence, started_at = %(now)s
+        UPDATE sd_activations SET state = 'running', fence = f.fence, started_at = now()
         FROM f, a WHERE sd_activations.id = a.id RETURNING sd_activations.fence
         """,
-        {"id": activation_id, "now": now},
+        {"id": activation_id},
     ).fetchone()
     return None if row is None else int(row["fence"])
 
@@ -267,15 +273,18 @@ def finish_activation(
     return cur.rowcount == 1
 
 
-def reap_activations(conn: Conn, *, now: datetime, queued_before: datetime, running_before: datetime) -> int:
-    """Abandon domain activations with no result in time, bumping the domain's fence."""
+def reap_activations(conn: Conn, *, now: datetime, queued_ttl_s: float, running_ttl_s: float) -> int:
+    """Abandon domain activations with no result in time, bumping the domain's fence.
+
+    Leases are compared on PostgreSQL's clock (see ``activations.reap``).
+    """
     rows = run(
         conn,
         """
         WITH stale AS (
             SELECT id, sd_id FROM sd_activations
-            WHERE (state = 'queued' AND queued_at < %(queued_before)s)
-               OR (state = 'running' AND started_at < %(running_before)s)
+            WHERE (state = 'queued' AND queued_at < now() - make_interval(secs => %(queued_ttl)s))
+               OR (state = 'running' AND started_at < now() - make_interval(secs => %(running_ttl)s))
             FOR UPDATE SKIP LOCKED),
         ab AS (UPDATE sd_activations a SET state = 'abandoned', outcome = 'abandoned',
                    ended_at = %(now)s
@@ -284,6 +293,6 @@ def reap_activations(conn: Conn, *, now: datetime, queued_before: datetime, runn
               RETURNING d.id)
         SELECT count(*) AS n FROM f
         """,
-        {"now": now, "queued_before": queued_before, "running_before": running_before},
+        {"now": now, "queued_ttl": queued_ttl_s, "running_ttl": running_ttl_s},
     ).fetchone()
     return int(rows["n"]) if rows else 0

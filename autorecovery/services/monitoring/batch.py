@@ -74,11 +74,13 @@ def assess_batch(
     decisions: dict[str, int] = {}
     silent = observed = 0
     evaluations: list[Evaluation] = []
-    for host, _, _ in batch:
+    for host, _, row in batch:
         cluster = context.clusters.get(host.cluster_id)
         if cluster is None:  # registered after this batch read the clusters
             continue
-        ev = evaluate(host, latest[host.id], cluster, now, cfg.report_max_age_s, context.gates)
+        ev = evaluate(
+            host, latest[host.id], cluster, now, cfg.report_max_age_s, context.gates, row.get("in_flight_id")
+        )
         evaluations.append(ev)
         if host.status is not HostStatus.MAINTENANCE:
             observed += 1

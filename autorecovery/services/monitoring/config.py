@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from autorecovery.services.reaper import ReaperConfig
 from models.domain import Report
 from models.safety import CapPolicy
 
@@ -30,6 +31,18 @@ class TickConfig:
     min_spacing_s: float = 0.0
     #: A tick still unfinished after this is abandoned by the next one, which takes over.
     deadline_s: float = 60.0
+    resend_after_s: float = 20.0
+    max_resends: int = 2
+
+    @property
+    def reaper(self) -> ReaperConfig:
+        """What the tick's housekeeping needs of these settings."""
+        return ReaperConfig(
+            queued_ttl_s=self.queued_ttl_s,
+            running_ttl_s=self.reap_running_after_s,
+            resend_after_s=self.resend_after_s,
+            max_resends=self.max_resends,
+        )
 
     @property
     def gap_s(self) -> float:
@@ -54,6 +67,9 @@ class BatchSpec:
 #: Sends one batch to be run (a Celery task in a worker pool; the service itself when inline).
 BatchSender = Callable[[BatchSpec], None]
 
+#: What the coordinator did once per tick, kept with the tick until its last batch closes it.
+COORDINATOR_COUNTS = ("reaped", "resent", "fences_pushed", "fences_failed", "statements")
+
 #: The counts a batch adds to its tick's summary.
 BATCH_COUNTS = ("hosts", "pulled", "transitions", "silent", "observed", "statements")
 
@@ -70,6 +86,9 @@ class TickResult:
     enqueued: int = 0
     capped: int = 0
     reaped: int = 0
+    resent: int = 0
+    fences_pushed: int = 0
+    fences_failed: int = 0
     silent: int = 0
     observed: int = 0
     statements: int = 0
@@ -91,6 +110,9 @@ class TickResult:
             "enqueued": self.enqueued,
             "capped": self.capped,
             "reaped": self.reaped,
+            "resent": self.resent,
+            "fences_pushed": self.fences_pushed,
+            "fences_failed": self.fences_failed,
             "silent": self.silent,
             "observed": self.observed,
             "statements": self.statements,

@@ -13,7 +13,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
 
 from autorecovery.adapters.agents import AgentClient
 from autorecovery.adapters.store import PG_REPOS, Repos
@@ -22,7 +21,14 @@ from autorecovery.adapters.store.ticks import FINISH_BATCH_STATEMENTS
 from autorecovery.services import Clock, Enqueuer
 from autorecovery.services.monitoring.batch import assess_batch, load_context, record_batch
 from autorecovery.services.monitoring.closing import Closer
-from autorecovery.services.monitoring.config import BatchSender, BatchSpec, TickConfig, TickResult
+from autorecovery.services.monitoring.config import (
+    COORDINATOR_COUNTS,
+    BatchSender,
+    BatchSpec,
+    TickConfig,
+    TickResult,
+)
+from autorecovery.services.reaper import Reaper
 from models.errors import BrokerUnavailable, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -49,6 +55,7 @@ class MonitoringService:
         self.cfg = cfg
         self.clock = clock
         self.send_batch = send_batch
+        self.reaper = Reaper(db, agents, enqueue, cfg.reaper, repos)
         self.closer = Closer(db, repos, enqueue, cfg, clock, redis_ping, queue_domains)
         self._inline: list[TickResult] = []
 
@@ -84,7 +91,9 @@ class MonitoringService:
 
     def _start(self, result: TickResult, bounds: tuple[str, ...], statements_before: int) -> TickResult:
         """Housekeeping once per tick, then the batches: sent, or run here."""
-        result.reaped = self._reap()
+        housekeeping = self.reaper.run(self.clock())
+        result.reaped, result.resent = housekeeping.reaped, housekeeping.resent
+        result.fences_pushed, result.fences_failed = housekeeping.fences_pushed, housekeeping.fences_failed
         result.statements = STATEMENTS.count - statements_before + 1  # and the note below
         with self.db.transaction() as conn:
             self.repos.ticks.note(conn, result.tick_id, result.as_dict())
@@ -111,31 +120,6 @@ class MonitoringService:
             return result
         log.info("tick %s: %d batches sent", result.tick_id, len(specs))
         return result
-
-    def _reap(self) -> int:
-        """Abandon activations with no result in time; return how many hosts it touched."""
-        now = self.clock()
-        with self.db.transaction() as conn:
-            reaped = self.repos.activations.reap(
-                conn,
-                now=now,
-                queued_before=now - timedelta(seconds=self.cfg.queued_ttl_s),
-                running_before=now - timedelta(seconds=self.cfg.reap_running_after_s),
-            )
-            orphans = self.repos.activations.reset_orphans(
-                conn, now=now, before=now - timedelta(seconds=self.cfg.reap_running_after_s)
-            )
-            self.repos.storage.reap_activations(
-                conn,
-                now=now,
-                queued_before=now - timedelta(seconds=self.cfg.queued_ttl_s),
-                running_before=now - timedelta(seconds=self.cfg.reap_running_after_s),
-            )
-        for row in reaped:
-            log.warning("host %s: activation %s abandoned (was %s)", row["host_id"], row["id"], row["was"])
-        for host_id in orphans:
-            log.warning("host %s: was initializing with no activation in flight; non_operational", host_id)
-        return len(reaped) + len(orphans)
 
     def run_batch(self, spec: BatchSpec) -> TickResult | None:
         """Run one batch of a tick; return the whole tick's result if this batch closed it.
@@ -194,12 +178,9 @@ class MonitoringService:
             tick = self.repos.ticks.get(conn, tick_id)
             batches = self.repos.ticks.batch_results(conn, tick_id)
         noted = dict((tick or {}).get("summary") or {})
-        result = TickResult(
-            tick_id=tick_id,
-            reaped=int(noted.get("reaped", 0)),
-            took_over=noted.get("took_over"),
-            statements=int(noted.get("statements", 0)),
-        )
+        result = TickResult(tick_id=tick_id, took_over=noted.get("took_over"))
+        for name in COORDINATOR_COUNTS:
+            setattr(result, name, int(noted.get(name, 0)))
         result = self.closer.close(result, batches)
         result.statements += STATEMENTS.count - statements_before + 1
         with self.db.transaction() as conn:

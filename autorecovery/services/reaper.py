@@ -1,0 +1,145 @@
+"""The tick's housekeeping: reap stuck activations, re-send lost ones, tell agents new fences.
+
+One call per tick (``Reaper.run``). Every lease is compared on PostgreSQL's clock, so clock skew
+between machines neither abandons live work nor reaps a just-queued activation. Whenever an
+activation is taken from its holder the store bumps the host's fence and marks it pending; the
+agent then learns it here (``POST /fence``), best effort, retried each tick until it answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from autorecovery.adapters.agents import AgentClient, Target
+from autorecovery.adapters.store import PG_REPOS, Repos
+from autorecovery.adapters.store.db import Database
+from autorecovery.adapters.store.hosts import FencePush
+from autorecovery.services import Enqueuer
+from models.errors import AgentUnavailable, BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReaperConfig:
+    """How long leases last, when a queued activation is sent again, how many fences per tick."""
+
+    queued_ttl_s: float
+    running_ttl_s: float
+    resend_after_s: float = 20.0
+    max_resends: int = 2
+    fence_batch: int = 200
+    fence_concurrency: int = 32
+
+
+@dataclass
+class ReapCounts:
+    """What one tick's housekeeping did, for the tick summary."""
+
+    reaped: int = 0
+    resent: int = 0
+    fences_pushed: int = 0
+    fences_failed: int = 0
+
+
+class Reaper:
+    """Abandons stuck activations, re-sends queued ones whose message may be lost, pushes fences."""
+
+    def __init__(
+        self,
+        db: Database,
+        agents: AgentClient,
+        enqueue: Enqueuer,
+        cfg: ReaperConfig,
+        repos: Repos = PG_REPOS,
+    ) -> None:
+        self.db = db
+        self.agents = agents
+        self.enqueue = enqueue
+        self.cfg = cfg
+        self.repos = repos
+
+    def run(self, now: datetime) -> ReapCounts:
+        """Do one tick's housekeeping; ``now`` (the caller's clock) only stamps the audit."""
+        counts = ReapCounts(reaped=self._reap(now), resent=self._resend(now))
+        counts.fences_pushed, counts.fences_failed = self._push_fences()
+        return counts
+
+    def _reap(self, now: datetime) -> int:
+        """Abandon activations past their lease and reset orphaned hosts; return how many."""
+        cfg = self.cfg
+        with self.db.transaction() as conn:
+            reaped = self.repos.activations.reap(
+                conn, now=now, queued_ttl_s=cfg.queued_ttl_s, running_ttl_s=cfg.running_ttl_s
+            )
+            orphans = self.repos.activations.reset_orphans(
+                conn, now=now, before=now - timedelta(seconds=cfg.running_ttl_s)
+            )
+            domains = self.repos.storage.reap_activations(
+                conn, now=now, queued_ttl_s=cfg.queued_ttl_s, running_ttl_s=cfg.running_ttl_s
+            )
+        for row in reaped:
+            log.warning("host %s: activation %s abandoned (was %s)", row["host_id"], row["id"], row["was"])
+        for host_id in orphans:
+            log.warning("host %s: was initializing with no activation in flight; non_operational", host_id)
+        if domains:
+            log.warning("tick: %s storage domain activation(s) abandoned", domains)
+        return len(reaped) + len(orphans)
+
+    def _resend(self, now: datetime) -> int:
+        """Send again queued activations no worker started in time; return how many were sent."""
+        if self.cfg.max_resends <= 0:
+            return 0
+        with self.db.transaction() as conn:
+            again = self.repos.activations.resend_queued(
+                conn, now=now, after_s=self.cfg.resend_after_s, max_resends=self.cfg.max_resends
+            )
+        sent = 0
+        for row in again:
+            # The task id is the activation id: if the first message was not lost after all, the
+            # later delivery is a duplicate delivery of the same activation, which finds it
+            # started or closed (absorbing duplicates is the activation's job, as with RabbitMQ).
+            try:
+                self.enqueue(row["id"], row["host_id"], row["trigger"], row["actor"])
+            except BrokerUnavailable as exc:
+                log.warning("host %s: cannot re-send activation %s: %s", row["host_id"], row["id"], exc)
+                continue
+            sent += 1
+            log.warning(
+                "host %s: activation %s not started in time; sent again (send %s)",
+                row["host_id"],
+                row["id"],
+                row["sends"],
+            )
+        return sent
+
+    def _push_fences(self) -> tuple[int, int]:
+        """Tell agents the fences they have not learnt; return (pushed, failed)."""
+        with self.db.transaction() as conn:
+            pending = self.repos.hosts.pending_fences(conn, self.cfg.fence_batch)
+        if not pending:
+            return 0, 0
+        workers = max(1, min(self.cfg.fence_concurrency, len(pending)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fence") as pool:
+            answered = [p for p, ok in zip(pending, pool.map(self._push_one, pending), strict=True) if ok]
+        if answered:
+            with self.db.transaction() as conn:
+                self.repos.hosts.clear_fence_pending(conn, answered)
+        return len(answered), len(pending) - len(answered)
+
+    def _push_one(self, push: FencePush) -> bool:
+        """Raise one agent's fence; True when it answered (a v1 agent, with no route, too)."""
+        try:
+            highest = self.agents.raise_fence(Target(push.host_id, push.agent_url), push.fence)
+        except AgentUnavailable as exc:
+            log.warning("host %s: agent not told fence %s yet: %s", push.host_id, push.fence, exc)
+            return False
+        if highest is None:
+            log.info("host %s: agent has no /fence route (v1); fence %s not pushed", push.host_id, push.fence)
+        else:
+            log.info("host %s: agent fence raised to %s (asked %s)", push.host_id, highest, push.fence)
+        return True
+
