@@ -152,6 +152,8 @@ def from_domain(exc: Exception) -> ApiError:
             if isinstance(holder, dict):
                 message += f" ({holder.get('trigger')} by {holder.get('actor')}, {holder.get('state')})"
             return ApiError(409, "activation_in_flight", message, None, extra=details)
+        if "problems" in details:  # a manual activation of a host whose report shows a problem
+            return ApiError(409, "host_has_problems", str(exc), "force", extra=details)
         if details.get("status") == "up":
             return ApiError(409, "already_up", str(exc), None, extra=details)
         if "host_id" in details:  # registering an id that is taken

@@ -73,17 +73,11 @@ def cmd_sim_serve(args: argparse.Namespace) -> int:
 def cmd_sim_register(args: argparse.Namespace) -> int:
     """Register a running simulator's fleet in the database."""
     import workers
-    from autorecovery.services import utcnow
-    from autorecovery.services.fleet import FleetService
     from harness.sim import SimulatorClient
     from harness.sim.register import register_fleet
 
-    deps = workers.container()
-    service = FleetService(
-        deps.db, workers.enqueue_activation, report_max_age_s=deps.settings.report_max_age_s, clock=utcnow
-    )
     with SimulatorClient(args.url) as client:
-        added = register_fleet(service, client.fleet(), actor=args.actor)
+        added = register_fleet(workers.container().fleet, client.fleet(), actor=args.actor)
     print(f"registered {added} host(s) from {args.url}")
     return EXIT_OK
 

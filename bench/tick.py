@@ -93,8 +93,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       AUTORECOVERY_AGENT_TIMEOUT_S="5", AUTORECOVERY_AGENT_CONCURRENCY="200")
     os.environ.update(env)
     import workers
-    from autorecovery.services import utcnow
-    from autorecovery.services.fleet import FleetService
     from bench import naive
     from harness.sim import SimulatorClient
     from harness.sim.register import register_fleet
@@ -119,10 +117,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         wait_for(sim_up, 60, "the simulator")
         console.print(f"registering {args.hosts} simulated hosts …")
-        service = FleetService(deps.db, workers.enqueue_activation,
-                               report_max_age_s=120, clock=utcnow)
         fleet = sim.fleet()
-        register_fleet(service, fleet, actor="bench")
+        register_fleet(deps.fleet, fleet, actor="bench")
         host_ids = [h["id"] for h in fleet["hosts"]]
         with deps.db.transaction() as conn:  # steady state: the fleet is up
             conn.execute("UPDATE hosts SET status = 'up', reason = NULL, detail = NULL")

@@ -93,6 +93,8 @@ def failure_from(response: httpx.Response, base_url: str) -> ApiFailure:
             hint = f"follow it with `autorecovery hosts show {holder.get('host_id', 'ID')}`"
     elif code == "already_up":
         hint = "nothing to do"
+    elif code == "host_has_problems":
+        hint = "fix what its report shows, or add --force to init it anyway"
     elif status in (400, 413, 422) and field:
         hint = f"fix {field} and try again"
     elif status >= 500 and hint is None:

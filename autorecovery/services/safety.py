@@ -10,7 +10,7 @@ from typing import Any
 
 from autorecovery.adapters.store import PG_REPOS, Repos
 from autorecovery.adapters.store.db import Conn, Database
-from autorecovery.adapters.store.hosts import HostRow
+from autorecovery.ports import HostRow
 from autorecovery.services import Clock
 from models.domain import Cluster, DomainStatus, domains_by_status, effective_cluster
 from models.errors import InvalidInput, NotFound

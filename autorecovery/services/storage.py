@@ -21,6 +21,7 @@ from autorecovery.adapters.agents import AgentClient, Target
 from autorecovery.adapters.locks import ObjectLock
 from autorecovery.adapters.store import PG_REPOS, Repos
 from autorecovery.adapters.store.db import Database
+from autorecovery.ports import DomainActivationRow
 from autorecovery.services import Clock, Enqueuer
 from models.domain import DomainStatus, StorageDomain, Trigger
 from models.errors import AgentUnavailable, BrokerUnavailable, Conflict, NotFound, StaleFence
@@ -359,7 +360,7 @@ class StorageService:
         return {"sd_id": sd_id, "outcome": "active" if ok else "failed", "detail": detail}
 
 
-def _activation_json(row: dict[str, Any] | None) -> dict[str, Any] | None:
+def _activation_json(row: DomainActivationRow | None) -> dict[str, Any] | None:
     if row is None:
         return None
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}

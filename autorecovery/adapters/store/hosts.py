@@ -9,8 +9,9 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from autorecovery.adapters.store.db import Conn, run
-from autorecovery.adapters.store.rows import cluster_from_row, host_from_row, report_from_row, report_to_json
-from models.domain import Cluster, Host, Report
+from autorecovery.adapters.store.rows import cluster_from_row, host_row, report_to_json
+from autorecovery.ports import HostRow as HostRow  # re-exported: callers import it from here
+from models.domain import Cluster, Report
 from models.policy import Decision, Transition
 
 _HOST_WITH_REPORT = """
@@ -28,11 +29,10 @@ SELECT h.id, h.cluster_id, h.agent_url, h.status, h.reason, h.detail, h.autoreco
 FROM hosts h LEFT JOIN reports r ON r.host_id = h.id
 """
 
-HostRow = tuple[Host, Report | None, dict[str, Any]]
 
 
 def _host_rows(rows: list[dict[str, Any]]) -> list[HostRow]:
-    return [(host_from_row(row), report_from_row(row), row) for row in rows]
+    return [host_row(row) for row in rows]
 
 
 def all_clusters(conn: Conn) -> dict[str, Cluster]:
@@ -85,7 +85,7 @@ def insert_host(conn: Conn, host_id: str, cluster_id: str, agent_url: str, now: 
 
 
 def get_host(conn: Conn, host_id: str, *, for_update: bool = False) -> HostRow | None:
-    """Return a host with its latest report and raw row, or None."""
+    """Return a host with its latest report and state, or None."""
     query = _HOST_WITH_REPORT + " WHERE h.id = %(id)s"
     if for_update:
         query += " FOR UPDATE OF h"
