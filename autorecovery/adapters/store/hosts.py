@@ -227,16 +227,18 @@ def record_decisions(conn: Conn, decisions: Sequence[Decision], now: datetime) -
 
 
 def set_autorecovery(conn: Conn, host_id: str, enabled: bool) -> bool | None:
-    """Set a host's autorecovery flag; return the previous value, or None for an unknown host."""
+    """Set a host's autorecovery flag; return the previous value, or None for an unknown host.
+
+    The row is locked before it is read: an ``UPDATE … FROM hosts old`` would read the value
+    of its snapshot, before a concurrent writer's, and audit a previous value that never was.
+    """
     row = run(
-        conn,
-        """
-        UPDATE hosts h SET autorecovery = %(on)s FROM hosts old
-        WHERE h.id = %(id)s AND old.id = h.id RETURNING old.autorecovery AS previous
-        """,
-        {"id": host_id, "on": enabled},
+        conn, "SELECT autorecovery FROM hosts WHERE id = %(id)s FOR UPDATE", {"id": host_id}
     ).fetchone()
-    return None if row is None else bool(row["previous"])
+    if row is None:
+        return None
+    run(conn, "UPDATE hosts SET autorecovery = %(on)s WHERE id = %(id)s", {"id": host_id, "on": enabled})
+    return bool(row["autorecovery"])
 
 
 def set_status(
@@ -269,16 +271,17 @@ def set_status(
 
 
 def set_agent_url(conn: Conn, host_id: str, agent_url: str) -> str | None:
-    """Point a host at another agent URL; return the previous URL, or None for an unknown host."""
+    """Point a host at another agent URL; return the previous URL, or None for an unknown host.
+
+    Locks the row before reading it, like ``set_autorecovery``.
+    """
     row = run(
-        conn,
-        """
-        UPDATE hosts h SET agent_url = %(url)s FROM hosts old
-        WHERE h.id = %(id)s AND old.id = h.id RETURNING old.agent_url AS previous
-        """,
-        {"id": host_id, "url": agent_url},
+        conn, "SELECT agent_url FROM hosts WHERE id = %(id)s FOR UPDATE", {"id": host_id}
     ).fetchone()
-    return None if row is None else str(row["previous"])
+    if row is None:
+        return None
+    run(conn, "UPDATE hosts SET agent_url = %(url)s WHERE id = %(id)s", {"id": host_id, "url": agent_url})
+    return str(row["agent_url"])
 
 
 def raise_fence(conn: Conn, host_id: str, fence: int, at_least: int) -> bool:
