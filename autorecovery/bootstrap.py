@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 import redis
 
 from autorecovery.adapters.agents.http import HttpAgentClient
+from autorecovery.adapters.locks import ObjectLock
 from autorecovery.adapters.store import PG_REPOS, Database
-from autorecovery.ports import AgentClient, Enqueuer, Repos
+from autorecovery.ports import AgentClient, Enqueuer, Lock, Repos
 from autorecovery.services import Clock, utcnow
 from autorecovery.services.activation import ActivationService, RecoverySafety
 from autorecovery.services.fleet import FleetService
@@ -103,6 +104,10 @@ class Adapters:
     repos: Repos = PG_REPOS
     clock: Clock = utcnow
     close: Callable[[], None] = field(default=lambda: None)
+
+    def lock(self, key: str, ttl_s: float) -> Lock:
+        """A lock on ``key`` in this Redis (the ``Lock`` port; fakeredis in unit tests)."""
+        return ObjectLock(self.redis, key, ttl_s)
 
     def redis_ping(self) -> bool:
         """True when Redis answers (the tick gates activation on it)."""
