@@ -1,6 +1,6 @@
 """PostgreSQL store: pool, migrations and repositories (which take a connection, never commit).
 
-Services reach the repositories through a ``Repos`` bundle (typed in ``autorecovery/ports.py``), so
+Services reach the repositories through a ``Repos`` bundle (typed in ``autorecovery/ports``), so
 that unit tests can hand them the in-memory fake (``tests/fakes``) and the same contract tests can
 run against both.
 """

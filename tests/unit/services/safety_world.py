@@ -5,24 +5,19 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from autorecovery.adapters.agents import InitResult
-from autorecovery.adapters.agents.fake import FakeAgentClient
-from autorecovery.adapters.store import Repos
-from autorecovery.bootstrap import Tuning, build_services
-from autorecovery.services.activation import ActivationService, Outcome, RecoverySafety
-from autorecovery.services.fleet import FleetService, HostSpec
-from autorecovery.services.monitoring import MonitoringService, TickConfig
-from autorecovery.services.safety import SafetyService
-from autorecovery.services.views import FleetViews
+from autorecovery.bootstrap import Tuning
+from autorecovery.services.activation import Outcome, RecoverySafety
+from autorecovery.services.monitoring import TickConfig
 from autorecovery.settings import Settings
-from models.domain import Cluster, Host, HostStatus
+from models.domain import Cluster, HostStatus
 from models.safety import CapPolicy
-from tests.fakes import FixedClock, RecordingEnqueuer, fake_adapters
-from tests.fakes.ports import good_report
+from tests.unit.services.world import World as ServiceWorld
+from tests.unit.services.world import build_services_over_fakes
 
 T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 MAX_AGE_S = 30.0
@@ -44,27 +39,10 @@ SAFETY = RecoverySafety(backoff_base_s=10.0, backoff_max_s=3600.0, flap_limit=10
 
 
 @dataclass
-class World:
-    db: Any
-    repos: Repos
-    agents: FakeAgentClient
-    clock: FixedClock
-    enqueue: RecordingEnqueuer
-    monitoring: MonitoringService
-    activation: ActivationService
-    fleet: FleetService
-    views: FleetViews
-    safety: SafetyService
-    redis_up: list[bool]
-    close: Callable[[], None]
+class World(ServiceWorld):
+    """The service world, with Redis that a test can switch off and helpers for safety."""
 
-    def register(self, *host_ids: str, cluster: Cluster = C1) -> None:
-        self.fleet.register_cluster(cluster, "admin")
-        self.fleet.register_hosts([HostSpec(h, cluster.id, f"http://{h}") for h in host_ids], "admin")
-
-    def healthy(self, *host_ids: str) -> None:
-        for h in host_ids:
-            self.agents.reports[h] = good_report(h, self.clock() - timedelta(seconds=1))
+    redis_up: list[bool] = field(default_factory=lambda: [True])
 
     def out(self, *host_ids: str) -> None:
         """Hosts non_operational from now, as a tick would leave them."""
@@ -103,12 +81,6 @@ class World:
                 outcomes.append(self.activation.run(activation_id, host_id))
         return outcomes
 
-    def host(self, host_id: str) -> Host:
-        with self.db.transaction() as conn:
-            loaded = self.repos.hosts.get_host(conn, host_id)
-        assert loaded is not None
-        return loaded.host
-
     def decision(self, host_id: str) -> tuple[str | None, str | None]:
         with self.db.transaction() as conn:
             loaded = self.repos.hosts.get_host(conn, host_id)
@@ -123,10 +95,6 @@ class World:
         with self.db.transaction() as conn:
             return dict(self.repos.safety.observer_state(conn))
 
-    def audit(self, **filters: Any) -> list[dict[str, Any]]:
-        with self.db.transaction() as conn:
-            return list(reversed(self.repos.audit.query(conn, limit=10_000, **filters)))
-
     def plan(self) -> dict[str, dict[str, Any]]:
         return {p["host_id"]: p for p in self.views.plan()}
 
@@ -139,27 +107,9 @@ SETTINGS = Settings(report_max_age_s=MAX_AGE_S, lock_ttl_s=40.0, tick_interval_s
 
 def build_world(tick: TickConfig = TICK, safety: RecoverySafety = SAFETY) -> World:
     """The services over fakes, built by the composition root, with a switch for Redis."""
-    clock = FixedClock(T0)
-    enqueue = RecordingEnqueuer()
-    agents = FakeAgentClient()
-    adapters = fake_adapters(clock, agents)
     redis_up = [True]
-    tuning = Tuning(tick=tick, recovery=safety, rng=random.Random(5), redis_ping=lambda: redis_up[0])
-    built = build_services(SETTINGS, adapters, enqueue, RecordingEnqueuer(), tuning)
-    return World(
-        db=adapters.db,
-        repos=adapters.repos,
-        agents=agents,
-        clock=clock,
-        enqueue=enqueue,
-        monitoring=built.monitoring,
-        activation=built.activation,
-        fleet=built.fleet,
-        views=built.views,
-        safety=built.safety,
-        redis_up=redis_up,
-        close=adapters.close,
-    )
+    tuning = Tuning(recovery=safety, rng=random.Random(5), redis_ping=lambda: redis_up[0])
+    return World(**build_services_over_fakes(tick, tuning), redis_up=redis_up)
 
 
 def capped(share: float | None = None, number: int | None = None, fleet: int = 1000) -> TickConfig:

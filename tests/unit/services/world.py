@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,11 +11,12 @@ import fakeredis
 from autorecovery.adapters.agents.fake import FakeAgentClient
 from autorecovery.adapters.store import Repos
 from autorecovery.adapters.store.activations import ActivationRow
-from autorecovery.bootstrap import Tuning, build_services
+from autorecovery.bootstrap import Adapters, Container, Tuning, build_services
 from autorecovery.ports import HostState
 from autorecovery.services.activation import ActivationService, RecoverySafety
 from autorecovery.services.fleet import FleetService, HostSpec
 from autorecovery.services.monitoring import MonitoringService, TickConfig
+from autorecovery.services.safety import SafetyService
 from autorecovery.services.views import FleetViews
 from autorecovery.settings import Settings
 from models.domain import Cluster, Host, HostStatus, Report
@@ -32,17 +32,48 @@ S = HostStatus
 
 @dataclass
 class World:
-    db: MemoryDatabase
-    repos: Repos
+    """The services as the composition root builds them, over fakes kept at hand."""
+
+    container: Container
+    adapters: Adapters
     agents: FakeAgentClient
-    redis: fakeredis.FakeRedis
     clock: FixedClock
     enqueue: RecordingEnqueuer
-    monitoring: MonitoringService
-    activation: ActivationService
-    fleet: FleetService
-    views: FleetViews
-    close: Callable[[], None]
+
+    @property
+    def db(self) -> MemoryDatabase:
+        return self.adapters.db  # type: ignore[return-value]
+
+    @property
+    def repos(self) -> Repos:
+        return self.adapters.repos
+
+    @property
+    def redis(self) -> fakeredis.FakeRedis:
+        return self.adapters.redis  # type: ignore[return-value]
+
+    @property
+    def monitoring(self) -> MonitoringService:
+        return self.container.monitoring
+
+    @property
+    def activation(self) -> ActivationService:
+        return self.container.activation
+
+    @property
+    def fleet(self) -> FleetService:
+        return self.container.fleet
+
+    @property
+    def views(self) -> FleetViews:
+        return self.container.views
+
+    @property
+    def safety(self) -> SafetyService:
+        return self.container.safety
+
+    def close(self) -> None:
+        self.container.close()
 
     # -- setting the scene --
 
@@ -131,27 +162,26 @@ TICK = TickConfig(
 SETTINGS = Settings(report_max_age_s=MAX_AGE_S, lock_ttl_s=40.0, tick_interval_s=10.0)
 
 
-def build_world(tick: TickConfig = TICK) -> World:
-    """The services over fakes, built by the composition root as every process builds them."""
+def build_services_over_fakes(tick: TickConfig, tuning: Tuning) -> dict[str, Any]:
+    """What a World is made of: the composition root's container over fakes, and the fakes."""
     clock = FixedClock(T0)
     enqueue = RecordingEnqueuer()
     agents = FakeAgentClient()
     adapters = fake_adapters(clock, agents)
     domains = RecordingEnqueuer()  # storage domain activations, apart from the hosts'
-    built = build_services(SETTINGS, adapters, enqueue, domains, Tuning(tick=tick, recovery=RecoverySafety()))
-    return World(
-        db=adapters.db,  # type: ignore[arg-type]
-        repos=adapters.repos,
-        agents=agents,
-        redis=adapters.redis,
-        clock=clock,
-        enqueue=enqueue,
-        monitoring=built.monitoring,
-        activation=built.activation,
-        fleet=built.fleet,
-        views=built.views,
-        close=adapters.close,
-    )
+    container = build_services(SETTINGS, adapters, enqueue, domains, replace(tuning, tick=tick))
+    return {
+        "container": container,
+        "adapters": adapters,
+        "agents": agents,
+        "clock": clock,
+        "enqueue": enqueue,
+    }
+
+
+def build_world(tick: TickConfig = TICK) -> World:
+    """The services over fakes, every protection open (the safety tests turn them on)."""
+    return World(**build_services_over_fakes(tick, Tuning(recovery=RecoverySafety())))
 
 
 def queued_out_host(world: World, host_id: str = "h1", **status: Any) -> str:
