@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -215,6 +216,14 @@ def test_activating_a_host_whose_fresh_report_shows_a_problem_needs_force(world:
         "invalid_input",
         "force",
     )
+
+
+def test_why_not_recovered_says_when_the_decision_was_made(world: World) -> None:
+    before = utcnow()
+    shown = world.call("GET", "/api/v1/hosts/h-1", headers=VIEWER).json()
+    why = shown["why_not_recovered"]
+    assert why["code"] == "no_report" and why["at"] is not None
+    assert before <= datetime.fromisoformat(why["at"]) <= utcnow()
 
 
 def test_a_bad_pushed_report_is_audited_not_stored(world: World) -> None:
