@@ -33,11 +33,11 @@ from models.safety import FLEET
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from autorecovery.adapters.store.activations import ActivationRow
     from autorecovery.adapters.store.db import Conn
     from autorecovery.ports import HostRow
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +49,9 @@ class HostSpec:
     agent_url: str
 
 
-def _held(host_id: str, holder: Any) -> Conflict:
+def _held(host_id: str, holder: ActivationRow | None) -> Conflict:
     return Conflict(
-        f"host {host_id} is held by activation {getattr(holder, 'id', 'another')}",
+        f"host {host_id} is held by activation {holder.id if holder else 'another'}",
         {"holder": holder.as_dict() if holder else None},
     )
 
