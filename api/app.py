@@ -23,8 +23,6 @@ from api.metrics import build_registry, read_error_and_storage, read_last_tick, 
 from api.routes import activation, audit, clusters, health, hosts, safety, storage, vmruns
 from autorecovery import __version__
 from autorecovery.services import utcnow
-from autorecovery.services.fleet import FleetService
-from autorecovery.services.safety import SafetyService
 from autorecovery.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -66,31 +64,20 @@ def build_services(settings: Settings) -> Services:
     from autorecovery.bootstrap import build
 
     container = build(settings, workers.enqueue_activation, workers.enqueue_storage_activation)
-    fleet = FleetService(
-        container.db,
-        workers.enqueue_activation,
-        report_max_age_s=settings.report_max_age_s,
-        clock=utcnow,
-        caps=settings.cap_policy(),
-    )
     broker_url = settings.effective_broker_url or ""
     return Services(
-        fleet=fleet,
-        safety=SafetyService(container.db, utcnow),
-        storage=container.storage,
-        vmruns=container.vmruns,
+        container,
         probes={
             "postgresql": container.db.ping,
             "redis": container.redis.ping,
             "broker": lambda: ping_broker(broker_url),
         },
         registry=build_registry(
-            fleet.counts,
+            container.views.counts,
             lambda: read_last_tick(container.redis),
             lambda: read_safety(container.db, utcnow),
             lambda: read_error_and_storage(container.db, utcnow, settings.charge_window_s),
         ),
-        close=container.close,
     )
 
 

@@ -14,9 +14,11 @@ from api.auth import Principal, TokenTable
 from api.errors import ApiError
 from api.responses import ErrorOut
 from api.schemas import ID_PATTERN, SD_ID_PATTERN
+from autorecovery.bootstrap import Container
 from autorecovery.services.fleet import FleetService
 from autorecovery.services.safety import SafetyService
 from autorecovery.services.storage import StorageService
+from autorecovery.services.views import FleetViews
 from autorecovery.services.vmruns import VmRunService
 
 API_PREFIX = "/api/v1"
@@ -30,15 +32,15 @@ bearer = HTTPBearer(
 
 @dataclass
 class Services:
-    """The dependencies of one API process, built in the lifespan (or handed in by tests)."""
+    """What routes use: the composition root's container (built in the lifespan, or by tests)."""
 
-    fleet: FleetService
-    safety: SafetyService
-    storage: StorageService
-    vmruns: VmRunService
+    container: Container
     probes: dict[str, Callable[[], object]] = field(default_factory=dict)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-    close: Callable[[], None] = field(default=lambda: None)
+
+    def close(self) -> None:
+        """Close the container's adapters."""
+        self.container.close()
 
 
 def bearer_token(request: Request) -> str | None:
@@ -118,24 +120,29 @@ def services(request: Request) -> Services:
 
 
 def _fleet(request: Request) -> FleetService:
-    return services(request).fleet
+    return services(request).container.fleet
+
+
+def _views(request: Request) -> FleetViews:
+    return services(request).container.views
 
 
 def _safety(request: Request) -> SafetyService:
-    return services(request).safety
+    return services(request).container.safety
 
 
 def _storage(request: Request) -> StorageService:
-    return services(request).storage
+    return services(request).container.storage
 
 
 def _vmruns(request: Request) -> VmRunService:
-    return services(request).vmruns
+    return services(request).container.vmruns
 
 
 Viewer = Annotated[Principal, Depends(_viewer)]
 Admin = Annotated[Principal, Depends(_admin)]
 Fleet = Annotated[FleetService, Depends(_fleet)]
+Views = Annotated[FleetViews, Depends(_views)]
 Safety = Annotated[SafetyService, Depends(_safety)]
 Storage = Annotated[StorageService, Depends(_storage)]
 VmRuns = Annotated[VmRunService, Depends(_vmruns)]

@@ -140,23 +140,30 @@ def validation_error(exc: RequestValidationError) -> ApiError:
     )
 
 
+def _conflict(exc: Conflict) -> ApiError:
+    """Name the kind of conflict from what the service put in its details."""
+    details = dict(exc.details)
+    holder = details.get("holder")
+    if "holder" in details:  # another activation is queued or running for the host
+        message = str(exc)
+        if isinstance(holder, dict):
+            message += f" ({holder.get('trigger')} by {holder.get('actor')}, {holder.get('state')})"
+        return ApiError(409, "activation_in_flight", message, None, extra=details)
+    if "problems" in details:  # a manual activation of a host whose report shows a problem
+        return ApiError(409, "host_has_problems", str(exc), "force", extra=details)
+    if details.get("status") == "up":
+        return ApiError(409, "already_up", str(exc), None, extra=details)
+    if "host_id" in details:  # registering an id that is taken
+        return ApiError(409, "already_exists", str(exc), "id", extra=details)
+    return ApiError(409, "conflict", str(exc), None, extra=details)
+
+
 def from_domain(exc: Exception) -> ApiError:
     """Map one of our exceptions to an HTTP answer."""
     if isinstance(exc, NotFound):
         return ApiError(404, "not_found", str(exc), f"{exc.kind}_id")
     if isinstance(exc, Conflict):
-        details = dict(exc.details)
-        holder = details.get("holder")
-        if "holder" in details:  # another activation is queued or running for the host
-            message = str(exc)
-            if isinstance(holder, dict):
-                message += f" ({holder.get('trigger')} by {holder.get('actor')}, {holder.get('state')})"
-            return ApiError(409, "activation_in_flight", message, None, extra=details)
-        if details.get("status") == "up":
-            return ApiError(409, "already_up", str(exc), None, extra=details)
-        if "host_id" in details:  # registering an id that is taken
-            return ApiError(409, "already_exists", str(exc), "id", extra=details)
-        return ApiError(409, "conflict", str(exc), None, extra=details)
+        return _conflict(exc)
     if isinstance(exc, BadReport):
         return ApiError(422, "bad_report", f"{exc.field}: {exc.message}", exc.field)
     if isinstance(exc, InvalidInput):

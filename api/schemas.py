@@ -225,6 +225,9 @@ class ActivateQuery(QueryInput):
         allow_inf_nan=False,
         description="wait up to this long for the outcome (200), else 202",
     )
+    force: bool = Field(
+        False, description="init the host even though its fresh report shows a problem (audited)"
+    )
 
 
 class AuditQuery(QueryInput):

@@ -1,22 +1,31 @@
-"""The composition root: builds the pool, the Redis client, the agent client and the services.
+"""The composition root: the one place that builds the services, over real adapters or fakes.
 
-Nothing connects at import time: Celery builds a container in each worker process, the API in
-its lifespan, the CLI per command.
+``connect(settings)`` opens the real adapters (PostgreSQL pool, Redis client, HTTP agent client);
+``build_services(settings, adapters, enqueue, …)`` wires every service over any adapters, real
+or fake; ``build(settings, enqueue, …)`` does both. Nothing connects at import time: Celery
+builds a container in each worker process, the API in its lifespan, the CLI per command.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import redis
 
 from autorecovery.adapters.agents.http import HttpAgentClient
-from autorecovery.adapters.store import Database
-from autorecovery.services import Enqueuer, utcnow
+from autorecovery.adapters.locks import ObjectLock
+from autorecovery.adapters.store import PG_REPOS, Database
+from autorecovery.ports import AgentClient, Enqueuer, Lock, Repos
+from autorecovery.services import Clock, utcnow
 from autorecovery.services.activation import ActivationService, RecoverySafety
+from autorecovery.services.fleet import FleetService
 from autorecovery.services.monitoring import BatchSender, MonitoringService, TickConfig
+from autorecovery.services.safety import SafetyService
 from autorecovery.services.storage import StorageService
+from autorecovery.services.views import FleetViews
 from autorecovery.services.vmruns import ErrorPolicy, VmRunService
 from autorecovery.settings import Settings
 from models.errors import BrokerUnavailable, InvalidInput
@@ -54,50 +63,9 @@ def error_policy(settings: Settings) -> ErrorPolicy:
     )
 
 
-@dataclass
-class Container:
-    """Every long-lived dependency of one process."""
-
-    settings: Settings
-    db: Database
-    redis: redis.Redis
-    agents: HttpAgentClient
-    monitoring: MonitoringService
-    activation: ActivationService
-    storage: StorageService
-    vmruns: VmRunService
-
-    def close(self) -> None:
-        """Close the pool, the Redis client and the agent connections."""
-        self.agents.close()
-        self.redis.close()
-        self.db.close()
-
-
-def _no_domain_queue(activation_id: str, sd_id: str, trigger: str, actor: str) -> None:
-    raise BrokerUnavailable("this process cannot queue storage domain activations")
-
-
-def build(
-    settings: Settings,
-    enqueue: Enqueuer,
-    enqueue_domain: Enqueuer = _no_domain_queue,
-    send_batch: BatchSender | None = None,
-) -> Container:
-    """Build the container for one process; without ``send_batch`` a tick runs its batches inline."""
-    database_url, redis_url = require_urls(settings)
-    db = Database(database_url, max_size=settings.db_pool_max)
-    db.open()
-    client = redis.Redis.from_url(
-        redis_url, socket_timeout=5.0, socket_connect_timeout=5.0, health_check_interval=30
-    )
-    agents = HttpAgentClient(
-        report_timeout_s=settings.agent_timeout_s,
-        init_timeout_s=settings.init_timeout_s,
-        concurrency=settings.agent_concurrency,
-        retries=settings.agent_retries,
-    )
-    tick_cfg = TickConfig(
+def tick_config(settings: Settings) -> TickConfig:
+    """The monitoring tick's configuration from settings."""
+    return TickConfig(
         batch_size=settings.batch_size,
         report_max_age_s=settings.report_max_age_s,
         tick_interval_s=settings.tick_interval_s,
@@ -114,52 +82,186 @@ def build(
         resend_after_s=settings.resend_queued_after_s,
         max_resends=settings.resend_max,
     )
-    storage = StorageService(
-        db,
-        client,
-        agents,
-        enqueue_domain,
-        clock=utcnow,
-        lock_ttl_s=settings.lock_ttl_s,
-        report_max_age_s=settings.report_max_age_s,
+
+
+def recovery_safety(settings: Settings) -> RecoverySafety:
+    """Backoff and flap limits of automatic activation from settings."""
+    return RecoverySafety(
+        backoff_base_s=settings.tick_interval_s,
+        backoff_max_s=settings.backoff_max_s,
+        flap_limit=settings.flap_limit,
+        flap_window_s=settings.flap_window_s,
     )
 
-    def redis_ping() -> bool:
+
+@dataclass
+class Adapters:
+    """What the services talk to: real clients in a process, fakes in unit tests.
+
+    ``db`` is a ``Database`` or anything with its ``transaction()`` (the in-memory fake), and
+    ``redis`` a Redis client (fakeredis in unit tests).
+    """
+
+    db: Database
+    redis: redis.Redis
+    agents: AgentClient
+    repos: Repos = PG_REPOS
+    clock: Clock = utcnow
+    close: Callable[[], None] = field(default=lambda: None)
+
+    def lock(self, key: str, ttl_s: float) -> Lock:
+        """A lock on ``key`` in this Redis (the ``Lock`` port; fakeredis in unit tests)."""
+        return ObjectLock(self.redis, key, ttl_s)
+
+    def redis_ping(self) -> bool:
+        """True when Redis answers (the tick gates activation on it)."""
         try:
-            return bool(client.ping())
+            return bool(self.redis.ping())
         except redis.RedisError:
             return False
 
+
+def connect(settings: Settings) -> Adapters:
+    """Open the real adapters: the PostgreSQL pool, the Redis client, the HTTP agent client.
+
+    Raises:
+        InvalidInput: naming the URL variable that is not set.
+    """
+    database_url, redis_url = require_urls(settings)
+    db = Database(database_url, max_size=settings.db_pool_max)
+    db.open()
+    client = redis.Redis.from_url(
+        redis_url, socket_timeout=5.0, socket_connect_timeout=5.0, health_check_interval=30
+    )
+    agents = HttpAgentClient(
+        report_timeout_s=settings.agent_timeout_s,
+        init_timeout_s=settings.init_timeout_s,
+        concurrency=settings.agent_concurrency,
+        retries=settings.agent_retries,
+    )
+
+    def close() -> None:
+        agents.close()
+        client.close()
+        db.close()
+
+    return Adapters(db=db, redis=client, agents=agents, close=close)
+
+
+@dataclass
+class Container:
+    """Every service of one process, with the adapters under them."""
+
+    settings: Settings
+    adapters: Adapters
+    monitoring: MonitoringService
+    activation: ActivationService
+    storage: StorageService
+    vmruns: VmRunService
+    fleet: FleetService
+    views: FleetViews
+    safety: SafetyService
+
+    @property
+    def db(self) -> Database:
+        """The store the services use."""
+        return self.adapters.db
+
+    @property
+    def redis(self) -> redis.Redis:
+        """The Redis client of locks and tick state."""
+        return self.adapters.redis
+
+    @property
+    def agents(self) -> AgentClient:
+        """The agent client."""
+        return self.adapters.agents
+
+    def close(self) -> None:
+        """Close the adapters (pool, Redis client, agent connections)."""
+        self.adapters.close()
+
+
+def no_queue(activation_id: str, object_id: str, trigger: str, actor: str) -> None:
+    """An enqueuer for processes that queue no activations (registration, reads)."""
+    raise BrokerUnavailable("this process cannot queue activations")
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """What unit tests set beside settings: the tick's config, recovery limits, the jitter's rng."""
+
+    tick: TickConfig | None = None
+    recovery: RecoverySafety | None = None
+    rng: random.Random | None = None
+    redis_ping: Callable[[], bool] | None = None
+
+
+def build_services(
+    settings: Settings,
+    adapters: Adapters,
+    enqueue: Enqueuer = no_queue,
+    enqueue_domain: Enqueuer = no_queue,
+    tuning: Tuning = Tuning(),  # noqa: B008 - frozen
+    send_batch: BatchSender | None = None,
+) -> Container:
+    """Wire every service over ``adapters`` (real or fake)."""
+    db, repos, clock, agents = adapters.db, adapters.repos, adapters.clock, adapters.agents
+    tick = tuning.tick or tick_config(settings)
+    storage = StorageService(
+        db,
+        adapters.redis,
+        agents,
+        enqueue_domain,
+        clock=clock,
+        lock_ttl_s=settings.lock_ttl_s,
+        report_max_age_s=settings.report_max_age_s,
+        repos=repos,
+    )
     return Container(
         settings=settings,
-        db=db,
-        redis=client,
-        agents=agents,
+        adapters=adapters,
         monitoring=MonitoringService(
             db,
             agents,
             enqueue,
-            tick_cfg,
-            utcnow,
-            redis_ping=redis_ping,
+            tick,
+            clock,
+            repos=repos,
+            redis_ping=tuning.redis_ping or adapters.redis_ping,
             queue_domains=storage.queue_reachable,
             send_batch=send_batch,
         ),
-        storage=storage,
-        vmruns=VmRunService(db, utcnow, error_policy(settings)),
         activation=ActivationService(
             db,
-            client,
+            adapters.redis,
             agents,
             lock_ttl_s=settings.lock_ttl_s,
             report_max_age_s=settings.report_max_age_s,
-            clock=utcnow,
+            clock=clock,
+            repos=repos,
             failpoints=settings.failpoints,
-            safety=RecoverySafety(
-                backoff_base_s=settings.tick_interval_s,
-                backoff_max_s=settings.backoff_max_s,
-                flap_limit=settings.flap_limit,
-                flap_window_s=settings.flap_window_s,
-            ),
+            safety=tuning.recovery or recovery_safety(settings),
+            rng=tuning.rng,
         ),
+        storage=storage,
+        vmruns=VmRunService(db, clock, error_policy(settings), repos),
+        fleet=FleetService(db, enqueue, report_max_age_s=settings.report_max_age_s, clock=clock, repos=repos),
+        views=FleetViews(
+            db, report_max_age_s=settings.report_max_age_s, clock=clock, repos=repos, caps=tick.caps
+        ),
+        safety=SafetyService(db, clock, repos),
     )
+
+
+def build(
+    settings: Settings,
+    enqueue: Enqueuer = no_queue,
+    enqueue_domain: Enqueuer = no_queue,
+    send_batch: BatchSender | None = None,
+) -> Container:
+    """Connect the real adapters and build the container for one process.
+
+    Without ``send_batch`` a tick runs its batches inline, in this process.
+    """
+    return build_services(settings, connect(settings), enqueue, enqueue_domain, send_batch=send_batch)

@@ -79,17 +79,11 @@ def cmd_sim_serve(args: argparse.Namespace) -> int:
 def cmd_sim_register(args: argparse.Namespace) -> int:
     """Register a running simulator's fleet in the database."""
     import workers
-    from autorecovery.services import utcnow
-    from autorecovery.services.fleet import FleetService
     from harness.sim import SimulatorClient
     from harness.sim.register import register_fleet
 
-    deps = workers.container()
-    service = FleetService(
-        deps.db, workers.enqueue_activation, report_max_age_s=deps.settings.report_max_age_s, clock=utcnow
-    )
     with SimulatorClient(args.url) as client:
-        added = register_fleet(service, client.fleet(), actor=args.actor)
+        added = register_fleet(workers.container().fleet, client.fleet(), actor=args.actor)
     print(f"registered {added} host(s) from {args.url}")
     return EXIT_OK
 
@@ -186,6 +180,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             sim_port=args.sim_port,
             api_port=args.api_port,
             seed=args.seed,
+            fresh=args.fresh,
+            flower=args.flower,
+            flower_port=args.flower_port,
         )
     )
 
@@ -210,8 +207,28 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", type=Path, default=None, help="embedded servers' data")
     up.add_argument("--concurrency", type=int, default=2, help="worker processes (default 2)")
     up.add_argument("--sim-port", type=int, default=0, help="simulator port (default: free)")
-    up.add_argument("--api-port", type=int, default=None, help="API port (default 8800)")
+    up.add_argument(
+        "--api-port", type=int, default=None, help="API port, which must be free (AUTORECOVERY_API_PORT)"
+    )
     up.add_argument("--seed", type=int, default=None, help="seed of the chaos (repeatable runs)")
+    kept = up.add_mutually_exclusive_group()
+    kept.add_argument(
+        "--fresh",
+        dest="fresh",
+        action="store_const",
+        const=True,
+        default=None,
+        help="reset the demo database first (the default for the embedded one)",
+    )
+    kept.add_argument(
+        "--keep",
+        dest="fresh",
+        action="store_const",
+        const=False,
+        help="keep the last run's hosts, holds and audit (the default for AUTORECOVERY_DATABASE_URL)",
+    )
+    up.add_argument("--flower", action="store_true", help="also start Flower, with basic auth")
+    up.add_argument("--flower-port", type=int, default=5555, help="Flower's port (default 5555)")
     up.set_defaults(handler=cmd_up)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(handler=cmd_migrate)

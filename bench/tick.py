@@ -45,8 +45,6 @@ RESULTS = Path(__file__).parent / "results"
 def _pulling(
     args: argparse.Namespace, env: dict[str, str], tmp: Path, deps: Any, workers: Any
 ) -> dict[str, Any]:
-    from autorecovery.services import utcnow
-    from autorecovery.services.fleet import FleetService
     from harness.sim.register import register_fleet
 
     sim_proc, sim = start_simulator(env, tmp, args.hosts)
@@ -55,8 +53,7 @@ def _pulling(
         console.print(f"the simulator's own serving rate ({args.hosts} agents, 2 load processes) …")
         out: dict[str, Any] = {"sim_rate": simulator_rate(env, tmp, [h["agent_url"] for h in fleet["hosts"]])}
         console.print(f"registering {args.hosts} simulated hosts …")
-        service = FleetService(deps.db, workers.enqueue_activation, report_max_age_s=120, clock=utcnow)
-        register_fleet(service, fleet, actor="bench")
+        register_fleet(deps.fleet, fleet, actor="bench")
         with deps.db.transaction() as conn:  # steady state: the fleet is up
             conn.execute("UPDATE hosts SET status = 'up', reason = NULL, detail = NULL")
         out["pull"] = {}

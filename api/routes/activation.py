@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Admin, Fleet, HostId, error_responses
+from api.deps import Admin, Fleet, HostId, Views, error_responses
 from api.responses import ActivationOut
 from api.schemas import ActivateQuery
 from models.domain import IN_FLIGHT_STATES
@@ -33,20 +33,22 @@ async def activate(
     q: Annotated[ActivateQuery, Query()],
     who: Admin,
     fleet: Fleet,
+    views: Views,
     response: Response,
 ) -> dict[str, Any]:
     """Activate a host now, whatever its autorecovery flag says; the caller is the actor.
 
     Answers 202 with the Celery task id (equal to the activation id). With ``wait_s``, waits
     up to that long for the activation to end and answers 200 with its outcome (202 if it is
-    still running then). 409 names the holder while another activation holds the host, or says
-    the host is already up.
+    still running then). 409 names the holder while another activation holds the host, says
+    the host is already up, or lists the problems its fresh report shows (``host_has_problems``):
+    ``force=true`` inits such a host anyway, audited as ``activation_forced``.
     """
-    activation_id = await run_in_threadpool(fleet.activate, host_id, who.name)
+    activation_id = await run_in_threadpool(fleet.activate, host_id, who.name, force=q.force)
     record: dict[str, Any] = {"state": "queued"}
     deadline = time.monotonic() + q.wait_s
     while q.wait_s > 0:
-        found = await run_in_threadpool(fleet.activation, activation_id)
+        found = await run_in_threadpool(views.activation, activation_id)
         record = found or record
         left = deadline - time.monotonic()
         if record["state"] not in IN_FLIGHT_STATES or left <= 0:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from api.deps import Fleet, Safety, Viewer, error_responses
+from api.deps import Safety, Viewer, Views, error_responses
 from api.responses import AuditPage, Plan
 from api.schemas import AuditQuery, PlanQuery
 
@@ -14,12 +14,12 @@ router = APIRouter(tags=["audit"])
 
 
 @router.get("/audit", response_model=AuditPage, responses=error_responses(401, 422))
-def audit(q: Annotated[AuditQuery, Query()], _: Viewer, fleet: Fleet) -> dict[str, Any]:
+def audit(q: Annotated[AuditQuery, Query()], _: Viewer, views: Views) -> dict[str, Any]:
     """Audit entries, newest first, filtered by object, actor, event and time; paginated.
 
     Filter an object with ``object_type`` and ``object_id`` (e.g. ``host`` and ``h-0001``).
     """
-    entries = fleet.audit_log(
+    entries = views.audit_log(
         object_type=q.object_type,
         object_id=q.object_id,
         actor=q.actor,
@@ -34,7 +34,7 @@ def audit(q: Annotated[AuditQuery, Query()], _: Viewer, fleet: Fleet) -> dict[st
 
 
 @router.get("/plan", response_model=Plan, responses=error_responses(401, 422))
-def plan(q: Annotated[PlanQuery, Query()], _: Viewer, fleet: Fleet, safety: Safety) -> dict[str, Any]:
+def plan(q: Annotated[PlanQuery, Query()], _: Viewer, views: Views, safety: Safety) -> dict[str, Any]:
     """What the next tick would do for each host and why, from the same policy; changes nothing.
 
     It reads the stored reports; the tick pulls fresh ones first, so a host whose report is
@@ -42,7 +42,7 @@ def plan(q: Annotated[PlanQuery, Query()], _: Viewer, fleet: Fleet, safety: Safe
     activation (null when it does not) and ``pauses`` the pauses in force; hosts they hold skip
     with ``observer_unhealthy`` or ``paused``, and hosts over a cap with ``capped``.
     """
-    hosts = fleet.plan(cluster_id=q.cluster)
+    hosts = views.plan(cluster_id=q.cluster)
     state = safety.state()
     activate = sum(1 for h in hosts if h["action"] == "activate")
     return {

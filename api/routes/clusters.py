@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from api.deps import Admin, ClusterId, Fleet, Viewer, error_responses
+from api.deps import Admin, ClusterId, Fleet, Viewer, Views, error_responses
 from api.responses import ClusterOut
 from api.schemas import ClusterIn
-from autorecovery.services.fleet import cluster_as_dict
+from autorecovery.services.views import cluster_as_dict
 from models.domain import Cluster
 
 router = APIRouter(tags=["clusters"])
@@ -36,12 +36,12 @@ def register_cluster(body: ClusterIn, who: Admin, fleet: Fleet, response: Respon
 
 
 @router.get("/clusters", response_model=list[ClusterOut], responses=error_responses(401))
-def list_clusters(_: Viewer, fleet: Fleet) -> list[dict[str, Any]]:
+def list_clusters(_: Viewer, views: Views) -> list[dict[str, Any]]:
     """List every cluster, by id."""
-    return fleet.list_clusters()
+    return views.list_clusters()
 
 
 @router.get("/clusters/{cluster_id}", response_model=ClusterOut, responses=error_responses(401, 404, 422))
-def show_cluster(cluster_id: ClusterId, _: Viewer, fleet: Fleet) -> dict[str, Any]:
+def show_cluster(cluster_id: ClusterId, _: Viewer, views: Views) -> dict[str, Any]:
     """Show one cluster's requirements."""
-    return fleet.get_cluster(cluster_id)
+    return views.get_cluster(cluster_id)

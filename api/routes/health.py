@@ -64,7 +64,7 @@ async def _automatic_activation(found: Services, failed: list[str]) -> dict[str,
     paused: list[str] | None = None
     if "postgresql" not in failed:
         try:
-            state = await asyncio.wait_for(run_in_threadpool(found.safety.state), PROBE_TIMEOUT_S)
+            state = await asyncio.wait_for(run_in_threadpool(found.container.safety.state), PROBE_TIMEOUT_S)
         except Exception as exc:  # a probe is a boundary: the gate is unknown, say why
             log.warning("readyz: cannot read the safety state: %s", exc)
         else:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Admin, Fleet, HostId, Viewer, error_responses
+from api.deps import Admin, Fleet, HostId, Viewer, Views, error_responses
 from api.errors import ApiError
 from api.responses import HostDetail, HostPage
 from api.schemas import AutorecoveryIn, HostIn, HostQuery, MaintenanceIn, ReportIn
@@ -27,9 +27,9 @@ _REPORT_BODY = {
 
 
 @router.get("/hosts", response_model=HostPage, responses=error_responses(401, 422))
-def list_hosts(q: Annotated[HostQuery, Query()], _: Viewer, fleet: Fleet) -> dict[str, Any]:
+def list_hosts(q: Annotated[HostQuery, Query()], _: Viewer, views: Views) -> dict[str, Any]:
     """List hosts by id, filtered by status, cluster and autorecovery flag, a page at a time."""
-    hosts = fleet.list_hosts(
+    hosts = views.list_hosts(
         status=q.status.value if q.status else None,
         cluster_id=q.cluster,
         autorecovery=q.autorecovery,
@@ -42,9 +42,9 @@ def list_hosts(q: Annotated[HostQuery, Query()], _: Viewer, fleet: Fleet) -> dic
 
 
 @router.get("/hosts/{host_id}", response_model=HostDetail, responses=error_responses(401, 404, 422))
-def show_host(host_id: HostId, _: Viewer, fleet: Fleet) -> dict[str, Any]:
+def show_host(host_id: HostId, _: Viewer, views: Views) -> dict[str, Any]:
     """Show a host: status, latest problems, last decision, why it is not back, activations."""
-    return fleet.describe(host_id)
+    return views.describe(host_id)
 
 
 @router.post(
@@ -53,10 +53,10 @@ def show_host(host_id: HostId, _: Viewer, fleet: Fleet) -> dict[str, Any]:
     response_model=HostDetail,
     responses=error_responses(401, 403, 409, 422),
 )
-def register_host(body: HostIn, who: Admin, fleet: Fleet) -> dict[str, Any]:
+def register_host(body: HostIn, who: Admin, fleet: Fleet, views: Views) -> dict[str, Any]:
     """Register a host in a known cluster; it waits for its first report (non_responsive)."""
     fleet.register_hosts([HostSpec(body.id, body.cluster, body.agent_url)], who.name)
-    return fleet.describe(body.id)
+    return views.describe(body.id)
 
 
 @router.delete(

@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from api.deps import Admin, ClusterId, Fleet, HostId, Safety, Viewer, error_responses
+from api.deps import Admin, ClusterId, HostId, Safety, Viewer, Views, error_responses
 from api.errors import ApiError
 from api.responses import HoldsCleared, PauseList, PauseOut, SafetyState
 from api.schemas import PauseIn
@@ -88,10 +88,10 @@ def pause_cluster(cluster_id: ClusterId, body: PauseIn, who: Admin, safety: Safe
     response_model=PauseOut,
     responses=error_responses(401, 403, 404, 422),
 )
-def resume_cluster(cluster_id: ClusterId, who: Admin, fleet: Fleet, safety: Safety) -> dict[str, Any]:
+def resume_cluster(cluster_id: ClusterId, who: Admin, views: Views, safety: Safety) -> dict[str, Any]:
     """Lift a cluster's pause (404 naming ``cluster_id`` for an unknown cluster, else ``not_paused``)."""
     scope = _cluster_scope(cluster_id)
-    fleet.get_cluster(scope)
+    views.get_cluster(scope)
     return _resume(safety, scope, who.name)
 
 

@@ -63,6 +63,40 @@ def exit_code_for(status: int) -> Exit:
     return Exit.USAGE if 400 <= status < 500 else Exit.FAILED
 
 
+#: What to do after an error answer, by HTTP status.
+_STATUS_HINTS = {
+    401: "give a token of the API's AUTORECOVERY_API_TOKENS with --token or AUTORECOVERY_TOKEN",
+    403: "this needs an admin token",
+    404: "check the id with `autorecovery hosts list`",
+}
+#: What to do after an error answer, by the API's error code, else by the field a 404 names.
+_CODE_HINTS = {
+    "cluster_id": "check the cluster id",
+    "storage_domain_id": "check the id with `autorecovery storage-domains list`",
+    "not_paused": "nothing to resume; `autorecovery safety` lists the pauses in force",
+    "already_up": "nothing to do",
+    "host_has_problems": "fix what its report shows, or add --force to init it anyway",
+}
+
+
+def _hint(status: int, body: dict[str, Any], base_url: str) -> str | None:
+    """Say what to do next, from the answer's status, error code and field."""
+    code, field = body.get("error"), body.get("field")
+    if code == "activation_in_flight":
+        holder = body.get("holder") or {}
+        if "sd_id" in holder:
+            return f"follow it with `autorecovery storage-domains show {holder['sd_id']}`"
+        return f"follow it with `autorecovery hosts show {holder.get('host_id', 'ID')}`"
+    for key in (code, field if status == 404 else None):
+        if key in _CODE_HINTS:
+            return _CODE_HINTS[str(key)]
+    if status in (400, 413, 422) and field:
+        return f"fix {field} and try again"
+    if status == 503:
+        return f"retry later; {base_url}/readyz says which dependency is down"
+    return _STATUS_HINTS.get(status, "see the API's log" if status >= 500 else None)
+
+
 def failure_from(response: httpx.Response, base_url: str) -> ApiFailure:
     """Turn an error answer into the API's message and a hint of what to do."""
     try:
@@ -71,33 +105,10 @@ def failure_from(response: httpx.Response, base_url: str) -> ApiFailure:
         body = None
     if not isinstance(body, dict):
         body = {"message": f"HTTP {response.status_code}: {response.text[:200]}".strip()}
-    status, code, field = response.status_code, body.get("error"), body.get("field")
-    hints = {
-        401: "give a token of the API's AUTORECOVERY_API_TOKENS with --token or AUTORECOVERY_TOKEN",
-        403: "this needs an admin token",
-        404: "check the id with `autorecovery hosts list`",
-        503: f"retry later; {base_url}/readyz says which dependency is down",
-    }
-    hint = hints.get(status)
-    if status == 404 and field == "cluster_id":
-        hint = "check the cluster id"
-    elif status == 404 and field == "storage_domain_id":
-        hint = "check the id with `autorecovery storage-domains list`"
-    if code == "not_paused":
-        hint = "nothing to resume; `autorecovery safety` lists the pauses in force"
-    elif code == "activation_in_flight":
-        holder = body.get("holder") or {}
-        if "sd_id" in holder:
-            hint = f"follow it with `autorecovery storage-domains show {holder['sd_id']}`"
-        else:
-            hint = f"follow it with `autorecovery hosts show {holder.get('host_id', 'ID')}`"
-    elif code == "already_up":
-        hint = "nothing to do"
-    elif status in (400, 413, 422) and field:
-        hint = f"fix {field} and try again"
-    elif status >= 500 and hint is None:
-        hint = "see the API's log"
-    return ApiFailure(exit_code_for(status), str(body.get("message") or f"HTTP {status}"), hint)
+    status = response.status_code
+    return ApiFailure(
+        exit_code_for(status), str(body.get("message") or f"HTTP {status}"), _hint(status, body, base_url)
+    )
 
 
 class ApiClient:

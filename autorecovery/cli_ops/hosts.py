@@ -179,7 +179,8 @@ def cmd_hosts_activate(api: ApiClient, args: argparse.Namespace, out: Output) ->
     if args.timeout is not None and not args.wait:
         raise ApiFailure(Exit.USAGE, "--timeout only applies with --wait", "add --wait")
     started = time.monotonic()
-    answer = api.call("POST", host_path(args.host_id) + "/activate")
+    force = {"force": "true"} if args.force else None
+    answer = api.call("POST", host_path(args.host_id) + "/activate", params=force)
     if not args.wait:
         if out.json_mode:
             out.data(answer)

@@ -119,6 +119,11 @@ def add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         metavar="SECONDS",
         help=f"with --wait: give up waiting after this long, exit 3 (default {DEFAULT_WAIT_S:g})",
     )
+    act.add_argument(
+        "--force",
+        action="store_true",
+        help="init the host even though its fresh report shows a problem (audited as forced)",
+    )
     act.set_defaults(handler=run_command(cmd_hosts_activate))
 
     flag = hsub.add_parser(

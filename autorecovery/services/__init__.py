@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Protocol
+
+from autorecovery.ports import Enqueuer
 
 Clock = Callable[[], datetime]
 
@@ -14,9 +15,4 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class Enqueuer(Protocol):
-    """Sends an activation to the workers (Celery in production); the task id is its id."""
-
-    def __call__(self, activation_id: str, object_id: str, trigger: str, actor: str, /) -> None:
-        """Queue the activation of a host (or a storage domain); raise BrokerUnavailable."""
-        ...
+__all__ = ["Clock", "Enqueuer", "utcnow"]

@@ -10,8 +10,9 @@ from typing import Any
 
 from autorecovery.adapters.store import PG_REPOS, Repos
 from autorecovery.adapters.store.db import Conn, Database
-from autorecovery.adapters.store.hosts import HostRow
+from autorecovery.ports import HostRow
 from autorecovery.services import Clock
+from autorecovery.services.audit import Trail
 from models.domain import Cluster, DomainStatus, domains_by_status, effective_cluster
 from models.errors import InvalidInput, NotFound
 from models.policy import Skip, evaluate
@@ -138,16 +139,7 @@ class SafetyService:
             if scope != FLEET and self.repos.hosts.get_cluster(conn, scope) is None:
                 raise NotFound("cluster", scope)
             self.repos.safety.set_pause(conn, pause)
-            self.repos.audit.add(
-                conn,
-                at=now,
-                object_type="pause",
-                object_id=scope,
-                event="paused",
-                actor=owner,
-                reason=reason,
-                details=pause_as_dict(pause),
-            )
+            Trail(self.repos, conn, now, owner).pause(scope, "paused", pause_as_dict(pause), reason=reason)
         log.warning("automatic activation paused (%s) by %s: %s", scope, owner, reason)
         return pause
 
@@ -162,16 +154,8 @@ class SafetyService:
             pause: Pause | None = self.repos.safety.lift_pause(conn, scope)
             if pause is None:
                 raise NotFound("pause", scope)
-            self.repos.audit.add(
-                conn,
-                at=now,
-                object_type="pause",
-                object_id=scope,
-                event="resumed",
-                actor=actor,
-                reason=pause.reason,
-                details=pause_as_dict(pause),
-            )
+            trail = Trail(self.repos, conn, now, actor)
+            trail.pause(scope, "resumed", pause_as_dict(pause), reason=pause.reason)
         log.warning("automatic activation resumed (%s) by %s", scope, actor)
         return pause
 
@@ -193,16 +177,7 @@ class SafetyService:
                 "quarantine_reason": was["quarantine_reason"],
             }
             event = "quarantine_cleared" if quarantine else "backoff_reset"
-            self.repos.audit.add(
-                conn,
-                at=now,
-                object_type="host",
-                object_id=host_id,
-                event=event,
-                actor=actor,
-                reason="admin",
-                details=previous,
-            )
+            Trail(self.repos, conn, now, actor).host(host_id, event, previous, reason="admin")
         return previous
 
     def state(self) -> dict[str, Any]:

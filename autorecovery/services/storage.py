@@ -21,7 +21,9 @@ from autorecovery.adapters.agents import AgentClient, Target
 from autorecovery.adapters.locks import ObjectLock
 from autorecovery.adapters.store import PG_REPOS, Repos
 from autorecovery.adapters.store.db import Database
+from autorecovery.ports import DomainActivationRow
 from autorecovery.services import Clock, Enqueuer
+from autorecovery.services.audit import Trail
 from models.domain import DomainStatus, StorageDomain, Trigger
 from models.errors import AgentUnavailable, BrokerUnavailable, Conflict, NotFound, StaleFence
 
@@ -93,15 +95,8 @@ class StorageService:
         with self.db.transaction() as conn:
             if not self.repos.storage.set_autorecovery(conn, sd_id, enabled):
                 raise NotFound("storage_domain", sd_id)
-            self.repos.audit.add(
-                conn,
-                at=now,
-                object_type="storage_domain",
-                object_id=sd_id,
-                event="autorecovery_enabled" if enabled else "autorecovery_disabled",
-                actor=actor,
-                details={"enabled": enabled},
-            )
+            event = "autorecovery_enabled" if enabled else "autorecovery_disabled"
+            Trail(self.repos, conn, now, actor).storage_domain(sd_id, event, {"enabled": enabled})
 
     def set_maintenance(self, sd_id: str, actor: str, reason: str | None) -> None:
         """Put a domain in maintenance: only an admin takes it out again.
@@ -119,16 +114,9 @@ class StorageService:
             self.repos.storage.set_status(
                 conn, sd_id, DomainStatus.MAINTENANCE.value, reason or "set by an admin", now
             )
-            self.repos.audit.add(
-                conn,
-                at=now,
-                object_type="storage_domain",
-                object_id=sd_id,
-                event="status_changed",
-                actor=actor,
-                reason="maintenance",
-                details={"from": sd.status.value, "to": "maintenance", "detail": reason},
-            )
+            details = {"from": sd.status.value, "to": "maintenance", "detail": reason}
+            trail = Trail(self.repos, conn, now, actor)
+            trail.storage_domain(sd_id, "status_changed", details, reason="maintenance")
 
     def request_activation(self, sd_id: str, actor: str) -> str:
         """Queue an admin's activation of a domain (also out of maintenance); return its id.
@@ -377,7 +365,7 @@ class StorageService:
         return {"sd_id": sd_id, "outcome": "active" if ok else "failed", "detail": detail}
 
 
-def _activation_json(row: dict[str, Any] | None) -> dict[str, Any] | None:
+def _activation_json(row: DomainActivationRow | None) -> dict[str, Any] | None:
     if row is None:
         return None
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}

@@ -10,6 +10,7 @@ from typing import Any
 from autorecovery.adapters.store import PG_REPOS, Repos
 from autorecovery.adapters.store.db import Database
 from autorecovery.services import Clock
+from autorecovery.services.audit import Trail
 from models.errors import InvalidInput, NotFound
 from models.placement import Attempt, Weights, charged_hosts, error_until, rank, should_enter_error
 
@@ -68,17 +69,10 @@ class VmRunService:
                 f"within {self.policy.charge_window_s:.0f}s"
             )
             errored = self.repos.vmruns.enter_error(conn, over, until, now, detail)
-            for host_id in counts:
-                self.repos.audit.add(
-                    conn,
-                    at=now,
-                    object_type="host",
-                    object_id=host_id,
-                    event="charged",
-                    actor=actor,
-                    reason="vm_launch_failed",
-                    details={"vm_id": vm_id, "vm_run": run_id, "charges_in_window": counts[host_id]},
-                )
+            trail = Trail(self.repos, conn, now, actor)
+            for host_id, charges in counts.items():
+                details = {"vm_id": vm_id, "vm_run": run_id, "charges_in_window": charges}
+                trail.host(host_id, "charged", details, reason="vm_launch_failed")
         for host_id in errored:
             log.warning("host %s: error until %s: %s", host_id, until.isoformat(), detail)
         return {

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from autorecovery.ports import HostState
 from models.domain import Cluster, HostStatus, Report
 from tests.contract.conftest import Backend
 
@@ -14,41 +15,8 @@ T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 NON_OP = HostStatus.NON_OPERATIONAL
 RECOVERABLE = ["non_operational", "non_responsive"]
 
-HOST_ROW_KEYS = {
-    "id",
-    "cluster_id",
-    "agent_url",
-    "status",
-    "reason",
-    "detail",
-    "autorecovery",
-    "status_changed_at",
-    "fence",
-    "last_decision",
-    "last_decision_detail",
-    "last_decision_at",
-    "failures",
-    "next_attempt_at",
-    "quarantined_at",
-    "quarantine_reason",
-    "subject",
-    "error_until",
-    "in_flight",
-    "in_flight_id",
-    "r_reported_at",
-    "r_received_at",
-    "r_source",
-    "r_agent_reachable",
-    "r_kvm",
-    "r_version",
-    "r_cpu_flags",
-    "r_networks",
-    "r_storage_domains",
-    "r_vms_running",
-    "r_mem_free_mb",
-    "r_error",
-    "r_init",
-}
+#: What a host row carries beside the Host and its Report (both backends build it alike).
+HOST_ROW_KEYS = set(HostState.__required_keys__)
 AUDIT_KEYS = {"id", "at", "object_type", "object_id", "event", "actor", "reason", "details"}
 
 
@@ -79,11 +47,11 @@ def host(backend: Backend, host_id: str) -> Any:
     return loaded[0]
 
 
-def host_row(backend: Backend, host_id: str) -> dict[str, Any]:
+def host_row(backend: Backend, host_id: str) -> HostState:
     with tx(backend) as conn:
         loaded = backend.repos.hosts.get_host(conn, host_id)
     assert loaded is not None, host_id
-    return loaded[2]
+    return loaded.state
 
 
 def audit(backend: Backend, **filters: Any) -> list[dict[str, Any]]:

@@ -168,7 +168,7 @@ def test_upsert_reports_round_trips_a_report(backend: Backend) -> None:
         got2 = backend.repos.hosts.get_host(conn, "h2")
     assert got is not None and got2 is not None
     assert got[1] == sent
-    assert got[2]["r_received_at"] == at(0)
+    assert got.state["report_received_at"] == at(0)
     assert got2[1] == silent
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from psycopg import errors as pg_errors
 
+from autorecovery.ports import DomainActivationRow
 from models.domain import DomainStatus, StorageDomain
 from tests.fakes.memory import IN_FLIGHT, MemoryState, Repo, add_audit, check, text_time
 
@@ -216,17 +217,17 @@ class MemoryStorage(Repo):
         )
         return True
 
-    def in_flight(self, conn: Any, sd_id: str) -> dict[str, Any] | None:
+    def in_flight(self, conn: Any, sd_id: str) -> DomainActivationRow | None:
         """Return the domain's queued or running activation, or None."""
         for row in self._state(conn, plain=[sd_id]).sd_activations.values():
             if row["sd_id"] == sd_id and row["state"] in IN_FLIGHT:
-                return copy.deepcopy(row)
+                return cast(DomainActivationRow, copy.deepcopy(row))
         return None
 
-    def get_activation(self, conn: Any, activation_id: str) -> dict[str, Any] | None:
+    def get_activation(self, conn: Any, activation_id: str) -> DomainActivationRow | None:
         """Return one domain activation, or None."""
         row = self._state(conn, plain=[activation_id]).sd_activations.get(activation_id)
-        return copy.deepcopy(row) if row else None
+        return cast(DomainActivationRow, copy.deepcopy(row)) if row else None
 
     def begin_activation(self, conn: Any, activation_id: str, now: datetime | None = None) -> int | None:
         """Mark the activation running and issue its fence (the domain's, bumped)."""

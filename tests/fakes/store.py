@@ -19,10 +19,10 @@ from typing import Any
 
 from psycopg import errors as pg_errors
 
-from autorecovery.adapters.store import Repos
 from autorecovery.adapters.store.activations import ActivationRow
-from autorecovery.adapters.store.hosts import FencePush, HostRow
-from autorecovery.adapters.store.rows import cluster_from_row, host_from_row, report_from_row, report_to_json
+from autorecovery.adapters.store.hosts import FencePush
+from autorecovery.adapters.store.rows import cluster_from_row, host_row, report_to_json
+from autorecovery.ports import HostRow, Repos
 from models.domain import Cluster, Report
 from models.policy import Decision, Transition
 from tests.fakes.memory import (
@@ -107,7 +107,7 @@ def _host_rows(st: MemoryState, hosts: Sequence[dict[str, Any]]) -> list[HostRow
         for col in REPORT_COLUMNS:
             row["r_" + col] = report[col] if report else None
         row = copy.deepcopy(row)
-        out.append((host_from_row(row), report_from_row(row), row))
+        out.append(host_row(row))
     return out
 
 

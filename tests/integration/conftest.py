@@ -51,12 +51,8 @@ def deps(app_module: Any) -> Any:
 
 @pytest.fixture(scope="session")
 def fleet_service(deps: Any, app_module: Any) -> Any:
-    """The operator services, enqueuing through the real broker."""
-    from autorecovery.services import utcnow
-    from autorecovery.services.fleet import FleetService
-
-    return FleetService(deps.db, app_module.enqueue_activation,
-                        report_max_age_s=deps.settings.report_max_age_s, clock=utcnow)
+    """The operator commands, enqueuing through the real broker (the container's)."""
+    return deps.fleet
 
 
 @pytest.fixture(scope="module")

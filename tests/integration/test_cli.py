@@ -157,7 +157,10 @@ def test_a_failed_activation_exits_1_and_leaves_the_host_out(
     client.clear(hosts=["h-0001"])
     client.inject("init_fail", hosts=["h-0001"], reason="network_unreachable")
 
-    failed = expect(cli("hosts", "activate", "h-0001", "--wait", "--json"), Exit.FAILED)
+    # The stored report still shows kvm down: the admin is told, and forces the init.
+    refused = expect(cli("hosts", "activate", "h-0001", "--wait"), Exit.CONFLICT)
+    assert "kvm_not_running" in refused.err and "--force" in refused.err
+    failed = expect(cli("hosts", "activate", "h-0001", "--force", "--wait", "--json"), Exit.FAILED)
     body = failed.json()
     assert body["activation"]["state"] == "failed"
     assert body["host"]["status"] == "non_operational"
@@ -177,7 +180,7 @@ def test_wait_timeout_exits_3_and_the_activation_goes_on(
     client.clear(hosts=["h-0001"])
     client.inject("init_delay", hosts=["h-0001"], seconds=2.0)
 
-    late = expect(cli("hosts", "activate", "h-0001", "--wait", "--timeout", "0.5"), Exit.TIMEOUT)
+    late = expect(cli("hosts", "activate", "h-0001", "--force", "--wait", "--timeout", "0.5"), Exit.TIMEOUT)
     assert "still" in late.err and "hosts show h-0001" in late.err
     settle(deps)
     assert host_status(deps, "h-0001")["status"] == "up"

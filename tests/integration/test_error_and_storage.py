@@ -5,14 +5,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from autorecovery.bootstrap import build_services
 from autorecovery.services import utcnow
-from autorecovery.services.vmruns import ErrorPolicy, VmRunService
+from autorecovery.services.vmruns import VmRunService
 from models.placement import Attempt
 from tests.integration.conftest import host_status, send_ticks, settle, statuses
 
 
 def _runs(deps: Any, **policy: float) -> VmRunService:
-    return VmRunService(deps.db, utcnow, ErrorPolicy(**policy))  # type: ignore[arg-type]
+    """The VM run service over the test process's adapters, with its own error policy."""
+    return build_services(deps.settings.model_copy(update=policy), deps.adapters).vmruns
 
 
 def _fail_then_start(bad: str, good: str) -> list[Attempt]:

@@ -8,14 +8,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from autorecovery.services import utcnow
-from autorecovery.services.safety import SafetyService
 from tests.integration.conftest import host_status, send_ticks, settle, statuses
 from tests.support.processes import wait_for
-
-
-def _safety(deps: Any) -> SafetyService:
-    return SafetyService(deps.db, utcnow)
 
 
 def _max_concurrent(calls: list[dict[str, Any]]) -> int:
@@ -114,7 +108,7 @@ def test_failing_host_backs_off_exponentially_then_is_quarantined_until_an_admin
     assert host_status(deps, "h-0001")["last_decision"] == "quarantined"
 
     client.clear(hosts=["h-0001"])
-    cleared = _safety(deps).clear_holds("h-0001", "alice", quarantine=True)
+    cleared = deps.safety.clear_holds("h-0001", "alice", quarantine=True)
     assert cleared["failures"] == 4 and cleared["quarantined_at"] is not None
     send_ticks(app_module, deps)
     settle(deps)
@@ -145,7 +139,7 @@ def test_stale_monitoring_for_most_of_the_fleet_stops_automatic_activation(
     settle(deps)
     assert host_status(deps, "h-0001")["status"] == "non_operational"
     assert host_status(deps, "h-0001")["last_decision"] == "observer_unhealthy"
-    plan = {p["host_id"]: p for p in fleet_service.plan()}
+    plan = {p["host_id"]: p for p in deps.views.plan()}
     assert plan["h-0001"]["code"] == "observer_unhealthy"
     assert plan["h-0001"]["detail"].startswith("monitoring_stale: 7 of 10 hosts")
     assert len(client.inits("h-0001")) == 1  # the first activation only, none while gated
@@ -182,7 +176,7 @@ def test_pause_with_expiry_stops_automatic_activation_and_ends_by_itself(
     client.inject("kvm_down", hosts=["h-0001", "h-0002"])
     send_ticks(app_module, deps)
     expires = datetime.now(UTC) + timedelta(seconds=4)
-    _safety(deps).pause("fleet", "storage maintenance window", "alice", expires)
+    deps.safety.pause("fleet", "storage maintenance window", "alice", expires)
     client.clear(hosts=["h-0001", "h-0002"])
     send_ticks(app_module, deps)
     settle(deps)

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime
 from typing import Any
 
-import fakeredis
 import httpx
 import pytest
 
 from api.app import create_app
 from api.deps import Services
 from api.errors import error_response, field_name, from_domain
-from autorecovery.adapters.agents.fake import FakeAgentClient
+from autorecovery.bootstrap import build_services
 from autorecovery.services import utcnow
-from autorecovery.services.fleet import FleetService, HostSpec
-from autorecovery.services.safety import SafetyService
-from autorecovery.services.storage import StorageService
-from autorecovery.services.vmruns import ErrorPolicy, VmRunService
+from autorecovery.services.fleet import HostSpec
 from autorecovery.settings import Settings
 from models.domain import Cluster
 from models.errors import (
@@ -29,7 +26,7 @@ from models.errors import (
     NotFound,
     StoreUnavailable,
 )
-from tests.fakes import MemoryDatabase, memory_repos
+from tests.fakes import fake_adapters
 
 ALICE = "alice-secret-0123456789"
 VIC = "vic-secret-0123456789ab"
@@ -44,29 +41,21 @@ class World:
     """An app over the memory store, with the activations it sent to the 'broker'."""
 
     def __init__(self) -> None:
-        self.db = MemoryDatabase()
         self.sent: list[tuple[str, str, str, str]] = []
         self.sent_domains: list[tuple[str, str, str, str]] = []
-        repos = memory_repos(self.db)
-        self.fleet = FleetService(self.db, self._enqueue, report_max_age_s=30.0, clock=utcnow, repos=repos)
-        self.safety = SafetyService(self.db, utcnow, repos)
-        self.storage = StorageService(
-            self.db,
-            fakeredis.FakeRedis(),
-            FakeAgentClient(),
-            self._enqueue_domain,
-            clock=utcnow,
-            lock_ttl_s=30.0,
+        settings = Settings(
+            api_tokens=f"alice:admin:{ALICE},vic:viewer:{VIC}",
             report_max_age_s=30.0,
-            repos=repos,
+            charge_limit=3,
         )
-        self.vmruns = VmRunService(self.db, utcnow, ErrorPolicy(charge_limit=3), repos)
+        self.container = build_services(settings, fake_adapters(), self._enqueue, self._enqueue_domain)
+        self.db = self.container.db
+        self.fleet, self.views = self.container.fleet, self.container.views
+        self.safety, self.storage = self.container.safety, self.container.storage
+        self.vmruns = self.container.vmruns
         self.fleet.register_cluster(Cluster("c-1", frozenset({"mgmt"})), "test")
         self.fleet.register_hosts([HostSpec("h-1", "c-1", "http://127.0.0.1:9/h-1")], "test")
-        self.app = create_app(
-            Settings(api_tokens=f"alice:admin:{ALICE},vic:viewer:{VIC}"),
-            services=Services(fleet=self.fleet, safety=self.safety, storage=self.storage, vmruns=self.vmruns),
-        )
+        self.app = create_app(settings, services=Services(self.container))
 
     def _enqueue(self, activation_id: str, host_id: str, trigger: str, actor: str) -> None:
         self.sent.append((activation_id, host_id, trigger, actor))
@@ -83,7 +72,7 @@ class World:
         return asyncio.run(go())
 
     def events(self) -> list[tuple[str, str, str | None]]:
-        return [(e["event"], e["actor"], e["reason"]) for e in self.fleet.audit_log(limit=1000)]
+        return [(e["event"], e["actor"], e["reason"]) for e in self.views.audit_log(limit=1000)]
 
 
 @pytest.fixture
@@ -208,6 +197,35 @@ def test_manual_activation_and_a_refusal_are_audited(world: World) -> None:
     )
 
 
+def test_activating_a_host_whose_fresh_report_shows_a_problem_needs_force(world: World) -> None:
+    report = {"host_id": "h-1", "reported_at": utcnow().isoformat(), "kvm": False, "version": "4.5",
+              "cpu_flags": [], "networks": {"mgmt": True}, "storage_domains": {}, "vms_running": 0,
+              "mem_free_mb": 1}
+    assert world.call("POST", "/api/v1/hosts/h-1/report", json=report, headers=ADMIN).status_code == 200
+    refused = world.call("POST", "/api/v1/hosts/h-1/activate", headers=ADMIN)
+    assert shape(refused) == (409, "host_has_problems", "force")
+    assert refused.json()["problems"] == [{"reason": "kvm_not_running", "detail": "kvm is not running"}]
+    assert "kvm_not_running" in refused.json()["message"] and world.sent == []
+    assert world.events()[0] == ("activation_refused", "alice", "host_has_problems")
+    forced = world.call("POST", "/api/v1/hosts/h-1/activate?force=true", headers=ADMIN)
+    assert forced.status_code == 202, forced.text
+    assert world.sent == [(forced.json()["activation_id"], "h-1", "manual", "alice")]
+    assert world.events()[0] == ("activation_forced", "alice", "host_has_problems")
+    assert shape(world.call("POST", "/api/v1/hosts/h-1/activate?force=maybe", headers=ADMIN)) == (
+        422,
+        "invalid_input",
+        "force",
+    )
+
+
+def test_why_not_recovered_says_when_the_decision_was_made(world: World) -> None:
+    before = utcnow()
+    shown = world.call("GET", "/api/v1/hosts/h-1", headers=VIEWER).json()
+    why = shown["why_not_recovered"]
+    assert why["code"] == "no_report" and why["at"] is not None
+    assert before <= datetime.fromisoformat(why["at"]) <= utcnow()
+
+
 def test_a_bad_pushed_report_is_audited_not_stored(world: World) -> None:
     report = {
         "host_id": "h-1",
@@ -246,7 +264,7 @@ def test_unknown_routes_outages_and_crashes_keep_the_shape(
     def boom(*_: Any, **__: Any) -> None:
         raise RuntimeError("secret detail")
 
-    monkeypatch.setattr(world.fleet, "list_hosts", boom)
+    monkeypatch.setattr(world.views, "list_hosts", boom)
     answer = world.call("GET", "/api/v1/hosts", headers=VIEWER, raise_errors=False)
     assert shape(answer) == (500, "internal_error", None)
     assert "secret detail" not in answer.text

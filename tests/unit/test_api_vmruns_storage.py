@@ -133,7 +133,7 @@ def test_three_charged_runs_put_a_host_in_error_and_out_of_the_ranking(world: Wo
     assert (body["vm_id"], body["charged"], body["errored"]) == ("vm-2", {"h-1": 3}, ["h-1"])
     assert isinstance(body["vm_run"], int) and body["error_until"] is not None
     assert world.db.state.hosts["h-1"]["status"] == "error"
-    charged = [e for e in world.fleet.audit_log(limit=100) if e["event"] == "charged"]
+    charged = [e for e in world.views.audit_log(limit=100) if e["event"] == "charged"]
     assert len(charged) == 3 and {e["actor"] for e in charged} == {"alice"}
 
     hosts = world.call("GET", "/api/v1/clusters/c-1/placement", headers=VIEWER).json()["hosts"]
@@ -267,7 +267,7 @@ def test_autorecovery_off_and_on_is_audited(world: World) -> None:
         assert answer.json() == {"storage_domain_id": "sd-2", "autorecovery": enabled}
         shown = world.call("GET", "/api/v1/storage-domains/sd-2", headers=VIEWER).json()
         assert shown["autorecovery"] is enabled
-    events = [(e["event"], e["actor"]) for e in world.fleet.audit_log(object_type="storage_domain", limit=10)]
+    events = [(e["event"], e["actor"]) for e in world.views.audit_log(object_type="storage_domain", limit=10)]
     assert events[:2] == [("autorecovery_enabled", "alice"), ("autorecovery_disabled", "alice")]
 
 

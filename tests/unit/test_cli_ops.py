@@ -327,6 +327,23 @@ def test_since_accepts_relative_times() -> None:
     assert since_value("2026-01-01T00:00:00Z", now) == "2026-01-01T00:00:00Z"
 
 
+def test_activate_force_asks_the_api_to_init_a_host_with_problems(capsys: pytest.CaptureFixture[str]) -> None:
+    refusal = {"error": "host_has_problems", "field": "force",
+               "message": "host h-0001's fresh report shows kvm_not_running (kvm is not running)",
+               "problems": [{"reason": "kvm_not_running", "detail": "kvm is not running"}]}
+
+    def answer(request: httpx.Request) -> tuple[int, dict[str, Any]]:
+        return (202, QUEUED[1]) if request.url.params.get("force") == "true" else (409, refusal)
+
+    api = Api({("POST", "/api/v1/hosts/h-0001/activate"): answer})
+    code, _, err = run(["hosts", "activate", "h-0001", "--api-url", URL], api, capsys)
+    assert code == Exit.CONFLICT
+    assert "kvm_not_running" in err and "--force" in err
+    code, out, _ = run(["hosts", "activate", "h-0001", "--force", "--api-url", URL], api, capsys)
+    assert code == Exit.OK and "queued" in out
+    assert [r.url.params.get("force") for r in api.requests] == [None, "true"]
+
+
 # -- activate --wait -------------------------------------------------------------------------
 
 

@@ -6,17 +6,15 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import fakeredis
 import pytest
 
 from autorecovery.adapters.agents.fake import FakeAgentClient
 from autorecovery.adapters.store import Repos
-from autorecovery.services.activation import ActivationService
 from autorecovery.services.fleet import FleetService, HostSpec
-from autorecovery.services.monitoring import MonitoringService, TickConfig
+from autorecovery.services.monitoring import TickConfig
 from models.domain import Cluster
 from models.safety import CapPolicy
-from tests.fakes import FixedClock, MemoryDatabase, RecordingEnqueuer, memory_repos
+from tests.fakes import FixedClock, MemoryDatabase, RecordingEnqueuer, fake_container, memory_repos
 from tests.fakes.ports import good_report
 
 T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
@@ -47,11 +45,11 @@ class World:
 
     def tick(self, skew: timedelta = timedelta(0), cfg: TickConfig = TICK) -> Any:
         clock = FixedClock(self.db_clock() + skew)
-        return MonitoringService(self.db, self.agents, self.enqueue, cfg, clock, repos=self.repos).tick()
+        return fake_container(self.db, clock, self.agents, self.enqueue, tick=cfg).monitoring.tick()
 
     def fleet(self, skew: timedelta = timedelta(0)) -> FleetService:
         clock = FixedClock(self.db_clock() + skew)
-        return FleetService(self.db, self.enqueue, report_max_age_s=30.0, clock=clock, repos=self.repos)
+        return fake_container(self.db, clock, self.agents, self.enqueue).fleet
 
     def later(self, seconds: float, *fresh: str) -> None:
         """Time passes (on every machine alike); the named hosts report again."""
@@ -73,7 +71,8 @@ class World:
         with self.db.transaction() as conn:
             loaded = self.repos.hosts.get_host(conn, host_id)
         assert loaded is not None
-        return {**loaded[2], "pending": self.db.state.hosts[host_id]["agent_fence_pending"]}
+        pending = self.db.state.hosts[host_id]["agent_fence_pending"]
+        return {**loaded.state, "fence": loaded.host.fence, "pending": pending}
 
     def audit(self, event: str) -> list[dict[str, Any]]:
         with self.db.transaction() as conn:
@@ -214,13 +213,9 @@ def test_a_v1_agent_without_the_fence_route_clears_the_mark(w: World) -> None:
 
 def test_giving_up_raises_the_agents_fence_on_the_next_tick(w: World) -> None:
     activation_id, fence = begin_stuck(w, "h1")
-    redis_client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    clock = FixedClock(w.db_clock())
-    service = ActivationService(
-        w.db, redis_client, w.agents, lock_ttl_s=40.0, report_max_age_s=30.0, clock=clock, repos=w.repos
-    )
-    service.give_up(activation_id, "h1", "retries exhausted")
-    redis_client.close()
+    services = fake_container(w.db, FixedClock(w.db_clock()), w.agents)
+    services.activation.give_up(activation_id, "h1", "retries exhausted")
+    services.close()
     assert w.host_row("h1")["fence"] == fence + 1 and w.host_row("h1")["pending"] is True
     assert w.tick().fences_pushed == 1
     assert w.agents.fence_calls == [("h1", fence + 1)]

@@ -5,15 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import fakeredis
-
 from autorecovery.adapters.agents.fake import FakeAgentClient
-from autorecovery.services.fleet import FleetService, HostSpec
-from autorecovery.services.monitoring import MonitoringService
-from autorecovery.services.storage import StorageService
+from autorecovery.services.fleet import HostSpec
 from models.domain import Cluster
 from models.errors import BrokerUnavailable
-from tests.fakes import FixedClock, MemoryDatabase, RecordingEnqueuer, memory_repos
+from tests.fakes import FixedClock, MemoryDatabase, RecordingEnqueuer, fake_container, memory_repos
 from tests.fakes.ports import good_report
 from tests.unit.test_reaper import TICK
 
@@ -33,18 +29,8 @@ def test_a_domain_the_broker_refuses_is_closed_and_the_hosts_are_still_admitted(
             raise BrokerUnavailable("broker refused the message")
         sent.append(sd_id)
 
-    redis_client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    storage = StorageService(
-        db,
-        redis_client,
-        agents,
-        enqueue_domain,
-        clock=clock,
-        lock_ttl_s=40.0,
-        report_max_age_s=30.0,
-        repos=repos,
-    )
-    fleet = FleetService(db, hosts, report_max_age_s=30.0, clock=clock, repos=repos)
+    services = fake_container(db, clock, agents, hosts, tick=TICK, enqueue_domain=enqueue_domain)
+    fleet, monitoring = services.fleet, services.monitoring
     fleet.register_cluster(Cluster("c2", frozenset({"mgmt"})), "admin")
     fleet.register_hosts([HostSpec("h9", "c2", "http://h9")], "admin")
     with db.transaction() as conn:
@@ -52,13 +38,10 @@ def test_a_domain_the_broker_refuses_is_closed_and_the_hosts_are_still_admitted(
         for sd_id in ("sd-a", "sd-b"):
             repos.storage.set_status(conn, sd_id, "inactive", "lost", T0)
     agents.reports["h9"] = good_report("h9", T0, storage_domains={"sd-a": True, "sd-b": True})
-    monitoring = MonitoringService(
-        db, agents, hosts, TICK, clock, repos=repos, queue_domains=storage.queue_reachable
-    )
 
     result = monitoring.tick()
 
-    redis_client.close()
+    services.close()
     assert sent == ["sd-b"]
     assert hosts.hosts() == ["h9"] and result.enqueued == 1  # admission of hosts went on
     with db.transaction() as conn:

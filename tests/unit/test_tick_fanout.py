@@ -14,7 +14,7 @@ from autorecovery.services.monitoring import BatchSpec, MonitoringService, TickC
 from models.domain import Cluster, HostStatus
 from models.errors import BrokerUnavailable
 from models.safety import CapPolicy
-from tests.fakes import FixedClock, MemoryDatabase, RecordingEnqueuer, memory_repos
+from tests.fakes import FixedClock, MemoryDatabase, RecordingEnqueuer, fake_container, memory_repos
 from tests.fakes.ports import good_report
 
 T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
@@ -86,8 +86,7 @@ def make(cfg: TickConfig = CFG) -> Fleet:
     clock = FixedClock(T0)
     enqueue = RecordingEnqueuer()
     sent = Queued()
-    store: Any = db
-    monitoring = MonitoringService(store, agents, enqueue, cfg, clock, repos=repos, send_batch=sent)
+    monitoring = fake_container(db, clock, agents, enqueue, tick=cfg, send_batch=sent).monitoring
     return Fleet(db, repos, agents, clock, server, enqueue, sent, monitoring)
 
 

@@ -10,8 +10,9 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from autorecovery.adapters.store.db import Conn, run
-from autorecovery.adapters.store.rows import cluster_from_row, host_from_row, report_from_row, report_to_json
-from models.domain import Cluster, Host, Report
+from autorecovery.adapters.store.rows import cluster_from_row, host_row, report_to_json
+from autorecovery.ports import HostRow as HostRow  # re-exported: callers import it from here
+from models.domain import Cluster, Report
 from models.policy import Decision, Transition
 
 _HOST_WITH_REPORT = """
@@ -31,11 +32,10 @@ SELECT h.id, h.cluster_id, h.agent_url, h.status, h.reason, h.detail, h.autoreco
 FROM hosts h LEFT JOIN reports r ON r.host_id = h.id
 """
 
-HostRow = tuple[Host, Report | None, dict[str, Any]]
 
 
 def _host_rows(rows: list[dict[str, Any]]) -> list[HostRow]:
-    return [(host_from_row(row), report_from_row(row), row) for row in rows]
+    return [host_row(row) for row in rows]
 
 
 def all_clusters(conn: Conn) -> dict[str, Cluster]:
@@ -88,7 +88,7 @@ def insert_host(conn: Conn, host_id: str, cluster_id: str, agent_url: str, now: 
 
 
 def get_host(conn: Conn, host_id: str, *, for_update: bool = False) -> HostRow | None:
-    """Return a host with its latest report and raw row, or None."""
+    """Return a host with its latest report and state, or None."""
     query = _HOST_WITH_REPORT + " WHERE h.id = %(id)s"
     if for_update:
         query += " FOR UPDATE OF h"
@@ -242,16 +242,18 @@ def record_decisions(conn: Conn, decisions: Sequence[Decision], now: datetime) -
 
 
 def set_autorecovery(conn: Conn, host_id: str, enabled: bool) -> bool | None:
-    """Set a host's autorecovery flag; return the previous value, or None for an unknown host."""
+    """Set a host's autorecovery flag; return the previous value, or None for an unknown host.
+
+    The row is locked before it is read: an ``UPDATE … FROM hosts old`` would read the value
+    of its snapshot, before a concurrent writer's, and audit a previous value that never was.
+    """
     row = run(
-        conn,
-        """
-        UPDATE hosts h SET autorecovery = %(on)s FROM hosts old
-        WHERE h.id = %(id)s AND old.id = h.id RETURNING old.autorecovery AS previous
-        """,
-        {"id": host_id, "on": enabled},
+        conn, "SELECT autorecovery FROM hosts WHERE id = %(id)s FOR UPDATE", {"id": host_id}
     ).fetchone()
-    return None if row is None else bool(row["previous"])
+    if row is None:
+        return None
+    run(conn, "UPDATE hosts SET autorecovery = %(on)s WHERE id = %(id)s", {"id": host_id, "on": enabled})
+    return bool(row["autorecovery"])
 
 
 def set_status(
@@ -284,16 +286,17 @@ def set_status(
 
 
 def set_agent_url(conn: Conn, host_id: str, agent_url: str) -> str | None:
-    """Point a host at another agent URL; return the previous URL, or None for an unknown host."""
+    """Point a host at another agent URL; return the previous URL, or None for an unknown host.
+
+    Locks the row before reading it, like ``set_autorecovery``.
+    """
     row = run(
-        conn,
-        """
-        UPDATE hosts h SET agent_url = %(url)s FROM hosts old
-        WHERE h.id = %(id)s AND old.id = h.id RETURNING old.agent_url AS previous
-        """,
-        {"id": host_id, "url": agent_url},
+        conn, "SELECT agent_url FROM hosts WHERE id = %(id)s FOR UPDATE", {"id": host_id}
     ).fetchone()
-    return None if row is None else str(row["previous"])
+    if row is None:
+        return None
+    run(conn, "UPDATE hosts SET agent_url = %(url)s WHERE id = %(id)s", {"id": host_id, "url": agent_url})
+    return str(row["agent_url"])
 
 
 def raise_fence(conn: Conn, host_id: str, fence: int, at_least: int) -> bool:

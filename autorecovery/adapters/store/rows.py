@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from autorecovery.ports import HostRow, HostState
 from models.domain import Cluster, Host, HostStatus, Report, RunningInit
 
 
@@ -37,6 +38,24 @@ def host_from_row(row: dict[str, Any]) -> Host:
         quarantined_at=row.get("quarantined_at"),
         error_until=row.get("error_until"),
     )
+
+
+def host_state_from_row(row: dict[str, Any]) -> HostState:
+    """Build what the store keeps beside a Host from a ``hosts`` row."""
+    return HostState(
+        last_decision=row.get("last_decision"),
+        last_decision_detail=row.get("last_decision_detail"),
+        last_decision_at=row.get("last_decision_at"),
+        quarantine_reason=row.get("quarantine_reason"),
+        subject=row.get("subject"),
+        report_received_at=row.get("r_received_at"),
+        in_flight_id=row.get("in_flight_id"),
+    )
+
+
+def host_row(row: dict[str, Any]) -> HostRow:
+    """Build a HostRow from a ``hosts`` row joined with its latest report (``r_*`` columns)."""
+    return HostRow(host_from_row(row), report_from_row(row), host_state_from_row(row))
 
 
 def report_from_row(row: dict[str, Any]) -> Report | None:

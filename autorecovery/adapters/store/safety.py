@@ -129,21 +129,31 @@ def clear_holds(
 ) -> dict[str, Any] | None:
     """Reset a host's backoff (and with ``quarantine``, its quarantine); return what it was.
 
-    Clearing the quarantine also restarts the flap count at ``now``.
+    Clearing the quarantine also restarts the flap count at ``now``. The row is locked before it
+    is read, so that what is returned (and audited) is what this reset cleared.
     """
-    return run(
+    was = run(
         conn,
         """
-        UPDATE hosts h SET failures = 0, next_attempt_at = NULL,
-            quarantined_at = CASE WHEN %(q)s THEN NULL ELSE h.quarantined_at END,
-            quarantine_reason = CASE WHEN %(q)s THEN NULL ELSE h.quarantine_reason END,
-            holds_cleared_at = CASE WHEN %(q)s THEN COALESCE(%(now)s, now())
-                                    ELSE h.holds_cleared_at END
-        FROM hosts old WHERE h.id = %(id)s AND old.id = h.id
-        RETURNING old.failures, old.next_attempt_at, old.quarantined_at, old.quarantine_reason
+        SELECT failures, next_attempt_at, quarantined_at, quarantine_reason FROM hosts
+        WHERE id = %(id)s FOR UPDATE
+        """,
+        {"id": host_id},
+    ).fetchone()
+    if was is None:
+        return None
+    run(
+        conn,
+        """
+        UPDATE hosts SET failures = 0, next_attempt_at = NULL,
+            quarantined_at = CASE WHEN %(q)s THEN NULL ELSE quarantined_at END,
+            quarantine_reason = CASE WHEN %(q)s THEN NULL ELSE quarantine_reason END,
+            holds_cleared_at = CASE WHEN %(q)s THEN COALESCE(%(now)s, now()) ELSE holds_cleared_at END
+        WHERE id = %(id)s
         """,
         {"id": host_id, "q": quarantine, "now": now},
-    ).fetchone()
+    )
+    return was
 
 
 def auto_ends_since(conn: Conn, host_id: str, since: datetime) -> int:

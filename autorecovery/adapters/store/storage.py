@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from autorecovery.adapters.store.db import Conn, run
+from autorecovery.ports import DomainActivationRow
 from models.domain import DomainStatus, StorageDomain
 
 
@@ -207,18 +208,20 @@ def queue_activation(
     return row is not None
 
 
-def in_flight(conn: Conn, sd_id: str) -> dict[str, Any] | None:
+def in_flight(conn: Conn, sd_id: str) -> DomainActivationRow | None:
     """Return the domain's queued or running activation, or None."""
-    return run(
+    row = run(
         conn,
         "SELECT * FROM sd_activations WHERE sd_id = %(sd)s AND state IN ('queued', 'running')",
         {"sd": sd_id},
     ).fetchone()
+    return cast("DomainActivationRow | None", row)
 
 
-def get_activation(conn: Conn, activation_id: str) -> dict[str, Any] | None:
+def get_activation(conn: Conn, activation_id: str) -> DomainActivationRow | None:
     """Return one domain activation, or None."""
-    return run(conn, "SELECT * FROM sd_activations WHERE id = %(id)s", {"id": activation_id}).fetchone()
+    row = run(conn, "SELECT * FROM sd_activations WHERE id = %(id)s", {"id": activation_id}).fetchone()
+    return cast("DomainActivationRow | None", row)
 
 
 def begin_activation(conn: Conn, activation_id: str, now: datetime | None = None) -> int | None:

@@ -1,0 +1,56 @@
+"""The ports: what services need from the outside, as ``Protocol``s, and the rows they read.
+
+``repositories`` (one protocol per PostgreSQL module in ``autorecovery/adapters/store``, bundled
+in ``Repos``), ``rows`` (what they return), ``runtime`` (the enqueuer and the lock); the agent
+client's port is ``autorecovery.adapters.agents.AgentClient``. The PostgreSQL modules (mypy
+accepts a module as a protocol implementation) and the in-memory fakes in ``tests/fakes`` are both
+checked against them by mypy strict, and ``tests/contract`` runs the same tests on both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from autorecovery.adapters.agents import AgentClient
+from autorecovery.ports.repositories import (
+    ActivationsRepo,
+    AuditRepo,
+    HostsRepo,
+    SafetyRepo,
+    StorageRepo,
+    TicksRepo,
+    VmRunsRepo,
+)
+from autorecovery.ports.rows import DomainActivationRow, HostRow, HostState
+from autorecovery.ports.runtime import Enqueuer, Lock
+
+
+@dataclass(frozen=True)
+class Repos:
+    """The repositories a service uses: PostgreSQL modules or in-memory fakes."""
+
+    hosts: HostsRepo
+    activations: ActivationsRepo
+    audit: AuditRepo
+    safety: SafetyRepo
+    storage: StorageRepo
+    vmruns: VmRunsRepo
+    ticks: TicksRepo
+
+
+__all__ = [
+    "ActivationsRepo",
+    "AgentClient",
+    "AuditRepo",
+    "DomainActivationRow",
+    "Enqueuer",
+    "HostRow",
+    "HostState",
+    "HostsRepo",
+    "Lock",
+    "Repos",
+    "SafetyRepo",
+    "StorageRepo",
+    "TicksRepo",
+    "VmRunsRepo",
+]

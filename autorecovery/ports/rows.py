@@ -1,0 +1,45 @@
+"""The rows services read from the repositories, typed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import NamedTuple, TypedDict
+
+from models.domain import Host, Report
+
+
+class HostState(TypedDict):
+    """What the store keeps of a host beside ``Host``: its last decision and why it is held."""
+
+    last_decision: str | None
+    last_decision_detail: str | None
+    last_decision_at: datetime | None
+    quarantine_reason: str | None
+    subject: str | None
+    report_received_at: datetime | None
+    #: The host's queued or running activation, if any (what tracks an init its agent reports).
+    in_flight_id: str | None
+
+
+class HostRow(NamedTuple):
+    """A host as the store has it: the domain object, its latest report, and its state."""
+
+    host: Host
+    report: Report | None
+    state: HostState
+
+
+class DomainActivationRow(TypedDict):
+    """One storage domain activation as stored."""
+
+    id: str
+    sd_id: str
+    trigger: str
+    actor: str
+    state: str
+    fence: int | None
+    outcome: str | None
+    detail: str | None
+    queued_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None

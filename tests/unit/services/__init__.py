@@ -1,0 +1,1 @@
+"""Services over fakes, one module per service (and per safety protection)."""
