@@ -23,6 +23,8 @@ class FakeAgentClient:
     init_calls: list[tuple[str, int, str]] = field(default_factory=list)
     statuses: dict[str, InitStatus] = field(default_factory=dict)
     fence_calls: list[tuple[str, int]] = field(default_factory=list)
+    connect_results: dict[str, InitResult] = field(default_factory=dict)
+    connect_calls: list[tuple[str, str, int, str]] = field(default_factory=list)
     pulls: int = 0
 
     def pull_reports(self, targets: Sequence[Target], now: datetime) -> list[Report]:
@@ -65,7 +67,8 @@ class FakeAgentClient:
     def connect_storage_domain(
         self, target: Target, sd_id: str, fence: int, activation_id: str
     ) -> InitResult:
-        """Connect always succeeds unless the host is unavailable."""
+        """Record the call; answer from ``connect_results`` (default ok) unless unavailable."""
         if target.host_id in self.unavailable:
             raise AgentUnavailable(f"{target.host_id}: ConnectTimeout")
-        return InitResult(ok=True)
+        self.connect_calls.append((target.host_id, sd_id, fence, activation_id))
+        return self.connect_results.get(target.host_id, InitResult(ok=True))
