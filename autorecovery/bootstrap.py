@@ -14,7 +14,7 @@ import redis
 from autorecovery.adapters.agents.http import HttpAgentClient
 from autorecovery.adapters.store import Database
 from autorecovery.services import Enqueuer, utcnow
-from autorecovery.services.activation import ActivationService, RecoverySafety
+from autorecovery.services.activation import ActivationService, InitWait, RecoverySafety
 from autorecovery.services.monitoring import MonitoringService, TickConfig
 from autorecovery.services.storage import StorageService
 from autorecovery.services.vmruns import ErrorPolicy, VmRunService
@@ -145,6 +145,7 @@ def build(settings: Settings, enqueue: Enqueuer, enqueue_domain: Enqueuer = _no_
             report_max_age_s=settings.report_max_age_s,
             clock=utcnow,
             failpoints=settings.failpoints,
+            wait=InitWait(init_max_s=settings.effective_init_max_s),
             safety=RecoverySafety(
                 backoff_base_s=settings.tick_interval_s,
                 backoff_max_s=settings.backoff_max_s,

@@ -59,6 +59,7 @@ HOST_COLUMNS = (
     "quarantine_reason",
     "subject",
     "error_until",
+    "init_hold_until",
 )
 #: Columns of ``reports`` that the host query joins as ``r_<column>``.
 REPORT_COLUMNS = (
@@ -171,6 +172,7 @@ class MemoryHosts(Repo):
             "holds_cleared_at": None,  # not selected: it only restarts the flap count
             "subject": None,
             "error_until": None,
+            "init_hold_until": None,
         }
         return True
 
@@ -341,6 +343,15 @@ class MemoryHosts(Repo):
         if host is None or host["fence"] != fence:
             return False
         host["fence"] = max(host["fence"], at_least)
+        return True
+
+    def hold_init(self, conn: Any, host_id: str, until: datetime) -> bool:
+        """Give a host no new init before ``until``; never shortens a hold."""
+        host = self._state(conn, plain=[host_id]).hosts.get(host_id)
+        if host is None:
+            return False
+        held = host["init_hold_until"]
+        host["init_hold_until"] = until if held is None else max(held, until)
         return True
 
     def delete_host(self, conn: Any, host_id: str) -> bool:

@@ -16,10 +16,11 @@ from autorecovery.adapters.store.db import Database
 from autorecovery.services import Clock
 from autorecovery.services.activation.accounting import Accounting, RecoverySafety
 from autorecovery.services.activation.core import FencedActivations, LockBusyRetry
+from autorecovery.services.activation.host_init import InitWait
 from autorecovery.services.activation.hosts import HostKind
 from autorecovery.services.activation.kinds import Outcome
 
-__all__ = ["ActivationService", "FencedActivations", "LockBusyRetry", "Outcome", "RecoverySafety"]
+__all__ = ["ActivationService", "FencedActivations", "InitWait", "LockBusyRetry", "Outcome", "RecoverySafety"]
 
 
 class ActivationService:
@@ -38,6 +39,7 @@ class ActivationService:
         failpoints: str = "",
         safety: RecoverySafety = RecoverySafety(),  # noqa: B008 - frozen, shared safely
         rng: random.Random | None = None,
+        wait: InitWait = InitWait(),  # noqa: B008 - frozen, shared safely
     ) -> None:
         self.core = FencedActivations(db, redis_client, clock=clock, lock_ttl_s=lock_ttl_s)
         accounting = Accounting(repos, safety, rng or random.Random())  # noqa: S311 - jitter
@@ -49,6 +51,7 @@ class ActivationService:
             clock=clock,
             report_max_age_s=report_max_age_s,
             failpoints=failpoints,
+            wait=wait,
         )
 
     def run(self, activation_id: str, host_id: str) -> Outcome:

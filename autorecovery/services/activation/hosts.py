@@ -7,7 +7,8 @@ Re-check on a fresh report, set ``initializing``, call the agent's init, end ``u
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from autorecovery import failpoints
@@ -17,7 +18,7 @@ from autorecovery.adapters.store.db import Conn
 from autorecovery.services import Clock
 from autorecovery.services.activation.accounting import Accounting
 from autorecovery.services.activation.core import CloseWrites, FencedActivations
-from autorecovery.services.activation.host_init import HostEnd, Subject, run_init
+from autorecovery.services.activation.host_init import HostEnd, InitWait, Subject, run_init
 from autorecovery.services.activation.kinds import ActivationRef, Closing, Naming, Outcome, Run
 from models.assessment import Assessment, assess
 from models.domain import (
@@ -52,7 +53,9 @@ class HostKind(Naming):
         clock: Clock,
         report_max_age_s: float,
         failpoints: str = "",
+        wait: InitWait = InitWait(),  # noqa: B008 - frozen, shared safely
     ) -> None:
+        self.wait = wait
         self.core = core
         self.repos = repos
         self.agents = agents
@@ -101,7 +104,7 @@ class HostKind(Naming):
         return bool(self.repos.hosts.raise_fence(conn, object_id, fence, at_least))
 
     def release(self, conn: Conn, ref: ActivationRef, error: str, now: datetime) -> None:
-        """After a give-up, a host left initializing is out again (nobody holds its lock)."""
+        """After a give-up, a host left initializing is out again, and held: an init may run."""
         loaded = self.repos.hosts.get_host(conn, ref.object_id)
         if loaded is None or loaded[0].status is not HostStatus.INITIALIZING:
             return
@@ -130,6 +133,22 @@ class HostKind(Naming):
                     "fence": ref.fence,
                 },
             )
+            # Initializing means the init may have been sent (a soft time limit during it, say).
+            self.hold(conn, ref.object_id, ref.actor, now + timedelta(seconds=self.wait.init_max_s), ref.id)
+
+    def hold(self, conn: Conn, host_id: str, actor: str, until: datetime, activation_id: str) -> None:
+        """No new init to the host before ``until``: an init's outcome was not seen, it may run."""
+        self.repos.hosts.hold_init(conn, host_id, until)
+        self.core.audit(
+            conn,
+            self,
+            host_id,
+            "init_held",
+            actor,
+            "init_outcome_unknown",
+            {"until": until.isoformat(), "activation_id": activation_id},
+        )
+        log.warning("host %s: no new init before %s (init outcome unknown)", host_id, until.isoformat())
 
     # -- the work --------------------------------------------------------------------------
 
@@ -150,6 +169,7 @@ class HostKind(Naming):
         decision = recheck(subject.host, assessment, run.trigger, subject.gates, now, subject.cluster)
         if not decision.is_activate:
             return self._skip(run, subject, decision, assessment)
+        subject = replace(subject, protocol=report.protocol)
         self.core.guard(self, run)
         self._mark_initializing(run, subject)
         failpoints.hit(self.failpoints, "stop_before_init")
@@ -263,6 +283,8 @@ class HostKind(Naming):
                 )
             if end.raise_fence_to is not None:
                 self.repos.hosts.raise_fence(conn, run.object_id, run.fence, end.raise_fence_to)
+            if end.hold_until is not None:
+                self.hold(conn, run.object_id, run.actor, end.hold_until, run.activation_id)
 
         return write
 

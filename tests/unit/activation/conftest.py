@@ -15,7 +15,7 @@ from autorecovery.adapters.agents.fake import FakeAgentClient
 from autorecovery.adapters.locks import ObjectLock
 from autorecovery.adapters.store import Repos
 from autorecovery.adapters.store.activations import ActivationRow
-from autorecovery.services.activation import ActivationService
+from autorecovery.services.activation import ActivationService, InitWait
 from autorecovery.services.fleet import FleetService, HostSpec
 from autorecovery.services.storage import StorageService
 from models.domain import Cluster, Host, HostStatus, StorageDomain
@@ -26,6 +26,7 @@ from tests.fakes.ports import good_report
 T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 MAX_AGE_S = 30.0
 LOCK_TTL_S = 40.0
+INIT_MAX_S = 20.0
 CLUSTER = Cluster("c1", frozenset({"mgmt"}), frozenset({"sd-1"}), "4.5", frozenset({"vmx"}))
 
 
@@ -43,9 +44,12 @@ class World:
     storage: StorageService
 
     def out_host(self, host_id: str = "h1", activation_id: str = "act-1", trigger: str = "auto") -> str:
-        """Register a host that is out but healthy again, and queue its activation."""
-        self.fleet.register_cluster(CLUSTER, "admin")
-        self.fleet.register_hosts([HostSpec(host_id, CLUSTER.id, f"http://{host_id}")], "admin")
+        """Register (once) a host that is out but healthy again, and queue its activation."""
+        with self.db.transaction() as conn:
+            known = self.repos.hosts.get_host(conn, host_id) is not None
+        if not known:
+            self.fleet.register_cluster(CLUSTER, "admin")
+            self.fleet.register_hosts([HostSpec(host_id, CLUSTER.id, f"http://{host_id}")], "admin")
         with self.db.transaction() as conn:
             self.repos.hosts.set_status(conn, host_id, "non_operational", "kvm_not_running", "kvm off", T0)
             self.repos.activations.create_many(
@@ -107,7 +111,10 @@ class World:
 
 
 def make_world(lock_ttl_s: float = LOCK_TTL_S) -> World:
-    """A fresh world; ``lock_ttl_s`` short for tests where a lock must expire in real time."""
+    """A fresh world; ``lock_ttl_s`` short for tests where a lock must expire in real time.
+
+    Waiting for an init's outcome moves the fixed clock instead of sleeping.
+    """
     memory = MemoryDatabase()
     repos = memory_repos(memory)
     db: Any = memory  # stands in for autorecovery.adapters.store.Database
@@ -137,6 +144,7 @@ def make_world(lock_ttl_s: float = LOCK_TTL_S) -> World:
             report_max_age_s=MAX_AGE_S,
             clock=clock,
             repos=repos,
+            wait=InitWait(init_max_s=INIT_MAX_S, poll_s=1.0, sleep=clock.advance),
         ),
         storage=StorageService(
             db,
