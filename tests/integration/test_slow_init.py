@@ -7,6 +7,8 @@ Two workers, duplicate ticks every half second, every init slower than
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -63,3 +65,32 @@ def test_slow_inits_on_v1_agents_never_overlap_and_every_host_ends_up(
     finally:
         for proc in procs:
             proc.stop()
+
+
+KILLED = {**SLOW, "AUTORECOVERY_INIT_TIMEOUT_S": "5", "AUTORECOVERY_INIT_MAX_S": "5"}
+
+
+def test_a_worker_killed_during_init_is_taken_over_once_its_lock_expires(
+    sim: Any, servers: Any, logs: Path, app_module: Any, deps: Any
+) -> None:
+    client = sim(hosts=1)
+    client.inject("init_delay", hosts=["h-0001"], seconds=INIT_DELAY_S)
+    proc = start_worker(servers.env(**KILLED), logs, concurrency=1, name="killed")
+    try:
+        send_ticks(app_module, deps)
+        wait_for(lambda: host_status(deps, "h-0001")["status"] == "initializing", 20, "the init to start")
+        wait_for(lambda: len(client.inits("h-0001")) == 1, 10, "the init call")
+        [child] = proc.children()
+        os.kill(child, signal.SIGKILL)  # the pool process dies mid-init; its message is requeued
+
+        # The redelivery waits for the dead holder's lock (its TTL), then takes over.
+        wait_for(lambda: host_status(deps, "h-0001")["status"] == "up", 60, "the takeover")
+        with deps.db.transaction() as conn:
+            acts = conn.execute("SELECT state, outcome, fence FROM activations").fetchall()
+        assert [(a["state"], a["outcome"]) for a in acts] == [("succeeded", "up")]
+        fences = [c["fence"] for c in client.inits("h-0001")]
+        assert len(fences) == 2 and fences[1] > fences[0]
+        assert client.overlaps()["count"] == 0
+        assert "LockBusyRetry" in proc.log() or "retrying in" in proc.log()
+    finally:
+        proc.stop()
