@@ -15,10 +15,10 @@ from autorecovery.adapters.store import PG_REPOS, Repos
 from autorecovery.adapters.store.db import Database
 from autorecovery.services import Clock
 from autorecovery.services.activation.accounting import Accounting, RecoverySafety
-from autorecovery.services.activation.core import FencedActivations, LockBusyRetry
+from autorecovery.services.activation.core import FencedActivations
 from autorecovery.services.activation.host_init import InitWait
 from autorecovery.services.activation.hosts import HostKind
-from autorecovery.services.activation.kinds import Outcome
+from autorecovery.services.activation.kinds import LockBusyRetry, Outcome
 
 __all__ = ["ActivationService", "FencedActivations", "InitWait", "LockBusyRetry", "Outcome", "RecoverySafety"]
 

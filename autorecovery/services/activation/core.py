@@ -19,7 +19,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from autorecovery.adapters.locks import ObjectLock, holder_token, remaining_ttl_s
 from autorecovery.adapters.store.db import Conn, Database
 from autorecovery.services import Clock
-from autorecovery.services.activation.kinds import ActivationRef, Closing, Kind, Outcome, Run
+from autorecovery.services.activation.kinds import ActivationRef, Closing, Kind, LockBusyRetry, Outcome, Run
 from models.domain import IN_FLIGHT_STATES, ActivationState, Reason, Trigger
 from models.errors import LockLost, LockServiceUnavailable, StaleFence, StoreUnavailable
 from models.policy import Skip
@@ -30,14 +30,6 @@ CloseWrites = Callable[[Conn, datetime], None]
 
 #: Shortest wait before a redelivery looks at a busy lock again.
 MIN_BUSY_WAIT_S = 1.0
-
-
-class LockBusyRetry(LockServiceUnavailable):
-    """Another delivery of this activation (or its dead predecessor) holds the object's lock."""
-
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 class FencedActivations:

@@ -101,25 +101,13 @@ class DomainKind(Naming):
         for target in targets:
             tried.append(target["id"])
             self.core.guard(self, run)
-            try:
-                result = self.agents.connect_storage_domain(
-                    Target(target["id"], target["agent_url"]), run.object_id, run.fence, run.activation_id
-                )
-            except StaleFence as exc:
-                return self._close(
-                    run, ok=False, detail=f"host {target['id']} refused fence {run.fence}: {exc}"
-                )
-            except InitOutcomeUnknown as exc:
-                unknown.append(target["id"])
-                log.warning(
-                    "storage domain %s: connect through %s unseen: %s", run.object_id, target["id"], exc
-                )
-                continue
-            except (AgentUnavailable, AgentBusy) as exc:
-                log.warning("storage domain %s: %s did not connect it: %s", run.object_id, target["id"], exc)
-                continue
-            if result.ok:
+            answer = self._connect(run, Target(target["id"], target["agent_url"]))
+            if answer == "ok":
                 return self._close(run, ok=True, detail=f"connected through host {target['id']}")
+            if answer == "unknown":
+                unknown.append(target["id"])
+            elif answer != "no":
+                return self._close(run, ok=False, detail=answer)
         if unknown:
             closing = Closing(
                 ActivationState.ABANDONED,
@@ -130,6 +118,22 @@ class DomainKind(Naming):
         return self._close(
             run, ok=False, detail=f"no host could connect it (tried: {', '.join(tried) or 'none'})"
         )
+
+    def _connect(self, run: Run, target: Target) -> str:
+        """Ask one host: "ok", "no" (try the next), "unknown" (unseen), or why to stop."""
+        try:
+            result = self.agents.connect_storage_domain(target, run.object_id, run.fence, run.activation_id)
+        except StaleFence as exc:
+            return f"host {target.host_id} refused fence {run.fence}: {exc}"
+        except InitOutcomeUnknown as exc:
+            log.warning(
+                "storage domain %s: connect through %s unseen: %s", run.object_id, target.host_id, exc
+            )
+            return "unknown"
+        except (AgentUnavailable, AgentBusy) as exc:
+            log.warning("storage domain %s: %s did not connect it: %s", run.object_id, target.host_id, exc)
+            return "no"
+        return "ok" if result.ok else "no"
 
     def _close(self, run: Run, *, ok: bool, detail: str) -> Outcome:
         if not ok:

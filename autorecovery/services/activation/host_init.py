@@ -73,34 +73,15 @@ class HostEnd:
 
 def run_init(kind: HostKind, run: Run, subject: Subject) -> Outcome:
     """Send the init (the caller has just guarded it) and close on the answer."""
-    if run.resumed and subject.is_askable:
-        # An earlier attempt of this activation may have sent its init: ask before a new one.
-        try:
-            earlier = kind.agents.init_status(subject.target, run.activation_id)
-        except AgentUnavailable:
-            earlier = None  # a v2 agent refuses an overlapping init itself (busy)
-        if earlier is not None:
-            log.info(
-                "host %s: activation %s resumed; its init is known to the agent",
-                run.object_id,
-                run.activation_id,
-            )
-            return _after_unseen(kind, run, subject, kind.clock(), earlier)
+    earlier = _earlier_init(kind, run, subject)
+    if earlier is not None:
+        log.info("host %s: activation %s resumed; the agent knows its init", run.object_id, run.activation_id)
+        return _after_unseen(kind, run, subject, kind.clock(), earlier)
     sent_at = kind.clock()
     try:
         result = kind.agents.init(subject.target, run.fence, run.activation_id)
     except StaleFence as exc:
-        log.warning(
-            "host %s: agent refused fence %s (highest accepted %s)", run.object_id, run.fence, exc.highest
-        )
-        # If PostgreSQL still has our fence, its counter is behind the agent's (a restored
-        # database): record the failure and move the counter past the agent's.
-        detail = f"agent refused fence {run.fence}: {exc}"
-        closing = Closing(
-            ActivationState.FAILED, "stale_fence", detail, reason=Reason.ACTIVATION_FAILED.value
-        )
-        end = HostEnd(HostStatus.NON_OPERATIONAL, raise_fence_to=exc.highest)
-        return kind.core.close(kind, run, closing, kind.writes(run, subject, closing, end))
+        return _refused(kind, run, subject, exc)
     except AgentBusy as exc:
         # Another init runs on the host: a hold, not a failure; the host goes back as it was.
         log.info("host %s: agent busy with activation %s; not charged", run.object_id, exc.activation_id)
@@ -117,6 +98,28 @@ def run_init(kind: HostKind, run: Run, subject: Subject) -> Outcome:
         log.warning("host %s: activation %s init outcome unknown: %s", run.object_id, run.activation_id, exc)
         return _after_unseen(kind, run, subject, sent_at, None)
     return conclude(kind, run, subject, result)
+
+
+def _earlier_init(kind: HostKind, run: Run, subject: Subject) -> InitStatus | None:
+    """What a v2 agent knows of an init an earlier attempt of this activation may have sent."""
+    if not (run.resumed and subject.is_askable):
+        return None
+    try:
+        return kind.agents.init_status(subject.target, run.activation_id)
+    except AgentUnavailable:
+        return None  # a v2 agent refuses an overlapping init itself (busy)
+
+
+def _refused(kind: HostKind, run: Run, subject: Subject, exc: StaleFence) -> Outcome:
+    log.warning(
+        "host %s: agent refused fence %s (highest accepted %s)", run.object_id, run.fence, exc.highest
+    )
+    # If PostgreSQL still has our fence, its counter is behind the agent's (a restored
+    # database): record the failure and move the counter past the agent's.
+    detail = f"agent refused fence {run.fence}: {exc}"
+    closing = Closing(ActivationState.FAILED, "stale_fence", detail, reason=Reason.ACTIVATION_FAILED.value)
+    end = HostEnd(HostStatus.NON_OPERATIONAL, raise_fence_to=exc.highest)
+    return kind.core.close(kind, run, closing, kind.writes(run, subject, closing, end))
 
 
 def _after_unseen(

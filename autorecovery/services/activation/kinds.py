@@ -9,6 +9,15 @@ from typing import Any, Protocol
 from autorecovery.adapters.locks import ObjectLock
 from autorecovery.adapters.store.db import Conn
 from models.domain import ActivationState, Reason, Trigger
+from models.errors import LockServiceUnavailable
+
+
+class LockBusyRetry(LockServiceUnavailable):
+    """Another delivery of this activation (or its dead predecessor) holds the object's lock."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True, slots=True)
