@@ -20,6 +20,7 @@ from celery import Task
 
 from autorecovery.services.activation import LockBusyRetry, Outcome
 from models.errors import ActivationFailed, TransientError
+from workers import container
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +71,8 @@ class ActivationTask(Task):  # type: ignore[misc]
         """Give up on an activation that did not record its own end."""
         if isinstance(exc, ActivationFailed):
             return
-        from workers import container  # the app module imports this one
-
         service = getattr(container(), self.service_name)
-        error = f"retries exhausted: {exc}" if self.request.retries else f"{type(exc).__name__}: {exc}"
+        error = f"retries exhausted: {exc}" if isinstance(exc, TransientError) else f"{type(exc).__name__}: {exc}"
         try:
             service.give_up(kwargs["activation_id"], kwargs[self.object_kwarg], error)
         except Exception:  # a process boundary: the reaper closes it later
