@@ -72,7 +72,9 @@ class ActivationTask(Task):  # type: ignore[misc]
         if isinstance(exc, ActivationFailed):
             return
         service = getattr(container(), self.service_name)
-        error = f"retries exhausted: {exc}" if isinstance(exc, TransientError) else f"{type(exc).__name__}: {exc}"
+        error = (
+            f"retries exhausted: {exc}" if isinstance(exc, TransientError) else f"{type(exc).__name__}: {exc}"
+        )
         try:
             service.give_up(kwargs["activation_id"], kwargs[self.object_kwarg], error)
         except Exception:  # a process boundary: the reaper closes it later
