@@ -15,11 +15,11 @@ import pytest
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-import workers
-import workers.tasks  # noqa: F401 - registers the tasks
 from autorecovery.services.activation import LockBusyRetry, Outcome
 from models.errors import ActivationFailed, StoreUnavailable
-from workers import ACTIVATION_TASK, STORAGE_TASK, app
+
+ACTIVATION_TASK = "autorecovery.init_vds_on_up"
+STORAGE_TASK = "autorecovery.activate_storage_domain"
 
 
 @dataclass
@@ -62,10 +62,15 @@ def outcome(code: str, *, failed: bool = False) -> Callable[[int], Outcome]:
 
 @pytest.fixture
 def harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Harness]]:
+    # Imported here, not at collection: importing ``workers`` reads the settings once for the
+    # whole session, and the integration tests set the environment for them first.
+    import workers
+    import workers.tasks  # noqa: F401 - registers the tasks
+
     def make(script: Callable[[int], Outcome], task_name: str = ACTIVATION_TASK) -> Harness:
         service = ScriptedService(script)
         monkeypatch.setattr(workers, "_container", SimpleNamespace(activation=service, storage=service))
-        task = app.tasks[task_name]
+        task = workers.app.tasks[task_name]
         countdowns: list[float] = []
         real_retry = task.retry
 
