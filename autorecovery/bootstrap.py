@@ -20,7 +20,7 @@ from autorecovery.adapters.locks import ObjectLock
 from autorecovery.adapters.store import PG_REPOS, Database
 from autorecovery.ports import AgentClient, Enqueuer, Lock, Repos
 from autorecovery.services import Clock, utcnow
-from autorecovery.services.activation import ActivationService, RecoverySafety
+from autorecovery.services.activation import ActivationService, InitWait, RecoverySafety
 from autorecovery.services.fleet import FleetService
 from autorecovery.services.monitoring import BatchSender, MonitoringService, TickConfig
 from autorecovery.services.safety import SafetyService
@@ -195,6 +195,7 @@ class Tuning:
     recovery: RecoverySafety | None = None
     rng: random.Random | None = None
     redis_ping: Callable[[], bool] | None = None
+    wait: InitWait | None = None
 
 
 def build_services(
@@ -241,6 +242,7 @@ def build_services(
             clock=clock,
             repos=repos,
             failpoints=settings.failpoints,
+            wait=tuning.wait or InitWait(init_max_s=settings.effective_init_max_s),
             safety=tuning.recovery or recovery_safety(settings),
             rng=tuning.rng,
         ),

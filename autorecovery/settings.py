@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     agent_timeout_s: float = Field(2.0, gt=0, description="timeout of a report pull")
     agent_concurrency: int = Field(200, ge=1, le=5_000, description="report pulls at once")
     init_timeout_s: float = Field(20.0, gt=0, description="timeout of an agent's init call")
+    init_max_s: float | None = Field(
+        None,
+        gt=0,
+        description="longest an init may run (unset: the init timeout): after an unseen outcome a v2 "
+        "agent is asked until then, a v1 agent's host gets no new init until then",
+    )
     agent_retries: int = Field(3, ge=0, le=10, description="retries of a failed agent call")
 
     lock_ttl_s: float = Field(40.0, gt=0, description="host lock TTL, renewed while running")
@@ -122,8 +128,14 @@ class Settings(BaseSettings):
             ),
             (
                 "init_timeout_s",
-                self.init_timeout_s < self.activation_soft_limit_s,
-                "must be below AUTORECOVERY_ACTIVATION_SOFT_LIMIT_S",
+                self.init_timeout_s <= self.effective_init_max_s,
+                "must not be above AUTORECOVERY_INIT_MAX_S (the longest an init may run)",
+            ),
+            (
+                "init_max_s" if self.init_max_s is not None else "init_timeout_s",
+                self.effective_init_max_s < self.activation_soft_limit_s,
+                "must be below AUTORECOVERY_ACTIVATION_SOFT_LIMIT_S, so that an activation can wait "
+                "for an init's outcome within its time limits",
             ),
             (
                 "visibility_timeout_s",
@@ -157,6 +169,11 @@ class Settings(BaseSettings):
     def tick_deadline_s(self) -> float:
         """A tick unfinished after this is abandoned by the next one, which takes over."""
         return max(3 * self.tick_interval_s, 10.0)
+
+    @property
+    def effective_init_max_s(self) -> float:
+        """The longest an init may run: its own setting, else the init call's timeout."""
+        return self.init_max_s if self.init_max_s is not None else self.init_timeout_s
 
     @property
     def reap_running_after_s(self) -> float:

@@ -114,6 +114,8 @@ class Host:
     next_attempt_at: datetime | None = None
     quarantined_at: datetime | None = None
     error_until: datetime | None = None
+    #: No new init before this time: an earlier init's outcome was not seen (v1 agent).
+    init_hold_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,10 @@ class LockServiceUnavailable(TransientError):
     """Redis could not be reached for a lock operation."""
 
 
+class LockLost(LockServiceUnavailable):
+    """The object's lock is no longer ours: no side effect may follow."""
+
+
 class AgentUnavailable(TransientError):
     """A host agent did not answer in time or could not be reached."""
 
@@ -45,6 +49,10 @@ class InitOutcomeUnknown(TransientError):
 
 class BrokerUnavailable(TransientError):
     """The Celery broker refused or could not take a message."""
+
+
+class ActivationFailed(PermanentError):
+    """An activation ended failed, already recorded; raised so that task monitors show it failed."""
 
 
 class BadReport(PermanentError):

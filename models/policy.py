@@ -36,6 +36,7 @@ class Skip(StrEnum):
     ERROR_PERIOD = "error_period"
     STORAGE_DOMAIN_INACTIVE = "storage_domain_inactive"
     UNTRACKED_INIT = "untracked_init"
+    INIT_OUTCOME_UNKNOWN = "init_outcome_unknown"
 
 
 ACTIVATE = "activate"
@@ -137,6 +138,13 @@ def decide(
         return skip(Skip.MAINTENANCE, "host is in maintenance; only an admin activates it")
     if host.status is HostStatus.INITIALIZING or host.in_flight:
         return skip(Skip.ACTIVATION_IN_FLIGHT, "an activation is queued or running")
+    if now is not None and host.init_hold_until is not None and now < host.init_hold_until:
+        # A safety hold, for an admin too: a second init must never overlap one still running.
+        return skip(
+            Skip.INIT_OUTCOME_UNKNOWN,
+            "an earlier init's outcome was not seen and it may still run on the host (v1 agent); "
+            f"no new init before {host.init_hold_until.isoformat()}",
+        )
     if trigger is Trigger.MANUAL:
         return Decision(host.id, ACTIVATE, "activation requested by an admin")
     if host.status is HostStatus.ERROR:

@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from typing import Any
 
 import redis
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
 
 from autorecovery.adapters import keys
 from autorecovery.services.monitoring import BatchSpec
-from models.errors import TransientError
 from workers import ACTIVATION_TASK, BATCH_TASK, STORAGE_TASK, TICK_TASK, app, container
+from workers.base import ActivationTask
 
 log = logging.getLogger(__name__)
 
 LAST_TICK_TTL_S = 24 * 3600
 TICK_HISTORY_LEN = 100
-
-
-def backoff_s(retries: int, cap_s: float = 30.0) -> float:
-    """Exponential backoff with full jitter for the ``retries``-th retry."""
-    return random.uniform(0, min(cap_s, 2.0 ** (retries + 1)))
 
 
 def publish_tick(client: redis.Redis, summary: dict[str, Any], *, last: bool) -> None:
@@ -72,39 +65,20 @@ def monitoring_batch(self: Task, tick_id: str, idx: int, lo: str, hi: str | None
 
 
 @app.task(  # type: ignore[untyped-decorator]
-    name=ACTIVATION_TASK, bind=True, acks_late=True, reject_on_worker_lost=True
+    name=ACTIVATION_TASK, bind=True, base=ActivationTask, object_kwarg="host_id", service_name="activation"
 )
 def init_vds_on_up(
-    self: Task, host_id: str, activation_id: str, trigger: str = "auto", actor: str = "auto"
+    self: ActivationTask, host_id: str, activation_id: str, trigger: str = "auto", actor: str = "auto"
 ) -> dict[str, Any]:
     """Activate one host under its lock and fencing token."""
-    service = container().activation
-    try:
-        return service.run(activation_id, host_id).as_dict()
-    except SoftTimeLimitExceeded:
-        service.give_up(activation_id, host_id, "activation exceeded its time limit")
-        raise
-    except TransientError as exc:
-        if self.request.retries >= (self.max_retries or 0):
-            service.give_up(activation_id, host_id, f"retries exhausted: {exc}")
-            raise
-        log.warning("host %s: activation %s retrying: %s", host_id, activation_id, exc)
-        raise self.retry(exc=exc, countdown=backoff_s(self.request.retries)) from exc
+    return self.settle(lambda: container().activation.run(activation_id, host_id))
 
 
 @app.task(  # type: ignore[untyped-decorator]
-    name=STORAGE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True
+    name=STORAGE_TASK, bind=True, base=ActivationTask, object_kwarg="sd_id", service_name="storage"
 )
 def activate_storage_domain(
-    self: Task, sd_id: str, activation_id: str, trigger: str = "auto", actor: str = "auto"
+    self: ActivationTask, sd_id: str, activation_id: str, trigger: str = "auto", actor: str = "auto"
 ) -> dict[str, Any]:
     """Activate one storage domain under its lock and fencing token."""
-    service = container().storage
-    try:
-        return service.run(activation_id, sd_id)
-    except TransientError as exc:
-        if self.request.retries >= (self.max_retries or 0):
-            service.give_up(activation_id, sd_id, f"retries exhausted: {exc}")
-            raise
-        log.warning("storage domain %s: activation %s retrying: %s", sd_id, activation_id, exc)
-        raise self.retry(exc=exc, countdown=backoff_s(self.request.retries)) from exc
+    return self.settle(lambda: container().storage.run(activation_id, sd_id))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from types import TracebackType
 
 import redis
@@ -34,10 +35,16 @@ class ObjectLock:
         raw = self._lock.local.token
         return raw.decode() if isinstance(raw, bytes) else raw
 
-    def acquire(self) -> bool:
-        """Try once to take the lock; False when someone else holds it."""
+    def acquire(self, owner: str = "") -> bool:
+        """Try once to take the lock; False when someone else holds it.
+
+        Args:
+            owner: prefix of the random token, so that a holder can be recognised (an
+                activation's id: another delivery of the same activation sees it is the holder).
+        """
+        token = f"{owner}:{uuid.uuid4().hex}" if owner else None
         try:
-            return bool(self._lock.acquire(blocking=False))
+            return bool(self._lock.acquire(blocking=False, token=token))
         except redis.RedisError as exc:
             raise LockServiceUnavailable(f"cannot take lock {self.key}: {exc}") from exc
 
@@ -73,6 +80,19 @@ class ObjectLock:
             self._renewer.stop()
             self._renewer = None
 
+    def is_owned(self) -> bool:
+        """Ask Redis now whether the lock is still ours; False when lost or Redis cannot say.
+
+        The renewal thread notices a loss only at its next renewal: a side effect needs this.
+        """
+        if self.is_lost:
+            return False
+        try:
+            return bool(self._lock.owned())
+        except redis.RedisError as exc:
+            log.warning("lock %s: cannot check ownership: %s", self.key, exc)
+            return False
+
     @property
     def is_lost(self) -> bool:
         """True when a renewal found the lock no longer ours."""
@@ -99,6 +119,16 @@ def holder_token(client: redis.Redis, key: str) -> str | None:
     if raw is None:
         return None
     return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def remaining_ttl_s(client: redis.Redis, key: str) -> float | None:
+    """Seconds until a held lock expires by itself; None when the lock is free."""
+    try:
+        pttl = int(client.pttl(key))
+    except redis.RedisError as exc:
+        raise LockServiceUnavailable(f"cannot read lock {key}: {exc}") from exc
+    # -2: no such key (free); -1: a key without expiry, which no lock of ours leaves.
+    return None if pttl == -2 else max(pttl, 0) / 1000.0
 
 
 class _Renewer(threading.Thread):

@@ -1,4 +1,4 @@
-"""Storage domains: operator operations and ``activate_storage_domain`` under its own lock and fence.
+"""Storage domains: operator operations, and ``activate_storage_domain`` on the fenced core.
 
 A domain that no up host reaches goes ``inactive``; when monitoring shows it reachable again the
 tick queues its activation: the agents of hosts that reach it are asked to connect it, under
@@ -16,16 +16,17 @@ from typing import Any
 
 import redis
 
-from autorecovery.adapters import keys
-from autorecovery.adapters.agents import AgentClient, Target
-from autorecovery.adapters.locks import ObjectLock
+from autorecovery.adapters.agents import AgentClient
 from autorecovery.adapters.store import PG_REPOS, Repos
 from autorecovery.adapters.store.db import Database
 from autorecovery.ports import DomainActivationRow
 from autorecovery.services import Clock, Enqueuer
+from autorecovery.services.activation.core import FencedActivations
+from autorecovery.services.activation.domains import DomainKind
+from autorecovery.services.activation.kinds import Outcome
 from autorecovery.services.audit import Trail
 from models.domain import DomainStatus, StorageDomain, Trigger
-from models.errors import AgentUnavailable, BrokerUnavailable, Conflict, NotFound, StaleFence
+from models.errors import BrokerUnavailable, Conflict, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ class StorageService:
         self.lock_ttl_s = lock_ttl_s
         self.report_max_age_s = report_max_age_s
         self.repos = repos
+        self.core = FencedActivations(db, redis_client, clock=clock, lock_ttl_s=lock_ttl_s)
+        self.domains = DomainKind(self.core, repos, agents, clock=clock, report_max_age_s=report_max_age_s)
 
     # -- operator operations -----------------------------------------------------------------
 
@@ -192,177 +195,20 @@ class StorageService:
                     )
             raise
 
-    # -- the activation ---------------------------------------------------------------------
+    # -- the activation (on the fenced core) -----------------------------------------------
 
-    def run(self, activation_id: str, sd_id: str) -> dict[str, Any]:
-        """Activate a domain under its lock and fence: connect it through a host that reaches it."""
-        lock = ObjectLock(self.redis, keys.storage_domain_lock(sd_id), self.lock_ttl_s)
-        if not lock.acquire():
-            return self._skip_busy(activation_id, sd_id)
-        try:
-            lock.start_renewing()
-            return self._run_locked(activation_id, sd_id)
-        finally:
-            lock.release()
+    def run(self, activation_id: str, sd_id: str) -> Outcome:
+        """Activate a domain under its lock and fence: connect it through a host that reaches it.
 
-    def _skip_busy(self, activation_id: str, sd_id: str) -> dict[str, Any]:
-        """A busy lock is a normal outcome: the activation is closed as skipped, and audited."""
-        now = self.clock()
-        with self.db.transaction() as conn:
-            act = self.repos.storage.get_activation(conn, activation_id)
-            if self.repos.storage.finish_activation(
-                conn,
-                activation_id,
-                state="skipped",
-                outcome="lock_busy",
-                detail="another activation holds the lock",
-                now=now,
-                fence=None,
-            ):
-                self.repos.audit.add(
-                    conn,
-                    at=now,
-                    object_type="storage_domain",
-                    object_id=sd_id,
-                    event="activation_skipped",
-                    actor=act["actor"] if act else "auto",
-                    reason="lock_busy",
-                    details={"activation_id": activation_id},
-                )
-        log.info("storage domain %s: activation %s skipped: lock busy", sd_id, activation_id)
-        return {"sd_id": sd_id, "outcome": "lock_busy"}
+        Raises:
+            LockBusyRetry: another delivery of this activation holds the domain's lock.
+            TransientError: Redis or PostgreSQL failed before the outcome was recorded.
+        """
+        return self.core.run(self.domains, activation_id, sd_id)
 
-    def give_up(self, activation_id: str, sd_id: str, error: str) -> None:
-        """Close a domain activation whose retries ran out, bumping the domain's fence."""
-        now = self.clock()
-        with self.db.transaction() as conn:
-            act = self.repos.storage.get_activation(conn, activation_id)
-            if act is None or act["state"] not in ("queued", "running"):
-                return
-            self.repos.storage.finish_activation(
-                conn,
-                activation_id,
-                state="failed",
-                outcome="gave_up",
-                detail=error[:500],
-                now=now,
-                fence=act["fence"],
-            )
-            self.repos.audit.add(
-                conn,
-                at=now,
-                object_type="storage_domain",
-                object_id=sd_id,
-                event="activation_failed",
-                actor=act["actor"],
-                reason="gave_up",
-                details={"activation_id": activation_id, "error": error[:500]},
-            )
-        log.error("storage domain %s: activation %s gave up: %s", sd_id, activation_id, error)
-
-    def _run_locked(self, activation_id: str, sd_id: str) -> dict[str, Any]:
-        now = self.clock()
-        fresh = now - timedelta(seconds=self.report_max_age_s)
-        with self.db.transaction() as conn:
-            act = self.repos.storage.get_activation(conn, activation_id)
-            fence = self.repos.storage.begin_activation(conn, activation_id, now)
-            targets = self.repos.storage.connect_targets(conn, sd_id, fresh)
-            if fence is not None and act is not None:
-                self.repos.audit.add(
-                    conn,
-                    at=now,
-                    object_type="storage_domain",
-                    object_id=sd_id,
-                    event="activation_started",
-                    actor=act["actor"],
-                    reason=act["trigger"],
-                    details={"activation_id": activation_id, "fence": fence},
-                )
-        if fence is None or act is None:
-            return {"sd_id": sd_id, "outcome": "duplicate"}
-        log.info(
-            "storage domain %s: activation %s started (fence %s, %d candidate hosts)",
-            sd_id,
-            activation_id,
-            fence,
-            len(targets),
-        )
-        tried: list[str] = []
-        for target in targets:
-            tried.append(target["id"])
-            try:
-                result = self.agents.connect_storage_domain(
-                    Target(target["id"], target["agent_url"]), sd_id, fence, activation_id
-                )
-            except StaleFence as exc:
-                log.warning(
-                    "storage domain %s: agent of %s refused fence %s: %s", sd_id, target["id"], fence, exc
-                )
-                return self._close(
-                    activation_id, sd_id, fence, act["actor"], ok=False, detail=f"stale fence {fence}: {exc}"
-                )
-            except AgentUnavailable as exc:
-                log.warning("storage domain %s: %s did not answer: %s", sd_id, target["id"], exc)
-                continue
-            if result.ok:
-                return self._close(
-                    activation_id,
-                    sd_id,
-                    fence,
-                    act["actor"],
-                    ok=True,
-                    detail=f"connected through host {target['id']}",
-                )
-        return self._close(
-            activation_id,
-            sd_id,
-            fence,
-            act["actor"],
-            ok=False,
-            detail=f"no host could connect it (tried: {', '.join(tried) or 'none'})",
-        )
-
-    def _close(
-        self, activation_id: str, sd_id: str, fence: int, actor: str, *, ok: bool, detail: str
-    ) -> dict[str, Any]:
-        now = self.clock()
-        try:
-            with self.db.transaction() as conn:
-                if not self.repos.storage.finish_activation(
-                    conn,
-                    activation_id,
-                    state="succeeded" if ok else "failed",
-                    outcome="active" if ok else "failed",
-                    detail=detail,
-                    now=now,
-                    fence=fence,
-                ):
-                    raise StaleFence(f"activation {activation_id} lost fence {fence}")
-                if ok and not self.repos.storage.set_status(
-                    conn, sd_id, DomainStatus.ACTIVE.value, detail, now, fence=fence
-                ):
-                    raise StaleFence(f"storage domain {sd_id}: fence {fence} superseded")
-                self.repos.audit.add(
-                    conn,
-                    at=now,
-                    object_type="storage_domain",
-                    object_id=sd_id,
-                    event="activation_succeeded" if ok else "activation_failed",
-                    actor=actor,
-                    reason="active" if ok else "failed",
-                    details={"activation_id": activation_id, "fence": fence, "detail": detail},
-                )
-        except StaleFence as exc:
-            log.warning("storage domain %s: activation %s wrote nothing: %s", sd_id, activation_id, exc)
-            return {"sd_id": sd_id, "outcome": "stale_fence"}
-        log.info(
-            "storage domain %s: activation %s %s: %s",
-            sd_id,
-            activation_id,
-            "succeeded" if ok else "failed",
-            detail,
-        )
-        return {"sd_id": sd_id, "outcome": "active" if ok else "failed", "detail": detail}
+    def give_up(self, activation_id: str, sd_id: str, error: str) -> bool:
+        """Close a domain activation whose retries ran out, unless a live holder has its lock."""
+        return self.core.give_up(self.domains, activation_id, sd_id, error)
 
 
 def _activation_json(row: DomainActivationRow | None) -> dict[str, Any] | None:

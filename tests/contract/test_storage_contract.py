@@ -346,3 +346,15 @@ def test_deleting_a_host_deletes_its_charges(backend: Backend) -> None:
         assert backend.repos.hosts.delete_host(conn, "h1")
         counts: Any = backend.repos.vmruns.recent_charges(conn, T0)
     assert counts == {"h2": 1}
+
+
+def test_raise_fence_moves_a_domains_fence_up_only_from_the_given_one(backend: Backend) -> None:
+    fleet(backend, {})
+    with tx(backend) as conn:
+        assert not backend.repos.storage.raise_fence(conn, "sd-1", 7, 9)
+        assert backend.repos.storage.raise_fence(conn, "sd-1", 0, 3)
+        assert not backend.repos.storage.raise_fence(conn, "ghost", 0, 3)
+    assert domain(backend, "sd-1").fence == 3
+    with tx(backend) as conn:
+        assert backend.repos.storage.raise_fence(conn, "sd-1", 3, 1)
+    assert domain(backend, "sd-1").fence == 3

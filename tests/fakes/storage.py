@@ -262,6 +262,14 @@ class MemoryStorage(Repo):
         row.update(state=state, outcome=outcome, detail=detail, ended_at=now)
         return True
 
+    def raise_fence(self, conn: Any, sd_id: str, fence: int, at_least: int) -> bool:
+        """Move a domain's fence counter up to ``at_least`` while it is still ``fence``."""
+        domain = self._state(conn, plain=[sd_id]).storage_domains.get(sd_id)
+        if domain is None or domain["fence"] != fence:
+            return False
+        domain["fence"] = max(domain["fence"], at_least)
+        return True
+
     def reap_activations(
         self, conn: Any, *, now: datetime, queued_ttl_s: float, running_ttl_s: float
     ) -> int:

@@ -61,6 +61,7 @@ HOST_COLUMNS = (
     "quarantine_reason",
     "subject",
     "error_until",
+    "init_hold_until",
 )
 #: Columns of ``reports`` that the host query joins as ``r_<column>``.
 REPORT_COLUMNS = (
@@ -180,6 +181,7 @@ class MemoryHosts(Repo):
             "subject": None,
             "error_until": None,
             "agent_fence_pending": False,
+            "init_hold_until": None,
         }
         return True
 
@@ -378,6 +380,14 @@ class MemoryHosts(Repo):
                 host["agent_fence_pending"] = False
                 cleared += 1
         return cleared
+    def hold_init(self, conn: Any, host_id: str, until: datetime) -> bool:
+        """Give a host no new init before ``until``; never shortens a hold."""
+        host = self._state(conn, plain=[host_id]).hosts.get(host_id)
+        if host is None:
+            return False
+        held = host["init_hold_until"]
+        host["init_hold_until"] = until if held is None else max(held, until)
+        return True
 
     def delete_host(self, conn: Any, host_id: str) -> bool:
         """Delete a host with no activation in flight; return True when deleted."""

@@ -111,3 +111,33 @@ def test_flower_refuses_requests_without_the_password(flower: Flower) -> None:
     # The orchestrators' probe (deploy/kubernetes/flower.yaml) needs no credentials.
     probe = httpx.get(flower.base_url + "/healthcheck", timeout=10.0)
     assert (probe.status_code, probe.text) == (200, "OK")
+
+
+def test_a_failed_activation_is_a_failure_in_flower_not_a_success(
+    sim: Any, worker: Proc, deps: Any, api: ApiServer, flower: Flower  # noqa: F811 - fixture
+) -> None:
+    client = sim(hosts=2)
+    client.inject("init_fail", hosts=["h-0001"], reason="kvm_not_running", detail="kvm module missing")
+    with api.client("alice") as http:
+        answer = http.post("/api/v1/hosts/h-0001/activate")
+    assert answer.status_code == 202, answer.text
+    task_id = answer.json()["task_id"]
+    settle(deps)
+    assert host_status(deps, "h-0001")["reason"] == "kvm_not_running"
+
+    info: dict[str, Any] = {}
+
+    def finished_in_flower() -> bool:
+        found = flower.get(f"/api/task/info/{task_id}")
+        if found.status_code != 200:
+            return False
+        info.update(found.json())
+        return info.get("state") in ("SUCCESS", "FAILURE")
+
+    wait_for(finished_in_flower, 30, f"Flower to show task {task_id} finished")
+    assert info["state"] == "FAILURE", info
+    assert "ActivationFailed" in str(info.get("exception")), info
+    assert "kvm module missing" in str(info.get("exception")), info
+    with deps.db.transaction() as conn:
+        row = conn.execute("SELECT state, outcome FROM activations WHERE id = %s", (task_id,)).fetchone()
+    assert row is not None and (row["state"], row["outcome"]) == ("failed", "failed")

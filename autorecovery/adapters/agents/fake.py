@@ -23,6 +23,13 @@ class FakeAgentClient:
     init_calls: list[tuple[str, int, str]] = field(default_factory=list)
     statuses: dict[str, InitStatus] = field(default_factory=dict)
     fence_calls: list[tuple[str, int]] = field(default_factory=list)
+    connect_results: dict[str, InitResult] = field(default_factory=dict)
+    #: An init to this host is sent (recorded) and then raises this (InitOutcomeUnknown, AgentBusy).
+    init_errors: dict[str, Exception] = field(default_factory=dict)
+    #: Successive answers of ``init_status`` per activation id, before ``statuses`` answers.
+    status_script: dict[str, list[InitStatus | None]] = field(default_factory=dict)
+    status_calls: list[tuple[str, str]] = field(default_factory=list)
+    connect_calls: list[tuple[str, str, int, str]] = field(default_factory=list)
     pulls: int = 0
 
     def pull_reports(self, targets: Sequence[Target], now: datetime) -> list[Report]:
@@ -45,12 +52,18 @@ class FakeAgentClient:
             raise StaleFence(f"agent refused fence {fence}", self.highest_fence[target.host_id])
         self.highest_fence[target.host_id] = fence
         self.init_calls.append((target.host_id, fence, activation_id))
+        if target.host_id in self.init_errors:
+            raise self.init_errors[target.host_id]
         return self.init_results.get(target.host_id, InitResult(ok=True))
 
     def init_status(self, target: Target, activation_id: str) -> InitStatus | None:
-        """Answer from ``statuses``; None when the agent has no record."""
+        """Answer from ``status_script``, then ``statuses``; None when the agent has no record."""
         if target.host_id in self.unavailable:
             raise AgentUnavailable(f"{target.host_id}: ConnectTimeout")
+        self.status_calls.append((target.host_id, activation_id))
+        script = self.status_script.get(activation_id)
+        if script:
+            return script.pop(0)
         return self.statuses.get(activation_id)
 
     def raise_fence(self, target: Target, fence: int) -> int | None:
@@ -65,7 +78,8 @@ class FakeAgentClient:
     def connect_storage_domain(
         self, target: Target, sd_id: str, fence: int, activation_id: str
     ) -> InitResult:
-        """Connect always succeeds unless the host is unavailable."""
+        """Record the call; answer from ``connect_results`` (default ok) unless unavailable."""
         if target.host_id in self.unavailable:
             raise AgentUnavailable(f"{target.host_id}: ConnectTimeout")
-        return InitResult(ok=True)
+        self.connect_calls.append((target.host_id, sd_id, fence, activation_id))
+        return self.connect_results.get(target.host_id, InitResult(ok=True))

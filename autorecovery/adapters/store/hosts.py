@@ -19,7 +19,7 @@ _HOST_WITH_REPORT = """
 SELECT h.id, h.cluster_id, h.agent_url, h.status, h.reason, h.detail, h.autorecovery,
        h.status_changed_at, h.fence, h.last_decision, h.last_decision_detail, h.last_decision_at,
        h.failures, h.next_attempt_at, h.quarantined_at, h.quarantine_reason, h.subject,
-       h.error_until,
+       h.error_until, h.init_hold_until,
        EXISTS (SELECT 1 FROM activations a
                WHERE a.host_id = h.id AND a.state IN ('queued', 'running')) AS in_flight,
        (SELECT a.id FROM activations a
@@ -352,6 +352,16 @@ def clear_fence_pending(conn: Conn, pushed: Sequence[FencePush]) -> int:
         {"rows": Jsonb([{"host_id": p.host_id, "fence": p.fence} for p in pushed])},
     )
     return cur.rowcount
+def hold_init(conn: Conn, host_id: str, until: datetime) -> bool:
+    """Give a host no new init before ``until`` (an init's outcome was not seen); never shortens."""
+    cur = run(
+        conn,
+        """
+        UPDATE hosts SET init_hold_until = GREATEST(init_hold_until, %(until)s) WHERE id = %(id)s
+        """,
+        {"id": host_id, "until": until},
+    )
+    return cur.rowcount == 1
 
 
 def delete_host(conn: Conn, host_id: str) -> bool:

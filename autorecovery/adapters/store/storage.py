@@ -276,6 +276,16 @@ def finish_activation(
     return cur.rowcount == 1
 
 
+def raise_fence(conn: Conn, sd_id: str, fence: int, at_least: int) -> bool:
+    """Move a domain's fence counter up to ``at_least`` while it is still ``fence``."""
+    cur = run(
+        conn,
+        "UPDATE storage_domains SET fence = GREATEST(fence, %(to)s) WHERE id = %(id)s AND fence = %(fence)s",
+        {"id": sd_id, "fence": fence, "to": at_least},
+    )
+    return cur.rowcount == 1
+
+
 def reap_activations(conn: Conn, *, now: datetime, queued_ttl_s: float, running_ttl_s: float) -> int:
     """Abandon domain activations with no result in time, bumping the domain's fence.
 

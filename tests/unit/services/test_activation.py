@@ -267,14 +267,14 @@ def test_give_up_returns_an_initializing_host_to_non_operational(world: World) -
         world.repos.hosts.set_status(conn, "h1", "initializing", None, "x", world.clock(), fence=fence)
     world.activation.give_up(act_id, "h1", "retries exhausted: redis down")
     act = world.act(act_id)
-    assert (act.state, act.outcome) == ("failed", "gave_up")
+    assert (act.state, act.outcome) == ("abandoned", "gave_up")
     h1 = world.host("h1")
     assert (h1.status, h1.reason, h1.detail) == (
         S.NON_OPERATIONAL,
         "activation_failed",
-        "retries exhausted: redis down",
+        "activation gave up: retries exhausted: redis down",
     )
-    assert world.audit(event="activation_failed")[0]["reason"] == "gave_up"
+    assert world.audit(event="activation_abandoned")[0]["reason"] == "gave_up"
     before = copy.deepcopy(world.db.state)
     world.activation.give_up(act_id, "h1", "again")
     assert world.db.state == before

@@ -1,0 +1,68 @@
+"""Activations: one fenced core (``core``) and its two configurations, hosts and storage domains.
+
+Every write of an activation is fenced: it changes nothing unless the object's fence is still the
+token this activation was issued. A holder that lost its lock therefore writes nothing.
+"""
+
+from __future__ import annotations
+
+import random
+
+import redis
+
+from autorecovery.adapters.agents import AgentClient
+from autorecovery.adapters.store import PG_REPOS, Repos
+from autorecovery.adapters.store.db import Database
+from autorecovery.services import Clock
+from autorecovery.services.activation.accounting import Accounting, RecoverySafety
+from autorecovery.services.activation.core import FencedActivations
+from autorecovery.services.activation.host_init import InitWait
+from autorecovery.services.activation.hosts import HostKind
+from autorecovery.services.activation.kinds import LockBusyRetry, Outcome
+
+__all__ = ["ActivationService", "FencedActivations", "InitWait", "LockBusyRetry", "Outcome", "RecoverySafety"]
+
+
+class ActivationService:
+    """Runs host activations (``init_vds_on_up``) on the fenced core."""
+
+    def __init__(
+        self,
+        db: Database,
+        redis_client: redis.Redis,
+        agents: AgentClient,
+        *,
+        lock_ttl_s: float,
+        report_max_age_s: float,
+        clock: Clock,
+        repos: Repos = PG_REPOS,
+        failpoints: str = "",
+        safety: RecoverySafety = RecoverySafety(),  # noqa: B008 - frozen, shared safely
+        rng: random.Random | None = None,
+        wait: InitWait = InitWait(),  # noqa: B008 - frozen, shared safely
+    ) -> None:
+        self.core = FencedActivations(db, redis_client, clock=clock, lock_ttl_s=lock_ttl_s)
+        accounting = Accounting(repos, safety, rng or random.Random())  # noqa: S311 - jitter
+        self.hosts = HostKind(
+            self.core,
+            repos,
+            agents,
+            accounting,
+            clock=clock,
+            report_max_age_s=report_max_age_s,
+            failpoints=failpoints,
+            wait=wait,
+        )
+
+    def run(self, activation_id: str, host_id: str) -> Outcome:
+        """Run one host activation to its end.
+
+        Raises:
+            LockBusyRetry: another delivery of this activation holds the host's lock.
+            TransientError: Redis or PostgreSQL failed before the outcome was recorded.
+        """
+        return self.core.run(self.hosts, activation_id, host_id)
+
+    def give_up(self, activation_id: str, host_id: str, error: str) -> bool:
+        """Close an activation whose retries ran out, unless a live holder has its lock."""
+        return self.core.give_up(self.hosts, activation_id, host_id, error)

@@ -1,0 +1,309 @@
+"""The fenced-activation core: one skeleton for hosts and storage domains.
+
+lock → begin (the fencing token) → renew → the kind's work, each side effect behind ``guard`` →
+fenced close. A busy lock is a skip (another activation) or a retry (another delivery of this
+one); giving up happens only under the lock, so it never closes a live holder's activation.
+Infrastructure outcomes (lock lost, gave up) end ``abandoned`` and charge nobody.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import redis
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from autorecovery.adapters.locks import ObjectLock, holder_token, remaining_ttl_s
+from autorecovery.adapters.store.db import Conn, Database
+from autorecovery.services import Clock
+from autorecovery.services.activation.kinds import ActivationRef, Closing, Kind, LockBusyRetry, Outcome, Run
+from models.domain import IN_FLIGHT_STATES, ActivationState, Reason, Trigger
+from models.errors import LockLost, LockServiceUnavailable, StaleFence, StoreUnavailable
+from models.policy import Skip
+
+log = logging.getLogger(__name__)
+
+CloseWrites = Callable[[Conn, datetime], None]
+
+#: Shortest wait before a redelivery looks at a busy lock again.
+MIN_BUSY_WAIT_S = 1.0
+
+
+class FencedActivations:
+    """Runs activations of any kind; a holder that lost its lock or fence writes nothing."""
+
+    def __init__(
+        self,
+        db: Database,
+        redis_client: redis.Redis,
+        *,
+        clock: Clock,
+        lock_ttl_s: float,
+        close_attempts: int = 4,
+        close_wait_max_s: float = 2.0,
+    ) -> None:
+        self.db = db
+        self.redis = redis_client
+        self.clock = clock
+        self.lock_ttl_s = lock_ttl_s
+        self.close_attempts = close_attempts
+        self.close_wait_max_s = close_wait_max_s
+
+    def run(self, kind: Kind, activation_id: str, object_id: str) -> Outcome:
+        """Run one activation to its end under the object's lock.
+
+        Raises:
+            LockBusyRetry: another delivery of this activation holds the lock; try again later.
+            TransientError: Redis or PostgreSQL failed before the outcome was recorded.
+        """
+        with self.db.transaction() as conn:
+            ref = kind.load(conn, activation_id)
+        if ref is None or ref.state not in IN_FLIGHT_STATES:
+            state = ref.state if ref else "missing"
+            log.info("%s %s: activation %s is %s; nothing to do", kind.noun, object_id, activation_id, state)
+            return kind.outcome(activation_id, object_id, "duplicate", f"activation is {state}")
+        lock = ObjectLock(self.redis, kind.lock_key(object_id), self.lock_ttl_s)
+        if not lock.acquire(owner=activation_id):
+            return self._busy(kind, ref, lock.key)
+        try:
+            lock.start_renewing()
+            run = self._begin(kind, ref, lock)
+            if run is None:
+                return kind.outcome(activation_id, object_id, "duplicate", "activation closed before start")
+            try:
+                return kind.work(run)
+            except LockLost as exc:
+                return self.close(kind, run, Closing.lock_lost(str(exc)))
+            except StaleFence as exc:
+                return self.wrote_nothing(kind, run, exc)
+        finally:
+            lock.release()
+
+    def _busy(self, kind: Kind, ref: ActivationRef, key: str) -> Outcome:
+        """A busy lock: wait for another delivery of this activation, skip for another one."""
+        holder = holder_token(self.redis, key)
+        if ref.state == ActivationState.RUNNING or (holder or "").startswith(f"{ref.id}:"):
+            wait_s = max(remaining_ttl_s(self.redis, key) or 0.0, MIN_BUSY_WAIT_S)
+            raise LockBusyRetry(
+                f"{kind.noun} {ref.object_id}: activation {ref.id} is held by another delivery",
+                retry_after_s=wait_s,
+            )
+        now = self.clock()
+        detail = "another activation holds the lock"
+        closing = Closing(ActivationState.SKIPPED, Skip.LOCK_BUSY.value, detail, reason=Skip.LOCK_BUSY.value)
+        with self.db.transaction() as conn:
+            closed = kind.finish(conn, ref.id, closing, now, None)
+            if closed:
+                self.audit(
+                    conn,
+                    kind,
+                    ref.object_id,
+                    "activation_skipped",
+                    ref.actor,
+                    Skip.LOCK_BUSY.value,
+                    {"activation_id": ref.id},
+                )
+        if not closed:
+            log.info("%s %s: activation %s began elsewhere; leaving it", kind.noun, ref.object_id, ref.id)
+            return kind.outcome(ref.id, ref.object_id, "duplicate", "another delivery runs this activation")
+        log.info("%s %s: activation %s skipped: %s", kind.noun, ref.object_id, ref.id, detail)
+        return kind.outcome(ref.id, ref.object_id, Skip.LOCK_BUSY.value, detail)
+
+    def _begin(self, kind: Kind, ref: ActivationRef, lock: ObjectLock) -> Run | None:
+        """Issue the fencing token, audited."""
+        now = self.clock()
+        with self.db.transaction() as conn:
+            fence = kind.begin(conn, ref.id, now)
+            if fence is None:
+                return None
+            self.audit(
+                conn,
+                kind,
+                ref.object_id,
+                "activation_started",
+                ref.actor,
+                ref.trigger,
+                {"activation_id": ref.id, "fence": fence},
+            )
+        log.info(
+            "%s %s: activation %s started (fence %s, %s by %s)",
+            kind.noun,
+            ref.object_id,
+            ref.id,
+            fence,
+            ref.trigger,
+            ref.actor,
+        )
+        return Run(
+            ref.id,
+            ref.object_id,
+            fence,
+            Trigger(ref.trigger),
+            ref.actor,
+            lock,
+            resumed=ref.state == ActivationState.RUNNING,
+        )
+
+    def guard(self, kind: Kind, run: Run) -> None:
+        """Check, right before a side effect, that this activation may still act.
+
+        Raises:
+            LockLost: the lock is no longer ours in Redis (asked now, not the renewer's last word).
+            StaleFence: PostgreSQL no longer runs this activation with our fence.
+        """
+        if not run.lock.is_owned():
+            raise LockLost(f"{kind.noun} {run.object_id}: the lock was lost")
+        with self.db.transaction() as conn:
+            ref = kind.load(conn, run.activation_id)
+        if ref is None or ref.state != ActivationState.RUNNING or ref.fence != run.fence:
+            raise StaleFence(f"activation {run.activation_id} no longer runs with fence {run.fence}")
+
+    def close(self, kind: Kind, run: Run, closing: Closing, writes: CloseWrites | None = None) -> Outcome:
+        """Close the activation under its fence, with the kind's own writes, in one transaction.
+
+        A PostgreSQL failure is retried here (bounded, still under the lock), so that a result
+        already obtained is recorded instead of the whole activation running again.
+        """
+        retrying = Retrying(
+            retry=retry_if_exception_type(StoreUnavailable),
+            stop=stop_after_attempt(self.close_attempts),
+            wait=wait_exponential_jitter(multiplier=0.2, max=self.close_wait_max_s, jitter=0.2),
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    self._write_close(kind, run, closing, writes)
+        except StaleFence as exc:
+            return self.wrote_nothing(kind, run, exc)
+        log.info(
+            "%s %s: activation %s %s (%s: %s)",
+            kind.noun,
+            run.object_id,
+            run.activation_id,
+            closing.outcome,
+            closing.reason,
+            closing.detail,
+        )
+        return kind.outcome(
+            run.activation_id,
+            run.object_id,
+            closing.outcome,
+            closing.detail,
+            run.fence,
+            failed=closing.is_failure,
+        )
+
+    def _write_close(self, kind: Kind, run: Run, closing: Closing, writes: CloseWrites | None) -> None:
+        now = self.clock()
+        with self.db.transaction() as conn:
+            if not kind.finish(conn, run.activation_id, closing, now, run.fence):
+                if self._closed_by_us(kind, conn, run, closing):
+                    return  # an earlier attempt committed, only its answer was lost
+                raise StaleFence(f"activation {run.activation_id} no longer holds fence {run.fence}")
+            if writes is not None:
+                writes(conn, now)
+            self.audit(
+                conn,
+                kind,
+                run.object_id,
+                f"activation_{closing.state}",
+                run.actor,
+                closing.outcome,
+                {"activation_id": run.activation_id, "fence": run.fence, "detail": closing.detail},
+            )
+
+    @staticmethod
+    def _closed_by_us(kind: Kind, conn: Conn, run: Run, closing: Closing) -> bool:
+        ref = kind.load(conn, run.activation_id)
+        return ref is not None and (ref.fence, ref.state, ref.outcome) == (
+            run.fence,
+            closing.state,
+            closing.outcome,
+        )
+
+    def wrote_nothing(self, kind: Kind, run: Run, exc: Exception) -> Outcome:
+        """A superseded holder's end: nothing written, said so."""
+        log.warning(
+            "%s %s: activation %s lost its fence; wrote nothing: %s",
+            kind.noun,
+            run.object_id,
+            run.activation_id,
+            exc,
+        )
+        return kind.outcome(run.activation_id, run.object_id, "stale_fence", str(exc), run.fence)
+
+    def give_up(self, kind: Kind, activation_id: str, object_id: str, error: str) -> bool:
+        """Close an activation whose retries ran out, only under the lock; True when closed.
+
+        A live holder (another delivery) keeps its activation. The fence is bumped, so that a
+        paused attempt can write nothing afterwards. Nothing is charged to the object.
+        """
+        lock = ObjectLock(self.redis, kind.lock_key(object_id), self.lock_ttl_s)
+        try:
+            if not lock.acquire(owner=activation_id):
+                log.warning(
+                    "%s %s: activation %s not given up: its lock has a holder",
+                    kind.noun,
+                    object_id,
+                    activation_id,
+                )
+                return False
+        except LockServiceUnavailable as exc:
+            log.warning("%s %s: activation %s not given up: %s", kind.noun, object_id, activation_id, exc)
+            return False
+        try:
+            return self._give_up_locked(kind, activation_id, object_id, error[:500])
+        finally:
+            lock.release()
+
+    def _give_up_locked(self, kind: Kind, activation_id: str, object_id: str, error: str) -> bool:
+        now = self.clock()
+        with self.db.transaction() as conn:
+            ref = kind.load(conn, activation_id)
+            if ref is None or ref.state not in IN_FLIGHT_STATES:
+                return False
+            closing = Closing(
+                ActivationState.ABANDONED, "gave_up", error, reason=Reason.ACTIVATION_FAILED.value
+            )
+            if not kind.finish(conn, activation_id, closing, now, ref.fence):
+                return False
+            if ref.fence is not None:
+                kind.release(conn, ref, error, now)
+                kind.raise_fence(conn, object_id, ref.fence, ref.fence + 1)
+            self.audit(
+                conn,
+                kind,
+                object_id,
+                "activation_abandoned",
+                ref.actor,
+                "gave_up",
+                {"activation_id": activation_id, "error": error},
+            )
+        log.error("%s %s: activation %s gave up: %s", kind.noun, object_id, activation_id, error)
+        return True
+
+    def audit(
+        self,
+        conn: Conn,
+        kind: Kind,
+        object_id: str,
+        event: str,
+        actor: str,
+        reason: str | None,
+        details: dict[str, Any],
+    ) -> None:
+        """Add one audit entry about the activated object."""
+        kind.repos.audit.add(
+            conn,
+            at=self.clock(),
+            object_type=kind.object_type,
+            object_id=object_id,
+            event=event,
+            actor=actor,
+            reason=reason,
+            details=details,
+        )

@@ -1,0 +1,302 @@
+"""Host activations (``init_vds_on_up``) as a configuration of the fenced-activation core.
+
+Re-check on a fresh report, set ``initializing``, call the agent's init, end ``up`` or
+``non_operational`` with the agent's reason. Each side effect is preceded by the core's guard.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from autorecovery import failpoints
+from autorecovery.adapters import keys
+from autorecovery.adapters.agents import AgentClient
+from autorecovery.adapters.store.db import Conn
+from autorecovery.services import Clock
+from autorecovery.services.activation.accounting import Accounting
+from autorecovery.services.activation.core import CloseWrites, FencedActivations
+from autorecovery.services.activation.host_init import HostEnd, InitWait, Subject, run_init
+from autorecovery.services.activation.kinds import ActivationRef, Closing, Naming, Outcome, Run
+from models.assessment import Assessment, assess
+from models.domain import (
+    ActivationState,
+    DomainStatus,
+    HostStatus,
+    Reason,
+    domains_by_status,
+    effective_cluster,
+)
+from models.errors import LockLost, StaleFence
+from models.policy import Decision, recheck
+from models.safety import Gates
+
+log = logging.getLogger(__name__)
+
+
+class HostKind(Naming):
+    """Hosts: the host's lock, its activation records, and the init through its agent."""
+
+    noun = "host"
+    object_type = "host"
+    id_field = "host_id"
+
+    def __init__(
+        self,
+        core: FencedActivations,
+        repos: Any,
+        agents: AgentClient,
+        accounting: Accounting,
+        *,
+        clock: Clock,
+        report_max_age_s: float,
+        failpoints: str = "",
+        wait: InitWait = InitWait(),  # noqa: B008 - frozen, shared safely
+    ) -> None:
+        self.wait = wait
+        self.core = core
+        self.repos = repos
+        self.agents = agents
+        self.accounting = accounting
+        self.clock = clock
+        self.report_max_age_s = report_max_age_s
+        self.failpoints = failpoints
+
+    # -- records ---------------------------------------------------------------------------
+
+    def lock_key(self, object_id: str) -> str:
+        """The host's lock."""
+        return keys.host_lock(object_id)
+
+    def load(self, conn: Conn, activation_id: str) -> ActivationRef | None:
+        """Read a host activation."""
+        row = self.repos.activations.get(conn, activation_id)
+        if row is None:
+            return None
+        return ActivationRef(row.id, row.host_id, row.state, row.fence, row.trigger, row.actor, row.outcome)
+
+    def begin(self, conn: Conn, activation_id: str, now: datetime) -> int | None:
+        """Issue the host's next fence to the activation."""
+        fence: int | None = self.repos.activations.begin(conn, activation_id, now)
+        return fence
+
+    def finish(
+        self, conn: Conn, activation_id: str, closing: Closing, now: datetime, fence: int | None
+    ) -> bool:
+        """Close a host activation (fenced)."""
+        return bool(
+            self.repos.activations.finish(
+                conn,
+                activation_id,
+                state=closing.state,
+                outcome=closing.outcome,
+                reason=closing.reason,
+                detail=closing.detail,
+                now=now,
+                fence=fence,
+            )
+        )
+
+    def raise_fence(self, conn: Conn, object_id: str, fence: int, at_least: int) -> bool:
+        """Move the host's fence up."""
+        return bool(self.repos.hosts.raise_fence(conn, object_id, fence, at_least))
+
+    def release(self, conn: Conn, ref: ActivationRef, error: str, now: datetime) -> None:
+        """After a give-up, a host left initializing is out again, and held: an init may run."""
+        loaded = self.repos.hosts.get_host(conn, ref.object_id)
+        if loaded is None or loaded[0].status is not HostStatus.INITIALIZING:
+            return
+        detail = f"activation gave up: {error}"
+        if self.repos.hosts.set_status(
+            conn,
+            ref.object_id,
+            HostStatus.NON_OPERATIONAL.value,
+            Reason.ACTIVATION_FAILED.value,
+            detail,
+            now,
+            fence=ref.fence,
+        ):
+            self.core.audit(
+                conn,
+                self,
+                ref.object_id,
+                "status_changed",
+                ref.actor,
+                Reason.ACTIVATION_FAILED.value,
+                {
+                    "from": "initializing",
+                    "to": "non_operational",
+                    "detail": detail,
+                    "activation_id": ref.id,
+                    "fence": ref.fence,
+                },
+            )
+            # Initializing means the init may have been sent (a soft time limit during it, say).
+            self.hold(conn, ref.object_id, ref.actor, now + timedelta(seconds=self.wait.init_max_s), ref.id)
+
+    def hold(self, conn: Conn, host_id: str, actor: str, until: datetime, activation_id: str) -> None:
+        """No new init to the host before ``until``: an init's outcome was not seen, it may run."""
+        self.repos.hosts.hold_init(conn, host_id, until)
+        self.core.audit(
+            conn,
+            self,
+            host_id,
+            "init_held",
+            actor,
+            "init_outcome_unknown",
+            {"until": until.isoformat(), "activation_id": activation_id},
+        )
+        log.warning("host %s: no new init before %s (init outcome unknown)", host_id, until.isoformat())
+
+    # -- the work --------------------------------------------------------------------------
+
+    def work(self, run: Run) -> Outcome:
+        """Re-check on a fresh report, set initializing, init, and close."""
+        subject = self._load(run)
+        if subject is None:
+            return self.core.close(
+                self,
+                run,
+                Closing(
+                    ActivationState.SKIPPED, "host_missing", "host or its cluster is no longer registered"
+                ),
+            )
+        report = self.agents.get_report(subject.target, self.clock())
+        now = self.clock()
+        assessment = assess(report, subject.cluster, now, self.report_max_age_s)
+        decision = recheck(subject.host, assessment, run.trigger, subject.gates, now, subject.cluster)
+        if not decision.is_activate:
+            return self._skip(run, subject, decision, assessment)
+        subject = replace(subject, protocol=report.protocol)
+        self.core.guard(self, run)
+        self._mark_initializing(run, subject)
+        failpoints.hit(self.failpoints, "stop_before_init")
+        try:
+            self.core.guard(self, run)
+        except LockLost as exc:
+            # Nothing was sent: the host goes back to where it was, and nobody is charged.
+            log.warning(
+                "host %s: activation %s lost its lock before init; no agent call",
+                run.object_id,
+                run.activation_id,
+            )
+            return self.core.close(self, run, Closing.lock_lost(str(exc)), self.restore(run, subject))
+        return self.init(run, subject)
+
+    def init(self, run: Run, subject: Subject) -> Outcome:
+        """Call the agent's init and close on its answer."""
+        return run_init(self, run, subject)
+
+    def _load(self, run: Run) -> Subject | None:
+        with self.core.db.transaction() as conn:
+            loaded = self.repos.hosts.get_host(conn, run.object_id)
+            cluster = self.repos.hosts.get_cluster(conn, loaded[0].cluster_id) if loaded else None
+            pauses = self.repos.safety.list_pauses(conn)
+            domains = self.repos.storage.all_domains(conn)
+        if loaded is None or cluster is None:
+            return None
+        maintenance = domains_by_status(domains, DomainStatus.MAINTENANCE)
+        gates = Gates(pauses=pauses, inactive_domains=domains_by_status(domains, DomainStatus.INACTIVE))
+        return Subject(loaded[0], effective_cluster(cluster, maintenance), gates)
+
+    def _skip(self, run: Run, subject: Subject, decision: Decision, assessment: Assessment) -> Outcome:
+        # An earlier attempt of this activation may have left the host initializing: it returns
+        # to non_operational, never stays initializing with nothing in flight.
+        stuck = subject.host.status is HostStatus.INITIALIZING
+        problem = assessment.primary
+        reason = decision.code
+        if stuck:
+            reason = problem.reason.value if problem else Reason.ACTIVATION_FAILED.value
+        closing = Closing(ActivationState.SKIPPED, decision.code, decision.detail, reason=reason)
+        end = HostEnd(HostStatus.NON_OPERATIONAL if stuck else None)
+        return self.core.close(self, run, closing, self.writes(run, subject, closing, end))
+
+    def _mark_initializing(self, run: Run, subject: Subject) -> None:
+        with self.core.db.transaction() as conn:
+            self._status(
+                conn,
+                run,
+                subject.host.status,
+                HostStatus.INITIALIZING,
+                None,
+                f"activation {run.activation_id}",
+                self.clock(),
+                audit_reason="activation",
+            )
+
+    def restore(self, run: Run, subject: Subject) -> CloseWrites:
+        """Writes that put the host back where it was before ``initializing`` (no init sent)."""
+        host = subject.host
+        stuck = host.status is HostStatus.INITIALIZING
+        was = HostStatus.NON_OPERATIONAL if stuck else host.status
+        reason = Reason.ACTIVATION_FAILED.value if stuck else host.reason
+
+        def write(conn: Conn, now: datetime) -> None:
+            self._status(
+                conn, run, HostStatus.INITIALIZING, was, reason, host.detail, now, audit_reason="lock_lost"
+            )
+
+        return write
+
+    def _status(
+        self,
+        conn: Conn,
+        run: Run,
+        was: HostStatus,
+        status: HostStatus,
+        reason: str | None,
+        detail: str | None,
+        now: datetime,
+        *,
+        audit_reason: str,
+    ) -> None:
+        """Set the host's status under the run's fence, audited.
+
+        Raises:
+            StaleFence: the host's fence is no longer the run's.
+        """
+        if not self.repos.hosts.set_status(
+            conn, run.object_id, status.value, reason, detail, now, fence=run.fence
+        ):
+            raise StaleFence(f"host {run.object_id}: fence {run.fence} superseded")
+        details = {
+            "from": was.value,
+            "to": status.value,
+            "activation_id": run.activation_id,
+            "fence": run.fence,
+        }
+        if detail is not None and status is not HostStatus.INITIALIZING:
+            details["detail"] = detail
+        self.core.audit(conn, self, run.object_id, "status_changed", run.actor, audit_reason, details)
+
+    def writes(self, run: Run, subject: Subject, closing: Closing, end: HostEnd) -> CloseWrites:
+        """The host's writes when its activation closes: status, accounting, fence."""
+
+        def write(conn: Conn, now: datetime) -> None:
+            if end.status is not None:
+                self._set_status(conn, run, closing, end.status, now)
+            if closing.state in (ActivationState.SUCCEEDED, ActivationState.FAILED):
+                self.accounting.settle(
+                    conn, run, subject.host.status, now, succeeded=closing.state == ActivationState.SUCCEEDED
+                )
+            if end.raise_fence_to is not None:
+                self.repos.hosts.raise_fence(conn, run.object_id, run.fence, end.raise_fence_to)
+            if end.hold_until is not None:
+                self.hold(conn, run.object_id, run.actor, end.hold_until, run.activation_id)
+
+        return write
+
+    def _set_status(self, conn: Conn, run: Run, closing: Closing, status: HostStatus, now: datetime) -> None:
+        reason = closing.reason if status is not HostStatus.UP else None
+        self._status(
+            conn,
+            run,
+            HostStatus.INITIALIZING,
+            status,
+            reason,
+            closing.detail,
+            now,
+            audit_reason=closing.reason or "activated",
+        )

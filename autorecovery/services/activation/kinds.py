@@ -1,0 +1,168 @@
+"""What the fenced-activation core knows of an activation, and what a kind of object supplies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from autorecovery.adapters.locks import ObjectLock
+from autorecovery.adapters.store.db import Conn
+from models.domain import ActivationState, Reason, Trigger
+from models.errors import LockServiceUnavailable
+
+
+class LockBusyRetry(LockServiceUnavailable):
+    """Another delivery of this activation (or its dead predecessor) holds the object's lock."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True, slots=True)
+class ActivationRef:
+    """An activation record, as the core reads it for any kind of object."""
+
+    id: str
+    object_id: str
+    state: str
+    fence: int | None
+    trigger: str
+    actor: str
+    outcome: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One activation in progress under its lock and fence."""
+
+    activation_id: str
+    object_id: str
+    fence: int
+    trigger: Trigger
+    actor: str
+    lock: ObjectLock
+    #: An earlier attempt of this activation began it (its worker died or it was retried).
+    resumed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Closing:
+    """How an activation ends: its record's state, outcome, reason and detail."""
+
+    state: str
+    outcome: str
+    detail: str
+    reason: str | None = None
+
+    @property
+    def is_failure(self) -> bool:
+        """True when the activation failed (not skipped, not an infrastructure outcome)."""
+        return self.state == ActivationState.FAILED
+
+    @classmethod
+    def lock_lost(cls, detail: str) -> Closing:
+        """The lock was lost before a side effect: abandoned, charged to nobody."""
+        return cls(ActivationState.ABANDONED, "lock_lost", detail, reason=Reason.ACTIVATION_FAILED.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one activation ended (the task's return value)."""
+
+    activation_id: str
+    object_id: str
+    outcome: str
+    detail: str
+    fence: int | None = None
+    #: The activation ended failed: the task then ends in a failure state, after recording it.
+    failed: bool = field(default=False, compare=False)
+    id_field: str = field(default="host_id", compare=False)
+
+    @property
+    def host_id(self) -> str:
+        """The activated object's id (a host's, for host activations)."""
+        return self.object_id
+
+    def as_dict(self) -> dict[str, Any]:
+        """Present the outcome as JSON."""
+        return {
+            "activation_id": self.activation_id,
+            self.id_field: self.object_id,
+            "outcome": self.outcome,
+            "detail": self.detail,
+            "fence": self.fence,
+        }
+
+
+class Naming:
+    """Outcomes that name the object by this kind's field (``host_id``, ``sd_id``)."""
+
+    id_field = "host_id"
+
+    def outcome(
+        self,
+        activation_id: str,
+        object_id: str,
+        outcome: str,
+        detail: str,
+        fence: int | None = None,
+        *,
+        failed: bool = False,
+    ) -> Outcome:
+        """Build an outcome naming the object as this kind does."""
+        return Outcome(
+            activation_id, object_id, outcome, detail, fence, failed=failed, id_field=self.id_field
+        )
+
+
+class Kind(Protocol):
+    """A kind of activated object (hosts, storage domains): its records, lock and work."""
+
+    noun: str
+    object_type: str
+    repos: Any
+
+    def lock_key(self, object_id: str) -> str:
+        """Redis key of the object's lock."""
+        ...
+
+    def load(self, conn: Conn, activation_id: str) -> ActivationRef | None:
+        """Read one activation record."""
+        ...
+
+    def begin(self, conn: Conn, activation_id: str, now: datetime) -> int | None:
+        """Mark it running and issue its fence; None when it is no longer in flight."""
+        ...
+
+    def finish(
+        self, conn: Conn, activation_id: str, closing: Closing, now: datetime, fence: int | None
+    ) -> bool:
+        """Close it while it still holds ``fence`` (None: only if it never began)."""
+        ...
+
+    def raise_fence(self, conn: Conn, object_id: str, fence: int, at_least: int) -> bool:
+        """Move the object's fence up to ``at_least`` while it is still ``fence``."""
+        ...
+
+    def release(self, conn: Conn, ref: ActivationRef, error: str, now: datetime) -> None:
+        """Put the object back after a give-up, under the given-up activation's fence."""
+        ...
+
+    def outcome(
+        self,
+        activation_id: str,
+        object_id: str,
+        outcome: str,
+        detail: str,
+        fence: int | None = None,
+        *,
+        failed: bool = False,
+    ) -> Outcome:
+        """Build an outcome naming the object as this kind does."""
+        ...
+
+    def work(self, run: Run) -> Outcome:
+        """Do the activation's work once begun; raise LockLost or StaleFence to stop."""
+        ...

@@ -1,0 +1,96 @@
+"""Inits that outlast the init timeout, on the simulator's v1 agents: never two at once.
+
+Two workers, duplicate ticks every half second, every init slower than
+``AUTORECOVERY_INIT_TIMEOUT_S``: the product does not see the outcome, so it holds each host for
+``AUTORECOVERY_INIT_MAX_S`` after the init instead of counting a failure and sending another.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.integration.conftest import host_status, send_ticks, statuses
+from tests.support.processes import start_worker, wait_for
+
+SLOW = {
+    "AUTORECOVERY_INIT_TIMEOUT_S": "1",
+    "AUTORECOVERY_INIT_MAX_S": "5",
+    "AUTORECOVERY_ACTIVATION_SOFT_LIMIT_S": "7",
+    "AUTORECOVERY_ACTIVATION_TIME_LIMIT_S": "8",
+    "AUTORECOVERY_LOCK_TTL_S": "10",
+}
+INIT_DELAY_S = 3.0
+
+
+def _abandoned_unknown(deps: Any) -> int:
+    with deps.db.transaction() as conn:
+        row = conn.execute(
+            "SELECT count(*) AS n FROM activations WHERE state = 'abandoned' AND outcome = 'outcome_unknown'"
+        ).fetchone()
+    return int(row["n"]) if row else 0
+
+
+def test_slow_inits_on_v1_agents_never_overlap_and_every_host_ends_up(
+    sim: Any, servers: Any, logs: Path, app_module: Any, deps: Any
+) -> None:
+    client = sim(hosts=3)
+    hosts = sorted(h["id"] for h in client.fleet()["hosts"])
+    client.inject("init_delay", all_hosts=True, seconds=INIT_DELAY_S)
+    procs = [start_worker(servers.env(**SLOW), logs, concurrency=2, name=f"slow{i}") for i in range(2)]
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            send_ticks(app_module, deps, copies=2)
+            time.sleep(0.5)
+        assert client.overlaps()["count"] == 0
+        assert _abandoned_unknown(deps) >= len(hosts)
+        for host_id in hosts:
+            row = host_status(deps, host_id)
+            assert row["init_hold_until"] is not None, host_id
+            assert (row["failures"], row["quarantined_at"]) == (0, None), host_id
+
+        # Inits fast again: once each hold is over, the next activation brings the host up.
+        client.clear(fault="init_delay")
+
+        def all_up() -> bool:
+            send_ticks(app_module, deps)
+            return set(statuses(deps).values()) == {"up"}
+
+        wait_for(all_up, 40, "every host up", interval_s=0.5)
+        assert client.overlaps()["count"] == 0
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+KILLED = {**SLOW, "AUTORECOVERY_INIT_TIMEOUT_S": "5", "AUTORECOVERY_INIT_MAX_S": "5"}
+
+
+def test_a_worker_killed_during_init_is_taken_over_once_its_lock_expires(
+    sim: Any, servers: Any, logs: Path, app_module: Any, deps: Any
+) -> None:
+    client = sim(hosts=1)
+    client.inject("init_delay", hosts=["h-0001"], seconds=INIT_DELAY_S)
+    proc = start_worker(servers.env(**KILLED), logs, concurrency=1, name="killed")
+    try:
+        send_ticks(app_module, deps)
+        wait_for(lambda: host_status(deps, "h-0001")["status"] == "initializing", 20, "the init to start")
+        wait_for(lambda: len(client.inits("h-0001")) == 1, 10, "the init call")
+        [child] = proc.children()
+        os.kill(child, signal.SIGKILL)  # the pool process dies mid-init; its message is requeued
+
+        # The redelivery waits for the dead holder's lock (its TTL), then takes over.
+        wait_for(lambda: host_status(deps, "h-0001")["status"] == "up", 60, "the takeover")
+        with deps.db.transaction() as conn:
+            acts = conn.execute("SELECT state, outcome, fence FROM activations").fetchall()
+        assert [(a["state"], a["outcome"]) for a in acts] == [("succeeded", "up")]
+        fences = [c["fence"] for c in client.inits("h-0001")]
+        assert len(fences) == 2 and fences[1] > fences[0]
+        assert client.overlaps()["count"] == 0
+        assert "LockBusyRetry" in proc.log() or "retrying in" in proc.log()
+    finally:
+        proc.stop()

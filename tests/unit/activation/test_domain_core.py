@@ -1,0 +1,108 @@
+"""The fenced core on storage-domain activations: the same guarantees as hosts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from autorecovery.adapters import keys
+from autorecovery.adapters.agents import InitResult
+from autorecovery.services.activation import LockBusyRetry
+from autorecovery.services.fleet import HostSpec
+from models.domain import DomainStatus
+from models.errors import AgentBusy, InitOutcomeUnknown
+from tests.fakes.ports import good_report
+from tests.unit.activation.conftest import CLUSTER, LOCK_TTL_S, T0, World
+
+SD_LOCK = keys.storage_domain_lock("sd-1")
+
+
+def inactive_domain(world: World, activation_id: str = "sd-act-1", hosts: tuple[str, ...] = ("h1",)) -> str:
+    """sd-1 inactive, reached again by ``hosts``, its activation queued."""
+    world.fleet.register_cluster(CLUSTER, "admin")
+    world.fleet.register_hosts([HostSpec(h, CLUSTER.id, f"http://{h}") for h in hosts], "admin")
+    with world.db.transaction() as conn:
+        for h in hosts:
+            world.repos.hosts.set_status(conn, h, "up", None, None, T0)
+        world.repos.hosts.upsert_reports(conn, [good_report(h, T0 - timedelta(seconds=1)) for h in hosts], T0)
+        world.repos.storage.set_status(conn, "sd-1", DomainStatus.INACTIVE.value, "unreached", T0)
+        assert world.repos.storage.queue_activation(
+            conn, activation_id, "sd-1", trigger="auto", actor="auto", now=T0
+        )
+    return activation_id
+
+
+def begin(world: World, activation_id: str) -> int:
+    with world.db.transaction() as conn:
+        fence = world.repos.storage.begin_activation(conn, activation_id, T0)
+    assert fence is not None
+    return int(fence)
+
+
+def test_a_domain_is_connected_through_a_host_and_active(world: World) -> None:
+    act_id = inactive_domain(world)
+    out = world.storage.run(act_id, "sd-1")
+    assert out.as_dict() == {
+        "activation_id": act_id,
+        "sd_id": "sd-1",
+        "outcome": "active",
+        "detail": "connected through host h1",
+        "fence": 1,
+    }
+    assert world.domain().status is DomainStatus.ACTIVE
+    assert world.agents.connect_calls == [("h1", "sd-1", 1, act_id)]
+
+
+def test_a_lost_domain_lock_stops_the_connect(world: World) -> None:
+    act_id = inactive_domain(world)
+    get_targets = world.repos.storage.connect_targets
+
+    def targets_then_lock_lost(conn: Any, sd_id: str, fresh: Any) -> Any:
+        world.redis.delete(SD_LOCK)
+        return get_targets(conn, sd_id, fresh)
+
+    world.repos.storage.connect_targets = targets_then_lock_lost  # type: ignore[attr-defined]
+    out = world.storage.run(act_id, "sd-1")
+    assert out.outcome == "lock_lost"
+    assert world.agents.connect_calls == []
+    assert (world.sd_act(act_id)["state"], world.domain().status) == ("abandoned", DomainStatus.INACTIVE)
+
+
+def test_a_busy_domain_lock_held_by_a_running_delivery_is_retried_and_never_closed(world: World) -> None:
+    act_id = inactive_domain(world)
+    fence = begin(world, act_id)
+    holder = world.hold(SD_LOCK, owner=act_id)
+    with pytest.raises(LockBusyRetry) as caught:
+        world.storage.run(act_id, "sd-1")
+    assert caught.value.retry_after_s >= LOCK_TTL_S - 1
+    assert world.storage.give_up(act_id, "sd-1", "retries exhausted") is False
+    assert (world.sd_act(act_id)["state"], world.domain().fence) == ("running", fence)
+    holder.release()
+
+
+def test_giving_up_a_domain_activation_bumps_its_fence(world: World) -> None:
+    act_id = inactive_domain(world)
+    fence = begin(world, act_id)  # its worker died
+    assert world.storage.give_up(act_id, "sd-1", "retries exhausted: redis down") is True
+    row = world.sd_act(act_id)
+    assert (row["state"], row["outcome"], world.domain().fence) == ("abandoned", "gave_up", fence + 1)
+    with world.db.transaction() as conn:
+        assert not world.repos.storage.set_status(conn, "sd-1", "active", "late", T0, fence=fence)
+
+
+def test_a_busy_or_unseen_connect_is_not_a_failure(world: World) -> None:
+    act_id = inactive_domain(world, hosts=("h1", "h2"))
+    connect = world.agents.connect_storage_domain
+    answers: list[Exception] = [AgentBusy("busy"), InitOutcomeUnknown("read timeout")]
+
+    def busy_then_unknown(*args: Any) -> InitResult:
+        connect(*args)
+        raise answers.pop(0)
+
+    world.agents.connect_storage_domain = busy_then_unknown  # type: ignore[method-assign]
+    out = world.storage.run(act_id, "sd-1")
+    assert (out.outcome, out.failed) == ("outcome_unknown", False)
+    assert world.sd_act(act_id)["state"] == "abandoned"
+    assert len(world.agents.connect_calls) == 2

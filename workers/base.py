@@ -1,0 +1,81 @@
+"""The task base of activations: Celery's own retry policy, give-up and failure reporting.
+
+Transient errors are retried with exponential backoff and full jitter (``autoretry_for``,
+``retry_backoff``, ``retry_jitter``, ``max_retries``). A lock held by another delivery of the same
+activation is retried once the lock can have expired (its remaining TTL), so that a redelivery
+takes over from a dead worker. When retries run out or the soft time limit strikes, the service
+gives up, which it does only when nobody holds the object's lock. An activation that ended
+failed is recorded first, then the task fails, so that Flower does not show it green.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+from billiard.einfo import ExceptionInfo
+from celery import Task
+
+from autorecovery.services.activation import LockBusyRetry, Outcome
+from models.errors import ActivationFailed, TransientError
+from workers import container
+
+log = logging.getLogger(__name__)
+
+#: Seconds of jitter added to a lock-busy wait, so that duplicates do not retry in step.
+BUSY_JITTER_S = 1.0
+
+
+class ActivationTask(Task):  # type: ignore[misc]
+    """An idempotent activation task keyed by its activation id (the Celery task id)."""
+
+    acks_late = True
+    reject_on_worker_lost = True
+    autoretry_for = (TransientError,)
+    dont_autoretry_for = (LockBusyRetry,)
+    retry_backoff = 2
+    retry_backoff_max = 30
+    retry_jitter = True
+    max_retries = 5
+    #: A failed activation is an expected result: FAILURE state, no error log with a traceback.
+    throws = (ActivationFailed,)
+    #: The kwarg naming the activated object, and the container's service that activates it.
+    object_kwarg = "host_id"
+    service_name = "activation"
+
+    def settle(self, activate: Callable[[], Outcome]) -> dict[str, Any]:
+        """Run the activation; map a busy lock to a retry and a failed outcome to a failure."""
+        try:
+            outcome = activate()
+        except LockBusyRetry as exc:
+            countdown = exc.retry_after_s + random.uniform(0, BUSY_JITTER_S)  # noqa: S311
+            log.info("%s: retrying in %.1fs: %s", self.request.id, countdown, exc)
+            raise self.retry(exc=exc, countdown=countdown) from exc
+        if outcome.failed:
+            raise ActivationFailed(
+                f"{outcome.id_field[:-3]} {outcome.object_id}: activation "
+                f"{outcome.activation_id} {outcome.outcome}: {outcome.detail}"
+            )
+        return outcome.as_dict()
+
+    def on_failure(
+        self,
+        exc: Exception,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: ExceptionInfo,
+    ) -> None:
+        """Give up on an activation that did not record its own end."""
+        if isinstance(exc, ActivationFailed):
+            return
+        service = getattr(container(), self.service_name)
+        error = (
+            f"retries exhausted: {exc}" if isinstance(exc, TransientError) else f"{type(exc).__name__}: {exc}"
+        )
+        try:
+            service.give_up(kwargs["activation_id"], kwargs[self.object_kwarg], error)
+        except Exception:  # a process boundary: the reaper closes it later
+            log.exception("%s: cannot give up activation %s", kwargs.get(self.object_kwarg), task_id)
