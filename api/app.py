@@ -72,6 +72,8 @@ def build_services(settings: Settings) -> Services:
         report_max_age_s=settings.report_max_age_s,
         clock=utcnow,
         caps=settings.cap_policy(),
+        max_clock_skew_s=settings.max_clock_skew_s,
+        agent_urls=settings.agent_url_policy(),
     )
     broker_url = settings.effective_broker_url or ""
     return Services(

@@ -91,6 +91,11 @@ def build(settings: Settings, enqueue: Enqueuer, enqueue_domain: Enqueuer = _no_
         init_timeout_s=settings.init_timeout_s,
         concurrency=settings.agent_concurrency,
         retries=settings.agent_retries,
+        token=settings.agent_token.get_secret_value() if settings.agent_token else None,
+        ca_file=settings.agent_ca_file,
+        max_report_bytes=settings.agent_max_report_bytes,
+        max_skew_s=settings.max_clock_skew_s,
+        url_policy=settings.agent_url_policy(),
     )
     tick_cfg = TickConfig(
         batch_size=settings.batch_size,
@@ -104,6 +109,7 @@ def build(settings: Settings, enqueue: Enqueuer, enqueue_domain: Enqueuer = _no_
         incident_min_hosts=settings.incident_min_hosts,
         incident_window_s=settings.incident_window_s,
         sd_inactive_after_s=settings.sd_inactive_after_s,
+        max_clock_skew_s=settings.max_clock_skew_s,
     )
     storage = StorageService(
         db,

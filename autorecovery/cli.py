@@ -80,7 +80,11 @@ def cmd_sim_register(args: argparse.Namespace) -> int:
 
     deps = workers.container()
     service = FleetService(
-        deps.db, workers.enqueue_activation, report_max_age_s=deps.settings.report_max_age_s, clock=utcnow
+        deps.db,
+        workers.enqueue_activation,
+        report_max_age_s=deps.settings.report_max_age_s,
+        clock=utcnow,
+        agent_urls=deps.settings.agent_url_policy(),
     )
     with SimulatorClient(args.url) as client:
         added = register_fleet(service, client.fleet(), actor=args.actor)
