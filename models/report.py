@@ -278,7 +278,7 @@ def decode_report(
     """Decode and validate a raw report body (UTF-8 JSON), as ``parse_report`` does a decoded one.
 
     Raises:
-        BadReport: ``body`` when it is not UTF-8 JSON or is nested too deeply; else as
+        BadReport: ``body`` when it cannot be decoded as UTF-8 JSON or is nested too deeply; else as
             ``parse_report``.
     """
     _check_raw_depth(raw)
@@ -288,7 +288,7 @@ def decode_report(
         data = _decode_untyped(raw)  # the validator names the field and says what is wrong
         return parse_report(data, expected_host_id, source, now=now, max_skew_s=max_skew_s)
     except (msgspec.DecodeError, ValueError) as exc:
-        raise BadReport("body", f"is not UTF-8 JSON ({exc})") from None
+        raise BadReport("body", f"cannot be decoded as UTF-8 JSON ({exc})") from None
     return _from_wire(wire, expected_host_id, now, max_skew_s, source)
 
 
@@ -306,7 +306,7 @@ def _decode_untyped(raw: bytes) -> object:
     try:
         return _UNTYPED.decode(raw)
     except (msgspec.DecodeError, ValueError) as exc:
-        raise BadReport("body", f"is not UTF-8 JSON ({exc})") from None
+        raise BadReport("body", f"cannot be decoded as UTF-8 JSON ({exc})") from None
 
 
 def _from_wire(

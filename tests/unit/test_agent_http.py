@@ -145,7 +145,7 @@ def test_a_body_that_is_not_json_is_a_bad_report(
 ) -> None:
     report = make_client(answer(200, text="<html>")).get_report(TARGET, NOW)
     assert is_bad_report(report)
-    assert report.error is not None and report.error.startswith("bad report: body: is not UTF-8 JSON")
+    assert (report.error or "").startswith("bad report: body: cannot be decoded as UTF-8 JSON")
 
 
 @pytest.mark.parametrize(

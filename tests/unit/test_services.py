@@ -828,6 +828,28 @@ def test_receive_report_with_a_bad_report_stores_no_report(world: World, body: A
     assert world.stored_report("h1") is None
 
 
+@pytest.mark.parametrize("reported_at", ["2026-11-24T13:00:00Z", "9999-12-31T23:59:59Z"])
+def test_a_pushed_report_dated_ahead_is_refused_and_never_stored(world: World, reported_at: str) -> None:
+    world.register("h1")
+    with pytest.raises(BadReport) as info:
+        world.fleet.receive_report("h1", {**REPORT_BODY, "reported_at": reported_at}, "agent")
+    assert info.value.field == "reported_at" and "ahead of the collector's clock" in info.value.message
+    assert world.stored_report("h1") is None
+    # Within the skew it is taken (a clock a little fast is not a bad agent).
+    _, stored = world.fleet.receive_report("h1", {**REPORT_BODY, "reported_at": "2026-11-24T12:00:20Z"}, "a")
+    assert stored
+
+
+def test_a_pushed_report_nested_too_deeply_is_refused(world: World) -> None:
+    world.register("h1")
+    deep: Any = []
+    for _ in range(40):
+        deep = [deep]
+    with pytest.raises(BadReport, match="nested deeper than 32"):
+        world.fleet.receive_report("h1", {**REPORT_BODY, "extra": deep}, "agent")
+    assert world.stored_report("h1") is None
+
+
 def test_receive_report_for_an_unknown_host(world: World) -> None:
     with pytest.raises(NotFound):
         world.fleet.receive_report("ghost", dict(REPORT_BODY), "agent")

@@ -171,7 +171,7 @@ class HttpAgentClient:
                 self.max_report_bytes,
                 int(declared) if declared and declared.isdigit() else None,
             )
-            for chunk in resp.iter_raw(_CHUNK):
+            for chunk in resp.iter_raw():  # as received: a size would wait for it to fill
                 reader.feed(chunk)
                 if time.monotonic() > deadline:  # httpx bounds each read, not the whole body
                     raise httpx.ReadTimeout(f"answer not complete within {timeout_s:g}s")

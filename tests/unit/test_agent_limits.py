@@ -1,0 +1,121 @@
+"""The agent client against misbehaving agents on loopback (real sockets): each is its host's alone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from autorecovery.adapters.agents import Target
+from autorecovery.adapters.agents.http import HttpAgentClient
+from models.agent_url import AgentUrlPolicy
+from models.domain import Report
+from models.report import is_bad_report
+from tests.support.misbehaving import MisbehavingAgents
+
+#: kind -> (a bad report? else unreachable, what the detail says)
+GARBAGE = {
+    "deep": (True, "bad report: body: is nested deeper than 32 levels"),
+    "huge": (True, "bad report: body: is over the 1048576-byte limit"),
+    "bomb": (True, "bad report: body: inflates past the 1048576-byte limit"),
+    "html": (True, "bad report: body: cannot be decoded as UTF-8 JSON"),
+    "badutf8": (True, "bad report: body: cannot be decoded as UTF-8 JSON"),
+    "longint": (True, "bad report: "),
+    "wrongid": (True, "bad report: host_id: is 'someone-else', expected"),
+    "future": (True, "bad report: reported_at: is "),
+    "ahead": (True, "ahead of the collector's clock (limit 30s)"),
+    "drip": (False, "Timeout"),
+    "redirect": (False, "a redirect to http://127.0.0.1:9/h-redirect/report: redirects are not followed"),
+}
+
+
+@pytest.fixture(scope="module")
+def agents() -> Iterator[MisbehavingAgents]:
+    server = MisbehavingAgents().start()
+    yield server
+    server.close()
+
+
+def client(**kwargs: object) -> HttpAgentClient:
+    return HttpAgentClient(
+        report_timeout_s=1.0,
+        init_timeout_s=2.0,
+        concurrency=20,
+        retries=0,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def check(report: Report, kind: str) -> None:
+    is_bad, detail = GARBAGE[kind]
+    assert report.agent_reachable is False, kind
+    assert is_bad_report(report) is is_bad, (kind, report.error)
+    assert detail in (report.error or ""), (kind, report.error)
+
+
+def test_every_kind_of_garbage_in_one_pull_is_its_own_hosts_observation(agents: MisbehavingAgents) -> None:
+    targets = [Target(f"h-{kind}", agents.url(kind, f"h-{kind}")) for kind in GARBAGE]
+    good = [Target(f"h-good{i}", agents.url("good", f"h-good{i}")) for i in range(5)]
+    agent = client()
+    try:
+        reports = agent.pull_reports(targets + good, datetime.now(UTC))
+    finally:
+        agent.close()
+    assert [r.host_id for r in reports] == [t.host_id for t in targets + good]
+    for kind, report in zip(GARBAGE, reports, strict=False):
+        check(report, kind)
+    assert all(r.agent_reachable and r.protocol == 2 for r in reports[len(targets) :])
+
+
+@pytest.mark.parametrize("kind", list(GARBAGE))
+def test_the_single_pull_has_the_same_limits(agents: MisbehavingAgents, kind: str) -> None:
+    agent = client()
+    try:
+        report = agent.get_report(Target(f"h-{kind}", agents.url(kind, f"h-{kind}")), datetime.now(UTC))
+    finally:
+        agent.close()
+    check(report, kind)
+
+
+def test_the_token_is_sent_on_every_call_and_never_shown(agents: MisbehavingAgents) -> None:
+    agent = client(token="s3cret-token")  # noqa: S106 - a test token
+    target = Target("h-1", agents.url("good", "h-1"))
+    agents.auth.clear()
+    try:
+        assert agent.pull_reports([target], datetime.now(UTC))[0].agent_reachable
+        assert agent.get_report(target, datetime.now(UTC)).agent_reachable
+        assert agent.init(target, 3, "act-1").ok
+        assert agent.init_status(target, "act-1") is not None
+        assert agent.raise_fence(target, 4) == 9
+        assert agent.connect_storage_domain(target, "sd-1", 2, "act-2").ok
+    finally:
+        agent.close()
+    assert [path.rsplit("/", 1)[-1] for path, _ in agents.auth] == [
+        "report",
+        "report",
+        "init",
+        "act-1",
+        "fence",
+        "connect",
+    ]
+    assert {header for _, header in agents.auth} == {"Bearer s3cret-token"}
+    assert "s3cret" not in repr(agent)
+
+
+def test_a_name_resolving_outside_the_allowed_networks_is_refused_at_call_time(
+    agents: MisbehavingAgents,
+) -> None:
+    policy = AgentUrlPolicy.build(["10.0.0.0/8"], [])
+    target = Target("h-1", f"http://localhost:{agents.port}/good/h-1")
+    agents.auth.clear()
+    agent = client(url_policy=policy)
+    try:
+        pulled = agent.pull_reports([target], datetime.now(UTC))[0]
+        single = agent.get_report(target, datetime.now(UTC))
+    finally:
+        agent.close()
+    for report in (pulled, single):
+        assert report.agent_reachable is False
+        assert "agent URL policy: 127.0.0.1 is outside AUTORECOVERY_AGENT_NETWORKS" in (report.error or "")
+    assert agents.auth == []  # no request left
