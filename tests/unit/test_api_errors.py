@@ -20,6 +20,7 @@ from autorecovery.services.safety import SafetyService
 from autorecovery.services.storage import StorageService
 from autorecovery.services.vmruns import ErrorPolicy, VmRunService
 from autorecovery.settings import Settings
+from models.agent_url import AgentUrlPolicy
 from models.domain import Cluster
 from models.errors import (
     BadReport,
@@ -253,3 +254,22 @@ def test_unknown_routes_outages_and_crashes_keep_the_shape(
     world.app.state.services = None
     assert shape(world.call("GET", "/api/v1/hosts", headers=VIEWER)) == (503, "starting", None)
     assert world.call("GET", "/healthz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data",
+        "http://metadata.google.internal/",
+        "http://[fd00:ec2::254]/",
+        "http://127.0.0.1:5432",
+        "http://localhost:6379/",
+    ],
+)
+def test_registering_a_forbidden_agent_url_is_a_422_naming_agent_url(world: World, url: str) -> None:
+    world.fleet.agent_urls = AgentUrlPolicy.build([], [("127.0.0.1", 5432), ("127.0.0.1", 6379)])
+    body = {"id": "h-9", "cluster": "c-1", "agent_url": url}
+    answer = world.call("POST", "/api/v1/hosts", headers=ADMIN, json=body)
+    assert shape(answer) == (422, "invalid_input", "agent_url")
+    assert world.events() == SETUP_EVENTS
+    assert world.call("GET", "/api/v1/hosts/h-9", headers=ADMIN).status_code == 404

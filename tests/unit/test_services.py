@@ -850,6 +850,22 @@ def test_a_pushed_report_nested_too_deeply_is_refused(world: World) -> None:
     assert world.stored_report("h1") is None
 
 
+@pytest.mark.parametrize(
+    "ahead", [timedelta(hours=1), datetime(9999, 12, 31, tzinfo=UTC) - T0], ids=["1h", "9999"]
+)
+def test_a_stored_push_dated_ahead_does_not_stop_the_pulls(world: World, ahead: timedelta) -> None:
+    world.register("h1")
+    future = replace(good_report("h1", T0 + ahead), source="push")
+    with world.db.transaction() as conn:  # stored before such dates were refused
+        world.repos.hosts.upsert_reports(conn, [future], T0)
+    world.clock.advance(10)
+    world.healthy("h1")
+    world.monitoring.tick()
+    stored = world.stored_report("h1")
+    assert stored is not None and stored.source == "pull" and stored.reported_at < world.clock()
+    assert world.host("h1").in_flight  # recoverable from the fresh report: queued
+
+
 def test_receive_report_for_an_unknown_host(world: World) -> None:
     with pytest.raises(NotFound):
         world.fleet.receive_report("ghost", dict(REPORT_BODY), "agent")
