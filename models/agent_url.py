@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from models.errors import InvalidInput
@@ -35,6 +36,7 @@ METADATA_NAMES = frozenset(
 _LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
 
+@lru_cache(maxsize=65_536)  # ipaddress parses in Python; a fleet has few distinct agent hosts
 def _ip(host: str) -> IPAddress | None:
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -44,16 +45,25 @@ class PolicyResolver(AbstractResolver):
         await self._inner.close()
 
 
+@lru_cache(maxsize=200_000)
+def _verdict(policy: AgentUrlPolicy, url: str) -> InvalidInput | None:
+    # Remembered: every tick checks every host's URL, and a URL's verdict never changes.
+    try:
+        policy.check_url(url)
+    except InvalidInput as exc:
+        return exc
+    return None
+
+
 def check_target(policy: AgentUrlPolicy, url: str) -> None:
     """Check a URL before a call: its scheme, name and (literal) address.
 
     Raises:
         RefusedAddress: the policy forbids it.
     """
-    try:
-        policy.check_url(url)
-    except InvalidInput as exc:
-        raise _refusal(exc) from None
+    refused = _verdict(policy, url)
+    if refused is not None:
+        raise _refusal(refused)
 
 
 def check_resolved(policy: AgentUrlPolicy, url: str) -> None:

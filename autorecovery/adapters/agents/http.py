@@ -119,7 +119,10 @@ class HttpAgentClient:
                 raw = body.content()
         except BadReport as exc:
             return self._bad(target, now, exc)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except TimeoutError as exc:  # the whole pull, a dripping body included
+            detail = f"{type(exc).__name__}: no complete answer within {self.report_timeout_s:g}s"
+            return unreachable_report(target.host_id, now, detail)
+        except (aiohttp.ClientError, OSError) as exc:
             return unreachable_report(target.host_id, now, _describe(exc))
         except Exception as exc:  # one host's boundary: nothing it sends may fail the batch
             log.exception("host %s: unexpected failure pulling its report", target.host_id)
@@ -286,8 +289,6 @@ def _not_ok(target: Target, now: datetime, status: int, location: str | None) ->
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, RefusedAddress):
         exc = exc.os_error
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError) and not str(exc):
-        return "TimeoutError"
     kind = type(exc).__name__
     text = str(exc)
     return f"{kind}: {text}" if text else kind
