@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -55,7 +56,10 @@ def _gzip_bomb() -> bytes:
 class MisbehavingAgents:
     """The server; ``url(kind, host_id)`` is an agent URL to register."""
 
-    def __init__(self, redirect_to: Callable[[str], str] | None = None) -> None:
+    def __init__(
+        self, redirect_to: Callable[[str], str] | None = None, tls: ssl.SSLContext | None = None
+    ) -> None:
+        self._tls = tls
         self.auth: list[tuple[str, str | None]] = []
         self._bomb = _gzip_bomb()
         self._redirect_to = redirect_to
@@ -64,6 +68,8 @@ class MisbehavingAgents:
         self.port = 0
 
     def url(self, kind: str, host_id: str) -> str:
+        if self._tls is not None:
+            return f"https://localhost:{self.port}/{kind}/{host_id}"
         return f"http://127.0.0.1:{self.port}/{kind}/{host_id}"
 
     def start(self) -> MisbehavingAgents:
@@ -83,7 +89,7 @@ class MisbehavingAgents:
         app.router.add_post("/{kind}/{host}/storage-domains/{sd}/connect", self._ok)
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._tls)
         self._loop.run_until_complete(site.start())
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         ready.set()

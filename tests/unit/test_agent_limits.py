@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+import trustme
 
 from autorecovery.adapters.agents import Target
 from autorecovery.adapters.agents.http import HttpAgentClient
@@ -119,3 +122,36 @@ def test_a_name_resolving_outside_the_allowed_networks_is_refused_at_call_time(
         assert report.agent_reachable is False
         assert "agent URL policy: 127.0.0.1 is outside AUTORECOVERY_AGENT_NETWORKS" in (report.error or "")
     assert agents.auth == []  # no request left
+
+
+@pytest.fixture(scope="module")
+def tls_agents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MisbehavingAgents, Path]]:
+    """Agents over https with a certificate from a test CA; yields them and the CA bundle."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(context)
+    bundle = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    server = MisbehavingAgents(tls=context).start()
+    yield server, bundle
+    server.close()
+
+
+def test_https_agents_are_verified_against_the_ca_bundle(tls_agents: tuple[MisbehavingAgents, Path]) -> None:
+    server, bundle = tls_agents
+    target = Target("h-1", server.url("good", "h-1"))
+    trusted, untrusted = client(ca_file=bundle), client()
+    try:
+        assert trusted.pull_reports([target], datetime.now(UTC))[0].agent_reachable
+        assert trusted.get_report(target, datetime.now(UTC)).agent_reachable
+        assert trusted.init(target, 1, "act-1").ok
+        refused = [
+            untrusted.pull_reports([target], datetime.now(UTC))[0],
+            untrusted.get_report(target, datetime.now(UTC)),
+        ]
+    finally:
+        trusted.close()
+        untrusted.close()
+    for report in refused:
+        assert report.agent_reachable is False and not is_bad_report(report)
+        assert "CERTIFICATE_VERIFY_FAILED" in (report.error or ""), report.error
