@@ -235,6 +235,35 @@ def test_a_bad_pushed_report_is_audited_not_stored(world: World) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"reported_at": "9999-12-31T23:59:59Z"}, "reported_at"),
+        ({"extra": json.loads("[" * 41 + "]" * 41)}, "body"),
+    ],
+    ids=["dated ahead", "nested 41 deep"],
+)
+def test_a_pushed_report_dated_ahead_or_too_deep_is_refused_and_audited(
+    world: World, changes: dict[str, object], field: str
+) -> None:
+    report = {
+        "host_id": "h-1",
+        "reported_at": utcnow().isoformat(),
+        "kvm": True,
+        "version": "4.5",
+        "cpu_flags": [],
+        "networks": {"mgmt": True},
+        "storage_domains": {},
+        "vms_running": 3,
+        "mem_free_mb": 1,
+        **changes,
+    }
+    answer = world.call("POST", "/api/v1/hosts/h-1/report", json=report, headers=ADMIN)
+    assert shape(answer) == (422, "bad_report", field)
+    assert world.events()[0] == ("report_rejected", "alice", field)
+    assert world.db.state.reports == {}
+
+
 def test_unknown_routes_outages_and_crashes_keep_the_shape(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
