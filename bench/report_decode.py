@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from models.report import decode_report, parse_report
+from models.report import parse_report
+from models.report_wire import decode_report
 
 NOW = datetime(2026, 11, 24, 12, 0, 5, tzinfo=UTC)
 FLAGS = [

@@ -1,26 +1,20 @@
-"""Parse an agent's report (agent protocol v1 and v2) into a ``Report``, naming the field on error.
+"""Validate an agent's report (agent protocol v1 and v2) into a ``Report``, naming the field on error.
 
-Every rule lives in the field-by-field validator, ``parse_report``, which also takes the bodies
-the API has already decoded. Raw bodies go through ``decode_report``: msgspec decodes them
-straight into a typed struct that is never looser than the validator, and only a body the struct
-refuses goes through the validator, for its precise message. Measured with ``bench/report_decode.py``
-(10,000 realistic v2 reports, Python 3.11, one core): ``json.loads`` + the validator 226 ms,
-``orjson.loads`` + the validator 192 ms, msgspec's typed decode 17 ms (plus ~4 ms of checks).
+``parse_report`` holds every rule and takes bodies already decoded (the API's pushed reports);
+raw bodies go through ``models.report_wire.decode_report``, a typed fast path that falls back
+on ``parse_report`` for its messages.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any
-
-import msgspec
+from typing import Any
 
 from models.domain import Report, RunningInit
 from models.errors import BadReport
 
-_MAX_ID_LEN = 200
+MAX_ID_LEN = 200
 #: Counts are stored as PostgreSQL ``integer``.
 MAX_COUNT = 2**31 - 1
 #: Fences are PostgreSQL ``bigint``.
@@ -31,12 +25,12 @@ MAX_DEPTH = 32
 DEFAULT_MAX_SKEW_S = 30.0
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """Quote a name for an error message without NULs or lone surrogates (unstorable text)."""
     return text.encode("unicode_escape").decode("ascii")
 
 
-def _check_text(name: str, value: str) -> None:
+def check_text(name: str, value: str) -> None:
     if "\x00" in value:
         raise BadReport(name, "must not contain NUL characters")
     try:
@@ -79,9 +73,9 @@ def _text(data: Mapping[str, Any], name: str, label: str | None = None) -> str:
     value = _require(data, name, label)
     if not isinstance(value, str) or not value:
         raise BadReport(label, "must be a non-empty string")
-    if len(value) > _MAX_ID_LEN:
-        raise BadReport(label, f"must be at most {_MAX_ID_LEN} characters")
-    _check_text(label, value)
+    if len(value) > MAX_ID_LEN:
+        raise BadReport(label, f"must be at most {MAX_ID_LEN} characters")
+    check_text(label, value)
     return value
 
 
@@ -91,10 +85,10 @@ def _flag_map(data: Mapping[str, Any], name: str) -> dict[str, bool]:
         raise BadReport(name, "must be an object of name to boolean")
     result: dict[str, bool] = {}
     for key, state in value.items():
-        label = f"{name}.{_printable(str(key))}"
+        label = f"{name}.{printable(str(key))}"
         if not isinstance(key, str) or not isinstance(state, bool):
             raise BadReport(label, "must be a boolean")
-        _check_text(label, key)
+        check_text(label, key)
         result[key] = state
     return result
 
@@ -104,7 +98,7 @@ def _flags(data: Mapping[str, Any]) -> frozenset[str]:
     if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
         raise BadReport("cpu_flags", "must be a list of strings")
     for flag in flags:
-        _check_text("cpu_flags", flag)
+        check_text("cpu_flags", flag)
     return frozenset(flags)
 
 
@@ -195,7 +189,7 @@ def parse_report(
         raise BadReport("report", "must be a JSON object")
     _check_depth(data)
     host_id = _text(data, "host_id")
-    _check_host(host_id, expected_host_id)
+    check_host(host_id, expected_host_id)
     flags = _flags(data)
     reported_at = parse_time(_require(data, "reported_at"))
     check_not_ahead(reported_at, now, max_skew_s)
@@ -216,146 +210,11 @@ def parse_report(
     )
 
 
-def _check_host(host_id: str, expected_host_id: str) -> None:
+def check_host(host_id: str, expected_host_id: str) -> None:
     if host_id != expected_host_id:
         raise BadReport(
-            "host_id", f"is {_printable(host_id)!r}, expected {_printable(expected_host_id)!r}"
+            "host_id", f"is {printable(host_id)!r}, expected {printable(expected_host_id)!r}"
         )
-
-
-# --- raw bodies: the typed fast path -------------------------------------------------------------
-
-_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_ID_LEN)]
-_Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
-
-
-class _InitWire(msgspec.Struct):
-    activation_id: _Id
-    fence: Annotated[int, msgspec.Meta(ge=0, le=MAX_FENCE)]
-    started_at: str | None = None
-
-
-class _ReportWire(msgspec.Struct):
-    host_id: _Id
-    reported_at: str
-    kvm: bool
-    version: _Id
-    cpu_flags: list[str]
-    networks: dict[str, bool]
-    storage_domains: dict[str, bool]
-    vms_running: _Count
-    mem_free_mb: _Count
-    protocol: Annotated[int, msgspec.Meta(ge=1)] = 1
-    init: _InitWire | None = None
-
-
-_DECODER = msgspec.json.Decoder(_ReportWire)
-_UNTYPED = msgspec.json.Decoder()
-_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
-_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
-_OPENERS = frozenset(b"[{")
-
-
-def _check_raw_depth(raw: bytes) -> None:
-    """Refuse a body nested deeper than MAX_DEPTH before any decoder recurses into it."""
-    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
-        return  # every real report: it cannot be deeper than it has brackets
-    depth = 0
-    for byte in _STRING.sub(b"", raw).translate(None, _NOT_BRACKET):
-        depth += 1 if byte in _OPENERS else -1
-        if depth > MAX_DEPTH:
-            raise BadReport("body", f"is nested deeper than {MAX_DEPTH} levels")
-
-
-def decode_report(
-    raw: bytes,
-    expected_host_id: str,
-    *,
-    now: datetime,
-    max_skew_s: float = DEFAULT_MAX_SKEW_S,
-    source: str = "pull",
-) -> Report:
-    """Decode and validate a raw report body (UTF-8 JSON), as ``parse_report`` does a decoded one.
-
-    Raises:
-        BadReport: ``body`` when it cannot be decoded as UTF-8 JSON or is nested too deeply; else as
-            ``parse_report``.
-    """
-    _check_raw_depth(raw)
-    try:
-        wire = _DECODER.decode(raw)
-    except msgspec.ValidationError:
-        data = _decode_untyped(raw)  # the validator names the field and says what is wrong
-        return parse_report(data, expected_host_id, source, now=now, max_skew_s=max_skew_s)
-    except (msgspec.DecodeError, ValueError) as exc:
-        raise BadReport("body", f"cannot be decoded as UTF-8 JSON ({exc})") from None
-    return _from_wire(wire, expected_host_id, now, max_skew_s, source)
-
-
-def decode_json(raw: bytes) -> object:
-    """Decode any small agent answer (UTF-8 JSON) with the report's depth limit.
-
-    Raises:
-        BadReport: ``body``, saying why it is not usable JSON.
-    """
-    _check_raw_depth(raw)
-    return _decode_untyped(raw)
-
-
-def _decode_untyped(raw: bytes) -> object:
-    try:
-        return _UNTYPED.decode(raw)
-    except (msgspec.DecodeError, ValueError) as exc:
-        raise BadReport("body", f"cannot be decoded as UTF-8 JSON ({exc})") from None
-
-
-def _has_bad_text(wire: _ReportWire) -> bool:
-    """True when any name holds a NUL or a lone surrogate (checked at once: the common case)."""
-    names = [wire.host_id, wire.version, *wire.cpu_flags, *wire.networks, *wire.storage_domains]
-    if wire.init is not None:
-        names.append(wire.init.activation_id)
-    text = "\n".join(names)
-    if "\x00" in text:
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _from_wire(
-    wire: _ReportWire, expected_host_id: str, now: datetime, max_skew_s: float, source: str
-) -> Report:
-    if _has_bad_text(wire):  # the validator names which one
-        data = msgspec.to_builtins(wire)
-        return parse_report(data, expected_host_id, source, now=now, max_skew_s=max_skew_s)
-    _check_host(wire.host_id, expected_host_id)
-    reported_at = parse_time(wire.reported_at)
-    check_not_ahead(reported_at, now, max_skew_s)
-    init = None
-    if wire.init is not None:
-        started = wire.init.started_at
-        init = RunningInit(
-            activation_id=wire.init.activation_id,
-            fence=wire.init.fence,
-            started_at=None if started is None else parse_time(started, "init.started_at"),
-        )
-    return Report(
-        host_id=wire.host_id,
-        reported_at=reported_at,
-        agent_reachable=True,
-        kvm=wire.kvm,
-        version=wire.version,
-        cpu_flags=frozenset(wire.cpu_flags),
-        networks=wire.networks,
-        storage_domains=wire.storage_domains,
-        vms_running=wire.vms_running,
-        mem_free_mb=wire.mem_free_mb,
-        source=source,
-        protocol=wire.protocol,
-        init=init,
-    )
 
 
 BAD_REPORT_PREFIX = "bad report: "

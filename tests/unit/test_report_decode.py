@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from models.errors import BadReport
-from models.report import MAX_DEPTH, decode_json, decode_report, parse_report
+from models.report import MAX_DEPTH, parse_report
+from models.report_wire import decode_json, decode_report
 from tests.unit.test_assessment import APPENDIX_A, BAD_VALUES, REQUIRED, with_
 
 NOW = datetime(2026, 11, 24, 12, 0, 5, tzinfo=UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from models.errors import AgentUnavailable, BadReport
-from models.report import decode_json
+from models.report_wire import decode_json
 
 
 def json_object(raw: bytes, url: str) -> dict[str, Any]:

@@ -31,7 +31,8 @@ from autorecovery.adapters.agents.body import ACCEPT_ENCODING, DEFAULT_MAX_BYTES
 from models.agent_url import AgentUrlPolicy
 from models.domain import Report
 from models.errors import AgentBusy, AgentUnavailable, BadReport, InitOutcomeUnknown, StaleFence
-from models.report import DEFAULT_MAX_SKEW_S, bad_report, decode_report, unreachable_report
+from models.report import DEFAULT_MAX_SKEW_S, bad_report, unreachable_report
+from models.report_wire import decode_report
 
 log = logging.getLogger(__name__)
 
