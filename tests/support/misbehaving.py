@@ -2,7 +2,8 @@
 
 Each kind is one way an agent can answer badly (deep, huge, a gzip bomb, a drip, a redirect,
 HTML, invalid UTF-8, an over-long integer, another host's id, a date ahead); ``good`` answers a
-clean report, and the v2 routes (init, status, fence, connect) answer correctly. Every request's
+clean report and correct v2 answers (init, status, fence, connect); any other kind answers
+every route the same bad way. Every request's
 ``Authorization`` header is recorded.
 """
 
@@ -106,15 +107,19 @@ class MisbehavingAgents:
         response: web.StreamResponse = await handler(request)
         return response
 
-    @staticmethod
-    async def _ok(request: web.Request) -> web.Response:
+    async def _ok(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["kind"] != "good":  # a misbehaving agent answers every call so
+            return await self._report(request)
         return web.json_response({"ok": True})
 
-    @staticmethod
-    async def _fence(request: web.Request) -> web.Response:
+    async def _fence(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["kind"] != "good":
+            return await self._report(request)
         return web.json_response({"highest": 9})
 
-    async def _status(self, request: web.Request) -> web.Response:
+    async def _status(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["kind"] != "good":
+            return await self._report(request)
         act = request.match_info["act"]
         return web.json_response({"activation_id": act, "fence": 3, "status": "done", "ok": True})
 

@@ -14,6 +14,7 @@ from autorecovery.adapters.agents import Target
 from autorecovery.adapters.agents.http import HttpAgentClient
 from models.agent_url import AgentUrlPolicy
 from models.domain import Report
+from models.errors import AgentUnavailable, InitOutcomeUnknown
 from models.report import is_bad_report
 from tests.support.misbehaving import MisbehavingAgents
 
@@ -155,3 +156,25 @@ def test_https_agents_are_verified_against_the_ca_bundle(tls_agents: tuple[Misbe
     for report in refused:
         assert report.agent_reachable is False and not is_bad_report(report)
         assert "CERTIFICATE_VERIFY_FAILED" in (report.error or ""), report.error
+
+
+#: kinds whose answers are not JSON objects a v2 call can use (valid reports are not init answers)
+UNUSABLE = ["deep", "huge", "bomb", "html", "badutf8", "longint", "drip", "redirect"]
+
+
+@pytest.mark.parametrize("kind", UNUSABLE)
+def test_v2_calls_have_the_same_limits(agents: MisbehavingAgents, kind: str) -> None:
+    target = Target(f"h-{kind}", agents.url(kind, f"h-{kind}"))
+    agent = client()
+    try:
+        with pytest.raises(InitOutcomeUnknown if kind == "drip" else AgentUnavailable) as init:
+            agent.init(target, 1, "act-1")
+        with pytest.raises(AgentUnavailable) as status:
+            agent.init_status(target, "act-1")
+        with pytest.raises(AgentUnavailable) as fence:
+            agent.raise_fence(target, 2)
+    finally:
+        agent.close()
+    expected = {"drip": "ReadTimeout", "redirect": "HTTP 302", "deep": "nested deeper"}.get(kind, "body")
+    for info in (init, status, fence):
+        assert expected in str(info.value), (kind, str(info.value))
