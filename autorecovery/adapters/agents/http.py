@@ -95,15 +95,17 @@ class HttpAgentClient:
     async def _pull_all(self, targets: Sequence[Target], now: datetime) -> list[Report]:
         # aiohttp, not httpx, for the bulk pull: httpcore's pool costs O(connections) per
         # request, which made a 500-host batch cost seconds of CPU instead of tens of ms.
-        connector = aiohttp.TCPConnector(
-            limit=self.concurrency, ssl=self._ssl, resolver=PolicyResolver(self.url_policy)
-        )
+        resolver = PolicyResolver(self.url_policy)
+        connector = aiohttp.TCPConnector(limit=self.concurrency, ssl=self._ssl, resolver=resolver)
         # total bounds the whole pull of one host, its body included: a drip cannot hold it.
         timeout = aiohttp.ClientTimeout(total=self.report_timeout_s)
-        async with aiohttp.ClientSession(
-            connector=connector, timeout=timeout, headers=self._headers, auto_decompress=False
-        ) as session:
-            return list(await asyncio.gather(*(self._pull_one(session, t, now) for t in targets)))
+        try:
+            async with aiohttp.ClientSession(
+                connector=connector, timeout=timeout, headers=self._headers, auto_decompress=False
+            ) as session:
+                return list(await asyncio.gather(*(self._pull_one(session, t, now) for t in targets)))
+        finally:
+            await resolver.close()  # a resolver passed in is not the connector's to close
 
     async def _pull_one(self, session: aiohttp.ClientSession, target: Target, now: datetime) -> Report:
         url = _url(target, "/report")
