@@ -1,4 +1,4 @@
-"""Read the small JSON answers of v2 calls (init, status, fence): bounded, depth-checked, typed."""
+"""Read the small JSON answers of v2 calls (init, status, fence), depth-checked like reports."""
 
 from __future__ import annotations
 

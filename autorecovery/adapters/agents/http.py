@@ -168,7 +168,8 @@ class HttpAgentClient:
         """
         check_resolved(self.url_policy, url)
         deadline = time.monotonic() + timeout_s
-        with self._client.stream(method, url, json=body, timeout=timeout_s) as resp:
+        timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, self.report_timeout_s))
+        with self._client.stream(method, url, json=body, timeout=timeout) as resp:
             if resp.status_code not in read:
                 return resp.status_code, resp.headers.get("Location"), b""
             declared = resp.headers.get("Content-Length")
