@@ -23,7 +23,7 @@ from tests.support.processes import Proc
 #: body and the gzip bomb grew a worker to 600-700 MiB; a prefork child peaks near 85-90 MiB here.
 MAX_WORKER_RSS_MIB = 160
 
-#: kind -> (what the stored observation's error says)
+#: kind -> what the stored observation's error (and the host's detail) says
 BAD = {
     "deep": "bad report: body: is nested deeper than 32 levels",
     "huge": "bad report: body: is over the 1048576-byte limit",
@@ -88,7 +88,10 @@ def test_one_tick_with_misbehaving_agents(
     for host, kind in bad.items():
         row = reports[host]
         assert row["agent_reachable"] is False and BAD[kind] in (row["error"] or ""), (kind, row["error"])
-        assert host_status(deps, host)["status"] == "non_responsive"
+        shown = host_status(deps, host)
+        assert shown["status"] == "non_responsive" and BAD[kind] in (shown["detail"] or ""), shown
+        unreachable = kind in ("drip", "redirect")  # HTTP failures; the rest are garbage answers
+        assert shown["reason"] == ("agent_unreachable" if unreachable else "bad_report"), shown
     assert all(r["reported_at"] <= datetime.now(UTC) for r in reports.values())  # no future date stored
 
     peaks = {pid: _peak_rss_mib(pid) for pid in children}
