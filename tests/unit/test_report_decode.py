@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.errors import BadReport
 from models.report import MAX_DEPTH, parse_report
@@ -100,3 +102,33 @@ def test_a_date_ahead_past_the_skew_is_refused_both_ways(ahead: timedelta) -> No
 def test_a_date_within_the_skew_is_taken() -> None:
     body = with_(reported_at=(NOW + timedelta(seconds=29)).isoformat())
     assert decode_report(raw(body), "h-001", now=NOW, max_skew_s=30).reported_at > NOW
+
+
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=5),
+    st.sampled_from(["", "h-001", "2026-11-24T12:00:00Z", "2026-11-24T12:00:00", "a\x00b", "x" * 201]),
+    st.lists(st.text(max_size=3), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.booleans() | st.integers(0, 1), max_size=3),
+)
+FIELDS = [*REQUIRED, "protocol", "init"]
+
+
+@given(
+    st.dictionaries(st.sampled_from(FIELDS), VALUES, max_size=4), st.sets(st.sampled_from(FIELDS), max_size=2)
+)
+@settings(max_examples=400, deadline=None)
+def test_the_fast_path_agrees_with_the_validator(changes: dict[str, Any], dropped: set[str]) -> None:
+    body = {k: v for k, v in with_(**changes).items() if k not in dropped}
+    try:
+        expected: object = parse_report(body, "h-001", now=NOW)
+    except BadReport as exc:
+        expected = exc.field
+    try:
+        got: object = decode_report(raw(body), "h-001", now=NOW)
+    except BadReport as exc:
+        got = exc.field
+    assert got == expected
