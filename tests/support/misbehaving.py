@@ -62,6 +62,8 @@ class MisbehavingAgents:
     ) -> None:
         self._tls = tls
         self.auth: list[tuple[str, str | None]] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
         self._bomb = _gzip_bomb()
         self._redirect_to = redirect_to
         self._loop = asyncio.new_event_loop()
@@ -127,6 +129,12 @@ class MisbehavingAgents:
         kind, host = request.match_info["kind"], request.match_info["host"]
         now = datetime.now(UTC)
         if kind == "good":
+            return web.json_response(report(host))
+        if kind == "slow":  # a good report after a pause, counting requests served at once
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            await asyncio.sleep(0.2)
+            self.in_flight -= 1
             return web.json_response(report(host))
         if kind == "deep":
             return web.Response(body=b"[" * DEEP + b"]" * DEEP, content_type="application/json")

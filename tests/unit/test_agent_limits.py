@@ -178,3 +178,15 @@ def test_v2_calls_have_the_same_limits(agents: MisbehavingAgents, kind: str) -> 
     expected = {"drip": "ReadTimeout", "redirect": "HTTP 302", "deep": "nested deeper"}.get(kind, "body")
     for info in (init, status, fence):
         assert expected in str(info.value), (kind, str(info.value))
+
+
+def test_the_pull_runs_concurrently_up_to_its_limit(agents: MisbehavingAgents) -> None:
+    targets = [Target(f"h-{i}", agents.url("slow", f"h-{i}")) for i in range(8)]
+    agents.most_in_flight = 0
+    agent = HttpAgentClient(report_timeout_s=5.0, init_timeout_s=5.0, concurrency=3, retries=0)
+    try:
+        reports = agent.pull_reports(targets, datetime.now(UTC))
+    finally:
+        agent.close()
+    assert all(r.agent_reachable for r in reports)
+    assert agents.most_in_flight == 3  # one slow agent costs one wait, not one per host
