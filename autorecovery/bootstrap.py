@@ -81,6 +81,7 @@ def tick_config(settings: Settings) -> TickConfig:
         deadline_s=settings.tick_deadline_s,
         resend_after_s=settings.resend_queued_after_s,
         max_resends=settings.resend_max,
+        max_clock_skew_s=settings.max_clock_skew_s,
     )
 
 
@@ -138,6 +139,11 @@ def connect(settings: Settings) -> Adapters:
         init_timeout_s=settings.init_timeout_s,
         concurrency=settings.agent_concurrency,
         retries=settings.agent_retries,
+        token=settings.agent_token.get_secret_value() if settings.agent_token else None,
+        ca_file=settings.agent_ca_file,
+        max_report_bytes=settings.agent_max_report_bytes,
+        max_skew_s=settings.max_clock_skew_s,
+        url_policy=settings.agent_url_policy(),
     )
 
     def close() -> None:
@@ -248,7 +254,15 @@ def build_services(
         ),
         storage=storage,
         vmruns=VmRunService(db, clock, error_policy(settings), repos),
-        fleet=FleetService(db, enqueue, report_max_age_s=settings.report_max_age_s, clock=clock, repos=repos),
+        fleet=FleetService(
+            db,
+            enqueue,
+            report_max_age_s=settings.report_max_age_s,
+            clock=clock,
+            repos=repos,
+            max_clock_skew_s=settings.max_clock_skew_s,
+            agent_urls=settings.agent_url_policy(),
+        ),
         views=FleetViews(
             db, report_max_age_s=settings.report_max_age_s, clock=clock, repos=repos, caps=tick.caps
         ),

@@ -5,9 +5,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.agent_url import AgentUrlPolicy, endpoint
 from models.errors import InvalidInput
 from models.safety import CapPolicy
 
@@ -38,6 +39,26 @@ class Settings(BaseSettings):
         "agent is asked until then, a v1 agent's host gets no new init until then",
     )
     agent_retries: int = Field(3, ge=0, le=10, description="retries of a failed agent call")
+    agent_max_report_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="most bytes read of an agent's answer, as received and once inflated",
+    )
+    max_clock_skew_s: float = Field(
+        30.0, gt=0, description="reports dated further ahead of the product's clock are refused"
+    )
+    agent_token_file: Path | None = Field(
+        None, description="file holding the bearer token sent on every agent call (read at start)"
+    )
+    agent_ca_file: Path | None = Field(
+        None, description="CA bundle verifying https:// agents; unset: the system's CAs"
+    )
+    agent_networks: str = Field(
+        "",
+        description="CIDRs, comma-separated: when set, agents must be inside them "
+        "(link-local, metadata and the product's own ports are refused regardless)",
+    )
 
     lock_ttl_s: float = Field(40.0, gt=0, description="host lock TTL, renewed while running")
     activation_soft_limit_s: float = Field(25.0, gt=0, description="activation soft time limit")
@@ -111,6 +132,20 @@ class Settings(BaseSettings):
 
     failpoints: str = Field("", description="test only: comma-separated failpoints, e.g. 'stop_before_init'")
 
+    _agent_token: SecretStr | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _check_agent_files(self) -> Settings:
+        if self.agent_token_file is not None:
+            self._agent_token = SecretStr(_read_secret(self.agent_token_file, "agent_token_file"))
+        if self.agent_ca_file is not None and not self.agent_ca_file.is_file():
+            raise InvalidInput(_var("agent_ca_file"), f"{self.agent_ca_file} is not a readable file")
+        try:
+            self.agent_url_policy()
+        except ValueError as exc:
+            raise InvalidInput(_var("agent_networks"), f"is not a list of CIDRs: {exc}") from None
+        return self
+
     @model_validator(mode="after")
     def _check_limits(self) -> Settings:
         # Raised as InvalidInput (not ValueError) so that the error names the variable itself.
@@ -156,6 +191,24 @@ class Settings(BaseSettings):
         return CapPolicy(cluster_max=int(text), cluster_share=None, fleet_max=self.fleet_cap)
 
     @property
+    def agent_token(self) -> SecretStr | None:
+        """The agent token read from AUTORECOVERY_AGENT_TOKEN_FILE at start, if set."""
+        return self._agent_token
+
+    def agent_url_policy(self) -> AgentUrlPolicy:
+        """Where agents may be: the allow-list, and the product's own endpoints to refuse."""
+        return AgentUrlPolicy.build(
+            self.agent_networks.split(","),
+            [
+                endpoint(self.database_url, 5432),
+                endpoint(self.redis_url, 6379),
+                endpoint(self.broker_url, 5672 if (self.broker_url or "").startswith("amqp") else 6379),
+                endpoint(self.api_url, 80),
+                (self.api_host.lower(), self.api_port),
+            ],
+        )
+
+    @property
     def effective_broker_url(self) -> str | None:
         """The broker: its own URL, else the Redis URL."""
         return self.broker_url or self.redis_url
@@ -179,6 +232,25 @@ class Settings(BaseSettings):
     def reap_running_after_s(self) -> float:
         """How long a running activation may go before the tick declares it abandoned."""
         return self.activation_time_limit_s + self.lock_ttl_s
+
+
+def _var(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _read_secret(path: Path, name: str) -> str:
+    """A secret file's content, stripped; never echoed in an error.
+
+    Raises:
+        InvalidInput: naming the variable, when the file is missing, unreadable or empty.
+    """
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(_var(name), f"cannot read {path}: {type(exc).__name__}") from None
+    if not text:
+        raise InvalidInput(_var(name), f"{path} is empty")
+    return text
 
 
 def load_settings() -> Settings:

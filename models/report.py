@@ -1,4 +1,9 @@
-"""Parse an agent's report (agent protocol v1) into a ``Report``, naming the field on error."""
+"""Validate an agent's report (agent protocol v1 and v2) into a ``Report``, naming the field on error.
+
+``parse_report`` holds every rule and takes bodies already decoded (the API's pushed reports);
+raw bodies go through ``models.report_wire.decode_report``, a typed fast path that falls back
+on ``parse_report`` for its messages.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +14,23 @@ from typing import Any
 from models.domain import Report, RunningInit
 from models.errors import BadReport
 
-_MAX_ID_LEN = 200
+MAX_ID_LEN = 200
 #: Counts are stored as PostgreSQL ``integer``.
 MAX_COUNT = 2**31 - 1
+#: Fences are PostgreSQL ``bigint``.
+MAX_FENCE = 2**63 - 1
+#: The deepest nesting a report may have; the protocol's own fields need 3 levels.
+MAX_DEPTH = 32
+#: How far ahead of the collector's clock a report may be dated (AUTORECOVERY_MAX_CLOCK_SKEW_S).
+DEFAULT_MAX_SKEW_S = 30.0
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """Quote a name for an error message without NULs or lone surrogates (unstorable text)."""
     return text.encode("unicode_escape").decode("ascii")
 
 
-def _check_text(name: str, value: str) -> None:
+def check_text(name: str, value: str) -> None:
     if "\x00" in value:
         raise BadReport(name, "must not contain NUL characters")
     try:
@@ -28,9 +39,9 @@ def _check_text(name: str, value: str) -> None:
         raise BadReport(name, "must be valid Unicode") from exc
 
 
-def _require(data: Mapping[str, Any], name: str) -> Any:
+def _require(data: Mapping[str, Any], name: str, label: str | None = None) -> Any:
     if name not in data:
-        raise BadReport(name, "is required")
+        raise BadReport(label or name, "is required")
     return data[name]
 
 
@@ -41,24 +52,30 @@ def _bool(data: Mapping[str, Any], name: str) -> bool:
     return value
 
 
-def _count(data: Mapping[str, Any], name: str) -> int:
-    value = _require(data, name)
+def _int(data: Mapping[str, Any], name: str, top: int, label: str | None = None) -> int:
+    label = label or name
+    value = _require(data, name, label)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise BadReport(name, f"must be an integer, not {type(value).__name__}")
+        raise BadReport(label, f"must be an integer, not {type(value).__name__}")
     if value < 0:
-        raise BadReport(name, "must not be negative")
-    if value > MAX_COUNT:
-        raise BadReport(name, f"must be at most {MAX_COUNT}")
+        raise BadReport(label, "must not be negative")
+    if value > top:
+        raise BadReport(label, f"must be at most {top}")
     return value
 
 
-def _text(data: Mapping[str, Any], name: str) -> str:
-    value = _require(data, name)
+def _count(data: Mapping[str, Any], name: str) -> int:
+    return _int(data, name, MAX_COUNT)
+
+
+def _text(data: Mapping[str, Any], name: str, label: str | None = None) -> str:
+    label = label or name
+    value = _require(data, name, label)
     if not isinstance(value, str) or not value:
-        raise BadReport(name, "must be a non-empty string")
-    if len(value) > _MAX_ID_LEN:
-        raise BadReport(name, f"must be at most {_MAX_ID_LEN} characters")
-    _check_text(name, value)
+        raise BadReport(label, "must be a non-empty string")
+    if len(value) > MAX_ID_LEN:
+        raise BadReport(label, f"must be at most {MAX_ID_LEN} characters")
+    check_text(label, value)
     return value
 
 
@@ -68,12 +85,42 @@ def _flag_map(data: Mapping[str, Any], name: str) -> dict[str, bool]:
         raise BadReport(name, "must be an object of name to boolean")
     result: dict[str, bool] = {}
     for key, state in value.items():
-        label = f"{name}.{_printable(str(key))}"
+        label = f"{name}.{printable(str(key))}"
         if not isinstance(key, str) or not isinstance(state, bool):
             raise BadReport(label, "must be a boolean")
-        _check_text(label, key)
+        check_text(label, key)
         result[key] = state
     return result
+
+
+def _flags(data: Mapping[str, Any]) -> frozenset[str]:
+    flags = _require(data, "cpu_flags")
+    if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
+        raise BadReport("cpu_flags", "must be a list of strings")
+    for flag in flags:
+        check_text("cpu_flags", flag)
+    return frozenset(flags)
+
+
+def _protocol(data: Mapping[str, Any]) -> int:
+    value = data.get("protocol", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BadReport("protocol", "must be a positive integer (1 or 2)")
+    return value
+
+
+def _running_init(data: Mapping[str, Any]) -> RunningInit | None:
+    value = data.get("init")
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise BadReport("init", "must be null or an object")
+    started = value.get("started_at")
+    return RunningInit(
+        activation_id=_text(value, "activation_id", "init.activation_id"),
+        fence=_int(value, "fence", MAX_FENCE, "init.fence"),
+        started_at=None if started is None else parse_time(started, "init.started_at"),
+    )
 
 
 def parse_time(value: object, name: str = "reported_at") -> datetime:
@@ -92,66 +139,82 @@ def parse_time(value: object, name: str = "reported_at") -> datetime:
         raise BadReport(name, "is out of range") from exc
 
 
-def _running_init(data: Mapping[str, Any]) -> RunningInit | None:
-    """The v2 ``init`` field: null, or the init running on the host."""
-    value = data.get("init")
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise BadReport("init", "must be null or an object")
-    activation_id = value.get("activation_id")
-    if not isinstance(activation_id, str) or not activation_id or len(activation_id) > _MAX_ID_LEN:
-        raise BadReport("init.activation_id", f"must be a non-empty string of at most {_MAX_ID_LEN}")
-    _check_text("init.activation_id", activation_id)
-    fence = value.get("fence")
-    if isinstance(fence, bool) or not isinstance(fence, int) or not 0 <= fence < 2**63:
-        raise BadReport("init.fence", "must be a non-negative integer")
-    started = value.get("started_at")
-    return RunningInit(
-        activation_id=activation_id,
-        fence=fence,
-        started_at=None if started is None else parse_time(started, "init.started_at"),
-    )
+def check_not_ahead(reported_at: datetime, now: datetime | None, max_skew_s: float) -> None:
+    """Refuse a report dated more than ``max_skew_s`` ahead of ``now`` (it would never age)."""
+    if now is None:
+        return
+    ahead_s = (reported_at - now).total_seconds()
+    if ahead_s > max_skew_s:
+        raise BadReport(
+            "reported_at",
+            f"is {ahead_s:.0f}s ahead of the collector's clock (limit {max_skew_s:g}s); "
+            "check the host's clock",
+        )
 
 
-def parse_report(data: object, expected_host_id: str, source: str = "pull") -> Report:
-    """Validate a report body against agent protocol v1 (and v2's ``init``).
+def _check_depth(data: object) -> None:
+    """Refuse a decoded body nested deeper than MAX_DEPTH, walking it without recursion."""
+    stack: list[tuple[object, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise BadReport("body", f"is nested deeper than {MAX_DEPTH} levels")
+        children: Any = value.values() if isinstance(value, Mapping) else value
+        stack.extend((child, depth + 1) for child in children if isinstance(child, Mapping | list))
+
+
+def parse_report(
+    data: object,
+    expected_host_id: str,
+    source: str = "pull",
+    *,
+    now: datetime | None = None,
+    max_skew_s: float = DEFAULT_MAX_SKEW_S,
+) -> Report:
+    """Validate a decoded report body against agent protocol v2 (v1 bodies are v2 without extras).
 
     Args:
         data: the decoded JSON body.
         expected_host_id: the id the host was registered with.
         source: ``pull`` (collected by the tick) or ``push`` (posted to the API).
+        now: the collector's clock; a report dated more than ``max_skew_s`` after it is refused.
+            None skips that check (shape tests only: every product path passes its clock).
+        max_skew_s: the clock skew allowed to an agent.
 
     Raises:
-        BadReport: naming the first field that is missing or mistyped, or ``host_id`` when the
-            report is about another host.
+        BadReport: naming the first field that is missing or mistyped, ``host_id`` when the
+            report is about another host, ``body`` when it is nested too deeply.
     """
     if not isinstance(data, Mapping):
         raise BadReport("report", "must be a JSON object")
+    _check_depth(data)
     host_id = _text(data, "host_id")
-    if host_id != expected_host_id:
-        raise BadReport(
-            "host_id", f"is {_printable(host_id)!r}, expected {_printable(expected_host_id)!r}"
-        )
-    flags = _require(data, "cpu_flags")
-    if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
-        raise BadReport("cpu_flags", "must be a list of strings")
-    for flag in flags:
-        _check_text("cpu_flags", flag)
+    check_host(host_id, expected_host_id)
+    flags = _flags(data)
+    reported_at = parse_time(_require(data, "reported_at"))
+    check_not_ahead(reported_at, now, max_skew_s)
     return Report(
         host_id=host_id,
-        reported_at=parse_time(_require(data, "reported_at")),
+        reported_at=reported_at,
         agent_reachable=True,
         kvm=_bool(data, "kvm"),
         version=_text(data, "version"),
-        cpu_flags=frozenset(flags),
+        cpu_flags=flags,
         networks=_flag_map(data, "networks"),
         storage_domains=_flag_map(data, "storage_domains"),
         vms_running=_count(data, "vms_running"),
         mem_free_mb=_count(data, "mem_free_mb"),
         source=source,
+        protocol=_protocol(data),
         init=_running_init(data),
     )
+
+
+def check_host(host_id: str, expected_host_id: str) -> None:
+    if host_id != expected_host_id:
+        raise BadReport(
+            "host_id", f"is {printable(host_id)!r}, expected {printable(expected_host_id)!r}"
+        )
 
 
 BAD_REPORT_PREFIX = "bad report: "

@@ -15,6 +15,7 @@ from autorecovery.adapters.store.db import Database
 from autorecovery.services import Clock, Enqueuer
 from autorecovery.services.audit import Trail
 from autorecovery.services.views import cluster_as_dict
+from models.agent_url import AgentUrlPolicy
 from models.assessment import Problem, assess
 from models.domain import (
     SILENT_REASONS,
@@ -27,7 +28,7 @@ from models.domain import (
     effective_cluster,
 )
 from models.errors import BadReport, BrokerUnavailable, Conflict, InvalidInput, NotFound
-from models.report import parse_report
+from models.report import DEFAULT_MAX_SKEW_S, parse_report
 from models.safety import FLEET
 
 if TYPE_CHECKING:
@@ -71,8 +72,12 @@ class FleetService:
         report_max_age_s: float,
         clock: Clock,
         repos: Repos = PG_REPOS,
+        max_clock_skew_s: float = DEFAULT_MAX_SKEW_S,
+        agent_urls: AgentUrlPolicy | None = None,
     ) -> None:
         self.db = db
+        self.max_clock_skew_s = max_clock_skew_s
+        self.agent_urls = agent_urls
         self.repos = repos
         self.enqueue = enqueue
         self.report_max_age_s = report_max_age_s
@@ -92,13 +97,20 @@ class FleetService:
             trail.cluster(cluster.id, event, {k: v for k, v in cluster_as_dict(cluster).items() if k != "id"})
         return bool(created)
 
+    def _check_url(self, agent_url: str) -> None:
+        # None only in unit tests with placeholder URLs: the API and the CLI pass the policy.
+        if self.agent_urls is not None:
+            self.agent_urls.check_url(agent_url)
+
     def register_hosts(self, specs: list[HostSpec], actor: str) -> list[str]:
         """Register hosts in one transaction: all of them or, on a bad one, none.
 
         Raises:
-            InvalidInput: an unknown cluster, naming the host.
+            InvalidInput: an unknown cluster, naming the host; an agent URL the policy refuses.
             Conflict: a host id already registered.
         """
+        for spec in specs:
+            self._check_url(spec.agent_url)
         now = self.clock()
         with self.db.transaction() as conn:
             clusters = self.repos.hosts.all_clusters(conn)
@@ -113,6 +125,7 @@ class FleetService:
 
     def set_agent_url(self, host_id: str, agent_url: str, actor: str) -> bool:
         """Point a host at another agent URL, audited; return True when it changed."""
+        self._check_url(agent_url)
         now = self.clock()
         with self.db.transaction() as conn:
             previous = self.repos.hosts.set_agent_url(conn, host_id, agent_url)
@@ -293,7 +306,7 @@ class FleetService:
             if self.repos.hosts.get_host(conn, host_id) is None:
                 raise NotFound("host", host_id)
         try:
-            report = parse_report(body, host_id, source="push")
+            report = parse_report(body, host_id, "push", now=now, max_skew_s=self.max_clock_skew_s)
         except BadReport as rejected:
             # parse_report quotes the body's keys escaped: safe to store and to print.
             details = {"field": rejected.field, "message": rejected.message, "source": "push"}

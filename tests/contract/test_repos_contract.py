@@ -6,7 +6,7 @@ that the service unit tests built on it say something about production.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -189,6 +189,25 @@ def test_upsert_reports_never_replaces_a_newer_report(backend: Backend) -> None:
     with tx(backend) as conn:
         got = backend.repos.hosts.get_host(conn, "h1")
     assert got is not None and got[1] == same
+
+
+@pytest.mark.parametrize(
+    "ahead", [timedelta(hours=1), datetime(9999, 12, 31, tzinfo=UTC) - T0], ids=["1h", "9999"]
+)
+def test_a_stored_report_dated_ahead_does_not_block_later_correct_reports(
+    backend: Backend, ahead: timedelta
+) -> None:
+    seed(backend, "h1")
+    with tx(backend) as conn:  # stored before future dates were refused, or by a jumped clock
+        assert backend.repos.hosts.upsert_reports(conn, [report("h1", T0 + ahead)], at(0)) == 1
+    with tx(backend) as conn:  # older than when the future-dated one arrived: still refused
+        assert backend.repos.hosts.upsert_reports(conn, [report("h1", at(-5))], at(10)) == 0
+    correct = report("h1", at(10), version="4.6")
+    with tx(backend) as conn:
+        assert backend.repos.hosts.upsert_reports(conn, [correct], at(10)) == 1
+    with tx(backend) as conn:
+        got = backend.repos.hosts.get_host(conn, "h1")
+    assert got is not None and got[1] == correct
 
 
 def test_upsert_reports_ignores_unknown_hosts_and_empty_input(backend: Backend) -> None:

@@ -261,7 +261,7 @@ class MemoryHosts(Repo):
                 "init": as_json(data["init"]),
             }
             old = st.reports.get(data["host_id"])
-            if old is None or old["reported_at"] <= new["reported_at"]:
+            if old is None or min(old["reported_at"], old["received_at"]) <= new["reported_at"]:
                 st.reports[data["host_id"]] = new
                 written += 1
         return written

@@ -156,6 +156,15 @@ MALFORMED: list[tuple[str, str, dict[str, Any], int, str]] = [
         "agent_url",
     ),
     ("POST", "/api/v1/hosts", {"json": {"id": "h-9", "cluster": "c-1"}}, 422, "agent_url"),
+    *(
+        ("POST", "/api/v1/hosts", {"json": {"id": "h-9", "cluster": "c-1", "agent_url": u}}, 422, "agent_url")
+        for u in (
+            "http://169.254.169.254/latest/meta-data",
+            "http://metadata.google.internal/computeMetadata/v1",
+            "http://[fd00:ec2::254]/",
+            "http://[fe80::1]:9000",
+        )
+    ),
     (
         "POST",
         "/api/v1/hosts",

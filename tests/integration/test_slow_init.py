@@ -37,7 +37,7 @@ def _abandoned_unknown(deps: Any) -> int:
 def test_slow_inits_on_v1_agents_never_overlap_and_every_host_ends_up(
     sim: Any, servers: Any, logs: Path, app_module: Any, deps: Any
 ) -> None:
-    client = sim(hosts=3)
+    client = sim(hosts=3, protocol=1)
     hosts = sorted(h["id"] for h in client.fleet()["hosts"])
     client.inject("init_delay", all_hosts=True, seconds=INIT_DELAY_S)
     procs = [start_worker(servers.env(**SLOW), logs, concurrency=2, name=f"slow{i}") for i in range(2)]

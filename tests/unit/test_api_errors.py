@@ -17,6 +17,7 @@ from autorecovery.bootstrap import build_services
 from autorecovery.services import utcnow
 from autorecovery.services.fleet import HostSpec
 from autorecovery.settings import Settings
+from models.agent_url import AgentUrlPolicy
 from models.domain import Cluster
 from models.errors import (
     BadReport,
@@ -252,6 +253,35 @@ def test_a_bad_pushed_report_is_audited_not_stored(world: World) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"reported_at": "9999-12-31T23:59:59Z"}, "reported_at"),
+        ({"extra": json.loads("[" * 41 + "]" * 41)}, "body"),
+    ],
+    ids=["dated ahead", "nested 41 deep"],
+)
+def test_a_pushed_report_dated_ahead_or_too_deep_is_refused_and_audited(
+    world: World, changes: dict[str, object], field: str
+) -> None:
+    report = {
+        "host_id": "h-1",
+        "reported_at": utcnow().isoformat(),
+        "kvm": True,
+        "version": "4.5",
+        "cpu_flags": [],
+        "networks": {"mgmt": True},
+        "storage_domains": {},
+        "vms_running": 3,
+        "mem_free_mb": 1,
+        **changes,
+    }
+    answer = world.call("POST", "/api/v1/hosts/h-1/report", json=report, headers=ADMIN)
+    assert shape(answer) == (422, "bad_report", field)
+    assert world.events()[0] == ("report_rejected", "alice", field)
+    assert world.db.state.reports == {}
+
+
 def test_unknown_routes_outages_and_crashes_keep_the_shape(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -271,3 +301,22 @@ def test_unknown_routes_outages_and_crashes_keep_the_shape(
     world.app.state.services = None
     assert shape(world.call("GET", "/api/v1/hosts", headers=VIEWER)) == (503, "starting", None)
     assert world.call("GET", "/healthz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data",
+        "http://metadata.google.internal/",
+        "http://[fd00:ec2::254]/",
+        "http://127.0.0.1:5432",
+        "http://localhost:6379/",
+    ],
+)
+def test_registering_a_forbidden_agent_url_is_a_422_naming_agent_url(world: World, url: str) -> None:
+    world.fleet.agent_urls = AgentUrlPolicy.build([], [("127.0.0.1", 5432), ("127.0.0.1", 6379)])
+    body = {"id": "h-9", "cluster": "c-1", "agent_url": url}
+    answer = world.call("POST", "/api/v1/hosts", headers=ADMIN, json=body)
+    assert shape(answer) == (422, "invalid_input", "agent_url")
+    assert world.events() == SETUP_EVENTS
+    assert world.call("GET", "/api/v1/hosts/h-9", headers=ADMIN).status_code == 404

@@ -116,3 +116,52 @@ def test_settings_are_frozen() -> None:
     s = Settings()
     with pytest.raises(Exception, match="frozen"):
         s.batch_size = 3  # type: ignore[misc]
+
+
+# --- the agent token, CA bundle and networks ----------------------------------------------------
+
+
+def test_the_agent_token_is_read_at_start_and_never_shown(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "agent-token"
+    token_file.write_text("tok-9f3a\n")
+    monkeypatch.setenv("AUTORECOVERY_AGENT_TOKEN_FILE", str(token_file))
+    s = load_settings()
+    assert s.agent_token is not None and s.agent_token.get_secret_value() == "tok-9f3a"
+    assert "tok-9f3a" not in repr(s) and "tok-9f3a" not in str(s.model_dump())
+
+
+@pytest.mark.parametrize("content", [None, "", "  \n"], ids=["missing", "empty", "blank"])
+def test_a_missing_or_empty_token_file_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, content: str | None
+) -> None:
+    token_file = tmp_path / "agent-token"
+    if content is not None:
+        token_file.write_text(content)
+    monkeypatch.setenv("AUTORECOVERY_AGENT_TOKEN_FILE", str(token_file))
+    with pytest.raises(InvalidInput) as info:
+        load_settings()
+    assert info.value.field == "AUTORECOVERY_AGENT_TOKEN_FILE"
+
+
+def test_a_missing_ca_file_and_bad_networks_are_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AUTORECOVERY_AGENT_CA_FILE", str(tmp_path / "nope.pem"))
+    with pytest.raises(InvalidInput) as info:
+        load_settings()
+    assert info.value.field == "AUTORECOVERY_AGENT_CA_FILE"
+    monkeypatch.delenv("AUTORECOVERY_AGENT_CA_FILE")
+    monkeypatch.setenv("AUTORECOVERY_AGENT_NETWORKS", "10.0.0.0/8, not-a-cidr")
+    with pytest.raises(InvalidInput) as info:
+        load_settings()
+    assert info.value.field == "AUTORECOVERY_AGENT_NETWORKS"
+
+
+def test_the_products_own_endpoints_are_refused_as_agents(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTORECOVERY_DATABASE_URL", "postgresql://u:p@db.internal/x")
+    monkeypatch.setenv("AUTORECOVERY_REDIS_URL", "redis://127.0.0.1:6390/0")
+    monkeypatch.setenv("AUTORECOVERY_BROKER_URL", "amqp://guest:guest@127.0.0.1//")
+    services = load_settings().agent_url_policy().services
+    assert {("db.internal", 5432), ("127.0.0.1", 6390), ("127.0.0.1", 5672), ("127.0.0.1", 8800)} <= services

@@ -1,42 +1,46 @@
-"""Agent protocol v1 over HTTP with httpx: concurrent pulls with timeouts, retried init calls."""
+"""Agent protocol v2 over HTTP: bounded concurrent pulls (aiohttp), single calls (httpx).
+
+Whatever one agent answers (huge, compressed past reason, deep, slow, redirecting, dated ahead,
+not JSON) becomes that host's observation: nothing an agent sends escapes ``pull_reports``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+import time
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import httpx
-from tenacity import (
-    retry,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from autorecovery.adapters.agents import InitResult, InitStatus, Target
+from autorecovery.adapters.agents.addresses import (
+    PolicyResolver,
+    RefusedAddress,
+    check_resolved,
+    check_target,
+)
+from autorecovery.adapters.agents.answers import busy_holder, error_code, highest, json_object
+from autorecovery.adapters.agents.body import ACCEPT_ENCODING, DEFAULT_MAX_BYTES, BoundedBody
+from models.agent_url import AgentUrlPolicy
 from models.domain import Report
 from models.errors import AgentBusy, AgentUnavailable, BadReport, InitOutcomeUnknown, StaleFence
-from models.report import bad_report, parse_report, unreachable_report
+from models.report import DEFAULT_MAX_SKEW_S, bad_report, unreachable_report
+from models.report_wire import decode_report
 
 log = logging.getLogger(__name__)
 
-
-def _observe(target: Target, now: datetime, status: int, body: Any) -> Report:
-    if status != 200:
-        return unreachable_report(target.host_id, now, f"agent answered HTTP {status}")
-    try:
-        return parse_report(body, target.host_id)
-    except BadReport as exc:
-        log.warning("host %s: bad report: %s", target.host_id, exc)
-        return bad_report(target.host_id, now, exc)
+_CHUNK = 64 * 1024
 
 
 class HttpAgentClient:
-    """The real agent client."""
+    """The real agent client; the agent token is sent on every call and never shown."""
 
     def __init__(
         self,
@@ -45,16 +49,42 @@ class HttpAgentClient:
         init_timeout_s: float,
         concurrency: int,
         retries: int,
+        token: str | None = None,
+        ca_file: Path | None = None,
+        max_report_bytes: int = DEFAULT_MAX_BYTES,
+        max_skew_s: float = DEFAULT_MAX_SKEW_S,
+        url_policy: AgentUrlPolicy = AgentUrlPolicy(),  # noqa: B008 - frozen
     ) -> None:
         self.report_timeout_s = report_timeout_s
         self.init_timeout_s = init_timeout_s
         self.concurrency = concurrency
         self.retries = retries
-        self._client = httpx.Client(timeout=httpx.Timeout(init_timeout_s, connect=report_timeout_s))
+        self.max_report_bytes = max_report_bytes
+        self.max_skew_s = max_skew_s
+        self.url_policy = url_policy
+        self._headers = {"Accept-Encoding": ACCEPT_ENCODING}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._ssl = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(init_timeout_s, connect=report_timeout_s),
+            headers=self._headers,
+            verify=self._ssl,
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"HttpAgentClient(concurrency={self.concurrency}, token={'set' if self._auth else 'unset'})"
+
+    @property
+    def _auth(self) -> bool:
+        return "Authorization" in self._headers
 
     def close(self) -> None:
         """Close the pooled connections."""
         self._client.close()
+
+    # --- reports ----------------------------------------------------------------------------------
 
     def pull_reports(self, targets: Sequence[Target], now: datetime) -> list[Report]:
         """Pull every target's report concurrently; one dead agent costs one timeout, not more."""
@@ -65,56 +95,128 @@ class HttpAgentClient:
     async def _pull_all(self, targets: Sequence[Target], now: datetime) -> list[Report]:
         # aiohttp, not httpx, for the bulk pull: httpcore's pool costs O(connections) per
         # request, which made a 500-host batch cost seconds of CPU instead of tens of ms.
-        connector = aiohttp.TCPConnector(limit=self.concurrency)
+        resolver = PolicyResolver(self.url_policy)
+        connector = aiohttp.TCPConnector(limit=self.concurrency, ssl=self._ssl, resolver=resolver)
+        # total bounds the whole pull of one host, its body included: a drip cannot hold it.
         timeout = aiohttp.ClientTimeout(total=self.report_timeout_s)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        try:
+            async with aiohttp.ClientSession(
+                connector=connector, timeout=timeout, headers=self._headers, auto_decompress=False
+            ) as session:
+                return list(await asyncio.gather(*(self._pull_one(session, t, now) for t in targets)))
+        finally:
+            await resolver.close()  # a resolver passed in is not the connector's to close
 
-            async def one(target: Target) -> Report:
-                try:
-                    async with session.get(target.agent_url.rstrip("/") + "/report") as resp:
-                        status = resp.status
-                        body = await resp.json(content_type=None) if status == 200 else None
-                except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                    return unreachable_report(target.host_id, now, _describe(exc))
-                return _observe(target, now, status, body)
-
-            return list(await asyncio.gather(*(one(t) for t in targets)))
+    async def _pull_one(self, session: aiohttp.ClientSession, target: Target, now: datetime) -> Report:
+        url = _url(target, "/report")
+        try:
+            check_target(self.url_policy, url)
+            async with session.get(url, allow_redirects=False) as resp:
+                if resp.status != 200:
+                    return _not_ok(target, now, resp.status, resp.headers.get("Location"))
+                body = BoundedBody(
+                    resp.headers.get("Content-Encoding"), self.max_report_bytes, resp.content_length
+                )
+                async for chunk in resp.content.iter_chunked(_CHUNK):
+                    body.feed(chunk)
+                raw = body.content()
+        except BadReport as exc:
+            return self._bad(target, now, exc)
+        except TimeoutError as exc:  # the whole pull, a dripping body included
+            detail = f"{type(exc).__name__}: no complete answer within {self.report_timeout_s:g}s"
+            return unreachable_report(target.host_id, now, detail)
+        except (aiohttp.ClientError, OSError) as exc:
+            return unreachable_report(target.host_id, now, _describe(exc))
+        except Exception as exc:  # one host's boundary: nothing it sends may fail the batch
+            log.exception("host %s: unexpected failure pulling its report", target.host_id)
+            return unreachable_report(target.host_id, now, f"unexpected: {_describe(exc)}")
+        return self._decode(target, now, raw)
 
     def get_report(self, target: Target, now: datetime) -> Report:
-        """Pull one report synchronously (the activation's fresh re-check)."""
+        """Pull one report synchronously (the activation's fresh re-check), with the same limits."""
+        url = _url(target, "/report")
         try:
-            resp = self._client.get(target.agent_url.rstrip("/") + "/report", timeout=self.report_timeout_s)
-            body = resp.json() if resp.status_code == 200 else None
-        except (httpx.HTTPError, ValueError) as exc:
+            status, location, raw = self._exchange("GET", url, None, self.report_timeout_s, {200})
+        except BadReport as exc:
+            return self._bad(target, now, exc)
+        except (httpx.HTTPError, OSError) as exc:
             return unreachable_report(target.host_id, now, _describe(exc))
-        return _observe(target, now, resp.status_code, body)
+        if status != 200:
+            return _not_ok(target, now, status, location)
+        return self._decode(target, now, raw)
+
+    def _decode(self, target: Target, now: datetime, raw: bytes) -> Report:
+        try:
+            return decode_report(raw, target.host_id, now=now, max_skew_s=self.max_skew_s)
+        except BadReport as exc:
+            return self._bad(target, now, exc)
+
+    @staticmethod
+    def _bad(target: Target, now: datetime, exc: BadReport) -> Report:
+        log.warning("host %s: bad report: %s", target.host_id, exc)
+        return bad_report(target.host_id, now, exc)
+
+    def _exchange(
+        self, method: str, url: str, body: dict[str, Any] | None, timeout_s: float, read: set[int]
+    ) -> tuple[int, str | None, bytes]:
+        """One bounded call: the status, the Location header, and the body when status in ``read``.
+
+        Raises:
+            RefusedAddress: the URL policy forbids the agent's address.
+            BadReport: the body is over the limits.
+            httpx.HTTPError: as httpx raises; a drip past ``timeout_s`` is a ``ReadTimeout``.
+        """
+        check_resolved(self.url_policy, url)
+        deadline = time.monotonic() + timeout_s
+        timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, self.report_timeout_s))
+        with self._client.stream(method, url, json=body, timeout=timeout) as resp:
+            if resp.status_code not in read:
+                return resp.status_code, resp.headers.get("Location"), b""
+            declared = resp.headers.get("Content-Length")
+            reader = BoundedBody(
+                resp.headers.get("Content-Encoding"),
+                self.max_report_bytes,
+                int(declared) if declared and declared.isdigit() else None,
+            )
+            for chunk in resp.iter_raw():  # as received: a size would wait for it to fill
+                reader.feed(chunk)
+                if time.monotonic() > deadline:  # httpx bounds each read, not the whole body
+                    raise httpx.ReadTimeout(f"answer not complete within {timeout_s:g}s")
+            return resp.status_code, None, reader.content()
+
+    # --- v2 calls ---------------------------------------------------------------------------------
 
     def init(self, target: Target, fence: int, activation_id: str) -> InitResult:
         """POST /init with the fencing token, retrying connection failures with backoff."""
-        return self._fenced_post(
-            target.agent_url.rstrip("/") + "/init",
-            {"fence": fence, "activation_id": activation_id},
-        )
+        return self._fenced_post(_url(target, "/init"), {"fence": fence, "activation_id": activation_id})
 
     def connect_storage_domain(
         self, target: Target, sd_id: str, fence: int, activation_id: str
     ) -> InitResult:
         """POST /storage-domains/{id}/connect with the domain's fencing token."""
         return self._fenced_post(
-            f"{target.agent_url.rstrip('/')}/storage-domains/{sd_id}/connect",
+            _url(target, f"/storage-domains/{sd_id}/connect"),
             {"fence": fence, "activation_id": activation_id},
         )
 
+    def _call(
+        self, method: str, url: str, body: dict[str, Any] | None, read: set[int]
+    ) -> tuple[int, object]:
+        """A short v2 call; AgentUnavailable when it fails or its answer is over the limits."""
+        try:
+            status, _, raw = self._exchange(method, url, body, self.report_timeout_s, read)
+        except (httpx.HTTPError, OSError, BadReport) as exc:
+            raise AgentUnavailable(f"{url}: {_describe(exc)}") from exc
+        return status, json_object(raw, url) if status in read else None
+
     def init_status(self, target: Target, activation_id: str) -> InitStatus | None:
         """GET /init/{activation_id}: how a v2 agent's init went; None when it has no record."""
-        url = f"{target.agent_url.rstrip('/')}/init/{activation_id}"
-        try:
-            resp = self._client.get(url, timeout=self.report_timeout_s)
-        except httpx.HTTPError as exc:
-            raise AgentUnavailable(f"{url}: {_describe(exc)}") from exc
-        if resp.status_code == 404:
+        url = _url(target, f"/init/{activation_id}")
+        status, data = self._call("GET", url, None, {200})
+        if status == 404:
             return None
-        data = _json_object(resp, url)
+        if status != 200 or not isinstance(data, dict):
+            raise AgentUnavailable(f"{url}: HTTP {status}")
         fence = data.get("fence")
         if data.get("status") not in ("running", "done") or not isinstance(fence, int):
             raise AgentUnavailable(f"{url}: answer has no status or fence")
@@ -129,17 +231,14 @@ class HttpAgentClient:
 
     def raise_fence(self, target: Target, fence: int) -> int | None:
         """POST /fence: raise the highest fence the agent accepts; None from a v1 agent."""
-        url = f"{target.agent_url.rstrip('/')}/fence"
-        try:
-            resp = self._client.post(url, json={"fence": fence}, timeout=self.report_timeout_s)
-        except httpx.HTTPError as exc:
-            raise AgentUnavailable(f"{url}: {_describe(exc)}") from exc
-        if resp.status_code in (404, 405):
+        url = _url(target, "/fence")
+        status, data = self._call("POST", url, {"fence": fence}, {200})
+        if status in (404, 405):
             return None
-        highest = _json_object(resp, url).get("highest")
-        if not isinstance(highest, int) or isinstance(highest, bool):
-            raise AgentUnavailable(f"{url}: answer has no integer 'highest'")
-        return highest
+        value = highest(data) if status == 200 else None
+        if value is None:
+            raise AgentUnavailable(f"{url}: answer has no integer 'highest' (HTTP {status})")
+        return value
 
     def _fenced_post(self, url: str, body: dict[str, Any]) -> InitResult:
         @retry(
@@ -150,23 +249,26 @@ class HttpAgentClient:
             wait=wait_exponential_jitter(multiplier=0.2, max=5.0),
             reraise=True,
         )
-        def post() -> httpx.Response:
-            return self._client.post(url, json=body)
+        def post() -> tuple[int, str | None, bytes]:
+            return self._exchange("POST", url, body, self.init_timeout_s, {200, 409})
 
         try:
-            resp = post()
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            status, _, raw = post()
+        except (httpx.ConnectError, httpx.ConnectTimeout, RefusedAddress) as exc:
             raise AgentUnavailable(f"{url}: {_describe(exc)}") from exc
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, OSError) as exc:
             # The request may have reached the agent: its outcome is unknown, not a failure.
             raise InitOutcomeUnknown(f"{url}: {_describe(exc)}") from exc
-        if resp.status_code == 409:
-            if _error_code(resp) == "busy":
-                raise AgentBusy(f"agent is busy: {resp.text[:200]}", *_busy_holder(resp))
-            raise StaleFence(f"agent refused fence {body['fence']}: {resp.text[:200]}", _highest(resp))
-        if resp.status_code != 200:
-            raise AgentUnavailable(f"{url}: HTTP {resp.status_code}")
-        data = _json_object(resp, url)
+        except BadReport as exc:
+            raise AgentUnavailable(f"{url}: answer {exc}") from exc
+        if status not in (200, 409):
+            raise AgentUnavailable(f"{url}: HTTP {status}")
+        data = json_object(raw, url)
+        if status == 409:
+            text = raw[:200].decode("utf-8", "replace")
+            if error_code(data) == "busy":
+                raise AgentBusy(f"agent is busy: {text}", *busy_holder(data))
+            raise StaleFence(f"agent refused fence {body['fence']}: {text}", highest(data))
         if not isinstance(data.get("ok"), bool):
             raise AgentUnavailable(f"{url}: answer has no boolean 'ok'")
         if data["ok"]:
@@ -174,46 +276,23 @@ class HttpAgentClient:
         return InitResult(ok=False, reason=str(data.get("reason") or "general"), detail=data.get("detail"))
 
 
-def _json_object(resp: httpx.Response, url: str) -> dict[str, Any]:
-    """The answer's JSON object, or AgentUnavailable saying it is not one."""
-    try:
-        data = resp.json()
-    except ValueError as exc:
-        raise AgentUnavailable(f"{url}: answer is not JSON") from exc
-    if not isinstance(data, dict):
-        raise AgentUnavailable(f"{url}: answer is not a JSON object")
-    return data
+def _url(target: Target, path: str) -> str:
+    return target.agent_url.rstrip("/") + path
 
 
-def _error_code(resp: httpx.Response) -> str | None:
-    try:
-        value = resp.json().get("error")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None
-
-
-def _busy_holder(resp: httpx.Response) -> tuple[str | None, int | None]:
-    """The activation id and fence a 409 busy names, when it names them."""
-    try:
-        data = resp.json()
-        act, fence = data.get("activation_id"), data.get("fence")
-    except (ValueError, AttributeError):
-        return None, None
-    return (act if isinstance(act, str) else None,
-            fence if isinstance(fence, int) and not isinstance(fence, bool) else None)
-
-
-def _highest(resp: httpx.Response) -> int | None:
-    """The highest fence a 409 says the agent accepted, when it says one."""
-    try:
-        value = resp.json().get("highest")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+def _not_ok(target: Target, now: datetime, status: int, location: str | None) -> Report:
+    """The observation of an answer other than 200; a redirect is named and never followed."""
+    if 300 <= status < 400:
+        where = (location or "nowhere")[:200].encode("unicode_escape").decode("ascii")
+        error = f"agent answered HTTP {status}, a redirect to {where}: redirects are not followed"
+        log.warning("host %s: %s", target.host_id, error)
+        return unreachable_report(target.host_id, now, error)
+    return unreachable_report(target.host_id, now, f"agent answered HTTP {status}")
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, RefusedAddress):
+        exc = exc.os_error
     kind = type(exc).__name__
     text = str(exc)
     return f"{kind}: {text}" if text else kind

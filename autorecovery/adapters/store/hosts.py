@@ -143,7 +143,11 @@ def list_hosts(
 
 
 def upsert_reports(conn: Conn, reports: Sequence[Report], received_at: datetime) -> int:
-    """Store the latest report of many hosts in one statement; never replace a newer one."""
+    """Store the latest report of many hosts in one statement; never replace a newer one.
+
+    A stored report counts as of when it was received if it claims a later time: a report dated
+    in the future (stored before such reports were refused) must not block every correct one.
+    """
     if not reports:
         return 0
     cur = run(
@@ -168,7 +172,7 @@ def upsert_reports(conn: Conn, reports: Sequence[Report], received_at: datetime)
             networks = EXCLUDED.networks, storage_domains = EXCLUDED.storage_domains,
             vms_running = EXCLUDED.vms_running, mem_free_mb = EXCLUDED.mem_free_mb,
             error = EXCLUDED.error, init = EXCLUDED.init
-        WHERE reports.reported_at <= EXCLUDED.reported_at
+        WHERE LEAST(reports.reported_at, reports.received_at) <= EXCLUDED.reported_at
         """,
         {"rows": Jsonb([report_to_json(r, received_at) for r in reports])},
     )

@@ -33,6 +33,7 @@ class TickConfig:
     deadline_s: float = 60.0
     resend_after_s: float = 20.0
     max_resends: int = 2
+    max_clock_skew_s: float = 30.0
 
     @property
     def reaper(self) -> ReaperConfig:
@@ -138,10 +139,15 @@ class TickResult:
 
 
 def needs_pull(report: Report | None, cfg: TickConfig, now_s: float) -> bool:
-    """True unless the host pushed a report during the last tick interval."""
+    """True unless the host pushed a report during the last tick interval.
+
+    A pushed report dated further ahead than the allowed clock skew is no reason to stop pulling
+    (it was stored before such dates were refused; it would hold until its date).
+    """
     if report is None or report.source != "push":
         return True
-    return now_s - report.reported_at.timestamp() > cfg.tick_interval_s
+    age_s = now_s - report.reported_at.timestamp()
+    return not -cfg.max_clock_skew_s <= age_s <= cfg.tick_interval_s
 
 
 def is_quiet(last_full_tick_at: datetime | None, now: datetime, cfg: TickConfig) -> bool:

@@ -30,18 +30,22 @@ def test_register_hosts_is_all_or_nothing(world: World) -> None:
     world.fleet.register_cluster(CLUSTER, "admin")
     before = world.audit()
     with pytest.raises(InvalidInput) as info:
-        world.fleet.register_hosts([HostSpec("h1", "c1", "u1"), HostSpec("h2", "nope", "u2")], "alice")
+        world.fleet.register_hosts(
+            [HostSpec("h1", "c1", "http://u1"), HostSpec("h2", "nope", "http://u2")], "alice"
+        )
     assert info.value.field == "cluster" and "h2" in str(info.value)
-    assert world.fleet.register_hosts([HostSpec("h0", "c1", "u0")], "alice") == ["h0"]
+    assert world.fleet.register_hosts([HostSpec("h0", "c1", "http://u0")], "alice") == ["h0"]
     with pytest.raises(Conflict):
-        world.fleet.register_hosts([HostSpec("h1", "c1", "u1"), HostSpec("h0", "c1", "again")], "alice")
+        world.fleet.register_hosts(
+            [HostSpec("h1", "c1", "http://u1"), HostSpec("h0", "c1", "http://again")], "alice"
+        )
     with world.db.transaction() as conn:
         assert [r[0].id for r in world.repos.hosts.list_hosts(conn)] == ["h0"]
     registered = [e for e in world.audit() if e not in before]
     assert [(e["event"], e["object_id"], e["actor"]) for e in registered] == [
         ("host_registered", "h0", "alice")
     ]
-    assert world.host("h0").agent_url == "u0"
+    assert world.host("h0").agent_url == "http://u0"
     assert world.db.rollbacks == 2
 
 
@@ -310,3 +314,25 @@ def test_delete_host_keeps_the_audit_trail(world: World) -> None:
         world.fleet.delete_host("h1", "alice")
     assert world.events("h1") == ["host_registered", "host_deleted"]
     assert world.views.counts()["hosts_by_status"] == {"non_responsive": 1}
+
+
+@pytest.mark.parametrize("reported_at", ["2026-11-24T13:00:00Z", "9999-12-31T23:59:59Z"])
+def test_a_pushed_report_dated_ahead_is_refused_and_never_stored(world: World, reported_at: str) -> None:
+    world.register("h1")
+    with pytest.raises(BadReport) as info:
+        world.fleet.receive_report("h1", {**REPORT_BODY, "reported_at": reported_at}, "agent")
+    assert info.value.field == "reported_at" and "ahead of the collector's clock" in info.value.message
+    assert world.stored_report("h1") is None
+    # Within the skew it is taken (a clock a little fast is not a bad agent).
+    _, stored = world.fleet.receive_report("h1", {**REPORT_BODY, "reported_at": "2026-11-24T12:00:20Z"}, "a")
+    assert stored
+
+
+def test_a_pushed_report_nested_too_deeply_is_refused(world: World) -> None:
+    world.register("h1")
+    deep: Any = []
+    for _ in range(40):
+        deep = [deep]
+    with pytest.raises(BadReport, match="nested deeper than 32"):
+        world.fleet.receive_report("h1", {**REPORT_BODY, "extra": deep}, "agent")
+    assert world.stored_report("h1") is None

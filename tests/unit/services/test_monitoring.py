@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -210,7 +210,7 @@ def test_statements_per_batch_do_not_grow_with_the_batch(world: World) -> None:
         w = build_world(replace(TICK, batch_size=500))
         try:
             w.fleet.register_cluster(CLUSTER, "admin")
-            w.fleet.register_hosts([HostSpec(f"h{i:04d}", "c1", "u") for i in range(n)], "admin")
+            w.fleet.register_hosts([HostSpec(f"h{i:04d}", "c1", "http://u") for i in range(n)], "admin")
             for i in range(n):
                 w.agents.reports[f"h{i:04d}"] = good_report(f"h{i:04d}", T0)
             return w.monitoring.tick().statements
@@ -218,3 +218,19 @@ def test_statements_per_batch_do_not_grow_with_the_batch(world: World) -> None:
             w.close()
 
     assert run(3) == run(300)
+
+
+@pytest.mark.parametrize(
+    "ahead", [timedelta(hours=1), datetime(9999, 12, 31, tzinfo=UTC) - T0], ids=["1h", "9999"]
+)
+def test_a_stored_push_dated_ahead_does_not_stop_the_pulls(world: World, ahead: timedelta) -> None:
+    world.register("h1")
+    future = replace(good_report("h1", T0 + ahead), source="push")
+    with world.db.transaction() as conn:  # stored before such dates were refused
+        world.repos.hosts.upsert_reports(conn, [future], T0)
+    world.clock.advance(10)
+    world.healthy("h1")
+    world.monitoring.tick()
+    stored = world.stored_report("h1")
+    assert stored is not None and stored.source == "pull" and stored.reported_at < world.clock()
+    assert world.host("h1").in_flight  # recoverable from the fresh report: queued

@@ -1,0 +1,134 @@
+"""Raw report bodies: the typed fast path refuses what the validator refuses, naming the same field."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.errors import BadReport
+from models.report import MAX_DEPTH, parse_report
+from models.report_wire import decode_json, decode_report
+from tests.unit.test_assessment import APPENDIX_A, BAD_VALUES, REQUIRED, with_
+
+NOW = datetime(2026, 11, 24, 12, 0, 5, tzinfo=UTC)
+
+
+def raw(body: Any) -> bytes:
+    return json.dumps(body).encode()
+
+
+def test_a_good_body_decodes_as_the_validator_parses_it() -> None:
+    body = with_(protocol=2, init={"activation_id": "a-1", "fence": 4, "started_at": "2026-11-24T11:59:00Z"})
+    assert decode_report(raw(body), "h-001", now=NOW) == parse_report(body, "h-001", now=NOW)
+    decoded = decode_report(raw(body), "h-001", now=NOW)
+    assert decoded.protocol == 2 and decoded.init is not None and decoded.init.fence == 4
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"), [(row[1], row[2]) for row in BAD_VALUES], ids=[row[0] for row in BAD_VALUES]
+)
+def test_a_bad_value_names_the_same_field_both_ways(changes: dict[str, Any], field: str) -> None:
+    with pytest.raises(BadReport) as info:
+        decode_report(raw(with_(**changes)), "h-001", now=NOW)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_a_missing_field_is_named(name: str) -> None:
+    body = dict(APPENDIX_A)
+    del body[name]
+    with pytest.raises(BadReport) as info:
+        decode_report(raw(body), "h-001", now=NOW)
+    assert (info.value.field, info.value.message) == (name, "is required")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"[" * 200_000 + b"]" * 200_000,
+        b'{"x": ' + b'{"a": ' * 100_000 + b"1" + b"}" * 100_001,
+        b'{"x": "' + b"[" * 500 + b'", "y": ' + b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1) + b"}",
+    ],
+    ids=["deep list", "deep object", "brackets in a string, then too deep"],
+)
+def test_nesting_past_the_limit_is_refused_without_recursion(text: bytes) -> None:
+    with pytest.raises(BadReport, match="nested deeper than 32 levels"):
+        decode_report(text, "h-001", now=NOW)
+    with pytest.raises(BadReport, match="nested deeper"):
+        decode_json(text)
+
+
+def test_brackets_inside_strings_do_not_count() -> None:
+    report = decode_report(raw(with_(version="4" + "[" * 100, extra="{" * 100)), "h-001", now=NOW)
+    assert report.version.startswith("4[")
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (b"<html>502</html>", "body"),
+        (raw(APPENDIX_A).replace(b"4.5.2", b"4.5\xff"), "body"),
+        (raw(APPENDIX_A).replace(b'"vms_running": 3', b'"vms_running": 1' + b"0" * 5000), "body"),
+        (b"", "body"),
+        (b"\xef\xbb\xbf" + raw(APPENDIX_A), "body"),
+    ],
+    ids=["html", "invalid utf-8", "5000-digit integer", "empty", "byte order mark"],
+)
+def test_garbage_is_a_bad_report(text: bytes, field: str) -> None:
+    with pytest.raises(BadReport) as info:
+        decode_report(text, "h-001", now=NOW)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    "ahead", [timedelta(seconds=31), timedelta(hours=1), datetime(9999, 12, 31, tzinfo=UTC) - NOW]
+)
+def test_a_date_ahead_past_the_skew_is_refused_both_ways(ahead: timedelta) -> None:
+    body = with_(reported_at=(NOW + ahead).isoformat())
+    for parse in (
+        lambda: decode_report(raw(body), "h-001", now=NOW),
+        lambda: parse_report(body, "h-001", now=NOW),
+    ):
+        with pytest.raises(BadReport) as info:
+            parse()
+        assert info.value.field == "reported_at" and "ahead of the collector's clock" in info.value.message
+
+
+def test_a_date_within_the_skew_is_taken() -> None:
+    body = with_(reported_at=(NOW + timedelta(seconds=29)).isoformat())
+    assert decode_report(raw(body), "h-001", now=NOW, max_skew_s=30).reported_at > NOW
+
+
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=5),
+    st.sampled_from(["", "h-001", "2026-11-24T12:00:00Z", "2026-11-24T12:00:00", "a\x00b", "x" * 201]),
+    st.lists(st.text(max_size=3), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.booleans() | st.integers(0, 1), max_size=3),
+)
+FIELDS = [*REQUIRED, "protocol", "init"]
+
+
+@given(
+    st.dictionaries(st.sampled_from(FIELDS), VALUES, max_size=4), st.sets(st.sampled_from(FIELDS), max_size=2)
+)
+@settings(max_examples=400, deadline=None)
+def test_the_fast_path_agrees_with_the_validator(changes: dict[str, Any], dropped: set[str]) -> None:
+    body = {k: v for k, v in with_(**changes).items() if k not in dropped}
+    try:
+        expected: object = parse_report(body, "h-001", now=NOW)
+    except BadReport as exc:
+        expected = exc.field
+    try:
+        got: object = decode_report(raw(body), "h-001", now=NOW)
+    except BadReport as exc:
+        got = exc.field
+    assert got == expected
