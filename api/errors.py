@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from api import schemas
 from models.errors import (
@@ -38,7 +39,10 @@ PATTERN_TEXT = {
     schemas.ID_PATTERN: "must be 1-128 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit",
     schemas.NAME_PATTERN: "must be 1-128 characters of A-Z a-z 0-9 . _ : / + -",
     schemas.VERSION_PATTERN: "must be a version such as 4.5.2 (A-Z a-z 0-9 . _ + -)",
-    schemas.TEXT_PATTERN: "must not contain control characters",
+    schemas.TEXT_PATTERN: (
+        "must not contain control characters (C0, C1), line or paragraph separators, or "
+        "bidirectional formatting characters"
+    ),
     schemas.URL_PATTERN: "must be an http(s) URL of printable characters, without spaces",
     schemas.SD_ID_PATTERN: (
         "must be 1-128 characters of A-Z a-z 0-9 . _ : + -, starting with a letter, a digit or _"
@@ -154,6 +158,8 @@ def from_domain(exc: Exception) -> ApiError:
             return ApiError(409, "activation_in_flight", message, None, extra=details)
         if details.get("status") == "up":
             return ApiError(409, "already_up", str(exc), None, extra=details)
+        if details.get("has_hosts"):  # deleting a cluster that still has hosts
+            return ApiError(409, "cluster_has_hosts", str(exc), None, extra=details)
         if "host_id" in details:  # registering an id that is taken
             return ApiError(409, "already_exists", str(exc), "id", extra=details)
         return ApiError(409, "conflict", str(exc), None, extra=details)
@@ -202,6 +208,11 @@ def install(app: FastAPI, reauthenticate: Callable[[Request], object]) -> None:
             except ApiError as auth_error:
                 return auth_error.response()
             return error_response(422, "invalid_input", "body: is not valid JSON", "body")
+        if exc.status_code == 413:  # max_body_size: the body went over the route's limit as it came
+            # The client may still be sending: the answer closes rather than reads the rest.
+            limit = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY)
+            text = f"body: must be at most {limit} bytes" if limit is not None else "body: too large"
+            return error_response(413, "too_large", text, "body", {"connection": "close"})
         try:
             phrase = HTTPStatus(exc.status_code).phrase
         except ValueError:

@@ -29,6 +29,8 @@ class HostSpec:
     id: str
     cluster: str
     agent_url: str
+    #: The first clean report marks the host up without an init (an existing, healthy host).
+    adopt: bool = False
 
 
 class FleetService:
@@ -98,7 +100,9 @@ class FleetService:
             for spec in specs:
                 if spec.cluster not in clusters:
                     raise InvalidInput("cluster", f"unknown cluster {spec.cluster!r} for host {spec.id!r}")
-                if not self.repos.hosts.insert_host(conn, spec.id, spec.cluster, spec.agent_url, now):
+                if not self.repos.hosts.insert_host(
+                    conn, spec.id, spec.cluster, spec.agent_url, now, adopt=spec.adopt
+                ):
                     raise Conflict(f"host {spec.id!r} is already registered", {"host_id": spec.id})
                 self.repos.audit.add(
                     conn,
@@ -107,7 +111,7 @@ class FleetService:
                     object_id=spec.id,
                     event="host_registered",
                     actor=actor,
-                    details={"cluster": spec.cluster, "agent_url": spec.agent_url},
+                    details={"cluster": spec.cluster, "agent_url": spec.agent_url, "adopt": spec.adopt},
                 )
                 created.append(spec.id)
         return created

@@ -84,7 +84,7 @@ def test_readyz_names_an_unreachable_broker_and_activation_answers_503(
         AUTORECOVERY_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0",
     )
     try:
-        with server.client() as http:
+        with server.client("vic") as http:
             ready = http.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["failed"] == ["broker"]

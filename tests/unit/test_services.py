@@ -788,7 +788,7 @@ def test_set_maintenance(world: World) -> None:
     world.queue("h2")
     with pytest.raises(Conflict):
         world.fleet.set_maintenance("h2", "alice", None)
-    assert world.host("h2").status is S.NON_RESPONSIVE
+    assert world.host("h2").status is S.UNASSIGNED
 
 
 REPORT_BODY: dict[str, Any] = {
@@ -913,7 +913,7 @@ def test_delete_host_keeps_the_audit_trail(world: World) -> None:
     with pytest.raises(NotFound):
         world.fleet.delete_host("h1", "alice")
     assert world.events("h1") == ["host_registered", "host_deleted"]
-    assert world.fleet.counts()["hosts_by_status"] == {"non_responsive": 1}
+    assert world.fleet.counts()["hosts_by_status"] == {"unassigned": 1}
 
 
 # === the memory store itself =====================================================================
@@ -924,7 +924,7 @@ def test_memory_store_rolls_back_and_guards_its_connections(world: World) -> Non
     with pytest.raises(ZeroDivisionError), world.db.transaction() as conn:
         world.repos.hosts.set_status(conn, "h1", "up", None, None, T0)
         1 / 0  # noqa: B018
-    assert world.host("h1").status is S.NON_RESPONSIVE
+    assert world.host("h1").status is S.UNASSIGNED
     with world.db.transaction() as conn:
         kept = conn
     with pytest.raises(RuntimeError, match="after its transaction"):

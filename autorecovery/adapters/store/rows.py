@@ -36,6 +36,7 @@ def host_from_row(row: dict[str, Any]) -> Host:
         next_attempt_at=row.get("next_attempt_at"),
         quarantined_at=row.get("quarantined_at"),
         error_until=row.get("error_until"),
+        adopt=bool(row.get("adopt", False)),
     )
 
 
