@@ -119,11 +119,10 @@ def _pusher(
 
 
 def _host_pusher(
-    request: Request,
-    host_id: str,
-    _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
 ) -> Principal:
     principal = _pusher(request, _)
+    host_id = str(request.path_params.get("host_id", ""))
     if not principal.can_report(host_id):
         raise ApiError(
             403, "forbidden", f"token {principal.name!r} may not push reports for host {host_id!r}", "host_id"

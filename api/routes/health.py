@@ -30,10 +30,16 @@ router = APIRouter(tags=["health"])
 PROBE_TIMEOUT_S = 2.0
 
 
-@router.api_route("/healthz", methods=["GET", "HEAD"])
+@router.get("/healthz")
 def healthz() -> dict[str, str]:
     """Answer while the process serves requests."""
     return {"status": "ok"}
+
+
+@router.head("/healthz", operation_id="healthz_head", response_class=Response)
+def healthz_head() -> Response:
+    """Answer while the process serves requests (load balancers probe with HEAD)."""
+    return Response(status_code=200)
 
 
 async def _probe(name: str, check: Any) -> tuple[str, str]:

@@ -56,7 +56,7 @@ def read_lines(path: Path) -> list[Line]:
     if path.suffix.lower() == ".csv":
         return _csv_lines(text)
     if path.suffix.lower() == ".jsonl":
-        return [Line(n, _json_object(raw, n)) for n, raw in enumerate(text.splitlines(), 1) if raw.strip()]
+        return [Line(n, _json_object(raw)) for n, raw in enumerate(text.splitlines(), 1) if raw.strip()]
     if path.suffix.lower() != ".json":
         raise ApiFailure(Exit.USAGE, f"{path}: unknown format", "name the file .csv, .json or .jsonl")
     try:
@@ -71,7 +71,7 @@ def read_lines(path: Path) -> list[Line]:
     return [Line(n, item if isinstance(item, dict) else {"_": item}) for n, item in enumerate(items, 1)]
 
 
-def _json_object(raw: str, number: int) -> dict[str, Any]:
+def _json_object(raw: str) -> dict[str, Any]:
     try:
         value = json.loads(raw)
     except ValueError:

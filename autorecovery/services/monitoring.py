@@ -271,9 +271,7 @@ class MonitoringService:
                 continue
             ev = evaluate(host, latest[host.id], cluster, now, self.cfg.report_max_age_s, gates)
             evaluations.append(ev)
-            # A host registered and never heard from is not a silent host: it does not gate.
-            unheard = ev.host.status is HostStatus.UNASSIGNED and latest[host.id] is None
-            if host.status is not HostStatus.MAINTENANCE and not unheard:
+            if host.status is not HostStatus.MAINTENANCE:
                 observed += 1
                 result.silent += ev.assessment.is_silent
             if ev.decision.is_activate:

@@ -190,3 +190,31 @@ def test_readyz_reuses_one_broker_connection(edge: ApiServer, servers: Servers) 
     assert {tuple(a.json()) for a in answers} == {("status",)}, "anonymous callers see only the status"
     # One connection per call would be 300 or more; the margin is other tests sharing Redis.
     assert after - before < 60, after - before
+
+
+def test_the_access_log_never_records_a_query_string(edge: ApiServer) -> None:
+    secret = "query-secret-" + "q" * 20
+    with edge.client("vic") as http:
+        refused = http.get(f"/api/v1/hosts?token={secret}")
+        assert (refused.status_code, refused.json()["field"]) == (400, "token")
+        assert http.get(f"/api/v1/hosts?limit=5&after={secret}").status_code == 200
+    time.sleep(0.2)  # the access log line is written after the answer
+    log = edge.proc.log()
+    assert "/api/v1/hosts?[query redacted]" in log
+    assert secret not in log
+
+
+def test_connections_beyond_the_limit_get_503(servers: Servers, logs: Path) -> None:
+    server = start_api(servers, logs, make_tokens(), name="api-narrow", AUTORECOVERY_API_MAX_CONNECTIONS="4")
+    try:
+        idle = [socket.create_connection(_address(server), timeout=10) for _ in range(4)]
+        time.sleep(0.2)
+        with server.client() as http:
+            assert http.get("/healthz").status_code == 503
+        for sock in idle:
+            sock.close()
+        time.sleep(0.2)
+        with server.client() as http:
+            assert http.get("/healthz").status_code == 200
+    finally:
+        server.stop()
