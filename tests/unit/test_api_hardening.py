@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,22 @@ RITA = "rita-reporter-0123456789"
 REPORTER = {"Authorization": f"Bearer {RITA}"}
 TOKENS = f"alice:admin:{ALICE},vic:viewer:{VIC},rita:reporter:{RITA}:h-1|h-7"
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def report_body(host_id: str, **changes: Any) -> dict[str, Any]:
+    """A clean pushed report (agent protocol v1) for cluster c-1."""
+    body: dict[str, Any] = {
+        "host_id": host_id,
+        "reported_at": "2026-11-24T12:00:00Z",
+        "kvm": True,
+        "version": "4.5",
+        "cpu_flags": [],
+        "networks": {"mgmt": True},
+        "storage_domains": {},
+        "vms_running": 0,
+        "mem_free_mb": 100,
+    }
+    return body | changes
 
 
 @pytest.fixture
@@ -78,17 +95,7 @@ def test_a_reporter_is_bound_to_its_hosts() -> None:
 
 
 def test_a_reporter_pushes_for_its_host_only(world: World) -> None:
-    report = {
-        "host_id": "h-1",
-        "reported_at": "2026-11-24T12:00:00Z",
-        "kvm": True,
-        "version": "4.5",
-        "cpu_flags": [],
-        "networks": {"mgmt": True},
-        "storage_domains": {},
-        "vms_running": 0,
-        "mem_free_mb": 100,
-    }
+    report = report_body("h-1")
     answer = world.call("POST", "/api/v1/hosts/h-1/report", json=report, headers=REPORTER)
     assert answer.status_code == 200, answer.text
     # Another host's report, a read, a write: 403 before the body is read.
@@ -103,17 +110,7 @@ def test_a_reporter_pushes_for_its_host_only(world: World) -> None:
 
 
 def test_bulk_push_answers_per_report(world: World) -> None:
-    good = {
-        "host_id": "h-1",
-        "reported_at": "2026-11-24T12:00:00Z",
-        "kvm": True,
-        "version": "4.5",
-        "cpu_flags": [],
-        "networks": {},
-        "storage_domains": {},
-        "vms_running": 0,
-        "mem_free_mb": 100,
-    }
+    good = report_body("h-1")
     reports = [good, {**good, "host_id": "h-2"}, {**good, "host_id": "h-7"}, {**good, "kvm": "yes"}, {}]
     answer = world.call("POST", "/api/v1/reports", json={"reports": reports}, headers=REPORTER)
     assert answer.status_code == 200, answer.text
