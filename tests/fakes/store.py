@@ -162,6 +162,7 @@ class MemoryHosts(Repo):
             "reason": None,
             "detail": "registered; waiting for the first report",
             "autorecovery": True,
+            "adopt": adopt,
             "status_changed_at": now,
             "fence": 0,
             "last_decision": None,
@@ -174,27 +175,8 @@ class MemoryHosts(Repo):
             "holds_cleared_at": None,  # not selected: it only restarts the flap count
             "subject": None,
             "error_until": None,
-            "adopt": adopt,
         }
         return True
-
-    def existing_ids(self, conn: Any, host_ids: Sequence[str]) -> set[str]:
-        """Return which of ``host_ids`` are registered."""
-        st = self._state(conn, plain=list(host_ids))
-        return {h for h in host_ids if h in st.hosts}
-
-    def delete_cluster(self, conn: Any, cluster_id: str) -> str:
-        """Delete a cluster that has no host; return ``deleted``, ``has_hosts`` or ``missing``."""
-        st = self._state(conn, plain=[cluster_id])
-        if cluster_id not in st.clusters:
-            return "missing"
-        if any(h["cluster_id"] == cluster_id for h in st.hosts.values()):
-            return "has_hosts"
-        del st.clusters[cluster_id]
-        st.pauses.pop(cluster_id, None)
-        for key in [k for k, i in st.incidents.items() if i["cluster_id"] == cluster_id]:
-            del st.incidents[key]
-        return "deleted"
 
     def get_host(self, conn: Any, host_id: str, *, for_update: bool = False) -> HostRow | None:
         """Return a host with its latest report and raw row, or None."""
@@ -384,6 +366,24 @@ class MemoryHosts(Repo):
         for host in self._state(conn).hosts.values():
             counts[host["status"]] = counts.get(host["status"], 0) + 1
         return counts
+
+    def existing_ids(self, conn: Any, host_ids: Sequence[str]) -> set[str]:
+        """Return which of ``host_ids`` are registered."""
+        st = self._state(conn, plain=list(host_ids))
+        return {h for h in host_ids if h in st.hosts}
+
+    def delete_cluster(self, conn: Any, cluster_id: str) -> str:
+        """Delete a cluster that has no host; return ``deleted``, ``has_hosts`` or ``missing``."""
+        st = self._state(conn, plain=[cluster_id])
+        if cluster_id not in st.clusters:
+            return "missing"
+        if any(h["cluster_id"] == cluster_id for h in st.hosts.values()):
+            return "has_hosts"
+        del st.clusters[cluster_id]
+        st.pauses.pop(cluster_id, None)
+        for key in [k for k, i in st.incidents.items() if i["cluster_id"] == cluster_id]:
+            del st.incidents[key]
+        return "deleted"
 
 
 def _activation(row: dict[str, Any]) -> ActivationRow:
