@@ -16,7 +16,7 @@ from autorecovery.cli_ops.hosts import (
     cmd_hosts_maintenance,
     cmd_hosts_show,
 )
-from autorecovery.cli_ops.onboarding import add_onboarding_commands
+from autorecovery.cli_ops.onboarding_args import add_onboarding_commands
 from autorecovery.cli_ops.placement import attempt_spec, cmd_placement, cmd_vm_runs_report
 from autorecovery.cli_ops.render import Output
 from autorecovery.cli_ops.safety import cmd_pause, cmd_plan, cmd_resume, cmd_safety, duration_s
