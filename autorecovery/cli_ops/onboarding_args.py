@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from autorecovery.cli_ops.client import ApiClient
 from autorecovery.cli_ops.onboarding import (
     cmd_clusters_add,
     cmd_clusters_delete,
@@ -14,23 +13,21 @@ from autorecovery.cli_ops.onboarding import (
     cmd_hosts_delete,
     cmd_hosts_import,
 )
-from autorecovery.cli_ops.render import Output
 
-EXIT_CODES = (
-    "exit codes: 0 ok, 1 failed, 2 bad input, 3 timeout, 4 not found, 5 conflict, 6 auth, 7 API unreachable"
-)
-Command = Callable[[ApiClient, argparse.Namespace, Output], int]
+#: ``parser.run_command``: wraps a command into an argparse handler.
+Wrap = Callable[[Callable[..., int]], Callable[[argparse.Namespace], int]]
 
 
 def add_onboarding_commands(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     hsub: argparse._SubParsersAction[argparse.ArgumentParser],
     common: list[argparse.ArgumentParser],
-    run_command: Callable[[Command], Callable[[argparse.Namespace], int]],
+    run_command: Wrap,
+    codes: str,
 ) -> None:
     """Add ``hosts add|import|delete`` and ``clusters add|list|delete``."""
     adopt_help = "bring an existing, healthy host in: its first clean report marks it up without an init"
-    add = hsub.add_parser("add", parents=common, epilog=EXIT_CODES, help="register a host")
+    add = hsub.add_parser("add", parents=common, epilog=codes, help="register a host")
     add.add_argument("host_id", metavar="ID")
     add.add_argument("--cluster", required=True, metavar="CLUSTER")
     add.add_argument("--agent-url", required=True, metavar="URL", help="where the host's agent answers")
@@ -40,7 +37,7 @@ def add_onboarding_commands(
     imp = hsub.add_parser(
         "import",
         parents=common,
-        epilog=EXIT_CODES,
+        epilog=codes,
         help="register every host of a CSV, JSON or JSON Lines file, or none when a line is bad",
     )
     imp.add_argument(
@@ -49,18 +46,14 @@ def add_onboarding_commands(
     imp.add_argument("--adopt", action="store_true", help=adopt_help + " (a line's adopt column wins)")
     imp.set_defaults(handler=run_command(cmd_hosts_import))
 
-    delete = hsub.add_parser(
-        "delete", parents=common, epilog=EXIT_CODES, help="forget a host (its audit stays)"
-    )
+    delete = hsub.add_parser("delete", parents=common, epilog=codes, help="forget a host (its audit stays)")
     delete.add_argument("host_id", metavar="ID")
     delete.set_defaults(handler=run_command(cmd_hosts_delete))
 
-    clusters = sub.add_parser(
-        "clusters", help="add, list and delete clusters through the API", epilog=EXIT_CODES
-    )
+    clusters = sub.add_parser("clusters", help="add, list and delete clusters through the API", epilog=codes)
     csub = clusters.add_subparsers(dest="clusters_command", required=True, metavar="CLUSTERS_COMMAND")
     cadd = csub.add_parser(
-        "add", parents=common, epilog=EXIT_CODES, help="create a cluster or replace its requirements"
+        "add", parents=common, epilog=codes, help="create a cluster or replace its requirements"
     )
     cadd.add_argument("cluster_id", metavar="ID", nargs="?", help="the cluster's id (or in --file)")
     cadd.add_argument("--file", metavar="FILE", help="the cluster as a JSON object (the API's shape)")
@@ -71,11 +64,11 @@ def add_onboarding_commands(
     cadd.add_argument("--min-version", metavar="VERSION", help="lowest agent version, e.g. 4.5")
     cadd.add_argument("--cpu-flag", dest="cpu_flags", action="append", metavar="FLAG", help="repeat")
     cadd.set_defaults(handler=run_command(cmd_clusters_add))
-    csub.add_parser("list", parents=common, epilog=EXIT_CODES, help="list clusters").set_defaults(
+    csub.add_parser("list", parents=common, epilog=codes, help="list clusters").set_defaults(
         handler=run_command(cmd_clusters_list)
     )
     cdel = csub.add_parser(
-        "delete", parents=common, epilog=EXIT_CODES, help="delete a cluster; refused (5) while it has hosts"
+        "delete", parents=common, epilog=codes, help="delete a cluster; refused (5) while it has hosts"
     )
     cdel.add_argument("cluster_id", metavar="ID")
     cdel.set_defaults(handler=run_command(cmd_clusters_delete))

@@ -153,7 +153,7 @@ def add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         holds.add_argument("host_id", metavar="ID")
         holds.set_defaults(handler=run_command(cmd_hosts_holds))
 
-    add_onboarding_commands(sub, hsub, common, run_command)
+    add_onboarding_commands(sub, hsub, common, run_command, CODES)
     _add_storage_commands(sub, common)
     _add_placement_commands(sub, common)
 
