@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ import pytest
 import redis
 
 from tests.integration.api_fixtures import ApiServer, make_tokens, start_api
+from tests.support.processes import REPO
 from tests.support.servers import Servers
 
 pytestmark = pytest.mark.integration
@@ -218,3 +221,26 @@ def test_connections_beyond_the_limit_get_503(servers: Servers, logs: Path) -> N
             assert http.get("/healthz").status_code == 200
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("tokens", "words"),
+    [
+        ("alice:admin:CHANGE_ME_TO_A_LONG_RANDOM_TOKEN", "placeholder"),
+        ("alice:admin:aaaaaaaaaaaaaaaa", "repeats itself"),
+    ],
+)
+def test_the_api_refuses_to_start_with_a_weak_token(servers: Servers, tokens: str, words: str) -> None:
+    env = servers.env(AUTORECOVERY_API_TOKENS=tokens, AUTORECOVERY_API_PORT="0")
+    proc = subprocess.run(
+        [sys.executable, "-m", "api"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "AUTORECOVERY_API_TOKENS" in proc.stderr and words in proc.stderr
+    assert tokens.split(":", 2)[2] not in proc.stderr + proc.stdout
