@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from api.app import serve
+from api.server import serve
 from autorecovery.settings import load_settings
 from models.errors import InvalidInput
 

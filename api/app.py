@@ -1,4 +1,4 @@
-"""The HTTP API: ``create_app(settings)`` for ASGI servers and tests, ``serve(settings)`` to run it.
+"""The HTTP API: ``create_app(settings)`` for ASGI servers and tests (``api.server`` runs it).
 
 Nothing connects at import or in ``create_app`` (which only validates the tokens): the lifespan
 builds the container (pool, Redis client) through the composition root and closes it on exit.
@@ -9,53 +9,25 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
-from kombu.connection import Connection
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api import errors
+from api import docs, errors
 from api.auth import load_tokens
 from api.deps import API_PREFIX, Services, reauthenticate
+from api.guard import Guard
 from api.metrics import build_registry, read_error_and_storage, read_last_tick, read_safety
-from api.routes import activation, audit, clusters, health, hosts, safety, storage, vmruns
+from api.probes import BrokerProbe, Cached
+from api.routes import activation, audit, clusters, health, hosts, reports, safety, storage, vmruns
 from autorecovery import __version__
 from autorecovery.services import utcnow
 from autorecovery.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
+#: The largest request body, counted as it arrives (FastAPI's max_body_size); bulk routes
+#: set their own.
 MAX_BODY_BYTES = 1024 * 1024
-PROBE_TIMEOUT_S = 2.0
-
-
-class BodyLimit:
-    """Refuse a request whose declared body is larger than ``max_bytes`` (413)."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length", b"0")
-            if not length.isdigit() or int(length) > self.max_bytes:
-                response = errors.error_response(
-                    413, "too_large", f"the body must be at most {self.max_bytes} bytes", "body"
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-def ping_broker(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
-    """Open and close one connection to the Celery broker; raise when it does not answer."""
-    options = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s, "max_retries": 0}
-    broker = Connection(url, connect_timeout=timeout_s, transport_options=options)  # type: ignore[no-untyped-call]
-    with broker as conn:
-        conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout_s)
 
 
 def build_services(settings: Settings) -> Services:
@@ -64,13 +36,13 @@ def build_services(settings: Settings) -> Services:
     from autorecovery.bootstrap import build
 
     container = build(settings, workers.enqueue_activation, workers.enqueue_storage_activation)
-    broker_url = settings.effective_broker_url or ""
+    broker = BrokerProbe(settings.effective_broker_url or "")
     return Services(
         container,
         probes={
-            "postgresql": container.db.ping,
-            "redis": container.redis.ping,
-            "broker": lambda: ping_broker(broker_url),
+            "postgresql": Cached(container.db.ping),
+            "redis": Cached(container.redis.ping),
+            "broker": Cached(broker),
         },
         registry=build_registry(
             container.views.counts,
@@ -78,6 +50,7 @@ def build_services(settings: Settings) -> Services:
             lambda: read_safety(container.db, utcnow),
             lambda: read_error_and_storage(container.db, utcnow, settings.charge_window_s),
         ),
+        on_close=broker.close,
     )
 
 
@@ -114,30 +87,19 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         version=__version__,
         summary="Bring failed hypervisor hosts back, safely and explainably.",
         lifespan=lifespan,
+        # No redirect to a slash-less path: its Location would be built from the Host header.
+        redirect_slashes=False,
+        docs_url=None,  # served from local files below, so that /docs works offline
+        redoc_url=None,
     )
     app.state.tokens = tokens
     app.state.services = services
     errors.install(app, reauthenticate)
-    for module in (hosts, activation, clusters, audit, safety, vmruns, storage):
-        app.include_router(module.router, prefix=API_PREFIX)
+    for module in (hosts, activation, clusters, audit, safety, vmruns, storage, reports):
+        # Per router, not per app: FastAPI's app-wide limit sits outside the Guard and would
+        # answer a caller without a token 413 instead of 401.
+        app.include_router(module.router, prefix=API_PREFIX, max_body_size=MAX_BODY_BYTES)
     app.include_router(health.router)
-    app.add_middleware(BodyLimit)
+    docs.install(app)
+    app.add_middleware(Guard, tokens=tokens)
     return app
-
-
-def serve(settings: Settings | None = None, **uvicorn_options: Any) -> None:
-    """Run the API with uvicorn on ``api_host:api_port`` until stopped.
-
-    Raises:
-        InvalidInput: naming the variable, before anything binds, when the tokens are wrong.
-    """
-    settings = settings or load_settings()
-    app = create_app(settings)
-    options: dict[str, Any] = {
-        "host": settings.api_host,
-        "port": settings.api_port,
-        "server_header": False,
-        "log_level": "info",
-    }
-    options.update(uvicorn_options)
-    uvicorn.run(app, **options)

@@ -10,23 +10,26 @@ from fastapi import Depends, Path, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry
 
-from api.auth import Principal, TokenTable
+from api.auth import Principal, Role, TokenTable
 from api.errors import ApiError
+from api.guard import bearer_from_headers, forbidden, is_protected, unauthorized
 from api.responses import ErrorOut
 from api.schemas import ID_PATTERN, SD_ID_PATTERN
 from autorecovery.bootstrap import Container
 from autorecovery.services.fleet import FleetService
+from autorecovery.services.intake import ReportIntake
+from autorecovery.services.onboarding import OnboardingService
 from autorecovery.services.safety import SafetyService
 from autorecovery.services.storage import StorageService
 from autorecovery.services.views import FleetViews
 from autorecovery.services.vmruns import VmRunService
 
 API_PREFIX = "/api/v1"
-_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 bearer = HTTPBearer(
     auto_error=False,
-    description="A token from AUTORECOVERY_API_TOKENS; role viewer reads, admin does everything.",
+    description="A token from AUTORECOVERY_API_TOKENS; role viewer reads, admin does everything, "
+    "reporter pushes reports for its hosts only.",
 )
 
 
@@ -37,19 +40,18 @@ class Services:
     container: Container
     probes: dict[str, Callable[[], object]] = field(default_factory=dict)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    #: What the API itself opened beside the container (the readiness probes' connections).
+    on_close: Callable[[], None] = field(default=lambda: None)
 
     def close(self) -> None:
-        """Close the container's adapters."""
+        """Close the probes' connections, then the container's adapters."""
+        self.on_close()
         self.container.close()
 
 
 def bearer_token(request: Request) -> str | None:
     """Return the bearer token of the request, or None when there is none."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
+    return bearer_from_headers(request.scope["headers"])
 
 
 def authenticate(request: Request) -> Principal:
@@ -61,41 +63,35 @@ def authenticate(request: Request) -> Principal:
     tokens: TokenTable = request.app.state.tokens
     token = bearer_token(request)
     if token is None:
-        raise ApiError(
-            401,
-            "unauthorized",
-            "a bearer token is required",
-            headers={"WWW-Authenticate": 'Bearer realm="autorecovery"'},
-        )
+        raise unauthorized("a bearer token is required", invalid=False)
     principal = tokens.authenticate(token)
     if principal is None:
-        raise ApiError(
-            401,
-            "unauthorized",
-            "the bearer token is not valid",
-            headers={"WWW-Authenticate": 'Bearer realm="autorecovery", error="invalid_token"'},
-        )
+        raise unauthorized("the bearer token is not valid", invalid=True)
     return principal
 
 
 def authorize(request: Request) -> Principal:
-    """Authenticate, then refuse a viewer anything but a read (403)."""
+    """Authenticate, then refuse what the token's role does not allow (403)."""
     principal = authenticate(request)
-    if request.method not in _READ_METHODS and not principal.can_write:
-        raise ApiError(403, "forbidden", f"token {principal.name!r} is a viewer; this needs admin")
+    refused = forbidden(principal, request.method, request.url.path)
+    if refused is not None:
+        raise refused
     return principal
 
 
 def reauthenticate(request: Request) -> None:
     """Check the caller of an API route whose input failed validation (see ``errors.install``)."""
-    if request.url.path.startswith(API_PREFIX) or request.url.path == "/metrics":
+    if is_protected(request.url.path):
         authorize(request)
 
 
 def _viewer(
     request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
 ) -> Principal:
-    return authenticate(request)
+    principal = authenticate(request)
+    if not principal.can_read:
+        raise ApiError(403, "forbidden", f"token {principal.name!r} is a reporter; it may not read")
+    return principal
 
 
 def _admin(
@@ -103,7 +99,30 @@ def _admin(
 ) -> Principal:
     principal = authenticate(request)
     if not principal.can_write:
-        raise ApiError(403, "forbidden", f"token {principal.name!r} is a viewer; this needs admin")
+        raise ApiError(403, "forbidden", f"token {principal.name!r} is a {principal.role}; this needs admin")
+    return principal
+
+
+def _pusher(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+) -> Principal:
+    principal = authenticate(request)
+    if principal.role is Role.VIEWER:
+        raise ApiError(
+            403, "forbidden", f"token {principal.name!r} is a viewer; this needs admin or reporter"
+        )
+    return principal
+
+
+def _host_pusher(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+) -> Principal:
+    principal = _pusher(request, _)
+    host_id = str(request.path_params.get("host_id", ""))
+    if not principal.can_report(host_id):
+        raise ApiError(
+            403, "forbidden", f"token {principal.name!r} may not push reports for host {host_id!r}", "host_id"
+        )
     return principal
 
 
@@ -139,13 +158,27 @@ def _vmruns(request: Request) -> VmRunService:
     return services(request).container.vmruns
 
 
+def _intake(request: Request) -> ReportIntake:
+    return services(request).container.intake
+
+
+def _onboarding(request: Request) -> OnboardingService:
+    return services(request).container.onboarding
+
+
 Viewer = Annotated[Principal, Depends(_viewer)]
 Admin = Annotated[Principal, Depends(_admin)]
+#: An admin, or a reporter (which may push only for its hosts; checked per report).
+Pusher = Annotated[Principal, Depends(_pusher)]
+#: An admin, or a reporter bound to the path's ``host_id``.
+HostPusher = Annotated[Principal, Depends(_host_pusher)]
 Fleet = Annotated[FleetService, Depends(_fleet)]
 Views = Annotated[FleetViews, Depends(_views)]
 Safety = Annotated[SafetyService, Depends(_safety)]
 Storage = Annotated[StorageService, Depends(_storage)]
 VmRuns = Annotated[VmRunService, Depends(_vmruns)]
+Intake = Annotated[ReportIntake, Depends(_intake)]
+Onboarding = Annotated[OnboardingService, Depends(_onboarding)]
 HostId = Annotated[str, Path(pattern=ID_PATTERN, max_length=128, description="host id", examples=["h-0001"])]
 ClusterId = Annotated[
     str, Path(pattern=ID_PATTERN, max_length=128, description="cluster id", examples=["c-1"])
@@ -160,7 +193,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     texts = {
         400: "bad request",
         401: "no or bad token",
-        403: "viewer token on a write",
+        403: "the token's role does not allow this",
         404: "unknown object",
         409: "conflicts with the object's state",
         413: "body too large",

@@ -8,7 +8,7 @@ as ``holder`` on a 409. Inputs are never echoed back, so a pasted secret does no
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from api import schemas
 from models.errors import (
@@ -38,7 +39,10 @@ PATTERN_TEXT = {
     schemas.ID_PATTERN: "must be 1-128 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit",
     schemas.NAME_PATTERN: "must be 1-128 characters of A-Z a-z 0-9 . _ : / + -",
     schemas.VERSION_PATTERN: "must be a version such as 4.5.2 (A-Z a-z 0-9 . _ + -)",
-    schemas.TEXT_PATTERN: "must not contain control characters",
+    schemas.TEXT_PATTERN: (
+        "must not contain control characters (C0, C1), line or paragraph separators, or "
+        "bidirectional formatting characters"
+    ),
     schemas.URL_PATTERN: "must be an http(s) URL of printable characters, without spaces",
     schemas.SD_ID_PATTERN: (
         "must be 1-128 characters of A-Z a-z 0-9 . _ : + -, starting with a letter, a digit or _"
@@ -153,6 +157,8 @@ def _conflict(exc: Conflict) -> ApiError:
         return ApiError(409, "host_has_problems", str(exc), "force", extra=details)
     if details.get("status") == "up":
         return ApiError(409, "already_up", str(exc), None, extra=details)
+    if details.get("has_hosts"):  # deleting a cluster that still has hosts
+        return ApiError(409, "cluster_has_hosts", str(exc), None, extra=details)
     if "host_id" in details:  # registering an id that is taken
         return ApiError(409, "already_exists", str(exc), "id", extra=details)
     return ApiError(409, "conflict", str(exc), None, extra=details)
@@ -182,6 +188,34 @@ def from_domain(exc: Exception) -> ApiError:
     return ApiError(500, "internal_error", "internal error; see the API's log")
 
 
+def _http_handler(
+    reauthenticate: Callable[[Request], object],
+) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    """The handler of Starlette's HTTP errors: an undecodable body, a body over its limit, others."""
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400:  # FastAPI could not decode the body (not UTF-8, too deep)
+            try:
+                reauthenticate(request)
+            except ApiError as auth_error:
+                return auth_error.response()
+            return error_response(422, "invalid_input", "body: is not valid JSON", "body")
+        if exc.status_code == 413:  # max_body_size: the body went over the route's limit as it came
+            # The client may still be sending: the answer closes rather than reads the rest.
+            limit = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY)
+            text = f"body: must be at most {limit} bytes" if limit is not None else "body: too large"
+            return error_response(413, "too_large", text, "body", {"connection": "close"})
+        try:
+            phrase = HTTPStatus(exc.status_code).phrase
+        except ValueError:
+            phrase = "error"
+        code = phrase.lower().replace(" ", "_").replace("-", "_")
+        return error_response(exc.status_code, code, str(exc.detail), None, exc.headers)
+
+    return on_http
+
+
 def install(app: FastAPI, reauthenticate: Callable[[Request], object]) -> None:
     """Register the handlers; ``reauthenticate(request)`` raises ApiError for a bad caller.
 
@@ -201,20 +235,7 @@ def install(app: FastAPI, reauthenticate: Callable[[Request], object]) -> None:
             return auth_error.response()
         return validation_error(exc).response()
 
-    async def on_http(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)
-        if exc.status_code == 400:  # FastAPI could not decode the body (not UTF-8, too deep)
-            try:
-                reauthenticate(request)
-            except ApiError as auth_error:
-                return auth_error.response()
-            return error_response(422, "invalid_input", "body: is not valid JSON", "body")
-        try:
-            phrase = HTTPStatus(exc.status_code).phrase
-        except ValueError:
-            phrase = "error"
-        code = phrase.lower().replace(" ", "_").replace("-", "_")
-        return error_response(exc.status_code, code, str(exc.detail), None, exc.headers)
+    on_http = _http_handler(reauthenticate)
 
     async def on_domain(request: Request, exc: Exception) -> JSONResponse:
         mapped = from_domain(exc)

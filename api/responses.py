@@ -260,3 +260,31 @@ class StorageActivationOut(BaseModel):
     activation_id: str
     storage_domain_id: str
     state: str
+
+
+class ReportResult(BaseModel):
+    """What became of one report of a bulk push."""
+
+    index: int
+    host_id: str | None
+    status: str = Field(description="accepted or refused")
+    error: str | None = Field(description="why refused: invalid_input, forbidden, not_found, bad_report")
+    field: str | None = Field(description="the field at fault, as reports[i].name")
+    message: str | None
+
+
+class ReportsOut(BaseModel):
+    """A bulk push's outcome: counts and one result per report, in the order sent."""
+
+    accepted: int
+    refused: int
+    stored: int = Field(description="accepted reports newer than the one stored (the others are kept)")
+    results: list[ReportResult]
+
+
+class HostBatchOut(BaseModel):
+    """A batch registration: the hosts created, or (dry run) the hosts that would be."""
+
+    dry_run: bool
+    hosts: int
+    created: list[str]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -24,8 +25,9 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 #: Networks, storage domains and CPU flags.
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._:/+-]{0,127}$"
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
-#: Free text: no control characters (PostgreSQL refuses NUL; logs should not get escapes).
-TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+#: Free text: no C0/C1 control characters (PostgreSQL refuses NUL; logs should not get escapes),
+#: no line/paragraph separators and no bidirectional formatting (they spoof CLI and log lines).
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]*$"
 URL_PATTERN = r"^https?://[!-~]+$"
 #: Storage domain ids in a path: a name without ``/``, which would split the path segment.
 SD_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._:+-]{0,127}$"
@@ -45,6 +47,28 @@ class Input(BaseModel):
     """Base of request bodies: unknown fields are refused, types are not coerced."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+_PLAIN_INT = re.compile(r"[0-9]{1,19}")
+_PLAIN_DECIMAL = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
+
+
+def _plain_int(value: object) -> object:
+    # Python's int() also reads "1_0" as 10, " 7" and "+7": a query number is digits only.
+    if isinstance(value, str) and not _PLAIN_INT.fullmatch(value):
+        raise ValueError("must be a whole number written with digits only")
+    return value
+
+
+def _plain_decimal(value: object) -> object:
+    if isinstance(value, str) and not _PLAIN_DECIMAL.fullmatch(value):
+        raise ValueError("must be a number written with digits and at most one '.', e.g. 2.5")
+    return value
+
+
+#: Numbers in query strings: digits only (no "1_0", "1e3", "+1", " 1", "inf").
+QueryInt = Annotated[int, BeforeValidator(_plain_int)]
+QueryFloat = Annotated[float, BeforeValidator(_plain_decimal)]
 
 
 class QueryInput(BaseModel):
@@ -101,6 +125,11 @@ class HostIn(Input):
     id: Id
     cluster: Id
     agent_url: Annotated[str, StringConstraints(pattern=URL_PATTERN, max_length=MAX_URL_LEN)]
+    adopt: bool = Field(
+        False,
+        description="bring an existing, healthy host under management: its first clean report "
+        "marks it up without an init (a report with a problem takes the normal way)",
+    )
 
     @field_validator("agent_url")
     @classmethod
@@ -119,6 +148,29 @@ class HostIn(Input):
         if parts.query or parts.fragment:
             raise ValueError("must not have a query or a fragment")
         return value.rstrip("/")
+
+
+#: Hosts in one batch registration, and reports in one bulk push.
+MAX_BATCH_HOSTS = 5000
+MAX_BULK_REPORTS = 1000
+
+
+class HostBatchIn(Input):
+    """Many hosts to register at once: all of them, or none when any has a problem."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "hosts": [{"id": "h-0100", "cluster": "c-1", "agent_url": "http://10.0.0.100:8901"}],
+                    "dry_run": True,
+                }
+            ]
+        }
+    )
+
+    hosts: list[HostIn] = Field(min_length=1, max_length=MAX_BATCH_HOSTS)
+    dry_run: bool = Field(False, description="check every host and write nothing")
 
 
 class AutorecoveryIn(Input):
@@ -205,20 +257,34 @@ class ReportIn(BaseModel):
     mem_free_mb: int = Field(ge=0, le=2**31 - 1)
 
 
+class ReportsIn(Input):
+    """Reports of many hosts pushed at once (agent protocol v1 each, like ``ReportIn``).
+
+    Each report is judged on its own; the answer says which were accepted and why others were
+    refused.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"reports": [ReportIn.model_json_schema()["examples"][0]]}]}
+    )
+
+    reports: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BULK_REPORTS)
+
+
 class HostQuery(QueryInput):
     """Filters and page of ``GET /hosts``."""
 
     status: HostStatus | None = None
     cluster: Id | None = None
     autorecovery: bool | None = None
-    limit: int = Field(100, ge=1, le=MAX_PAGE)
+    limit: QueryInt = Field(100, ge=1, le=MAX_PAGE)
     after: Id | None = Field(None, description="the last id of the previous page")
 
 
 class ActivateQuery(QueryInput):
     """Options of ``POST /hosts/{id}/activate``."""
 
-    wait_s: float = Field(
+    wait_s: QueryFloat = Field(
         0.0,
         ge=0.0,
         le=MAX_WAIT_S,
@@ -238,8 +304,8 @@ class AuditQuery(QueryInput):
     actor: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._@-]{1,64}$")] | None = None
     event: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,64}$")] | None = None
     since: datetime | None = Field(None, description="RFC 3339 with a zone, e.g. 2026-01-01T00:00:00Z")
-    limit: int = Field(100, ge=1, le=MAX_PAGE)
-    before: int | None = Field(None, ge=1, le=2**63 - 1, description="the last id of the previous page")
+    limit: QueryInt = Field(100, ge=1, le=MAX_PAGE)
+    before: QueryInt | None = Field(None, ge=1, le=2**63 - 1, description="the last id of the previous page")
 
     @field_validator("since", mode="before")
     @classmethod

@@ -22,7 +22,9 @@ from autorecovery.ports import AgentClient, Enqueuer, Lock, Repos
 from autorecovery.services import Clock, utcnow
 from autorecovery.services.activation import ActivationService, InitWait, RecoverySafety
 from autorecovery.services.fleet import FleetService
+from autorecovery.services.intake import ReportIntake
 from autorecovery.services.monitoring import BatchSender, MonitoringService, TickConfig
+from autorecovery.services.onboarding import OnboardingService
 from autorecovery.services.safety import SafetyService
 from autorecovery.services.storage import StorageService
 from autorecovery.services.views import FleetViews
@@ -167,6 +169,8 @@ class Container:
     fleet: FleetService
     views: FleetViews
     safety: SafetyService
+    intake: ReportIntake
+    onboarding: OnboardingService
 
     @property
     def db(self) -> Database:
@@ -225,6 +229,15 @@ def build_services(
         report_max_age_s=settings.report_max_age_s,
         repos=repos,
     )
+    fleet = FleetService(
+        db,
+        enqueue,
+        report_max_age_s=settings.report_max_age_s,
+        clock=clock,
+        repos=repos,
+        max_clock_skew_s=settings.max_clock_skew_s,
+        agent_urls=settings.agent_url_policy(),
+    )
     return Container(
         settings=settings,
         adapters=adapters,
@@ -254,19 +267,13 @@ def build_services(
         ),
         storage=storage,
         vmruns=VmRunService(db, clock, error_policy(settings), repos),
-        fleet=FleetService(
-            db,
-            enqueue,
-            report_max_age_s=settings.report_max_age_s,
-            clock=clock,
-            repos=repos,
-            max_clock_skew_s=settings.max_clock_skew_s,
-            agent_urls=settings.agent_url_policy(),
-        ),
+        fleet=fleet,
         views=FleetViews(
             db, report_max_age_s=settings.report_max_age_s, clock=clock, repos=repos, caps=tick.caps
         ),
         safety=SafetyService(db, clock, repos),
+        intake=ReportIntake(db, clock, repos, max_clock_skew_s=settings.max_clock_skew_s),
+        onboarding=OnboardingService(db, clock, fleet.register_hosts, repos),
     )
 
 

@@ -159,7 +159,7 @@ def cmd_agent_check(args: argparse.Namespace) -> int:
 
 def cmd_api(args: argparse.Namespace) -> int:
     """Serve the HTTP API."""
-    from api.app import serve
+    from api.server import serve
 
     serve(_settings())
     return EXIT_OK

@@ -116,13 +116,35 @@ class Settings(BaseSettings):
     db_pool_max: int = Field(10, ge=1, le=200, description="PostgreSQL pool size per process")
 
     api_tokens: str = Field(
-        "", repr=False, description="'name:role:token' entries, comma-separated; role viewer or admin"
+        "",
+        repr=False,
+        description="'name:role:token' entries, comma-separated; role viewer, admin, or reporter "
+        "bound to hosts as 'name:reporter:token:HOSTS' (HOSTS: host ids separated by a vertical "
+        "bar; it pushes reports for those hosts only); placeholders and tokens under ~128 bits "
+        "of estimated entropy are refused",
     )
     api_host: str = Field("127.0.0.1", description="API bind address")
     api_port: int = Field(8800, ge=0, le=65535, description="API port")
+    api_max_connections: int = Field(
+        1000,
+        ge=1,
+        description="API connections at once; beyond, requests get 503 (uvicorn limit_concurrency)",
+    )
+    api_header_timeout_s: float = Field(
+        10.0, gt=0, description="a connection that has not sent a request's headers within this is closed"
+    )
+    api_max_header_bytes: int = Field(
+        65536, ge=4096, description="largest request head (request line and headers) the API buffers"
+    )
+    api_keep_alive_s: int = Field(5, ge=1, description="idle keep-alive connections are closed after this")
     api_url: str = Field("http://127.0.0.1:8800", description="API URL for the CLI")
     token: SecretStr | None = Field(
         None, description="the CLI's bearer token for the API (one of AUTORECOVERY_API_TOKENS)"
+    )
+    cli_insecure: bool = Field(
+        False,
+        description="let the CLI send its token over plain http to a host other than loopback "
+        "(like --insecure)",
     )
     api_dev_token: bool = Field(
         False,

@@ -11,6 +11,8 @@ from enum import StrEnum
 class HostStatus(StrEnum):
     """Where a host stands in the fleet."""
 
+    #: Registered, never reported (oVirt's word): not a dead agent, a host not heard from yet.
+    UNASSIGNED = "unassigned"
     UP = "up"
     INITIALIZING = "initializing"
     NON_OPERATIONAL = "non_operational"
@@ -116,6 +118,8 @@ class Host:
     error_until: datetime | None = None
     #: No new init before this time: an earlier init's outcome was not seen (v1 agent).
     init_hold_until: datetime | None = None
+    #: Registered with ``adopt``: its first clean report marks it up without an init.
+    adopt: bool = False
 
 
 @dataclass(frozen=True, slots=True)

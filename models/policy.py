@@ -41,8 +41,13 @@ class Skip(StrEnum):
 
 ACTIVATE = "activate"
 
-#: Statuses that monitoring follows and from which the tick may bring a host back.
-RECOVERABLE_STATUSES = frozenset({HostStatus.NON_OPERATIONAL, HostStatus.NON_RESPONSIVE})
+#: Statuses that monitoring follows and from which the tick may bring a host back (an
+#: unassigned host, registered and never activated, is brought in by the same init).
+RECOVERABLE_STATUSES = frozenset(
+    {HostStatus.NON_OPERATIONAL, HostStatus.NON_RESPONSIVE, HostStatus.UNASSIGNED}
+)
+#: The reason a transition gives when an adopted host's first clean report marks it up.
+ADOPTED = "adopted"
 #: Statuses an automatic activation may start from: error counts once its period is over.
 AUTO_ACTIVATABLE = RECOVERABLE_STATUSES | {HostStatus.ERROR}
 
@@ -78,8 +83,11 @@ def transition(host: Host, assessment: Assessment) -> Transition | None:
 
     An up host with a problem leaves service (non_responsive when it cannot be heard,
     non_operational otherwise). A host already out keeps its status but follows its current reason.
-    Hosts in maintenance, initializing or error are not touched by monitoring.
+    Hosts in maintenance, initializing or error are not touched by monitoring. An unassigned
+    host follows ``first_report``.
     """
+    if host.status is HostStatus.UNASSIGNED:
+        return first_report(host, assessment)
     problem = assessment.primary
     if problem is None:
         return None
@@ -90,6 +98,28 @@ def transition(host: Host, assessment: Assessment) -> Transition | None:
         return None
     return Transition(
         host.id, host.status, status, problem.reason.value, problem.detail, problem.subject
+    )
+
+
+def first_report(host: Host, assessment: Assessment) -> Transition | None:
+    """Return what a registered host's first report does to it, or None while it waits.
+
+    Until a report comes the host stays unassigned. A clean first report marks an adopted
+    host up without an init; a host not adopted stays unassigned and ``decide`` activates it
+    (an init, as for any host out of service). A first report with a problem takes the host
+    out the normal way: non_responsive when it cannot be heard, non_operational otherwise.
+    """
+    problem = assessment.primary
+    if problem is not None and problem.reason is Reason.NO_REPORT:
+        return None
+    if problem is None:
+        if not host.adopt:
+            return None
+        detail = "adopted: its first report is clean; up without an init"
+        return Transition(host.id, HostStatus.UNASSIGNED, HostStatus.UP, ADOPTED, detail)
+    status = HostStatus.NON_RESPONSIVE if assessment.is_silent else HostStatus.NON_OPERATIONAL
+    return Transition(
+        host.id, HostStatus.UNASSIGNED, status, problem.reason.value, problem.detail, problem.subject
     )
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from api.deps import Admin, ClusterId, Fleet, Viewer, Views, error_responses
+from api.deps import Admin, ClusterId, Fleet, Onboarding, Viewer, Views, error_responses
 from api.responses import ClusterOut
 from api.schemas import ClusterIn
 from autorecovery.services.views import cluster_as_dict
@@ -45,3 +45,15 @@ def list_clusters(_: Viewer, views: Views) -> list[dict[str, Any]]:
 def show_cluster(cluster_id: ClusterId, _: Viewer, views: Views) -> dict[str, Any]:
     """Show one cluster's requirements."""
     return views.get_cluster(cluster_id)
+
+
+@router.delete(
+    "/clusters/{cluster_id}",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(401, 403, 404, 409, 422),
+)
+def delete_cluster(cluster_id: ClusterId, who: Admin, onboarding: Onboarding) -> Response:
+    """Delete a cluster (and its pause); refused (409) while it has hosts."""
+    onboarding.delete_cluster(cluster_id, who.name)
+    return Response(status_code=204)

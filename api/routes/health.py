@@ -3,9 +3,10 @@
 ``/healthz`` and ``/readyz`` need no token (probes of orchestrators carry none); ``/metrics``
 needs a viewer token, like every read (Prometheus sends one with ``authorization``).
 
-``/readyz`` also says whether automatic activation is held (``automatic_activation``). That is
-information for people and dashboards: the API serves whatever the gate says, so the gate never
-changes the status code, which is the readiness of the API alone.
+Anonymous ``/readyz`` says only ready or not ready; with a viewer (or admin) token it also names
+each dependency's state and says whether automatic activation is held (``automatic_activation``).
+That is information for people and dashboards: the API serves whatever the gate says, so the
+gate never changes the status code, which is the readiness of the API alone.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Services, Viewer, error_responses, services
+from api.auth import TokenTable
+from api.deps import Services, Viewer, bearer_token, error_responses, services
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,12 @@ PROBE_TIMEOUT_S = 2.0
 def healthz() -> dict[str, str]:
     """Answer while the process serves requests."""
     return {"status": "ok"}
+
+
+@router.head("/healthz", operation_id="healthz_head", response_class=Response)
+def healthz_head() -> Response:
+    """Answer while the process serves requests (load balancers probe with HEAD)."""
+    return Response(status_code=200)
 
 
 async def _probe(name: str, check: Any) -> tuple[str, str]:
@@ -75,25 +83,33 @@ async def _automatic_activation(found: Services, failed: list[str]) -> dict[str,
     return {"gated": gate is not None, "reason": gate, "paused": paused}
 
 
+def _is_reader(request: Request) -> bool:
+    """True when the request carries a token that may read (viewer or admin)."""
+    token = bearer_token(request)
+    tokens: TokenTable = request.app.state.tokens
+    principal = tokens.authenticate(token) if token else None
+    return principal is not None and principal.can_read
+
+
 @router.get("/readyz", responses={503: {"description": "a dependency is unreachable"}})
 async def readyz(request: Request) -> JSONResponse:
-    """Answer 200 when PostgreSQL, Redis and the broker all answer, else 503 naming which not.
+    """Answer 200 when PostgreSQL, Redis and the broker all answer, else 503.
 
-    ``automatic_activation`` says whether the observer holds automatic activation (``gated``,
-    with the gate's ``reason``: the last full tick's, or a failing PostgreSQL or Redis) and which
-    scopes are ``paused``. It is informational: it never changes the status code.
+    Without a token, only ``status`` (ready, not_ready or starting). With a viewer token, also
+    each check's state, the ``failed`` ones, and ``automatic_activation``: whether the observer
+    holds automatic activation (``gated``, with the gate's ``reason``: the last full tick's, or
+    a failing PostgreSQL or Redis) and which scopes are ``paused``. It is informational: it
+    never changes the status code.
     """
     found = getattr(request.app.state, "services", None)
     if found is None:
-        starting: dict[str, Any] = {
-            "status": "starting",
-            "checks": {},
-            "failed": [],
-            "automatic_activation": None,
-        }
-        return JSONResponse(starting, status_code=503)
+        return JSONResponse({"status": "starting"}, status_code=503)
     results = dict(await asyncio.gather(*(_probe(n, c) for n, c in found.probes.items())))
     failed = sorted(name for name, state in results.items() if state != "ok")
+    if not _is_reader(request):
+        return JSONResponse(
+            {"status": "not_ready" if failed else "ready"}, status_code=503 if failed else 200
+        )
     body = {
         "status": "not_ready" if failed else "ready",
         "checks": results,

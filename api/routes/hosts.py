@@ -8,10 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Admin, Fleet, HostId, Viewer, Views, error_responses
+from api.deps import Admin, Fleet, HostId, HostPusher, Onboarding, Viewer, Views, error_responses
 from api.errors import ApiError
-from api.responses import HostDetail, HostPage
-from api.schemas import AutorecoveryIn, HostIn, HostQuery, MaintenanceIn, ReportIn
+from api.responses import HostBatchOut, HostDetail, HostPage
+from api.schemas import AutorecoveryIn, HostBatchIn, HostIn, HostQuery, MaintenanceIn, ReportIn
 from autorecovery.services.fleet import HostSpec
 
 router = APIRouter(tags=["hosts"])
@@ -54,9 +54,50 @@ def show_host(host_id: HostId, _: Viewer, views: Views) -> dict[str, Any]:
     responses=error_responses(401, 403, 409, 422),
 )
 def register_host(body: HostIn, who: Admin, fleet: Fleet, views: Views) -> dict[str, Any]:
-    """Register a host in a known cluster; it waits for its first report (non_responsive)."""
-    fleet.register_hosts([HostSpec(body.id, body.cluster, body.agent_url)], who.name)
+    """Register a host in a known cluster; it is unassigned until its first report.
+
+    With ``adopt``, its first clean report marks it up without an init.
+    """
+    fleet.register_hosts([HostSpec(body.id, body.cluster, body.agent_url, body.adopt)], who.name)
     return views.describe(body.id)
+
+
+@router.post(
+    "/hosts/batch",
+    status_code=201,
+    response_model=HostBatchOut,
+    responses={
+        200: {"model": HostBatchOut, "description": "dry run"},
+        **error_responses(401, 403, 409, 413, 422),
+    },
+    max_body_size=4 * 1024 * 1024,
+)
+def register_batch(
+    body: HostBatchIn, who: Admin, onboarding: Onboarding, response: Response
+) -> dict[str, Any]:
+    """Register many hosts in one transaction: all of them, or none.
+
+    Every problem (an id taken or listed twice, an unknown cluster) is named in ``errors`` as
+    ``hosts[i].field`` with a 422, and nothing is written. ``dry_run`` checks and writes nothing.
+    """
+    specs = [HostSpec(h.id, h.cluster, h.agent_url, h.adopt) for h in body.hosts]
+    if body.dry_run:
+        problems = onboarding.check_hosts(specs)
+        created: list[str] = []
+    else:
+        created, problems = onboarding.register_batch(specs, who.name)
+    if problems:
+        first = problems[0]
+        raise ApiError(
+            422,
+            "invalid_input",
+            f"{first.as_dict()['field']}: {first.message} ({len(problems)} problem(s); nothing written)",
+            first.as_dict()["field"],
+            extra={"errors": [p.as_dict() for p in problems]},
+        )
+    if body.dry_run:
+        response.status_code = 200
+    return {"dry_run": body.dry_run, "hosts": len(specs), "created": created}
 
 
 @router.delete(
@@ -92,16 +133,16 @@ def set_maintenance(
     "/hosts/{host_id}/report",
     openapi_extra=_REPORT_BODY,
     responses=error_responses(401, 403, 404, 413, 422),
+    max_body_size=MAX_REPORT_BYTES,
 )
-async def push_report(host_id: HostId, request: Request, who: Admin, fleet: Fleet) -> dict[str, Any]:
+async def push_report(host_id: HostId, request: Request, who: HostPusher, fleet: Fleet) -> dict[str, Any]:
     """Take a monitoring report pushed by the host's agent (agent protocol v1).
 
-    It is validated like a pulled one; a bad report is refused naming the field, stores
-    nothing, and leaves a ``report_rejected`` audit entry.
+    An admin token, or a reporter token bound to this host. It is validated like a pulled one;
+    a bad report is refused naming the field, stores nothing, and leaves a ``report_rejected``
+    audit entry.
     """
     raw = await request.body()
-    if len(raw) > MAX_REPORT_BYTES:
-        raise ApiError(413, "too_large", f"a report is at most {MAX_REPORT_BYTES} bytes", "report")
     try:
         body: object = json.loads(raw)
     except (ValueError, RecursionError):

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import ipaddress
 import re
+import sys
 from enum import IntEnum
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,11 +42,15 @@ class Exit(IntEnum):
 class ApiFailure(AutorecoveryError):
     """An operator command that did not succeed: the message, what to do, the exit code."""
 
-    def __init__(self, exit_code: Exit, message: str, hint: str | None = None) -> None:
+    def __init__(
+        self, exit_code: Exit, message: str, hint: str | None = None, body: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.exit_code = exit_code
         self.message = message
         self.hint = hint
+        #: The API's error body, when it answered one (``errors`` lists every field at fault).
+        self.body = body or {}
 
 
 def exit_code_for(status: int) -> Exit:
@@ -107,7 +112,8 @@ def failure_from(response: httpx.Response, base_url: str) -> ApiFailure:
         body = {"message": f"HTTP {response.status_code}: {response.text[:200]}".strip()}
     status = response.status_code
     return ApiFailure(
-        exit_code_for(status), str(body.get("message") or f"HTTP {status}"), _hint(status, body, base_url)
+        exit_code_for(status), str(body.get("message") or f"HTTP {status}"), _hint(status, body, base_url),
+        body,
     )
 
 
@@ -233,4 +239,28 @@ def resolve(args: argparse.Namespace) -> tuple[str, str | None]:
             f"the token from {source} has spaces or non-ASCII characters",
             "copy it again without them",
         )
+    if token and parts.scheme == "http" and not _is_loopback(url):
+        _allow_plain_http(args, parts.hostname or "")
     return url, token or None
+
+
+def _allow_plain_http(args: argparse.Namespace, host: str) -> None:
+    """Warn before a token goes over plain http beyond loopback; refuse unless told it may.
+
+    Raises:
+        ApiFailure: exit 2 without ``--insecure`` or AUTORECOVERY_CLI_INSECURE.
+    """
+    allowed = bool(getattr(args, "insecure", False))
+    if not allowed:
+        from autorecovery.settings import load_settings
+
+        with contextlib.suppress(InvalidInput):  # a bad variable elsewhere: not allowed
+            allowed = load_settings().cli_insecure
+    if not allowed:
+        raise ApiFailure(
+            Exit.USAGE,
+            f"refusing to send the token over plain http to {host}: anyone on the path can read it",
+            "use an https:// API URL; or, on a network you trust, pass --insecure "
+            "(or set AUTORECOVERY_CLI_INSECURE=1)",
+        )
+    sys.stderr.write(f"autorecovery: warning: sending the token over plain http to {host} (--insecure)\n")

@@ -16,6 +16,7 @@ from autorecovery.cli_ops.hosts import (
     cmd_hosts_maintenance,
     cmd_hosts_show,
 )
+from autorecovery.cli_ops.onboarding_args import add_onboarding_commands
 from autorecovery.cli_ops.placement import attempt_spec, cmd_placement, cmd_vm_runs_report
 from autorecovery.cli_ops.render import Output
 from autorecovery.cli_ops.safety import cmd_pause, cmd_plan, cmd_resume, cmd_safety, duration_s
@@ -76,6 +77,12 @@ def _common() -> argparse.ArgumentParser:
         help="bearer token (default: AUTORECOVERY_TOKEN; prefer the variable, arguments show in `ps`)",
     )
     api.add_argument("--json", action="store_true", help="print the API's JSON for scripts")
+    api.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow sending the token over plain http to a host other than loopback "
+        "(default: refused; also AUTORECOVERY_CLI_INSECURE=1)",
+    )
     common.set_defaults(transport=None)
     return common
 
@@ -151,6 +158,7 @@ def add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         holds.add_argument("host_id", metavar="ID")
         holds.set_defaults(handler=run_command(cmd_hosts_holds))
 
+    add_onboarding_commands(sub, hsub, common, run_command, CODES)
     _add_storage_commands(sub, common)
     _add_placement_commands(sub, common)
 

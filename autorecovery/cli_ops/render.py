@@ -16,6 +16,7 @@ from rich.text import Text
 from autorecovery.cli_ops.client import ApiFailure
 
 STATUS_STYLE = {
+    "unassigned": "dim",
     "up": "green",
     "initializing": "cyan",
     "non_operational": "red",

@@ -48,6 +48,8 @@ class HostSpec:
     id: str
     cluster: str
     agent_url: str
+    #: The first clean report marks the host up without an init (an existing, healthy host).
+    adopt: bool = False
 
 
 def _held(host_id: str, holder: ActivationRow | None) -> Conflict:
@@ -117,9 +119,11 @@ class FleetService:
             for spec in specs:
                 if spec.cluster not in clusters:
                     raise InvalidInput("cluster", f"unknown cluster {spec.cluster!r} for host {spec.id!r}")
-                if not self.repos.hosts.insert_host(conn, spec.id, spec.cluster, spec.agent_url, now):
+                if not self.repos.hosts.insert_host(
+                    conn, spec.id, spec.cluster, spec.agent_url, now, adopt=spec.adopt
+                ):
                     raise Conflict(f"host {spec.id!r} is already registered", {"host_id": spec.id})
-                details = {"cluster": spec.cluster, "agent_url": spec.agent_url}
+                details = {"cluster": spec.cluster, "agent_url": spec.agent_url, "adopt": spec.adopt}
                 Trail(self.repos, conn, now, actor).host(spec.id, "host_registered", details)
         return [spec.id for spec in specs]
 

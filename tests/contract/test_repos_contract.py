@@ -68,18 +68,21 @@ def test_upsert_cluster_creates_then_updates(backend: Backend) -> None:
     assert list(clusters) == ["c0", "c1"]
 
 
-def test_insert_host_registers_a_silent_host(backend: Backend) -> None:
+def test_insert_host_registers_an_unassigned_host(backend: Backend) -> None:
     seed(backend, status=None)
     with tx(backend) as conn:
         assert backend.repos.hosts.insert_host(conn, "h1", "c1", "http://a:1", T0) is True
         assert backend.repos.hosts.insert_host(conn, "h1", "c1", "http://b:2", at(5)) is False
+        assert backend.repos.hosts.insert_host(conn, "h2", "c1", "http://a:2", T0, adopt=True) is True
     with tx(backend) as conn:
         loaded = backend.repos.hosts.get_host(conn, "h1", for_update=True)
-    assert loaded is not None
+        adopted = backend.repos.hosts.get_host(conn, "h2")
+    assert loaded is not None and adopted is not None
+    assert (loaded[0].adopt, adopted[0].adopt) == (False, True)
     h, rep, row = loaded
     assert (h.id, h.cluster_id, h.agent_url) == ("h1", "c1", "http://a:1")
-    assert h.status is HostStatus.NON_RESPONSIVE
-    assert h.reason == "no_report"
+    assert h.status is HostStatus.UNASSIGNED
+    assert h.reason is None
     assert h.detail == "registered; waiting for the first report"
     assert h.autorecovery is True
     assert h.fence == 0
@@ -150,8 +153,27 @@ def test_count_by_status(backend: Backend) -> None:
         assert backend.repos.hosts.count_by_status(conn) == {
             "non_operational": 2,
             "up": 1,
-            "non_responsive": 1,
+            "unassigned": 1,
         }
+
+
+def test_existing_ids_names_the_registered_hosts(backend: Backend) -> None:
+    seed(backend, "h1", "h2")
+    with tx(backend) as conn:
+        assert backend.repos.hosts.existing_ids(conn, ["h2", "h9", "h1"]) == {"h1", "h2"}
+        assert backend.repos.hosts.existing_ids(conn, []) == set()
+
+
+def test_delete_cluster_only_without_hosts(backend: Backend) -> None:
+    seed(backend, "h1")
+    with tx(backend) as conn:
+        backend.repos.hosts.upsert_cluster(conn, Cluster("c2"))
+        assert backend.repos.hosts.delete_cluster(conn, "c1") == "has_hosts"
+        assert backend.repos.hosts.delete_cluster(conn, "c9") == "missing"
+        assert backend.repos.hosts.delete_cluster(conn, "c2") == "deleted"
+    with tx(backend) as conn:
+        assert set(backend.repos.hosts.all_clusters(conn)) == {"c1"}
+        assert backend.repos.hosts.delete_cluster(conn, "c2") == "missing"
 
 
 # --- reports ------------------------------------------------------------------------------------

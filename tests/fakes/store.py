@@ -62,6 +62,7 @@ HOST_COLUMNS = (
     "subject",
     "error_until",
     "init_hold_until",
+    "adopt",
 )
 #: Columns of ``reports`` that the host query joins as ``r_<column>``.
 REPORT_COLUMNS = (
@@ -151,8 +152,10 @@ class MemoryHosts(Repo):
         }
         return created
 
-    def insert_host(self, conn: Any, host_id: str, cluster_id: str, agent_url: str, now: datetime) -> bool:
-        """Register a host (not yet heard from); return False when the id is taken."""
+    def insert_host(
+        self, conn: Any, host_id: str, cluster_id: str, agent_url: str, now: datetime, *, adopt: bool = False
+    ) -> bool:
+        """Register a host (unassigned until its first report); return False when the id is taken."""
         st = self._state(conn, plain=[host_id, cluster_id, agent_url])
         if host_id in st.hosts:
             return False
@@ -164,10 +167,11 @@ class MemoryHosts(Repo):
             "id": host_id,
             "cluster_id": cluster_id,
             "agent_url": agent_url,
-            "status": "non_responsive",
-            "reason": "no_report",
+            "status": "unassigned",
+            "reason": None,
             "detail": "registered; waiting for the first report",
             "autorecovery": True,
+            "adopt": adopt,
             "status_changed_at": now,
             "fence": 0,
             "last_decision": None,
@@ -408,6 +412,24 @@ class MemoryHosts(Repo):
         for host in self._state(conn).hosts.values():
             counts[host["status"]] = counts.get(host["status"], 0) + 1
         return counts
+
+    def existing_ids(self, conn: Any, host_ids: Sequence[str]) -> set[str]:
+        """Return which of ``host_ids`` are registered."""
+        st = self._state(conn, plain=list(host_ids))
+        return {h for h in host_ids if h in st.hosts}
+
+    def delete_cluster(self, conn: Any, cluster_id: str) -> str:
+        """Delete a cluster that has no host; return ``deleted``, ``has_hosts`` or ``missing``."""
+        st = self._state(conn, plain=[cluster_id])
+        if cluster_id not in st.clusters:
+            return "missing"
+        if any(h["cluster_id"] == cluster_id for h in st.hosts.values()):
+            return "has_hosts"
+        del st.clusters[cluster_id]
+        st.pauses.pop(cluster_id, None)
+        for key in [k for k, i in st.incidents.items() if i["cluster_id"] == cluster_id]:
+            del st.incidents[key]
+        return "deleted"
 
 
 def _activation(row: dict[str, Any]) -> ActivationRow:

@@ -24,9 +24,12 @@ from models.domain import Cluster
 from tests.support.processes import Proc, spawn, wait_for
 from tests.support.servers import Servers
 
-#: Token names by role: two admins (to tell actors apart in the audit log) and a viewer.
+#: Token names by role: two admins (to tell actors apart in the audit log), a viewer, and a
+#: reporter bound to two hosts.
 ADMINS = ("alice", "bob")
 VIEWER = "vic"
+REPORTER = "rita"
+REPORTER_HOSTS = ("h-0001", "h-0002")
 TABLES = ("clusters", "hosts", "reports", "activations", "audit_log")
 
 
@@ -58,13 +61,15 @@ class ApiServer:
 
 def make_tokens() -> dict[str, str]:
     """Fresh random tokens for this session."""
-    return {name: secrets.token_urlsafe(24) for name in (*ADMINS, VIEWER)}
+    return {name: secrets.token_urlsafe(24) for name in (*ADMINS, VIEWER, REPORTER)}
 
 
 def token_setting(tokens: dict[str, str]) -> str:
     """Render tokens as AUTORECOVERY_API_TOKENS."""
+    roles = {VIEWER: "viewer", REPORTER: "reporter"}
+    bound = {REPORTER: ":" + "|".join(REPORTER_HOSTS)}
     return ",".join(
-        f"{name}:{'viewer' if name == VIEWER else 'admin'}:{token}" for name, token in tokens.items()
+        f"{name}:{roles.get(name, 'admin')}:{token}{bound.get(name, '')}" for name, token in tokens.items()
     )
 
 

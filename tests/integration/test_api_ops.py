@@ -65,7 +65,7 @@ def test_metrics_are_computed_from_the_store_and_redis(api: ApiServer, fleet: An
         conn.execute("UPDATE activations SET state = 'skipped', outcome = 'lock_busy'")
     with api.client("vic") as http:
         text = http.get("/metrics").text
-    assert 'autorecovery_hosts{status="non_responsive"} 3.0' in text
+    assert 'autorecovery_hosts{status="unassigned"} 3.0' in text
     assert 'autorecovery_hosts{status="up"} 0.0' in text
     assert 'autorecovery_activations_total{outcome="lock_busy",trigger="manual"} 1.0' in text
     assert "autorecovery_lock_skips_total 1.0" in text
@@ -84,7 +84,7 @@ def test_readyz_names_an_unreachable_broker_and_activation_answers_503(
         AUTORECOVERY_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0",
     )
     try:
-        with server.client() as http:
+        with server.client("vic") as http:
             ready = http.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["failed"] == ["broker"]

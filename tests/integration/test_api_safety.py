@@ -257,7 +257,7 @@ def test_a_pause_shows_in_safety_plan_host_and_readyz_until_resumed(
     assert "fleet-wide by alice" in next(h["detail"] for h in plan["hosts"] if h["host_id"] == "h-0001")
     assert codes["h-0002"] == ("skip", "no_report")
     assert host["why_not_recovered"]["code"] == "paused" and host["holds"]["pause"] == pause
-    with api.client() as http:
+    with api.client("vic") as http:
         ready = http.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json()["automatic_activation"] == {"gated": False, "reason": None, "paused": ["fleet"]}
@@ -268,7 +268,7 @@ def test_a_pause_shows_in_safety_plan_host_and_readyz_until_resumed(
         again = http.delete("/api/v1/pause")
         assert (again.status_code, again.json()["error"]) == (404, "not_paused")
         assert http.get("/api/v1/plan").json()["hosts"][0]["action"] == "activate"
-    with api.client() as http:
+    with api.client("vic") as http:
         assert http.get("/readyz").json()["automatic_activation"]["paused"] == []
     entries = [
         (e["event"], e["actor"], e["reason"]) for e in audit(deps, object_type="pause", object_id="fleet")
@@ -366,7 +366,7 @@ def test_gate_holds_and_incidents_are_in_metrics_readyz_and_plan(
     [incident] = safety["incidents"]
     assert (incident["cluster"], incident["subject"], incident["hosts"]) == ("c-1", "sd-1", 3)
     assert plan["gate"] == gate and [p["scope"] for p in plan["pauses"]] == ["c-1"]
-    with api.client() as http:
+    with api.client("vic") as http:
         ready = http.get("/readyz")
     assert ready.status_code == 200, "the gate is informational: the API is ready"
     assert ready.json()["automatic_activation"] == {"gated": True, "reason": gate, "paused": ["c-1"]}

@@ -37,7 +37,7 @@ def test_a_token_may_contain_colons() -> None:
     ("raw", "words"),
     [
         ("alice:admin", "not name:role:token"),
-        (f"alice:root:{ALICE}", "role must be viewer or admin"),
+        (f"alice:root:{ALICE}", "role must be viewer, admin or reporter"),
         (f"al ice:admin:{ALICE}", "the name must be"),
         (f":admin:{ALICE}", "the name must be"),
         ("alice:admin:short", "at least 16"),

@@ -101,7 +101,7 @@ def test_pause_with_a_duration_shows_in_safety_plan_and_readyz(world: World) -> 
     assert [(h["host_id"], h["action"], h["code"]) for h in plan["hosts"]] == [("h-1", "skip", "paused")]
     host = world.call("GET", "/api/v1/hosts/h-1", headers=VIEWER).json()
     assert host["holds"]["pause"] == pause
-    ready = world.call("GET", "/readyz").json()
+    ready = world.call("GET", "/readyz", headers=VIEWER).json()
     assert ready["automatic_activation"] == {"gated": False, "reason": None, "paused": ["fleet"]}
 
     lifted = world.call("DELETE", "/api/v1/pause", headers=ADMIN)
@@ -137,7 +137,7 @@ def test_cluster_pause_and_refusals_write_nothing(world: World) -> None:
 
     answer = world.call("PUT", "/api/v1/clusters/c-1/pause", json={"reason": "rack"}, headers=ADMIN)
     assert answer.status_code == 200 and answer.json()["expires_at"] is None
-    assert world.call("GET", "/readyz").json()["automatic_activation"]["paused"] == ["c-1"]
+    assert world.call("GET", "/readyz", headers=VIEWER).json()["automatic_activation"]["paused"] == ["c-1"]
     assert world.call("DELETE", "/api/v1/clusters/c-1/pause", headers=ADMIN).json()["scope"] == "c-1"
 
 
@@ -190,7 +190,7 @@ def test_clearing_holds_answers_what_they_were(world: World) -> None:
 
 def test_readyz_reports_a_gate_and_keeps_its_status(world: World) -> None:
     world.db.state.observer["gate"] = "monitoring_stale: 9 of 10 hosts have no fresh data"
-    answer = world.call("GET", "/readyz")
+    answer = world.call("GET", "/readyz", headers=VIEWER)
     assert answer.status_code == 200
     assert answer.json()["automatic_activation"] == {
         "gated": True,
@@ -199,7 +199,7 @@ def test_readyz_reports_a_gate_and_keeps_its_status(world: World) -> None:
     }
     assert world.call("GET", "/api/v1/plan", headers=VIEWER).json()["gate"].startswith("monitoring_stale")
     world.db.unavailable = True
-    gate = world.call("GET", "/readyz").json()["automatic_activation"]
+    gate = world.call("GET", "/readyz", headers=VIEWER).json()["automatic_activation"]
     assert gate == {"gated": True, "reason": gate["reason"], "paused": None}
     assert gate["reason"].startswith("postgresql_unavailable:")
 

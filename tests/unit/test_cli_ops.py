@@ -18,7 +18,7 @@ from autorecovery.cli_ops import Exit, since_value
 from autorecovery.settings import ENV_PREFIX
 
 TOKEN = "s3cret-token-value-0123456789"  # noqa: S105 - a test token, checked never to be printed
-URL = "http://api.test:8800"
+URL = "https://api.test:8800"  # plain http beyond loopback would need --insecure
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -416,12 +416,12 @@ def test_the_token_is_sent_from_the_option_or_the_environment(
     api = Api({("GET", "/api/v1/plan"): (200, {"hosts": [], "activate": 0, "skip": 0})})
     run(["plan", "--api-url", URL, "--token", TOKEN], api, capsys)
     monkeypatch.setenv("AUTORECOVERY_TOKEN", TOKEN + "-env")
-    monkeypatch.setenv("AUTORECOVERY_API_URL", "http://from-env:9000")
+    monkeypatch.setenv("AUTORECOVERY_API_URL", "https://from-env:9000")
     run(["plan"], api, capsys)
     run(["plan", "--token", "option-wins-0123456789"], api, capsys)
     assert [r.headers["authorization"] for r in api.requests] == [
         f"Bearer {TOKEN}", f"Bearer {TOKEN}-env", "Bearer option-wins-0123456789"]
-    assert str(api.requests[1].url).startswith("http://from-env:9000/api/v1/plan")
+    assert str(api.requests[1].url).startswith("https://from-env:9000/api/v1/plan")
 
 
 def test_without_a_token_no_header_is_sent(capsys: pytest.CaptureFixture[str]) -> None:

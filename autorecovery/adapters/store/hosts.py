@@ -19,7 +19,7 @@ _HOST_WITH_REPORT = """
 SELECT h.id, h.cluster_id, h.agent_url, h.status, h.reason, h.detail, h.autorecovery,
        h.status_changed_at, h.fence, h.last_decision, h.last_decision_detail, h.last_decision_at,
        h.failures, h.next_attempt_at, h.quarantined_at, h.quarantine_reason, h.subject,
-       h.error_until, h.init_hold_until,
+       h.error_until, h.init_hold_until, h.adopt,
        EXISTS (SELECT 1 FROM activations a
                WHERE a.host_id = h.id AND a.state IN ('queued', 'running')) AS in_flight,
        (SELECT a.id FROM activations a
@@ -73,18 +73,46 @@ def upsert_cluster(conn: Conn, cluster: Cluster) -> bool:
     return bool(row and row["created"])
 
 
-def insert_host(conn: Conn, host_id: str, cluster_id: str, agent_url: str, now: datetime) -> bool:
-    """Register a host (not yet heard from); return False when the id is taken."""
+def insert_host(
+    conn: Conn, host_id: str, cluster_id: str, agent_url: str, now: datetime, *, adopt: bool = False
+) -> bool:
+    """Register a host (unassigned until its first report); return False when the id is taken.
+
+    ``adopt``: the host's first clean report marks it up without an init.
+    """
     row = run(
         conn,
         """
-        INSERT INTO hosts (id, cluster_id, agent_url, status_changed_at)
-        VALUES (%(id)s, %(cluster)s, %(url)s, %(now)s)
+        INSERT INTO hosts (id, cluster_id, agent_url, status_changed_at, adopt)
+        VALUES (%(id)s, %(cluster)s, %(url)s, %(now)s, %(adopt)s)
         ON CONFLICT (id) DO NOTHING RETURNING id
         """,
-        {"id": host_id, "cluster": cluster_id, "url": agent_url, "now": now},
+        {"id": host_id, "cluster": cluster_id, "url": agent_url, "now": now, "adopt": adopt},
     ).fetchone()
     return row is not None
+
+
+def existing_ids(conn: Conn, host_ids: Sequence[str]) -> set[str]:
+    """Return which of ``host_ids`` are registered."""
+    rows = run(conn, "SELECT id FROM hosts WHERE id = ANY(%(ids)s)", {"ids": list(host_ids)}).fetchall()
+    return {row["id"] for row in rows}
+
+
+def delete_cluster(conn: Conn, cluster_id: str) -> str:
+    """Delete a cluster that has no host; return ``deleted``, ``has_hosts`` or ``missing``."""
+    row = run(
+        conn, "SELECT id FROM clusters WHERE id = %(id)s FOR UPDATE", {"id": cluster_id}
+    ).fetchone()
+    if row is None:
+        return "missing"
+    # The FOR UPDATE above makes a concurrent insert_host into this cluster wait (its foreign
+    # key check takes a share lock on the row), so the count cannot go stale before the delete.
+    if run(conn, "SELECT 1 FROM hosts WHERE cluster_id = %(id)s LIMIT 1", {"id": cluster_id}).fetchone():
+        return "has_hosts"
+    # Its pause goes with it (pauses name their scope, no foreign key); incidents cascade.
+    run(conn, "DELETE FROM pauses WHERE scope = %(id)s", {"id": cluster_id})
+    run(conn, "DELETE FROM clusters WHERE id = %(id)s", {"id": cluster_id})
+    return "deleted"
 
 
 def get_host(conn: Conn, host_id: str, *, for_update: bool = False) -> HostRow | None:

@@ -38,6 +38,7 @@ def host_from_row(row: dict[str, Any]) -> Host:
         quarantined_at=row.get("quarantined_at"),
         error_until=row.get("error_until"),
         init_hold_until=row.get("init_hold_until"),
+        adopt=bool(row.get("adopt", False)),
     )
 
 

@@ -168,7 +168,7 @@ def test_set_maintenance(world: World) -> None:
     world.queue("h2")
     with pytest.raises(Conflict):
         world.fleet.set_maintenance("h2", "alice", None)
-    assert world.host("h2").status is S.NON_RESPONSIVE
+    assert world.host("h2").status is S.UNASSIGNED
 
 
 REPORT_BODY: dict[str, Any] = {
@@ -313,7 +313,7 @@ def test_delete_host_keeps_the_audit_trail(world: World) -> None:
     with pytest.raises(NotFound):
         world.fleet.delete_host("h1", "alice")
     assert world.events("h1") == ["host_registered", "host_deleted"]
-    assert world.views.counts()["hosts_by_status"] == {"non_responsive": 1}
+    assert world.views.counts()["hosts_by_status"] == {"unassigned": 1}
 
 
 @pytest.mark.parametrize("reported_at", ["2026-11-24T13:00:00Z", "9999-12-31T23:59:59Z"])

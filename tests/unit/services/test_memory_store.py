@@ -13,7 +13,7 @@ def test_memory_store_rolls_back_and_guards_its_connections(world: World) -> Non
     with pytest.raises(ZeroDivisionError), world.db.transaction() as conn:
         world.repos.hosts.set_status(conn, "h1", "up", None, None, T0)
         1 / 0  # noqa: B018
-    assert world.host("h1").status is S.NON_RESPONSIVE
+    assert world.host("h1").status is S.UNASSIGNED
     with world.db.transaction() as conn:
         kept = conn
     with pytest.raises(RuntimeError, match="after its transaction"):
