@@ -7,7 +7,7 @@ builds the container (pool, Redis client) through the composition root and close
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,9 +19,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api import errors
 from api.auth import load_tokens
 from api.deps import API_PREFIX, Services, reauthenticate
-from api.metrics import build_registry, read_error_and_storage, read_last_tick, read_safety
+from api.metrics import (
+    build_registry,
+    read_beat_seen,
+    read_error_and_storage,
+    read_fleet,
+    read_last_tick,
+    read_safety,
+)
 from api.routes import activation, audit, clusters, health, hosts, safety, storage, vmruns
 from autorecovery import __version__
+from autorecovery.adapters.queues import QueueDepth
 from autorecovery.services import utcnow
 from autorecovery.services.fleet import FleetService
 from autorecovery.services.safety import SafetyService
@@ -60,6 +68,11 @@ def ping_broker(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
         conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout_s)
 
 
+def _close_all(*closers: Callable[[], None]) -> None:
+    for close in closers:
+        close()
+
+
 def build_services(settings: Settings) -> Services:
     """Build the process's services through the composition root (connects lazily)."""
     import workers  # the Celery app: imported here, not at module import
@@ -74,6 +87,7 @@ def build_services(settings: Settings) -> Services:
         caps=settings.cap_policy(),
     )
     broker_url = settings.effective_broker_url or ""
+    queues = QueueDepth(broker_url, [workers.MONITORING_QUEUE, workers.ACTIVATION_QUEUE])
     return Services(
         fleet=fleet,
         safety=SafetyService(container.db, utcnow),
@@ -85,12 +99,14 @@ def build_services(settings: Settings) -> Services:
             "broker": lambda: ping_broker(broker_url),
         },
         registry=build_registry(
-            fleet.counts,
+            lambda: read_fleet(container.db),
             lambda: read_last_tick(container.redis),
             lambda: read_safety(container.db, utcnow),
             lambda: read_error_and_storage(container.db, utcnow, settings.charge_window_s),
+            beat_seen=lambda: read_beat_seen(container.redis),
+            queues=queues.read,
         ),
-        close=container.close,
+        close=lambda: _close_all(queues.close, container.close),
     )
 
 

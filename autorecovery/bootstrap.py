@@ -16,6 +16,7 @@ from autorecovery.adapters.store import Database
 from autorecovery.services import Enqueuer, utcnow
 from autorecovery.services.activation import ActivationService, RecoverySafety
 from autorecovery.services.monitoring import BatchSender, MonitoringService, TickConfig
+from autorecovery.services.retention import RetentionPolicy, RetentionService
 from autorecovery.services.storage import StorageService
 from autorecovery.services.vmruns import ErrorPolicy, VmRunService
 from autorecovery.settings import Settings
@@ -54,6 +55,16 @@ def error_policy(settings: Settings) -> ErrorPolicy:
     )
 
 
+def retention_policy(settings: Settings) -> RetentionPolicy:
+    """How long history is kept, from settings."""
+    return RetentionPolicy(
+        audit_days=settings.retention_audit_days,
+        activations_days=settings.retention_activations_days,
+        vm_runs_days=settings.retention_vm_runs_days,
+        batch_size=settings.prune_batch_size,
+    )
+
+
 @dataclass
 class Container:
     """Every long-lived dependency of one process."""
@@ -66,6 +77,7 @@ class Container:
     activation: ActivationService
     storage: StorageService
     vmruns: VmRunService
+    retention: RetentionService
 
     def close(self) -> None:
         """Close the pool, the Redis client and the agent connections."""
@@ -145,6 +157,7 @@ def build(
         ),
         storage=storage,
         vmruns=VmRunService(db, utcnow, error_policy(settings)),
+        retention=RetentionService(db, utcnow, retention_policy(settings)),
         activation=ActivationService(
             db,
             client,

@@ -19,6 +19,7 @@ from autorecovery.services.monitoring import BatchSpec
 from autorecovery.settings import Settings, get_settings
 from beat_schedule import beat_schedule
 from models.errors import BrokerUnavailable
+from workers.beat import beat_config
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +27,19 @@ MONITORING_QUEUE = "monitoring"
 ACTIVATION_QUEUE = "activation"
 TICK_TASK = "autorecovery.monitoring_tick"
 BATCH_TASK = "autorecovery.monitoring_batch"
+PRUNE_TASK = "autorecovery.prune"
 ACTIVATION_TASK = "autorecovery.init_vds_on_up"
 STORAGE_TASK = "autorecovery.activate_storage_domain"
 
 
 def make_app(settings: Settings) -> Celery:
-    """Build the Celery app from settings (reads no network)."""
-    app = Celery("autorecovery", broker=settings.effective_broker_url, include=["workers.tasks"])
+    """Build the Celery app from settings (reads no network).
+
+    Raises:
+        InvalidInput: no broker URL is set (Celery would silently try amqp://guest@localhost).
+    """
+    broker_url = settings.require_broker_url()
+    app = Celery("autorecovery", broker=broker_url, include=["workers.tasks"])
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -47,6 +54,7 @@ def make_app(settings: Settings) -> Celery:
         task_routes={
             TICK_TASK: {"queue": MONITORING_QUEUE},
             BATCH_TASK: {"queue": MONITORING_QUEUE},
+            PRUNE_TASK: {"queue": MONITORING_QUEUE},
             ACTIVATION_TASK: {"queue": ACTIVATION_QUEUE},
             STORAGE_TASK: {"queue": ACTIVATION_QUEUE},
         },
@@ -75,6 +83,9 @@ def make_app(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         beat_schedule=beat_schedule(settings.tick_interval_s),
         timezone="UTC",
+        **beat_config(
+            settings.redis_url or broker_url, settings.tick_interval_s, settings.beat_lock_timeout_s
+        ),
     )
     return app
 

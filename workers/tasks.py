@@ -15,7 +15,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from autorecovery.adapters import keys
 from autorecovery.services.monitoring import BatchSpec
 from models.errors import TransientError
-from workers import ACTIVATION_TASK, BATCH_TASK, STORAGE_TASK, TICK_TASK, app, container
+from workers import ACTIVATION_TASK, BATCH_TASK, PRUNE_TASK, STORAGE_TASK, TICK_TASK, app, container
 
 log = logging.getLogger(__name__)
 
@@ -108,3 +108,9 @@ def activate_storage_domain(
             raise
         log.warning("storage domain %s: activation %s retrying: %s", sd_id, activation_id, exc)
         raise self.retry(exc=exc, countdown=backoff_s(self.request.retries)) from exc
+
+
+@app.task(name=PRUNE_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
+def prune() -> dict[str, Any]:
+    """Delete history past its retention (beat sends this daily); audited as one summary."""
+    return container().retention.prune()
