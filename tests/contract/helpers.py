@@ -33,6 +33,7 @@ HOST_ROW_KEYS = {
     "quarantine_reason",
     "subject",
     "error_until",
+    "last_clean_at",
     "in_flight",
     "r_reported_at",
     "r_received_at",

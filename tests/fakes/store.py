@@ -60,6 +60,7 @@ HOST_COLUMNS = (
     "quarantine_reason",
     "subject",
     "error_until",
+    "last_clean_at",
 )
 #: Columns of ``reports`` that the host query joins as ``r_<column>``.
 REPORT_COLUMNS = (
@@ -173,6 +174,8 @@ class MemoryHosts(Repo):
             "holds_cleared_at": None,  # not selected: it only restarts the flap count
             "subject": None,
             "error_until": None,
+            # Kept by a PostgreSQL trigger from the decisions (migration 0006); not faked.
+            "last_clean_at": None,
         }
         return True
 

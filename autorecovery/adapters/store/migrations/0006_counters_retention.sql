@@ -128,7 +128,8 @@ BEGIN
     IF NEW.last_decision IS DISTINCT FROM OLD.last_decision THEN
         IF NEW.last_decision = ANY (clean) THEN
             NEW.last_clean_at := NULL;
-            IF NEW.status <> 'up' AND OLD.clean_since IS NULL THEN
+            -- From a problem to clean: the fault cleared (a new host's first report is not one).
+            IF NEW.status <> 'up' AND OLD.clean_since IS NULL AND OLD.last_decision = ANY (unclean) THEN
                 NEW.clean_since := coalesce(
                     (SELECT r.reported_at FROM reports r WHERE r.host_id = NEW.id),
                     NEW.last_decision_at);
