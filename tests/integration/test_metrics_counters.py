@@ -65,6 +65,9 @@ def test_counters_only_go_up_across_activations_host_deletion_and_pruning(
     client.inject("kvm_down", hosts=["h-0001"])
     tick()
     assert host_status(deps, "h-0001")["status"] == "non_operational"
+    with api.client("vic") as http:
+        shown = http.get("/api/v1/hosts/h-0001").json()
+    assert shown["last_clean_at"] is not None and shown["held_by"] == []
     client.clear(hosts=["h-0001"])
     for _ in range(3):
         tick()
