@@ -70,10 +70,14 @@ def make_app(settings: Settings) -> Celery:
                 "max_retries": settings.task_max_retries,
             },
             TICK_TASK: {
+                # Ticks and their batches (thousands a day) stay out of Flower, so its bounded
+                # task list keeps the activations; /metrics has the tick's age and duration.
+                "send_events": False,
                 "soft_time_limit": settings.tick_deadline_s,
                 "time_limit": settings.tick_deadline_s + 10,
             },
             BATCH_TASK: {
+                "send_events": False,
                 "soft_time_limit": settings.tick_deadline_s,
                 "time_limit": settings.tick_deadline_s + 10,
             },
@@ -141,6 +145,10 @@ def container() -> Container:
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]
 def _init_process(**_: Any) -> None:
+    # A worker sends a tick's batches (and the activations it queues) without a task-sent
+    # event: Flower learns of an activation when a worker receives it, and its bounded task list
+    # is not filled with batches.
+    app.conf.task_send_sent_event = False
     container()
 
 

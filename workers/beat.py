@@ -24,6 +24,12 @@ HEARTBEAT_TTL_S = 24 * 3600
 class Scheduler(RedBeatScheduler):  # type: ignore[misc]
     """RedBeat's scheduler that also records, each loop, that the leading beat is alive."""
 
+    def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
+        # Beat sends only ticks and the daily pruning: no task-sent event for them, so Flower's
+        # bounded task list is not filled with ticks (the workers send none for them either).
+        app.conf.task_send_sent_event = False
+        super().__init__(app, *args, **kwargs)
+
     def tick(self, *args: Any, **kwargs: Any) -> float:
         """Renew the lock, send what is due, then write the heartbeat."""
         wait_s: float = super().tick(*args, **kwargs)
