@@ -12,7 +12,7 @@ from autorecovery.adapters.store import PG_REPOS, Repos
 from autorecovery.adapters.store.db import Database
 from autorecovery.adapters.store.rows import report_as_dict
 from autorecovery.services import Clock, Enqueuer
-from autorecovery.services.host_view import held_by, last_clean_at
+from autorecovery.services.host_view import hold_view
 from autorecovery.services.safety import load_view, pause_as_dict, plan_hosts
 from models.domain import Cluster, Host, HostStatus, Report, Trigger, effective_cluster
 from models.errors import BadReport, BrokerUnavailable, Conflict, InvalidInput, NotFound
@@ -283,8 +283,7 @@ class FleetService:
                 ),
                 "observer_gate": view.gates.observer_block,
             },
-            "last_clean_at": last_clean_at(ev.assessment, report, row),
-            "held_by": held_by(host, row, view.gates, now),
+            **hold_view(host, report, ev.assessment, row, view.gates, now),
             "activation": running.as_dict() if running else None,
             "recent_activations": [a.as_dict() for a in recent],
         }

@@ -15,6 +15,17 @@ from models.domain import Host, HostStatus, Report
 from models.safety import Gates
 
 
+def hold_view(
+    host: Host, report: Report | None, assessment: Assessment, row: dict[str, Any], gates: Gates,
+    now: datetime,
+) -> dict[str, Any]:
+    """Return the host view's ``last_clean_at`` and ``held_by``."""
+    return {
+        "last_clean_at": last_clean_at(assessment, report, row),
+        "held_by": held_by(host, row, gates, now),
+    }
+
+
 def last_clean_at(assessment: Assessment, report: Report | None, row: dict[str, Any]) -> str | None:
     """When the host was last seen clean: its report's time if clean now, else when it stopped."""
     if report is not None and assessment.is_healthy:
