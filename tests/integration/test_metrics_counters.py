@@ -16,6 +16,7 @@ from autorecovery.services import utcnow
 from autorecovery.services.retention import RetentionPolicy, RetentionService
 from tests.integration.api_fixtures import ApiServer
 from tests.integration.conftest import host_status, settle
+from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ("tests.integration.api_fixtures",)
@@ -112,3 +113,21 @@ def test_counters_only_go_up_across_activations_host_deletion_and_pruning(
     up_label = {"trigger": "auto", "outcome": "up"}
     assert value(pruned, ups, **up_label) == value(recovered, ups, **up_label)
 
+
+
+def test_the_prune_task_runs_on_a_worker_and_audits_one_summary(
+    worker: Any, deps: Any, app_module: Any
+) -> None:
+    app_module.app.send_task("autorecovery.prune", queue="monitoring")
+
+    def summaries() -> list[dict[str, Any]]:
+        with deps.db.transaction() as conn:
+            return conn.execute(
+                "SELECT actor, details FROM audit_log WHERE object_type = 'retention' AND event = 'pruned'"
+            ).fetchall()
+
+    wait_for(lambda: len(summaries()) == 1, 30, "the pruning's audit summary")
+    found = summaries()[0]
+    assert found["actor"] == "auto"
+    kinds = {"audit_log", "activations", "sd_activations", "charges", "vm_runs"}
+    assert set(found["details"]["rows"]) == kinds
