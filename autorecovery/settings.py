@@ -91,7 +91,10 @@ class Settings(BaseSettings):
         90.0, gt=0, description="audit log entries older than this are pruned"
     )
     retention_activations_days: float = Field(
-        30.0, gt=0, description="closed host and storage domain activations older than this are pruned"
+        30.0,
+        gt=0,
+        description="closed activations (hosts, storage domains) and finished ticks older than this "
+        "are pruned",
     )
     retention_vm_runs_days: float = Field(
         30.0, gt=0, description="VM runs and their charges older than this are pruned"

@@ -32,6 +32,7 @@ class RetentionPolicy:
             "audit_log": self.audit_days,
             "activations": self.activations_days,
             "sd_activations": self.activations_days,
+            "ticks": self.activations_days,
             "charges": self.vm_runs_days,
             "vm_runs": self.vm_runs_days,
         }

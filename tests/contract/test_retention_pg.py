@@ -24,7 +24,8 @@ pytestmark = pytest.mark.integration
 
 OLD = T0 - timedelta(days=40)
 POLICY = RetentionPolicy(audit_days=30, activations_days=30, vm_runs_days=30, batch_size=2)
-KEEP = {"audit_log": 1, "activations": 1, "sd_activations": 0, "charges": 1, "vm_runs": 1}
+KEEP = {"audit_log": 1, "activations": 1, "sd_activations": 0, "ticks": 1, "charges": 1, "vm_runs": 1}
+PRUNED = {"audit_log": 5, "activations": 5, "sd_activations": 6, "ticks": 5, "charges": 5, "vm_runs": 5}
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def seeded(pg_database: Database) -> Database:
     with pg_database.transaction() as conn:
         conn.execute(
             "TRUNCATE audit_log, activations, reports, hosts, clusters, vm_runs, charges,"
-            " sd_activations, storage_domains RESTART IDENTITY CASCADE"
+            " sd_activations, storage_domains, ticks RESTART IDENTITY CASCADE"
         )
         conn.execute("INSERT INTO clusters (id) VALUES ('c-1')")
         conn.execute("INSERT INTO hosts (id, cluster_id, agent_url) VALUES ('h-1', 'c-1', 'http://a')")
@@ -53,6 +54,11 @@ def seeded(pg_database: Database) -> Database:
                 "UPDATE activations SET state = 'succeeded', outcome = 'up', started_at = %(t)s,"
                 " ended_at = %(t)s WHERE id = %(id)s",
                 {"t": when, "id": f"a-{i}"},
+            )
+            conn.execute(
+                "INSERT INTO ticks (id, state, batches, started_at, ended_at) "
+                "VALUES (%s, 'done', 1, %s, %s)",
+                (f"t-{i}", when, when),
             )
             conn.execute(
                 "INSERT INTO sd_activations (id, sd_id, trigger, actor, state, outcome, queued_at,"
@@ -98,8 +104,7 @@ def counters(db: Database) -> list[dict[str, Any]]:
 def test_dry_run_counts_and_deletes_nothing(seeded: Database) -> None:
     before = counts(seeded)
     summary = RetentionService(seeded, lambda: at(0), POLICY).prune(dry_run=True)
-    assert summary["rows"] == {"audit_log": 5, "activations": 5, "sd_activations": 6, "charges": 5,
-                               "vm_runs": 5}
+    assert summary["rows"] == PRUNED
     assert counts(seeded) == before
 
 
@@ -107,8 +112,7 @@ def test_prune_deletes_old_rows_in_batches_and_audits_one_summary(seeded: Databa
     metrics = counters(seeded)
     assert any(r["name"] == "autorecovery_activations" for r in metrics)
     summary = RetentionService(seeded, lambda: at(0), POLICY).prune(actor="test")
-    assert summary["rows"] == {"audit_log": 5, "activations": 5, "sd_activations": 6, "charges": 5,
-                               "vm_runs": 5}
+    assert summary["rows"] == PRUNED
     left = counts(seeded)
     assert left == {**KEEP, "activations": 2, "audit_log": 2}  # + in-flight; + the summary
     with seeded.transaction() as conn:

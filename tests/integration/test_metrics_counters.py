@@ -129,5 +129,5 @@ def test_the_prune_task_runs_on_a_worker_and_audits_one_summary(
     wait_for(lambda: len(summaries()) == 1, 30, "the pruning's audit summary")
     found = summaries()[0]
     assert found["actor"] == "auto"
-    kinds = {"audit_log", "activations", "sd_activations", "charges", "vm_runs"}
+    kinds = {"audit_log", "activations", "sd_activations", "ticks", "charges", "vm_runs"}
     assert set(found["details"]["rows"]) == kinds
