@@ -7,7 +7,7 @@ builds the container (pool, Redis client) through the composition root and close
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -16,10 +16,18 @@ from api import docs, errors
 from api.auth import load_tokens
 from api.deps import API_PREFIX, Services, reauthenticate
 from api.guard import Guard
-from api.metrics import build_registry, read_error_and_storage, read_last_tick, read_safety
+from api.metrics import (
+    build_registry,
+    read_beat_seen,
+    read_error_and_storage,
+    read_fleet,
+    read_last_tick,
+    read_safety,
+)
 from api.probes import BrokerProbe, Cached
 from api.routes import activation, audit, clusters, health, hosts, reports, safety, storage, vmruns
 from autorecovery import __version__
+from autorecovery.adapters.queues import QueueDepth
 from autorecovery.services import utcnow
 from autorecovery.settings import Settings, load_settings
 
@@ -30,13 +38,20 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
 
 
+def _close_all(*closers: Callable[[], None]) -> None:
+    for close in closers:
+        close()
+
+
 def build_services(settings: Settings) -> Services:
     """Build the process's services through the composition root (connects lazily)."""
     import workers  # the Celery app: imported here, not at module import
     from autorecovery.bootstrap import build
 
     container = build(settings, workers.enqueue_activation, workers.enqueue_storage_activation)
-    broker = BrokerProbe(settings.effective_broker_url or "")
+    broker_url = settings.effective_broker_url or ""
+    broker = BrokerProbe(broker_url)
+    queues = QueueDepth(broker_url, [workers.MONITORING_QUEUE, workers.ACTIVATION_QUEUE])
     return Services(
         container,
         probes={
@@ -45,12 +60,14 @@ def build_services(settings: Settings) -> Services:
             "broker": Cached(broker),
         },
         registry=build_registry(
-            container.views.counts,
+            lambda: read_fleet(container.db),
             lambda: read_last_tick(container.redis),
             lambda: read_safety(container.db, utcnow),
             lambda: read_error_and_storage(container.db, utcnow, settings.charge_window_s),
+            beat_seen=lambda: read_beat_seen(container.redis),
+            queues=queues.read,
         ),
-        on_close=broker.close,
+        on_close=lambda: _close_all(broker.close, queues.close),
     )
 
 

@@ -1,31 +1,40 @@
-"""Prometheus metrics computed at scrape time from PostgreSQL and Redis.
+"""Prometheus metrics read at scrape time from PostgreSQL, Redis and the broker.
 
 The API may run as several processes, none of which sees the workers' events, so nothing is
 counted in memory: a custom collector on a private registry reads the fleet's state when
-scraped. A source that cannot be read reports ``autorecovery_metrics_source_up 0`` instead of
-failing the scrape.
+scraped. Counters and histograms are rows that PostgreSQL triggers keep (they only go up, and
+every replica reads the same); hosts, holds and queues are gauges. A source that cannot be read
+reports ``autorecovery_metrics_source_up 0`` instead of failing the scrape.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import platform
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import redis
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from api.metric_families import (
+    error_storage_families,
+    fleet_families,
+    gate_code,
+    safety_families,
+    tick_families,
+)
+from autorecovery import __version__
 from autorecovery.adapters import keys
 from autorecovery.adapters.store import Database
-from autorecovery.adapters.store.metrics import error_and_storage_gauges, safety_gauges
-from models.domain import DomainStatus, HostStatus
+from autorecovery.adapters.store.metrics import error_and_storage_gauges, fleet_gauges, safety_gauges
 from models.errors import TransientError
-from models.policy import Skip
-from models.safety import FLEET
+
+__all__ = ["FleetCollector", "build_registry", "gate_code", "read_fleet", "read_last_tick"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +42,8 @@ Counts = Callable[[], dict[str, Any]]
 LastTick = Callable[[], dict[str, Any] | None]
 SafetyCounts = Callable[[], dict[str, Any]]
 ErrorStorageCounts = Callable[[], dict[str, Any]]
+BeatSeen = Callable[[], float | None]
+QueueLengths = Callable[[], dict[str, int]]
 
 
 def read_last_tick(client: redis.Redis) -> dict[str, Any] | None:
@@ -42,6 +53,18 @@ def read_last_tick(client: redis.Redis) -> dict[str, Any] | None:
         return None
     data = json.loads(raw)
     return data if isinstance(data, dict) else None
+
+
+def read_beat_seen(client: redis.Redis) -> float | None:
+    """Return when the leading beat last ran its loop (Unix time), or None if never seen."""
+    raw = client.get(keys.beat_heartbeat())
+    return None if raw is None else float(raw)
+
+
+def read_fleet(db: Database) -> dict[str, Any]:
+    """Read hosts per cluster and the counters and histograms, in one transaction."""
+    with db.transaction() as conn:
+        return fleet_gauges(conn)
 
 
 def read_safety(db: Database, clock: Callable[[], datetime]) -> dict[str, Any]:
@@ -60,13 +83,17 @@ def read_error_and_storage(
         return error_and_storage_gauges(conn, since)
 
 
-def gate_code(gate: str | None) -> str:
-    """The reason code of an observer gate (the text before ':'), or '' when there is none."""
-    return "" if not gate else gate.split(":", 1)[0].strip()
+def build_info() -> InfoMetricFamily:
+    """``autorecovery_build_info``: the package's version and the Python it runs on."""
+    return InfoMetricFamily(
+        "autorecovery_build",
+        "The running autorecovery version",
+        value={"version": __version__, "python": platform.python_version()},
+    )
 
 
 class FleetCollector(Collector):
-    """Hosts by status, activations, lock skips, the last tick, safety, error state, storage."""
+    """Hosts, counters, histograms, the last tick, beat, safety, error state, storage, queues."""
 
     def __init__(
         self,
@@ -74,19 +101,32 @@ class FleetCollector(Collector):
         last_tick: LastTick,
         safety: SafetyCounts | None = None,
         error_storage: ErrorStorageCounts | None = None,
+        *,
+        beat_seen: BeatSeen | None = None,
+        queues: QueueLengths | None = None,
     ) -> None:
         self._counts = counts
         self._last_tick = last_tick
         self._safety = safety
         self._error_storage = error_storage
+        self._beat_seen = beat_seen
+        self._queues = queues
 
     def collect(self) -> Iterator[Metric]:
-        """Read PostgreSQL and Redis and yield the metric families."""
+        """Read PostgreSQL, Redis and the broker, and yield the metric families."""
+        yield build_info()
         source_up = GaugeMetricFamily(
             "autorecovery_metrics_source_up",
             "1 when the source could be read for this scrape",
             labels=["source"],
         )
+        yield from self._postgresql(source_up)
+        yield from self._redis(source_up)
+        if self._queues is not None:
+            yield from self._broker(source_up)
+        yield source_up
+
+    def _postgresql(self, source_up: GaugeMetricFamily) -> Iterator[Metric]:
         try:
             counts = self._counts()
             safety = self._safety() if self._safety else None
@@ -94,154 +134,48 @@ class FleetCollector(Collector):
         except TransientError as exc:
             log.warning("metrics: cannot read PostgreSQL: %s", exc)
             source_up.add_metric(["postgresql"], 0)
-        else:
-            source_up.add_metric(["postgresql"], 1)
-            yield from _fleet_families(counts)
-            if safety is not None:
-                yield from _safety_families(safety)
-            if error_storage is not None:
-                yield from _error_storage_families(error_storage)
+            return
+        source_up.add_metric(["postgresql"], 1)
+        yield from fleet_families(counts)
+        if safety is not None:
+            yield from safety_families(safety)
+        if error_storage is not None:
+            yield from error_storage_families(error_storage)
+
+    def _redis(self, source_up: GaugeMetricFamily) -> Iterator[Metric]:
         try:
             tick = self._last_tick()
+            beat = self._beat_seen() if self._beat_seen else None
         except (redis.RedisError, ValueError) as exc:
             log.warning("metrics: cannot read the last tick from Redis: %s", exc)
             source_up.add_metric(["redis"], 0)
-        else:
-            source_up.add_metric(["redis"], 1)
-            yield from _tick_families(tick)
-        yield source_up
+            return
+        source_up.add_metric(["redis"], 1)
+        yield from tick_families(tick)
+        if beat is not None:
+            yield GaugeMetricFamily(
+                "autorecovery_beat_last_seen_timestamp_seconds",
+                "When the leading beat last ran its loop (Unix time)",
+                value=beat,
+            )
 
-
-def _fleet_families(counts: dict[str, Any]) -> Iterator[Metric]:
-    hosts = GaugeMetricFamily("autorecovery_hosts", "Hosts by status", labels=["status"])
-    by_status: dict[str, int] = dict.fromkeys((s.value for s in HostStatus), 0)
-    by_status.update(counts["hosts_by_status"])
-    for status, n in sorted(by_status.items()):
-        hosts.add_metric([status], n)
-    yield hosts
-
-    activations = CounterMetricFamily(
-        "autorecovery_activations",
-        "Activations by trigger and outcome (queued/running while in flight); "
-        "deleting a host removes its activations",
-        labels=["trigger", "outcome"],
-    )
-    lock_skips = 0
-    for row in counts["activations"]:
-        activations.add_metric([row["trigger"], row["outcome"]], int(row["n"]))
-        if row["outcome"] == Skip.LOCK_BUSY.value:
-            lock_skips += int(row["n"])
-    yield activations
-    yield CounterMetricFamily(
-        "autorecovery_lock_skips",
-        "Activations skipped because another held the host's lock",
-        value=lock_skips,
-    )
-
-
-def _gauge(name: str, text: str, value: object) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, text, value=float(value) if isinstance(value, int | float) else 0.0)
-
-
-def _safety_families(found: dict[str, Any]) -> Iterator[Metric]:
-    gate = found.get("gate")
-    gated = GaugeMetricFamily(
-        "autorecovery_observer_gated",
-        "1 while the observer holds every automatic activation (as of the last full tick); "
-        "reason: the gate's code, e.g. monitoring_stale, quiet_period, redis_unavailable",
-        labels=["reason"],
-    )
-    gated.add_metric([gate_code(gate)], 1.0 if gate else 0.0)
-    yield gated
-    yield _gauge(
-        "autorecovery_observer_silent_hosts",
-        "Hosts without fresh monitoring data at the last full tick",
-        found.get("silent_hosts"),
-    )
-    yield _gauge(
-        "autorecovery_observer_observed_hosts",
-        "Hosts monitored at the last full tick (maintenance excluded)",
-        found.get("observed_hosts"),
-    )
-    last = found.get("last_full_tick_at")
-    if isinstance(last, datetime):
-        yield _gauge(
-            "autorecovery_observer_last_full_tick_timestamp_seconds",
-            "When the last full tick ran (Unix time)",
-            last.timestamp(),
+    def _broker(self, source_up: GaugeMetricFamily) -> Iterator[Metric]:
+        assert self._queues is not None
+        try:
+            lengths = self._queues()
+        except TransientError as exc:
+            log.warning("metrics: cannot read the broker's queues: %s", exc)
+            source_up.add_metric(["broker"], 0)
+            return
+        source_up.add_metric(["broker"], 1)
+        depth = GaugeMetricFamily(
+            "autorecovery_broker_queue_depth",
+            "Messages waiting in each broker queue (cached for a few seconds)",
+            labels=["queue"],
         )
-    pauses = GaugeMetricFamily(
-        "autorecovery_pauses",
-        "1 for each pause in force: scope fleet (always reported) or a cluster id",
-        labels=["scope"],
-    )
-    scopes = set(found.get("pauses") or ())
-    for scope in sorted(scopes | {FLEET}):
-        pauses.add_metric([scope], 1.0 if scope in scopes else 0.0)
-    yield pauses
-    for key, name, text in (
-        ("quarantined", "autorecovery_hosts_quarantined", "Hosts in flap quarantine"),
-        ("in_backoff", "autorecovery_hosts_in_backoff", "Hosts waiting out a backoff"),
-        ("capped", "autorecovery_hosts_capped", "Hosts whose last decision was capped"),
-        ("incidents_open", "autorecovery_incidents_open", "Correlated-failure incidents still open"),
-    ):
-        yield _gauge(name, text, found.get(key))
-    in_flight = GaugeMetricFamily(
-        "autorecovery_activations_in_flight",
-        "Activations queued or running, by cluster",
-        labels=["cluster"],
-    )
-    for cluster, n in sorted((found.get("in_flight") or {}).items()):
-        in_flight.add_metric([cluster], float(n))
-    yield in_flight
-
-
-def _error_storage_families(found: dict[str, Any]) -> Iterator[Metric]:
-    yield _gauge(
-        "autorecovery_hosts_in_error",
-        "Hosts in error: VMs kept failing there and starting elsewhere",
-        found.get("hosts_in_error"),
-    )
-    yield _gauge(
-        "autorecovery_charges_recent",
-        "Charges (a VM failed on the host, then started on another) within the charge window",
-        found.get("charges_recent"),
-    )
-    domains = GaugeMetricFamily(
-        "autorecovery_storage_domains", "Storage domains by status", labels=["status"]
-    )
-    by_status: dict[str, int] = dict.fromkeys((s.value for s in DomainStatus), 0)
-    by_status.update(found.get("storage_domains") or {})
-    for status, n in sorted(by_status.items()):
-        domains.add_metric([status], float(n))
-    yield domains
-    activations = CounterMetricFamily(
-        "autorecovery_storage_domain_activations",
-        "Storage domain activations by trigger and outcome (queued/running while in flight)",
-        labels=["trigger", "outcome"],
-    )
-    for row in found.get("sd_activations") or ():
-        activations.add_metric([row["trigger"], row["outcome"]], float(row["n"]))
-    yield activations
-
-
-def _tick_families(tick: dict[str, Any] | None) -> Iterator[Metric]:
-    if tick is None:
-        return
-    fields = (
-        ("duration_s", "autorecovery_tick_duration_seconds", "Duration of the latest tick"),
-        (
-            "finished_at",
-            "autorecovery_tick_last_finished_timestamp_seconds",
-            "When the latest tick finished (Unix time)",
-        ),
-        ("hosts", "autorecovery_tick_hosts", "Hosts the latest tick evaluated"),
-        ("enqueued", "autorecovery_tick_enqueued", "Activations the latest tick queued"),
-    )
-    for key, name, text in fields:
-        value = tick.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            yield GaugeMetricFamily(name, text, value=float(value))
+        for name, n in sorted(lengths.items()):
+            depth.add_metric([name], float(n))
+        yield depth
 
 
 def build_registry(
@@ -249,8 +183,13 @@ def build_registry(
     last_tick: LastTick,
     safety: SafetyCounts | None = None,
     error_storage: ErrorStorageCounts | None = None,
+    *,
+    beat_seen: BeatSeen | None = None,
+    queues: QueueLengths | None = None,
 ) -> CollectorRegistry:
     """Return a private registry holding only the fleet collector (nothing is read until scraped)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(counts, last_tick, safety, error_storage))
+    registry.register(
+        FleetCollector(counts, last_tick, safety, error_storage, beat_seen=beat_seen, queues=queues)
+    )
     return registry

@@ -82,6 +82,17 @@ class Holds(BaseModel):
     observer_gate: str | None = Field(description="why the observer stops automatic activation")
 
 
+class HoldInForce(BaseModel):
+    """One thing holding the host out now."""
+
+    hold: str = Field(
+        description="maintenance, autorecovery_off, quarantine, error_period, backoff, pause or observer"
+    )
+    detail: str
+    since: str | None
+    until: str | None = Field(description="when it lifts by itself; null: until someone acts")
+
+
 class HoldsCleared(BaseModel):
     """What an admin cleared on a host: the holds as they were just before."""
 
@@ -130,6 +141,11 @@ class HostDetail(BaseModel):
     last_decision: Decision
     why_not_recovered: Decision | None
     holds: Holds
+    last_clean_at: str | None = Field(
+        description="when the host was last seen clean: its report's time if clean now, else when "
+        "a tick first saw the problem that followed; null: not known"
+    )
+    held_by: list[HoldInForce] = Field(description="every hold in force now; empty: nothing holds it")
     activation: dict[str, Any] | None
     recent_activations: list[dict[str, Any]]
 

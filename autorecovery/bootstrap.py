@@ -25,6 +25,7 @@ from autorecovery.services.fleet import FleetService
 from autorecovery.services.intake import ReportIntake
 from autorecovery.services.monitoring import BatchSender, MonitoringService, TickConfig
 from autorecovery.services.onboarding import OnboardingService
+from autorecovery.services.retention import RetentionPolicy, RetentionService
 from autorecovery.services.safety import SafetyService
 from autorecovery.services.storage import StorageService
 from autorecovery.services.views import FleetViews
@@ -62,6 +63,16 @@ def error_policy(settings: Settings) -> ErrorPolicy:
         charge_window_s=settings.charge_window_s,
         error_period_s=settings.error_period_s,
         weights=Weights(per_charge=settings.placement_charge_penalty),
+    )
+
+
+def retention_policy(settings: Settings) -> RetentionPolicy:
+    """How long history is kept, from settings."""
+    return RetentionPolicy(
+        audit_days=settings.retention_audit_days,
+        activations_days=settings.retention_activations_days,
+        vm_runs_days=settings.retention_vm_runs_days,
+        batch_size=settings.prune_batch_size,
     )
 
 
@@ -171,6 +182,7 @@ class Container:
     safety: SafetyService
     intake: ReportIntake
     onboarding: OnboardingService
+    retention: RetentionService
 
     @property
     def db(self) -> Database:
@@ -274,6 +286,7 @@ def build_services(
         safety=SafetyService(db, clock, repos),
         intake=ReportIntake(db, clock, repos, max_clock_skew_s=settings.max_clock_skew_s),
         onboarding=OnboardingService(db, clock, fleet.register_hosts, repos),
+        retention=RetentionService(db, clock, retention_policy(settings)),
     )
 
 

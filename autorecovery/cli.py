@@ -45,6 +45,32 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Delete (or with --dry-run, count) history past its retention."""
+    from autorecovery.adapters.store import Database
+    from autorecovery.bootstrap import require_urls, retention_policy
+    from autorecovery.services import utcnow
+    from autorecovery.services.retention import RetentionService
+
+    settings = _settings()
+    database_url, _ = require_urls(settings)
+    db = Database(database_url, max_size=1)
+    db.open()
+    try:
+        summary = RetentionService(db, utcnow, retention_policy(settings)).prune(
+            dry_run=args.dry_run, actor="cli"
+        )
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps(summary))
+        return EXIT_OK
+    verb = "would delete" if args.dry_run else "deleted"
+    for kind, n in summary["rows"].items():
+        print(f"{kind:<15} {verb} {n:>8} row(s) older than {summary['cutoffs'][kind]}")
+    return EXIT_OK
+
+
 def cmd_tick(args: argparse.Namespace) -> int:
     """Run one monitoring tick in this process (activations go to the broker)."""
     import workers
@@ -232,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(handler=cmd_up)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(handler=cmd_migrate)
+    prune = sub.add_parser("prune", help="delete history past its retention (AUTORECOVERY_RETENTION_*)")
+    prune.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+    prune.add_argument("--json", action="store_true", help="one line of JSON")
+    prune.set_defaults(handler=cmd_prune)
     tick = sub.add_parser("tick", help="run one monitoring tick now, in this process")
     tick.add_argument("--json", action="store_true", help="one line of JSON")
     tick.set_defaults(handler=cmd_tick)

@@ -115,6 +115,28 @@ class Settings(BaseSettings):
 
     db_pool_max: int = Field(10, ge=1, le=200, description="PostgreSQL pool size per process")
 
+    beat_lock_timeout_s: float = Field(
+        30.0,
+        ge=3,
+        description="beat's leader lock in Redis expires unless renewed; a second beat takes over "
+        "within this long after the leader dies",
+    )
+    retention_audit_days: float = Field(
+        90.0, gt=0, description="audit log entries older than this are pruned"
+    )
+    retention_activations_days: float = Field(
+        30.0,
+        gt=0,
+        description="closed activations (hosts, storage domains) and finished ticks older than this "
+        "are pruned",
+    )
+    retention_vm_runs_days: float = Field(
+        30.0, gt=0, description="VM runs and their charges older than this are pruned"
+    )
+    prune_batch_size: int = Field(
+        5000, ge=100, le=100_000, description="rows deleted per statement (and transaction) by the pruning"
+    )
+
     api_tokens: str = Field(
         "",
         repr=False,
@@ -195,6 +217,16 @@ class Settings(BaseSettings):
                 "for an init's outcome within its time limits",
             ),
             (
+                "retention_vm_runs_days",
+                self.retention_vm_runs_days * 86400 > self.charge_window_s,
+                "must be longer than AUTORECOVERY_CHARGE_WINDOW_S (charges in the window count)",
+            ),
+            (
+                "retention_activations_days",
+                self.retention_activations_days * 86400 > self.flap_window_s,
+                "must be longer than AUTORECOVERY_FLAP_WINDOW_S (recent activations count)",
+            ),
+            (
                 "visibility_timeout_s",
                 self.visibility_timeout_s > self.activation_time_limit_s,
                 "must be above AUTORECOVERY_ACTIVATION_TIME_LIMIT_S",
@@ -234,6 +266,20 @@ class Settings(BaseSettings):
     def effective_broker_url(self) -> str | None:
         """The broker: its own URL, else the Redis URL."""
         return self.broker_url or self.redis_url
+
+    def require_broker_url(self) -> str:
+        """Return the broker URL, or refuse (Celery would otherwise try amqp://guest@localhost).
+
+        Raises:
+            InvalidInput: neither AUTORECOVERY_BROKER_URL nor AUTORECOVERY_REDIS_URL is set.
+        """
+        url = self.effective_broker_url
+        if not url:
+            raise InvalidInput(
+                ENV_PREFIX + "BROKER_URL",
+                "no broker: set AUTORECOVERY_BROKER_URL, or AUTORECOVERY_REDIS_URL (the default broker)",
+            )
+        return url
 
     @property
     def tick_min_spacing_s(self) -> float:

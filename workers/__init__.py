@@ -19,6 +19,7 @@ from autorecovery.services.monitoring import BatchSpec
 from autorecovery.settings import Settings, get_settings
 from beat_schedule import beat_schedule
 from models.errors import BrokerUnavailable
+from workers.beat import beat_config
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +27,19 @@ MONITORING_QUEUE = "monitoring"
 ACTIVATION_QUEUE = "activation"
 TICK_TASK = "autorecovery.monitoring_tick"
 BATCH_TASK = "autorecovery.monitoring_batch"
+PRUNE_TASK = "autorecovery.prune"
 ACTIVATION_TASK = "autorecovery.init_vds_on_up"
 STORAGE_TASK = "autorecovery.activate_storage_domain"
 
 
 def make_app(settings: Settings) -> Celery:
-    """Build the Celery app from settings (reads no network)."""
-    app = Celery("autorecovery", broker=settings.effective_broker_url, include=["workers.tasks"])
+    """Build the Celery app from settings (reads no network).
+
+    Raises:
+        InvalidInput: no broker URL is set (Celery would silently try amqp://guest@localhost).
+    """
+    broker_url = settings.require_broker_url()
+    app = Celery("autorecovery", broker=broker_url, include=["workers.tasks"])
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -47,6 +54,7 @@ def make_app(settings: Settings) -> Celery:
         task_routes={
             TICK_TASK: {"queue": MONITORING_QUEUE},
             BATCH_TASK: {"queue": MONITORING_QUEUE},
+            PRUNE_TASK: {"queue": MONITORING_QUEUE},
             ACTIVATION_TASK: {"queue": ACTIVATION_QUEUE},
             STORAGE_TASK: {"queue": ACTIVATION_QUEUE},
         },
@@ -62,10 +70,14 @@ def make_app(settings: Settings) -> Celery:
                 "max_retries": settings.task_max_retries,
             },
             TICK_TASK: {
+                # Ticks and their batches (thousands a day) stay out of Flower, so its bounded
+                # task list keeps the activations; /metrics has the tick's age and duration.
+                "send_events": False,
                 "soft_time_limit": settings.tick_deadline_s,
                 "time_limit": settings.tick_deadline_s + 10,
             },
             BATCH_TASK: {
+                "send_events": False,
                 "soft_time_limit": settings.tick_deadline_s,
                 "time_limit": settings.tick_deadline_s + 10,
             },
@@ -75,6 +87,9 @@ def make_app(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         beat_schedule=beat_schedule(settings.tick_interval_s),
         timezone="UTC",
+        **beat_config(
+            settings.redis_url or broker_url, settings.tick_interval_s, settings.beat_lock_timeout_s
+        ),
     )
     return app
 
@@ -130,6 +145,10 @@ def container() -> Container:
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]
 def _init_process(**_: Any) -> None:
+    # A worker sends a tick's batches (and the activations it queues) without a task-sent
+    # event: Flower learns of an activation when a worker receives it, and its bounded task list
+    # is not filled with batches.
+    app.conf.task_send_sent_event = False
     container()
 
 

@@ -12,7 +12,7 @@ from celery import Task
 
 from autorecovery.adapters import keys
 from autorecovery.services.monitoring import BatchSpec
-from workers import ACTIVATION_TASK, BATCH_TASK, STORAGE_TASK, TICK_TASK, app, container
+from workers import ACTIVATION_TASK, BATCH_TASK, PRUNE_TASK, STORAGE_TASK, TICK_TASK, app, container
 from workers.base import ActivationTask
 
 log = logging.getLogger(__name__)
@@ -82,3 +82,9 @@ def activate_storage_domain(
 ) -> dict[str, Any]:
     """Activate one storage domain under its lock and fencing token."""
     return self.settle(lambda: container().storage.run(activation_id, sd_id))
+
+
+@app.task(name=PRUNE_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
+def prune() -> dict[str, Any]:
+    """Delete history past its retention (beat sends this daily); audited as one summary."""
+    return container().retention.prune()

@@ -23,3 +23,18 @@ def last_tick() -> str:
 def tick_history() -> str:
     """Key of the list of recent tick summaries, newest first (capped)."""
     return f"{PREFIX}tick:history"
+
+
+def beat_prefix() -> str:
+    """Prefix of beat's schedule and leader lock (celery-redbeat's keys)."""
+    return f"{PREFIX}beat"
+
+
+def beat_heartbeat() -> str:
+    """Key holding when the leading beat last ran its loop (Unix time), for /metrics."""
+    return f"{PREFIX}beat:heartbeat"
+
+
+def queue_depth_cache() -> str:
+    """Key caching the broker's queue lengths (JSON) between scrapes."""
+    return f"{PREFIX}metrics:queue_depth"

@@ -16,7 +16,6 @@ from autorecovery.cli_ops.render import (
     age,
     cell,
     new_table,
-    pause_text,
     status_cell,
     when,
 )
@@ -94,13 +93,17 @@ def cmd_hosts_show(api: ApiClient, args: argparse.Namespace, out: Output) -> int
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
-    reason = f"  {h['reason']}: {h.get('detail') or ''}" if h.get("reason") else ""
+    # The reason is why the host went out; the current report's problems are listed below.
+    reason = f"  went out for {h['reason']}: {h.get('detail') or ''}" if h.get("reason") else ""
     grid.add_row("host", Text.assemble(Text(h["id"], style="bold"), "  ", status_cell(h["status"]), reason))
     grid.add_row("cluster", cell(h["cluster"]))
     grid.add_row("agent", cell(h["agent_url"]))
     grid.add_row("autorecovery", cell("on" if h["autorecovery"] else "off (only an admin activates it)"))
     grid.add_row("status since", when(h.get("status_changed_at")))
     grid.add_row("report age", age(h.get("report_age_s")))
+    if h["status"] != "up":
+        clean = h.get("last_clean_at")
+        grid.add_row("last clean", when(clean) if clean else cell("not seen since it went out"))
     problems = h.get("problems") or []
     grid.add_row(
         "problems",
@@ -115,7 +118,7 @@ def cmd_hosts_show(api: ApiClient, args: argparse.Namespace, out: Output) -> int
     why = h.get("why_not_recovered")
     if why:
         grid.add_row("why not up", cell(f"{why.get('code')}: {why.get('detail') or ''}"))
-    for label, text in _hold_lines(h.get("holds") or {}):
+    for label, text in _hold_lines(h):
         grid.add_row(label, Text(text, style="yellow"))
     running = h.get("activation")
     grid.add_row("activation", _activation_line(running) if running else cell("none running"))
@@ -149,28 +152,19 @@ def cmd_hosts_show(api: ApiClient, args: argparse.Namespace, out: Output) -> int
     return Exit.OK
 
 
-def _hold_lines(holds: dict[str, Any]) -> list[tuple[str, str]]:
+def _hold_lines(h: dict[str, Any]) -> list[tuple[str, str]]:
+    """One line per hold in force now (``held_by``), with the command that lifts it."""
+    lifts = {
+        "quarantine": " (clear it with `autorecovery hosts quarantine-clear ID`)",
+        "backoff": " (retry now with `autorecovery hosts backoff-reset ID`)",
+    }
     lines = []
-    if holds.get("quarantined_at"):
+    for item in h.get("held_by") or []:
+        since = f" since {when(item['since'])}" if item.get("since") else ""
+        until = f" until {when(item['until'])}" if item.get("until") else ""
         lines.append(
-            (
-                "quarantined",
-                f"since {when(holds['quarantined_at'])}: "
-                f"{holds.get('quarantine_reason') or ''} (clear it with "
-                "`autorecovery hosts quarantine-clear ID`)",
-            )
+            (f"held: {item['hold']}", f"{item['detail']}{since}{until}{lifts.get(item['hold'], '')}")
         )
-    if holds.get("next_attempt_at"):
-        lines.append(
-            (
-                "backoff",
-                f"{holds.get('failures', 0)} failed attempt(s); next after {when(holds['next_attempt_at'])}",
-            )
-        )
-    if holds.get("pause"):
-        lines.append(("paused", pause_text(holds["pause"])))
-    if holds.get("observer_gate"):
-        lines.append(("observer", holds["observer_gate"]))
     return lines
 
 

@@ -19,6 +19,8 @@ class HostState(TypedDict):
     report_received_at: datetime | None
     #: The host's queued or running activation, if any (what tracks an init its agent reports).
     in_flight_id: str | None
+    #: When its report stopped being clean (kept by a PostgreSQL trigger), if it is not now.
+    last_clean_at: datetime | None
 
 
 class HostRow(NamedTuple):

@@ -10,6 +10,7 @@ from autorecovery.adapters.store.db import Database
 from autorecovery.adapters.store.rows import report_as_dict
 from autorecovery.ports import HostRow, HostState
 from autorecovery.services import Clock
+from autorecovery.services.host_view import hold_view
 from autorecovery.services.safety import SafetyView, load_view, pause_as_dict, plan_hosts
 from models.domain import Cluster, Host, HostStatus, Report, effective_cluster
 from models.errors import NotFound
@@ -66,6 +67,7 @@ class FleetViews:
         return {
             **host_detail(loaded, ev, now),
             "holds": holds(loaded, view, now),
+            **hold_view(loaded.host, loaded.report, ev.assessment, loaded.state, view.gates, now),
             "activation": running.as_dict() if running else None,
             "recent_activations": [a.as_dict() for a in recent],
         }

@@ -63,6 +63,7 @@ HOST_COLUMNS = (
     "error_until",
     "init_hold_until",
     "adopt",
+    "last_clean_at",
 )
 #: Columns of ``reports`` that the host query joins as ``r_<column>``.
 REPORT_COLUMNS = (
@@ -186,6 +187,8 @@ class MemoryHosts(Repo):
             "error_until": None,
             "agent_fence_pending": False,
             "init_hold_until": None,
+            # Kept by a PostgreSQL trigger from the decisions (migration 0006); not faked.
+            "last_clean_at": None,
         }
         return True
 

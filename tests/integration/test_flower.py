@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import secrets
 import sys
 from collections.abc import Iterator
@@ -13,12 +14,15 @@ from typing import Any
 import httpx
 import pytest
 
+from autorecovery.adapters import keys
 from tests.integration.api_fixtures import ApiServer, api, free_port  # noqa: F401 - fixture
-from tests.integration.conftest import host_status, settle
-from tests.support.processes import Proc, spawn, wait_for
+from tests.integration.conftest import host_status, settle, statuses
+from tests.support.processes import Proc, spawn, start_beat, wait_for
 from tests.support.servers import Servers
 
 ACTIVATION_TASK = "autorecovery.init_vds_on_up"
+TICK_TASK = "autorecovery.monitoring_tick"
+BATCH_TASK = "autorecovery.monitoring_batch"
 
 
 @dataclass
@@ -141,3 +145,25 @@ def test_a_failed_activation_is_a_failure_in_flower_not_a_success(
     with deps.db.transaction() as conn:
         row = conn.execute("SELECT state, outcome FROM activations WHERE id = %s", (task_id,)).fetchone()
     assert row is not None and (row["state"], row["outcome"]) == ("failed", "failed")
+def test_beats_ticks_stay_out_of_flower_and_activations_stay_in(
+    sim: Any, worker: Proc, deps: Any, flower: Flower, servers: Servers, logs: Path
+) -> None:
+    """Ticks every interval would push activations out of Flower's bounded task list."""
+    sim(hosts=2)
+    beat = start_beat(servers.env(), logs)
+    try:
+        wait_for(lambda: set(statuses(deps).values()) == {"up"}, 45, "the beat-driven recovery")
+        ticked = deps.redis.llen(keys.tick_history())
+        wait_for(lambda: deps.redis.llen(keys.tick_history()) >= ticked + 3, 30, "three more ticks")
+    finally:
+        beat.stop()
+    tasks = flower.get("/api/tasks").json()
+    names = {t.get("name") for t in tasks.values()}
+    assert ACTIVATION_TASK in names
+    assert names.isdisjoint({TICK_TASK, BATCH_TASK}), names
+    assert not set(tasks) & ticks_sent(deps)
+
+
+def ticks_sent(deps: Any) -> set[str]:
+    """Task ids of the ticks the workers ran (from the tick history they publish)."""
+    return {json.loads(raw)["task_id"] for raw in deps.redis.lrange(keys.tick_history(), 0, 99)}

@@ -208,7 +208,7 @@ def test_readyz_reports_a_gate_and_keeps_its_status(world: World) -> None:
 
 
 def _scrape(safety: dict[str, Any]) -> str:
-    counts = {"hosts_by_status": {}, "activations": []}
+    counts: dict[str, Any] = {"hosts": [], "counters": [], "histograms": {}}
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(lambda: counts, lambda: None, lambda: safety))
     return generate_latest(registry).decode()

@@ -318,8 +318,8 @@ def test_storage_refusals_write_nothing(
 # -- Metrics ---------------------------------------------------------------------------------
 
 
-def _scrape(found: dict[str, Any]) -> str:
-    counts = {"hosts_by_status": {}, "activations": []}
+def _scrape(found: dict[str, Any], counters: list[dict[str, Any]] | None = None) -> str:
+    counts = {"counters": counters or []}
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(lambda: counts, lambda: None, None, lambda: found))
     return generate_latest(registry).decode()
@@ -331,23 +331,27 @@ def test_error_and_storage_metrics() -> None:
             "hosts_in_error": 2,
             "charges_recent": 7,
             "storage_domains": {"inactive": 1, "active": 4},
-            "sd_activations": [
-                {"trigger": "auto", "outcome": "active", "n": 3},
-                {"trigger": "manual", "outcome": "queued", "n": 1},
-            ],
-        }
+            "sd_in_flight": 2,
+        },
+        [
+            {"name": "autorecovery_storage_domain_activations",
+             "labels": {"trigger": "auto", "outcome": "active"}, "value": 3},
+            {"name": "autorecovery_storage_domain_activations",
+             "labels": {"trigger": "manual", "outcome": "failed"}, "value": 1},
+        ],
     )
     assert "autorecovery_hosts_in_error 2.0" in text
     assert "autorecovery_charges_recent 7.0" in text
     assert 'autorecovery_storage_domains{status="active"} 4.0' in text
     assert 'autorecovery_storage_domains{status="maintenance"} 0.0' in text
     assert 'autorecovery_storage_domain_activations_total{outcome="active",trigger="auto"} 3.0' in text
-    assert 'autorecovery_storage_domain_activations_total{outcome="queued",trigger="manual"} 1.0' in text
+    assert 'autorecovery_storage_domain_activations_total{outcome="failed",trigger="manual"} 1.0' in text
+    assert "autorecovery_storage_domain_activations_in_flight 2.0" in text
     assert 'autorecovery_metrics_source_up{source="postgresql"} 1.0' in text
 
 
 def test_error_and_storage_metrics_when_nothing_is_there() -> None:
-    text = _scrape({"hosts_in_error": 0, "charges_recent": 0, "storage_domains": {}, "sd_activations": []})
+    text = _scrape({"hosts_in_error": 0, "charges_recent": 0, "storage_domains": {}})
     assert "autorecovery_hosts_in_error 0.0" in text
     assert 'autorecovery_storage_domains{status="inactive"} 0.0' in text
     assert "autorecovery_storage_domain_activations_total{" not in text  # no activation yet

@@ -604,12 +604,24 @@ def test_plan_and_show_say_what_holds_hosts(capsys: pytest.CaptureFixture[str]) 
     holds = {"failures": 3, "next_attempt_at": "2026-11-24T13:00:00+00:00",
              "quarantined_at": "2026-11-24T12:00:00+00:00", "quarantine_reason": "5 ends in 1h",
              "pause": PAUSE, "observer_gate": "quiet_period: waiting"}
+    held_by = [
+        {"hold": "quarantine", "detail": "5 ends in 1h", "since": "2026-11-24T12:00:00+00:00",
+         "until": None},
+        {"hold": "backoff", "detail": "3 failed attempt(s) in a row", "since": None,
+         "until": "2026-11-24T13:00:00+00:00"},
+        {"hold": "pause", "detail": "paused fleet-wide by alice: storage work", "since": None,
+         "until": None},
+        {"hold": "observer", "detail": "quiet_period: waiting", "since": None, "until": None},
+    ]
+    shown_host = {**detail(), "holds": holds, "held_by": held_by,
+                  "last_clean_at": "2026-11-24T11:59:00+00:00"}
     api = Api({("GET", "/api/v1/plan"): (200, plan),
-               ("GET", "/api/v1/hosts/h-0001"): (200, {**detail(), "holds": holds})})
+               ("GET", "/api/v1/hosts/h-0001"): (200, shown_host)})
     _, out, _ = run(["plan", "--api-url", URL], api, capsys)
     assert "observer holds automatic activation: monitoring_stale" in out
     assert "paused fleet-wide by alice" in out
     _, out, _ = run(["hosts", "show", "h-0001", "--api-url", URL], api, capsys)
-    for shown in ["quarantined", "5 ends in 1h", "quarantine-clear", "3 failed attempt(s)",
-                  "storage work", "quiet_period: waiting"]:
+    for shown in ["held: quarantine", "5 ends in 1h", "quarantine-clear", "3 failed attempt(s)",
+                  "backoff-reset", "storage work", "quiet_period: waiting", "last clean",
+                  "2026-11-24 11:59:00", "went out for"]:
         assert shown in out, shown

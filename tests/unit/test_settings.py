@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from autorecovery.settings import ENV_PREFIX, Settings, load_settings
 from models.errors import InvalidInput
+from tests.support.processes import REPO
 from tests.support.servers import TEST_SETTINGS
 
 
@@ -165,3 +168,27 @@ def test_the_products_own_endpoints_are_refused_as_agents(monkeypatch: pytest.Mo
     monkeypatch.setenv("AUTORECOVERY_BROKER_URL", "amqp://guest:guest@127.0.0.1//")
     services = load_settings().agent_url_policy().services
     assert {("db.internal", 5432), ("127.0.0.1", 6390), ("127.0.0.1", 5672), ("127.0.0.1", 8800)} <= services
+def _import_workers(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Import the Celery app in a fresh interpreter with only ``env`` among our variables."""
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith(ENV_PREFIX)}
+    code = "import workers; print(workers.app.conf.broker_url)"
+    return subprocess.run(
+        [sys.executable, "-c", code], env={**clean, **env}, cwd=REPO, capture_output=True, text=True,
+        timeout=60, check=False,
+    )
+
+
+def test_the_celery_app_refuses_to_start_without_a_broker() -> None:
+    with pytest.raises(InvalidInput) as err:
+        load_settings().require_broker_url()
+    assert err.value.field == "AUTORECOVERY_BROKER_URL"
+    assert "AUTORECOVERY_REDIS_URL" in err.value.message
+    done = _import_workers({})
+    assert done.returncode != 0
+    assert "AUTORECOVERY_BROKER_URL" in done.stderr and "amqp://guest" not in done.stdout
+
+
+def test_the_celery_broker_defaults_to_the_redis_url() -> None:
+    done = _import_workers({"AUTORECOVERY_REDIS_URL": "redis://r.example:6379/0"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "redis://r.example:6379/0"

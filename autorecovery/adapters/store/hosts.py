@@ -19,7 +19,7 @@ _HOST_WITH_REPORT = """
 SELECT h.id, h.cluster_id, h.agent_url, h.status, h.reason, h.detail, h.autorecovery,
        h.status_changed_at, h.fence, h.last_decision, h.last_decision_detail, h.last_decision_at,
        h.failures, h.next_attempt_at, h.quarantined_at, h.quarantine_reason, h.subject,
-       h.error_until, h.init_hold_until, h.adopt,
+       h.error_until, h.init_hold_until, h.adopt, h.last_clean_at,
        EXISTS (SELECT 1 FROM activations a
                WHERE a.host_id = h.id AND a.state IN ('queued', 'running')) AS in_flight,
        (SELECT a.id FROM activations a

@@ -1,4 +1,5 @@
-"""Counts for ``/metrics`` that no service needs: holds, incidents, pauses, the observer, the error
+"""Counts for ``/metrics`` that no service needs: hosts per cluster, the monotonic counters and
+histograms that triggers keep (migration 0006), holds, incidents, pauses, the observer, the error
 state and storage domains.
 """
 
@@ -8,6 +9,9 @@ from datetime import datetime
 from typing import Any
 
 from autorecovery.adapters.store.db import Conn, run
+from models.domain import HostStatus
+
+HOST_STATUSES = [s.value for s in HostStatus]
 
 
 def safety_gauges(conn: Conn, now: datetime) -> dict[str, Any]:
@@ -78,11 +82,53 @@ def error_and_storage_gauges(conn: Conn, charges_since: datetime) -> dict[str, A
         r["status"]: int(r["n"])
         for r in run(conn, "SELECT status, count(*) AS n FROM storage_domains GROUP BY status").fetchall()
     }
-    found["sd_activations"] = run(
+    found["sd_in_flight"] = int(
+        run(
+            conn, "SELECT count(*) AS n FROM sd_activations WHERE state IN ('queued', 'running')"
+        ).fetchone()["n"]  # type: ignore[index]
+    )
+    return found
+
+
+def fleet_gauges(conn: Conn) -> dict[str, Any]:
+    """Return hosts by cluster and status, and every counter and histogram, for a scrape.
+
+    Returns:
+        ``hosts``: rows of ``cluster``, ``status``, ``n`` (every status of every cluster, 0
+        included); ``counters``: rows of ``name``, ``labels`` (a dict) and ``value``, summed over
+        shards; ``histograms``: name -> ``{"buckets": [(le, cumulative n), ...], "sum": s}``,
+        every bound listed (``inf`` last).
+    """
+    hosts = run(
         conn,
         """
-        SELECT trigger, coalesce(outcome, state) AS outcome, count(*) AS n FROM sd_activations
-        GROUP BY trigger, coalesce(outcome, state) ORDER BY 1, 2
+        SELECT c.id AS cluster, s.status, count(h.id) AS n
+        FROM clusters c
+        CROSS JOIN unnest(%(statuses)s::text[]) AS s(status)
+        LEFT JOIN hosts h ON h.cluster_id = c.id AND h.status = s.status
+        GROUP BY c.id, s.status ORDER BY 1, 2
         """,
+        {"statuses": HOST_STATUSES},
     ).fetchall()
-    return found
+    counters = run(
+        conn,
+        "SELECT name, labels, sum(value) AS value FROM metric_counters GROUP BY name, labels ORDER BY 1, 2",
+    ).fetchall()
+    sums = {r["name"]: float(r["value"]) for r in counters if r["name"].endswith("_sum")}
+    histograms: dict[str, dict[str, Any]] = {}
+    for r in run(
+        conn,
+        """
+        SELECT b.name, b.le, coalesce(sum(h.n), 0) AS n
+        FROM metric_histogram_bounds b
+        LEFT JOIN metric_histogram_buckets h ON h.name = b.name AND h.le = b.le
+        GROUP BY b.name, b.le ORDER BY 1, 2
+        """,
+    ).fetchall():
+        found = histograms.setdefault(r["name"], {"buckets": [], "sum": sums.get(r["name"] + "_sum", 0.0)})
+        found["buckets"].append((float(r["le"]), int(r["n"])))
+    return {
+        "hosts": hosts,
+        "counters": [r for r in counters if not r["name"].endswith("_sum")],
+        "histograms": histograms,
+    }

@@ -52,6 +52,7 @@ def host_state_from_row(row: dict[str, Any]) -> HostState:
         subject=row.get("subject"),
         report_received_at=row.get("r_received_at"),
         in_flight_id=row.get("in_flight_id"),
+        last_clean_at=row.get("last_clean_at"),
     )
 
 

@@ -6,6 +6,8 @@ with the container's services replaced by scripted ones; nothing reaches a broke
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -63,7 +65,13 @@ def outcome(code: str, *, failed: bool = False) -> Callable[[int], Outcome]:
 @pytest.fixture
 def harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Harness]]:
     # Imported here, not at collection: importing ``workers`` reads the settings once for the
-    # whole session, and the integration tests set the environment for them first.
+    # whole session, and the integration tests set the environment for them first. Alone (a unit
+    # run with no service URL), the app gets kombu's in-memory broker: these tasks run in-process
+    # with the container replaced, and nothing is sent.
+    if "workers" not in sys.modules and not (
+        os.environ.get("AUTORECOVERY_BROKER_URL") or os.environ.get("AUTORECOVERY_REDIS_URL")
+    ):
+        monkeypatch.setenv("AUTORECOVERY_BROKER_URL", "memory://")
     import workers
     import workers.tasks  # noqa: F401 - registers the tasks
 

@@ -1,0 +1,168 @@
+"""deploy/: manifests parse and render, units verify, every secret comes from outside.
+
+There is no Docker engine here; tests/integration/test_image_files.py installs the image's file
+set into a clean virtualenv instead.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+K8S = DEPLOY / "kubernetes"
+SYSTEMD = DEPLOY / "systemd"
+
+#: A value that looks like a secret or a placeholder standing in for one.
+SECRETISH = [
+    re.compile(r"CHANGE_?ME", re.IGNORECASE),
+    re.compile(r"://[^:/\s@$]*:[^@\s${}<]+@"),  # a password inside a URL (not ${VAR} or <...>)
+    re.compile(r"\b[\w.-]+:(admin|viewer):[^\s,<${]{4,}"),  # an API token entry
+    re.compile(r"FLOWER_BASIC_AUTH\s*[:=]\s*[^\s$]+:[^\s]+"),
+]
+SECRET_VARIABLES = ("AUTORECOVERY_API_TOKENS", "FLOWER_BASIC_AUTH", "AUTORECOVERY_DATABASE_URL",
+                    "AUTORECOVERY_REDIS_URL", "AUTORECOVERY_BROKER_URL", "POSTGRES_PASSWORD",
+                    "REDIS_PASSWORD")
+
+
+def _docs(path: Path) -> list[Any]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+def _kustomization() -> dict[str, Any]:
+    found: dict[str, Any] = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    return found
+
+
+def _applied_files() -> list[Path]:
+    """What `kubectl apply -k`, compose and systemd read from this repository (no example)."""
+    k8s = [K8S / name for name in _kustomization()["resources"]]
+    return [*k8s, K8S / "kustomization.yaml", DEPLOY / "compose.yaml", *sorted(SYSTEMD.glob("*.service")),
+            DEPLOY / "Dockerfile"]
+
+
+@pytest.mark.parametrize("path", sorted(DEPLOY.rglob("*.yaml")), ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_yaml_parses(path: Path) -> None:
+    assert _docs(path)
+
+
+@pytest.mark.parametrize("path", _applied_files(), ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_applied_files_carry_no_secret_or_placeholder(path: Path) -> None:
+    text = path.read_text()
+    for pattern in SECRETISH:
+        assert not pattern.search(text), f"{path.name}: {pattern.pattern} matches"
+
+
+@pytest.mark.parametrize(
+    "path", sorted(DEPLOY.rglob("*.example")), ids=lambda p: str(p.relative_to(DEPLOY))
+)
+def test_examples_leave_every_secret_empty(path: Path) -> None:
+    """A filled-in example would start with a value anyone can read here: none is given."""
+    for line in path.read_text().splitlines():
+        name, _, value = line.partition("=")
+        if not line.startswith("#") and name.strip() in SECRET_VARIABLES:
+            assert value.strip() == "", f"{path.name}: {name} has a value"
+
+
+def test_secret_files_are_ignored_by_git() -> None:
+    ignored = (REPO / ".gitignore").read_text().splitlines()
+    for pattern in ("deploy/.env", "deploy/kubernetes/secrets/*.env", "deploy/systemd/*.env"):
+        assert pattern in ignored
+
+
+def test_kustomization_renders_with_the_operators_secret_files(tmp_path: Path) -> None:
+    """Render as `kubectl apply -k` would, once the operator created the secret files."""
+    copy = tmp_path / "kubernetes"
+    shutil.copytree(K8S, copy)
+    for example in (copy / "secrets").glob("*.env.example"):
+        example.with_suffix("").write_text(example.read_text().replace("=\n", "=from-the-operator\n"))
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is needed to render the manifests (apt-get install kubernetes-client)"
+    done = subprocess.run([kubectl, "kustomize", str(copy)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    objects = [d for d in yaml.safe_load_all(done.stdout) if d]
+    kinds = [o["kind"] for o in objects]
+    for kind in ("PodDisruptionBudget", "NetworkPolicy", "Deployment", "Job", "Secret"):
+        assert kind in kinds, kind
+    secrets = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Secret"}
+    assert all(v for s in secrets.values() for v in s["data"].values())
+    image = "{newName}:{newTag}".format(**_kustomization()["images"][0])
+    for o in objects:
+        if o["kind"] in ("Deployment", "Job"):
+            pod = o["spec"]["template"]["spec"]
+            for c in pod["containers"]:
+                assert c["image"] == image
+                for ref in c.get("envFrom", []):
+                    if "secretRef" in ref:
+                        assert ref["secretRef"]["name"] in secrets  # hashed name, rewritten
+            assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_kustomization_refuses_to_render_without_the_secret_files(tmp_path: Path) -> None:
+    copy = tmp_path / "kubernetes"
+    shutil.copytree(K8S, copy, ignore=shutil.ignore_patterns("*.env"))
+    kubectl = shutil.which("kubectl")
+    assert kubectl
+    done = subprocess.run([kubectl, "kustomize", str(copy)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode != 0 and "backends.env" in done.stderr
+
+
+def test_only_the_api_gets_tokens_and_only_flower_its_password() -> None:
+    for doc in _docs(K8S / "worker.yaml") + _docs(K8S / "beat.yaml") + _docs(K8S / "migrate-job.yaml"):
+        text = yaml.safe_dump(doc)
+        assert "autorecovery-api" not in text and "autorecovery-flower" not in text
+    units = {p.name: p.read_text() for p in SYSTEMD.glob("*.service")}
+    for name, text in units.items():
+        files = re.findall(r"^EnvironmentFile=(\S+)", text, re.MULTILINE)
+        assert files[0] == "/etc/autorecovery/common.env", name
+        assert ("/etc/autorecovery/api.env" in files) == (name == "autorecovery-api.service"), name
+        assert ("/etc/autorecovery/flower.env" in files) == (name == "autorecovery-flower.service"), name
+    common = (SYSTEMD / "common.env.example").read_text()
+    assert "\nAUTORECOVERY_API_TOKENS" not in common and "\nFLOWER_BASIC_AUTH" not in common
+
+
+def test_worker_concurrency_is_pinned_everywhere() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    sources = [
+        " ".join(compose["services"]["worker"]["command"]),
+        (SYSTEMD / "autorecovery-worker@.service").read_text(),
+        " ".join(_docs(K8S / "worker.yaml")[0]["spec"]["template"]["spec"]["containers"][0]["command"]),
+    ]
+    for text in sources:
+        assert "--concurrency=4" in text
+
+
+def test_compose_and_kubernetes_use_the_one_image() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    for name in ("migrate", "worker", "beat", "api", "flower"):
+        service = compose["services"][name]
+        assert service["build"]["dockerfile"] == "deploy/Dockerfile"
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert dockerfile.count("\nFROM ") == 2 and "\nUSER 10001" in dockerfile and "ARG EXTRAS" in dockerfile
+
+
+def test_units_verify(tmp_path: Path) -> None:
+    """`systemd-analyze verify` finds nothing but the absent /opt/autorecovery binaries."""
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is needed (apt-get install systemd)"
+    units = []
+    for unit in SYSTEMD.glob("*.service"):
+        target = tmp_path / unit.name.replace("@.", "@1.")
+        shutil.copy(unit, target)
+        units.append(str(target))
+    done = subprocess.run([analyze, "verify", *units], capture_output=True, text=True, timeout=60,
+                          check=False)
+    problems = [
+        line for line in (done.stdout + done.stderr).splitlines()
+        if line and "/opt/autorecovery/bin/" not in line
+    ]
+    assert problems == []
