@@ -126,6 +126,20 @@ def cmd_api(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    """Run the host agent (agent protocol v2 on libvirt) on this hypervisor."""
+    try:
+        from hostagent.config import load_config
+        from hostagent.daemon import run
+        from hostagent.libvirt_hypervisor import LibvirtHypervisor  # noqa: F401 - fail early, with advice
+    except ImportError as exc:  # libvirt-python is an extra: say how to get it
+        print(f"autorecovery: the agent needs {exc.name}: pip install 'autorecovery[agent]'", file=sys.stderr)
+        return EXIT_ERROR
+    logging.getLogger().setLevel(logging.INFO)
+    run(load_config(args.config), bind=args.bind, port=args.port)
+    return EXIT_OK
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     """Run everything: embedded servers when no URL is set, simulator, worker, beat, API."""
     from harness.up import UpOptions, run_up
@@ -174,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     tick.add_argument("--json", action="store_true", help="one line of JSON")
     tick.set_defaults(handler=cmd_tick)
     sub.add_parser("api", help="serve the HTTP API").set_defaults(handler=cmd_api)
+
+    agent = sub.add_parser("agent", help="run the host agent on this KVM host (needs the agent extra)")
+    agent.add_argument(
+        "--config", type=Path, default=Path("/etc/autorecovery/agent.toml"), help="its TOML file"
+    )
+    agent.add_argument("--bind", default=None, help="address to listen on (default: the config's)")
+    agent.add_argument("--port", type=int, default=None, help="port (default: the config's; 0: a free one)")
+    agent.set_defaults(handler=cmd_agent)
 
     sim = sub.add_parser("sim", help="the fleet simulator")
     sim_sub = sim.add_subparsers(dest="sim_command", required=True, metavar="SIM_COMMAND")
