@@ -49,6 +49,8 @@ class LibvirtConfig(_Section):
     """``[libvirt]``: the connection URI."""
 
     uri: StrictStr = "qemu:///system"
+    #: A report waits this long for libvirt; past it, kvm reads down (libvirtd hung).
+    timeout_s: StrictFloat = Field(default=5.0, gt=0, le=60)
 
 
 class ProbesConfig(_Section):

@@ -15,8 +15,9 @@ from datetime import datetime
 from typing import Any
 
 from hostagent.config import AgentConfig
-from hostagent.hypervisor import Hypervisor, HypervisorError
+from hostagent.hypervisor import Hypervisor, HypervisorError, ObjectState
 from hostagent.probes import (
+    Bounded,
     BoundedProber,
     check_interface,
     has_kvm_device,
@@ -69,6 +70,24 @@ def _key(problem: Problem) -> str:
     return f"{kind}:{problem.subject}"
 
 
+@dataclass(frozen=True, slots=True)
+class LibvirtFacts:
+    """What libvirt said in one look; a string in place of a state says why it could not."""
+
+    version: str
+    cpu_flags: frozenset[str]
+    vms_running: int
+    networks: dict[str, ObjectState | str]
+    pools: dict[str, ObjectState | str]
+
+
+def _state_of(query: Callable[[str], ObjectState], name: str) -> ObjectState | str:
+    try:
+        return query(name)
+    except HypervisorError as exc:
+        return str(exc)
+
+
 class HostView:
     """Observes the host and runs its init, through the ``Hypervisor`` and the probe paths."""
 
@@ -77,70 +96,75 @@ class HostView:
         self.hypervisor = hypervisor
         self.clock = clock
         self.prober = BoundedProber(config.probes.storage_timeout_s)
+        self._libvirt: Bounded[str, LibvirtFacts | str] = Bounded(config.libvirt.timeout_s)
 
     def observe(self) -> Observation:
-        """Take a fresh look at the host."""
+        """Take a fresh look at the host (at most about the libvirt and storage timeouts)."""
+        cpuinfo_flags = None
+        if self.config.probes.cpu_flags_from == "cpuinfo":
+            cpuinfo_flags = read_cpu_flags(self.config.probes.cpuinfo)
+        facts = self._ask_libvirt(with_cpu_flags=cpuinfo_flags is None)
         problems: dict[str, Problem] = {}
-        kvm = self._kvm(problems)
-        networks = {name: self._network(name, problems) for name in sorted(self.config.networks)}
+        kvm = self._kvm(facts, problems)
+        live = facts if isinstance(facts, LibvirtFacts) else None
         return Observation(
             at=self.clock(),
             kvm=kvm,
-            version=self._version(kvm),
-            cpu_flags=self._cpu_flags(kvm),
-            networks=networks,
-            storage_domains=self._storage_domains(problems),
-            vms_running=self._vms_running(kvm),
+            version=self.config.version or (live.version if live else ""),
+            cpu_flags=cpuinfo_flags if cpuinfo_flags is not None else live.cpu_flags if live else frozenset(),
+            networks={name: self._network(name, facts, problems) for name in sorted(self.config.networks)},
+            storage_domains=self._storage_domains(facts, problems),
+            vms_running=live.vms_running if live else 0,
             mem_free_mb=read_mem_available_mb(self.config.probes.meminfo),
             problems=problems,
         )
 
-    def _kvm(self, problems: dict[str, Problem]) -> bool:
+    def _ask_libvirt(self, with_cpu_flags: bool) -> LibvirtFacts | str:
+        """All the report needs from libvirt, in one bounded call (libvirtd may hang)."""
+        answer = self._libvirt.run_all({"libvirt": lambda: self._libvirt_facts(with_cpu_flags)})["libvirt"]
+        if answer is None:
+            return f"libvirt {self.hypervisor.uri} did not answer within {self._libvirt.timeout_s:g}s"
+        return answer
+
+    def _libvirt_facts(self, with_cpu_flags: bool) -> LibvirtFacts | str:
+        hv = self.hypervisor
+        if not hv.is_alive():
+            return f"libvirt {hv.uri} does not answer"
+        try:
+            version = hv.version()
+            cpu_flags = hv.cpu_flags() if with_cpu_flags else frozenset()
+            vms_running = hv.running_domains()
+        except HypervisorError as exc:
+            return str(exc)
+        wanted_nets = {n.libvirt_network for n in self.config.networks.values() if n.libvirt_network}
+        wanted_pools = {d.pool for d in self.config.storage_domains.values()}
+        return LibvirtFacts(
+            version=version,
+            cpu_flags=cpu_flags,
+            vms_running=vms_running,
+            networks={name: _state_of(hv.network, name) for name in sorted(wanted_nets)},
+            pools={name: _state_of(hv.pool, name) for name in sorted(wanted_pools)},
+        )
+
+    def _kvm(self, facts: LibvirtFacts | str, problems: dict[str, Problem]) -> bool:
         device = self.config.probes.kvm_device
         if not has_kvm_device(device):
             problems["kvm"] = Problem(Reason.KVM_NOT_RUNNING, f"{device} is missing (kvm module not loaded?)")
-        elif not self.hypervisor.is_alive():
-            problems["kvm"] = Problem(
-                Reason.KVM_NOT_RUNNING, f"libvirt {self.hypervisor.uri} does not answer"
-            )
+        elif isinstance(facts, str):
+            problems["kvm"] = Problem(Reason.KVM_NOT_RUNNING, facts)
         return "kvm" not in problems
 
-    def _version(self, alive: bool) -> str:
-        if self.config.version:
-            return self.config.version
-        try:
-            return self.hypervisor.version() if alive else ""
-        except HypervisorError:
-            return ""
-
-    def _cpu_flags(self, alive: bool) -> frozenset[str]:
-        if self.config.probes.cpu_flags_from == "cpuinfo":
-            flags = read_cpu_flags(self.config.probes.cpuinfo)
-            if flags is not None:
-                return flags
-        try:
-            return self.hypervisor.cpu_flags() if alive else frozenset()
-        except HypervisorError:
-            return frozenset()
-
-    def _vms_running(self, alive: bool) -> int:
-        try:
-            return self.hypervisor.running_domains() if alive else 0
-        except HypervisorError:
-            return 0
-
-    def _network(self, name: str, problems: dict[str, Problem]) -> bool:
+    def _network(self, name: str, facts: LibvirtFacts | str, problems: dict[str, Problem]) -> bool:
         wanted = self.config.networks[name]
         problem: Problem | None = None
         if wanted.libvirt_network is not None:
-            try:
-                state = self.hypervisor.network(wanted.libvirt_network)
-                if not state.active:
-                    seen = "is inactive" if state.defined else "is not defined"
-                    detail = f"network {name}: libvirt network {wanted.libvirt_network} {seen}"
-                    problem = Problem(Reason.NETWORK_UNREACHABLE, detail, name)
-            except HypervisorError as exc:
-                problem = Problem(Reason.NETWORK_UNREACHABLE, f"network {name}: {exc}", name)
+            state = facts if isinstance(facts, str) else facts.networks[wanted.libvirt_network]
+            if isinstance(state, str):
+                problem = Problem(Reason.NETWORK_UNREACHABLE, f"network {name}: {state}", name)
+            elif not state.active:
+                seen = "is inactive" if state.defined else "is not defined"
+                detail = f"network {name}: libvirt network {wanted.libvirt_network} {seen}"
+                problem = Problem(Reason.NETWORK_UNREACHABLE, detail, name)
         if problem is None and wanted.interface is not None:
             link = check_interface(self.config.probes.sys_class_net, wanted.interface)
             if not link.ok:
@@ -151,27 +175,25 @@ class HostView:
             problems[f"network:{name}"] = problem
         return problem is None
 
-    def _storage_domains(self, problems: dict[str, Problem]) -> dict[str, bool]:
+    def _storage_domains(self, facts: LibvirtFacts | str, problems: dict[str, Problem]) -> dict[str, bool]:
         to_probe = {}
         for sd, wanted in sorted(self.config.storage_domains.items()):
-            detail: str | None = None
-            try:
-                state = self.hypervisor.pool(wanted.pool)
-                if not state.active or state.target is None:
-                    seen = (
-                        "has no target path"
-                        if state.active
-                        else "is inactive"
-                        if state.defined
-                        else "is not defined"
-                    )
-                    detail = f"storage domain {sd}: pool {wanted.pool} {seen}"
-                else:
-                    to_probe[sd] = state.target
-            except HypervisorError as exc:
-                detail = f"storage domain {sd}: {exc}"
-            if detail is not None:
-                problems[f"storage_domain:{sd}"] = Problem(Reason.STORAGE_DOMAIN_UNREACHABLE, detail, sd)
+            state = facts if isinstance(facts, str) else facts.pools[wanted.pool]
+            if isinstance(state, str):
+                detail = f"storage domain {sd}: {state}"
+            elif not state.defined or not state.active or state.target is None:
+                seen = (
+                    "is not defined"
+                    if not state.defined
+                    else "is inactive"
+                    if not state.active
+                    else "has no target"
+                )
+                detail = f"storage domain {sd}: pool {wanted.pool} {seen}"
+            else:
+                to_probe[sd] = state.target
+                continue
+            problems[f"storage_domain:{sd}"] = Problem(Reason.STORAGE_DOMAIN_UNREACHABLE, detail, sd)
         answers = self.prober.check_all(to_probe.values())
         for sd, path in to_probe.items():
             if not answers[path].ok:

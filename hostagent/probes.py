@@ -10,11 +10,16 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,18 +98,67 @@ def probe_directory(path: Path) -> Check:
     return OK
 
 
-class BoundedProber:
-    """Probes paths in daemon threads, each answer within ``timeout_s``.
+class Bounded(Generic[K, T]):
+    """Runs calls in daemon threads and waits for each at most ``timeout_s``.
 
-    A probe still stuck from an earlier call is not started again: the path answers unreachable
-    at once until that probe returns, so a hung mount costs one thread, not one per report.
+    A call still stuck from an earlier time is not started again under the same key: its key
+    answers "no answer" at once until it returns, so a hung mount or a hung libvirtd costs one
+    thread, not one per report. Daemon threads: a thread stuck in the kernel never blocks exit.
     """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._pending: dict[K, Future[T]] = {}
+
+    def run_all(self, calls: Mapping[K, Callable[[], T]]) -> dict[K, T | None]:
+        """Run every call at once; None for each that did not answer in time.
+
+        Raises:
+            Whatever a call raised (the first in ``calls`` order).
+        """
+        futures = {key: self._start(key, call) for key, call in calls.items()}
+        deadline = time.monotonic() + self.timeout_s
+        answers: dict[K, T | None] = {}
+        for key, future in futures.items():
+            try:
+                answers[key] = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                answers[key] = None
+        return answers
+
+    def _start(self, key: K, call: Callable[[], T]) -> Future[T]:
+        with self._lock:
+            pending = self._pending.get(key)
+            if pending is not None:
+                return pending
+            future: Future[T] = Future()
+            self._pending[key] = future
+        threading.Thread(
+            target=self._run, args=(key, call, future), name=f"bounded {key}", daemon=True
+        ).start()
+        return future
+
+    def _run(self, key: K, call: Callable[[], T], future: Future[T]) -> None:
+        try:
+            result = call()
+        except BaseException as exc:  # handed to the waiting caller, who decides
+            with self._lock:
+                self._pending.pop(key, None)
+            future.set_exception(exc)
+            return
+        with self._lock:
+            self._pending.pop(key, None)
+        future.set_result(result)
+
+
+class BoundedProber:
+    """Probes storage paths, each answer within ``timeout_s`` (see ``Bounded``)."""
 
     def __init__(self, timeout_s: float, probe: Callable[[Path], Check] = probe_directory) -> None:
         self.timeout_s = timeout_s
         self._probe = probe
-        self._lock = threading.Lock()
-        self._pending: dict[Path, Future[Check]] = {}
+        self._bounded: Bounded[Path, Check] = Bounded(timeout_s)
 
     def check(self, path: Path) -> Check:
         """Probe ``path``; unreachable when the probe does not answer in time."""
@@ -112,31 +166,13 @@ class BoundedProber:
 
     def check_all(self, paths: Iterable[Path]) -> dict[Path, Check]:
         """Probe every path at once; the whole call takes at most about ``timeout_s``."""
-        futures = {path: self._start(path) for path in paths}
-        deadline = time.monotonic() + self.timeout_s
-        answers: dict[Path, Check] = {}
-        for path, future in futures.items():
-            try:
-                answers[path] = future.result(timeout=max(0.0, deadline - time.monotonic()))
-            except FutureTimeout:
-                answers[path] = Check(False, f"{path}: no answer within {self.timeout_s:g}s (hung mount?)")
-        return answers
+        calls = {path: partial(self._safe_probe, path) for path in paths}
+        answers = self._bounded.run_all(calls)
+        late = f"no answer within {self.timeout_s:g}s (hung mount?)"
+        return {path: answers[path] or Check(False, f"{path}: {late}") for path in calls}
 
-    def _start(self, path: Path) -> Future[Check]:
-        with self._lock:
-            pending = self._pending.get(path)
-            if pending is not None:
-                return pending
-            future: Future[Check] = Future()
-            self._pending[path] = future
-        threading.Thread(target=self._run, args=(path, future), name=f"probe {path}", daemon=True).start()
-        return future
-
-    def _run(self, path: Path, future: Future[Check]) -> None:
+    def _safe_probe(self, path: Path) -> Check:
         try:
-            result = self._probe(path)
+            return self._probe(path)
         except Exception as exc:  # a probe must answer, whatever it met
-            result = Check(False, f"{path}: {exc}")
-        with self._lock:
-            self._pending.pop(path, None)
-        future.set_result(result)
+            return Check(False, f"{path}: {exc}")

@@ -8,6 +8,18 @@ for the real agent, ``MemoryStore`` for a simulator (see ``hostagent.persist``).
 Scopes: ``init`` for host inits (``POST /init`` and ``POST /fence``), ``storage-domain/<id>`` for
 storage-domain connects, each with its own highest fence (the product fences a storage domain
 apart from its hosts). Whatever the scope, one operation at a time runs on the host.
+
+Reuse (the fleet simulator, one state per simulated host, nothing on disk)::
+
+    state = ProtocolState(MemoryStore(), clock)
+    try:
+        record, is_new = state.begin(INIT_SCOPE, fence, activation_id)
+    except StaleFence as exc:   # 409 {"error": "stale_fence", "highest": exc.highest}
+    except InitBusy as exc:     # 409 exc.body()
+    if is_new:                  # run it (asyncio task, thread), then:
+        state.finish(record, ok, reason, detail)
+    # answers: record.result_body(), state.lookup(scope, id).status_body(),
+    # report["init"]: state.running().running_body(); POST /fence: state.raise_fence(n)
 """
 
 from __future__ import annotations

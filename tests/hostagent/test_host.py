@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -179,3 +181,34 @@ def test_connect_starts_one_domain_and_checks_it(tree: HostTree, view: HostView)
     shutil.rmtree(tree.pool_dir("sd2"))
     problem = view.connect("sd-2")
     assert problem is not None and problem.subject == "sd-2"
+
+
+def test_a_hung_libvirt_reads_kvm_down_in_time_and_costs_one_thread(tree: HostTree, libvirt_uri: str) -> None:
+    from hostagent.libvirt_hypervisor import LibvirtHypervisor
+
+    class HungLibvirt(LibvirtHypervisor):
+        """libvirt whose daemon stops answering (a real connection, one call that blocks)."""
+
+        release = threading.Event()
+        calls = 0
+
+        def running_domains(self) -> int:
+            HungLibvirt.calls += 1
+            self.release.wait(30)
+            return super().running_domains()
+
+    hypervisor = HungLibvirt(libvirt_uri)
+    view = HostView(tree.config(libvirt={"uri": libvirt_uri, "timeout_s": 0.3}), hypervisor, utcnow)
+    started = time.monotonic()
+    seen = view.observe()
+    assert time.monotonic() - started < 3
+    assert seen.kvm is False and "did not answer within 0.3s" in seen.problems["kvm"].detail
+    assert seen.storage_domains == {"sd-1": False, "sd-2": False} and seen.networks["vmnet"] is False
+    problem = view.verdict(seen)
+    assert problem is not None and problem.reason is Reason.KVM_NOT_RUNNING
+    assert view.observe().kvm is False and HungLibvirt.calls == 1  # the stuck call is not started again
+    HungLibvirt.release.set()
+    deadline = time.monotonic() + 10
+    while not view.observe().kvm:
+        assert time.monotonic() < deadline
+    hypervisor.close()
