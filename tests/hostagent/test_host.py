@@ -13,7 +13,7 @@ import pytest
 
 from hostagent.host import HostView
 from models.domain import Reason
-from tests.hostagent.conftest import HostTree
+from tests.support.hostagent import HostTree
 
 
 def utcnow() -> datetime:

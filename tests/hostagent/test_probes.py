@@ -17,7 +17,7 @@ from hostagent.probes import (
     read_cpu_flags,
     read_mem_available_mb,
 )
-from tests.hostagent.conftest import CPUINFO, MEMINFO, HostTree
+from tests.support.hostagent import CPUINFO, MEMINFO, HostTree
 
 
 def test_cpu_flags_come_from_the_first_flags_line(tmp_path: Path) -> None:

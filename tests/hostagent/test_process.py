@@ -2,126 +2,65 @@
 
 from __future__ import annotations
 
-import os
-import select
 import shutil
-import signal
 import ssl
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.hostagent.conftest import AUTH, HostTree, in_ci
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def write_config(tree: HostTree, extra: str = "") -> Path:
-    """Write the tree's agent config as TOML (relative paths: the config's folder is the tree)."""
-    path = tree.root / "agent.toml"
-    path.write_text(
-        f"""host_id = "h-001"
-state_dir = "state"
-token_file = "token"
-version = "4.5.2"
-{extra}
-[server]
-bind = "127.0.0.1"
-port = 0
-
-[libvirt]
-uri = "{tree.uri}"
-
-[probes]
-kvm_device = "dev/kvm"
-cpuinfo = "proc/cpuinfo"
-meminfo = "proc/meminfo"
-sys_class_net = "sys/class/net"
-
-[networks.ovirtmgmt]
-libvirt_network = "ovirtmgmt"
-interface = "eth0"
-
-[storage_domains.sd-1]
-pool = "pool-sd1"
-"""
-    )
-    return path
+from tests.support.hostagent import AUTH, HostTree, agent_url, in_ci, start_agent
+from tests.support.processes import Proc
 
 
 class Agents:
-    """Starts agent processes and stops every one at the end."""
+    """Starts agent processes on a tree's config and stops every one at the end."""
 
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[str]] = []
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: list[Proc] = []
 
-    def start(self, config: Path, *args: str) -> subprocess.Popen[str]:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "autorecovery.cli", "agent", "--config", str(config), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=ROOT,
-        )
+    def start(self, config: Path) -> Proc:
+        proc = start_agent(config, self.log_dir)
         self.procs.append(proc)
         return proc
 
-    def url(self, proc: subprocess.Popen[str], timeout_s: float = 20) -> str:
-        """Wait for the agent's "listening on URL" line."""
-        assert proc.stdout is not None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([proc.stdout], [], [], 0.1)
-            if ready:
-                line = proc.stdout.readline()
-                if " listening on " in line:
-                    return line.rsplit(" ", 1)[1].strip()
-            if proc.poll() is not None:
-                raise AssertionError(
-                    f"agent exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}"
-                )
-        raise AssertionError("the agent did not say where it listens")
-
     def run(self, config: Path) -> str:
         """Start an agent and return its URL."""
-        return self.url(self.start(config))
+        return agent_url(self.start(config))
 
     def refused(self, config: Path) -> str:
         """Start an agent that must refuse to start; return what it said."""
         proc = self.start(config)
-        _, err = proc.communicate(timeout=30)
-        assert proc.returncode == 2, err
-        return err
+        proc.popen.wait(30)
+        assert proc.popen.returncode == 2, proc.log()
+        return proc.log()
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Stop every agent started, and close its pipes."""
+    def kill(self) -> None:
+        """Kill every agent at once, as a crash or a power cut would."""
         for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(sig)
-                proc.wait(15)
-            for pipe in (proc.stdout, proc.stderr):
-                if pipe is not None:
-                    pipe.close()
+            proc.popen.kill()
+            proc.popen.wait(10)
+
+    def stop(self) -> None:
+        """Stop every agent gracefully (SIGTERM)."""
+        for proc in self.procs:
+            proc.stop()
 
 
 @pytest.fixture
-def agents(libvirt_uri: str) -> Iterator[Agents]:
-    started = Agents()
+def agents(tmp_path: Path, libvirt_uri: str) -> Iterator[Agents]:
+    started = Agents(tmp_path / "logs")
     yield started
-    started.stop(signal.SIGKILL)
+    started.stop()
 
 
 def test_a_restarted_agent_refuses_old_fences_and_answers_for_its_inits(
     tree: HostTree, agents: Agents
 ) -> None:
-    config = write_config(tree)
+    config = tree.write_config()
     url = agents.run(config)
     with httpx.Client(base_url=url, headers=AUTH, timeout=20) as client:
         assert client.post("/init", json={"fence": 5, "activation_id": "a1"}).json() == {"ok": True}
@@ -138,7 +77,7 @@ def test_a_restarted_agent_refuses_old_fences_and_answers_for_its_inits(
 
 
 def test_an_agent_killed_during_init_answers_for_it_after_restart(tree: HostTree, agents: Agents) -> None:
-    config = write_config(tree, "[testing]\ninit_delay_s = 30.0\n")
+    config = tree.write_config("[testing]\ninit_delay_s = 30.0\n")
     url = agents.run(config)
     with httpx.Client(base_url=url, headers=AUTH, timeout=20) as client:
         accepted = client.post(
@@ -146,7 +85,7 @@ def test_an_agent_killed_during_init_answers_for_it_after_restart(tree: HostTree
         )
         assert accepted.status_code == 202
         assert client.get("/report").json()["init"]["activation_id"] == "a1"
-    agents.stop(signal.SIGKILL)
+    agents.kill()
 
     url = agents.run(config)
     with httpx.Client(base_url=url, headers=AUTH, timeout=20) as client:
@@ -176,19 +115,19 @@ def test_the_agent_refuses_to_start_with_a_bad_token_file(
         token.write_text("\n")
     else:
         token.chmod(0o644)
-    said = agents.refused(write_config(tree))
+    said = agents.refused(tree.write_config())
     assert "token_file" in said and words in said
     assert secret not in said
 
 
 def test_a_second_agent_on_the_same_state_is_refused(tree: HostTree, agents: Agents) -> None:
-    config = write_config(tree)
+    config = tree.write_config()
     agents.run(config)
     assert "another agent runs on" in agents.refused(config)
 
 
 def test_a_bad_config_names_the_key(tree: HostTree, agents: Agents) -> None:
-    config = write_config(tree, '[init]\nnetworks = ["ovirtmgmt", "nope"]\n')
+    config = tree.write_config('networks = ["ovirtmgmt", "nope"]\n')  # lands in [init]
     said = agents.refused(config)
     assert "init.networks" in said and "nope" in said
 
@@ -229,7 +168,7 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
 def test_tls_serves_verified_https_only(tree: HostTree, agents: Agents) -> None:
     cert, key = make_certificate(tree.root)
     tls = f'[server]\nbind = "127.0.0.1"\nport = 0\ntls_cert_file = "{cert}"\ntls_key_file = "{key}"\n'
-    config = write_config(tree)
+    config = tree.write_config()
     config.write_text(config.read_text().replace('[server]\nbind = "127.0.0.1"\nport = 0\n', tls))
     url = agents.run(config)
     assert url.startswith("https://127.0.0.1:")

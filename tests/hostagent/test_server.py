@@ -9,7 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.hostagent.conftest import HostTree, RunningAgent, serve_agent, wait_until
+from tests.hostagent.conftest import RunningAgent, serve_agent
+from tests.support.hostagent import HostTree
+from tests.support.processes import wait_for
 
 SLOW_S = 1.5
 
@@ -81,7 +83,9 @@ def test_the_report_shows_the_running_init_and_async_then_status(slow: RunningAg
         assert running["activation_id"] == "a1" and running["fence"] == 2 and running["started_at"]
         status = client.get("/init/a1").json()
         assert (status["status"], status["ok"], status["ended_at"]) == ("running", None, None)
-        wait_until(lambda: client.get("/init/a1").json()["status"] == "done", 10, "the init to end")
+        wait_for(
+            lambda: client.get("/init/a1").json()["status"] == "done", 10, "the init to end", interval_s=0.02
+        )
         status = client.get("/init/a1").json()
         assert (status["ok"], status["fence"], status["activation_id"]) == (True, 2, "a1")
         assert status["started_at"] == running["started_at"] and status["ended_at"]
