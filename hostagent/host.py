@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from hostagent.config import AgentConfig
 from hostagent.hypervisor import Hypervisor, HypervisorError, ObjectState
@@ -28,6 +28,8 @@ from models.assessment import Problem, assess
 from models.domain import Cluster, Reason, Report
 
 log = logging.getLogger(__name__)
+
+Lane = Literal["report", "init"]
 
 #: The verdict's report is fresh by construction; any age limit above zero will do.
 _FRESH_S = 3600.0
@@ -95,15 +97,17 @@ class HostView:
         self.config = config
         self.hypervisor = hypervisor
         self.clock = clock
-        self.prober = BoundedProber(config.probes.storage_timeout_s)
+        # Two lanes: a look for the init never joins a report's look begun before the init
+        # changed the host (it would see a pool as it was before the init started it).
+        self._probers = {lane: BoundedProber(config.probes.storage_timeout_s) for lane in ("report", "init")}
         self._libvirt: Bounded[str, LibvirtFacts | str] = Bounded(config.libvirt.timeout_s)
 
-    def observe(self) -> Observation:
+    def observe(self, lane: Lane = "report") -> Observation:
         """Take a fresh look at the host (at most about the libvirt and storage timeouts)."""
         cpuinfo_flags = None
         if self.config.probes.cpu_flags_from == "cpuinfo":
             cpuinfo_flags = read_cpu_flags(self.config.probes.cpuinfo)
-        facts = self._ask_libvirt(with_cpu_flags=cpuinfo_flags is None)
+        facts = self._ask_libvirt(lane, with_cpu_flags=cpuinfo_flags is None)
         problems: dict[str, Problem] = {}
         kvm = self._kvm(facts, problems)
         live = facts if isinstance(facts, LibvirtFacts) else None
@@ -113,15 +117,15 @@ class HostView:
             version=self.config.version or (live.version if live else ""),
             cpu_flags=cpuinfo_flags if cpuinfo_flags is not None else live.cpu_flags if live else frozenset(),
             networks={name: self._network(name, facts, problems) for name in sorted(self.config.networks)},
-            storage_domains=self._storage_domains(facts, problems),
+            storage_domains=self._storage_domains(self._probers[lane], facts, problems),
             vms_running=live.vms_running if live else 0,
             mem_free_mb=read_mem_available_mb(self.config.probes.meminfo),
             problems=problems,
         )
 
-    def _ask_libvirt(self, with_cpu_flags: bool) -> LibvirtFacts | str:
+    def _ask_libvirt(self, lane: Lane, with_cpu_flags: bool) -> LibvirtFacts | str:
         """All the report needs from libvirt, in one bounded call (libvirtd may hang)."""
-        answer = self._libvirt.run_all({"libvirt": lambda: self._libvirt_facts(with_cpu_flags)})["libvirt"]
+        answer = self._libvirt.run_all({lane: lambda: self._libvirt_facts(with_cpu_flags)})[lane]
         if answer is None:
             return f"libvirt {self.hypervisor.uri} did not answer within {self._libvirt.timeout_s:g}s"
         return answer
@@ -175,7 +179,9 @@ class HostView:
             problems[f"network:{name}"] = problem
         return problem is None
 
-    def _storage_domains(self, facts: LibvirtFacts | str, problems: dict[str, Problem]) -> dict[str, bool]:
+    def _storage_domains(
+        self, prober: BoundedProber, facts: LibvirtFacts | str, problems: dict[str, Problem]
+    ) -> dict[str, bool]:
         to_probe = {}
         for sd, wanted in sorted(self.config.storage_domains.items()):
             state = facts if isinstance(facts, str) else facts.pools[wanted.pool]
@@ -194,7 +200,7 @@ class HostView:
                 to_probe[sd] = state.target
                 continue
             problems[f"storage_domain:{sd}"] = Problem(Reason.STORAGE_DOMAIN_UNREACHABLE, detail, sd)
-        answers = self.prober.check_all(to_probe.values())
+        answers = prober.check_all(to_probe.values())
         for sd, path in to_probe.items():
             if not answers[path].ok:
                 pool = self.config.storage_domains[sd].pool
@@ -242,16 +248,17 @@ class HostView:
                 self.hypervisor.start_network(wanted)
             except HypervisorError as exc:
                 detail = f"network {name}: cannot start libvirt network {wanted}: {exc}"
+                log.warning("host %s: %s", self.config.host_id, detail)
                 failures[f"network:{name}"] = Problem(Reason.NETWORK_UNREACHABLE, detail, name)
         self._test_delay()
-        return self.verdict(self.observe(), failures)
+        return self.verdict(self.observe("init"), failures)
 
     def connect(self, sd: str) -> Problem | None:
         """Connect one storage domain (start or refresh its pool) and check that it answers."""
         failures: dict[str, Problem] = {}
         self._start_pool(sd, failures)
         self._test_delay()
-        observation = self.observe()
+        observation = self.observe("init")
         if observation.storage_domains.get(sd):
             return None
         key = f"storage_domain:{sd}"
@@ -263,6 +270,7 @@ class HostView:
             self.hypervisor.start_pool(pool)
         except HypervisorError as exc:
             detail = f"storage domain {sd}: cannot start pool {pool}: {exc}"
+            log.warning("host %s: %s", self.config.host_id, detail)
             failures[f"storage_domain:{sd}"] = Problem(Reason.STORAGE_DOMAIN_UNREACHABLE, detail, sd)
 
     def _test_delay(self) -> None:

@@ -212,3 +212,27 @@ def test_a_hung_libvirt_reads_kvm_down_in_time_and_costs_one_thread(tree: HostTr
     while not view.observe().kvm:
         assert time.monotonic() < deadline
     hypervisor.close()
+
+
+def test_an_init_never_joins_a_look_a_report_began_before_it(tree: HostTree, libvirt_uri: str) -> None:
+    from hostagent.libvirt_hypervisor import LibvirtHypervisor
+
+    class FirstCallHangs(LibvirtHypervisor):
+        """The report's look blocks (as if begun before the init changed the host)."""
+
+        release = threading.Event()
+        calls = 0
+
+        def running_domains(self) -> int:
+            FirstCallHangs.calls += 1
+            if FirstCallHangs.calls == 1:
+                self.release.wait(30)
+            return super().running_domains()
+
+    hypervisor = FirstCallHangs(libvirt_uri)
+    view = HostView(tree.config(libvirt={"uri": libvirt_uri, "timeout_s": 0.5}), hypervisor, utcnow)
+    assert view.observe().kvm is False  # the report's look is stuck
+    hypervisor.connection().storagePoolLookupByName("pool-sd1").destroy()
+    assert view.initialize() is None  # the init looked afresh: pool started, host clean
+    FirstCallHangs.release.set()
+    hypervisor.close()
