@@ -119,7 +119,10 @@ def create_app(host: HostView, ops: Operations, max_body_bytes: int) -> FastAPI:
     def report() -> JSONResponse:
         running = ops.state.running()
         body = host.observe().body(host_id)
-        body.update(protocol=2, init=None if running is None else running.running_body())
+        # ``init`` names host inits only: a storage-domain connect is the product's own, under
+        # another activation (it still makes a new init busy).
+        is_init = running is not None and running.scope == INIT_SCOPE
+        body.update(protocol=2, init=running.running_body() if running and is_init else None)
         return JSONResponse(body)
 
     @app.post("/init")

@@ -172,3 +172,30 @@ def test_bodies_over_the_cap_are_refused(running: RunningAgent) -> None:
         streamed = client.post("/init", content=chunks(), headers={"Content-Type": "application/json"})
         assert streamed.status_code == 413
     assert running.agent.ops.state.highest() == 0
+
+
+def test_a_caller_that_hangs_up_never_stops_the_init(slow: RunningAgent) -> None:
+    with slow.client(timeout_s=0.3) as impatient, pytest.raises(httpx.ReadTimeout):
+        impatient.post("/init", json={"fence": 7, "activation_id": "a1"})
+    with slow.client() as client:
+        assert client.get("/init/a1").json()["status"] == "running"
+        busy = client.post("/init", json={"fence": 8, "activation_id": "a2"})
+        assert (busy.status_code, busy.json()["activation_id"]) == (409, "a1")
+        wait_for(
+            lambda: client.get("/init/a1").json()["status"] == "done", 10, "the init to end", interval_s=0.02
+        )
+        assert client.get("/init/a1").json()["ok"] is True
+
+
+def test_a_running_connect_is_not_reported_as_an_init_but_makes_inits_busy(slow: RunningAgent) -> None:
+    with slow.client() as client:
+        connect = client.post(
+            "/storage-domains/sd-1/connect",
+            json={"fence": 1, "activation_id": "c1"},
+            headers={"Prefer": "respond-async"},
+        )
+        assert connect.status_code == 202
+        assert client.get("/report").json()["init"] is None
+        busy = client.post("/init", json={"fence": 1, "activation_id": "a1"})
+        assert (busy.status_code, busy.json()["error"], busy.json()["activation_id"]) == (409, "busy", "c1")
+        assert client.get("/storage-domains/sd-1/connect/c1").json()["status"] == "running"
