@@ -199,3 +199,25 @@ def test_a_running_connect_is_not_reported_as_an_init_but_makes_inits_busy(slow:
         busy = client.post("/init", json={"fence": 1, "activation_id": "a1"})
         assert (busy.status_code, busy.json()["error"], busy.json()["activation_id"]) == (409, "busy", "c1")
         assert client.get("/storage-domains/sd-1/connect/c1").json()["status"] == "running"
+
+
+def test_the_product_reads_the_report_as_a_clean_host(running: RunningAgent) -> None:
+    from datetime import UTC, datetime
+
+    from models.assessment import assess
+    from models.domain import Cluster
+    from models.report import parse_report
+
+    with running.client() as client:
+        body = client.get("/report").json()
+    report = parse_report(body, "h-001")
+    cluster = Cluster(
+        "c-1", frozenset({"ovirtmgmt", "vmnet"}), frozenset({"sd-1", "sd-2"}), "4.5", frozenset({"vmx"})
+    )
+    assert assess(report, cluster, datetime.now(UTC), 60).is_healthy
+    running.conn.networkLookupByName("vmnet").destroy()
+    with running.client() as client:
+        problem = assess(
+            parse_report(client.get("/report").json(), "h-001"), cluster, datetime.now(UTC), 60
+        ).primary
+    assert problem is not None and problem.subject == "vmnet"
