@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -236,3 +237,14 @@ def test_an_init_never_joins_a_look_a_report_began_before_it(tree: HostTree, lib
     assert view.initialize() is None  # the init looked afresh: pool started, host clean
     FirstCallHangs.release.set()
     hypervisor.close()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a mode-000 directory anyway")
+def test_init_fails_naming_a_pool_whose_directory_is_unreadable(tree: HostTree, view: HostView) -> None:
+    tree.pool_dir("sd1").chmod(0)
+    try:
+        problem = view.initialize()
+    finally:
+        tree.pool_dir("sd1").chmod(0o700)
+    assert problem is not None and problem.reason is Reason.STORAGE_DOMAIN_UNREACHABLE
+    assert problem.subject == "sd-1" and "Permission denied" in problem.detail

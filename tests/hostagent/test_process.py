@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.hostagent import AUTH, HostTree, agent_url, in_ci, start_agent
+from tests.support.hostagent import AUTH, TOKEN, HostTree, agent_url, in_ci, start_agent
 from tests.support.processes import Proc
 
 
@@ -74,6 +74,7 @@ def test_a_restarted_agent_refuses_old_fences_and_answers_for_its_inits(
         status = client.get("/init/a1").json()
         assert (status["status"], status["ok"], status["fence"]) == ("done", True, 5)
         assert client.get("/report").json()["protocol"] == 2
+    assert all(TOKEN not in proc.log() for proc in agents.procs)  # no secret in the logs
 
 
 def test_an_agent_killed_during_init_answers_for_it_after_restart(tree: HostTree, agents: Agents) -> None:
