@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import socket
+import ssl
 import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,7 +49,7 @@ def read_token(path: Path) -> bytes:
     if stat.S_IMODE(info.st_mode) & 0o077:
         raise InvalidInput(
             "token_file",
-            f"{path} has mode {stat.S_IMODE(info.st_mode):04o}: other users may read it; "
+            f"{path} has mode {stat.S_IMODE(info.st_mode):04o}: group or other users have access to it; "
             f"run `chmod 600 {path}`",
         )
     if not token:
@@ -58,15 +59,24 @@ def read_token(path: Path) -> bytes:
     return token
 
 
-def _check_key_file(path: Path) -> None:
+def check_tls(cert: Path, key: Path) -> None:
+    """Refuse a key anyone may read, and a certificate and key that do not load together.
+
+    Raises:
+        InvalidInput: naming ``server.tls_key_file`` or ``server.tls_cert_file``.
+    """
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
+        mode = stat.S_IMODE(key.stat().st_mode)
     except OSError as exc:
-        raise InvalidInput("server.tls_key_file", f"cannot read {path}: {exc.strerror or exc}") from None
+        raise InvalidInput("server.tls_key_file", f"cannot read {key}: {exc.strerror or exc}") from None
     if mode & 0o007:
         raise InvalidInput(
-            "server.tls_key_file", f"{path} has mode {mode:04o}: anyone may read it; run `chmod 600 {path}`"
+            "server.tls_key_file", f"{key} has mode {mode:04o}: anyone may read it; run `chmod 600 {key}`"
         )
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidInput("server.tls_cert_file", f"{cert} with {key} does not load: {exc}") from None
 
 
 def lock_state_dir(state_dir: Path) -> IO[bytes]:
@@ -131,7 +141,7 @@ def run(config: AgentConfig, *, bind: str | None = None, port: int | None = None
     token = read_token(config.token_file)
     tls: dict[str, Any] = {}
     if config.server.tls_cert_file is not None and config.server.tls_key_file is not None:
-        _check_key_file(config.server.tls_key_file)
+        check_tls(config.server.tls_cert_file, config.server.tls_key_file)
         tls = {
             "ssl_certfile": str(config.server.tls_cert_file),
             "ssl_keyfile": str(config.server.tls_key_file),

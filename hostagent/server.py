@@ -117,12 +117,12 @@ def create_app(host: HostView, ops: Operations, max_body_bytes: int) -> FastAPI:
 
     @app.get("/report")
     def report() -> JSONResponse:
-        running = ops.state.running()
         body = host.observe().body(host_id)
         # ``init`` names host inits only: a storage-domain connect is the product's own, under
         # another activation (it still makes a new init busy).
-        is_init = running is not None and running.scope == INIT_SCOPE
-        body.update(protocol=2, init=running.running_body() if running and is_init else None)
+        running = ops.state.running()
+        init = running.running_body() if running is not None and running.scope == INIT_SCOPE else None
+        body.update(protocol=2, init=init)
         return JSONResponse(body)
 
     @app.post("/init")

@@ -102,7 +102,7 @@ def test_an_agent_killed_during_init_answers_for_it_after_restart(tree: HostTree
     [
         ("missing", "does not exist; create it"),
         ("empty", "is empty"),
-        ("mode", "has mode 0644: other users may read it; run `chmod 600"),
+        ("mode", "has mode 0644: group or other users have access to it; run `chmod 600"),
     ],
 )
 def test_the_agent_refuses_to_start_with_a_bad_token_file(
@@ -184,3 +184,7 @@ def test_tls_serves_verified_https_only(tree: HostTree, agents: Agents) -> None:
     agents.stop()
     key.chmod(0o644)
     assert "tls_key_file" in agents.refused(config)
+    key.chmod(0o600)
+    cert.write_text("not a certificate\n")
+    said = agents.refused(config)
+    assert "server.tls_cert_file" in said and "does not load" in said
