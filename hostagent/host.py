@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from typing import Any, Literal
 
 from hostagent.config import AgentConfig
@@ -242,14 +243,12 @@ class HostView:
             self._start_pool(sd, failures)
         for name in sorted(self.config.required_networks()):
             wanted = self.config.networks[name].libvirt_network
-            if wanted is None:
-                continue
-            try:
-                self.hypervisor.start_network(wanted)
-            except HypervisorError as exc:
-                detail = f"network {name}: cannot start libvirt network {wanted}: {exc}"
-                log.warning("host %s: %s", self.config.host_id, detail)
-                failures[f"network:{name}"] = Problem(Reason.NETWORK_UNREACHABLE, detail, name)
+            if wanted is not None:
+                what = f"network {name}: cannot start libvirt network {wanted}"
+                failure = Problem(Reason.NETWORK_UNREACHABLE, what, name)
+                self._attempt(
+                    partial(self.hypervisor.start_network, wanted), failure, f"network:{name}", failures
+                )
         self._test_delay()
         return self.verdict(self.observe("init"), failures)
 
@@ -266,12 +265,20 @@ class HostView:
 
     def _start_pool(self, sd: str, failures: dict[str, Problem]) -> None:
         pool = self.config.storage_domains[sd].pool
+        failure = Problem(
+            Reason.STORAGE_DOMAIN_UNREACHABLE, f"storage domain {sd}: cannot start pool {pool}", sd
+        )
+        self._attempt(partial(self.hypervisor.start_pool, pool), failure, f"storage_domain:{sd}", failures)
+
+    def _attempt(
+        self, action: Callable[[], None], failure: Problem, key: str, failures: dict[str, Problem]
+    ) -> None:
+        """Run one step of an init; on failure keep ``failure`` with libvirt's words appended."""
         try:
-            self.hypervisor.start_pool(pool)
+            action()
         except HypervisorError as exc:
-            detail = f"storage domain {sd}: cannot start pool {pool}: {exc}"
-            log.warning("host %s: %s", self.config.host_id, detail)
-            failures[f"storage_domain:{sd}"] = Problem(Reason.STORAGE_DOMAIN_UNREACHABLE, detail, sd)
+            failures[key] = replace(failure, detail=f"{failure.detail}: {exc}")
+            log.warning("host %s: %s", self.config.host_id, failures[key].detail)
 
     def _test_delay(self) -> None:
         if self.config.testing.init_delay_s:  # [testing] init_delay_s: slow inits on purpose

@@ -184,21 +184,28 @@ def test_connect_starts_one_domain_and_checks_it(tree: HostTree, view: HostView)
     assert problem is not None and problem.subject == "sd-2"
 
 
-def test_a_hung_libvirt_reads_kvm_down_in_time_and_costs_one_thread(tree: HostTree, libvirt_uri: str) -> None:
+def stuck_libvirt(uri: str, first_only: bool) -> Any:
+    """libvirt whose daemon stops answering: a real connection whose domain listing blocks.
+
+    Every listing blocks until ``release`` is set, or only the first one with ``first_only``.
+    """
     from hostagent.libvirt_hypervisor import LibvirtHypervisor
 
-    class HungLibvirt(LibvirtHypervisor):
-        """libvirt whose daemon stops answering (a real connection, one call that blocks)."""
-
+    class StuckLibvirt(LibvirtHypervisor):
         release = threading.Event()
         calls = 0
 
         def running_domains(self) -> int:
-            HungLibvirt.calls += 1
-            self.release.wait(30)
+            self.calls += 1
+            if self.calls == 1 or not first_only:
+                self.release.wait(30)
             return super().running_domains()
 
-    hypervisor = HungLibvirt(libvirt_uri)
+    return StuckLibvirt(uri)
+
+
+def test_a_hung_libvirt_reads_kvm_down_in_time_and_costs_one_thread(tree: HostTree, libvirt_uri: str) -> None:
+    hypervisor = stuck_libvirt(libvirt_uri, first_only=False)
     view = HostView(tree.config(libvirt={"uri": libvirt_uri, "timeout_s": 0.3}), hypervisor, utcnow)
     started = time.monotonic()
     seen = view.observe()
@@ -207,8 +214,8 @@ def test_a_hung_libvirt_reads_kvm_down_in_time_and_costs_one_thread(tree: HostTr
     assert seen.storage_domains == {"sd-1": False, "sd-2": False} and seen.networks["vmnet"] is False
     problem = view.verdict(seen)
     assert problem is not None and problem.reason is Reason.KVM_NOT_RUNNING
-    assert view.observe().kvm is False and HungLibvirt.calls == 1  # the stuck call is not started again
-    HungLibvirt.release.set()
+    assert view.observe().kvm is False and hypervisor.calls == 1  # the stuck call is not started again
+    hypervisor.release.set()
     deadline = time.monotonic() + 10
     while not view.observe().kvm:
         assert time.monotonic() < deadline
@@ -216,26 +223,12 @@ def test_a_hung_libvirt_reads_kvm_down_in_time_and_costs_one_thread(tree: HostTr
 
 
 def test_an_init_never_joins_a_look_a_report_began_before_it(tree: HostTree, libvirt_uri: str) -> None:
-    from hostagent.libvirt_hypervisor import LibvirtHypervisor
-
-    class FirstCallHangs(LibvirtHypervisor):
-        """The report's look blocks (as if begun before the init changed the host)."""
-
-        release = threading.Event()
-        calls = 0
-
-        def running_domains(self) -> int:
-            FirstCallHangs.calls += 1
-            if FirstCallHangs.calls == 1:
-                self.release.wait(30)
-            return super().running_domains()
-
-    hypervisor = FirstCallHangs(libvirt_uri)
+    hypervisor = stuck_libvirt(libvirt_uri, first_only=True)
     view = HostView(tree.config(libvirt={"uri": libvirt_uri, "timeout_s": 0.5}), hypervisor, utcnow)
     assert view.observe().kvm is False  # the report's look is stuck
     hypervisor.connection().storagePoolLookupByName("pool-sd1").destroy()
     assert view.initialize() is None  # the init looked afresh: pool started, host clean
-    FirstCallHangs.release.set()
+    hypervisor.release.set()
     hypervisor.close()
 
 

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import hostagent
+from tests.unit.test_architecture import _imports_of as imports_of
 
 PACKAGE = Path(hostagent.__file__).parent
-
-
-def imports_of(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module)
-    return names
 
 
 def test_the_agent_imports_no_product_server_code_and_no_test_tools() -> None:
