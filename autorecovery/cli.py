@@ -130,13 +130,16 @@ def cmd_agent(args: argparse.Namespace) -> int:
     """Run the host agent (agent protocol v2 on libvirt) on this hypervisor."""
     try:
         from hostagent.config import load_config
-        from hostagent.daemon import run
+        from hostagent.daemon import check, run
         from hostagent.libvirt_hypervisor import LibvirtHypervisor  # noqa: F401 - fail early, with advice
     except ImportError as exc:  # libvirt-python is an extra: say how to get it
         print(f"autorecovery: the agent needs {exc.name}: pip install 'autorecovery[agent]'", file=sys.stderr)
         return EXIT_ERROR
+    config = load_config(args.config)
+    if args.check:
+        return check(config)
     logging.getLogger().setLevel(logging.INFO)
-    run(load_config(args.config), bind=args.bind, port=args.port)
+    run(config, bind=args.bind, port=args.port)
     return EXIT_OK
 
 
@@ -195,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     agent.add_argument("--bind", default=None, help="address to listen on (default: the config's)")
     agent.add_argument("--port", type=int, default=None, help="port (default: the config's; 0: a free one)")
+    agent.add_argument(
+        "--check", action="store_true", help="check the setup, print a fresh report, exit (changes nothing)"
+    )
     agent.set_defaults(handler=cmd_agent)
 
     sim = sub.add_parser("sim", help="the fleet simulator")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import socket
 import ssl
@@ -130,6 +131,31 @@ def listen(bind: str, port: int) -> socket.socket:
         raise InvalidInput("server.bind", f"cannot listen on {bind}:{port}: {exc.strerror or exc}") from None
     sock.listen(128)
     return sock
+
+
+def check(config: AgentConfig) -> int:
+    """Check the setup without serving or changing anything: token, TLS, a fresh report.
+
+    Print the report and the first problem an init would find; return 0 when the host is clean.
+    """
+    from hostagent.libvirt_hypervisor import LibvirtHypervisor
+
+    read_token(config.token_file)
+    if config.server.tls_cert_file is not None and config.server.tls_key_file is not None:
+        check_tls(config.server.tls_cert_file, config.server.tls_key_file)
+    hypervisor = LibvirtHypervisor(config.libvirt.uri)
+    try:
+        host = HostView(config, hypervisor, utcnow)
+        observation = host.observe()
+        problem = host.verdict(observation)
+    finally:
+        hypervisor.close()
+    print(json.dumps(observation.body(config.host_id), indent=2))
+    if problem is None:
+        print(f"host {config.host_id}: clean; an init would answer ok")
+        return 0
+    print(f"host {config.host_id}: {problem.reason.value}: {problem.detail}")
+    return 1
 
 
 def run(config: AgentConfig, *, bind: str | None = None, port: int | None = None) -> None:

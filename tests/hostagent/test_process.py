@@ -22,8 +22,8 @@ class Agents:
         self.log_dir = log_dir
         self.procs: list[Proc] = []
 
-    def start(self, config: Path) -> Proc:
-        proc = start_agent(config, self.log_dir)
+    def start(self, config: Path, *args: str) -> Proc:
+        proc = start_agent(config, self.log_dir, "agent", *args)
         self.procs.append(proc)
         return proc
 
@@ -188,3 +188,17 @@ def test_tls_serves_verified_https_only(tree: HostTree, agents: Agents) -> None:
     cert.write_text("not a certificate\n")
     said = agents.refused(config)
     assert "server.tls_cert_file" in said and "does not load" in said
+
+
+def test_check_prints_a_fresh_report_and_says_whether_the_host_is_clean(
+    tree: HostTree, agents: Agents
+) -> None:
+    config = tree.write_config()
+    clean = agents.start(config, "--check")
+    assert clean.popen.wait(30) == 0, clean.log()
+    assert '"storage_domains"' in clean.log() and "clean; an init would answer ok" in clean.log()
+    tree.set_link("eth1", "down", None)
+    faulty = agents.start(config, "--check")
+    assert faulty.popen.wait(30) == 1
+    assert "network_interface_down: network storage: interface eth1 is down" in faulty.log()
+    assert not (tree.root / "state").exists()  # a check changes nothing
