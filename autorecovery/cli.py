@@ -191,6 +191,23 @@ def cmd_api(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    """Run the host agent (agent protocol v2 on libvirt) on this hypervisor."""
+    try:
+        from hostagent.config import load_config
+        from hostagent.daemon import check, run
+        from hostagent.libvirt_hypervisor import LibvirtHypervisor  # noqa: F401 - fail early, with advice
+    except ImportError as exc:  # libvirt-python is an extra: say how to get it
+        print(f"autorecovery: the agent needs {exc.name}: pip install 'autorecovery[agent]'", file=sys.stderr)
+        return EXIT_ERROR
+    config = load_config(args.config)
+    if args.check:
+        return check(config)
+    logging.getLogger().setLevel(logging.INFO)
+    run(config, bind=args.bind, port=args.port)
+    return EXIT_OK
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     """Run everything: embedded servers when no URL is set, simulator, worker, beat, API."""
     from harness.up import UpOptions, run_up
@@ -267,6 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
     tick.set_defaults(handler=cmd_tick)
     sub.add_parser("api", help="serve the HTTP API").set_defaults(handler=cmd_api)
     _add_agent_check(sub)
+
+    agent = sub.add_parser("agent", help="run the host agent on this KVM host (needs the agent extra)")
+    agent.add_argument(
+        "--config", type=Path, default=Path("/etc/autorecovery/agent.toml"), help="its TOML file"
+    )
+    agent.add_argument("--bind", default=None, help="address to listen on (default: the config's)")
+    agent.add_argument("--port", type=int, default=None, help="port (default: the config's; 0: a free one)")
+    agent.add_argument(
+        "--check", action="store_true", help="check the setup, print a fresh report, exit (changes nothing)"
+    )
+    agent.set_defaults(handler=cmd_agent)
 
     sim = sub.add_parser("sim", help="the fleet simulator")
     sim_sub = sim.add_subparsers(dest="sim_command", required=True, metavar="SIM_COMMAND")

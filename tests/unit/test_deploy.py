@@ -121,6 +121,9 @@ def test_only_the_api_gets_tokens_and_only_flower_its_password() -> None:
         text = yaml.safe_dump(doc)
         assert "autorecovery-api" not in text and "autorecovery-flower" not in text
     units = {p.name: p.read_text() for p in SYSTEMD.glob("*.service")}
+    # The host agent runs on each hypervisor, not beside the product: it reads its own config.
+    agent = units.pop("autorecovery-agent.service")
+    assert "EnvironmentFile=" not in agent and "--config /etc/autorecovery/agent.toml" in agent
     for name, text in units.items():
         files = re.findall(r"^EnvironmentFile=(\S+)", text, re.MULTILINE)
         assert files[0] == "/etc/autorecovery/common.env", name

@@ -1,0 +1,285 @@
+"""The host as its agent sees it: a fresh report, and the init that brings it up.
+
+The verdict on a fresh report is the product's own assessment (``models.assessment.assess``)
+against the requirements in the agent's config, so the agent answers ``ok`` exactly when the
+product would find the host clean; the agent adds the detail naming the object.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from functools import partial
+from typing import Any, Literal
+
+from hostagent.config import AgentConfig
+from hostagent.hypervisor import Hypervisor, HypervisorError, ObjectState
+from hostagent.probes import (
+    Bounded,
+    BoundedProber,
+    check_interface,
+    has_kvm_device,
+    read_cpu_flags,
+    read_mem_available_mb,
+)
+from models.assessment import Problem, assess
+from models.domain import Cluster, Reason, Report
+
+log = logging.getLogger(__name__)
+
+Lane = Literal["report", "init"]
+
+#: The verdict's report is fresh by construction; any age limit above zero will do.
+_FRESH_S = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One look at the host: the report's fields and, per failing object, what is wrong."""
+
+    at: datetime
+    kvm: bool
+    version: str
+    cpu_flags: frozenset[str]
+    networks: dict[str, bool]
+    storage_domains: dict[str, bool]
+    vms_running: int
+    mem_free_mb: int
+    problems: dict[str, Problem] = field(default_factory=dict)
+
+    def body(self, host_id: str) -> dict[str, Any]:
+        """The report's JSON fields (protocol v1 shape plus ``details`` for people)."""
+        return {
+            "host_id": host_id,
+            "reported_at": self.at.isoformat().replace("+00:00", "Z"),
+            "kvm": self.kvm,
+            "version": self.version,
+            "cpu_flags": sorted(self.cpu_flags),
+            "networks": self.networks,
+            "storage_domains": self.storage_domains,
+            "vms_running": self.vms_running,
+            "mem_free_mb": self.mem_free_mb,
+            "details": {key: p.detail for key, p in sorted(self.problems.items())},
+        }
+
+
+def _key(problem: Problem) -> str:
+    if problem.reason is Reason.KVM_NOT_RUNNING:
+        return "kvm"
+    kind = "storage_domain" if problem.reason is Reason.STORAGE_DOMAIN_UNREACHABLE else "network"
+    return f"{kind}:{problem.subject}"
+
+
+@dataclass(frozen=True, slots=True)
+class LibvirtFacts:
+    """What libvirt said in one look; a string in place of a state says why it could not."""
+
+    version: str
+    cpu_flags: frozenset[str]
+    vms_running: int
+    networks: dict[str, ObjectState | str]
+    pools: dict[str, ObjectState | str]
+
+
+def _state_of(query: Callable[[str], ObjectState], name: str) -> ObjectState | str:
+    try:
+        return query(name)
+    except HypervisorError as exc:
+        return str(exc)
+
+
+class HostView:
+    """Observes the host and runs its init, through the ``Hypervisor`` and the probe paths."""
+
+    def __init__(self, config: AgentConfig, hypervisor: Hypervisor, clock: Callable[[], datetime]) -> None:
+        self.config = config
+        self.hypervisor = hypervisor
+        self.clock = clock
+        # Two lanes: a look for the init never joins a report's look begun before the init
+        # changed the host (it would see a pool as it was before the init started it).
+        self._probers = {lane: BoundedProber(config.probes.storage_timeout_s) for lane in ("report", "init")}
+        self._libvirt: Bounded[str, LibvirtFacts | str] = Bounded(config.libvirt.timeout_s)
+
+    def observe(self, lane: Lane = "report") -> Observation:
+        """Take a fresh look at the host (at most about the libvirt and storage timeouts)."""
+        cpuinfo_flags = None
+        if self.config.probes.cpu_flags_from == "cpuinfo":
+            cpuinfo_flags = read_cpu_flags(self.config.probes.cpuinfo)
+        facts = self._ask_libvirt(lane, with_cpu_flags=cpuinfo_flags is None)
+        problems: dict[str, Problem] = {}
+        kvm = self._kvm(facts, problems)
+        live = facts if isinstance(facts, LibvirtFacts) else None
+        return Observation(
+            at=self.clock(),
+            kvm=kvm,
+            version=self.config.version or (live.version if live else ""),
+            cpu_flags=cpuinfo_flags if cpuinfo_flags is not None else live.cpu_flags if live else frozenset(),
+            networks={name: self._network(name, facts, problems) for name in sorted(self.config.networks)},
+            storage_domains=self._storage_domains(self._probers[lane], facts, problems),
+            vms_running=live.vms_running if live else 0,
+            mem_free_mb=read_mem_available_mb(self.config.probes.meminfo),
+            problems=problems,
+        )
+
+    def _ask_libvirt(self, lane: Lane, with_cpu_flags: bool) -> LibvirtFacts | str:
+        """All the report needs from libvirt, in one bounded call (libvirtd may hang)."""
+        answer = self._libvirt.run_all({lane: lambda: self._libvirt_facts(with_cpu_flags)})[lane]
+        if answer is None:
+            return f"libvirt {self.hypervisor.uri} did not answer within {self._libvirt.timeout_s:g}s"
+        return answer
+
+    def _libvirt_facts(self, with_cpu_flags: bool) -> LibvirtFacts | str:
+        hv = self.hypervisor
+        if not hv.is_alive():
+            return f"libvirt {hv.uri} does not answer"
+        try:
+            version = hv.version()
+            cpu_flags = hv.cpu_flags() if with_cpu_flags else frozenset()
+            vms_running = hv.running_domains()
+        except HypervisorError as exc:
+            return str(exc)
+        wanted_nets = {n.libvirt_network for n in self.config.networks.values() if n.libvirt_network}
+        wanted_pools = {d.pool for d in self.config.storage_domains.values()}
+        return LibvirtFacts(
+            version=version,
+            cpu_flags=cpu_flags,
+            vms_running=vms_running,
+            networks={name: _state_of(hv.network, name) for name in sorted(wanted_nets)},
+            pools={name: _state_of(hv.pool, name) for name in sorted(wanted_pools)},
+        )
+
+    def _kvm(self, facts: LibvirtFacts | str, problems: dict[str, Problem]) -> bool:
+        device = self.config.probes.kvm_device
+        if not has_kvm_device(device):
+            problems["kvm"] = Problem(Reason.KVM_NOT_RUNNING, f"{device} is missing (kvm module not loaded?)")
+        elif isinstance(facts, str):
+            problems["kvm"] = Problem(Reason.KVM_NOT_RUNNING, facts)
+        return "kvm" not in problems
+
+    def _network(self, name: str, facts: LibvirtFacts | str, problems: dict[str, Problem]) -> bool:
+        wanted = self.config.networks[name]
+        problem: Problem | None = None
+        if wanted.libvirt_network is not None:
+            state = facts if isinstance(facts, str) else facts.networks[wanted.libvirt_network]
+            if isinstance(state, str):
+                problem = Problem(Reason.NETWORK_UNREACHABLE, f"network {name}: {state}", name)
+            elif not state.active:
+                seen = "is inactive" if state.defined else "is not defined"
+                detail = f"network {name}: libvirt network {wanted.libvirt_network} {seen}"
+                problem = Problem(Reason.NETWORK_UNREACHABLE, detail, name)
+        if problem is None and wanted.interface is not None:
+            link = check_interface(self.config.probes.sys_class_net, wanted.interface)
+            if not link.ok:
+                missing = link.detail.endswith("not found")
+                reason = Reason.NETWORK_UNREACHABLE if missing else Reason.NETWORK_INTERFACE_DOWN
+                problem = Problem(reason, f"network {name}: {link.detail}", name)
+        if problem is not None:
+            problems[f"network:{name}"] = problem
+        return problem is None
+
+    def _storage_domains(
+        self, prober: BoundedProber, facts: LibvirtFacts | str, problems: dict[str, Problem]
+    ) -> dict[str, bool]:
+        to_probe = {}
+        for sd, wanted in sorted(self.config.storage_domains.items()):
+            state = facts if isinstance(facts, str) else facts.pools[wanted.pool]
+            if isinstance(state, str):
+                detail = f"storage domain {sd}: {state}"
+            elif not state.defined or not state.active or state.target is None:
+                seen = (
+                    "is not defined"
+                    if not state.defined
+                    else "is inactive"
+                    if not state.active
+                    else "has no target"
+                )
+                detail = f"storage domain {sd}: pool {wanted.pool} {seen}"
+            else:
+                to_probe[sd] = state.target
+                continue
+            problems[f"storage_domain:{sd}"] = Problem(Reason.STORAGE_DOMAIN_UNREACHABLE, detail, sd)
+        answers = prober.check_all(to_probe.values())
+        for sd, path in to_probe.items():
+            if not answers[path].ok:
+                pool = self.config.storage_domains[sd].pool
+                detail = f"storage domain {sd}: pool {pool}: {answers[path].detail}"
+                problems[f"storage_domain:{sd}"] = Problem(Reason.STORAGE_DOMAIN_UNREACHABLE, detail, sd)
+        return {sd: f"storage_domain:{sd}" not in problems for sd in sorted(self.config.storage_domains)}
+
+    def verdict(self, observation: Observation, failures: dict[str, Problem] | None = None) -> Problem | None:
+        """The first problem the product's assessment finds in ``observation``, named precisely."""
+        report = Report(
+            host_id=self.config.host_id,
+            reported_at=observation.at,
+            kvm=observation.kvm,
+            version=observation.version,
+            cpu_flags=observation.cpu_flags,
+            networks=observation.networks,
+            storage_domains=observation.storage_domains,
+        )
+        cluster = Cluster(
+            id="this-host",
+            required_networks=self.config.required_networks(),
+            storage_domains=self.config.required_storage_domains(),
+            min_version=self.config.init.min_version,
+            cpu_flags=frozenset(self.config.init.cpu_flags),
+        )
+        found = assess(report, cluster, observation.at, _FRESH_S).primary
+        if found is None:
+            return None
+        key = _key(found)
+        return (failures or {}).get(key) or observation.problems.get(key) or found
+
+    def initialize(self) -> Problem | None:
+        """Connect every required storage domain, bring up every required network, then judge.
+
+        Returns None when a fresh report is clean, else the problem that keeps the host out.
+        """
+        failures: dict[str, Problem] = {}
+        for sd in sorted(self.config.required_storage_domains()):
+            self._start_pool(sd, failures)
+        for name in sorted(self.config.required_networks()):
+            wanted = self.config.networks[name].libvirt_network
+            if wanted is not None:
+                what = f"network {name}: cannot start libvirt network {wanted}"
+                failure = Problem(Reason.NETWORK_UNREACHABLE, what, name)
+                self._attempt(
+                    partial(self.hypervisor.start_network, wanted), failure, f"network:{name}", failures
+                )
+        self._test_delay()
+        return self.verdict(self.observe("init"), failures)
+
+    def connect(self, sd: str) -> Problem | None:
+        """Connect one storage domain (start or refresh its pool) and check that it answers."""
+        failures: dict[str, Problem] = {}
+        self._start_pool(sd, failures)
+        self._test_delay()
+        observation = self.observe("init")
+        if observation.storage_domains.get(sd):
+            return None
+        key = f"storage_domain:{sd}"
+        return failures.get(key) or observation.problems[key]
+
+    def _start_pool(self, sd: str, failures: dict[str, Problem]) -> None:
+        pool = self.config.storage_domains[sd].pool
+        failure = Problem(
+            Reason.STORAGE_DOMAIN_UNREACHABLE, f"storage domain {sd}: cannot start pool {pool}", sd
+        )
+        self._attempt(partial(self.hypervisor.start_pool, pool), failure, f"storage_domain:{sd}", failures)
+
+    def _attempt(
+        self, action: Callable[[], None], failure: Problem, key: str, failures: dict[str, Problem]
+    ) -> None:
+        """Run one step of an init; on failure keep ``failure`` with libvirt's words appended."""
+        try:
+            action()
+        except HypervisorError as exc:
+            failures[key] = replace(failure, detail=f"{failure.detail}: {exc}")
+            log.warning("host %s: %s", self.config.host_id, failures[key].detail)
+
+    def _test_delay(self) -> None:
+        if self.config.testing.init_delay_s:  # [testing] init_delay_s: slow inits on purpose
+            time.sleep(self.config.testing.init_delay_s)

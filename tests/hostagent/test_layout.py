@@ -1,0 +1,41 @@
+"""The agent stands alone: no product server code, no test tools; its protocol core stays portable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hostagent
+from tests.unit.test_architecture import _imports_of as imports_of
+
+PACKAGE = Path(hostagent.__file__).parent
+
+
+def test_the_agent_imports_no_product_server_code_and_no_test_tools() -> None:
+    forbidden = ("harness", "bench", "tests", "workers", "api", "autorecovery", "celery", "psycopg", "redis")
+    found = [
+        f"{path.name}: {name}"
+        for path in sorted(PACKAGE.glob("*.py"))
+        for name in imports_of(path)
+        if name.split(".")[0] in forbidden
+    ]
+    assert found == []
+
+
+def test_the_protocol_core_needs_neither_libvirt_nor_a_web_framework() -> None:
+    """The fleet simulator reuses hostagent.protocol and hostagent.persist as they are."""
+    for module in ("protocol.py", "persist.py"):
+        roots = {name.split(".")[0] for name in imports_of(PACKAGE / module)}
+        assert roots <= {
+            "__future__",
+            "copy",
+            "json",
+            "os",
+            "threading",
+            "collections",
+            "dataclasses",
+            "datetime",
+            "pathlib",
+            "typing",
+            "hostagent",
+            "models",
+        }, roots
