@@ -67,30 +67,93 @@ def test_slow_inits_on_v1_agents_never_overlap_and_every_host_ends_up(
             proc.stop()
 
 
+def test_slow_inits_on_v2_agents_are_asked_about_never_repeated_and_every_host_ends_up(
+    sim: Any, servers: Any, logs: Path, app_module: Any, deps: Any
+) -> None:
+    client = sim(hosts=3, protocol=2)
+    hosts = sorted(h["id"] for h in client.fleet()["hosts"])
+    client.inject("init_delay", all_hosts=True, seconds=INIT_DELAY_S)
+    procs = [start_worker(servers.env(**SLOW), logs, concurrency=2, name=f"slow2-{i}") for i in range(2)]
+    try:
+
+        def all_up() -> bool:
+            send_ticks(app_module, deps, copies=2)  # duplicate beats
+            return set(statuses(deps).values()) == {"up"}
+
+        wait_for(all_up, 40, "every host up", interval_s=0.5)
+        # Each init outlived the 1 s init timeout; the activation asked the agent instead of
+        # counting a failure or sending another: one init per host, none beside another.
+        calls = client.inits()
+        assert sorted(c["host_id"] for c in calls if c["outcome"] == "ok") == hosts
+        assert client.overlaps()["count"] == 0
+        with deps.db.transaction() as conn:
+            asked = conn.execute(
+                "SELECT object_id, details FROM audit_log WHERE event = 'init_outcome_asked'"
+            ).fetchall()
+        assert {a["object_id"] for a in asked} == set(hosts)
+        assert all("outcome unknown, asked the agent, done: ok" in str(a["details"]) for a in asked)
+        for host_id in hosts:
+            row = host_status(deps, host_id)
+            assert (row["init_hold_until"], row["failures"], row["quarantined_at"]) == (None, 0, None)
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
 KILLED = {**SLOW, "AUTORECOVERY_INIT_TIMEOUT_S": "5", "AUTORECOVERY_INIT_MAX_S": "5"}
 
 
-def test_a_worker_killed_during_init_is_taken_over_once_its_lock_expires(
+def _kill_during_init(
+    sim: Any, servers: Any, logs: Path, app_module: Any, deps: Any, protocol: int
+) -> tuple[Any, Any]:
+    """One host, a slow init, its worker process killed mid-init; return the simulator and worker."""
+    client = sim(hosts=1, protocol=protocol)
+    client.inject("init_delay", hosts=["h-0001"], seconds=INIT_DELAY_S)
+    proc = start_worker(servers.env(**KILLED), logs, concurrency=1, name=f"killed-v{protocol}")
+    send_ticks(app_module, deps)
+    wait_for(lambda: host_status(deps, "h-0001")["status"] == "initializing", 20, "the init to start")
+    wait_for(lambda: len(client.inits("h-0001")) == 1, 10, "the init call")
+    [child] = proc.children()
+    os.kill(child, signal.SIGKILL)  # the pool process dies mid-init; its message is requeued
+    # The redelivery waits for the dead holder's lock (its TTL), then takes over.
+    wait_for(lambda: host_status(deps, "h-0001")["status"] == "up", 60, "the takeover")
+    return client, proc
+
+
+def _activations(deps: Any) -> list[tuple[str, str]]:
+    with deps.db.transaction() as conn:
+        acts = conn.execute("SELECT state, outcome FROM activations").fetchall()
+    return [(a["state"], a["outcome"]) for a in acts]
+
+
+def test_a_worker_killed_during_init_on_a_v1_agent_is_taken_over_once_its_lock_expires(
     sim: Any, servers: Any, logs: Path, app_module: Any, deps: Any
 ) -> None:
-    client = sim(hosts=1)
-    client.inject("init_delay", hosts=["h-0001"], seconds=INIT_DELAY_S)
-    proc = start_worker(servers.env(**KILLED), logs, concurrency=1, name="killed")
+    client, proc = _kill_during_init(sim, servers, logs, app_module, deps, protocol=1)
     try:
-        send_ticks(app_module, deps)
-        wait_for(lambda: host_status(deps, "h-0001")["status"] == "initializing", 20, "the init to start")
-        wait_for(lambda: len(client.inits("h-0001")) == 1, 10, "the init call")
-        [child] = proc.children()
-        os.kill(child, signal.SIGKILL)  # the pool process dies mid-init; its message is requeued
-
-        # The redelivery waits for the dead holder's lock (its TTL), then takes over.
-        wait_for(lambda: host_status(deps, "h-0001")["status"] == "up", 60, "the takeover")
-        with deps.db.transaction() as conn:
-            acts = conn.execute("SELECT state, outcome, fence FROM activations").fetchall()
-        assert [(a["state"], a["outcome"]) for a in acts] == [("succeeded", "up")]
+        assert _activations(deps) == [("succeeded", "up")]
+        # A v1 agent cannot be asked: the takeover inits again, with a higher fence, after the first.
         fences = [c["fence"] for c in client.inits("h-0001")]
         assert len(fences) == 2 and fences[1] > fences[0]
         assert client.overlaps()["count"] == 0
         assert "LockBusyRetry" in proc.log() or "retrying in" in proc.log()
+    finally:
+        proc.stop()
+
+
+def test_a_worker_killed_during_init_on_a_v2_agent_is_finished_by_asking_not_by_a_second_init(
+    sim: Any, servers: Any, logs: Path, app_module: Any, deps: Any
+) -> None:
+    client, proc = _kill_during_init(sim, servers, logs, app_module, deps, protocol=2)
+    try:
+        assert _activations(deps) == [("succeeded", "up")]
+        # The init went on on the host after its caller died; the takeover asked how it went.
+        assert [c["outcome"] for c in client.inits("h-0001")] == ["ok"]
+        assert client.overlaps()["count"] == 0
+        with deps.db.transaction() as conn:
+            asked = conn.execute(
+                "SELECT details FROM audit_log WHERE event = 'init_outcome_asked' AND object_id = 'h-0001'"
+            ).fetchall()
+        assert asked and "done: ok" in str(asked[-1]["details"])
     finally:
         proc.stop()
