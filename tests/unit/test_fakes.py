@@ -20,10 +20,14 @@ MODULES: dict[str, ModuleType] = {f.name: getattr(PG_REPOS, f.name) for f in fie
 
 
 def public_functions(module: ModuleType) -> dict[str, object]:
+    """The repository's functions: its own, or those its ``__all__`` names (parts re-exported)."""
+    exported = set(getattr(module, "__all__", ()))
     return {
         name: obj
         for name, obj in vars(module).items()
-        if inspect.isfunction(obj) and obj.__module__ == module.__name__ and not name.startswith("_")
+        if inspect.isfunction(obj)
+        and not name.startswith("_")
+        and (obj.__module__ == module.__name__ or name in exported)
     }
 
 

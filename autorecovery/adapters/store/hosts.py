@@ -1,18 +1,29 @@
-"""Clusters, hosts and latest reports; batched statements take JSON arrays of rows."""
+"""Hosts and their latest reports; batched statements take JSON arrays of rows.
+
+The hosts repository also serves clusters (``clusters.py``) and fences (``fences.py``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from autorecovery.adapters.store.clusters import all_clusters as all_clusters
+from autorecovery.adapters.store.clusters import delete_cluster as delete_cluster
+from autorecovery.adapters.store.clusters import get_cluster as get_cluster
+from autorecovery.adapters.store.clusters import upsert_cluster as upsert_cluster
 from autorecovery.adapters.store.db import Conn, run
-from autorecovery.adapters.store.rows import cluster_from_row, host_row, report_to_json
+from autorecovery.adapters.store.fences import FencePush as FencePush
+from autorecovery.adapters.store.fences import clear_fence_pending as clear_fence_pending
+from autorecovery.adapters.store.fences import hold_init as hold_init
+from autorecovery.adapters.store.fences import pending_fences as pending_fences
+from autorecovery.adapters.store.fences import raise_fence as raise_fence
+from autorecovery.adapters.store.rows import host_row, report_to_json
 from autorecovery.ports import HostRow as HostRow  # re-exported: callers import it from here
-from models.domain import Cluster, Report
+from models.domain import Report
 from models.policy import Decision, Transition
 
 _HOST_WITH_REPORT = """
@@ -38,41 +49,6 @@ def _host_rows(rows: list[dict[str, Any]]) -> list[HostRow]:
     return [host_row(row) for row in rows]
 
 
-def all_clusters(conn: Conn) -> dict[str, Cluster]:
-    """Return every cluster by id."""
-    rows = run(conn, "SELECT * FROM clusters ORDER BY id").fetchall()
-    return {row["id"]: cluster_from_row(row) for row in rows}
-
-
-def get_cluster(conn: Conn, cluster_id: str) -> Cluster | None:
-    """Return one cluster, or None."""
-    row = run(conn, "SELECT * FROM clusters WHERE id = %(id)s", {"id": cluster_id}).fetchone()
-    return cluster_from_row(row) if row else None
-
-
-def upsert_cluster(conn: Conn, cluster: Cluster) -> bool:
-    """Create or update a cluster's requirements; return True when it was created."""
-    row = run(
-        conn,
-        """
-        INSERT INTO clusters (id, required_networks, storage_domains, min_version, cpu_flags)
-        VALUES (%(id)s, %(nets)s, %(sds)s, %(ver)s, %(flags)s)
-        ON CONFLICT (id) DO UPDATE SET required_networks = EXCLUDED.required_networks,
-            storage_domains = EXCLUDED.storage_domains, min_version = EXCLUDED.min_version,
-            cpu_flags = EXCLUDED.cpu_flags
-        RETURNING (xmax = 0) AS created
-        """,
-        {
-            "id": cluster.id,
-            "nets": sorted(cluster.required_networks),
-            "sds": sorted(cluster.storage_domains),
-            "ver": cluster.min_version,
-            "flags": sorted(cluster.cpu_flags),
-        },
-    ).fetchone()
-    return bool(row and row["created"])
-
-
 def insert_host(
     conn: Conn, host_id: str, cluster_id: str, agent_url: str, now: datetime, *, adopt: bool = False
 ) -> bool:
@@ -96,23 +72,6 @@ def existing_ids(conn: Conn, host_ids: Sequence[str]) -> set[str]:
     """Return which of ``host_ids`` are registered."""
     rows = run(conn, "SELECT id FROM hosts WHERE id = ANY(%(ids)s)", {"ids": list(host_ids)}).fetchall()
     return {row["id"] for row in rows}
-
-
-def delete_cluster(conn: Conn, cluster_id: str) -> str:
-    """Delete a cluster that has no host; return ``deleted``, ``has_hosts`` or ``missing``."""
-    row = run(
-        conn, "SELECT id FROM clusters WHERE id = %(id)s FOR UPDATE", {"id": cluster_id}
-    ).fetchone()
-    if row is None:
-        return "missing"
-    # The FOR UPDATE above makes a concurrent insert_host into this cluster wait (its foreign
-    # key check takes a share lock on the row), so the count cannot go stale before the delete.
-    if run(conn, "SELECT 1 FROM hosts WHERE cluster_id = %(id)s LIMIT 1", {"id": cluster_id}).fetchone():
-        return "has_hosts"
-    # Its pause goes with it (pauses name their scope, no foreign key); incidents cascade.
-    run(conn, "DELETE FROM pauses WHERE scope = %(id)s", {"id": cluster_id})
-    run(conn, "DELETE FROM clusters WHERE id = %(id)s", {"id": cluster_id})
-    return "deleted"
 
 
 def get_host(conn: Conn, host_id: str, *, for_update: bool = False) -> HostRow | None:
@@ -331,71 +290,6 @@ def set_agent_url(conn: Conn, host_id: str, agent_url: str) -> str | None:
     return str(row["agent_url"])
 
 
-def raise_fence(conn: Conn, host_id: str, fence: int, at_least: int) -> bool:
-    """Move a host's fence counter up to ``at_least`` while it is still ``fence``.
-
-    The agent must learn the new fence too (a paused holder would otherwise still reach it):
-    the host is marked for the tick's push (``pending_fences``) in the same statement.
-    """
-    cur = run(
-        conn,
-        """
-        UPDATE hosts SET fence = GREATEST(fence, %(to)s), agent_fence_pending = true
-        WHERE id = %(id)s AND fence = %(fence)s
-        """,
-        {"id": host_id, "fence": fence, "to": at_least},
-    )
-    return cur.rowcount == 1
-
-
-@dataclass(frozen=True, slots=True)
-class FencePush:
-    """A fence the host's agent has not been told yet."""
-
-    host_id: str
-    agent_url: str
-    fence: int
-
-
-def pending_fences(conn: Conn, limit: int) -> list[FencePush]:
-    """Return up to ``limit`` hosts whose agent has not learnt their fence yet, by id."""
-    rows = run(
-        conn,
-        """
-        SELECT id, agent_url, fence FROM hosts WHERE agent_fence_pending
-        ORDER BY id LIMIT %(limit)s
-        """,
-        {"limit": limit},
-    ).fetchall()
-    return [FencePush(r["id"], r["agent_url"], int(r["fence"])) for r in rows]
-
-
-def clear_fence_pending(conn: Conn, pushed: Sequence[FencePush]) -> int:
-    """Clear the mark of hosts whose agent learnt the fence, unless it moved on since."""
-    if not pushed:
-        return 0
-    cur = run(
-        conn,
-        """
-        UPDATE hosts h SET agent_fence_pending = false
-        FROM jsonb_to_recordset(%(rows)s) AS v(host_id text, fence bigint)
-        WHERE h.id = v.host_id AND h.fence = v.fence AND h.agent_fence_pending
-        """,
-        {"rows": Jsonb([{"host_id": p.host_id, "fence": p.fence} for p in pushed])},
-    )
-    return cur.rowcount
-def hold_init(conn: Conn, host_id: str, until: datetime) -> bool:
-    """Give a host no new init before ``until`` (an init's outcome was not seen); never shortens."""
-    cur = run(
-        conn,
-        """
-        UPDATE hosts SET init_hold_until = GREATEST(init_hold_until, %(until)s) WHERE id = %(id)s
-        """,
-        {"id": host_id, "until": until},
-    )
-    return cur.rowcount == 1
-
-
 def delete_host(conn: Conn, host_id: str) -> bool:
     """Delete a host with no activation in flight; return True when deleted."""
     cur = run(
@@ -414,3 +308,32 @@ def count_by_status(conn: Conn) -> dict[str, int]:
     """Return the number of hosts in each status."""
     rows = run(conn, "SELECT status, count(*) AS n FROM hosts GROUP BY status").fetchall()
     return {row["status"]: int(row["n"]) for row in rows}
+
+
+#: The hosts repository: this module's functions and those of ``clusters`` and ``fences``.
+__all__ = [
+    "FencePush",
+    "HostRow",
+    "all_clusters",
+    "apply_transitions",
+    "batch_after",
+    "batch_between",
+    "clear_fence_pending",
+    "count_by_status",
+    "delete_cluster",
+    "delete_host",
+    "existing_ids",
+    "get_cluster",
+    "get_host",
+    "hold_init",
+    "insert_host",
+    "list_hosts",
+    "pending_fences",
+    "raise_fence",
+    "record_decisions",
+    "set_agent_url",
+    "set_autorecovery",
+    "set_status",
+    "upsert_cluster",
+    "upsert_reports",
+]
