@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -85,6 +86,15 @@ def cmd_api(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_check_flower_auth(args: argparse.Namespace) -> int:
+    """Refuse (exit 2) an empty, malformed or weak FLOWER_BASIC_AUTH; run before Flower."""
+    from autorecovery.flower_auth import FLOWER_VAR, check_flower_auth
+
+    users = check_flower_auth(os.environ.get(FLOWER_VAR, ""))
+    print(f"{FLOWER_VAR}: {len(users)} user(s) ({', '.join(users)}), every password strong enough")
+    return EXIT_OK
+
+
 def cmd_agent(args: argparse.Namespace) -> int:
     """Run the host agent (agent protocol v2 on libvirt) on this hypervisor."""
     try:
@@ -117,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     tick.add_argument("--json", action="store_true", help="one line of JSON")
     tick.set_defaults(handler=cmd_tick)
     sub.add_parser("api", help="serve the HTTP API").set_defaults(handler=cmd_api)
+    sub.add_parser(
+        "check-flower-auth", help="refuse a missing, malformed or weak FLOWER_BASIC_AUTH (before Flower)"
+    ).set_defaults(handler=cmd_check_flower_auth)
     add_tool_commands(sub)
 
     agent = sub.add_parser("agent", help="run the host agent on this KVM host (needs the agent extra)")

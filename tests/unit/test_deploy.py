@@ -169,3 +169,35 @@ def test_units_verify(tmp_path: Path) -> None:
         if line and "/opt/autorecovery/bin/" not in line
     ]
     assert problems == []
+
+
+def _flower_commands() -> dict[str, str]:
+    """How each deploy file starts Flower, as one line of shell."""
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]["flower"]["command"]
+    pod = _docs(K8S / "flower.yaml")[0]["spec"]["template"]["spec"]
+    assert "initContainers" not in pod  # the check runs in Flower's own container, below
+    unit = (SYSTEMD / "autorecovery-flower.service").read_text().replace("\\\n", " ")
+    service = "\n".join(re.findall(r"^(ExecStart(?:Pre)?=.*)$", unit, re.MULTILINE))
+    return {"compose": " ".join(compose), "kubernetes": " ".join(pod["containers"][0]["command"]),
+            "systemd": service}
+
+
+@pytest.mark.parametrize("where", ["compose", "kubernetes", "systemd"])
+def test_flower_starts_only_after_its_password_is_checked(where: str) -> None:
+    """`autorecovery check-flower-auth` runs first, and Flower only when it exits 0."""
+    from autorecovery.cli import build_parser, cmd_check_flower_auth
+
+    command = _flower_commands()[where]
+    check = re.search(r"\bautorecovery (check-flower-auth)\b", command)
+    flower = re.search(r"\bcelery -A workers flower\b", command)
+    assert check and flower and check.start() < flower.start(), command
+    assert build_parser().parse_args([check.group(1)]).handler is cmd_check_flower_auth
+    if where == "systemd":  # a failing ExecStartPre stops the unit before ExecStart
+        assert re.search(r"^ExecStartPre=/opt/autorecovery/bin/autorecovery check-flower-auth$", command,
+                         re.MULTILINE)
+        assert re.search(r"^ExecStart=/opt/autorecovery/bin/celery -A workers flower", command, re.MULTILINE)
+        assert "test -n" not in command
+    else:  # one shell: Flower only after the check succeeded, then in the shell's place
+        assert command.startswith("sh -c autorecovery check-flower-auth && exec celery -A workers flower ")
+    for flag in ("--purge_offline_workers=600", "--max_tasks=20000", "--port=5555"):
+        assert flag in command
