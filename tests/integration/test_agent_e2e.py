@@ -284,3 +284,61 @@ def test_a_frozen_holder_reaped_past_its_lock_runs_no_init_on_a_real_agent(
         for proc in (frozen, ticker, second):
             if proc is not None:
                 proc.stop()
+
+
+def test_a_stopped_pool_is_never_started_by_an_automatic_activation_only_by_a_forced_one(
+    api: ApiServer, tmp_path: Path, product_env: Any, logs: Path, app_module: Any, deps: Any
+) -> None:
+    """Confirms a limit: a stopped pool reads unreachable, so only ``force`` sends the init.
+
+    The agent runs in this process (real code, real HTTP) so that the test can stop the pool
+    through the agent's own libvirt connection, which a test:/// node requires.
+    """
+    require_libvirt()
+    from tests.hostagent.conftest import serve_agent
+
+    tree = make_tree(tmp_path / "kvm-s")
+    with serve_agent(tree.config(host_id="kvm-s")) as agent:
+        with api.client("alice") as admin:
+            assert admin.post("/api/v1/clusters", json=CLUSTER).status_code in (200, 201)
+            body = {"id": "kvm-s", "cluster": CLUSTER["id"], "agent_url": agent.url}
+            assert admin.post("/api/v1/hosts", json=body).status_code == 201
+        worker = start_worker(product_env(), logs, concurrency=2, name="stopped-pool")
+        try:
+            tick_until(app_module, deps, lambda: shown(api, "kvm-s")["status"] == "up", "the host up")
+            assert agent.client().get(f"/init/{_only_activation(deps, 'kvm-s')}").json()["ok"] is True
+
+            agent.conn.storagePoolLookupByName("pool-sd1").destroy()
+            tick_until(app_module, deps, lambda: shown(api, "kvm-s")["status"] == "non_operational",
+                       "the host out")
+            assert shown(api, "kvm-s")["reason"] == "storage_domain_unreachable"
+            assert "pool pool-sd1 is inactive" in agent.client().get("/report").json()["details"][
+                "storage_domain:sd-1"]
+            # The init would start the pool, but the report is not clean: no automatic activation.
+            for _ in range(4):
+                send_ticks(app_module, deps)
+            assert shown(api, "kvm-s")["status"] == "non_operational"
+            assert _activation_count(deps, "kvm-s") == 1
+
+            with api.client("alice") as admin:
+                refused = admin.post("/api/v1/hosts/kvm-s/activate")
+                assert refused.status_code == 409 and refused.json()["error"] == "host_has_problems"
+                forced = admin.post("/api/v1/hosts/kvm-s/activate", params={"force": "true", "wait_s": "20"})
+            assert forced.status_code == 200, forced.text
+            assert shown(api, "kvm-s")["status"] == "up"
+            assert agent.conn.storagePoolLookupByName("pool-sd1").isActive() == 1
+            assert _activation_count(deps, "kvm-s") == 2
+        finally:
+            worker.stop()
+
+
+def _only_activation(deps: Any, host_id: str) -> str:
+    with deps.db.transaction() as conn:
+        [row] = conn.execute("SELECT id FROM activations WHERE host_id = %s", (host_id,)).fetchall()
+    return str(row["id"])
+
+
+def _activation_count(deps: Any, host_id: str) -> int:
+    with deps.db.transaction() as conn:
+        row = conn.execute("SELECT count(*) AS n FROM activations WHERE host_id = %s", (host_id,)).fetchone()
+    return int(row["n"]) if row else 0
