@@ -70,10 +70,19 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_tick(args: argparse.Namespace) -> int:
-    """Run one monitoring tick in this process (activations go to the broker)."""
-    import workers
+    """Run one monitoring tick with its batches in this process (activations go to the broker).
 
-    result = workers.container().monitoring.tick()
+    It is a tick like beat's: one sent within the same interval as another is a duplicate and
+    says so instead of running.
+    """
+    import workers
+    from autorecovery.bootstrap import build
+
+    container = build(workers.settings, workers.enqueue_activation, workers.enqueue_storage_activation)
+    try:
+        result = container.monitoring.tick()
+    finally:
+        container.close()
     print(json.dumps(result.as_dict(), indent=None if args.json else 2))
     return EXIT_OK
 
