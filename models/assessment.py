@@ -90,20 +90,20 @@ def assess(
 
     problems: list[Problem] = []
     if not report.kvm:
-        problems.append(Problem(Reason.KVM_NOT_RUNNING, "kvm is not running"))
+        problems.append(Problem(Reason.KVM_NOT_RUNNING, _told(report, "kvm", "kvm is not running")))
     for sd in sorted(cluster.storage_domains):
         state = report.storage_domains.get(sd)
         if state is not True:
             seen = "not reported" if state is None else "unreachable"
-            problems.append(
-                Problem(Reason.STORAGE_DOMAIN_UNREACHABLE, f"storage domain {sd} {seen}", sd)
-            )
+            detail = _told(report, f"storage_domain:{sd}", f"storage domain {sd} {seen}")
+            problems.append(Problem(Reason.STORAGE_DOMAIN_UNREACHABLE, detail, sd))
     for net in sorted(cluster.required_networks):
         state = report.networks.get(net)
         if state is None:
             problems.append(Problem(Reason.NETWORK_UNREACHABLE, f"network {net} not configured", net))
         elif not state:
-            problems.append(Problem(Reason.NETWORK_INTERFACE_DOWN, f"network {net} link down", net))
+            detail = _told(report, f"network:{net}", f"network {net} link down")
+            problems.append(Problem(Reason.NETWORK_INTERFACE_DOWN, detail, net))
     if version_tuple(report.version) < version_tuple(cluster.min_version):
         problems.append(
             Problem(
@@ -117,3 +117,9 @@ def assess(
             Problem(Reason.CPU_INCOMPATIBLE, "missing cpu flags: " + ", ".join(sorted(missing)))
         )
     return Assessment(tuple(problems), age_s)
+
+
+def _told(report: Report, key: str, ours: str) -> str:
+    """Our words for a problem, then what the agent said of that object, when it said anything."""
+    theirs = report.details.get(key)
+    return f"{ours}: {theirs}" if theirs else ours

@@ -155,6 +155,9 @@ class Report:
     protocol: int = 1
     #: The init running on the host, as the agent reports it (v2), else None.
     init: RunningInit | None = None
+    #: What the agent says is wrong, per object (``kvm``, ``storage_domain:<id>``,
+    #: ``network:<name>``): shown after the product's own words in a problem's detail.
+    details: Mapping[str, str] = field(default_factory=dict)
 
 
 def domains_by_status(domains: Mapping[str, StorageDomain], status: DomainStatus) -> frozenset[str]:

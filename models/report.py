@@ -25,6 +25,11 @@ MAX_DEPTH = 32
 DEFAULT_MAX_SKEW_S = 30.0
 
 
+#: The most entries a report's ``details`` may have, and the longest text of one.
+MAX_DETAILS = 256
+MAX_DETAIL_LEN = 500
+
+
 def printable(text: str) -> str:
     """Quote a name for an error message without NULs or lone surrogates (unstorable text)."""
     return text.encode("unicode_escape").decode("ascii")
@@ -123,6 +128,30 @@ def _running_init(data: Mapping[str, Any]) -> RunningInit | None:
     )
 
 
+def parse_details(value: object) -> dict[str, str]:
+    """The optional ``details`` field: what the agent says is wrong, per object, in plain text.
+
+    Control, format and line-breaking characters are escaped: the text reaches the CLI and logs.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise BadReport("details", "must be an object of name to text")
+    if len(value) > MAX_DETAILS:
+        raise BadReport("details", f"must have at most {MAX_DETAILS} entries")
+    found: dict[str, str] = {}
+    for key, text in value.items():
+        label = f"details.{printable(str(key))}"
+        if not isinstance(key, str) or not isinstance(text, str):
+            raise BadReport(label, "must be a string")
+        if len(key) > 2 * MAX_ID_LEN or len(text) > MAX_DETAIL_LEN:
+            raise BadReport(label, f"must be at most {MAX_DETAIL_LEN} characters")
+        check_text(label, key)
+        check_text(label, text)
+        found[key] = "".join(c if c.isprintable() else printable(c) for c in text)
+    return found
+
+
 def parse_time(value: object, name: str = "reported_at") -> datetime:
     """Parse an RFC 3339 time with a zone into an aware UTC datetime."""
     if not isinstance(value, str):
@@ -207,6 +236,7 @@ def parse_report(
         source=source,
         protocol=_protocol(data),
         init=_running_init(data),
+        details=parse_details(data.get("details")),
     )
 
 

@@ -27,6 +27,7 @@ from models.report import (
     MAX_ID_LEN,
     check_host,
     check_not_ahead,
+    parse_details,
     parse_report,
     parse_time,
 )
@@ -53,6 +54,7 @@ class _ReportWire(msgspec.Struct):
     mem_free_mb: _Count
     protocol: Annotated[int, msgspec.Meta(ge=1)] = 1
     init: _InitWire | None = None
+    details: dict[str, str] | None = None
 
 
 _DECODER = msgspec.json.Decoder(_ReportWire)
@@ -161,4 +163,5 @@ def _from_wire(
         source=source,
         protocol=wire.protocol,
         init=init,
+        details=parse_details(wire.details),
     )
