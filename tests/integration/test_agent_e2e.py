@@ -171,8 +171,8 @@ def test_two_real_agents_a_lost_pool_directory_takes_a_host_out_and_an_init_brin
                    "host a out")
         out = shown(api, a.host_id)
         assert out["reason"] == "storage_domain_unreachable", out
-        assert "sd-1" in out["detail"], out
-        # The agent's own report names the libvirt pool behind the domain.
+        # The product's words name the domain; the agent's own (its report's details) the pool.
+        assert "storage domain sd-1" in out["detail"] and "pool-sd1" in out["detail"], out
         details = a.call("GET", "/report").json()["details"]
         assert "pool-sd1" in details["storage_domain:sd-1"], details
         # While it stays unreachable, ticks never activate it: no init reaches the agent.

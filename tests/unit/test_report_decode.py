@@ -132,3 +132,56 @@ def test_the_fast_path_agrees_with_the_validator(changes: dict[str, Any], droppe
     except BadReport as exc:
         got = exc.field
     assert got == expected
+
+
+def test_an_agents_details_follow_the_products_words_in_a_problems_detail() -> None:
+    from models.assessment import assess
+    from models.domain import Cluster
+
+    body = {
+        "host_id": "h1",
+        "reported_at": "2026-11-24T12:00:00Z",
+        "kvm": True,
+        "version": "4.5",
+        "cpu_flags": ["vmx"],
+        "networks": {"mgmt": True},
+        "storage_domains": {"sd-1": False},
+        "vms_running": 0,
+        "mem_free_mb": 1,
+        "details": {"storage_domain:sd-1": "pool pool-sd1: target /srv/sd1 is gone\u202e\n"},
+    }
+    raw = json.dumps(body).encode()
+    report = decode_report(raw, "h1", now=datetime(2026, 11, 24, 12, 0, tzinfo=UTC))
+    assert report == parse_report(body, "h1", now=datetime(2026, 11, 24, 12, 0, tzinfo=UTC))
+    cluster = Cluster("c1", frozenset({"mgmt"}), frozenset({"sd-1"}), "4.5", frozenset({"vmx"}))
+    [problem] = assess(report, cluster, datetime(2026, 11, 24, 12, 0, 1, tzinfo=UTC), 30).problems
+    # Our words first, then the agent's, with the bidi override and the line break escaped.
+    assert (
+        problem.detail == "storage domain sd-1 unreachable: pool pool-sd1: target /srv/sd1 is gone\\u202e\\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("details", "field"),
+    [([1], "details"), ({"kvm": 3}, "details.kvm"), ({"kvm": "x" * 501}, "details.kvm")],
+)
+def test_bad_details_are_a_bad_report_naming_the_field(details: object, field: str) -> None:
+    body = {
+        "host_id": "h1",
+        "reported_at": "2026-11-24T12:00:00Z",
+        "kvm": False,
+        "version": "4.5",
+        "cpu_flags": [],
+        "networks": {},
+        "storage_domains": {},
+        "vms_running": 0,
+        "mem_free_mb": 1,
+        "details": details,
+    }
+    for parse in (
+        lambda: parse_report(body, "h1"),
+        lambda: decode_report(json.dumps(body).encode(), "h1", now=datetime(2026, 11, 24, 12, tzinfo=UTC)),
+    ):
+        with pytest.raises(BadReport) as info:
+            parse()
+        assert info.value.field == field
