@@ -2,7 +2,7 @@
 
 from harness.sim.client import SimulatorClient, SimulatorError
 from harness.sim.faults import Fault, FaultKind, FaultSpec
-from harness.sim.fleet import BusyRefused, FenceRefused, Fleet, SimCluster, SimHost
+from harness.sim.fleet import Fleet, SimCluster, SimHost
 from harness.sim.record import ConnectCall, InitCall
 from harness.sim.runner import (
     RunningSimulator,
@@ -14,12 +14,10 @@ from harness.sim.runner import (
 from harness.sim.server import create_app
 
 __all__ = [
-    "BusyRefused",
     "ConnectCall",
     "Fault",
     "FaultKind",
     "FaultSpec",
-    "FenceRefused",
     "Fleet",
     "InitCall",
     "RunningSimulator",

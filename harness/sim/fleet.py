@@ -11,11 +11,10 @@ from datetime import UTC, datetime
 from harness.sim.calls import Answer, FencedCalls
 from harness.sim.faults import FaultKind, FaultSpec
 from harness.sim.hosts import SimCluster, SimHost
-from harness.sim.initstate import BusyRefused, FenceRefused
 from harness.sim.record import ConnectCall, InitCall
 from models.errors import InvalidInput, NotFound
 
-__all__ = ["Answer", "BusyRefused", "Clock", "FenceRefused", "Fleet", "SimCluster", "SimHost", "utc_now"]
+__all__ = ["Answer", "Clock", "Fleet", "SimCluster", "SimHost", "utc_now"]
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +203,7 @@ class Fleet:
         if self.is_v2(host_id):
             running = self.calls.running(host_id)
             body["protocol"] = 2
-            body["init"] = None if running is None else running.holder()
+            body["init"] = None if running is None else running.running_body()
         return body
 
     def protocol(self, host_id: str) -> int:
@@ -236,7 +235,7 @@ class Fleet:
     def raise_fence(self, host_id: str, fence: int) -> int:
         """Raise the highest init fence the host's agent accepts (never lower it); return it."""
         self.host(host_id)
-        highest = self.calls.ledger((host_id,)).raise_fence(fence)
+        highest = self.calls.raise_fence(host_id, fence)
         logger.info("host %s: fence raised to %d (asked %d)", host_id, highest, fence)
         return highest
 
@@ -247,8 +246,8 @@ class Fleet:
 
         Raises:
             NotFound: when no such host is simulated.
-            FenceRefused: when ``fence`` is lower than the highest accepted for this host.
-            BusyRefused: (v2) when another init runs on this host.
+            StaleFence: when ``fence`` is lower than the highest accepted for this host.
+            InitBusy: (v2) when another init runs on this host.
         """
         host = self.host(host_id)
         cluster = self.clusters[host.cluster]
@@ -289,8 +288,8 @@ class Fleet:
 
         Raises:
             NotFound: when no such host, or the domain is not attached to the host.
-            FenceRefused: when ``fence`` is lower than the highest accepted for this domain.
-            BusyRefused: (v2) when another connect of this domain runs on this host.
+            StaleFence: when ``fence`` is lower than the highest accepted for this domain.
+            InitBusy: (v2) when another connect of this domain runs on this host.
         """
         host = self.host(host_id)
         if sd_id not in host.storage_domains:

@@ -52,9 +52,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from harness.sim.agentapi import BearerGuard, add_agent_routes
 from harness.sim.faults import MAX_DELAY_S, FaultKind, FaultSpec
-from harness.sim.fleet import BusyRefused, FenceRefused, Fleet
+from harness.sim.fleet import Fleet
 from harness.sim.state import SimState, json_response
-from models.errors import InvalidInput, NotFound
+from hostagent.protocol import InitBusy
+from models.errors import InvalidInput, NotFound, StaleFence
 
 logger = logging.getLogger(__name__)
 
@@ -144,13 +145,13 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def not_found(request: Request, exc: NotFound) -> Response:
         return json_response({"detail": str(exc)}, status_code=404)
 
-    @app.exception_handler(FenceRefused)
-    async def stale(request: Request, exc: FenceRefused) -> Response:
+    @app.exception_handler(StaleFence)
+    async def stale(request: Request, exc: StaleFence) -> Response:
         return json_response({"error": "stale_fence", "highest": exc.highest}, status_code=409)
 
-    @app.exception_handler(BusyRefused)
-    async def busy(request: Request, exc: BusyRefused) -> Response:
-        return json_response({"error": "busy", **exc.running.holder()}, status_code=409)
+    @app.exception_handler(InitBusy)
+    async def busy(request: Request, exc: InitBusy) -> Response:
+        return json_response(exc.body(), status_code=409)
 
 
 def _add_control_routes(app: FastAPI, state: SimState) -> None:

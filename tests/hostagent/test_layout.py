@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import hostagent
@@ -39,3 +41,14 @@ def test_the_protocol_core_needs_neither_libvirt_nor_a_web_framework() -> None:
             "hostagent",
             "models",
         }, roots
+
+
+def test_the_fleet_simulator_imports_without_libvirt() -> None:
+    """harness.sim reuses the protocol core only: no libvirt, no agent host code."""
+    script = (
+        "import sys; sys.modules['libvirt'] = None\n"  # any import of libvirt now fails
+        "import harness.sim, harness.sim.server\n"
+        "assert 'hostagent.host' not in sys.modules and 'hostagent.protocol' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr

@@ -57,7 +57,7 @@ def sim() -> Iterator[tuple[Fleet, RunningSimulator]]:
 
 def test_v2_simulator_passes_every_check(sim: tuple[Fleet, RunningSimulator], token_file: Path) -> None:
     fleet, server = sim
-    fleet.calls.ledger(("h-0001",)).raise_fence(41)
+    fleet.raise_fence("h-0001", 41)
     url = f"{server.base_url}/agents/h-0001"
     code, checks, output = _agent_check(url, "--token-file", str(token_file), "--host-id", "h-0001")
     assert code == 0, output
