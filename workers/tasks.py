@@ -47,6 +47,8 @@ def monitoring_tick(self: Task) -> dict[str, Any]:
     summary = {**result.as_dict(), "task_id": self.request.id}
     if result.skipped is not None:
         publish_tick(deps.redis, summary, last=False)
+    elif result.batches == 0:  # an empty fleet: the coordinator closed the tick itself
+        publish_tick(deps.redis, summary, last=True)
     return summary
 
 

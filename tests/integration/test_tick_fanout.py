@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
+from autorecovery.adapters import keys
 from tests.integration.conftest import send_ticks, settle, statuses
 from tests.integration.test_safety import _max_concurrent
 
@@ -84,3 +86,12 @@ def test_ticks_sent_twice_per_interval_run_once_per_interval(
     assert len(sent) >= 15
     assert 4 <= claimed["n"] <= int(elapsed) + 1, claimed
     assert audits["n"] == 1  # the transition was recorded once, not once per duplicate
+
+
+def test_a_tick_over_an_empty_fleet_is_published_as_the_last_tick(
+    worker: Any, app_module: Any, deps: Any
+) -> None:
+    [summary] = send_ticks(app_module, deps)
+    assert (summary["hosts"], summary["batches"], summary["skipped"]) == (0, 0, None)
+    last = deps.redis.get(keys.last_tick())
+    assert last is not None and json.loads(last)["tick_id"] == summary["tick_id"]
