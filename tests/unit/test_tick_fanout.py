@@ -16,20 +16,12 @@ from models.errors import BrokerUnavailable
 from models.safety import CapPolicy
 from tests.fakes import FixedClock, MemoryDatabase, RecordingEnqueuer, fake_container, memory_repos
 from tests.fakes.ports import good_report
+from tests.unit.test_reaper import TICK as REAPER_TICK
 
 T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 CLUSTER = Cluster("c1", frozenset({"mgmt"}), frozenset({"sd-1"}), "4.5", frozenset({"vmx"}))
-CFG = TickConfig(
-    batch_size=2,
-    report_max_age_s=30.0,
-    tick_interval_s=10.0,
-    queued_ttl_s=60.0,
-    reap_running_after_s=70.0,
-    caps=CapPolicy(cluster_share=1.0, fleet_max=1000),
-    quiet_period=False,
-    min_spacing_s=7.5,
-    deadline_s=30.0,
-)
+#: The reaper tests' tick, cut into batches of two, one tick per 10 s interval, a 30 s deadline.
+CFG = replace(REAPER_TICK, batch_size=2, min_spacing_s=7.5, deadline_s=30.0)
 
 
 @dataclass
