@@ -111,7 +111,11 @@ def add_agent_routes(app: FastAPI, state: SimState) -> None:
 
     @app.post("/agents/{host_id}/init")
     async def init(host_id: str, body: InitBody, request: Request) -> Response:
-        if fleet.host(host_id).fault.silent:
+        fault = fleet.host(host_id).fault
+        if fault.silent:
+            return await hang(request, state)
+        if fault.hang_init:  # accepted and recorded, then never answered: the caller gives up
+            await fleet.init(host_id, body.fence, body.activation_id, wait=False)
             return await hang(request, state)
         wait = not wants_async(request)
         return _answer(await fleet.init(host_id, body.fence, body.activation_id, wait=wait))

@@ -21,6 +21,7 @@ class FaultKind(StrEnum):
     SILENT = "silent"
     INIT_FAIL = "init_fail"
     INIT_DELAY = "init_delay"
+    HANG_INIT = "hang_init"
     REPORT_DELAY = "report_delay"
     VERSION = "version"
     VM_FAIL = "vm_fail"
@@ -34,6 +35,7 @@ PARAMETERS: dict[FaultKind, frozenset[str]] = {
     FaultKind.SILENT: frozenset(),
     FaultKind.INIT_FAIL: frozenset({"reason", "detail"}),
     FaultKind.INIT_DELAY: frozenset({"seconds"}),
+    FaultKind.HANG_INIT: frozenset(),
     FaultKind.REPORT_DELAY: frozenset({"seconds"}),
     FaultKind.VERSION: frozenset({"version"}),
     FaultKind.VM_FAIL: frozenset({"detail"}),
@@ -100,6 +102,8 @@ class Fault:
     silent: bool = False
     init_fail: tuple[str, str] | None = None
     init_delay_s: float = 0.0
+    #: Inits are accepted but never end, and ``POST /init`` is never answered, until cleared.
+    hang_init: bool = False
     report_delay_s: float = 0.0
     #: VM launches fail here (something monitoring cannot see: a broken qemu, say).
     vm_fail: str | None = None
@@ -126,6 +130,8 @@ class Fault:
             shown["init_fail"] = {"reason": self.init_fail[0], "detail": self.init_fail[1]}
         if self.init_delay_s:
             shown["init_delay_s"] = self.init_delay_s
+        if self.hang_init:
+            shown["hang_init"] = True
         if self.report_delay_s:
             shown["report_delay_s"] = self.report_delay_s
         if self.vm_fail is not None:
@@ -148,6 +154,8 @@ class Fault:
             self.init_fail = (reason, spec.detail or DEFAULT_INIT_FAIL_DETAIL)
         elif kind is FaultKind.INIT_DELAY:
             self.init_delay_s = spec.seconds or 0.0
+        elif kind is FaultKind.HANG_INIT:
+            self.hang_init = True
         elif kind is FaultKind.REPORT_DELAY:
             self.report_delay_s = spec.seconds or 0.0
         elif kind is FaultKind.VERSION:
@@ -169,6 +177,8 @@ class Fault:
             self.init_fail = None
         if kind is None or kind is FaultKind.INIT_DELAY:
             self.init_delay_s = 0.0
+        if kind is None or kind is FaultKind.HANG_INIT:
+            self.hang_init = False
         if kind is None or kind is FaultKind.REPORT_DELAY:
             self.report_delay_s = 0.0
         if kind is None or kind is FaultKind.VERSION:

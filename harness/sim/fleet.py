@@ -25,6 +25,8 @@ Clock = Callable[[], datetime]
 PROTOCOLS = (1, 2)
 #: Memory a simulated VM takes from its host.
 VM_MEMORY_MB = 1024
+#: How often a hung init looks whether its fault was cleared.
+HANG_POLL_S = 0.25
 
 
 def utc_now() -> datetime:
@@ -261,6 +263,8 @@ class Fleet:
         async def work() -> tuple[str, str] | None:
             if host.fault.init_delay_s > 0:
                 await asyncio.sleep(host.fault.init_delay_s)
+            while host.fault.hang_init:  # a hung init: it ends once the fault is cleared
+                await asyncio.sleep(HANG_POLL_S)
             return host.fault.init_fail or host.problem(cluster)
 
         v2 = self.is_v2(host_id)
