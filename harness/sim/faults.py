@@ -42,6 +42,14 @@ PARAMETERS: dict[FaultKind, frozenset[str]] = {
 }
 
 
+#: Faults that are on or off, and the ``Fault`` field that holds each.
+FLAGS: dict[FaultKind, str] = {
+    FaultKind.KVM_DOWN: "kvm_down",
+    FaultKind.SILENT: "silent",
+    FaultKind.HANG_INIT: "hang_init",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class FaultSpec:
     """One fault to inject, with the parameters its kind needs.
@@ -120,18 +128,13 @@ class Fault:
             shown["sd_down"] = sorted(self.sd_down)
         if self.nic_down:
             shown["nic_down"] = sorted(self.nic_down)
-        if self.kvm_down:
-            shown["kvm_down"] = True
+        shown.update({flag: True for flag in FLAGS.values() if getattr(self, flag)})
         if self.version is not None:
             shown["version"] = self.version
-        if self.silent:
-            shown["silent"] = True
         if self.init_fail is not None:
             shown["init_fail"] = {"reason": self.init_fail[0], "detail": self.init_fail[1]}
         if self.init_delay_s:
             shown["init_delay_s"] = self.init_delay_s
-        if self.hang_init:
-            shown["hang_init"] = True
         if self.report_delay_s:
             shown["report_delay_s"] = self.report_delay_s
         if self.vm_fail is not None:
@@ -145,17 +148,13 @@ class Fault:
             self.sd_down.add(spec.target)
         elif kind is FaultKind.NIC_DOWN and spec.target:
             self.nic_down.add(spec.target)
-        elif kind is FaultKind.KVM_DOWN:
-            self.kvm_down = True
-        elif kind is FaultKind.SILENT:
-            self.silent = True
+        elif kind in FLAGS:
+            setattr(self, FLAGS[kind], True)
         elif kind is FaultKind.INIT_FAIL:
             reason = spec.reason or DEFAULT_INIT_FAIL_REASON
             self.init_fail = (reason, spec.detail or DEFAULT_INIT_FAIL_DETAIL)
         elif kind is FaultKind.INIT_DELAY:
             self.init_delay_s = spec.seconds or 0.0
-        elif kind is FaultKind.HANG_INIT:
-            self.hang_init = True
         elif kind is FaultKind.REPORT_DELAY:
             self.report_delay_s = spec.seconds or 0.0
         elif kind is FaultKind.VERSION:
@@ -169,16 +168,13 @@ class Fault:
             _discard(self.sd_down, target)
         if kind is None or kind is FaultKind.NIC_DOWN:
             _discard(self.nic_down, target)
-        if kind is None or kind is FaultKind.KVM_DOWN:
-            self.kvm_down = False
-        if kind is None or kind is FaultKind.SILENT:
-            self.silent = False
+        for flag_kind, flag in FLAGS.items():
+            if kind is None or kind is flag_kind:
+                setattr(self, flag, False)
         if kind is None or kind is FaultKind.INIT_FAIL:
             self.init_fail = None
         if kind is None or kind is FaultKind.INIT_DELAY:
             self.init_delay_s = 0.0
-        if kind is None or kind is FaultKind.HANG_INIT:
-            self.hang_init = False
         if kind is None or kind is FaultKind.REPORT_DELAY:
             self.report_delay_s = 0.0
         if kind is None or kind is FaultKind.VERSION:
