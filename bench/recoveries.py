@@ -39,7 +39,7 @@ from bench import readme
 from bench import recovery_stats as stats
 from bench.fleet import cpu_seconds, start_simulator
 from bench.recoveries_readme import render_recoveries
-from bench.recovery_watch import EventLog, Ticker, queued_messages, store_resends
+from bench.recovery_watch import EventLog, Ticker, TickLog, queued_messages, store_activations, store_resends
 from tests.support.processes import Proc, start_worker, wait_for
 from tests.support.servers import start_servers
 
@@ -50,6 +50,8 @@ PROCESSES = 2
 POLL_S = 0.2
 #: Seconds the queues must stay empty, with no task in flight, before a scenario is over.
 QUIET_S = 3.0
+#: The longest wait for that, after the hosts are up (a hung agent's steps may never end).
+DRAIN_MAX_S = 30.0
 
 
 def settings(tick_interval_s: float, hosts: int) -> dict[str, str]:
@@ -75,6 +77,7 @@ class Bench:
         self.args, self.sim, self.deps, self.app, self.worker = args, sim, deps, app, worker
         self.host_ids: list[str] = [h["id"] for h in sim.fleet()["hosts"]]
         self.events = EventLog(app)
+        self.ticks = TickLog(deps.redis)
 
     def statuses(self) -> dict[str, str]:
         """Every host's status in the store."""
@@ -106,6 +109,8 @@ class Bench:
         first_up = self._watch(watched, cleared_at)
         ended_at = max((first_up[h] for h in watched if h in first_up), default=time.time())
         cpu_s = cpu_seconds(self.worker) - cpu_before
+        self.ticks.gather()
+        ticks = stats.tick_figures(self.ticks.summaries(), cleared_at, ended_at)
         self._drain(hung)
         events = self.events.since(mark)
         inits = self.sim.inits()
@@ -136,6 +141,8 @@ class Bench:
             },
             "inits": _asdict(init),
             "resends": resends_after - resends_before,
+            "activations": store_activations(self.deps.db, cleared_at),
+            "ticks": _asdict(ticks),
             "resend_source": resend_source,
         }
 
@@ -144,7 +151,11 @@ class Bench:
         first_up: dict[str, float] = {}
         pending = set(watched)
         deadline = cleared_at + self.args.max_wait_s
+        polls = 0
         while pending and time.time() < deadline:
+            polls += 1
+            if polls % 25 == 0:
+                self.ticks.gather()
             now = time.time()
             for host_id, status in self.statuses().items():
                 if status == "up" and host_id not in first_up:
@@ -159,7 +170,7 @@ class Bench:
         """Wait until no message is queued and no activation task runs (duplicates run late)."""
         queues = [q.name for q in self.app.conf.task_queues]
         quiet_since: float | None = None
-        deadline = time.time() + (30 if hung else 90)
+        deadline = time.time() + DRAIN_MAX_S
         while time.time() < deadline:
             busy = queued_messages(self.app, queues) > 0 or self.events.in_flight() > 0
             quiet_since = None if busy else quiet_since or time.time()
@@ -247,7 +258,7 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=1000)
     parser.add_argument("--hung-share", type=float, default=0.1, help="share of agents whose init hangs")
     parser.add_argument("--tick-interval-s", type=float, default=2.0)
-    parser.add_argument("--max-wait-s", type=float, default=180.0, help="give up watching after this")
+    parser.add_argument("--max-wait-s", type=float, default=120.0, help="give up watching after this")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README's figures")
     args = parser.parse_args()
     results = run(args)

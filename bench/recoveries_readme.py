@@ -27,6 +27,13 @@ def _all_up(run: dict[str, Any], max_wait_s: float | None) -> str:
     return f"not all up after {after} ({found['up']:,} up)"
 
 
+def _created(run: dict[str, Any]) -> str:
+    by_state = run.get("activations")
+    if by_state is None:
+        return "n/a"
+    return f"{sum(by_state.values()):,} ({by_state.get('abandoned', 0):,})"
+
+
 def _rows(results: dict[str, Any]) -> list[str]:
     runs = [results[name] for name in SCENARIOS]
     wait = results.get("max_wait_s")
@@ -57,8 +64,14 @@ def _rows(results: dict[str, Any]) -> list[str]:
         ),
         row("inits run twice for one activation", lambda r: f"{r['inits']['duplicate_inits']:,}"),
         row("hosts that ran more than one init", lambda r: f"{r['inits']['hosts_with_several']:,}"),
+        row("activations created (of them abandoned)", _created),
         row("re-sends (the store's count)", lambda r: f"{r['resends']:,}"),
         row("messages delivered more than once", lambda r: f"{r['tasks']['extra_deliveries']:,}"),
+        row(
+            "ticks closed / skipped until all up",
+            lambda r: f"{r['ticks']['closed']:,} / {r['ticks']['skipped']:,}",
+        ),
+        row("longest wait for a closed tick", lambda r: _s(r["ticks"]["longest_gap_s"])),
     ]
 
 

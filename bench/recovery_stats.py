@@ -218,6 +218,33 @@ def recovery(first_up: Mapping[str, float], hosts: Iterable[str], cleared_at: fl
     )
 
 
+@dataclass(frozen=True, slots=True)
+class TickFigures:
+    """The monitoring ticks that ended in a window, from their published summaries."""
+
+    closed: int
+    skipped: int
+    #: The longest time between two closed ticks, or from the window's start to the first.
+    longest_gap_s: float | None
+
+
+def tick_figures(summaries: Iterable[Mapping[str, Any]], start: float, end: float) -> TickFigures:
+    """Count the ticks that closed or were skipped in [start, end] and the longest gap between closes."""
+    closed: list[float] = []
+    skipped = 0
+    for summary in summaries:
+        at = summary.get("finished_at")
+        if not isinstance(at, int | float) or not start <= at <= end:
+            continue
+        if summary.get("skipped") is None:
+            closed.append(float(at))
+        else:
+            skipped += 1
+    closed.sort()
+    gaps = [b - a for a, b in zip([start, *closed], closed, strict=False)]
+    return TickFigures(len(closed), skipped, max(gaps) if gaps else None)
+
+
 def ratio(value: float | None, baseline: float | None) -> float | None:
     """``value / baseline``, or None when either is missing or the baseline is zero."""
     if value is None or not baseline:

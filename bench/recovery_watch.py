@@ -7,11 +7,14 @@ bookkeeping of sends (or, where that is gone, from the audit log's re-send entri
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from datetime import timedelta
 from typing import Any
+
+import psycopg
 
 from bench.recovery_stats import TaskEvent
 
@@ -166,3 +169,38 @@ def store_resends(db: Any) -> tuple[int, str]:
         ).fetchone()
         return int(row["n"]), "audit_log"
 
+
+
+class TickLog:
+    """Monitoring ticks' published summaries, gathered as the product's capped history rolls."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._seen: dict[tuple[str, float], dict[str, Any]] = {}
+
+    def gather(self) -> None:
+        """Add the summaries in the history now (the history keeps only the latest ones)."""
+        from autorecovery.adapters import keys
+
+        for raw in self.client.lrange(keys.tick_history(), 0, -1):
+            summary = json.loads(raw)
+            self._seen[(str(summary.get("task_id")), float(summary.get("finished_at") or 0))] = summary
+
+    def summaries(self) -> list[dict[str, Any]]:
+        """Every summary gathered so far."""
+        return list(self._seen.values())
+
+
+def store_activations(db: Any, since: float) -> dict[str, int] | None:
+    """Activations the store created since ``since`` (wall clock), by state; None if unreadable."""
+    try:
+        with db.transaction() as conn:
+            rows = conn.execute(
+                "SELECT state, count(*) AS n FROM activations WHERE queued_at >= to_timestamp(%(since)s) "
+                "GROUP BY state",
+                {"since": since},
+            ).fetchall()
+    except psycopg.Error as exc:  # the table changed shape: the figure is missing, not the run
+        log.warning("cannot count activations: %s", exc)
+        return None
+    return {r["state"]: int(r["n"]) for r in rows}
