@@ -188,6 +188,9 @@ def compare(baseline: dict[str, Any], hung: dict[str, Any], max_wait_s: float) -
     hung_s = hung["recovery"]["all_up_s"]
     return {
         "baseline_same_hosts_s": same.all_up_s,
+        "baseline_same_hosts_median_s": same.median_s,
+        # Medians compare even when a run did not bring every host up within the wait.
+        "hung_median_ratio": stats.ratio(hung["recovery"]["median_s"], same.median_s),
         "hung_ratio": stats.ratio(hung_s, same.all_up_s),
         # Not all up within the wait: the ratio is at least the wait's.
         "hung_ratio_at_least": None if hung_s is not None else stats.ratio(max_wait_s, same.all_up_s),

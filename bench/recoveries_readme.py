@@ -83,6 +83,16 @@ def _ratio_text(ratio: float | None, at_least: float | None) -> str:
     return "no ratio (the baseline did not bring them all up)."
 
 
+def _median_text(results: dict[str, Any]) -> str:
+    ratio = results.get("hung_median_ratio")
+    if ratio is None:
+        return ""
+    return (
+        f" The median host of them was up after {_s(results['hung_agents']['recovery']['median_s'])} "
+        f"against {_s(results.get('baseline_same_hosts_median_s'))}: **{ratio:.2f}x**."
+    )
+
+
 def verdict(results: dict[str, Any]) -> str:
     """Whether the baseline met the goal: all up within one tick plus 10 s, 0 duplicate runs."""
     base = results["baseline"]
@@ -105,6 +115,7 @@ def render_recoveries(results: dict[str, Any]) -> str:
         f"{came_up} after the fault cleared, against "
         f"{_s(results.get('baseline_same_hosts_s'))} for the same hosts in the baseline of this run: "
         + _ratio_text(results.get("hung_ratio"), results.get("hung_ratio_at_least"))
+        + _median_text(results)
     )
     return "\n".join(
         [

@@ -148,6 +148,8 @@ def _results(base_s: float | None, hung_s: float | None, duplicates: int = 0) ->
         "baseline_same_hosts_s": 10.0,
         "hung_ratio": None if hung_s is None else hung_s / 10.0,
         "hung_ratio_at_least": 12.0 if hung_s is None else None,
+        "baseline_same_hosts_median_s": 4.0,
+        "hung_median_ratio": 1.25,
     }
 
 
@@ -161,3 +163,4 @@ def test_the_readme_says_whether_the_goal_was_met_and_the_hung_ratio() -> None:
     late = render_recoveries(_results(11.0, None))
     assert "of the other 900 hosts 895 were up 120 s" in late and "more than 12.0x" in late
     assert "not all up after 120 s (895 up)" in late
+    assert "was up after 5.0 s against 4.0 s: **1.25x**" in late
