@@ -9,7 +9,8 @@ have) is 404 ``{"detail": ...}``, a bad body 422. A ``silent`` host answers noth
 client gives up. ``init_delay`` slows init and connect (a long one is a hung init); it keeps
 running after its caller gives up, as on a real host. ``hang_init`` accepts an init (it is
 recorded, and the report and status show it running) but never answers ``POST /init``, even to
-``Prefer: respond-async``, and the init ends only once the fault is cleared: a hung agent.
+``Prefer: respond-async`` or to refuse a second init as busy; the init ends only once the fault
+is cleared: a hung agent.
 ``report_delay`` slows the report.
 
 Control routes:
