@@ -17,7 +17,7 @@ when the activation's tasks or the re-send rule change:
 - duplicate runs (a task message run again beyond its own retries, from the events; an
   activation whose init ran twice, from the simulator's record) and re-sends (the store's count
   of sends, and messages delivered twice);
-- the same with ``--hung-share`` of the agents hung (``hang_init``: their init never answers):
+- the same with ``--hung-share`` of the agents hung (``init_hang``: their init never ends):
   the time the others take, against the time the same hosts took in the baseline of this run.
 
 Prints the figures, writes bench/results/recoveries.json and the README's recovery block.
@@ -97,7 +97,7 @@ class Bench:
         console.print(f"[{name}] {len(self.host_ids)} hosts out (kvm_down) …")
         self.wait_all("non_operational", "every host out")
         if hung:
-            self.sim.inject("hang_init", hosts=hung)
+            self.sim.inject("init_hang", hosts=hung)
         resends_before, resend_source = store_resends(self.deps.db)
         self.sim.reset_record()
         mark = self.events.mark()
@@ -116,7 +116,7 @@ class Bench:
         inits = self.sim.inits()
         resends_after, _ = store_resends(self.deps.db)
         if hung:
-            self.sim.clear(fault="hang_init")
+            self.sim.clear(fault="init_hang")
         tasks = stats.task_figures(events)
         found = stats.recovery(first_up, watched, cleared_at)
         init = stats.init_figures(inits)

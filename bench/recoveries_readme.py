@@ -111,7 +111,7 @@ def render_recoveries(results: dict[str, Any]) -> str:
     else:
         came_up = f"of the other {found['hosts']:,} hosts {found['up']:,} were up {results['max_wait_s']:g} s"
     hung_line = (
-        f"With {hung['hung']:,} agents hung (`hang_init`: the init is accepted and never answered), "
+        f"With {hung['hung']:,} agents hung (`init_hang`: the init is accepted and never ends), "
         f"{came_up} after the fault cleared, against "
         f"{_s(results.get('baseline_same_hosts_s'))} for the same hosts in the baseline of this run: "
         + _ratio_text(results.get("hung_ratio"), results.get("hung_ratio_at_least"))

@@ -8,7 +8,6 @@ no ``protocol`` or ``init`` in its report, and runs whatever init it is sent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 
@@ -19,8 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from harness.sim.calls import Answer
 from harness.sim.state import SimState, hang, json_response
-from hostagent.protocol import InitBusy
-from models.errors import NotFound, StaleFence
+from models.errors import NotFound
 
 AGENT_PREFIX = "/agents/"
 UNAUTHORIZED = json.dumps({"error": "unauthorized"}).encode()
@@ -113,12 +111,7 @@ def add_agent_routes(app: FastAPI, state: SimState) -> None:
 
     @app.post("/agents/{host_id}/init")
     async def init(host_id: str, body: InitBody, request: Request) -> Response:
-        fault = fleet.host(host_id).fault
-        if fault.silent:
-            return await hang(request, state)
-        if fault.hang_init:  # recorded (accepted, or refused), never answered: the caller gives up
-            with contextlib.suppress(StaleFence, InitBusy):
-                await fleet.init(host_id, body.fence, body.activation_id, wait=False)
+        if fleet.host(host_id).fault.silent:
             return await hang(request, state)
         wait = not wants_async(request)
         return _answer(await fleet.init(host_id, body.fence, body.activation_id, wait=wait))

@@ -21,7 +21,7 @@ class FaultKind(StrEnum):
     SILENT = "silent"
     INIT_FAIL = "init_fail"
     INIT_DELAY = "init_delay"
-    HANG_INIT = "hang_init"
+    INIT_HANG = "init_hang"
     REPORT_DELAY = "report_delay"
     VERSION = "version"
     VM_FAIL = "vm_fail"
@@ -35,7 +35,7 @@ PARAMETERS: dict[FaultKind, frozenset[str]] = {
     FaultKind.SILENT: frozenset(),
     FaultKind.INIT_FAIL: frozenset({"reason", "detail"}),
     FaultKind.INIT_DELAY: frozenset({"seconds"}),
-    FaultKind.HANG_INIT: frozenset(),
+    FaultKind.INIT_HANG: frozenset(),
     FaultKind.REPORT_DELAY: frozenset({"seconds"}),
     FaultKind.VERSION: frozenset({"version"}),
     FaultKind.VM_FAIL: frozenset({"detail"}),
@@ -46,7 +46,7 @@ PARAMETERS: dict[FaultKind, frozenset[str]] = {
 FLAGS: dict[FaultKind, str] = {
     FaultKind.KVM_DOWN: "kvm_down",
     FaultKind.SILENT: "silent",
-    FaultKind.HANG_INIT: "hang_init",
+    FaultKind.INIT_HANG: "init_hang",
 }
 
 
@@ -110,8 +110,8 @@ class Fault:
     silent: bool = False
     init_fail: tuple[str, str] | None = None
     init_delay_s: float = 0.0
-    #: Inits are accepted but never end, and ``POST /init`` is never answered, until cleared.
-    hang_init: bool = False
+    #: An init that never answers (a hung libvirtd) until the fault is cleared; then it runs.
+    init_hang: bool = False
     report_delay_s: float = 0.0
     #: VM launches fail here (something monitoring cannot see: a broken qemu, say).
     vm_fail: str | None = None

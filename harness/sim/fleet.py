@@ -25,8 +25,6 @@ Clock = Callable[[], datetime]
 PROTOCOLS = (1, 2)
 #: Memory a simulated VM takes from its host.
 VM_MEMORY_MB = 1024
-#: How often a hung init looks whether its fault was cleared.
-HANG_POLL_S = 0.25
 
 
 def utc_now() -> datetime:
@@ -261,10 +259,9 @@ class Fleet:
             return InitCall(host_id, fence, activation_id, now, faulted=faulted)
 
         async def work() -> tuple[str, str] | None:
+            await _hang_while(lambda: host.fault.init_hang)
             if host.fault.init_delay_s > 0:
                 await asyncio.sleep(host.fault.init_delay_s)
-            while host.fault.hang_init:  # a hung init: it ends once the fault is cleared
-                await asyncio.sleep(HANG_POLL_S)
             return host.fault.init_fail or host.problem(cluster)
 
         v2 = self.is_v2(host_id)
@@ -328,6 +325,16 @@ class Fleet:
     def reset_record(self, fences: bool = False) -> None:
         """Forget recorded calls (and, with ``fences``, the highest fences accepted)."""
         self.calls.reset(fences)
+
+
+#: How often a hung init looks whether its fault was cleared.
+HANG_POLL_S = 0.05
+
+
+async def _hang_while(is_hung: Callable[[], bool]) -> None:
+    """Answer nothing while ``is_hung`` (a hung libvirtd); go on once it is cleared."""
+    while is_hung():
+        await asyncio.sleep(HANG_POLL_S)
 
 
 def _check_protocol(protocol: int) -> None:

@@ -244,21 +244,21 @@ def test_stopping_the_server_ends_a_hung_init_as_cancelled(serve: Serve) -> None
     assert [(c.outcome, c.reason) for c in fleet.inits] == [("failed", "cancelled")]
 
 
-def test_a_hung_init_is_recorded_never_answered_even_async_and_ends_once_cleared(serve: Serve) -> None:
+def test_a_hung_init_runs_until_cleared_and_the_agent_holds_the_host_meanwhile(serve: Serve) -> None:
     fleet = _fleet()
-    fleet.inject(FaultSpec(FaultKind.HANG_INIT), ["h-0001"])
+    fleet.inject(FaultSpec(FaultKind.INIT_HANG), ["h-0001"])
     server = serve(fleet)
-    with httpx.Client(base_url=server.base_url, headers=ASYNC) as http:
-        with pytest.raises(httpx.ReadTimeout):
+    with httpx.Client(base_url=server.base_url, headers=AUTH) as http:
+        with pytest.raises(httpx.ReadTimeout):  # a blocking caller gives up
             http.post("/agents/h-0001/init", json=_init(1, "hung"), timeout=0.5)
         assert http.get("/agents/h-0001/init/hung").json()["status"] == "running"
         assert http.get("/agents/h-0001/report").json()["init"]["activation_id"] == "hung"
-        with pytest.raises(httpx.ReadTimeout):  # refused as busy, and not answered either
-            http.post("/agents/h-0001/init", json=_init(2, "next"), timeout=0.5)
-        assert http.post("/agents/h-0002/init", json=_init(1, "fine")).status_code == 202
+        busy = http.post("/agents/h-0001/init", json=_init(2, "next"), headers=ASYNC)
+        assert (busy.status_code, busy.json()["error"]) == (409, "busy")
+        assert http.post("/agents/h-0002/init", json=_init(1, "fine")).json() == {"ok": True}
         with SimulatorClient(server.base_url) as sim:
-            assert sim.fleet()["hosts"][0]["faults"] == {"hang_init": True}
-            sim.clear(hosts=["h-0001"], fault="hang_init")
+            assert sim.fleet()["hosts"][0]["faults"] == {"init_hang": True}
+            sim.clear(hosts=["h-0001"], fault="init_hang")
         deadline = time.monotonic() + 5
         while http.get("/agents/h-0001/init/hung").json()["status"] == "running":
             assert time.monotonic() < deadline, "the hung init did not end once cleared"
