@@ -109,6 +109,7 @@ class Bench:
         first_up = self._watch(watched, cleared_at)
         ended_at = max((first_up[h] for h in watched if h in first_up), default=time.time())
         cpu_s = cpu_seconds(self.worker) - cpu_before
+        by_task = stats.busy_by_name(stats.logged_runs(self.worker.log()), PROCESSES, cleared_at, ended_at)
         self.ticks.gather()
         ticks = stats.tick_figures(self.ticks.summaries(), cleared_at, ended_at)
         self._drain(hung)
@@ -129,6 +130,9 @@ class Bench:
             "per_s": found.per_s,
             "window_s": ended_at - cleared_at,
             "busy_share": tasks.busy_share(PROCESSES, cleared_at, ended_at),
+            # From the worker's log, which also shows the tasks that send no events (batches).
+            "busy_by_task": by_task,
+            "busy_other_share": sum(v for k, v in by_task.items() if k not in tasks.names),
             "cpu_share": cpu_s / (PROCESSES * max(ended_at - cleared_at, 1e-9)),
             "tasks": {
                 "messages": tasks.messages,

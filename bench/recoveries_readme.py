@@ -49,6 +49,10 @@ def _rows(results: dict[str, Any]) -> list[str]:
         row("median host up after", lambda r: _s(r["recovery"]["median_s"])),
         row("hosts up per second", lambda r: "n/a" if r["per_s"] is None else f"{r['per_s']:.0f}"),
         row("worker slots busy in activation tasks", lambda r: _pct(r["busy_share"])),
+        row(
+            "worker slots busy in other tasks (the tick's batches: from the worker's log)",
+            lambda r: _pct(r.get("busy_other_share")),
+        ),
         row("worker processes' CPU (of 2 processes' time)", lambda r: _pct(r["cpu_share"])),
         row(
             "activation task run, median / p95 ms",

@@ -164,3 +164,27 @@ def test_the_readme_says_whether_the_goal_was_met_and_the_hung_ratio() -> None:
     assert "of the other 900 hosts 895 were up 120 s" in late and "more than 12.0x" in late
     assert "not all up after 120 s (895 up)" in late
     assert "was up after 5.0 s against 4.0 s: **1.25x**" in late
+
+
+def test_the_worker_log_gives_each_task_names_share_of_the_slots() -> None:
+    log = "\n".join(
+        [
+            "[2026-12-07 03:17:03,730: INFO/ForkPoolWorker-2] Task autorecovery.monitoring_batch"
+            "[e0df393f-555d] succeeded in 1.5s: None",
+            "[2026-12-07 03:17:04,000: INFO/ForkPoolWorker-1] Task autorecovery.init_vds_on_up"
+            "[a1] succeeded in 0.25s: {'outcome': 'up'}",
+            "[2026-12-07 03:17:04,100: WARNING/ForkPoolWorker-1] host h-0001: something",
+            "[2026-12-07 03:17:05,000: INFO/MainProcess] Task autorecovery.monitoring_tick[t] received",
+        ]
+    )
+    runs = stats.logged_runs(log)
+    assert [(name, round(end - start, 3)) for name, start, end in runs] == [
+        ("autorecovery.monitoring_batch", 1.5),
+        ("autorecovery.init_vds_on_up", 0.25),
+    ]
+    start = runs[0][1]
+    shares = stats.busy_by_name(runs, 2, start, start + 10)
+    assert shares == {
+        "autorecovery.init_vds_on_up": pytest.approx(0.0125),
+        "autorecovery.monitoring_batch": pytest.approx(0.075),
+    }
