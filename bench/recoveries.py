@@ -132,6 +132,7 @@ class Bench:
             "busy_share": tasks.busy_share(PROCESSES, cleared_at, ended_at),
             # From the worker's log, which also shows the tasks that send no events (batches).
             "busy_by_task": by_task,
+            "busy_log_share": sum(v for k, v in by_task.items() if k in tasks.names),
             "busy_other_share": sum(v for k, v in by_task.items() if k not in tasks.names),
             "cpu_share": cpu_s / (PROCESSES * max(ended_at - cleared_at, 1e-9)),
             "tasks": {

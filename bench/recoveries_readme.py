@@ -48,9 +48,13 @@ def _rows(results: dict[str, Any]) -> list[str]:
         row("fault cleared → all up", lambda r: _all_up(r, wait)),
         row("median host up after", lambda r: _s(r["recovery"]["median_s"])),
         row("hosts up per second", lambda r: "n/a" if r["per_s"] is None else f"{r['per_s']:.0f}"),
-        row("worker slots busy in activation tasks", lambda r: _pct(r["busy_share"])),
+        row("worker slots busy in activation tasks (task events)", lambda r: _pct(r["busy_share"])),
         row(
-            "worker slots busy in other tasks (the tick's batches: from the worker's log)",
+            "the same by the tasks' own runtimes (worker log)",
+            lambda r: _pct(r.get("busy_log_share")),
+        ),
+        row(
+            "worker slots busy in the tick's tasks (worker log)",
             lambda r: _pct(r.get("busy_other_share")),
         ),
         row("worker processes' CPU (of 2 processes' time)", lambda r: _pct(r["cpu_share"])),
@@ -131,8 +135,11 @@ def render_recoveries(results: dict[str, Any]) -> str:
             f"{results['tick_interval_s']:g} s, caps raised (cluster 100%, fleet "
             f"{results['settings'].get('FLEET_CAP', 'n/a')}). Every host is taken out (`kvm_down`), "
             "then the fault is cleared at once and the store is watched until the hosts are up. "
-            "Busy slots come from Celery's task events, CPU from `/proc`, duplicates from the events "
-            "and the simulator's record of inits, re-sends from the store. Written by the bench from "
+            "Busy slots come from Celery's task events (a run lasts from its start to the end event "
+            "the worker's main process sends, so it includes the hand-back of the result) and from "
+            "the runtimes in the worker's log (which also has the tick's tasks, which send no "
+            "events); CPU from `/proc`; duplicates from the events and the simulator's record of "
+            "inits; re-sends from the store. Written by the bench from "
             "`bench/results/recoveries.json`.",
             "",
             *_rows(results),
