@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from models.domain import HostStatus
+from models.domain import Host, HostStatus
 
 FLEET = "fleet"
 
@@ -147,6 +147,35 @@ def backoff_delay_s(failures: int, base_s: float, max_s: float, jitter: float) -
 def is_flapping(recent_ends: int, limit: int) -> bool:
     """True when a host's automatic recoveries and failures in the window reach ``limit``."""
     return recent_ends >= limit
+
+
+#: A host's own holds, in the order they are shown: what keeps it from automatic activation
+#: whatever its status (an up host can carry a quarantine that stops its next recovery).
+HOST_HOLDS = (
+    "maintenance",
+    "autorecovery_off",
+    "quarantine",
+    "error_period",
+    "backoff",
+    "init_outcome_unknown",
+)
+
+
+def host_holds(host: Host, now: datetime) -> tuple[str, ...]:
+    """Return the holds ``host`` carries at ``now`` (``HOST_HOLDS`` names), whatever its status.
+
+    Pauses and the observer gate hold whole clusters or the fleet: they are not a host's own.
+    """
+    carried = {
+        "maintenance": host.status is HostStatus.MAINTENANCE,
+        "autorecovery_off": not host.autorecovery,
+        "quarantine": host.quarantined_at is not None,
+        "error_period": host.status is HostStatus.ERROR
+        and (host.error_until is None or now < host.error_until),
+        "backoff": host.next_attempt_at is not None and now < host.next_attempt_at,
+        "init_outcome_unknown": host.init_hold_until is not None and now < host.init_hold_until,
+    }
+    return tuple(kind for kind in HOST_HOLDS if carried[kind])
 
 
 def is_observed(status: HostStatus) -> bool:
