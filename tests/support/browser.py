@@ -5,12 +5,10 @@ In CI (``CI=true``) a missing browser is a failure, never a skip (``.ci/run`` in
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import tempfile
 
-import pytest
+from tests.support.system import system_tool
 
 NAMES = ("chromium", "chromium-browser", "google-chrome")
 #: Flags for a browser that runs offline, alone and without a display.
@@ -29,14 +27,7 @@ FLAGS = (
 
 def chromium() -> str:
     """Return the browser's path; fail under CI=true when there is none, else skip."""
-    for name in NAMES:
-        found = shutil.which(name)
-        if found:
-            return found
-    message = "no headless browser (Debian: apt-get install chromium)"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{message}: CI must run the browser tests (see .ci/run)")
-    pytest.skip(message)
+    return system_tool(*NAMES, package="chromium")
 
 
 def dump_dom(url: str, *, budget_ms: int = 20_000, timeout_s: float = 120.0) -> str:
