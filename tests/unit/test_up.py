@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from autorecovery.cli import main
+from cli.main import main
 from harness.sim.record import format_time
 from harness.up.preflight import UpOptions, require_free_port
 from harness.up.prepare import broker_line
