@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -202,6 +203,18 @@ def compare(baseline: dict[str, Any], hung: dict[str, Any], max_wait_s: float) -
     }
 
 
+def _commit() -> str:
+    """The measured code's commit (``-dirty`` when the work tree has changes)."""
+    try:
+        done = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],  # noqa: S607 - git from PATH
+            cwd=readme.ROOT, capture_output=True, text=True, check=True, timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip()
+
+
 def _asdict(value: Any) -> dict[str, Any]:
     return {name: getattr(value, name) for name in value.__slots__}
 
@@ -229,6 +242,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "goal_s": args.tick_interval_s + 10,
         "max_wait_s": args.max_wait_s,
+        "commit": _commit(),
+        "load_avg_start": round(os.getloadavg()[0], 1),
     }
     sim_proc, sim = start_simulator(env, tmp, args.hosts)
     worker: Proc | None = None
@@ -246,6 +261,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["baseline"] = bench.scenario("baseline", [])
         results["hung_agents"] = bench.scenario("hung agents", hung)
         results.update(compare(results["baseline"], results["hung_agents"], args.max_wait_s))
+        results["load_avg_end"] = round(os.getloadavg()[0], 1)
         results["tasks_seen"] = bench.events.names()
         bench.events.stop()
     finally:

@@ -34,6 +34,17 @@ def _created(run: dict[str, Any]) -> str:
     return f"{sum(by_state.values()):,} ({by_state.get('abandoned', 0):,})"
 
 
+def _load(results: dict[str, Any]) -> str:
+    start, end = results.get("load_avg_start"), results.get("load_avg_end")
+    commit = results.get("commit")
+    parts = []
+    if start is not None and end is not None:
+        parts.append(f"load average {start:g} at the start, {end:g} at the end")
+    if commit:
+        parts.append(f"code at commit `{commit}`")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
 def _rows(results: dict[str, Any]) -> list[str]:
     runs = [results[name] for name in SCENARIOS]
     wait = results.get("max_wait_s")
@@ -128,7 +139,8 @@ def render_recoveries(results: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"`{results['command']}` (or `make bench`) on this project's {results['cores']}-core machine, "
-            "shared with other engineers' test suites while it ran, so the figures are noisy: "
+            "shared with other engineers' test suites while it ran, so the figures are noisy"
+            f"{_load(results)}: "
             f"{results['hosts']:,} simulated hosts (one simulator process over loopback HTTP), "
             "PostgreSQL and Redis, one Celery worker with "
             f"{results['processes']} processes on every queue, beat's entries sent every "

@@ -150,6 +150,9 @@ def _results(base_s: float | None, hung_s: float | None, duplicates: int = 0) ->
         "hung_ratio_at_least": 12.0 if hung_s is None else None,
         "baseline_same_hosts_median_s": 4.0,
         "hung_median_ratio": 1.25,
+        "load_avg_start": 7.5,
+        "load_avg_end": 8.0,
+        "commit": "abc1234",
     }
 
 
@@ -160,6 +163,7 @@ def test_the_readme_says_whether_the_goal_was_met_and_the_hung_ratio() -> None:
     assert verdict(_results(None, 10.5)) == "not met"
     text = render_recoveries(_results(11.0, 10.5))
     assert "**1.05x** the baseline's time" in text and "**met** in this run" in text
+    assert "noisy (load average 7.5 at the start, 8 at the end; code at commit `abc1234`):" in text
     late = render_recoveries(_results(11.0, None))
     assert "of the other 900 hosts 895 were up 120 s" in late and "more than 12.0x" in late
     assert "not all up after 120 s (895 up)" in late
