@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -192,3 +193,19 @@ def test_the_worker_log_gives_each_task_names_share_of_the_slots() -> None:
         "autorecovery.init_vds_on_up": pytest.approx(0.0125),
         "autorecovery.monitoring_batch": pytest.approx(0.075),
     }
+
+
+def test_the_bench_settings_pass_the_products_validator_with_defaults_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from autorecovery.settings import load_settings
+    from bench.recoveries import settings
+
+    for name in list(os.environ):
+        if name.startswith("AUTORECOVERY_"):
+            monkeypatch.delenv(name)
+    for name, value in settings(2.0, 1000).items():
+        monkeypatch.setenv(name, value)
+    loaded = load_settings()
+    assert (loaded.tick_interval_s, loaded.fleet_cap, loaded.cluster_cap) == (2.0, 1000, "100%")
+    assert loaded.activation_queued_ttl_s == 60.0  # the product's default, not the tests' 20 s
