@@ -75,6 +75,11 @@ def settings(tick_interval_s: float, hosts: int) -> dict[str, str]:
     }
 
 
+def without_test_settings(env: dict[str, str], chosen: dict[str, str]) -> dict[str, str]:
+    """``env`` without the test suite's settings that the bench did not choose: the product's defaults."""
+    return {k: v for k, v in env.items() if k in chosen or k not in TEST_SETTINGS}
+
+
 class Bench:
     """One run: the servers, the simulator, the worker, the ticker and the event log."""
 
@@ -228,9 +233,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="ar-bench-recoveries-"))
     servers = start_servers(tmp)
     chosen = settings(args.tick_interval_s, args.hosts)
-    env = servers.env(**chosen)
-    for name in TEST_SETTINGS.keys() - chosen.keys():  # the product's defaults, not the tests'
-        env.pop(name, None)
+    env = without_test_settings(servers.env(**chosen), chosen)
     os.environ.update(env)
     import workers
     from harness.sim.register import register_fleet

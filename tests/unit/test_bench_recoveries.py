@@ -199,12 +199,16 @@ def test_the_bench_settings_pass_the_products_validator_with_defaults_elsewhere(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from autorecovery.settings import load_settings
-    from bench.recoveries import settings
+    from bench.recoveries import settings, without_test_settings
+    from tests.support.servers import TEST_SETTINGS
 
     for name in list(os.environ):
         if name.startswith("AUTORECOVERY_"):
             monkeypatch.delenv(name)
-    for name, value in settings(2.0, 1000).items():
+    chosen = settings(2.0, 1000)
+    env = without_test_settings({**TEST_SETTINGS, **chosen, "PATH": "/bin"}, chosen)
+    assert env["PATH"] == "/bin" and "AUTORECOVERY_ACTIVATION_QUEUED_TTL_S" not in env
+    for name, value in env.items():
         monkeypatch.setenv(name, value)
     loaded = load_settings()
     assert (loaded.tick_interval_s, loaded.fleet_cap, loaded.cluster_cap) == (2.0, 1000, "100%")
