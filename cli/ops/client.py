@@ -156,6 +156,21 @@ class ApiClient:
         Raises:
             ApiFailure: the API refused, failed, or could not be reached in time.
         """
+        return self.send(method, path, params=params, body=body)[1]
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> tuple[int, Any]:
+        """Send one request; return the answer's status and its JSON (None for an empty answer).
+
+        Raises:
+            ApiFailure: the API refused, failed, or could not be reached in time.
+        """
         query = {k: v for k, v in (params or {}).items() if v is not None}
         where = f"{method} {API_PREFIX}{path}"
         try:
@@ -173,9 +188,9 @@ class ApiClient:
         if not response.is_success:
             raise failure_from(response, self.base_url)
         if not response.content:
-            return None
+            return response.status_code, None
         try:
-            return response.json()
+            return response.status_code, response.json()
         except ValueError as exc:
             raise ApiFailure(
                 Exit.FAILED, f"{where}: the answer is not JSON", f"is {self.base_url} the autorecovery API?"

@@ -65,8 +65,8 @@ class Output:
 
     def say(self, *parts: str | Text | tuple[str, str]) -> None:
         """Tell a person something (nothing in JSON mode)."""
-        if not self.json_mode:
-            self.out.print(Text.assemble(*parts))
+        if not self.json_mode:  # a message is one line, however long: a pipe reads it whole
+            self.out.print(Text.assemble(*parts), soft_wrap=True)
 
     def progress_line(self, text: Text) -> None:
         """Print a line of progress to stderr (nothing in JSON mode)."""
