@@ -43,7 +43,10 @@ class HostSummary(BaseModel):
     detail: str | None
     autorecovery: bool
     status_changed_at: str | None
-    report_age_s: float | None
+    report_age_s: float | None = Field(
+        description="seconds since the agent last answered with a usable report (a failed pull "
+        "does not count); null: never"
+    )
     in_flight: bool
     last_decision: str | None
 
@@ -135,7 +138,10 @@ class HostDetail(BaseModel):
     detail: str | None
     autorecovery: bool
     status_changed_at: str | None
-    report_age_s: float | None
+    report_age_s: float | None = Field(
+        description="seconds since the agent last answered with a usable report (a failed pull "
+        "does not count); null: never"
+    )
     report: dict[str, Any] | None
     problems: list[Problem]
     last_decision: Decision

@@ -183,10 +183,20 @@ def host_summary(host: Host, report: Report | None, state: HostState, now: datet
     """Present a host in a list: its status, flag, report age and last decision code."""
     return {
         **_host_fields(host),
-        "report_age_s": (now - report.reported_at).total_seconds() if report else None,
+        "report_age_s": heard_age_s(state, now),
         "in_flight": host.in_flight,
         "last_decision": state["last_decision"],
     }
+
+
+def heard_age_s(state: HostState, now: datetime) -> float | None:
+    """Seconds since the host's agent last answered with a usable report (None: never).
+
+    A failed pull stores an observation dated at the attempt: counting from it would make a host
+    whose agent has been silent for an hour look one tick old.
+    """
+    heard = state.get("report_heard_at")
+    return (now - heard).total_seconds() if heard else None
 
 
 def why_not_recovered(ev: Evaluation, state: HostState, now: datetime) -> dict[str, Any] | None:
@@ -212,7 +222,7 @@ def host_detail(row: HostRow, ev: Evaluation, now: datetime) -> dict[str, Any]:
     host, report, state = row
     return {
         **_host_fields(host),
-        "report_age_s": ev.assessment.report_age_s,
+        "report_age_s": heard_age_s(state, now),
         "report": report_as_dict(report) if report else None,
         "problems": [{"reason": p.reason.value, "detail": p.detail} for p in ev.assessment.problems],
         "last_decision": {

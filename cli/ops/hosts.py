@@ -16,6 +16,7 @@ from cli.ops.render import (
     age,
     cell,
     new_table,
+    reason_text,
     status_cell,
     when,
 )
@@ -114,10 +115,10 @@ def cmd_hosts_show(api: ApiClient, args: argparse.Namespace, out: Output) -> int
     last = h.get("last_decision") or {}
     if last.get("code"):
         at = f" (at {when(last['at'])})" if last.get("at") else ""
-        grid.add_row("last decision", cell(f"{last['code']}: {last.get('detail') or ''}{at}"))
+        grid.add_row("last decision", cell(reason_text(last["code"], last.get("detail")) + at))
     why = h.get("why_not_recovered")
     if why:
-        grid.add_row("why not up", cell(f"{why.get('code')}: {why.get('detail') or ''}"))
+        grid.add_row("why not up", cell(reason_text(why.get("code"), why.get("detail"))))
     for label, text in _hold_lines(h):
         grid.add_row(label, Text(text, style="yellow"))
     running = h.get("activation")
@@ -155,8 +156,8 @@ def cmd_hosts_show(api: ApiClient, args: argparse.Namespace, out: Output) -> int
 def _hold_lines(h: dict[str, Any]) -> list[tuple[str, str]]:
     """One line per hold in force now (``held_by``), with the command that lifts it."""
     lifts = {
-        "quarantine": " (clear it with `autorecovery hosts quarantine-clear ID`)",
-        "backoff": " (retry now with `autorecovery hosts backoff-reset ID`)",
+        "quarantine": f" (clear it with `autorecovery hosts quarantine-clear {h['id']}`)",
+        "backoff": f" (retry now with `autorecovery hosts backoff-reset {h['id']}`)",
     }
     lines = []
     for item in h.get("held_by") or []:
@@ -230,12 +231,13 @@ def wait_for_activation(
     if state == "succeeded" or host.get("status") == "up":
         out.say(Text("✓ ", style="green"), (host_id, "bold"), " is up")
         return Exit.OK
-    why = record.get("outcome") or state
+    outcome = record.get("outcome")
+    why = f", {outcome}" if outcome and outcome != state else ""
     detail = f" ({record['detail']})" if record.get("detail") else ""
-    reason = f" {host['reason']}" if host.get("reason") else ""
+    reason = f" ({host['reason']})" if host.get("reason") else ""
     raise ApiFailure(
         Exit.FAILED,
-        f"{host_id} is not up: activation {state}, {why}{detail}; the host is {host.get('status')}{reason}",
+        f"{host_id} is not up: activation {state}{why}{detail}; the host is {host.get('status')}{reason}",
         f"see why with `autorecovery hosts show {host_id}`",
     )
 

@@ -19,7 +19,7 @@ from cli.ops.hosts import (
 from cli.ops.onboarding_args import add_onboarding_commands
 from cli.ops.placement import attempt_spec, cmd_placement, cmd_vm_runs_report
 from cli.ops.render import Output
-from cli.ops.safety import cmd_pause, cmd_plan, cmd_resume, cmd_safety, duration_s
+from cli.ops.safety import DurationAction, cmd_pause, cmd_plan, cmd_resume, cmd_safety
 from cli.ops.storage import (
     cmd_domains_activate,
     cmd_domains_autorecovery,
@@ -192,9 +192,10 @@ def add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     pause.add_argument(
         "--for",
         dest="duration",
-        type=duration_s,
+        nargs="+",
+        action=DurationAction,
         metavar="DURATION",
-        help="end by itself after 30m, 2h, 600s, 1h30m, ... (default: until `autorecovery resume`)",
+        help="end by itself after 30m, 2h, 90s, 1h30m, 5 minutes, ... (default: until `autorecovery resume`)",
     )
     pause.set_defaults(handler=run_command(cmd_pause))
 

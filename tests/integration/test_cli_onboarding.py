@@ -145,3 +145,13 @@ def test_the_token_never_goes_over_plain_http_beyond_loopback_unasked(cli: Cli, 
     assert "warning: sending the token over plain http to 0.0.0.0" in allowed.err
     by_env = cli("safety", "--api-url", remote, AUTORECOVERY_CLI_INSECURE="1")
     assert by_env.code == Exit.OK and "warning" in by_env.err
+
+
+def test_an_unknown_filter_id_is_an_error_not_an_empty_table(cli: Cli, deps: Any) -> None:  # noqa: F811
+    _cluster(cli)
+    assert cli("hosts", "list", "--cluster", "c-1").code == Exit.OK  # known, and empty: fine
+    for argv in (("hosts", "list", "--cluster", "nope"), ("plan", "--cluster", "nope")):
+        refused = cli(*argv)
+        assert refused.code == Exit.NOT_FOUND, str(refused)
+        assert "cluster 'nope' not found" in refused.err and "clusters list" in refused.err
+        assert refused.out == ""

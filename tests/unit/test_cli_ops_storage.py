@@ -382,7 +382,7 @@ def test_placement_of_an_empty_or_unknown_cluster(capsys: pytest.CaptureFixture[
     code, out, _ = run(["placement", "c-2", "--api-url", URL], api, capsys)
     assert code == Exit.OK and "no host of c-2 is up" in out
     code, _, err = run(["placement", "c-9", "--api-url", URL], api, capsys)
-    assert code == Exit.NOT_FOUND and "check the cluster id" in err
+    assert code == Exit.NOT_FOUND and "autorecovery clusters list" in err
 
 
 def test_report_sends_the_attempts_and_says_what_happened(capsys: pytest.CaptureFixture[str]) -> None:
