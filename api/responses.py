@@ -115,9 +115,20 @@ class Incident(BaseModel):
     opened_at: str
 
 
+class ClusterHealth(BaseModel):
+    """A cluster's health in one line, as MachineHealthCheck says it: healthy N of M, limit K."""
+
+    cluster: str
+    hosts: int
+    up: int = Field(description="hosts up now (healthy)")
+    limit: int = Field(description="the most activations the tick runs at once in this cluster")
+    in_flight: int = Field(description="activations queued or running now")
+
+
 class SafetyState(BaseModel):
     """What gates automatic activation now: the observer, pauses, caps in use, incidents."""
 
+    clusters: list[ClusterHealth] = Field(default_factory=list, description="each cluster's health")
     gate: str | None = Field(description="why the observer stops automatic activation; null: it does not")
     last_full_tick_at: str | None
     silent_hosts: int

@@ -94,6 +94,28 @@ class FleetViews:
             )
         return [host_summary(row.host, row.report, row.state, now) for row in rows]
 
+    def cluster_health(self) -> list[dict[str, Any]]:
+        """Return each cluster's hosts, how many are up, its cap and the activations in flight.
+
+        Like Cluster API's MachineHealthCheck status: "healthy N of M", and the most activations
+        the tick runs at once there (``limit``).
+        """
+        with self.db.transaction() as conn:
+            clusters = self.repos.hosts.all_clusters(conn)
+            sizes = self.repos.safety.cluster_sizes(conn)
+            up = self.repos.safety.up_by_cluster(conn)
+            in_flight = self.repos.safety.in_flight_by_cluster(conn)
+        return [
+            {
+                "cluster": c,
+                "hosts": sizes.get(c, 0),
+                "up": up.get(c, 0),
+                "limit": self.caps.cluster_limit(sizes.get(c, 1)),
+                "in_flight": in_flight.get(c, 0),
+            }
+            for c in clusters
+        ]
+
     def list_clusters(self) -> list[dict[str, Any]]:
         """Return every cluster in its registration shape, ordered by id."""
         with self.db.transaction() as conn:

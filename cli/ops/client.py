@@ -11,6 +11,8 @@ import contextlib
 import ipaddress
 import re
 import sys
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from enum import IntEnum
 from typing import Any
 from urllib.parse import urlsplit
@@ -156,9 +158,17 @@ class ApiClient:
         headers = {"User-Agent": f"autorecovery-cli/{__version__}", "Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        self._date: str | None = None
         self._http = httpx.Client(
             base_url=self.base_url + API_PREFIX, headers=headers, timeout=timeout_s, transport=transport
         )
+
+    def server_now(self) -> datetime | None:
+        """The API's clock as of its last answer (its ``Date`` header), else this machine's."""
+        if self._date:
+            with contextlib.suppress(TypeError, ValueError):
+                return parsedate_to_datetime(self._date)
+        return datetime.now(UTC)
 
     def __enter__(self) -> ApiClient:
         return self
@@ -208,6 +218,7 @@ class ApiClient:
             ) from exc
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from exc
+        self._date = response.headers.get("date")
         if not response.is_success:
             raise failure_from(response, self.base_url)
         if not response.content:

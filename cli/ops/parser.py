@@ -9,6 +9,8 @@ from typing import Any
 from cli.ops.audit import cmd_audit
 from cli.ops.client import ApiClient, ApiFailure, resolve
 from cli.ops.hosts import (
+    ANY_HOLD,
+    HOLDS,
     cmd_hosts_activate,
     cmd_hosts_autorecovery,
     cmd_hosts_holds,
@@ -16,6 +18,7 @@ from cli.ops.hosts import (
     cmd_hosts_maintenance,
     cmd_hosts_show,
 )
+from cli.ops.live import DEFAULT_EVERY_S
 from cli.ops.onboarding_args import add_onboarding_commands
 from cli.ops.placement import attempt_spec, cmd_placement, cmd_vm_runs_report
 from cli.ops.render import Output
@@ -29,6 +32,7 @@ from cli.ops.storage import (
 )
 from cli.ops.wait import DEFAULT_WAIT_S
 from models.domain import HostStatus
+from models.policy import ACTIVATE, Skip
 
 CODES = (
     "exit codes: 0 ok, 1 failed, 2 bad input, 3 timeout, 4 not found, 5 conflict, 6 auth, 7 API unreachable"
@@ -41,7 +45,7 @@ def run_command(command: Command) -> Callable[[argparse.Namespace], int]:
     """Wrap a command: resolve URL and token, call it, turn a failure into its exit code."""
 
     def handle(args: argparse.Namespace) -> int:
-        out = Output(json_mode=args.json)
+        out = Output(json_mode=args.json or getattr(args, "output", None) == "json")
         try:
             url, token = resolve(args)
             with ApiClient(url, token, transport=args.transport) as api:
@@ -87,6 +91,20 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
+def _add_watch(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-w",
+        "--watch",
+        nargs="?",
+        const=DEFAULT_EVERY_S,
+        type=_positive(float),
+        metavar="SECONDS",
+        help=f"draw it again every SECONDS (default {DEFAULT_EVERY_S:g}) until Ctrl-C, which exits 0",
+    )
+    # For tests and scripts: stop after this many rounds.
+    parser.add_argument("--watch-count", type=_positive(int), help=argparse.SUPPRESS)
+
+
 def add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the operator commands to ``autorecovery``.
 
@@ -102,8 +120,30 @@ def add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     ls.add_argument("--status", choices=[s.value for s in HostStatus])
     ls.add_argument("--cluster", metavar="ID")
     ls.add_argument("--autorecovery", choices=("on", "off"))
+    ls.add_argument(
+        "--decision",
+        choices=[ACTIVATE, *(s.value for s in Skip)],
+        metavar="CODE",
+        help="only hosts whose last decision is CODE: activate, healthy, backoff, has_problems, ...",
+    )
+    ls.add_argument(
+        "--held",
+        nargs="?",
+        const=ANY_HOLD,
+        choices=[ANY_HOLD, *HOLDS],
+        metavar="HOLD",
+        help=f"only hosts that carry a hold: {', '.join(HOLDS)}; without HOLD: any",
+    )
     ls.add_argument("--limit", type=_positive(int), help="at most this many (default: all)")
     ls.add_argument("--after", metavar="ID", help="start after this host id")
+    ls.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "wide", "json"),
+        default="table",
+        help="wide: also status since, detail and agent URL; json: as --json",
+    )
+    _add_watch(ls)
     ls.set_defaults(handler=run_command(cmd_hosts_list))
 
     show = hsub.add_parser("show", parents=common, help="a host, and why it is not up", epilog=codes)
@@ -211,6 +251,7 @@ def add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         epilog=codes,
         help="what holds automatic activation: observer, pauses, incidents",
     )
+    _add_watch(safety)
     safety.set_defaults(handler=run_command(cmd_safety))
 
 

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.ops.client import ApiClient, Exit
+from cli.ops.live import every
 from cli.ops.render import Output, cell, new_table, pause_text, status_cell, when
 
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
@@ -96,6 +97,16 @@ class DurationAction(argparse.Action):
             parser.error(f"argument {option_string}: {exc}")
 
 
+def cluster_line(c: dict[str, Any]) -> Text:
+    """``healthy 47 of 50, limit 12 (2 activating)``, red when fewer than all are up."""
+    up, hosts = c.get("up", 0), c.get("hosts", 0)
+    busy = f" ({c['in_flight']} activating)" if c.get("in_flight") else ""
+    return Text(
+        f"healthy {up} of {hosts}, limit {c.get('limit')}{busy}",
+        style="green" if up == hosts else "yellow" if up else "red",
+    )
+
+
 def _scope_path(cluster: str | None) -> str:
     return "/pause" if cluster is None else "/clusters/" + quote(cluster, safe="") + "/pause"
 
@@ -128,6 +139,13 @@ def cmd_resume(api: ApiClient, args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_safety(api: ApiClient, args: argparse.Namespace, out: Output) -> int:
+    """Show what gates automatic activation; with ``--watch``, again and again."""
+    if args.watch is None:
+        return _safety_once(api, out)
+    return every(out, "autorecovery safety", lambda: _safety_once(api, out), args.watch, args.watch_count)
+
+
+def _safety_once(api: ApiClient, out: Output) -> int:
     """Show what gates automatic activation: the observer, pauses, activations, incidents."""
     state = api.call("GET", "/safety")
     if out.json_mode:
@@ -146,6 +164,16 @@ def cmd_safety(api: ApiClient, args: argparse.Namespace, out: Output) -> int:
     )
     in_flight = state.get("in_flight") or {}
     grid.add_row("in flight", cell(", ".join(f"{c}: {n}" for c, n in sorted(in_flight.items())) or "none"))
+    for c in state.get("clusters") or []:
+        grid.add_row(f"cluster {c['cluster']}", cluster_line(c))
+    for h in state.get("holds") or []:  # hosts by the holds they carry, when the API says
+        examples = ", ".join(h.get("examples") or [])
+        by_status = ", ".join(f"{n} {s}" for s, n in sorted((h.get("by_status") or {}).items()))
+        grid.add_row(
+            f"held: {h['hold']}",
+            Text(f"{h['hosts']} host(s)" + (f" ({by_status})" if by_status else "")
+                 + (f", e.g. {examples}" if examples else ""), style="yellow"),
+        )
     out.out.print(grid)
     pauses = state.get("pauses") or []
     out.out.print()

@@ -848,3 +848,14 @@ def test_a_host_left_initializing_with_nothing_in_flight_is_reset(backend: Backe
         assert backend.repos.activations.reset_orphans(conn, now=at(100), before=at(50)) == []
         events = backend.repos.audit.query(conn, object_id="h1", event="status_changed")
         assert events and events[0]["reason"] == "activation_failed"
+
+
+def test_up_by_cluster_counts_the_up_hosts(backend: Backend) -> None:
+    seed(backend, "h1", "h2", "h3")
+    with tx(backend) as conn:
+        assert backend.repos.safety.up_by_cluster(conn) == {}
+        backend.repos.hosts.set_status(conn, "h1", "up", None, "x", at(1))
+        backend.repos.hosts.set_status(conn, "h3", "up", None, "x", at(1))
+    with tx(backend) as conn:
+        assert backend.repos.safety.up_by_cluster(conn) == {"c1": 2}
+        assert backend.repos.safety.cluster_sizes(conn) == {"c1": 3}

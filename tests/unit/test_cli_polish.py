@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import json
+import re
+from typing import Any
 
 import httpx
 import pytest
 
 from cli.ops import Exit
 from cli.ops.render import reason_text, span, when
-from tests.unit.test_cli_ops import URL, Api, activation, clean_env, detail, run, waiting_api  # noqa: F401
+from tests.unit.test_cli_ops import (  # noqa: F401 - clean_env is autouse
+    URL,
+    Api,
+    activation,
+    clean_env,
+    detail,
+    host,
+    run,
+    waiting_api,
+)
 
 HTML = "<!doctype html><html><head><title>Grafana</title></head><body>" + "x" * 500 + "</body></html>"
 
@@ -105,3 +116,123 @@ def test_a_bad_duration_names_the_option(capsys: pytest.CaptureFixture[str]) -> 
     assert "usage: autorecovery pause" in err
 
 
+
+
+# -- hosts list: columns, filters, watch -----------------------------------------------------
+
+DATE = "Tue, 24 Nov 2026 14:30:05 GMT"  # the API's clock: 2h30m05s after the hosts went out
+
+
+def _fleet() -> list[dict[str, Any]]:
+    return [
+        host_("h-0001", "up", holds=["quarantine"], last_decision="healthy"),
+        host_("h-0002", "non_operational", holds=["backoff"], last_decision="backoff"),
+        host_("h-0003", "non_operational", holds=[], last_decision="has_problems"),
+        host_("h-0004", "unassigned", last_decision=None),  # an API without ``holds``: tolerated
+    ]
+
+
+def host_(host_id: str, status: str, **extra: Any) -> dict[str, Any]:
+    body = host(host_id, status, status_changed_at="2026-11-24T12:00:00+00:00", **extra)
+    if "holds" not in extra:
+        body.pop("holds", None)
+    return body
+
+
+def _listing(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, json={"hosts": _fleet(), "next_after": None}, headers={"date": DATE})
+
+
+def test_list_shows_down_for_holds_and_wide_columns(capsys: pytest.CaptureFixture[str]) -> None:
+    api = Api({("GET", "/api/v1/hosts"): _listing})
+    code, out, _ = run(["hosts", "list", "--api-url", URL], api, capsys)
+    assert code == Exit.OK
+    assert "DOWN FOR" in out and "HELD" in out and "AGENT" not in out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("h-")}
+    assert "2h30m" in rows["h-0002"] and "backoff" in rows["h-0002"]
+    assert "2h30m" not in rows["h-0001"] and "quarantine" in rows["h-0001"]  # up: not down
+    assert "2h30m" not in rows["h-0004"]  # never up: not "down"
+    code, out, _ = run(["hosts", "list", "-o", "wide", "--api-url", URL], api, capsys)
+    assert "AGENT" in out and "http://sim/h" in out and "2026-11-24 12:00:00 UTC" in out
+    code, out, _ = run(["hosts", "list", "-o", "json", "--api-url", URL], api, capsys)
+    assert [h["id"] for h in json.loads(out)["hosts"]] == ["h-0001", "h-0002", "h-0003", "h-0004"]
+
+
+@pytest.mark.parametrize(("argv", "ids"), [
+    (["--held"], ["h-0001", "h-0002"]),
+    (["--held", "backoff"], ["h-0002"]),
+    (["--decision", "has_problems"], ["h-0003"]),
+    (["--decision", "backoff", "--held"], ["h-0002"]),
+    (["--held", "--limit", "1"], ["h-0001"]),
+])
+def test_decision_and_held_filters(
+    argv: list[str], ids: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = Api({("GET", "/api/v1/hosts"): _listing})
+    code, out, _ = run(["hosts", "list", *argv, "--json", "--api-url", URL], api, capsys)
+    assert code == Exit.OK
+    assert [h["id"] for h in json.loads(out)["hosts"]] == ids
+
+
+def test_watch_draws_again_until_its_count(capsys: pytest.CaptureFixture[str]) -> None:
+    api = Api({("GET", "/api/v1/hosts"): _listing})
+    code, out, _ = run(["hosts", "list", "--watch", "0.01", "--watch-count", "3", "--json", "--api-url", URL],
+                       api, capsys)
+    assert code == Exit.OK and len(api.requests) == 3
+    assert [len(json.loads(line)["hosts"]) for line in out.splitlines()] == [4, 4, 4]
+    code, out, _ = run(["safety", "-w", "0.01", "--watch-count", "2", "--api-url", URL],
+                       Api({("GET", "/api/v1/safety"): (200, SAFE)}), capsys)
+    assert code == Exit.OK and out.count("every 0.01s: autorecovery safety") == 2
+
+
+@pytest.mark.parametrize("argv", [["--decision", "bakoff"], ["--held", "quarantin"]])
+def test_an_unknown_filter_value_is_refused_naming_it(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli.main import build_parser
+
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["hosts", "list", *argv])
+    assert exited.value.code == Exit.USAGE and f"invalid choice: '{argv[1]}'" in capsys.readouterr().err
+
+
+def test_ctrl_c_ends_a_watch_with_0_and_an_outage_does_not(capsys: pytest.CaptureFixture[str]) -> None:
+    calls: list[int] = []
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) == 2:
+            raise httpx.ConnectError("refused")
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return _listing(request)
+
+    code, out, err = run(["hosts", "list", "--watch", "0.01", "--api-url", URL], flaky, capsys)
+    assert code == Exit.OK and len(calls) == 4
+    assert "cannot reach the API" in err and out.count("h-0003") == 2
+    gone = Api({("GET", "/api/v1/hosts"): (404, {"error": "not_found", "message": "cluster 'x' not found",
+                                                 "field": "cluster_id"})})
+    code, _, _ = run(["hosts", "list", "--cluster", "x", "--watch", "0.01", "--api-url", URL], gone, capsys)
+    assert code == Exit.NOT_FOUND  # watching will not make it exist
+
+
+SAFE = {"gate": None, "silent_hosts": 0, "observed_hosts": 50, "last_full_tick_at": None, "pauses": [],
+        "in_flight": {"c-1": 2}, "incidents": [],
+        "clusters": [{"cluster": "c-1", "hosts": 50, "up": 47, "limit": 12, "in_flight": 2},
+                     {"cluster": "c-2", "hosts": 3, "up": 3, "limit": 1, "in_flight": 0}],
+        "holds": [{"hold": "quarantine", "hosts": 2, "by_status": {"up": 1, "non_operational": 1},
+                   "examples": ["h-0007", "h-0009"]}]}
+
+
+def test_safety_says_each_clusters_health_like_a_machine_health_check(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(["safety", "--api-url", URL], Api({("GET", "/api/v1/safety"): (200, SAFE)}), capsys)
+    assert code == Exit.OK
+    out = re.sub(r"  +", "  ", out)
+    assert "cluster c-1  healthy 47 of 50, limit 12 (2 activating)" in out
+    assert "cluster c-2  healthy 3 of 3, limit 1" in out
+    assert "held: quarantine  2 host(s) (1 non_operational, 1 up), e.g. h-0007, h-0009" in out
+    old = {k: v for k, v in SAFE.items() if k not in ("clusters", "holds")}
+    code, out, _ = run(["safety", "--api-url", URL], Api({("GET", "/api/v1/safety"): (200, old)}), capsys)
+    assert code == Exit.OK and "healthy" not in out  # an older API: nothing to say, nothing broken
