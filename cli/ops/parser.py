@@ -31,6 +31,7 @@ from cli.ops.storage import (
     cmd_domains_show,
 )
 from cli.ops.wait import DEFAULT_WAIT_S
+from models.audit_events import AUDIT_EVENTS
 from models.domain import HostStatus
 from models.policy import ACTIVATE, Skip
 
@@ -213,7 +214,12 @@ def add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     about.add_argument("--host", metavar="ID", help="entries about this host")
     about.add_argument("--storage-domain", metavar="ID", help="entries about this storage domain")
     audit.add_argument("--actor", help="token name, or auto")
-    audit.add_argument("--event", help="e.g. activation_succeeded, autorecovery_disabled")
+    audit.add_argument(
+        "--event",
+        choices=list(AUDIT_EVENTS),
+        metavar="EVENT",
+        help="e.g. activation_succeeded, autorecovery_disabled (--events lists them all)",
+    )
     audit.add_argument("--since", help="RFC 3339 time with a zone, or 30m, 2h, 1d ago")
     audit.add_argument("--limit", type=_positive(int), default=50, help="default 50")
     audit.add_argument(
@@ -222,6 +228,18 @@ def add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         metavar="ENTRY_ID",
         help="entries older than this one (the next page)",
     )
+    audit.add_argument("--events", action="store_true", help="list every audit event name, one line each")
+    audit.add_argument(
+        "-f",
+        "--follow",
+        nargs="?",
+        const=DEFAULT_EVERY_S,
+        type=_positive(float),
+        metavar="SECONDS",
+        help="print the last --limit entries, then each new one as it is written (looking every "
+        f"SECONDS, default {DEFAULT_EVERY_S:g}) until Ctrl-C, which exits 0; --json: one line per entry",
+    )
+    audit.add_argument("--follow-count", type=_positive(int), help=argparse.SUPPRESS)
     audit.set_defaults(handler=run_command(cmd_audit))
 
     pause = sub.add_parser(

@@ -284,3 +284,10 @@ def test_an_unknown_cluster_filter_is_a_404_not_an_empty_list(world: World) -> N
     for path in ("/api/v1/hosts?cluster=nope", "/api/v1/plan?cluster=nope"):
         assert shape(world.call("GET", path, headers=VIEWER)) == (404, "not_found", "cluster_id"), path
     assert world.call("GET", "/api/v1/hosts?cluster=c-1", headers=VIEWER).status_code == 200
+
+
+def test_an_unknown_audit_event_filter_is_a_422_naming_it(world: World) -> None:
+    refused = world.call("GET", "/api/v1/audit?event=activation_suceeded", headers=VIEWER)
+    assert shape(refused) == (422, "invalid_input", "event")
+    assert "autorecovery audit --events" in refused.json()["message"]
+    assert world.call("GET", "/api/v1/audit?event=host_registered", headers=VIEWER).status_code == 200

@@ -236,3 +236,77 @@ def test_safety_says_each_clusters_health_like_a_machine_health_check(
     old = {k: v for k, v in SAFE.items() if k not in ("clusters", "holds")}
     code, out, _ = run(["safety", "--api-url", URL], Api({("GET", "/api/v1/safety"): (200, old)}), capsys)
     assert code == Exit.OK and "healthy" not in out  # an older API: nothing to say, nothing broken
+
+
+# -- audit -----------------------------------------------------------------------------------
+
+
+def entry(entry_id: int, event: str = "status_changed", **details: Any) -> dict[str, Any]:
+    return {"id": entry_id, "at": "2026-11-24T12:00:00.250000+00:00", "object_type": "host",
+            "object_id": "h-0001", "event": event, "actor": "auto", "reason": "activation_failed",
+            "details": details}
+
+
+def test_audit_details_read_as_key_value_pairs(capsys: pytest.CaptureFixture[str]) -> None:
+    e = entry(7, **{"from": "initializing", "to": "non_operational",
+                    "detail": "init refused: storage domain sd-1 unreachable", "problems": ["kvm", "sd-1"],
+                    "fence": 42, "forced": False, "holder": {"host_id": "h-0001"}})
+    api = Api({("GET", "/api/v1/audit"): (200, {"entries": [e], "next_before": None})})
+    code, out, _ = run(["audit", "--api-url", URL], api, capsys)
+    assert code == Exit.OK
+    flat = re.sub(r"\s+", " ", out)
+    for shown in ('from=initializing to=non_operational', 'detail="init refused: storage domain sd-1 '
+                  'unreachable"', "problems=kvm,sd-1", "fence=42", "forced=false",
+                  'holder={"host_id": "h-0001"}', "2026-11-24 12:00:00 UTC"):
+        assert shown in flat, (shown, out)
+    assert '{"from"' not in out and ".250000" not in out
+
+
+def test_audit_events_lists_every_event_one_line_each(capsys: pytest.CaptureFixture[str]) -> None:
+    from models.audit_events import AUDIT_EVENTS
+
+    api = Api({})
+    code, out, _ = run(["audit", "--events", "--api-url", URL], api, capsys)
+    assert code == Exit.OK and api.requests == []  # the list is the CLI's own, no API call
+    lines = out.splitlines()
+    assert [line.split()[0] for line in lines] == list(AUDIT_EVENTS)
+    assert all(len(line.split(None, 1)) == 2 for line in lines)
+
+
+def test_an_unknown_event_filter_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from cli.main import build_parser
+
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["audit", "--event", "activation_suceeded"])
+    assert exited.value.code == Exit.USAGE and "activation_suceeded" in capsys.readouterr().err
+
+
+def test_audit_follow_prints_new_entries_oldest_first_until_ctrl_c(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    pages = [
+        {"entries": [entry(3), entry(2)], "next_before": 2},  # the last --limit entries
+        {"entries": [entry(5, "activation_started"), entry(4, "activation_queued"), entry(3)],
+         "next_before": 3},
+        {"entries": [entry(5, "activation_started")], "next_before": None},  # nothing new
+        KeyboardInterrupt(),
+    ]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        page = pages.pop(0)
+        if isinstance(page, BaseException):
+            raise page
+        return httpx.Response(200, json=page)
+
+    code, out, _ = run(["audit", "--follow", "0.01", "--limit", "2", "--api-url", URL], answer, capsys)
+    assert code == Exit.OK and pages == []
+    ids = [int(m) for m in re.findall(r"#(\d+)", out)]
+    assert ids == [2, 3, 4, 5], out
+    assert "activation_queued by auto (activation_failed)" in out
+
+
+def test_audit_follow_json_is_one_line_per_entry(capsys: pytest.CaptureFixture[str]) -> None:
+    api = Api({("GET", "/api/v1/audit"): (200, {"entries": [entry(9), entry(8)], "next_before": None})})
+    code, out, _ = run(["audit", "-f", "0.01", "--follow-count", "1", "--json", "--api-url", URL], api, capsys)
+    assert code == Exit.OK
+    assert [json.loads(line)["id"] for line in out.splitlines()] == [8, 9]
