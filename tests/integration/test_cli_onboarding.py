@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -155,3 +156,21 @@ def test_an_unknown_filter_id_is_an_error_not_an_empty_table(cli: Cli, deps: Any
         assert refused.code == Exit.NOT_FOUND, str(refused)
         assert "cluster 'nope' not found" in refused.err and "clusters list" in refused.err
         assert refused.out == ""
+
+
+def test_watch_follow_and_the_cluster_line_against_the_real_api(cli: Cli, deps: Any) -> None:  # noqa: F811
+    _cluster(cli)
+    for i in (1, 2):
+        assert cli("hosts", "add", f"h-000{i}", "--cluster", "c-1", "--agent-url", AGENT.format(i)).code == 0
+    watched = cli("hosts", "list", "--watch", "0.2", "--watch-count", "2", "--json")
+    assert watched.code == Exit.OK, str(watched)
+    assert [len(json.loads(line)["hosts"]) for line in watched.out.splitlines()] == [2, 2]
+    safety = cli("safety", "-w", "0.2", "--watch-count", "2")
+    lines = re.findall(r"healthy 0 of 2, limit \d+", safety.out)
+    assert safety.code == Exit.OK and len(lines) == 2, str(safety)
+    followed = cli("audit", "--follow", "0.2", "--follow-count", "2", "--event", "host_registered", "--json")
+    assert followed.code == Exit.OK, str(followed)
+    assert [json.loads(line)["object_id"] for line in followed.out.splitlines()] == ["h-0001", "h-0002"]
+    events = cli("audit", "--events")
+    assert events.code == Exit.OK and "host_registered" in events.out
+    assert cli("audit", "--event", "host_registred").code == Exit.USAGE

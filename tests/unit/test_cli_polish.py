@@ -307,6 +307,7 @@ def test_audit_follow_prints_new_entries_oldest_first_until_ctrl_c(
 
 def test_audit_follow_json_is_one_line_per_entry(capsys: pytest.CaptureFixture[str]) -> None:
     api = Api({("GET", "/api/v1/audit"): (200, {"entries": [entry(9), entry(8)], "next_before": None})})
-    code, out, _ = run(["audit", "-f", "0.01", "--follow-count", "1", "--json", "--api-url", URL], api, capsys)
+    argv = ["audit", "-f", "0.01", "--follow-count", "1", "--json", "--api-url", URL]
+    code, out, _ = run(argv, api, capsys)
     assert code == Exit.OK
     assert [json.loads(line)["id"] for line in out.splitlines()] == [8, 9]
