@@ -154,7 +154,7 @@ def _list_once(api: ApiClient, args: argparse.Namespace, out: Output) -> int:
 
 def _activation_line(a: dict[str, Any]) -> Text:
     fence = f", fence {a['fence']}" if a.get("fence") is not None else ""
-    outcome = f": {a['outcome']}" if a.get("outcome") else ""
+    outcome = f": {a['outcome']}" if a.get("outcome") and a["outcome"] != a.get("state") else ""
     detail = f" ({a['detail']})" if a.get("detail") else ""
     return Text(f"{a['id']} {a['state']}{outcome}{detail} — {a['trigger']} by {a['actor']}{fence}")
 

@@ -53,6 +53,13 @@ def test_a_failed_activation_is_said_once(capsys: pytest.CaptureFixture[str]) ->
     assert "activation failed (init refused)" in err and "failed, failed" not in err, err
 
 
+def test_a_running_activation_line_says_its_state_once(capsys: pytest.CaptureFixture[str]) -> None:
+    shown = {**detail(activation=activation("failed", "failed", "init refused"))}
+    _, out, _ = run(["hosts", "show", "h-0001", "--api-url", URL],
+                    Api({("GET", "/api/v1/hosts/h-0001"): (200, shown)}), capsys)
+    assert "act-1 failed (init refused)" in out and "failed: failed" not in out
+
+
 def test_hints_name_the_real_host_not_a_placeholder(capsys: pytest.CaptureFixture[str]) -> None:
     held = {**detail(), "id": "h-0042", "held_by": [
         {"hold": "quarantine", "detail": "flapping", "since": None, "until": None},
