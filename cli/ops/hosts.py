@@ -23,6 +23,7 @@ from cli.ops.render import (
     when,
 )
 from cli.ops.wait import DEFAULT_WAIT_S, watch
+from models.safety import HOST_HOLDS
 
 PAGE_SIZE = 1000
 #: Characters of a ``-o wide`` line in a pipe.
@@ -30,15 +31,7 @@ WIDE_COLUMNS = 400
 #: ``--held`` without a kind: any hold.
 ANY_HOLD = "any"
 #: The holds a host can carry, as the API's host list names them.
-HOLDS = (
-    "maintenance",
-    "autorecovery_off",
-    "quarantine",
-    "error_period",
-    "backoff",
-    "init_outcome_unknown",
-    "agent_fence_ahead",
-)
+HOLDS = HOST_HOLDS
 
 
 def host_path(host_id: str) -> str:
@@ -119,7 +112,7 @@ def _list_once(api: ApiClient, args: argparse.Namespace, out: Output) -> int:
         out.data({"hosts": hosts, "next_after": after})
         return Exit.OK
     wide = args.output == "wide"
-    columns = ["HOST", "CLUSTER", "STATUS", "REASON", "DOWN FOR", "AUTORECOVERY", "HELD", "REPORT AGE"]
+    columns = ["HOST", "CLUSTER", "STATUS", "REASON", "DOWN FOR", "AUTORECOVERY", "HOLDS", "REPORT AGE"]
     columns += ["ACTIVATING", "LAST DECISION"] + (["STATUS SINCE", "DETAIL", "AGENT"] if wide else [])
     table = new_table(*columns)
     counts: dict[str, int] = {}

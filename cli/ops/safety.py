@@ -138,6 +138,25 @@ def cmd_resume(api: ApiClient, args: argparse.Namespace, out: Output) -> int:
     return Exit.OK
 
 
+def _print_holds(held: list[dict[str, Any]], out: Output) -> None:
+    """Print the hosts by the holds they carry, up hosts included (an up host's quarantine counts)."""
+    out.out.print()
+    if not held:
+        out.say("no host carries a hold")
+        return
+    table = new_table("HOLD", "HOSTS", "BY STATUS", "E.G.", title="holds (whatever the status)")
+    for h in held:
+        by_status = ", ".join(f"{status} {n}" for status, n in sorted(h["by_status"].items()))
+        more = len(h["examples"]) < h["hosts"]
+        table.add_row(
+            cell(h["hold"]),
+            cell(h["hosts"]),
+            cell(by_status),
+            cell(", ".join(h["examples"]) + (" …" if more else "")),
+        )
+    out.out.print(table)
+
+
 def cmd_safety(api: ApiClient, args: argparse.Namespace, out: Output) -> int:
     """Show what gates automatic activation; with ``--watch``, again and again."""
     if args.watch is None:
@@ -166,14 +185,6 @@ def _safety_once(api: ApiClient, out: Output) -> int:
     grid.add_row("in flight", cell(", ".join(f"{c}: {n}" for c, n in sorted(in_flight.items())) or "none"))
     for c in state.get("clusters") or []:
         grid.add_row(f"cluster {c['cluster']}", cluster_line(c))
-    for h in state.get("holds") or []:  # hosts by the holds they carry, when the API says
-        examples = ", ".join(h.get("examples") or [])
-        by_status = ", ".join(f"{n} {s}" for s, n in sorted((h.get("by_status") or {}).items()))
-        grid.add_row(
-            f"held: {h['hold']}",
-            Text(f"{h['hosts']} host(s)" + (f" ({by_status})" if by_status else "")
-                 + (f", e.g. {examples}" if examples else ""), style="yellow"),
-        )
     out.out.print(grid)
     pauses = state.get("pauses") or []
     out.out.print()
@@ -190,6 +201,7 @@ def _safety_once(api: ApiClient, out: Output) -> int:
         out.out.print(table)
     else:
         out.say("no pause in force")
+    _print_holds(state.get("holds") or [], out)
     incidents = state.get("incidents") or []
     if incidents:
         out.out.print()
