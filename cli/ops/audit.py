@@ -12,7 +12,9 @@ from typing import Any
 from rich.text import Text
 
 from cli.ops.client import ApiClient, Exit
+from cli.ops.hosts import host_path
 from cli.ops.render import Output, cell, new_table, when
+from cli.ops.storage import domain_path
 from models.audit_events import AUDIT_EVENTS
 
 #: Entries per call while following.
@@ -66,6 +68,8 @@ def cmd_audit(api: ApiClient, args: argparse.Namespace, out: Output) -> int:
     if args.follow is not None:
         return _follow(api, args, out)
     page = api.call("GET", "/audit", params=_params(args, args.limit, args.before))
+    if not page["entries"]:
+        _check_object(api, args)
     if out.json_mode:
         out.data(page)
         return Exit.OK
@@ -84,6 +88,23 @@ def cmd_audit(api: ApiClient, args: argparse.Namespace, out: Output) -> int:
     if page.get("next_before"):
         out.say(f"older entries: --before {page['next_before']}")
     return Exit.OK
+
+
+def _check_object(api: ApiClient, args: argparse.Namespace) -> None:
+    """After an empty page about one object and nothing else: that object must exist.
+
+    Every host and storage domain has entries from its registration on (a deleted host keeps
+    them), so no entry at all means a wrong id: an error naming it, not an empty table.
+
+    Raises:
+        ApiFailure: exit 4 (the API's 404) when the host or storage domain is unknown.
+    """
+    if any((args.actor, args.event, args.since, args.before)):
+        return  # other filters may rightly leave nothing
+    if args.host:
+        api.call("GET", host_path(args.host))
+    elif args.storage_domain:
+        api.call("GET", domain_path(args.storage_domain))
 
 
 def _list_events(out: Output) -> int:

@@ -317,3 +317,18 @@ def test_audit_follow_json_is_one_line_per_entry(capsys: pytest.CaptureFixture[s
     code, out, _ = run(argv, api, capsys)
     assert code == Exit.OK
     assert [json.loads(line)["id"] for line in out.splitlines()] == [8, 9]
+
+
+def test_audit_about_an_unknown_object_names_it(capsys: pytest.CaptureFixture[str]) -> None:
+    missing = (404, {"error": "not_found", "message": "host 'nope' not found", "field": "host_id"})
+    no_domain = {**missing[1], "message": "storage_domain 'sd-9' not found", "field": "storage_domain_id"}
+    api = Api({("GET", "/api/v1/audit"): (200, {"entries": [], "next_before": None}),
+               ("GET", "/api/v1/hosts/nope"): missing,
+               ("GET", "/api/v1/storage-domains/sd-9"): (404, no_domain)})
+    code, out, err = run(["audit", "--host", "nope", "--api-url", URL], api, capsys)
+    assert code == Exit.NOT_FOUND and "host 'nope' not found" in err and out == ""
+    code, _, err = run(["audit", "--storage-domain", "sd-9", "--api-url", URL], api, capsys)
+    assert code == Exit.NOT_FOUND and "sd-9" in err
+    before = len(api.requests)
+    code, _, _ = run(["audit", "--host", "nope", "--event", "charged", "--api-url", URL], api, capsys)
+    assert code == Exit.OK and len(api.requests) == before + 1  # another filter may rightly find nothing
