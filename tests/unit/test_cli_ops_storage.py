@@ -317,7 +317,8 @@ def test_timeout_without_wait_is_refused_before_any_request(capsys: pytest.Captu
 
 
 def test_audit_of_a_storage_domain(capsys: pytest.CaptureFixture[str]) -> None:
-    api = Api({("GET", "/api/v1/audit"): (200, {"entries": [], "next_before": None})})
+    api = Api({("GET", "/api/v1/audit"): (200, {"entries": [], "next_before": None}),
+               ("GET", "/api/v1/storage-domains/sd-1"): (200, {"id": "sd-1"})})
     run(["audit", "--storage-domain", "sd-1", "--api-url", URL], api, capsys)
     params = dict(api.requests[0].url.params)
     assert (params["object_type"], params["object_id"]) == ("storage_domain", "sd-1")
