@@ -46,11 +46,13 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if path.is_dir():
             shutil.copytree(path, src / path.name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            shutil.copy(path, src / path.name)
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, src / name)
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     done = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", f"{src}[deploy]"],
+        [str(venv / "bin" / "pip"), "install", "--quiet", "--constraint", str(src / "deploy/constraints.txt"),
+         f"{src}[deploy]"],
         capture_output=True, text=True, timeout=900, check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
@@ -67,7 +69,7 @@ def run(venv: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProc
 
 def test_the_copied_files_are_what_the_package_needs() -> None:
     assert set(copied_sources()) == {
-        "pyproject.toml", "README.md", "beat_schedule.py",
+        "pyproject.toml", "README.md", "beat_schedule.py", "deploy/constraints.txt",
         "models/", "workers/", "api/", "cli/", "autorecovery/",
     }
 
