@@ -19,7 +19,9 @@ import pytest
 
 from tests.support.servers import Servers
 
-pytestmark = pytest.mark.integration
+# The module fixture installs the package into a fresh virtualenv (pip: minutes on a busy
+# machine); pytest-timeout counts fixture setup in the first test's time.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
