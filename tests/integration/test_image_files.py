@@ -53,7 +53,10 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     done = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", "--constraint", str(src / "deploy/constraints.txt"),
+        # No byte-compiling: the roles run the same from source files, and it saves a good part
+        # of the install on a busy machine.
+        [str(venv / "bin" / "pip"), "install", "--quiet", "--no-compile", "--constraint",
+         str(src / "deploy/constraints.txt"),
          f"{src}[deploy]"],
         capture_output=True, text=True, timeout=900, check=False,
     )
