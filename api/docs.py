@@ -1,7 +1,5 @@
-"""``/docs``: Swagger UI served from files kept in this package, never a CDN (served offline).
+"""``/docs``: Swagger UI served from the ``fastapi-offline`` package's files, never a CDN.
 
-The files are the few that the page needs, taken from the ``swagger-ui-dist`` npm package
-(``api/static/swagger-ui/VERSION`` says which; ``LICENSE`` and ``NOTICE`` come with them).
 FastAPI's documented way to self-host the docs' static files: turn off the default ``/docs``,
 mount the files, and serve ``get_swagger_ui_html`` pointing at them.
 
@@ -12,23 +10,30 @@ version FastAPI writes.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import fastapi_offline
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 STATIC = "/docs/static"
-SWAGGER_UI_DIR = Path(__file__).parent / "static" / "swagger-ui"
+SWAGGER_UI_DIR = Path(fastapi_offline.__file__).parent / "static"
+BUNDLE = "swagger-ui-bundle.js"
 
 #: The first Swagger UI major version that renders each OpenAPI minor version.
 UI_MAJOR_FOR_OPENAPI = {(2, 0): 3, (3, 0): 3, (3, 1): 5}
 
 
 def swagger_ui_version() -> tuple[int, ...]:
-    """Return the bundled Swagger UI's version, as written in ``VERSION`` beside its files."""
-    return version_tuple((SWAGGER_UI_DIR / "VERSION").read_text(encoding="utf-8"))
+    """Return the bundled Swagger UI's version, as its bundle states it (``PACKAGE_VERSION``)."""
+    bundle = (SWAGGER_UI_DIR / BUNDLE).read_text(encoding="utf-8")
+    found = re.search(r'PACKAGE_VERSION:"([0-9.]+)"', bundle)
+    if found is None:
+        raise RuntimeError(f"no PACKAGE_VERSION in {SWAGGER_UI_DIR / BUNDLE}")
+    return version_tuple(found.group(1))
 
 
 def version_tuple(text: str) -> tuple[int, ...]:
@@ -60,7 +65,7 @@ def install(app: FastAPI) -> None:
         return get_swagger_ui_html(
             openapi_url=app.openapi_url or "/openapi.json",
             title=f"{app.title} API",
-            swagger_js_url=f"{STATIC}/swagger-ui-bundle.js",
+            swagger_js_url=f"{STATIC}/{BUNDLE}",
             swagger_css_url=f"{STATIC}/swagger-ui.css",
-            swagger_favicon_url=f"{STATIC}/favicon-32x32.png",
+            swagger_favicon_url=f"{STATIC}/favicon.png",
         )

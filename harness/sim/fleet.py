@@ -262,6 +262,7 @@ class Fleet:
             )
 
         async def work() -> tuple[str, str] | None:
+            await _hang_while(lambda: host.fault.init_hang)
             if host.fault.init_delay_s > 0:
                 await asyncio.sleep(host.fault.init_delay_s)
             return host.fault.init_fail or host.problem(cluster)
@@ -327,6 +328,16 @@ class Fleet:
     def reset_record(self, fences: bool = False) -> None:
         """Forget recorded calls (and, with ``fences``, the highest fences accepted)."""
         self.calls.reset(fences)
+
+
+#: How often a hung init looks whether its fault was cleared.
+HANG_POLL_S = 0.05
+
+
+async def _hang_while(is_hung: Callable[[], bool]) -> None:
+    """Answer nothing while ``is_hung`` (a hung libvirtd); go on once it is cleared."""
+    while is_hung():
+        await asyncio.sleep(HANG_POLL_S)
 
 
 def _check_protocol(protocol: int) -> None:
