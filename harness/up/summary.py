@@ -14,14 +14,14 @@ from autorecovery.adapters.store.db import run
 from autorecovery.services.views import FleetViews
 from harness.sim import SimulatorClient
 from harness.up.chaos import Chaos
-from models.policy import ACTIVATE, Skip
+from models.policy import ACTIVATE, REPAIR, Skip
 
 #: Decisions that hold a host that could come back: safety at work, not a failure to recover.
 HELD_BY_SAFETY = frozenset(
     {Skip.QUARANTINED, Skip.BACKOFF, Skip.PAUSED, Skip.ERROR_PERIOD, Skip.OBSERVER_UNHEALTHY, Skip.CAPPED}
 )
 #: Decisions of a host that is recoverable: the product should bring it back.
-RECOVERABLE = frozenset({ACTIVATE, Skip.ACTIVATION_IN_FLIGHT, Skip.LOCK_BUSY})
+RECOVERABLE = frozenset({ACTIVATE, REPAIR, Skip.ACTIVATION_IN_FLIGHT, Skip.LOCK_BUSY})
 
 
 def classify(plan: Iterable[dict[str, Any]]) -> dict[str, dict[str, str]]:
@@ -55,11 +55,22 @@ def summarise(
         acts = run(
             conn, "SELECT id, trigger, state FROM activations WHERE queued_at >= %(t)s", {"t": started}
         ).fetchall()
+        repair_ids = {
+            r["id"]
+            for r in run(
+                conn,
+                """SELECT details->>'activation_id' AS id FROM audit_log
+                   WHERE event = 'activation_queued' AND reason = 'repair' AND at >= %(t)s""",
+                {"t": started},
+            ).fetchall()
+        }
     auto_ids = {a["id"] for a in acts if a["trigger"] == "auto"}
     faulted_auto = [c for c in sim.inits() if c.get("faulted") and c["activation_id"] in auto_ids]
     return {
         "faults_injected": chaos.injected if chaos else 0,
         "recoveries": sum(1 for a in acts if a["state"] == "succeeded"),
+        # Hosts brought back by an init that repaired them (a stopped pool or network).
+        "repairs": sum(1 for a in acts if a["state"] == "succeeded" and a["id"] in repair_ids),
         "activations": len(acts),
         "auto_inits_on_hosts_with_a_problem": len(faulted_auto),
         "overlapping_inits": sim.overlaps()["count"],

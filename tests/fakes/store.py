@@ -80,6 +80,7 @@ REPORT_COLUMNS = (
     "mem_free_mb",
     "error",
     "init",
+    "repairable",
 )
 
 
@@ -266,6 +267,7 @@ class MemoryHosts(Repo):
                 "mem_free_mb": data["mem_free_mb"],
                 "error": data["error"],
                 "init": as_json(data["init"]),
+                "repairable": list(data["repairable"]),
             }
             old = st.reports.get(data["host_id"])
             if old is None or min(old["reported_at"], old["received_at"]) <= new["reported_at"]:
