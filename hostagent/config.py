@@ -62,6 +62,8 @@ class ProbesConfig(_Section):
     meminfo: Path = Path("/proc/meminfo")
     sys_class_net: Path = Path("/sys/class/net")
     storage_timeout_s: StrictFloat = Field(default=2.0, gt=0, le=60)
+    #: The report answers at once from the last look; a look is taken this often in the background.
+    period_s: StrictFloat = Field(default=2.0, gt=0, le=60)
 
 
 class NetworkConfig(_Section):

@@ -23,6 +23,22 @@ def _silence(_ctx: object, _error: object) -> None:
 libvirt.registerErrorHandler(_silence, None)
 
 
+def network_devices(xml: ET.Element) -> tuple[str, ...]:
+    """The host interfaces a libvirt network needs to start: what it forwards to, if anything.
+
+    An isolated or NAT network makes its own bridge (nothing outside it); ``forward dev=`` and
+    ``forward/interface`` name host devices; ``forward mode="bridge"`` uses an existing bridge.
+    """
+    forward = xml.find("forward")
+    if forward is None:
+        return ()
+    names = [forward.get("dev", "")] + [i.get("dev", "") for i in forward.findall("interface")]
+    bridge = xml.find("bridge")
+    if forward.get("mode") == "bridge" and bridge is not None:
+        names.append(bridge.get("name", ""))
+    return tuple(sorted({n for n in names if n}))
+
+
 class LibvirtHypervisor:
     """One libvirt connection, opened on first use and reopened when it dies."""
 
@@ -111,11 +127,13 @@ class LibvirtHypervisor:
         )
 
     def network(self, name: str) -> ObjectState:
-        """Whether network ``name`` is defined and active."""
+        """Whether network ``name`` is defined and active, and the host devices it forwards to."""
         net = self._network(name)
         if net is None:
             return ObjectState(defined=False)
-        return ObjectState(defined=True, active=self._call(f"network {name}", net.isActive) == 1)
+        active = self._call(f"network {name}", net.isActive) == 1
+        xml = ET.fromstring(self._call(f"network {name}", net.XMLDesc, 0))  # noqa: S314
+        return ObjectState(defined=True, active=active, sources=network_devices(xml))
 
     def pool(self, name: str) -> ObjectState:
         """Whether pool ``name`` is defined and active, and its target path."""
@@ -125,7 +143,14 @@ class LibvirtHypervisor:
         active = self._call(f"storage pool {name}", pool.isActive) == 1
         xml = ET.fromstring(self._call(f"storage pool {name}", pool.XMLDesc, 0))  # noqa: S314
         path = xml.findtext("target/path")
-        return ObjectState(defined=True, active=active, target=Path(path) if path else None)
+        devices = tuple(d.get("path", "") for d in xml.findall("source/device") if d.get("path"))
+        return ObjectState(
+            defined=True,
+            active=active,
+            target=Path(path) if path else None,
+            kind=xml.get("type"),
+            sources=devices,
+        )
 
     def start_network(self, name: str) -> None:
         """Start network ``name`` unless it is active."""

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from hostagent.host import HostView
 from hostagent.protocol import INIT_SCOPE, InitBusy, InitRecord, connect_scope
 from hostagent.runner import Operations, Work
+from hostagent.snapshot import Snapshots
 from models.errors import StaleFence
 
 Scope = MutableMapping[str, Any]
@@ -89,8 +90,11 @@ def _not_found(what: str) -> JSONResponse:
     return JSONResponse({"error": "not_found", "detail": what}, 404)
 
 
-def create_app(host: HostView, ops: Operations, max_body_bytes: int) -> FastAPI:
-    """Build the agent's routes (wrap the result in ``Guard`` before serving it)."""
+def create_app(host: HostView, ops: Operations, max_body_bytes: int, looks: Snapshots) -> FastAPI:
+    """Build the agent's routes (wrap the result in ``Guard`` before serving it).
+
+    ``GET /report`` answers at once from ``looks``, the host's last snapshot.
+    """
     app = FastAPI(
         title="autorecovery agent",
         version="2",
@@ -117,7 +121,7 @@ def create_app(host: HostView, ops: Operations, max_body_bytes: int) -> FastAPI:
 
     @app.get("/report")
     def report() -> JSONResponse:
-        body = host.observe().body(host_id)
+        body = looks.latest().body(host_id)
         # ``init`` names host inits only: a storage-domain connect is the product's own, under
         # another activation (it still makes a new init busy).
         running = ops.state.running()
