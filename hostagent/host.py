@@ -22,7 +22,7 @@ from hostagent.probes import (
     Bounded,
     BoundedProber,
     check_interface,
-    has_kvm_device,
+    kvm_device_problem,
     read_cpu_flags,
     read_mem_available_mb,
 )
@@ -115,6 +115,8 @@ class LibvirtFacts:
     vms_running: int
     networks: dict[str, ObjectState | str]
     pools: dict[str, ObjectState | str]
+    #: Why libvirt offers no kvm domain (None: it does, or the driver cannot tell).
+    kvm_unavailable: str | None = None
 
 
 def _state_of(query: Callable[[str], ObjectState], name: str) -> ObjectState | str:
@@ -144,13 +146,12 @@ class HostView:
 
     def observe(self, lane: Lane = "report") -> Observation:
         """Take a fresh look at the host (at most about the libvirt and storage timeouts)."""
-        cpuinfo_flags = None
-        if self.config.probes.cpu_flags_from == "cpuinfo":
-            cpuinfo_flags = read_cpu_flags(self.config.probes.cpuinfo)
+        kernel_flags = read_cpu_flags(self.config.probes.cpuinfo)
+        cpuinfo_flags = kernel_flags if self.config.probes.cpu_flags_from == "cpuinfo" else None
         facts = self._ask_libvirt(lane, with_cpu_flags=cpuinfo_flags is None)
         problems: dict[str, Problem] = {}
         repairable: set[str] = set()
-        kvm = self._kvm(facts, problems)
+        kvm = self._kvm(facts, kernel_flags, problems)
         live = facts if isinstance(facts, LibvirtFacts) else None
         if live is not None:
             self._last_version = live.version
@@ -185,6 +186,7 @@ class HostView:
             version = hv.version()
             cpu_flags = hv.cpu_flags() if with_cpu_flags else frozenset()
             vms_running = hv.running_domains()
+            kvm_unavailable = hv.kvm_unavailable()
         except HypervisorError as exc:
             return str(exc)
         wanted_nets = {n.libvirt_network for n in self.config.networks.values() if n.libvirt_network}
@@ -195,14 +197,27 @@ class HostView:
             vms_running=vms_running,
             networks={name: _state_of(hv.network, name) for name in sorted(wanted_nets)},
             pools={name: _state_of(hv.pool, name) for name in sorted(wanted_pools)},
+            kvm_unavailable=kvm_unavailable,
         )
 
-    def _kvm(self, facts: LibvirtFacts | str, problems: dict[str, Problem]) -> bool:
-        device = self.config.probes.kvm_device
-        if not has_kvm_device(device):
-            problems["kvm"] = Problem(Reason.KVM_NOT_RUNNING, f"{device} is missing (kvm module not loaded?)")
-        elif isinstance(facts, str):
-            problems["kvm"] = Problem(Reason.KVM_NOT_RUNNING, facts)
+    def _kvm(
+        self, facts: LibvirtFacts | str, cpu_flags: frozenset[str] | None, problems: dict[str, Problem]
+    ) -> bool:
+        """Whether QEMU can run KVM guests here, as VDSM checks it; the first reason why not."""
+        probes = self.config.probes
+        wanted = probes.cpu_virt_flags
+        why = kvm_device_problem(probes.kvm_device, probes.qemu_user)
+        if why is None and wanted and cpu_flags is not None and not cpu_flags & set(wanted):
+            why = (
+                f"the CPU has none of {', '.join(wanted)} in {probes.cpuinfo} "
+                "(hardware virtualization off in the firmware?)"
+            )
+        if why is None and isinstance(facts, str):
+            why = facts
+        if why is None and isinstance(facts, LibvirtFacts) and facts.kvm_unavailable:
+            why = facts.kvm_unavailable
+        if why is not None:
+            problems["kvm"] = Problem(Reason.KVM_NOT_RUNNING, why)
         return "kvm" not in problems
 
     def _network(

@@ -50,6 +50,10 @@ class Hypervisor(Protocol):
         """How many VMs run."""
         ...
 
+    def kvm_unavailable(self) -> str | None:
+        """Why the hypervisor offers no kvm domain, or None when it does (or cannot tell)."""
+        ...
+
     def network(self, name: str) -> ObjectState:
         """The state of virtual network ``name``."""
         ...

@@ -22,6 +22,40 @@ def _silence(_ctx: object, _error: object) -> None:
 
 libvirt.registerErrorHandler(_silence, None)
 
+#: Keepalive: a daemon that misses this many probes, one every interval, is dead to the client,
+#: which then fails the calls stuck on it (a hung libvirtd frees the threads that wait for it).
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_COUNT = 3
+
+_EVENT_LOOP = threading.Lock()
+_event_loop_started = False
+
+
+def _ensure_event_loop() -> None:
+    """Run libvirt's default event loop in a daemon thread (keepalive needs one); once a process."""
+    global _event_loop_started  # noqa: PLW0603 - one loop per process, started on first use
+    with _EVENT_LOOP:
+        if _event_loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def loop() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=loop, name="libvirt events", daemon=True).start()
+        _event_loop_started = True
+
+
+#: libvirt's CPU feature names that the kernel (/proc/cpuinfo) spells otherwise, beyond the rule
+#: (dots and dashes become underscores).
+_CPUINFO_NAMES = {"pclmuldq": "pclmulqdq", "tsc-deadline": "tsc_deadline_timer"}
+
+
+def cpuinfo_spelling(name: str) -> str:
+    """A libvirt CPU feature name as /proc/cpuinfo spells it (``sse4.2`` -> ``sse4_2``)."""
+    return _CPUINFO_NAMES.get(name, name.replace(".", "_").replace("-", "_"))
+
 
 def network_devices(xml: ET.Element) -> tuple[str, ...]:
     """The host interfaces a libvirt network needs to start: what it forwards to, if anything.
@@ -62,10 +96,15 @@ class LibvirtHypervisor:
                     pass
                 log.warning("libvirt connection %s lost; reconnecting", self.uri)
                 self._conn = None
+            _ensure_event_loop()
             try:
                 self._conn = libvirt.open(self.uri)
             except libvirt.libvirtError as exc:
                 raise HypervisorError(f"libvirt {self.uri}: {exc}") from exc
+            try:
+                self._conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
+            except libvirt.libvirtError as exc:  # drivers without a daemon (test:///) have none
+                log.debug("libvirt %s: no keepalive: %s", self.uri, exc)
             return self._conn
 
     def close(self) -> None:
@@ -96,12 +135,47 @@ class LibvirtHypervisor:
         return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
 
     def cpu_flags(self) -> frozenset[str]:
-        """The host CPU features libvirt's capabilities list (beyond those its model implies)."""
-        root = ET.fromstring(self._call("capabilities", self.connection().getCapabilities))  # noqa: S314
-        features = root.find("host/cpu/features")
-        named = {f.get("name", "") for f in root.findall("host/cpu/feature")}
-        listed = {child.tag for child in features} if features is not None else set()
-        return frozenset((named | listed) - {""})
+        """The host CPU's features, those its model implies included, in /proc/cpuinfo spelling.
+
+        libvirt lists a host CPU as a model plus extra features; expanding it
+        (``baselineCPU`` with ``EXPAND_FEATURES``) names every feature, which libvirt spells its
+        own way (``sse4.2``, ``pclmuldq``): clusters use the kernel's (``sse4_2``, ``pclmulqdq``).
+        """
+        conn = self.connection()
+        caps = self._call("capabilities", conn.getCapabilities)
+        root = ET.fromstring(caps)  # noqa: S314
+        cpu = root.find("host/cpu")
+        names: set[str] = set()
+        if cpu is not None:
+            names = {f.get("name", "") for f in cpu.findall("feature")}
+            try:
+                expanded = conn.baselineCPU(
+                    [ET.tostring(cpu, encoding="unicode")], libvirt.VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES
+                )
+            except libvirt.libvirtError as exc:  # drivers without a CPU map (test:///): as listed
+                log.debug("libvirt %s: cannot expand the host CPU: %s", self.uri, exc)
+            else:
+                names |= {
+                    f.get("name", "")
+                    for f in ET.fromstring(expanded).findall("feature")  # noqa: S314
+                    if f.get("policy") != "disable"
+                }
+        features = root.find("host/cpu/features")  # the test driver's form
+        if features is not None:
+            names |= {child.tag for child in features}
+        return frozenset(cpuinfo_spelling(n) for n in names if n)
+
+    def kvm_unavailable(self) -> str | None:
+        """Why libvirt's domain capabilities offer no kvm domain; None when they do or cannot tell."""
+        try:
+            xml = self.connection().getDomainCapabilities(None, None, None, "kvm", 0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+                return None  # a driver without domain capabilities (test:///)
+            return f"libvirt offers no kvm domain: {exc.get_error_message() or exc}"
+        if ET.fromstring(xml).findtext("domain") != "kvm":  # noqa: S314
+            return "libvirt's domain capabilities offer no kvm domain"
+        return None
 
     def running_domains(self) -> int:
         """How many libvirt domains are active."""
