@@ -146,6 +146,9 @@ class HostView:
 
     def observe(self, lane: Lane = "report") -> Observation:
         """Take a fresh look at the host (at most about the libvirt and storage timeouts)."""
+        # A look is dated when it began: a look begun before an init changed the host is older
+        # than the init's own look, and never replaces it in the report's snapshot.
+        began = self.clock()
         kernel_flags = read_cpu_flags(self.config.probes.cpuinfo)
         cpuinfo_flags = kernel_flags if self.config.probes.cpu_flags_from == "cpuinfo" else None
         facts = self._ask_libvirt(lane, with_cpu_flags=cpuinfo_flags is None)
@@ -156,7 +159,7 @@ class HostView:
         if live is not None:
             self._last_version = live.version
         return Observation(
-            at=self.clock(),
+            at=began,
             kvm=kvm,
             version=self.config.version or (live.version if live else self._last_version),
             cpu_flags=cpuinfo_flags if cpuinfo_flags is not None else live.cpu_flags if live else frozenset(),

@@ -196,3 +196,13 @@ def test_a_look_that_fails_leaves_the_last_snapshot_to_age(
     time.sleep(0.3)
     looks.stop()
     assert looks.latest() is first
+
+
+def test_a_look_begun_before_an_init_never_replaces_the_inits_look(tree: HostTree, libvirt_uri: str) -> None:
+    view = libvirt_view(tree, libvirt_uri)
+    looks = Snapshots(view, period_s=60)
+    conn(view).storagePoolLookupByName("pool-sd1").destroy()
+    before = view.observe()  # begun (and dated) before the init
+    assert view.initialize() is None  # its look is offered to the snapshot
+    looks.offer(before)  # the older look ends late: it must not win
+    assert looks.latest().storage_domains["sd-1"] is True
