@@ -140,3 +140,26 @@ def test_an_admin_needs_no_force_for_what_init_repairs(make: Make) -> None:
     with w.db.transaction() as conn:
         w.repos.hosts.upsert_reports(conn, [w.agents.reports["h1"]], w.clock())
     w.fleet.request_activation("h1", "bob")  # no Conflict: nothing to force
+
+
+def test_an_inactive_domain_a_host_can_repair_is_reconnected_through_that_host(make: Make) -> None:
+    w = make()
+    w.register("h1", "h2")
+    for h in ("h1", "h2"):
+        w.set_status(h, S.NON_OPERATIONAL, "storage_domain_unreachable", "x")
+    with w.db.transaction() as conn:
+        w.repos.storage.set_status(conn, "sd-1", "inactive", "no up host reaches it", w.clock())
+    pool_stopped(w, "h2")  # h2's pool is stopped, its storage there; h1 reaches nothing
+    w.agents.reports["h1"] = good_report("h1", w.clock(), storage_domains={"sd-1": False})
+    storage = w.container.storage
+    assert storage.queue_reachable() == []  # nothing stored yet: the tick stores the reports
+    with w.db.transaction() as conn:
+        w.repos.hosts.upsert_reports(conn, list(w.agents.reports.values()), w.clock())
+    [sd] = storage.queue_reachable()
+    assert sd == "sd-1"
+    with w.db.transaction() as conn:
+        activation = w.repos.storage.in_flight(conn, "sd-1")
+    assert activation is not None
+    out = storage.run(activation["id"], "sd-1")
+    assert out.outcome == "active"
+    assert [c[0] for c in w.agents.connect_calls] == ["h2"]
