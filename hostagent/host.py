@@ -176,7 +176,11 @@ class HostView:
 
     def _ask_libvirt(self, lane: Lane, with_cpu_flags: bool) -> LibvirtFacts | str:
         """All the report needs from libvirt, in one bounded call (libvirtd may hang)."""
-        answer = self._libvirt.run_all({lane: lambda: self._libvirt_facts(with_cpu_flags)})[lane]
+        try:
+            answer = self._libvirt.run_all({lane: lambda: self._libvirt_facts(with_cpu_flags)})[lane]
+        except Exception as exc:  # an answer libvirt's wrapper did not expect: kvm's problem, named
+            log.warning("host %s: libvirt %s: %r", self.config.host_id, self.hypervisor.uri, exc)
+            return f"libvirt {self.hypervisor.uri}: {type(exc).__name__}: {exc}"
         if answer is None:
             return f"libvirt {self.hypervisor.uri} does not answer within {self._libvirt.timeout_s:g} s"
         return answer

@@ -206,3 +206,18 @@ def test_a_look_begun_before_an_init_never_replaces_the_inits_look(tree: HostTre
     assert view.initialize() is None  # its look is offered to the snapshot
     looks.offer(before)  # the older look ends late: it must not win
     assert looks.latest().storage_domains["sd-1"] is True
+
+
+def test_a_libvirt_answer_nobody_expected_is_kvms_problem_not_a_failed_look(
+    tree: HostTree, libvirt_uri: str
+) -> None:
+    view = libvirt_view(tree, libvirt_uri)
+
+    def garbage() -> str | None:
+        raise ValueError("not XML")
+
+    view.hypervisor.kvm_unavailable = garbage  # type: ignore[method-assign]
+    seen = view.observe()
+    assert seen.kvm is False
+    assert seen.problems["kvm"].detail == f"libvirt {libvirt_uri}: ValueError: not XML"
+    assert parse_report(seen.body("h-001"), "h-001").kvm is False
