@@ -49,7 +49,16 @@ def _ensure_event_loop() -> None:
 
 #: libvirt's CPU feature names that the kernel (/proc/cpuinfo) spells otherwise, beyond the rule
 #: (dots and dashes become underscores).
-_CPUINFO_NAMES = {"pclmuldq": "pclmulqdq", "tsc-deadline": "tsc_deadline_timer"}
+#: (Compared on a real libvirt 9.0 host: its expanded host CPU against /proc/cpuinfo.)
+_CPUINFO_NAMES = {
+    "pclmuldq": "pclmulqdq",
+    "tsc-deadline": "tsc_deadline_timer",
+    "avx512bitalg": "avx512_bitalg",
+    "avx512vbmi2": "avx512_vbmi2",
+    "avx512vnni": "avx512_vnni",
+    "tsx-ldtrk": "tsxldtrk",
+    "invtsc": "nonstop_tsc",
+}
 
 
 def cpuinfo_spelling(name: str) -> str:

@@ -78,6 +78,8 @@ def test_libvirt_cpu_flags_are_spelled_as_the_kernel_spells_them(tree: HostTree,
     assert cpuinfo_spelling("tsc-deadline") == "tsc_deadline_timer"
     assert cpuinfo_spelling("avx512-vpopcntdq") == "avx512_vpopcntdq"
     assert cpuinfo_spelling("vmx") == "vmx"
+    assert cpuinfo_spelling("avx512vnni") == "avx512_vnni"
+    assert cpuinfo_spelling("tsx-ldtrk") == "tsxldtrk"
     flags = view(tree, libvirt_uri, cpu_flags_from="libvirt").observe().cpu_flags
     assert "pae" in flags and not any("." in f or "-" in f for f in flags)
 
