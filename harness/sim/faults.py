@@ -21,6 +21,7 @@ class FaultKind(StrEnum):
     SILENT = "silent"
     INIT_FAIL = "init_fail"
     INIT_DELAY = "init_delay"
+    INIT_HANG = "init_hang"
     REPORT_DELAY = "report_delay"
     VERSION = "version"
     VM_FAIL = "vm_fail"
@@ -44,6 +45,7 @@ PARAMETERS: dict[FaultKind, frozenset[str]] = {
     FaultKind.SILENT: frozenset(),
     FaultKind.INIT_FAIL: frozenset({"reason", "detail"}),
     FaultKind.INIT_DELAY: frozenset({"seconds"}),
+    FaultKind.INIT_HANG: frozenset(),
     FaultKind.REPORT_DELAY: frozenset({"seconds"}),
     FaultKind.VERSION: frozenset({"version"}),
     FaultKind.VM_FAIL: frozenset({"detail"}),
@@ -52,14 +54,21 @@ PARAMETERS: dict[FaultKind, frozenset[str]] = {
 }
 
 
+#: Faults that are on or off, and the ``Fault`` field that holds each.
+FLAGS: dict[FaultKind, str] = {
+    FaultKind.KVM_DOWN: "kvm_down",
+    FaultKind.SILENT: "silent",
+    FaultKind.INIT_HANG: "init_hang",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class FaultSpec:
     """One fault to inject, with the parameters its kind needs.
 
     ``target`` is the storage domain (sd_down, pool_stopped) or network (nic_down, net_stopped);
-    ``seconds`` the delay
-    (init_delay, report_delay); ``version`` the version the host reports; ``reason`` and
-    ``detail`` what a failing init answers.
+    ``seconds`` the delay (init_delay, report_delay); ``version`` the version the host reports;
+    ``reason`` and ``detail`` what a failing init answers.
     """
 
     kind: FaultKind
@@ -113,6 +122,8 @@ class Fault:
     silent: bool = False
     init_fail: tuple[str, str] | None = None
     init_delay_s: float = 0.0
+    #: An init that never answers (a hung libvirtd) until the fault is cleared; then it runs.
+    init_hang: bool = False
     report_delay_s: float = 0.0
     #: VM launches fail here (something monitoring cannot see: a broken qemu, say).
     vm_fail: str | None = None
@@ -130,12 +141,9 @@ class Fault:
         shown: dict[str, object] = {
             kind.value: sorted(self.targets(kind)) for kind in sorted(TARGETED) if self.targets(kind)
         }
-        if self.kvm_down:
-            shown["kvm_down"] = True
+        shown.update({flag: True for flag in FLAGS.values() if getattr(self, flag)})
         if self.version is not None:
             shown["version"] = self.version
-        if self.silent:
-            shown["silent"] = True
         if self.init_fail is not None:
             shown["init_fail"] = {"reason": self.init_fail[0], "detail": self.init_fail[1]}
         if self.init_delay_s:
@@ -165,10 +173,8 @@ class Fault:
         if kind in TARGETED:
             if spec.target:
                 self.targets(kind).add(spec.target)
-        elif kind is FaultKind.KVM_DOWN:
-            self.kvm_down = True
-        elif kind is FaultKind.SILENT:
-            self.silent = True
+        elif kind in FLAGS:
+            setattr(self, FLAGS[kind], True)
         elif kind is FaultKind.INIT_FAIL:
             reason = spec.reason or DEFAULT_INIT_FAIL_REASON
             self.init_fail = (reason, spec.detail or DEFAULT_INIT_FAIL_DETAIL)
@@ -186,10 +192,9 @@ class Fault:
         for targeted in TARGETED:
             if kind is None or kind is targeted:
                 _discard(self.targets(targeted), target)
-        if kind is None or kind is FaultKind.KVM_DOWN:
-            self.kvm_down = False
-        if kind is None or kind is FaultKind.SILENT:
-            self.silent = False
+        for flag_kind, flag in FLAGS.items():
+            if kind is None or kind is flag_kind:
+                setattr(self, flag, False)
         if kind is None or kind is FaultKind.INIT_FAIL:
             self.init_fail = None
         if kind is None or kind is FaultKind.INIT_DELAY:
