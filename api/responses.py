@@ -22,6 +22,9 @@ class Problem(BaseModel):
 
     reason: str
     detail: str
+    repairable: bool = Field(
+        default=False, description="the host's agent says its own init repairs it (a stopped pool or network)"
+    )
 
 
 class Decision(BaseModel):
@@ -43,7 +46,10 @@ class HostSummary(BaseModel):
     detail: str | None
     autorecovery: bool
     status_changed_at: str | None
-    report_age_s: float | None
+    report_age_s: float | None = Field(
+        description="seconds since the agent last answered with a usable report (a failed pull "
+        "does not count); null: never"
+    )
     in_flight: bool
     last_decision: str | None
     holds: list[str] = Field(
@@ -117,6 +123,16 @@ class Incident(BaseModel):
     opened_at: str
 
 
+class ClusterHealth(BaseModel):
+    """A cluster's health in one line, as MachineHealthCheck says it: healthy N of M, limit K."""
+
+    cluster: str
+    hosts: int
+    up: int = Field(description="hosts up now (healthy)")
+    limit: int = Field(description="the most activations the tick runs at once in this cluster")
+    in_flight: int = Field(description="activations queued or running now")
+
+
 class HeldHosts(BaseModel):
     """The hosts that carry one kind of hold, whatever their status."""
 
@@ -129,6 +145,7 @@ class HeldHosts(BaseModel):
 class SafetyState(BaseModel):
     """What gates automatic activation now: the observer, pauses, caps in use, incidents."""
 
+    clusters: list[ClusterHealth] = Field(default_factory=list, description="each cluster's health")
     gate: str | None = Field(description="why the observer stops automatic activation; null: it does not")
     last_full_tick_at: str | None
     silent_hosts: int
@@ -150,7 +167,10 @@ class HostDetail(BaseModel):
     detail: str | None
     autorecovery: bool
     status_changed_at: str | None
-    report_age_s: float | None
+    report_age_s: float | None = Field(
+        description="seconds since the agent last answered with a usable report (a failed pull "
+        "does not count); null: never"
+    )
     report: dict[str, Any] | None
     problems: list[Problem]
     last_decision: Decision

@@ -80,6 +80,8 @@ REPORT_COLUMNS = (
     "mem_free_mb",
     "error",
     "init",
+    "repairable",
+    "heard_at",
 )
 
 
@@ -271,8 +273,11 @@ class MemoryHosts(Repo):
                 "mem_free_mb": data["mem_free_mb"],
                 "error": data["error"],
                 "init": as_json(data["init"]),
+                "repairable": list(data["repairable"]),
             }
             old = st.reports.get(data["host_id"])
+            # Migration 0010's trigger: when the agent last answered with a usable report.
+            new["heard_at"] = new["reported_at"] if new["agent_reachable"] else (old or {}).get("heard_at")
             if old is None or min(old["reported_at"], old["received_at"]) <= new["reported_at"]:
                 st.reports[data["host_id"]] = new
                 written += 1

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 import httpx
@@ -26,7 +26,13 @@ from autorecovery.adapters.agents.addresses import (
     check_resolved,
     check_target,
 )
-from autorecovery.adapters.agents.answers import busy_holder, error_code, highest, json_object
+from autorecovery.adapters.agents.answers import (
+    busy_holder,
+    error_code,
+    failure_text,
+    highest,
+    json_object,
+)
 from autorecovery.adapters.agents.body import ACCEPT_ENCODING, DEFAULT_MAX_BYTES, BoundedBody
 from models.agent_url import AgentUrlPolicy
 from models.domain import Report
@@ -122,14 +128,14 @@ class HttpAgentClient:
                 raw = body.content()
         except BadReport as exc:
             return self._bad(target, now, exc)
-        except TimeoutError as exc:  # the whole pull, a dripping body included
-            detail = f"{type(exc).__name__}: no complete answer within {self.report_timeout_s:g}s"
+        except TimeoutError:  # the whole pull, a dripping body included
+            detail = f"no complete answer within {self.report_timeout_s:g}s"
             return unreachable_report(target.host_id, now, detail)
         except (aiohttp.ClientError, OSError) as exc:
-            return unreachable_report(target.host_id, now, _describe(exc))
+            return unreachable_report(target.host_id, now, failure_text(exc))
         except Exception as exc:  # one host's boundary: nothing it sends may fail the batch
             log.exception("host %s: unexpected failure pulling its report", target.host_id)
-            return unreachable_report(target.host_id, now, f"unexpected: {_describe(exc)}")
+            return unreachable_report(target.host_id, now, f"unexpected: {failure_text(exc)}")
         return self._decode(target, now, raw)
 
     def get_report(self, target: Target, now: datetime) -> Report:
@@ -140,7 +146,7 @@ class HttpAgentClient:
         except BadReport as exc:
             return self._bad(target, now, exc)
         except (httpx.HTTPError, OSError) as exc:
-            return unreachable_report(target.host_id, now, _describe(exc))
+            return unreachable_report(target.host_id, now, failure_text(exc))
         if status != 200:
             return _not_ok(target, now, status, location)
         return self._decode(target, now, raw)
@@ -181,7 +187,7 @@ class HttpAgentClient:
             for chunk in resp.iter_raw():  # as received: a size would wait for it to fill
                 reader.feed(chunk)
                 if time.monotonic() > deadline:  # httpx bounds each read, not the whole body
-                    raise httpx.ReadTimeout(f"answer not complete within {timeout_s:g}s")
+                    raise httpx.ReadTimeout(f"no complete answer within {timeout_s:g}s")
             return resp.status_code, None, reader.content()
 
     # --- v2 calls ---------------------------------------------------------------------------------
@@ -206,7 +212,7 @@ class HttpAgentClient:
         try:
             status, _, raw = self._exchange(method, url, body, self.report_timeout_s, read)
         except (httpx.HTTPError, OSError, BadReport) as exc:
-            raise AgentUnavailable(f"{url}: {_describe(exc)}") from exc
+            raise AgentUnavailable(f"{url}: {failure_text(exc)}") from exc
         return status, json_object(raw, url) if status in read else None
 
     def init_status(self, target: Target, activation_id: str) -> InitStatus | None:
@@ -250,30 +256,53 @@ class HttpAgentClient:
             reraise=True,
         )
         def post() -> tuple[int, str | None, bytes]:
-            return self._exchange("POST", url, body, self.init_timeout_s, {200, 409})
+            return self._exchange("POST", url, body, self.init_timeout_s, {200, 409, 503})
 
         try:
             status, _, raw = post()
         except (httpx.ConnectError, httpx.ConnectTimeout, RefusedAddress) as exc:
-            raise AgentUnavailable(f"{url}: {_describe(exc)}") from exc
+            raise AgentUnavailable(f"{url}: {failure_text(exc)}") from exc
         except (httpx.HTTPError, OSError) as exc:
             # The request may have reached the agent: its outcome is unknown, not a failure.
-            raise InitOutcomeUnknown(f"{url}: {_describe(exc)}") from exc
+            raise InitOutcomeUnknown(f"{url}: {failure_text(exc)}") from exc
         except BadReport as exc:
             raise AgentUnavailable(f"{url}: answer {exc}") from exc
+        if status == 503:
+            _unavailable(raw, url)
         if status not in (200, 409):
             raise AgentUnavailable(f"{url}: HTTP {status}")
         data = json_object(raw, url)
         if status == 409:
-            text = raw[:200].decode("utf-8", "replace")
-            if error_code(data) == "busy":
-                raise AgentBusy(f"agent is busy: {text}", *busy_holder(data))
-            raise StaleFence(f"agent refused fence {body['fence']}: {text}", highest(data))
+            _refused(data, raw, body["fence"])
         if not isinstance(data.get("ok"), bool):
             raise AgentUnavailable(f"{url}: answer has no boolean 'ok'")
         if data["ok"]:
             return InitResult(ok=True)
         return InitResult(ok=False, reason=str(data.get("reason") or "general"), detail=data.get("detail"))
+
+
+def _refused(data: dict[str, Any], raw: bytes, fence: int) -> NoReturn:
+    """Read a 409 to an init: busy, or the fence refused."""
+    text = raw[:200].decode("utf-8", "replace")
+    if error_code(data) == "busy":
+        raise AgentBusy(f"agent is busy: {text}", *busy_holder(data))
+    raise StaleFence(f"agent refused fence {fence}: {text}", highest(data))
+
+
+def _unavailable(raw: bytes, url: str) -> NoReturn:
+    """Read a 503 to an init: an unknown outcome, or nothing run.
+
+    An agent that stops while the init runs says ``outcome_unknown``: ask the status route,
+    never read it as "not accepted". Any other 503 (``state_unwritable``, a proxy's page) ran
+    nothing.
+    """
+    try:
+        code = error_code(json_object(raw, url))
+    except AgentUnavailable:
+        code = None
+    if code == "outcome_unknown":
+        raise InitOutcomeUnknown(f"{url}: the agent stopped while the init ran")
+    raise AgentUnavailable(f"{url}: HTTP 503 {code or ''}".rstrip())
 
 
 def _url(target: Target, path: str) -> str:
@@ -288,11 +317,3 @@ def _not_ok(target: Target, now: datetime, status: int, location: str | None) ->
         log.warning("host %s: %s", target.host_id, error)
         return unreachable_report(target.host_id, now, error)
     return unreachable_report(target.host_id, now, f"agent answered HTTP {status}")
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, RefusedAddress):
-        exc = exc.os_error
-    kind = type(exc).__name__
-    text = str(exc)
-    return f"{kind}: {text}" if text else kind

@@ -53,6 +53,7 @@ def host_state_from_row(row: dict[str, Any]) -> HostState:
         report_received_at=row.get("r_received_at"),
         in_flight_id=row.get("in_flight_id"),
         last_clean_at=row.get("last_clean_at"),
+        report_heard_at=row.get("r_heard_at"),
     )
 
 
@@ -79,6 +80,7 @@ def report_from_row(row: dict[str, Any]) -> Report | None:
         error=row["r_error"],
         source=row["r_source"],
         init=_init_from_json(row.get("r_init")),
+        repairable=frozenset(row.get("r_repairable") or ()),
     )
 
 
@@ -112,6 +114,7 @@ def report_as_dict(report: Report) -> dict[str, Any]:
         "vms_running": report.vms_running,
         "mem_free_mb": report.mem_free_mb,
         "error": report.error,
+        "repairable": sorted(report.repairable),
     }
 
 
