@@ -40,9 +40,17 @@ from bench import readme
 from bench import recovery_stats as stats
 from bench.fleet import cpu_seconds, start_simulator
 from bench.recoveries_readme import render_recoveries
-from bench.recovery_watch import EventLog, Ticker, TickLog, queued_messages, store_activations, store_resends
+from bench.recovery_watch import (
+    EventLog,
+    Ticker,
+    TickLog,
+    clients_on,
+    queued_messages,
+    store_activations,
+    store_resends,
+)
 from tests.support.processes import Proc, start_worker, wait_for
-from tests.support.servers import TEST_SETTINGS, start_servers
+from tests.support.servers import TEST_SETTINGS, Servers, start_servers
 
 console = Console()
 RESULTS = Path(__file__).parent / "results" / "recoveries.json"
@@ -194,6 +202,31 @@ class Bench:
             time.sleep(0.5)
 
 
+def lease_quiet_servers(tmp: Path, tries: int = 4) -> tuple[Servers, list[Servers]]:
+    """Lease servers whose Redis databases no one else is connected to, and the pairs passed over.
+
+    A worker left running by another test session keeps consuming from the broker database it
+    had, after its lease was given back: it would take the bench's tasks. Pairs with clients on
+    them stay leased (so the next lease is another pair) until the caller closes them.
+    """
+    passed: list[Servers] = []
+    try:
+        for n in range(tries):
+            servers = start_servers(tmp / f"servers{n}")
+            found = clients_on(servers.broker_url) + clients_on(servers.redis_url)
+            if found <= 0:
+                return servers, passed
+            console.print(f"[yellow]{found} connections of another session on a Redis pair: next[/yellow]")
+            passed.append(servers)
+    except BaseException:
+        for spare in passed:
+            spare.close()
+        raise
+    for spare in passed:
+        spare.close()
+    raise SystemExit(f"every Redis pair tried ({tries}) has another session's clients on it")
+
+
 def compare(baseline: dict[str, Any], hung: dict[str, Any], max_wait_s: float) -> dict[str, Any]:
     """The hung run's time against the baseline's for the same hosts; drops per-host times."""
     base_up = baseline.pop("first_up")
@@ -231,7 +264,7 @@ def _asdict(value: Any) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run both scenarios; return their figures."""
     tmp = Path(tempfile.mkdtemp(prefix="ar-bench-recoveries-"))
-    servers = start_servers(tmp)
+    servers, spares = lease_quiet_servers(tmp)
     chosen = settings(args.tick_interval_s, args.hosts)
     env = without_test_settings(servers.env(**chosen), chosen)
     os.environ.update(env)
@@ -281,6 +314,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sim_proc.stop()
         deps.close()
         servers.close()
+        for spare in spares:
+            spare.close()
     return results
 
 
