@@ -21,6 +21,7 @@ from autorecovery.adapters.store import PG_REPOS, Database
 from autorecovery.ports import AgentClient, Enqueuer, Lock, Repos
 from autorecovery.services import Clock, utcnow
 from autorecovery.services.activation import ActivationService, InitWait, RecoverySafety
+from autorecovery.services.agent_hold import AgentHoldService
 from autorecovery.services.fleet import FleetService
 from autorecovery.services.intake import ReportIntake
 from autorecovery.services.monitoring import BatchSender, MonitoringService, TickConfig
@@ -183,6 +184,7 @@ class Container:
     intake: ReportIntake
     onboarding: OnboardingService
     retention: RetentionService
+    agent_holds: AgentHoldService
 
     @property
     def db(self) -> Database:
@@ -287,6 +289,7 @@ def build_services(
         intake=ReportIntake(db, clock, repos, max_clock_skew_s=settings.max_clock_skew_s),
         onboarding=OnboardingService(db, clock, fleet.register_hosts, repos),
         retention=RetentionService(db, clock, retention_policy(settings)),
+        agent_holds=AgentHoldService(db, agents, clock, repos),
     )
 
 

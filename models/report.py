@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from models.domain import Report, RunningInit
+from models.domain import AgentState, Report, RunningInit
 from models.errors import BadReport
 
 MAX_ID_LEN = 200
@@ -128,6 +128,18 @@ def _running_init(data: Mapping[str, Any]) -> RunningInit | None:
     )
 
 
+def parse_agent_state(value: object) -> AgentState | None:
+    """The report's ``agent`` field: null/absent, or ``{"state_id", "highest_fence"}``."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise BadReport("agent", "must be null or an object")
+    return AgentState(
+        state_id=_text(value, "state_id", "agent.state_id"),
+        highest_fence=_int(value, "highest_fence", MAX_FENCE, "agent.highest_fence"),
+    )
+
+
 def parse_details(value: object) -> dict[str, str]:
     """The optional ``details`` field: what the agent says is wrong, per object, in plain text.
 
@@ -237,6 +249,7 @@ def parse_report(
         protocol=_protocol(data),
         init=_running_init(data),
         details=parse_details(data.get("details")),
+        agent=parse_agent_state(data.get("agent")),
     )
 
 

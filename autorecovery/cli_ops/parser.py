@@ -11,6 +11,7 @@ from autorecovery.cli_ops.client import ApiClient, ApiFailure, resolve
 from autorecovery.cli_ops.hosts import (
     cmd_hosts_activate,
     cmd_hosts_autorecovery,
+    cmd_hosts_clear_agent_hold,
     cmd_hosts_holds,
     cmd_hosts_list,
     cmd_hosts_maintenance,
@@ -157,6 +158,16 @@ def add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         holds = hsub.add_parser(name, parents=common, epilog=codes, help=text)
         holds.add_argument("host_id", metavar="ID")
         holds.set_defaults(handler=run_command(cmd_hosts_holds))
+
+    clear = hsub.add_parser(
+        "clear-agent-hold",
+        parents=common,
+        epilog=codes,
+        help="after an agent_fence_ahead event and the agent's state restored: tell the agent the "
+        "product's fence and clear the hold (refused while the agent still claims more)",
+    )
+    clear.add_argument("host_id", metavar="ID")
+    clear.set_defaults(handler=run_command(cmd_hosts_clear_agent_hold))
 
     add_onboarding_commands(sub, hsub, common, run_command, CODES)
     _add_storage_commands(sub, common)

@@ -49,6 +49,8 @@ def held_by(host: Host, row: Mapping[str, object], gates: Gates, now: datetime) 
             }
         )
 
+    if host.agent_hold is not None:
+        hold(host.agent_hold, str(row.get("agent_hold_detail") or "agent claims a fence never issued"))
     if host.status is HostStatus.MAINTENANCE:
         hold("maintenance", "an admin put it in maintenance", host.status_changed_at)
     if not host.autorecovery:
