@@ -108,10 +108,21 @@ class Agent:
     app: Guard
 
 
-def build_agent(config: AgentConfig, hypervisor: Hypervisor, token: bytes) -> Agent:
-    """Assemble the agent from its parts (the composition root; tests pass a test-driver hypervisor)."""
+def build_agent(
+    config: AgentConfig, hypervisor: Hypervisor, token: bytes, *, new_state: bool = False
+) -> Agent:
+    """Assemble the agent from its parts (the composition root; tests pass a test-driver hypervisor).
+
+    ``new_state``: create a new state (a new ``state_id``, fences from 0), keeping an old file
+    aside; only on the operator's explicit request. Without it a missing or unusable state
+    refuses to start (``InvalidInput`` naming ``state_dir``).
+    """
     config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    state = ProtocolState(DiskStore(config.state_dir), utcnow, keep_results=config.init.keep_results)
+    store = DiskStore(config.state_dir)
+    if new_state:
+        state_id = store.create()
+        log.warning("host %s: new agent state %s created (--new-state)", config.host_id, state_id)
+    state = ProtocolState(store, utcnow, keep_results=config.init.keep_results)
     host = HostView(config, hypervisor, utcnow)
     ops = Operations(state, config.host_id)
     app = Guard(create_app(host, ops, config.server.max_body_bytes), token)
@@ -158,7 +169,9 @@ def check(config: AgentConfig) -> int:
     return 1
 
 
-def run(config: AgentConfig, *, bind: str | None = None, port: int | None = None) -> None:
+def run(
+    config: AgentConfig, *, bind: str | None = None, port: int | None = None, new_state: bool = False
+) -> None:
     """Run the agent until SIGTERM or SIGINT; print the address it listens on once it does."""
     import uvicorn
 
@@ -174,7 +187,7 @@ def run(config: AgentConfig, *, bind: str | None = None, port: int | None = None
         }
     lock = lock_state_dir(config.state_dir)
     hypervisor = LibvirtHypervisor(config.libvirt.uri)
-    agent = build_agent(config, hypervisor, token)
+    agent = build_agent(config, hypervisor, token, new_state=new_state)
     sock = listen(bind or config.server.bind, config.server.port if port is None else port)
     host, actual_port = sock.getsockname()[:2]
     scheme = "https" if tls else "http"

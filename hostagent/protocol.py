@@ -30,8 +30,9 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from hostagent.persist import StateStore
-from models.errors import AgentBusy, StaleFence
+from hostagent.persist import NEW_STATE_ADVICE, StateStore
+from models.errors import AgentBusy, InvalidInput, StaleFence
+from models.fencing import MAX_FENCE
 
 INIT_SCOPE = "init"
 #: Records of ended operations kept (on disk for the agent) for the status routes.
@@ -132,6 +133,38 @@ class InitBusy(AgentBusy):
         return {"error": "busy", **self.holder.running_body()}
 
 
+def _refuse(what: str) -> InvalidInput:
+    return InvalidInput("state_dir", f"the agent's state {what}; {NEW_STATE_ADVICE}")
+
+
+def read_document(document: object) -> tuple[str, dict[str, int], list[InitRecord]]:
+    """Check a saved state strictly: its ``state_id``, fences (0 … 2⁶³−1) and records.
+
+    Raises:
+        InvalidInput: ``state_dir``, saying what is wrong (``{}``, a negative or boolean fence,
+            a wrong type): the agent then refuses to serve rather than start at fence 0.
+    """
+    if not isinstance(document, dict):
+        raise _refuse("is not a JSON object")
+    state_id = document.get("state_id")
+    if not isinstance(state_id, str) or not 1 <= len(state_id) <= 200:
+        raise _refuse("has no state_id")
+    fences = document.get("fences")
+    if not isinstance(fences, dict):
+        raise _refuse("has no fences object")
+    for scope, value in fences.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_FENCE:
+            raise _refuse(f"has fence {value!r} for {scope!r}, not an integer 0 … 2⁶³−1")
+    raw_records = document.get("records")
+    if not isinstance(raw_records, list):
+        raise _refuse("has no records list")
+    try:
+        records = [InitRecord.from_dict(r) for r in raw_records]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise _refuse(f"has an unreadable record ({type(exc).__name__}: {exc})") from None
+    return state_id, {str(k): int(v) for k, v in fences.items()}, records
+
+
 class ProtocolState:
     """Accepts or refuses operations by fence and by what runs; remembers recent results.
 
@@ -146,9 +179,7 @@ class ProtocolState:
         self._clock = clock
         self._keep = keep_results
         self._lock = threading.Lock()
-        document = store.load()
-        self._fences: dict[str, int] = {str(k): int(v) for k, v in document.get("fences", {}).items()}
-        records = [InitRecord.from_dict(r) for r in document.get("records", [])]
+        self.state_id, self._fences, records = read_document(store.load())
         self._records = {(r.scope, r.activation_id): r for r in records}
         self._close_interrupted()
 
@@ -163,12 +194,18 @@ class ProtocolState:
             self._save(self._fences, self._records)
 
     def _save(self, fences: dict[str, int], records: dict[tuple[str, str], InitRecord]) -> None:
-        self._store.save({"fences": fences, "records": [r.to_dict() for r in records.values()]})
+        self._store.save(
+            {"state_id": self.state_id, "fences": fences, "records": [r.to_dict() for r in records.values()]}
+        )
 
     def highest(self, scope: str = INIT_SCOPE) -> int:
         """The highest fence accepted in ``scope`` (0 when none)."""
         with self._lock:
             return self._fences.get(scope, 0)
+
+    def agent_body(self) -> dict[str, Any]:
+        """The report's ``agent`` field: which state this is, and its highest host fence."""
+        return {"state_id": self.state_id, "highest_fence": self.highest()}
 
     def running(self) -> InitRecord | None:
         """The operation running on the host, if any."""

@@ -15,18 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import unicodedata
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import Future
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
 from hostagent.host import HostView
 from hostagent.protocol import INIT_SCOPE, InitBusy, InitRecord, connect_scope
 from hostagent.runner import Operations, Work
 from models.errors import StaleFence
+from models.fencing import MAX_FENCE, MIN_FENCE
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -36,16 +39,34 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class FenceBody(BaseModel):
-    """Body of ``POST /fence``."""
+    """Body of ``POST /fence``: a fence is an integer 1 … 2⁶³−1 (SPEC Appendix B)."""
 
     model_config = ConfigDict(extra="ignore")
-    fence: StrictInt = Field(ge=0)
+    fence: StrictInt = Field(ge=MIN_FENCE, le=MAX_FENCE)
 
 
 class InitBody(FenceBody):
     """Body of ``POST /init`` and ``POST /storage-domains/{sd_id}/connect``."""
 
     activation_id: StrictStr = Field(min_length=1, max_length=200)
+
+    @field_validator("activation_id")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        # No control characters (CR/LF would forge log lines) and no lone surrogates
+        # (unencodable: they cannot be stored, logged or answered).
+        if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
+            raise ValueError("must hold no control characters and no lone surrogates")
+        return value
+
+
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    """422 naming the field; the input is never echoed (NaN, surrogates: not JSON-safe)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    first = errors[0] if errors else {}
+    field = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+    return JSONResponse({"error": "invalid", "field": field, "detail": message}, 422)
 
 
 class Guard:
@@ -98,6 +119,7 @@ def create_app(host: HostView, ops: Operations, max_body_bytes: int) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
         max_body_size=max_body_bytes,  # 413 past it, with or without a Content-Length
+        exception_handlers={RequestValidationError: _invalid},
     )
     host_id = host.config.host_id
 
@@ -112,7 +134,7 @@ def create_app(host: HostView, ops: Operations, max_body_bytes: int) -> FastAPI:
     def status(scope: str, activation_id: str) -> JSONResponse:
         record = ops.state.lookup(scope, activation_id)
         if record is None:
-            return _not_found(f"no record of {activation_id}")
+            return _not_found("no record of that activation")
         return JSONResponse(record.status_body())
 
     @app.get("/report")
@@ -122,7 +144,7 @@ def create_app(host: HostView, ops: Operations, max_body_bytes: int) -> FastAPI:
         # another activation (it still makes a new init busy).
         running = ops.state.running()
         init = running.running_body() if running is not None and running.scope == INIT_SCOPE else None
-        body.update(protocol=2, init=init)
+        body.update(protocol=2, init=init, agent=ops.state.agent_body())
         return JSONResponse(body)
 
     @app.post("/init")
@@ -140,7 +162,7 @@ def create_app(host: HostView, ops: Operations, max_body_bytes: int) -> FastAPI:
     @app.post("/storage-domains/{sd_id}/connect")
     async def connect(sd_id: str, body: InitBody, request: Request) -> JSONResponse:
         if sd_id not in host.config.storage_domains:
-            return _not_found(f"storage domain {sd_id} is not configured on host {host_id}")
+            return _not_found(f"that storage domain is not configured on host {host_id}")
         return await start(connect_scope(sd_id), body, request, lambda: host.connect(sd_id))
 
     @app.get("/storage-domains/{sd_id}/connect/{activation_id}")
