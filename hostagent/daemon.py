@@ -57,7 +57,25 @@ def read_token(path: Path) -> bytes:
         raise InvalidInput(
             "token_file", f"{path} is empty; put a token in it: {_MAKE_TOKEN.format(path=path)}"
         )
+    if is_weak_token(token):
+        raise InvalidInput(
+            "token_file",
+            f"{path} holds a weak token (at least {MIN_TOKEN_LEN} printable characters, "
+            f"{MIN_DISTINCT} of them distinct): use the one `autorecovery hosts enroll` wrote, "
+            f"or {_MAKE_TOKEN.format(path=path)}",
+        )
     return token
+
+
+#: What the agent accepts as a token: enrolment writes 64 hex characters.
+MIN_TOKEN_LEN = 32
+MIN_DISTINCT = 10
+
+
+def is_weak_token(token: bytes) -> bool:
+    """True for a token too short, with spaces or control bytes, or repeating a few characters."""
+    printable = all(0x21 <= byte <= 0x7E for byte in token)
+    return len(token) < MIN_TOKEN_LEN or not printable or len(set(token)) < MIN_DISTINCT
 
 
 def check_tls(cert: Path, key: Path) -> None:

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from cli.enroll import add_enroll_command
 from cli.ops.audit import cmd_audit
 from cli.ops.client import ApiClient, ApiFailure, resolve
 from cli.ops.hosts import (
@@ -169,6 +170,7 @@ def add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     clear.add_argument("host_id", metavar="ID")
     clear.set_defaults(handler=run_command(cmd_hosts_clear_agent_hold))
 
+    add_enroll_command(hsub)
     add_onboarding_commands(sub, hsub, common, run_command, CODES)
     _add_storage_commands(sub, common)
     _add_placement_commands(sub, common)
