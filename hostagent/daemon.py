@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from hostagent.config import AgentConfig
 from hostagent.host import HostView
+from hostagent.http_server import ConnectionLimits, guarded_protocol
 from hostagent.hypervisor import Hypervisor
 from hostagent.persist import DiskStore
 from hostagent.protocol import ProtocolState
@@ -158,7 +159,7 @@ def listen(bind: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as exc:
         raise InvalidInput("server.bind", f"cannot listen on {bind}:{port}: {exc.strerror or exc}") from None
-    sock.listen(128)
+    sock.listen(1024)
     return sock
 
 
@@ -221,9 +222,26 @@ def run(
         actual_port,
         config.libvirt.uri,
     )
+    limits = ConnectionLimits(
+        header_timeout_s=config.server.header_timeout_s,
+        max_connections=config.server.max_connections,
+        max_pending=config.server.max_connections // 2,
+        max_pending_per_client=config.server.max_pending_per_client,
+    ).fitted_to_open_files()
+    log.info(
+        "host %s: at most %d connections, %d still sending their request head, %gs for a head",
+        config.host_id,
+        limits.max_connections,
+        limits.max_pending,
+        limits.header_timeout_s,
+    )
     server = uvicorn.Server(
         uvicorn.Config(
             agent.app,
+            http=guarded_protocol(limits),
+            # Accept a few at a time: the limits run between accept bursts, never past the fd limit.
+            backlog=64,
+            timeout_keep_alive=5,
             log_config=None,
             access_log=False,
             server_header=False,
