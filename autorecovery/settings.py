@@ -174,6 +174,9 @@ class Settings(BaseSettings):
     api_header_timeout_s: float = Field(
         10.0, gt=0, description="a connection that has not sent a request's headers within this is closed"
     )
+    api_body_timeout_s: float = Field(
+        30.0, gt=0, description="a request whose body is not in within this after its head is closed"
+    )
     api_max_header_bytes: int = Field(
         65536, ge=4096, description="largest request head (request line and headers) the API buffers"
     )
