@@ -55,7 +55,15 @@ def cmd_hosts_list(api: ApiClient, args: argparse.Namespace, out: Output) -> int
         out.data({"hosts": hosts, "next_after": after})
         return Exit.OK
     table = new_table(
-        "HOST", "CLUSTER", "STATUS", "REASON", "AUTORECOVERY", "REPORT AGE", "ACTIVATING", "LAST DECISION"
+        "HOST",
+        "CLUSTER",
+        "STATUS",
+        "REASON",
+        "AUTORECOVERY",
+        "HOLDS",
+        "REPORT AGE",
+        "ACTIVATING",
+        "LAST DECISION",
     )
     counts: dict[str, int] = {}
     for h in hosts:
@@ -66,6 +74,7 @@ def cmd_hosts_list(api: ApiClient, args: argparse.Namespace, out: Output) -> int
             status_cell(h["status"]),
             cell(h.get("reason")),
             cell("on" if h["autorecovery"] else "off"),
+            Text(",".join(h.get("holds") or []), style="yellow"),
             age(h.get("report_age_s")),
             cell("yes" if h.get("in_flight") else ""),
             cell(h.get("last_decision")),

@@ -596,6 +596,27 @@ def test_safety_shows_the_gate_pauses_and_incidents(capsys: pytest.CaptureFixtur
     assert "no open incident" in out
 
 
+def test_a_hold_on_an_up_host_shows_in_hosts_list_and_safety(capsys: pytest.CaptureFixture[str]) -> None:
+    page = {"hosts": [host("h-0001", "up", holds=["quarantine"]), host("h-0002", "up", holds=[])],
+            "next_after": None}
+    api = Api({("GET", "/api/v1/hosts"): (200, page)})
+    code, out, _ = run(["hosts", "list", "--api-url", URL], api, capsys)
+    assert code == Exit.OK and "HOLDS" in out
+    [line] = [x for x in out.splitlines() if "h-0001" in x]
+    assert "up" in line and "quarantine" in line
+    assert "quarantine" not in next(x for x in out.splitlines() if "h-0002" in x)
+    quarantine = {"hold": "quarantine", "hosts": 7, "by_status": {"up": 2, "non_operational": 5},
+                  "examples": ["h-0001", "h-0004"]}
+    held = {**SAFETY, "holds": [quarantine]}
+    _, out, _ = run(["safety", "--api-url", URL], Api({("GET", "/api/v1/safety"): (200, held)}), capsys)
+    assert "holds (whatever the status)" in out
+    [line] = [x for x in out.splitlines() if x.strip().startswith("quarantine")]
+    for shown in ("7", "non_operational 5, up 2", "h-0001, h-0004 …"):
+        assert shown in line, shown
+    _, out, _ = run(["safety", "--api-url", URL], Api({("GET", "/api/v1/safety"): (200, SAFETY)}), capsys)
+    assert "no host carries a hold" in out
+
+
 def test_plan_and_show_say_what_holds_hosts(capsys: pytest.CaptureFixture[str]) -> None:
     plan = {"gate": SAFETY["gate"], "pauses": [PAUSE],
             "hosts": [{"host_id": "h-0001", "cluster": "c-1", "status": "non_operational",
