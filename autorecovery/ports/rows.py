@@ -23,6 +23,8 @@ class HostState(TypedDict):
     last_clean_at: datetime | None
     #: Why the host is held for a security event (``agent_fence_ahead``), in words.
     agent_hold_detail: str | None
+    #: When its agent last answered with a usable report (kept by a PostgreSQL trigger), if ever.
+    report_heard_at: datetime | None
 
 
 class HostRow(NamedTuple):

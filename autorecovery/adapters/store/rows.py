@@ -56,6 +56,7 @@ def host_state_from_row(row: dict[str, Any]) -> HostState:
         in_flight_id=row.get("in_flight_id"),
         last_clean_at=row.get("last_clean_at"),
         agent_hold_detail=row.get("agent_hold_detail"),
+        report_heard_at=row.get("r_heard_at"),
     )
 
 
