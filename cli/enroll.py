@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -42,6 +43,15 @@ def add_enroll_command(hsub: argparse._SubParsersAction) -> None:  # type: ignor
     enroll.add_argument("host_id", metavar="ID")
     enroll.add_argument("--out", type=Path, required=True, help="directory to write into (created, 0700)")
     enroll.set_defaults(handler=cmd_enroll)
+    rotate = hsub.add_parser(
+        "rotate-agent-key",
+        help="start a key rotation: the current agent key becomes the previous one (still accepted "
+        "after a 401), a new random key takes its place; re-enrol hosts at your pace",
+    )
+    rotate.add_argument(
+        "--key-file", type=Path, required=True, help="the file AUTORECOVERY_AGENT_KEY_FILE names"
+    )
+    rotate.set_defaults(handler=cmd_rotate_key)
 
 
 def enroll(host_id: str, out: Path, key: bytes, ca_file: Path | None) -> list[Path]:
@@ -73,4 +83,28 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     for path in enroll(args.host_id, args.out, credentials.key, settings.agent_ca_file):
         print(path)
     print(f"copy these to host {args.host_id} (token to /etc/autorecovery/agent.token, mode 0600)")
+    return 0
+
+
+def rotate_key(key_file: Path) -> Path:
+    """Move ``key_file`` to ``<key_file>.previous`` and write a new random key (0600) in its place."""
+    previous = key_file.with_name(key_file.name + ".previous")
+    if not key_file.is_file():
+        raise InvalidInput("--key-file", f"{key_file} does not exist")
+    tmp = key_file.with_name(f".{key_file.name}.new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(secrets.token_hex(32) + "\n")
+    os.replace(key_file, previous)
+    os.replace(tmp, key_file)
+    return previous
+
+
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    """Rotate the product's agent key in place; say what to set and restart."""
+    previous = rotate_key(args.key_file)
+    print(f"new key in {args.key_file}; the old one in {previous}")
+    print(f"set AUTORECOVERY_AGENT_PREVIOUS_KEY_FILE={previous} and restart the product's processes;")
+    print("then `autorecovery hosts enroll ID` each host and restart its agent; when all are done,")
+    print("unset AUTORECOVERY_AGENT_PREVIOUS_KEY_FILE and delete the previous key (docs/agent.md, Rotation)")
     return 0

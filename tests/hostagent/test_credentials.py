@@ -189,3 +189,21 @@ def test_tokens_are_per_host_and_the_previous_key_comes_second() -> None:
     assert host_token(KEY, "h-a") != host_token(KEY, "h-b") and len(host_token(KEY, "h-a")) == 64
     assert AgentCredentials(fleet_token="fleet").tokens("h-a") == ["fleet"]  # noqa: S106
     assert "3f1c" not in repr(both)
+
+
+def test_rotate_agent_key_keeps_the_old_key_as_the_previous_one(tmp_path: Path) -> None:
+    key_file = tmp_path / "agent-key"
+    key_file.write_bytes(OLD_KEY + b"\n")
+    key_file.chmod(0o600)
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", "hosts", "rotate-agent-key", "--key-file", str(key_file)],
+        env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    previous = tmp_path / "agent-key.previous"
+    assert previous.read_bytes().strip() == OLD_KEY
+    new = key_file.read_bytes().strip()
+    assert new != OLD_KEY and len(new) == 64 and stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert new.decode() not in done.stdout + done.stderr
+    both = AgentCredentials(key=new, previous_key=previous.read_bytes().strip())
+    assert both.tokens("h-a")[1] == host_token(OLD_KEY, "h-a")  # agents not re-enrolled still answer
