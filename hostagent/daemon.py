@@ -21,6 +21,7 @@ from hostagent.persist import DiskStore
 from hostagent.protocol import ProtocolState
 from hostagent.runner import Operations
 from hostagent.server import Guard, create_app
+from hostagent.snapshot import Snapshots
 from models.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,8 @@ class Agent:
     host: HostView
     ops: Operations
     app: Guard
+    #: The host's last look; ``start`` it before serving (``run`` does).
+    looks: Snapshots
 
 
 def build_agent(
@@ -144,8 +147,9 @@ def build_agent(
     state = ProtocolState(store, utcnow, keep_results=config.init.keep_results)
     host = HostView(config, hypervisor, utcnow)
     ops = Operations(state, config.host_id)
-    app = Guard(create_app(host, ops, config.server.max_body_bytes), token)
-    return Agent(config, host, ops, app)
+    looks = Snapshots(host, config.probes.period_s)
+    app = Guard(create_app(host, ops, config.server.max_body_bytes, looks), token)
+    return Agent(config, host, ops, app, looks)
 
 
 def listen(bind: str, port: int) -> socket.socket:
@@ -207,6 +211,7 @@ def run(
     lock = lock_state_dir(config.state_dir)
     hypervisor = LibvirtHypervisor(config.libvirt.uri)
     agent = build_agent(config, hypervisor, token, new_state=new_state)
+    agent.looks.start()  # the first look before the first request: a report never waits for one
     sock = listen(bind or config.server.bind, config.server.port if port is None else port)
     host, actual_port = sock.getsockname()[:2]
     scheme = "https" if tls else "http"
@@ -252,6 +257,7 @@ def run(
     try:
         server.run(sockets=[sock])
     finally:
+        agent.looks.stop()
         hypervisor.close()
         lock.close()
         sock.close()

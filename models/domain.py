@@ -45,6 +45,12 @@ SILENT_REASONS = frozenset(
 )
 
 
+#: Reasons an init can repair (it starts pools and networks), when the agent says it will.
+REPAIRABLE_REASONS = frozenset(
+    {Reason.STORAGE_DOMAIN_UNREACHABLE, Reason.NETWORK_UNREACHABLE, Reason.NETWORK_INTERFACE_DOWN}
+)
+
+
 class Trigger(StrEnum):
     """Who asked for an activation."""
 
@@ -172,6 +178,9 @@ class Report:
     details: Mapping[str, str] = field(default_factory=dict)
     #: The agent's state (``state_id``, ``highest_fence``), when the agent reports it.
     agent: AgentState | None = None
+    #: Objects the agent says are down only in a way its own init repairs (a pool or network
+    #: defined but stopped while what backs it is there): keys as in ``details``.
+    repairable: frozenset[str] = frozenset()
 
 
 def domains_by_status(domains: Mapping[str, StorageDomain], status: DomainStatus) -> frozenset[str]:

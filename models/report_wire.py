@@ -28,6 +28,7 @@ from models.report import (
     check_host,
     check_not_ahead,
     parse_details,
+    parse_repairable,
     parse_report,
     parse_time,
 )
@@ -61,6 +62,7 @@ class _ReportWire(msgspec.Struct):
     init: _InitWire | None = None
     details: dict[str, str] | None = None
     agent: _AgentWire | None = None
+    repairable: list[str] | None = None
 
 
 _DECODER = msgspec.json.Decoder(_ReportWire)
@@ -173,4 +175,5 @@ def _from_wire(
         init=init,
         details=parse_details(wire.details),
         agent=None if wire.agent is None else AgentState(wire.agent.state_id, wire.agent.highest_fence),
+        repairable=parse_repairable(wire.repairable),
     )

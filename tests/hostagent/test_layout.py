@@ -13,7 +13,8 @@ PACKAGE = Path(hostagent.__file__).parent
 
 
 def imports_of(path: Path) -> list[str]:
-    return _imports_of(path.read_text(), str(path))
+    """Every absolute import of the module at ``path``."""
+    return _imports_of(path.read_text(encoding="utf-8"), str(path))
 
 
 def test_the_agent_imports_no_product_server_code_and_no_test_tools() -> None:
