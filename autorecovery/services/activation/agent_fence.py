@@ -56,7 +56,7 @@ def hold_if_ahead(kind: HostKind, run: Run, claimed: int | None, source: str, *,
                 conn,
                 kind,
                 run.object_id,
-                AGENT_FENCE_AHEAD,
+                "agent_fence_ahead",
                 run.actor,
                 AGENT_FENCE_AHEAD,
                 {
