@@ -21,6 +21,7 @@ from autorecovery.adapters.store import PG_REPOS, Database
 from autorecovery.ports import AgentClient, Enqueuer, Lock, Repos
 from autorecovery.services import Clock, utcnow
 from autorecovery.services.activation import ActivationService, InitWait, RecoverySafety
+from autorecovery.services.agent_hold import AgentHoldService
 from autorecovery.services.fleet import FleetService
 from autorecovery.services.intake import ReportIntake
 from autorecovery.services.monitoring import BatchSender, MonitoringService, TickConfig
@@ -152,7 +153,8 @@ def connect(settings: Settings) -> Adapters:
         init_timeout_s=settings.init_timeout_s,
         concurrency=settings.agent_concurrency,
         retries=settings.agent_retries,
-        token=settings.agent_token.get_secret_value() if settings.agent_token else None,
+        credentials=settings.agent_credentials(),
+        plain_http_networks=settings.plain_http_networks(),
         ca_file=settings.agent_ca_file,
         max_report_bytes=settings.agent_max_report_bytes,
         max_skew_s=settings.max_clock_skew_s,
@@ -183,6 +185,7 @@ class Container:
     intake: ReportIntake
     onboarding: OnboardingService
     retention: RetentionService
+    agent_holds: AgentHoldService
 
     @property
     def db(self) -> Database:
@@ -287,6 +290,7 @@ def build_services(
         intake=ReportIntake(db, clock, repos, max_clock_skew_s=settings.max_clock_skew_s),
         onboarding=OnboardingService(db, clock, fleet.register_hosts, repos),
         retention=RetentionService(db, clock, retention_policy(settings)),
+        agent_holds=AgentHoldService(db, agents, clock, repos),
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cli.tools import EXIT_ERROR, EXIT_OK, EXIT_USAGE, add_tool_commands
+from hostagent.cli import add_arguments as add_agent_arguments
 from models.errors import AutorecoveryError, InvalidInput
 
 if TYPE_CHECKING:
@@ -167,19 +168,9 @@ def cmd_check_flower_auth(args: argparse.Namespace) -> int:
 
 def cmd_agent(args: argparse.Namespace) -> int:
     """Run the host agent (agent protocol v2 on libvirt) on this hypervisor."""
-    try:
-        from hostagent.config import load_config
-        from hostagent.daemon import check, run
-        from hostagent.libvirt_hypervisor import LibvirtHypervisor  # noqa: F401 - fail early, with advice
-    except ImportError as exc:  # libvirt-python is an extra: say how to get it
-        print(f"autorecovery: the agent needs {exc.name}: pip install 'autorecovery[agent]'", file=sys.stderr)
-        return EXIT_ERROR
-    config = load_config(args.config)
-    if args.check:
-        return check(config)
-    logging.getLogger().setLevel(logging.INFO)
-    run(config, bind=args.bind, port=args.port)
-    return EXIT_OK
+    from hostagent.cli import run_agent
+
+    return run_agent(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,15 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     ).set_defaults(handler=cmd_beat_alive)
     add_tool_commands(sub)
 
-    agent = sub.add_parser("agent", help="run the host agent on this KVM host (needs the agent extra)")
-    agent.add_argument(
-        "--config", type=Path, default=Path("/etc/autorecovery/agent.toml"), help="its TOML file"
+    agent = sub.add_parser(
+        "agent", help="run the host agent on this KVM host (or install autorecovery-agent alone)"
     )
-    agent.add_argument("--bind", default=None, help="address to listen on (default: the config's)")
-    agent.add_argument("--port", type=int, default=None, help="port (default: the config's; 0: a free one)")
-    agent.add_argument(
-        "--check", action="store_true", help="check the setup, print a fresh report, exit (changes nothing)"
-    )
+    add_agent_arguments(agent)
     agent.set_defaults(handler=cmd_agent)
 
     try:

@@ -37,6 +37,7 @@ class Skip(StrEnum):
     STORAGE_DOMAIN_INACTIVE = "storage_domain_inactive"
     UNTRACKED_INIT = "untracked_init"
     INIT_OUTCOME_UNKNOWN = "init_outcome_unknown"
+    AGENT_FENCE_AHEAD = "agent_fence_ahead"
 
 
 ACTIVATE = "activate"
@@ -181,6 +182,13 @@ def decide(
         return skip(Skip.MAINTENANCE, "host is in maintenance; only an admin activates it")
     if host.status is HostStatus.INITIALIZING or host.in_flight:
         return skip(Skip.ACTIVATION_IN_FLIGHT, "an activation is queued or running")
+    if host.agent_hold is not None:
+        # A security hold, for an admin too: the agent claimed a fence the product never issued.
+        return skip(
+            Skip.AGENT_FENCE_AHEAD,
+            "held: its agent claimed a fence the product never issued (a security event); restore "
+            "the agent's state, then clear the hold (autorecovery hosts clear-agent-hold)",
+        )
     if now is not None and host.init_hold_until is not None and now < host.init_hold_until:
         # A safety hold, for an admin too: a second init must never overlap one still running.
         return skip(

@@ -64,6 +64,9 @@ HOST_COLUMNS = (
     "init_hold_until",
     "adopt",
     "last_clean_at",
+    "agent_hold",
+    "agent_hold_detail",
+    "agent_state_id",
 )
 #: Columns of ``reports`` that the host query joins as ``r_<column>``.
 REPORT_COLUMNS = (
@@ -194,6 +197,9 @@ class MemoryHosts(Repo):
             "error_until": None,
             "agent_fence_pending": False,
             "init_hold_until": None,
+            "agent_hold": None,
+            "agent_hold_detail": None,
+            "agent_state_id": None,
             # Kept by a PostgreSQL trigger from the decisions (migration 0006); not faked.
             "last_clean_at": None,
         }
@@ -397,6 +403,7 @@ class MemoryHosts(Repo):
                 host["agent_fence_pending"] = False
                 cleared += 1
         return cleared
+
     def hold_init(self, conn: Any, host_id: str, until: datetime) -> bool:
         """Give a host no new init before ``until``; never shortens a hold."""
         host = self._state(conn, plain=[host_id]).hosts.get(host_id)
@@ -405,6 +412,33 @@ class MemoryHosts(Repo):
         held = host["init_hold_until"]
         host["init_hold_until"] = until if held is None else max(held, until)
         return True
+
+    def issued_fence(self, conn: Any, host_id: str) -> int | None:
+        """The highest fence the product ever issued for a host, or None: no such host."""
+        host = self._state(conn, plain=[host_id]).hosts.get(host_id)
+        return None if host is None else int(host["fence"])
+
+    def hold_agent(self, conn: Any, host_id: str, hold: str, detail: str) -> bool:
+        """Hold a host for a security event until an admin clears it; True when newly held."""
+        host = self._state(conn, plain=[host_id, hold, detail]).hosts.get(host_id)
+        if host is None or host["agent_hold"] is not None:
+            return False
+        host.update(agent_hold=hold, agent_hold_detail=detail)
+        return True
+
+    def clear_agent_hold(self, conn: Any, host_id: str) -> bool:
+        """Clear a host's security hold and forget its agent state."""
+        host = self._state(conn, plain=[host_id]).hosts.get(host_id)
+        if host is None or host["agent_hold"] is None:
+            return False
+        host.update(agent_hold=None, agent_hold_detail=None, agent_state_id=None)
+        return True
+
+    def set_agent_state(self, conn: Any, host_id: str, state_id: str) -> None:
+        """Record the agent state that has learnt the product's fence."""
+        host = self._state(conn, plain=[host_id, state_id]).hosts.get(host_id)
+        if host is not None:
+            host["agent_state_id"] = state_id
 
     def delete_host(self, conn: Any, host_id: str) -> bool:
         """Delete a host with no activation in flight; return True when deleted."""

@@ -29,8 +29,8 @@ from models.errors import (
 )
 from tests.fakes import fake_adapters
 
-ALICE = "alice-secret-0123456789"
-VIC = "vic-secret-0123456789ab"
+ALICE = "alice-7Rk2pQ9xVm4LsT8w"
+VIC = "vic-N5hJ3cW8zKq6Yd2fBx7"
 ADMIN = {"Authorization": f"Bearer {ALICE}"}
 VIEWER = {"Authorization": f"Bearer {VIC}"}
 JSON = {"content-type": "application/json"}

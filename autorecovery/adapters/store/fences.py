@@ -68,6 +68,8 @@ def clear_fence_pending(conn: Conn, pushed: Sequence[FencePush]) -> int:
         {"rows": Jsonb([{"host_id": p.host_id, "fence": p.fence} for p in pushed])},
     )
     return cur.rowcount
+
+
 def hold_init(conn: Conn, host_id: str, until: datetime) -> bool:
     """Give a host no new init before ``until`` (an init's outcome was not seen); never shortens."""
     cur = run(
@@ -78,3 +80,40 @@ def hold_init(conn: Conn, host_id: str, until: datetime) -> bool:
         {"id": host_id, "until": until},
     )
     return cur.rowcount == 1
+
+
+def issued_fence(conn: Conn, host_id: str) -> int | None:
+    """The highest fence the product ever issued for a host (its counter), or None: no such host."""
+    row = run(conn, "SELECT fence FROM hosts WHERE id = %(id)s", {"id": host_id}).fetchone()
+    return None if row is None else int(row["fence"])
+
+
+def hold_agent(conn: Conn, host_id: str, hold: str, detail: str) -> bool:
+    """Hold a host for a security event until an admin clears it; True when newly held."""
+    cur = run(
+        conn,
+        """
+        UPDATE hosts SET agent_hold = %(hold)s, agent_hold_detail = %(detail)s
+        WHERE id = %(id)s AND agent_hold IS NULL
+        """,
+        {"id": host_id, "hold": hold, "detail": detail},
+    )
+    return cur.rowcount == 1
+
+
+def clear_agent_hold(conn: Conn, host_id: str) -> bool:
+    """Clear a host's security hold; its agent state is then unknown (the next init pushes first)."""
+    cur = run(
+        conn,
+        """
+        UPDATE hosts SET agent_hold = NULL, agent_hold_detail = NULL, agent_state_id = NULL
+        WHERE id = %(id)s AND agent_hold IS NOT NULL
+        """,
+        {"id": host_id},
+    )
+    return cur.rowcount == 1
+
+
+def set_agent_state(conn: Conn, host_id: str, state_id: str) -> None:
+    """Record the agent state that has learnt the product's fence."""
+    run(conn, "UPDATE hosts SET agent_state_id = %(s)s WHERE id = %(id)s", {"id": host_id, "s": state_id})

@@ -17,10 +17,14 @@ from autorecovery.adapters.store.clusters import get_cluster as get_cluster
 from autorecovery.adapters.store.clusters import upsert_cluster as upsert_cluster
 from autorecovery.adapters.store.db import Conn, run
 from autorecovery.adapters.store.fences import FencePush as FencePush
+from autorecovery.adapters.store.fences import clear_agent_hold as clear_agent_hold
 from autorecovery.adapters.store.fences import clear_fence_pending as clear_fence_pending
+from autorecovery.adapters.store.fences import hold_agent as hold_agent
 from autorecovery.adapters.store.fences import hold_init as hold_init
+from autorecovery.adapters.store.fences import issued_fence as issued_fence
 from autorecovery.adapters.store.fences import pending_fences as pending_fences
 from autorecovery.adapters.store.fences import raise_fence as raise_fence
+from autorecovery.adapters.store.fences import set_agent_state as set_agent_state
 from autorecovery.adapters.store.rows import host_row, report_to_json
 from autorecovery.ports import HostRow as HostRow  # re-exported: callers import it from here
 from models.domain import Report
@@ -31,6 +35,7 @@ SELECT h.id, h.cluster_id, h.agent_url, h.status, h.reason, h.detail, h.autoreco
        h.status_changed_at, h.fence, h.last_decision, h.last_decision_detail, h.last_decision_at,
        h.failures, h.next_attempt_at, h.quarantined_at, h.quarantine_reason, h.subject,
        h.error_until, h.init_hold_until, h.adopt, h.last_clean_at,
+       h.agent_hold, h.agent_hold_detail, h.agent_state_id,
        EXISTS (SELECT 1 FROM activations a
                WHERE a.host_id = h.id AND a.state IN ('queued', 'running')) AS in_flight,
        (SELECT a.id FROM activations a
@@ -320,6 +325,7 @@ __all__ = [
     "apply_transitions",
     "batch_after",
     "batch_between",
+    "clear_agent_hold",
     "clear_fence_pending",
     "count_by_status",
     "delete_cluster",
@@ -327,12 +333,15 @@ __all__ = [
     "existing_ids",
     "get_cluster",
     "get_host",
+    "hold_agent",
     "hold_init",
     "insert_host",
+    "issued_fence",
     "list_hosts",
     "pending_fences",
     "raise_fence",
     "record_decisions",
+    "set_agent_state",
     "set_agent_url",
     "set_autorecovery",
     "set_status",

@@ -36,6 +36,7 @@ def safety_gauges(conn: Conn, now: datetime) -> dict[str, Any]:
             (SELECT count(*) FROM hosts WHERE quarantined_at IS NOT NULL) AS quarantined,
             (SELECT count(*) FROM hosts WHERE next_attempt_at > %(now)s) AS in_backoff,
             (SELECT count(*) FROM hosts WHERE last_decision = 'capped') AS capped,
+            (SELECT count(*) FROM hosts WHERE agent_hold IS NOT NULL) AS agent_fence_ahead,
             (SELECT count(*) FROM incidents WHERE closed_at IS NULL) AS incidents_open,
             o.gate, o.silent_hosts, o.observed_hosts, o.last_full_tick_at
         FROM (SELECT 1) AS one LEFT JOIN observer o ON o.id = 1
