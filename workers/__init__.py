@@ -7,6 +7,7 @@ builds its own container (pool, Redis, agent client) in ``worker_process_init``.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery import Celery
@@ -97,6 +98,7 @@ def make_app(settings: Settings) -> Celery:
 settings = get_settings()
 app = make_app(settings)
 _container: Container | None = None
+_container_pid = 0
 
 
 def _send_activation(task: str, activation_id: str, target: dict[str, str], trigger: str, actor: str) -> None:
@@ -134,13 +136,28 @@ def send_monitoring_batch(spec: BatchSpec) -> None:
 
 
 def container() -> Container:
-    """Return this process's container, building it on first use."""
-    global _container
-    if _container is None:
+    """Return this process's container, building it on first use.
+
+    A container is never shared across a fork: a pool process that inherited one (built in the
+    worker's parent) builds its own, since the inherited pool has no threads in it.
+    """
+    global _container, _container_pid
+    if _container is None or _container_pid != os.getpid():
         _container = build(
             settings, enqueue_activation, enqueue_storage_activation, send_batch=send_monitoring_batch
         )
+        _container_pid = os.getpid()
     return _container
+
+
+def built_container() -> Container | None:
+    """Return this process's container if it built one, else None (and build nothing).
+
+    The worker's parent process runs failure handlers of tasks whose pool process was killed
+    (hard time limit): it must not build a pool there, which the processes it forks afterwards
+    would inherit.
+    """
+    return _container if _container_pid == os.getpid() else None
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]
@@ -155,6 +172,7 @@ def _init_process(**_: Any) -> None:
 @worker_process_shutdown.connect  # type: ignore[untyped-decorator]
 def _close_process(**_: Any) -> None:
     global _container
-    if _container is not None:
+    if built_container() is not None:
+        assert _container is not None
         _container.close()
-        _container = None
+    _container = None
