@@ -22,9 +22,11 @@ from autorecovery.ports import AgentClient, Enqueuer, Lock, Repos
 from autorecovery.services import Clock, utcnow
 from autorecovery.services.activation import ActivationService, InitWait, RecoverySafety
 from autorecovery.services.fleet import FleetService
+from autorecovery.services.housekeeping import HousekeepingService
 from autorecovery.services.intake import ReportIntake
 from autorecovery.services.monitoring import BatchSender, MonitoringService, TickConfig
 from autorecovery.services.onboarding import OnboardingService
+from autorecovery.services.reaper import Reaper
 from autorecovery.services.retention import RetentionPolicy, RetentionService
 from autorecovery.services.safety import SafetyService
 from autorecovery.services.storage import StorageService
@@ -95,6 +97,7 @@ def tick_config(settings: Settings) -> TickConfig:
         resend_after_s=settings.resend_queued_after_s,
         max_resends=settings.resend_max,
         max_clock_skew_s=settings.max_clock_skew_s,
+        fence_backoff_max_s=settings.fence_push_backoff_max_s,
     )
 
 
@@ -174,6 +177,7 @@ class Container:
     settings: Settings
     adapters: Adapters
     monitoring: MonitoringService
+    housekeeping: HousekeepingService
     activation: ActivationService
     storage: StorageService
     vmruns: VmRunService
@@ -263,6 +267,13 @@ def build_services(
             redis_ping=tuning.redis_ping or adapters.redis_ping,
             queue_domains=storage.queue_reachable,
             send_batch=send_batch,
+        ),
+        housekeeping=HousekeepingService(
+            db,
+            Reaper(db, agents, enqueue, tick.reaper, repos),
+            clock,
+            lease_s=settings.housekeeping_time_limit_s,
+            repos=repos,
         ),
         activation=ActivationService(
             db,

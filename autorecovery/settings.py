@@ -70,6 +70,12 @@ class Settings(BaseSettings):
         description="a queued activation no worker started is sent again after this long, in case "
         "its message was lost (same task id); below AUTORECOVERY_ACTIVATION_QUEUED_TTL_S",
     )
+    fence_push_backoff_max_s: float = Field(
+        300.0,
+        gt=0,
+        description="an agent that did not answer a fence push is asked again after one tick "
+        "interval, doubling up to this (the housekeeping's round-robin)",
+    )
     resend_max: int = Field(2, ge=0, le=10, description="re-sends of one queued activation (0: never)")
     task_max_retries: int = Field(5, ge=0, le=20, description="retries of a task on transient errors")
     visibility_timeout_s: int = Field(3600, gt=0, description="Redis broker visibility timeout")
@@ -290,6 +296,11 @@ class Settings(BaseSettings):
     def tick_deadline_s(self) -> float:
         """A tick unfinished after this is abandoned by the next one, which takes over."""
         return max(3 * self.tick_interval_s, 10.0)
+
+    @property
+    def housekeeping_time_limit_s(self) -> float:
+        """The housekeeping task's hard time limit, and the lease a run holds (no two at once)."""
+        return self.tick_deadline_s + 10
 
     @property
     def effective_init_max_s(self) -> float:

@@ -29,6 +29,7 @@ ACTIVATION_QUEUE = "activation"
 TICK_TASK = "autorecovery.monitoring_tick"
 BATCH_TASK = "autorecovery.monitoring_batch"
 PRUNE_TASK = "autorecovery.prune"
+HOUSEKEEPING_TASK = "autorecovery.housekeeping"
 ACTIVATION_TASK = "autorecovery.init_vds_on_up"
 STORAGE_TASK = "autorecovery.activate_storage_domain"
 
@@ -56,6 +57,7 @@ def make_app(settings: Settings) -> Celery:
             TICK_TASK: {"queue": MONITORING_QUEUE},
             BATCH_TASK: {"queue": MONITORING_QUEUE},
             PRUNE_TASK: {"queue": MONITORING_QUEUE},
+            HOUSEKEEPING_TASK: {"queue": MONITORING_QUEUE},
             ACTIVATION_TASK: {"queue": ACTIVATION_QUEUE},
             STORAGE_TASK: {"queue": ACTIVATION_QUEUE},
         },
@@ -81,6 +83,11 @@ def make_app(settings: Settings) -> Celery:
                 "send_events": False,
                 "soft_time_limit": settings.tick_deadline_s,
                 "time_limit": settings.tick_deadline_s + 10,
+            },
+            HOUSEKEEPING_TASK: {
+                "send_events": False,
+                "soft_time_limit": settings.tick_deadline_s,
+                "time_limit": settings.housekeeping_time_limit_s,
             },
         },
         worker_prefetch_multiplier=1,

@@ -186,6 +186,8 @@ class MemoryHosts(Repo):
             "subject": None,
             "error_until": None,
             "agent_fence_pending": False,
+            "fence_push_failures": 0,
+            "fence_push_after": None,
             "init_hold_until": None,
             # Kept by a PostgreSQL trigger from the decisions (migration 0006); not faked.
             "last_clean_at": None,
@@ -370,13 +372,19 @@ class MemoryHosts(Repo):
         return True
 
     def pending_fences(self, conn: Any, limit: int) -> list[FencePush]:
-        """Return up to ``limit`` hosts whose agent has not learnt their fence yet, by id."""
+        """Return up to ``limit`` due hosts whose agent has not learnt their fence: new first."""
         st = self._state(conn)
-        marked = [h for h in _sorted_hosts(st) if h["agent_fence_pending"]][:limit]
-        return [FencePush(h["id"], h["agent_url"], int(h["fence"])) for h in marked]
+        now = self._db.clock()
+        due = [
+            h
+            for h in _sorted_hosts(st)
+            if h["agent_fence_pending"] and (h["fence_push_after"] is None or h["fence_push_after"] <= now)
+        ]
+        due.sort(key=lambda h: (h["fence_push_after"] is not None, h["fence_push_after"] or now, h["id"]))
+        return [FencePush(h["id"], h["agent_url"], int(h["fence"])) for h in due[:limit]]
 
     def clear_fence_pending(self, conn: Any, pushed: Sequence[FencePush]) -> int:
-        """Clear the mark of hosts whose agent learnt the fence, unless it moved on since."""
+        """Clear the mark (and backoff) of hosts whose agent learnt the fence, unless it moved on."""
         if not pushed:
             return 0
         st = self._state(conn, jsonb=[[p.host_id, p.fence] for p in pushed])
@@ -384,9 +392,26 @@ class MemoryHosts(Repo):
         for p in pushed:
             host = st.hosts.get(p.host_id)
             if host is not None and host["fence"] == p.fence and host["agent_fence_pending"]:
-                host["agent_fence_pending"] = False
+                host.update(agent_fence_pending=False, fence_push_failures=0, fence_push_after=None)
                 cleared += 1
         return cleared
+
+    def fence_push_failed(
+        self, conn: Any, failed: Sequence[str], backoff_s: float, backoff_max_s: float
+    ) -> int:
+        """Ask these hosts' agents again after a doubling backoff, up to a maximum."""
+        st = self._state(conn, plain=list(failed))
+        marked = 0
+        for host_id in failed:
+            host = st.hosts.get(host_id)
+            if host is None or not host["agent_fence_pending"]:
+                continue
+            wait_s = min(backoff_max_s, backoff_s * 2 ** min(host["fence_push_failures"], 30))
+            host["fence_push_failures"] += 1
+            host["fence_push_after"] = self._db.clock() + timedelta(seconds=wait_s)
+            marked += 1
+        return marked
+
     def hold_init(self, conn: Any, host_id: str, until: datetime) -> bool:
         """Give a host no new init before ``until``; never shortens a hold."""
         host = self._state(conn, plain=[host_id]).hosts.get(host_id)

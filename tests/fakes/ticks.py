@@ -125,3 +125,20 @@ class MemoryTicks(Repo):
         """One tick's row (without its batches)."""
         tick = self._ticks(conn).get(tick_id)
         return None if tick is None else {k: copy.deepcopy(v) for k, v in tick.items() if k != "done"}
+
+    def claim_housekeeping(self, conn: Any, holder: str, lease_s: float) -> bool:
+        """Take the housekeeping lease unless another run holds it."""
+        lease = self._state(conn).housekeeping
+        now = self._now()
+        if lease["until"] is not None and lease["until"] > now:
+            return False
+        lease.update(holder=holder, until=now + timedelta(seconds=lease_s))
+        return True
+
+    def release_housekeeping(self, conn: Any, holder: str) -> bool:
+        """Give the lease back if this holder still has it."""
+        lease = self._state(conn).housekeeping
+        if lease["holder"] != holder:
+            return False
+        lease["until"] = None
+        return True

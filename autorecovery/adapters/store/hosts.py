@@ -18,6 +18,7 @@ from autorecovery.adapters.store.clusters import upsert_cluster as upsert_cluste
 from autorecovery.adapters.store.db import Conn, run
 from autorecovery.adapters.store.fences import FencePush as FencePush
 from autorecovery.adapters.store.fences import clear_fence_pending as clear_fence_pending
+from autorecovery.adapters.store.fences import fence_push_failed as fence_push_failed
 from autorecovery.adapters.store.fences import hold_init as hold_init
 from autorecovery.adapters.store.fences import pending_fences as pending_fences
 from autorecovery.adapters.store.fences import raise_fence as raise_fence
@@ -319,6 +320,7 @@ __all__ = [
     "batch_after",
     "batch_between",
     "clear_fence_pending",
+    "fence_push_failed",
     "count_by_status",
     "delete_cluster",
     "delete_host",

@@ -213,3 +213,27 @@ def note(conn: Conn, tick_id: str, summary: dict[str, Any]) -> None:
 def get(conn: Conn, tick_id: str) -> dict[str, Any] | None:
     """One tick's row."""
     return run(conn, "SELECT * FROM ticks WHERE id = %(id)s", {"id": tick_id}).fetchone()
+
+
+def claim_housekeeping(conn: Conn, holder: str, lease_s: float) -> bool:
+    """Take the housekeeping lease for ``lease_s`` unless another run holds it; True when taken."""
+    cur = run(
+        conn,
+        """
+        UPDATE housekeeping_lease
+        SET holder = %(holder)s, until = clock_timestamp() + make_interval(secs => %(lease)s)
+        WHERE until <= clock_timestamp()
+        """,
+        {"holder": holder, "lease": lease_s},
+    )
+    return cur.rowcount == 1
+
+
+def release_housekeeping(conn: Conn, holder: str) -> bool:
+    """Give the housekeeping lease back, if this holder still has it."""
+    cur = run(
+        conn,
+        "UPDATE housekeeping_lease SET until = '-infinity' WHERE holder = %(holder)s",
+        {"holder": holder},
+    )
+    return cur.rowcount == 1

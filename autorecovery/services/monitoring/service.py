@@ -1,10 +1,11 @@
 """The monitoring tick as a coordinator and batches that any worker process runs.
 
 ``tick`` claims one tick per interval (a duplicate beat or redelivery notices and stops; a tick
-still running is not piled on), does the per-tick housekeeping, cuts the fleet into batches and
-sends them. ``run_batch`` pulls, stores, transitions and decides one batch; the batch that
-completes its tick closes it (observer gate, incidents, storage domains, one admission under the
-caps). Without a batch sender the batches run inline, one after the other, in this process.
+still running is not piled on), cuts the fleet into batches and sends them: claim plus dispatch (the
+housekeeping runs in a task of its own, ``services/housekeeping.py``). ``run_batch`` pulls, stores,
+transitions and decides one batch; the batch that completes its tick closes it (observer gate,
+incidents, storage domains, one admission under the caps). Without a batch sender the batches run
+inline, one after the other, in this process.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from autorecovery.services.monitoring.config import (
     TickConfig,
     TickResult,
 )
-from autorecovery.services.reaper import Reaper
 from models.errors import BrokerUnavailable, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,6 @@ class MonitoringService:
         self.cfg = cfg
         self.clock = clock
         self.send_batch = send_batch
-        self.reaper = Reaper(db, agents, enqueue, cfg.reaper, repos)
         self.closer = Closer(db, repos, enqueue, cfg, clock, redis_ping, queue_domains)
         self._inline: list[TickResult] = []
 
@@ -90,10 +89,7 @@ class MonitoringService:
             raise
 
     def _start(self, result: TickResult, bounds: tuple[str, ...], statements_before: int) -> TickResult:
-        """Housekeeping once per tick, then the batches: sent, or run here."""
-        housekeeping = self.reaper.run(self.clock())
-        result.reaped, result.resent = housekeeping.reaped, housekeeping.resent
-        result.fences_pushed, result.fences_failed = housekeeping.fences_pushed, housekeeping.fences_failed
+        """Note the claim, then the batches: sent, or run here."""
         result.statements = STATEMENTS.count - statements_before + 1  # and the note below
         with self.db.transaction() as conn:
             self.repos.ticks.note(conn, result.tick_id, result.as_dict())
