@@ -94,7 +94,7 @@ def tick_config(settings: Settings) -> TickConfig:
         sd_inactive_after_s=settings.sd_inactive_after_s,
         min_spacing_s=settings.tick_min_spacing_s,
         deadline_s=settings.tick_deadline_s,
-        resend_after_s=settings.resend_queued_after_s,
+        resend_after_s=settings.resend_after_sent_s,
         max_resends=settings.resend_max,
         max_clock_skew_s=settings.max_clock_skew_s,
         fence_backoff_max_s=settings.fence_push_backoff_max_s,

@@ -109,14 +109,18 @@ _container_pid = 0
 
 
 def _send_activation(task: str, activation_id: str, target: dict[str, str], trigger: str, actor: str) -> None:
-    """Send an activation task whose Celery task id is the activation id."""
+    """Send an activation task whose Celery task id is the activation id.
+
+    The message expires when the housekeeping may send it again: a deep queue is not re-sent
+    into duplicate runs, since the old message can no longer start.
+    """
     try:
         app.send_task(
             task,
             kwargs={**target, "activation_id": activation_id, "trigger": trigger, "actor": actor},
             task_id=activation_id,
             queue=ACTIVATION_QUEUE,
-            expires=settings.activation_queued_ttl_s,
+            expires=settings.activation_message_ttl_s,
         )
     except OperationalError as exc:
         raise BrokerUnavailable(f"broker refused the {task} message: {exc}") from exc
