@@ -77,6 +77,11 @@ class MemoryTicks(Repo):
             return f"tick {tick_id} is {tick['state']}"
         return None
 
+    def hold_running(self, conn: Any, tick_id: str) -> bool:
+        """True while the tick is running (the memory database runs one transaction at a time)."""
+        tick = self._ticks(conn).get(tick_id)
+        return tick is not None and tick["state"] == "running"
+
     def finish_batch(
         self, conn: Any, tick_id: str, idx: int, summary: dict[str, Any], candidates: list[dict[str, Any]]
     ) -> BatchDone:

@@ -128,6 +128,16 @@ def batch_refusal(conn: Conn, tick_id: str, idx: int) -> str | None:
     return None
 
 
+def hold_running(conn: Conn, tick_id: str) -> bool:
+    """Lock a tick's row for this transaction; True while it is still running.
+
+    A batch records its hosts' changes under this lock, so an abandon (a takeover) either comes
+    first and the late batch writes nothing, or waits until the batch is recorded.
+    """
+    row = run(conn, "SELECT state FROM ticks WHERE id = %(id)s FOR UPDATE", {"id": tick_id}).fetchone()
+    return row is not None and row["state"] == "running"
+
+
 def finish_batch(
     conn: Conn, tick_id: str, idx: int, summary: dict[str, Any], candidates: list[dict[str, Any]]
 ) -> BatchDone:

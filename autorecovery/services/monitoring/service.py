@@ -18,7 +18,7 @@ from collections.abc import Callable
 from autorecovery.adapters.agents import AgentClient
 from autorecovery.adapters.store import PG_REPOS, Repos
 from autorecovery.adapters.store.db import STATEMENTS, Database
-from autorecovery.adapters.store.ticks import FINISH_BATCH_STATEMENTS
+from autorecovery.adapters.store.ticks import FINISH_BATCH_STATEMENTS, BatchDone
 from autorecovery.services import Clock, Enqueuer
 from autorecovery.services.monitoring.batch import assess_batch, load_context, record_batch
 from autorecovery.services.monitoring.closing import Closer
@@ -152,16 +152,21 @@ class MonitoringService:
         pulled, evaluations, outcome = assess_batch(batch, context, self.agents, self.cfg, self.clock)
         now = self.clock()
         with self.db.transaction() as conn:
-            outcome.counts["transitions"] = record_batch(conn, self.repos, batch, pulled, evaluations, now)
-        # The statements that record the batch in its tick are counted too.
-        outcome.counts["statements"] = STATEMENTS.count - statements_before + FINISH_BATCH_STATEMENTS
-        with self.db.transaction() as conn:
-            done = self.repos.ticks.finish_batch(
-                conn, spec.tick_id, spec.idx, outcome.counts, outcome.candidates
-            )
+            # Under the tick's row lock: a batch whose tick ended meanwhile writes nothing.
+            if self.repos.ticks.hold_running(conn, spec.tick_id):
+                outcome.counts["transitions"] = record_batch(
+                    conn, self.repos, batch, pulled, evaluations, now
+                )
+                # The statements that record the batch in its tick are counted too.
+                outcome.counts["statements"] = STATEMENTS.count - statements_before + FINISH_BATCH_STATEMENTS
+                done = self.repos.ticks.finish_batch(
+                    conn, spec.tick_id, spec.idx, outcome.counts, outcome.candidates
+                )
+            else:
+                done = BatchDone(recorded=False, closes=False)
         if not done.recorded:
             log.info(
-                "tick %s: batch %d ran after its tick ended; its results stay unadmitted",
+                "tick %s: batch %d ran after its tick ended; nothing of it is written",
                 spec.tick_id,
                 spec.idx,
             )
