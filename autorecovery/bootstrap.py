@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import redis
@@ -76,6 +77,17 @@ def retention_policy(settings: Settings) -> RetentionPolicy:
         vm_runs_days=settings.retention_vm_runs_days,
         batch_size=settings.prune_batch_size,
     )
+
+
+@contextmanager
+def retention(settings: Settings, database_url: str) -> Iterator[RetentionService]:
+    """The pruning alone, over a one-connection pool (``autorecovery prune``: no Redis needed)."""
+    db = Database(database_url, max_size=1)
+    db.open()
+    try:
+        yield RetentionService(db, utcnow, retention_policy(settings))
+    finally:
+        db.close()
 
 
 def tick_config(settings: Settings) -> TickConfig:
@@ -297,7 +309,7 @@ def build_services(
         safety=SafetyService(db, clock, repos),
         intake=ReportIntake(db, clock, repos, max_clock_skew_s=settings.max_clock_skew_s),
         onboarding=OnboardingService(db, clock, fleet.register_hosts, repos),
-        retention=RetentionService(db, clock, retention_policy(settings)),
+        retention=RetentionService(db, clock, retention_policy(settings), repos),
     )
 
 

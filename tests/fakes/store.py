@@ -36,6 +36,7 @@ from tests.fakes.memory import (
     check,
     in_flight_hosts,
 )
+from tests.fakes.retention import MemoryRetention
 from tests.fakes.safety import MemorySafety
 from tests.fakes.storage import MemoryStorage
 from tests.fakes.ticks import MemoryTicks
@@ -93,6 +94,7 @@ def memory_repos(db: MemoryDatabase) -> Repos:
         storage=MemoryStorage(db),
         vmruns=MemoryVmRuns(db),
         ticks=MemoryTicks(db),
+        retention=MemoryRetention(db),
     )
 
 

@@ -9,7 +9,7 @@ import copy
 from datetime import datetime, timedelta
 from typing import Any
 
-from autorecovery.adapters.store.ticks import KEEP_TICKS_S, BatchDone, TickClaim, _refusal
+from autorecovery.adapters.store.ticks import BatchDone, TickClaim, _refusal
 from tests.fakes.memory import Repo
 
 
@@ -54,8 +54,6 @@ class MemoryTicks(Repo):
             "summary": None,
             "done": {},
         }
-        for old in [t for t in ticks.values() if t["started_at"] < now - timedelta(seconds=KEEP_TICKS_S)]:
-            del ticks[old["id"]]
         return TickClaim(tick_id, took_over=took_over, bounds=bounds)
 
     def abandon(self, conn: Any, tick_id: str, detail: str) -> bool:

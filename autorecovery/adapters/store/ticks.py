@@ -17,8 +17,6 @@ from autorecovery.adapters.store.db import Conn, run
 TICK_CLAIM_LOCK = 0x61725F7469636B  # "ar_tick"
 #: Statements ``finish_batch`` runs for a batch that is recorded (counted in the tick's summary).
 FINISH_BATCH_STATEMENTS = 3
-#: Finished ticks older than this are deleted when a new one is claimed.
-KEEP_TICKS_S = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +75,6 @@ def claim(conn: Conn, tick_id: str, *, batch_size: int, min_spacing_s: float, de
         conn,
         "INSERT INTO ticks (id, state, batches) VALUES (%(id)s, 'running', %(n)s)",
         {"id": tick_id, "n": len(bounds)},
-    )
-    run(
-        conn,
-        "DELETE FROM ticks WHERE started_at < clock_timestamp() - make_interval(secs => %(keep)s)",
-        {"keep": KEEP_TICKS_S},
     )
     return TickClaim(tick_id, took_over=took_over, bounds=bounds)
 
