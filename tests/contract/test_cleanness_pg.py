@@ -34,7 +34,7 @@ def recovery(db: Database) -> tuple[int, float]:
     with db.transaction() as conn:
         n = conn.execute(
             "SELECT coalesce(sum(n), 0) AS n FROM metric_histogram_buckets "
-            "WHERE name = 'autorecovery_recovery_seconds' AND le = 'Infinity'"
+            "WHERE name = 'autorecovery_recovery_seconds'"
         ).fetchone()
         s = conn.execute(
             "SELECT coalesce(sum(value), 0) AS s FROM metric_counters "
