@@ -193,6 +193,7 @@ class MemoryHosts(Repo):
             "subject": None,
             "error_until": None,
             "agent_fence_pending": False,
+            "last_decision_clean": None,
             "fence_push_failures": 0,
             "fence_push_after": None,
             "init_hold_until": None,
@@ -327,7 +328,12 @@ class MemoryHosts(Repo):
             if host is None or d.host_id in written:
                 continue
             if host["last_decision"] != d.code or host["last_decision_detail"] != d.detail:
-                host.update(last_decision=d.code, last_decision_detail=d.detail, last_decision_at=now)
+                host.update(
+                    last_decision=d.code,
+                    last_decision_detail=d.detail,
+                    last_decision_clean=d.is_clean,
+                    last_decision_at=now,
+                )
                 written.add(d.host_id)
         return len(written)
 
