@@ -137,7 +137,8 @@ def _worker_commands() -> dict[str, str]:
     """How each deploy file starts each worker pool, as one line."""
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
     found = {}
-    for pool, unit in (("worker", "autorecovery-worker@.service"), ("monitor", "autorecovery-monitor@.service")):
+    units = {"worker": "autorecovery-worker@.service", "monitor": "autorecovery-monitor@.service"}
+    for pool, unit in units.items():
         found[f"compose {pool}"] = " ".join(compose[pool]["command"])
         found[f"systemd {pool}"] = (SYSTEMD / unit).read_text().replace("\\\n", " ")
         pod = _docs(K8S / f"{pool}.yaml")[0]["spec"]["template"]["spec"]
