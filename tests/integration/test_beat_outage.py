@@ -60,3 +60,40 @@ def test_beat_outlives_a_redis_outage_and_ticks_resume(
         beat.stop()
         worker.stop()
         client.close()
+
+
+def test_beat_outlives_a_broker_outage_and_sends_again(
+    servers: Any, logs: Path, private_redis: PrivateRedis
+) -> None:
+    """The broker (a Redis of the test's own) killed for 10 s: beat stays up and sends again.
+
+    No worker consumes: the ticks beat sends pile up in the broker's ``monitoring`` list.
+    """
+    env = servers.env(
+        AUTORECOVERY_BROKER_URL=private_redis.url(1), AUTORECOVERY_TICK_INTERVAL_S=str(INTERVAL_S)
+    )
+    broker = redis.Redis.from_url(private_redis.url(1))
+    beat = start_beat(env, logs, name="beat-broker-outage")
+
+    def queued() -> int:
+        try:
+            return int(broker.llen("monitoring"))
+        except redis.RedisError:
+            return -1
+
+    try:
+        wait_for(lambda: queued() >= 2, 30, "ticks in the broker before the outage")
+        private_redis.kill()
+        time.sleep(OUTAGE_S)
+        assert beat.popen.poll() is None, f"beat exited with the broker away:\n{beat.log()[-3000:]}"
+        private_redis.start()  # empty
+        back = time.monotonic()
+        wait_for(lambda: queued() >= 1, 6 * INTERVAL_S, "a tick sent after the broker returned")
+        sent_after_s = time.monotonic() - back
+        assert beat.popen.poll() is None
+        assert sent_after_s <= 2 * INTERVAL_S, (
+            f"first tick sent {sent_after_s:.1f}s after the broker returned"
+        )
+    finally:
+        beat.stop()
+        broker.close()
