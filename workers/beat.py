@@ -17,6 +17,7 @@ from redis.exceptions import LockNotOwnedError
 from redis.lock import Lock
 
 from autorecovery.adapters import keys
+from autorecovery.beat_liveness import LOCAL_HEARTBEAT
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,22 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
         # so Flower's bounded task list is not filled with them (the workers send none either).
         app.conf.task_send_sent_event = False
         self._redis_lost = False
+        LOCAL_HEARTBEAT.unlink(missing_ok=True)  # a restarted container's file is not ours
         super().__init__(app, *args, **kwargs)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
-        """Hold the lock, send what is due, then write the heartbeat; never raise for Redis."""
+        """Hold the lock, send what is due, write the heartbeats; never raise for Redis.
+
+        The local heartbeat file is written every loop, Redis or not: the process is alive.
+        """
+        wait_s = self._tick_with_redis()
+        try:
+            LOCAL_HEARTBEAT.write_text(f"{time.time():.3f}")
+        except OSError as exc:
+            log.warning("beat: cannot write %s: %s", LOCAL_HEARTBEAT, exc)
+        return wait_s
+
+    def _tick_with_redis(self) -> float:
         try:
             if not self._lead():
                 return float(self.max_interval)
