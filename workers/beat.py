@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
@@ -22,6 +23,10 @@ from autorecovery.beat_liveness import LOCAL_HEARTBEAT
 log = logging.getLogger(__name__)
 
 HEARTBEAT_TTL_S = 24 * 3600
+#: The last run given to schedule entries Redis lost: due at once, not one interval later.
+LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
+#: Entries sent more often than this (ticks, housekeeping) are the ones made due at once.
+DUE_AT_ONCE_UP_TO = timedelta(hours=1)
 
 
 class Scheduler(RedBeatScheduler):  # type: ignore[misc]
@@ -62,7 +67,7 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
             if not self._lead():
                 return float(self.max_interval)
             if self._redis_lost:
-                self.setup_schedule()  # keeps the entries' last run when Redis still has them
+                self._restore_schedule()
                 self._redis_lost = False
                 log.warning("beat: Redis is back; schedule checked, sending again")
             wait_s = self._send_due()
@@ -73,6 +78,21 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
             self._redis_lost = True
             return float(self.max_interval)
         return wait_s
+
+    def _restore_schedule(self) -> None:
+        """Write the schedule again; frequent entries Redis lost (it restarted empty) are due at once.
+
+        RedBeat would date a lost entry's last run now, so the ticks would wait one more
+        interval; the daily pruning keeps that default.
+        """
+        conf = self.app.redbeat_conf
+        lost = not get_redis(self.app).exists(conf.schedule_key)
+        self.setup_schedule()  # keeps the entries' last run when Redis still has them
+        if lost:
+            for name in conf.schedule:
+                entry = self.Entry.from_key(self.Entry.generate_key(self.app, name), app=self.app)
+                if getattr(entry.schedule, "run_every", DUE_AT_ONCE_UP_TO) < DUE_AT_ONCE_UP_TO:
+                    entry.reschedule(LONG_AGO)
 
     def _send_due(self) -> float:
         """Send the entries that are due; return the seconds until the next one (RedBeat's loop)."""
