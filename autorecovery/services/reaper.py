@@ -123,21 +123,30 @@ class Reaper:
         return sent
 
     def _push_fences(self) -> tuple[int, int]:
-        """Tell agents the fences they have not learnt; return (pushed, failed)."""
+        """Tell agents the fences they have not learnt; return (pushed, failed).
+
+        Pushed ``fence_concurrency`` at a time, each round recorded as it ends: an agent told
+        early in a run is not left marked while slow agents of the same run time out.
+        """
         with self.db.transaction() as conn:
             pending = self.repos.hosts.pending_fences(conn, self.cfg.fence_batch)
         if not pending:
             return 0, 0
         workers = max(1, min(self.cfg.fence_concurrency, len(pending)))
+        pushed = failed = 0
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fence") as pool:
-            answered = [p for p, ok in zip(pending, pool.map(self._push_one, pending), strict=True) if ok]
-        failed = [p.host_id for p in pending if p not in answered]
-        with self.db.transaction() as conn:
-            self.repos.hosts.clear_fence_pending(conn, answered)
-            self.repos.hosts.fence_push_failed(
-                conn, failed, self.cfg.fence_backoff_s, self.cfg.fence_backoff_max_s
-            )
-        return len(answered), len(failed)
+            for start in range(0, len(pending), workers):
+                chunk = pending[start : start + workers]
+                answers = list(pool.map(self._push_one, chunk))
+                answered = [p for p, ok in zip(chunk, answers, strict=True) if ok]
+                missed = [p.host_id for p, ok in zip(chunk, answers, strict=True) if not ok]
+                with self.db.transaction() as conn:
+                    self.repos.hosts.clear_fence_pending(conn, answered)
+                    self.repos.hosts.fence_push_failed(
+                        conn, missed, self.cfg.fence_backoff_s, self.cfg.fence_backoff_max_s
+                    )
+                pushed, failed = pushed + len(answered), failed + len(missed)
+        return pushed, failed
 
     def _push_one(self, push: FencePush) -> bool:
         """Raise one agent's fence; True when it answered (a v1 agent, with no route, too)."""
