@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 import httpx
@@ -256,7 +256,7 @@ class HttpAgentClient:
             reraise=True,
         )
         def post() -> tuple[int, str | None, bytes]:
-            return self._exchange("POST", url, body, self.init_timeout_s, {200, 409})
+            return self._exchange("POST", url, body, self.init_timeout_s, {200, 409, 503})
 
         try:
             status, _, raw = post()
@@ -267,19 +267,42 @@ class HttpAgentClient:
             raise InitOutcomeUnknown(f"{url}: {failure_text(exc)}") from exc
         except BadReport as exc:
             raise AgentUnavailable(f"{url}: answer {exc}") from exc
+        if status == 503:
+            _unavailable(raw, url)
         if status not in (200, 409):
             raise AgentUnavailable(f"{url}: HTTP {status}")
         data = json_object(raw, url)
         if status == 409:
-            text = raw[:200].decode("utf-8", "replace")
-            if error_code(data) == "busy":
-                raise AgentBusy(f"agent is busy: {text}", *busy_holder(data))
-            raise StaleFence(f"agent refused fence {body['fence']}: {text}", highest(data))
+            _refused(data, raw, body["fence"])
         if not isinstance(data.get("ok"), bool):
             raise AgentUnavailable(f"{url}: answer has no boolean 'ok'")
         if data["ok"]:
             return InitResult(ok=True)
         return InitResult(ok=False, reason=str(data.get("reason") or "general"), detail=data.get("detail"))
+
+
+def _refused(data: dict[str, Any], raw: bytes, fence: int) -> NoReturn:
+    """Read a 409 to an init: busy, or the fence refused."""
+    text = raw[:200].decode("utf-8", "replace")
+    if error_code(data) == "busy":
+        raise AgentBusy(f"agent is busy: {text}", *busy_holder(data))
+    raise StaleFence(f"agent refused fence {fence}: {text}", highest(data))
+
+
+def _unavailable(raw: bytes, url: str) -> NoReturn:
+    """Read a 503 to an init: an unknown outcome, or nothing run.
+
+    An agent that stops while the init runs says ``outcome_unknown``: ask the status route,
+    never read it as "not accepted". Any other 503 (``state_unwritable``, a proxy's page) ran
+    nothing.
+    """
+    try:
+        code = error_code(json_object(raw, url))
+    except AgentUnavailable:
+        code = None
+    if code == "outcome_unknown":
+        raise InitOutcomeUnknown(f"{url}: the agent stopped while the init ran")
+    raise AgentUnavailable(f"{url}: HTTP 503 {code or ''}".rstrip())
 
 
 def _url(target: Target, path: str) -> str:
