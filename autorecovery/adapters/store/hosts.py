@@ -218,7 +218,7 @@ def record_decisions(conn: Conn, decisions: Sequence[Decision], now: datetime) -
     """Store each host's latest decision, writing only those that changed.
 
     With it goes whether the decision means a clean report (``Decision.is_clean``), from which a
-    trigger keeps when the host's fault cleared (migration 0015).
+    trigger keeps when the host's fault cleared (migration 0016).
     """
     if not decisions:
         return 0
