@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import redis
@@ -23,9 +24,11 @@ from autorecovery.services import Clock, utcnow
 from autorecovery.services.activation import ActivationService, InitWait, RecoverySafety
 from autorecovery.services.agent_hold import AgentHoldService
 from autorecovery.services.fleet import FleetService
+from autorecovery.services.housekeeping import HousekeepingService
 from autorecovery.services.intake import ReportIntake
 from autorecovery.services.monitoring import BatchSender, MonitoringService, TickConfig
 from autorecovery.services.onboarding import OnboardingService
+from autorecovery.services.reaper import Reaper
 from autorecovery.services.retention import RetentionPolicy, RetentionService
 from autorecovery.services.safety import SafetyService
 from autorecovery.services.storage import StorageService
@@ -77,6 +80,17 @@ def retention_policy(settings: Settings) -> RetentionPolicy:
     )
 
 
+@contextmanager
+def retention(settings: Settings, database_url: str) -> Iterator[RetentionService]:
+    """The pruning alone, over a one-connection pool (``autorecovery prune``: no Redis needed)."""
+    db = Database(database_url, max_size=1)
+    db.open()
+    try:
+        yield RetentionService(db, utcnow, retention_policy(settings))
+    finally:
+        db.close()
+
+
 def tick_config(settings: Settings) -> TickConfig:
     """The monitoring tick's configuration from settings."""
     return TickConfig(
@@ -93,9 +107,10 @@ def tick_config(settings: Settings) -> TickConfig:
         sd_inactive_after_s=settings.sd_inactive_after_s,
         min_spacing_s=settings.tick_min_spacing_s,
         deadline_s=settings.tick_deadline_s,
-        resend_after_s=settings.resend_queued_after_s,
+        resend_after_s=settings.resend_after_sent_s,
         max_resends=settings.resend_max,
         max_clock_skew_s=settings.max_clock_skew_s,
+        fence_backoff_max_s=settings.fence_push_backoff_max_s,
     )
 
 
@@ -176,6 +191,7 @@ class Container:
     settings: Settings
     adapters: Adapters
     monitoring: MonitoringService
+    housekeeping: HousekeepingService
     activation: ActivationService
     storage: StorageService
     vmruns: VmRunService
@@ -267,6 +283,13 @@ def build_services(
             queue_domains=storage.queue_reachable,
             send_batch=send_batch,
         ),
+        housekeeping=HousekeepingService(
+            db,
+            Reaper(db, agents, enqueue, tick.reaper, repos),
+            clock,
+            lease_s=settings.housekeeping_time_limit_s,
+            repos=repos,
+        ),
         activation=ActivationService(
             db,
             adapters.redis,
@@ -289,7 +312,7 @@ def build_services(
         safety=SafetyService(db, clock, repos),
         intake=ReportIntake(db, clock, repos, max_clock_skew_s=settings.max_clock_skew_s),
         onboarding=OnboardingService(db, clock, fleet.register_hosts, repos),
-        retention=RetentionService(db, clock, retention_policy(settings)),
+        retention=RetentionService(db, clock, retention_policy(settings), repos),
         agent_holds=AgentHoldService(db, agents, clock, repos),
     )
 

@@ -16,6 +16,9 @@ from models.errors import InvalidInput
 from models.safety import CapPolicy
 
 ENV_PREFIX = "AUTORECOVERY_"
+#: Seconds past a message's expiry before it is re-sent: the sender's and the workers' clocks
+#: (which set and check the expiry) may disagree by this much.
+MESSAGE_EXPIRY_MARGIN_S = 2.0
 
 
 class Settings(BaseSettings):
@@ -86,8 +89,15 @@ class Settings(BaseSettings):
     resend_queued_after_s: float = Field(
         20.0,
         gt=0,
-        description="a queued activation no worker started is sent again after this long, in case "
-        "its message was lost (same task id); below AUTORECOVERY_ACTIVATION_QUEUED_TTL_S",
+        description="an activation message expires in the broker after this long (no worker starts "
+        "it later); a queued activation no worker started is then sent again (same task id), in "
+        "case its message was lost; below AUTORECOVERY_ACTIVATION_QUEUED_TTL_S",
+    )
+    fence_push_backoff_max_s: float = Field(
+        300.0,
+        gt=0,
+        description="an agent that did not answer a fence push is asked again after one tick "
+        "interval, doubling up to this (the housekeeping's round-robin)",
     )
     resend_max: int = Field(2, ge=0, le=10, description="re-sends of one queued activation (0: never)")
     task_max_retries: int = Field(5, ge=0, le=20, description="retries of a task on transient errors")
@@ -345,6 +355,26 @@ class Settings(BaseSettings):
     def tick_deadline_s(self) -> float:
         """A tick unfinished after this is abandoned by the next one, which takes over."""
         return max(3 * self.tick_interval_s, 10.0)
+
+    @property
+    def activation_message_ttl_s(self) -> float:
+        """How long an activation message may wait in the broker; past it no worker starts it.
+
+        With re-sends on it is the re-send delay: a message is re-sent only once it has expired,
+        so that two messages of one activation are never both runnable (a deep queue is not
+        re-sent into duplicate runs).
+        """
+        return self.resend_queued_after_s if self.resend_max > 0 else self.activation_queued_ttl_s
+
+    @property
+    def resend_after_sent_s(self) -> float:
+        """A queued activation is re-sent this long after its last send: its message expired."""
+        return self.resend_queued_after_s + MESSAGE_EXPIRY_MARGIN_S
+
+    @property
+    def housekeeping_time_limit_s(self) -> float:
+        """The housekeeping task's hard time limit, and the lease a run holds (no two at once)."""
+        return self.tick_deadline_s + 10
 
     @property
     def effective_init_max_s(self) -> float:

@@ -70,21 +70,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     """Delete (or with --dry-run, count) history past its retention."""
-    from autorecovery.adapters.store import Database
-    from autorecovery.bootstrap import retention_policy
-    from autorecovery.services import utcnow
-    from autorecovery.services.retention import RetentionService
+    from autorecovery.bootstrap import retention
 
     settings = _settings()
-    with _database(args, settings) as database_url:
-        db = Database(database_url, max_size=1)
-        db.open()
-        try:
-            summary = RetentionService(db, utcnow, retention_policy(settings)).prune(
-                dry_run=args.dry_run, actor="cli"
-            )
-        finally:
-            db.close()
+    with _database(args, settings) as database_url, retention(settings, database_url) as service:
+        summary = service.prune(dry_run=args.dry_run, actor="cli")
     if args.json:
         print(json.dumps(summary))
         return EXIT_OK

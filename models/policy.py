@@ -44,6 +44,30 @@ ACTIVATE = "activate"
 #: Activate to repair: every problem left is one the host's own init repairs (SPEC §2 "Repair").
 REPAIR = "repair"
 
+#: Decisions the policy reaches only on a fresh report with no problem, and only on a problem.
+#: ``record_decisions`` stores which a host's latest decision is; PostgreSQL derives from it when
+#: a fault cleared and how long the host took to come up (no code is copied into SQL).
+CLEAN_DECISIONS = frozenset(
+    {
+        Skip.HEALTHY.value,
+        ACTIVATE,
+        Skip.CAPPED.value,
+        Skip.PAUSED.value,
+        Skip.OBSERVER_UNHEALTHY.value,
+        Skip.BACKOFF.value,
+        Skip.STORAGE_DOMAIN_INACTIVE.value,
+    }
+)
+UNCLEAN_DECISIONS = frozenset(
+    {
+        Skip.HAS_PROBLEMS.value,
+        Skip.AGENT_UNREACHABLE.value,
+        Skip.STALE_REPORT.value,
+        Skip.NO_REPORT.value,
+        REPAIR,  # the report still shows what the init is sent to repair
+    }
+)
+
 #: Statuses that monitoring follows and from which the tick may bring a host back (an
 #: unassigned host, registered and never activated, is brought in by the same init).
 RECOVERABLE_STATUSES = frozenset(
@@ -88,6 +112,13 @@ class Decision:
     def is_repair(self) -> bool:
         """True when the activation is sent to repair what the report shows."""
         return self.code == REPAIR
+
+    @property
+    def is_clean(self) -> bool | None:
+        """True when reached only on a clean fresh report, False only on a problem, else None."""
+        if self.code in CLEAN_DECISIONS:
+            return True
+        return False if self.code in UNCLEAN_DECISIONS else None
 
 
 def transition(host: Host, assessment: Assessment) -> Transition | None:

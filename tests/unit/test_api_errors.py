@@ -48,6 +48,9 @@ class World:
             api_tokens=f"alice:admin:{ALICE},vic:viewer:{VIC}",
             report_max_age_s=30.0,
             charge_limit=3,
+            # Explicit: the integration suite, run first, puts its own caps in the environment.
+            cluster_cap="25%",
+            fleet_cap=50,
         )
         self.container = build_services(settings, fake_adapters(), self._enqueue, self._enqueue_domain)
         self.db = self.container.db

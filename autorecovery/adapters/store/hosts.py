@@ -19,6 +19,7 @@ from autorecovery.adapters.store.db import Conn, run
 from autorecovery.adapters.store.fences import FencePush as FencePush
 from autorecovery.adapters.store.fences import clear_agent_hold as clear_agent_hold
 from autorecovery.adapters.store.fences import clear_fence_pending as clear_fence_pending
+from autorecovery.adapters.store.fences import fence_push_failed as fence_push_failed
 from autorecovery.adapters.store.fences import hold_agent as hold_agent
 from autorecovery.adapters.store.fences import hold_init as hold_init
 from autorecovery.adapters.store.fences import issued_fence as issued_fence
@@ -219,20 +220,29 @@ def apply_transitions(conn: Conn, changes: Sequence[Transition], now: datetime, 
 
 
 def record_decisions(conn: Conn, decisions: Sequence[Decision], now: datetime) -> int:
-    """Store each host's latest decision, writing only those that changed."""
+    """Store each host's latest decision, writing only those that changed.
+
+    With it goes whether the decision means a clean report (``Decision.is_clean``), from which a
+    trigger keeps when the host's fault cleared (migration 0016).
+    """
     if not decisions:
         return 0
     cur = run(
         conn,
         """
         UPDATE hosts h SET last_decision = v.code, last_decision_detail = v.detail,
-            last_decision_at = %(now)s
-        FROM jsonb_to_recordset(%(rows)s) AS v(host_id text, code text, detail text)
+            last_decision_clean = v.clean, last_decision_at = %(now)s
+        FROM jsonb_to_recordset(%(rows)s) AS v(host_id text, code text, detail text, clean boolean)
         WHERE h.id = v.host_id AND (h.last_decision IS DISTINCT FROM v.code
                                     OR h.last_decision_detail IS DISTINCT FROM v.detail)
         """,
         {
-            "rows": Jsonb([{"host_id": d.host_id, "code": d.code, "detail": d.detail} for d in decisions]),
+            "rows": Jsonb(
+                [
+                    {"host_id": d.host_id, "code": d.code, "detail": d.detail, "clean": d.is_clean}
+                    for d in decisions
+                ]
+            ),
             "now": now,
         },
     )
@@ -327,6 +337,7 @@ __all__ = [
     "batch_between",
     "clear_agent_hold",
     "clear_fence_pending",
+    "fence_push_failed",
     "count_by_status",
     "delete_cluster",
     "delete_host",

@@ -142,7 +142,8 @@ def fleet_gauges(conn: Conn) -> dict[str, Any]:
     for r in run(
         conn,
         """
-        SELECT b.name, b.le, coalesce(sum(h.n), 0) AS n
+        SELECT b.name, b.le,
+               sum(coalesce(sum(h.n), 0)) OVER (PARTITION BY b.name ORDER BY b.le) AS n
         FROM metric_histogram_bounds b
         LEFT JOIN metric_histogram_buckets h ON h.name = b.name AND h.le = b.le
         GROUP BY b.name, b.le ORDER BY 1, 2

@@ -136,6 +136,9 @@ def follow_monitoring(
                               ELSE 'no up host reached it since '
                                    || coalesce(cur.last_seen_at::text, 'registration') END
             FROM cur WHERE d.id = cur.id AND (cur.is_seen OR cur.new_status <> cur.old_status)
+              -- Re-checked on the row as committed meanwhile: a status an admin set while this
+              -- statement waited for the row (maintenance) is left alone, not overwritten.
+              AND d.status = cur.old_status
             RETURNING d.id, cur.old_status, cur.new_status, d.detail),
         aud AS (
             INSERT INTO audit_log (at, object_type, object_id, event, actor, reason, details)
