@@ -21,8 +21,8 @@ from autorecovery.ports.repositories import (
     TicksRepo,
     VmRunsRepo,
 )
-from autorecovery.ports.rows import DomainActivationRow, HostRow, HostState
-from autorecovery.ports.runtime import Enqueuer, Lock
+from autorecovery.ports.rows import ActivationRow, DomainActivationRow, FencePush, HostRow, HostState, StepRow
+from autorecovery.ports.runtime import Enqueuer, Lock, LockFactory
 
 
 @dataclass(frozen=True)
@@ -39,17 +39,21 @@ class Repos:
 
 
 __all__ = [
+    "ActivationRow",
     "ActivationsRepo",
     "AgentClient",
     "AuditRepo",
     "DomainActivationRow",
     "Enqueuer",
+    "FencePush",
     "HostRow",
     "HostState",
     "HostsRepo",
     "Lock",
+    "LockFactory",
     "Repos",
     "SafetyRepo",
+    "StepRow",
     "StorageRepo",
     "TicksRepo",
     "VmRunsRepo",

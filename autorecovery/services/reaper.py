@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from autorecovery.adapters.agents import AgentClient, Target
 from autorecovery.adapters.store import PG_REPOS, Repos
 from autorecovery.adapters.store.db import Database
-from autorecovery.adapters.store.hosts import FencePush
+from autorecovery.ports.rows import FencePush
 from autorecovery.services import Enqueuer
 from models.errors import AgentUnavailable, BrokerUnavailable
 

@@ -69,6 +69,17 @@ class AgentClient(Protocol):
         """
         ...
 
+    def start_init(self, target: Target, fence: int, activation_id: str) -> InitResult | None:
+        """Ask a v2 agent to initialise its host, answering at once (``Prefer: respond-async``).
+
+        Returns:
+            None when the agent runs the init (202); its result if it answered with one (200).
+
+        Raises:
+            As ``init``; InitOutcomeUnknown when no answer was seen within one call's timeout.
+        """
+        ...
+
     def init_status(self, target: Target, activation_id: str) -> InitStatus | None:
         """Ask a v2 agent how an init went; None when it has no record of it (404).
 

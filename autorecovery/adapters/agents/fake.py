@@ -56,6 +56,19 @@ class FakeAgentClient:
             raise self.init_errors[target.host_id]
         return self.init_results.get(target.host_id, InitResult(ok=True))
 
+    def start_init(self, target: Target, fence: int, activation_id: str) -> InitResult | None:
+        """As ``init``, but answer at once that it runs (v2 respond-async): None.
+
+        Unless a status is scripted for the activation, the init is then done with the host's
+        ``init_results`` answer when asked.
+        """
+        result = self.init(target, fence, activation_id)
+        if activation_id not in self.status_script and activation_id not in self.statuses:
+            self.statuses[activation_id] = InitStatus(
+                activation_id, fence, running=False, ok=result.ok, reason=result.reason, detail=result.detail
+            )
+        return None
+
     def init_status(self, target: Target, activation_id: str) -> InitStatus | None:
         """Answer from ``status_script``, then ``statuses``; None when the agent has no record."""
         if target.host_id in self.unavailable:

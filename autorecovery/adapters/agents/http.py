@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import aiohttp
 import httpx
@@ -157,7 +157,13 @@ class HttpAgentClient:
         return bad_report(target.host_id, now, exc)
 
     def _exchange(
-        self, method: str, url: str, body: dict[str, Any] | None, timeout_s: float, read: set[int]
+        self,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None,
+        timeout_s: float,
+        read: set[int],
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, str | None, bytes]:
         """One bounded call: the status, the Location header, and the body when status in ``read``.
 
@@ -169,7 +175,7 @@ class HttpAgentClient:
         check_resolved(self.url_policy, url)
         deadline = time.monotonic() + timeout_s
         timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, self.report_timeout_s))
-        with self._client.stream(method, url, json=body, timeout=timeout) as resp:
+        with self._client.stream(method, url, json=body, timeout=timeout, headers=headers) as resp:
             if resp.status_code not in read:
                 return resp.status_code, resp.headers.get("Location"), b""
             declared = resp.headers.get("Content-Length")
@@ -189,6 +195,12 @@ class HttpAgentClient:
     def init(self, target: Target, fence: int, activation_id: str) -> InitResult:
         """POST /init with the fencing token, retrying connection failures with backoff."""
         return self._fenced_post(_url(target, "/init"), {"fence": fence, "activation_id": activation_id})
+
+    def start_init(self, target: Target, fence: int, activation_id: str) -> InitResult | None:
+        """POST /init with ``Prefer: respond-async``: None when the agent runs it (202)."""
+        return self._fenced_post(
+            _url(target, "/init"), {"fence": fence, "activation_id": activation_id}, respond_async=True
+        )
 
     def connect_storage_domain(
         self, target: Target, sd_id: str, fence: int, activation_id: str
@@ -240,7 +252,14 @@ class HttpAgentClient:
             raise AgentUnavailable(f"{url}: answer has no integer 'highest' (HTTP {status})")
         return value
 
-    def _fenced_post(self, url: str, body: dict[str, Any]) -> InitResult:
+    @overload
+    def _fenced_post(self, url: str, body: dict[str, Any]) -> InitResult: ...
+    @overload
+    def _fenced_post(self, url: str, body: dict[str, Any], *, respond_async: bool) -> InitResult | None: ...
+
+    def _fenced_post(
+        self, url: str, body: dict[str, Any], *, respond_async: bool = False
+    ) -> InitResult | None:
         @retry(
             # Only failures to connect: a request that may have reached the agent is not sent
             # twice (a second init with the same fence would run beside the first).
@@ -250,7 +269,8 @@ class HttpAgentClient:
             reraise=True,
         )
         def post() -> tuple[int, str | None, bytes]:
-            return self._exchange("POST", url, body, self.init_timeout_s, {200, 409})
+            headers = {"Prefer": "respond-async"} if respond_async else None
+            return self._exchange("POST", url, body, self.init_timeout_s, {200, 202, 409}, headers)
 
         try:
             status, _, raw = post()
@@ -261,19 +281,30 @@ class HttpAgentClient:
             raise InitOutcomeUnknown(f"{url}: {_describe(exc)}") from exc
         except BadReport as exc:
             raise AgentUnavailable(f"{url}: answer {exc}") from exc
-        if status not in (200, 409):
-            raise AgentUnavailable(f"{url}: HTTP {status}")
-        data = json_object(raw, url)
-        if status == 409:
-            text = raw[:200].decode("utf-8", "replace")
-            if error_code(data) == "busy":
-                raise AgentBusy(f"agent is busy: {text}", *busy_holder(data))
-            raise StaleFence(f"agent refused fence {body['fence']}: {text}", highest(data))
-        if not isinstance(data.get("ok"), bool):
-            raise AgentUnavailable(f"{url}: answer has no boolean 'ok'")
-        if data["ok"]:
-            return InitResult(ok=True)
-        return InitResult(ok=False, reason=str(data.get("reason") or "general"), detail=data.get("detail"))
+        if respond_async and status == 202:
+            return None  # the agent runs the init; its outcome is asked for later
+        return _init_answer(url, body, status, raw)
+
+
+def _init_answer(url: str, body: dict[str, Any], status: int, raw: bytes) -> InitResult:
+    """Read an agent's answer to an init or connect call.
+
+    Raises:
+        StaleFence, AgentBusy: its 409 answers. AgentUnavailable: any other answer but a result.
+    """
+    if status not in (200, 409):
+        raise AgentUnavailable(f"{url}: HTTP {status}")
+    data = json_object(raw, url)
+    if status == 409:
+        text = raw[:200].decode("utf-8", "replace")
+        if error_code(data) == "busy":
+            raise AgentBusy(f"agent is busy: {text}", *busy_holder(data))
+        raise StaleFence(f"agent refused fence {body['fence']}: {text}", highest(data))
+    if not isinstance(data.get("ok"), bool):
+        raise AgentUnavailable(f"{url}: answer has no boolean 'ok'")
+    if data["ok"]:
+        return InitResult(ok=True)
+    return InitResult(ok=False, reason=str(data.get("reason") or "general"), detail=data.get("detail"))
 
 
 def _url(target: Target, path: str) -> str:

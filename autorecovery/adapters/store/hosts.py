@@ -16,12 +16,12 @@ from autorecovery.adapters.store.clusters import delete_cluster as delete_cluste
 from autorecovery.adapters.store.clusters import get_cluster as get_cluster
 from autorecovery.adapters.store.clusters import upsert_cluster as upsert_cluster
 from autorecovery.adapters.store.db import Conn, run
-from autorecovery.adapters.store.fences import FencePush as FencePush
 from autorecovery.adapters.store.fences import clear_fence_pending as clear_fence_pending
 from autorecovery.adapters.store.fences import hold_init as hold_init
 from autorecovery.adapters.store.fences import pending_fences as pending_fences
 from autorecovery.adapters.store.fences import raise_fence as raise_fence
 from autorecovery.adapters.store.rows import host_row, report_to_json
+from autorecovery.ports import FencePush as FencePush
 from autorecovery.ports import HostRow as HostRow  # re-exported: callers import it from here
 from models.domain import Report
 from models.policy import Decision, Transition
@@ -32,9 +32,9 @@ SELECT h.id, h.cluster_id, h.agent_url, h.status, h.reason, h.detail, h.autoreco
        h.failures, h.next_attempt_at, h.quarantined_at, h.quarantine_reason, h.subject,
        h.error_until, h.init_hold_until, h.adopt, h.last_clean_at,
        EXISTS (SELECT 1 FROM activations a
-               WHERE a.host_id = h.id AND a.state IN ('queued', 'running')) AS in_flight,
+               WHERE a.host_id = h.id AND a.state IN ('queued', 'sending', 'sent')) AS in_flight,
        (SELECT a.id FROM activations a
-        WHERE a.host_id = h.id AND a.state IN ('queued', 'running')) AS in_flight_id,
+        WHERE a.host_id = h.id AND a.state IN ('queued', 'sending', 'sent')) AS in_flight_id,
        r.reported_at AS r_reported_at, r.received_at AS r_received_at, r.source AS r_source,
        r.agent_reachable AS r_agent_reachable, r.kvm AS r_kvm, r.version AS r_version,
        r.cpu_flags AS r_cpu_flags, r.networks AS r_networks,
@@ -297,7 +297,7 @@ def delete_host(conn: Conn, host_id: str) -> bool:
         """
         DELETE FROM hosts WHERE id = %(id)s AND NOT EXISTS (
             SELECT 1 FROM activations a WHERE a.host_id = %(id)s
-                AND a.state IN ('queued', 'running'))
+                AND a.state IN ('queued', 'sending', 'sent'))
         """,
         {"id": host_id},
     )

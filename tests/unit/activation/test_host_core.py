@@ -34,7 +34,7 @@ def test_a_duplicate_that_finds_the_lock_busy_waits_and_its_give_up_leaves_the_l
     closed = world.activation.give_up(act_id, "h1", "retries exhausted: lock busy")
 
     act, h1 = world.act(act_id), world.host()
-    assert (act.state, act.fence, closed) == ("running", fence, False)
+    assert (act.state, act.fence, closed) == ("sending", fence, False)
     assert (h1.status, h1.fence) == (S.INITIALIZING, fence)
     assert "activation_abandoned" not in world.events()
     assert holder_token(world.redis, world.host_lock()) == holder.token
@@ -81,7 +81,7 @@ def test_a_busy_skip_that_closed_nothing_audits_nothing(world: World) -> None:
     world.repos.activations.finish = begun_meanwhile  # type: ignore[attr-defined]
     out = world.activation.run(act_id, "h1")
     assert out.outcome == "duplicate"
-    assert world.act(act_id).state == "running"
+    assert world.act(act_id).state == "sending"
     assert "activation_skipped" not in world.events()
     holder.release()
 
@@ -157,40 +157,17 @@ def test_a_holder_that_lost_its_lock_and_was_reaped_writes_nothing(world: World)
     assert world.agents.init_calls == []
 
 
-def test_the_lock_is_renewed_while_an_activation_outlasts_its_ttl() -> None:
-    world = make_world(lock_ttl_s=0.3)
-    act_id = world.out_host()
-    original = world.agents.get_report
-
-    def slow_report(target: Target, now: datetime) -> Report:
-        time.sleep(0.8)  # longer than the lock's TTL: only renewal keeps it ours
-        return original(target, now)
-
-    world.agents.get_report = slow_report  # type: ignore[method-assign]
-    assert world.activation.run(act_id, "h1").outcome == "up"
-    assert len(world.agents.init_calls) == 1
-    world.redis.close()
-
-
-def test_a_lock_that_expired_without_renewal_stops_the_init() -> None:
+def test_a_lock_that_expired_under_a_paused_step_stops_the_init() -> None:
     world = make_world(lock_ttl_s=0.3)
     act_id = world.out_host()
     original = world.agents.get_report
 
     def paused(target: Target, now: datetime) -> Report:
-        time.sleep(0.5)
+        time.sleep(0.5)  # a frozen process: the lock (never renewed) expires under the step
         return original(target, now)
 
-    # The renewer is stopped as a frozen process's would be: the lock expires under the run.
-    from autorecovery.adapters import locks
-
-    real = locks.ObjectLock.start_renewing
-    locks.ObjectLock.start_renewing = lambda self: None  # type: ignore[method-assign]
-    try:
-        world.agents.get_report = paused  # type: ignore[method-assign]
-        assert world.activation.run(act_id, "h1").outcome == "lock_lost"
-    finally:
-        locks.ObjectLock.start_renewing = real  # type: ignore[method-assign]
+    world.agents.get_report = paused  # type: ignore[method-assign]
+    assert world.activation.run(act_id, "h1").outcome == "lock_lost"
     assert world.agents.init_calls == []
     world.redis.close()
 
@@ -219,7 +196,7 @@ def test_a_store_failure_while_closing_retries_the_close_not_the_init(world: Wor
     failures = [StoreUnavailable("PostgreSQL failed: connection lost")]
 
     def flaky(conn: Any, activation_id: str, **kw: Any) -> bool:
-        if kw["state"] == "succeeded" and failures:
+        if kw["state"] == "done" and failures:
             raise failures.pop()
         return bool(finish(conn, activation_id, **kw))
 
@@ -227,7 +204,7 @@ def test_a_store_failure_while_closing_retries_the_close_not_the_init(world: Wor
     out = world.activation.run(act_id, "h1")
     assert out.outcome == "up"
     assert world.agents.init_calls == [("h1", 1, act_id)]
-    assert (world.host().status, world.act(act_id).state) == (S.UP, "succeeded")
+    assert (world.host().status, world.act(act_id).state) == (S.UP, "done")
 
 
 def test_an_init_failure_marks_the_outcome_failed_for_the_task(world: World) -> None:

@@ -25,7 +25,7 @@ def test_activation_happy_path_brings_the_host_up(world: World) -> None:
     h1 = world.host("h1")
     assert (h1.status, h1.reason, h1.fence, h1.in_flight) == (S.UP, None, 1, False)
     act = world.act(act_id)
-    assert (act.state, act.outcome, act.fence) == ("succeeded", "up", 1)
+    assert (act.state, act.outcome, act.fence) == ("done", "up", 1)
     assert act.started_at == T0 and act.ended_at == T0
     assert world.agents.init_calls == [("h1", 1, act_id)]
     assert world.events("h1")[-5:] == [
@@ -82,7 +82,7 @@ def test_a_busy_lock_on_a_running_activation_is_retried(world: World) -> None:
     assert holder.acquire()
     with pytest.raises(LockBusyRetry):
         world.activation.run(act_id, "h1")
-    assert world.act(act_id).state == "running"
+    assert world.act(act_id).state == "sending"
     holder.release()
 
 
