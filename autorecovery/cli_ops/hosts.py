@@ -227,7 +227,7 @@ def wait_for_activation(
             "it goes on without us: follow it with "
             f"`autorecovery hosts show {host_id}`, or wait longer with --timeout",
         )
-    if state == "succeeded" or host.get("status") == "up":
+    if state == "done" or host.get("status") == "up":
         out.say(Text("✓ ", style="green"), (host_id, "bold"), " is up")
         return Exit.OK
     why = record.get("outcome") or state

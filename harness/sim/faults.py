@@ -21,6 +21,10 @@ class FaultKind(StrEnum):
     SILENT = "silent"
     INIT_FAIL = "init_fail"
     INIT_DELAY = "init_delay"
+    #: An init that never answers (a hung libvirtd) until the fault is cleared; then it runs.
+    INIT_HANG = "init_hang"
+    #: A storage-domain connect that never answers (a hung mount) until the fault is cleared.
+    CONNECT_HANG = "connect_hang"
     REPORT_DELAY = "report_delay"
     VERSION = "version"
     VM_FAIL = "vm_fail"
@@ -34,9 +38,20 @@ PARAMETERS: dict[FaultKind, frozenset[str]] = {
     FaultKind.SILENT: frozenset(),
     FaultKind.INIT_FAIL: frozenset({"reason", "detail"}),
     FaultKind.INIT_DELAY: frozenset({"seconds"}),
+    FaultKind.INIT_HANG: frozenset(),
+    FaultKind.CONNECT_HANG: frozenset(),
     FaultKind.REPORT_DELAY: frozenset({"seconds"}),
     FaultKind.VERSION: frozenset({"version"}),
     FaultKind.VM_FAIL: frozenset({"detail"}),
+}
+
+
+#: Faults that are on or off, and the ``Fault`` attribute each sets.
+FLAGS: dict[FaultKind, str] = {
+    FaultKind.KVM_DOWN: "kvm_down",
+    FaultKind.SILENT: "silent",
+    FaultKind.INIT_HANG: "init_hang",
+    FaultKind.CONNECT_HANG: "connect_hang",
 }
 
 
@@ -100,6 +115,8 @@ class Fault:
     silent: bool = False
     init_fail: tuple[str, str] | None = None
     init_delay_s: float = 0.0
+    init_hang: bool = False
+    connect_hang: bool = False
     report_delay_s: float = 0.0
     #: VM launches fail here (something monitoring cannot see: a broken qemu, say).
     vm_fail: str | None = None
@@ -116,12 +133,9 @@ class Fault:
             shown["sd_down"] = sorted(self.sd_down)
         if self.nic_down:
             shown["nic_down"] = sorted(self.nic_down)
-        if self.kvm_down:
-            shown["kvm_down"] = True
+        shown.update({name: True for name in FLAGS.values() if getattr(self, name)})
         if self.version is not None:
             shown["version"] = self.version
-        if self.silent:
-            shown["silent"] = True
         if self.init_fail is not None:
             shown["init_fail"] = {"reason": self.init_fail[0], "detail": self.init_fail[1]}
         if self.init_delay_s:
@@ -135,14 +149,12 @@ class Fault:
     def apply(self, spec: FaultSpec) -> None:
         """Add one fault (already checked with ``FaultSpec.check``)."""
         kind = spec.kind
-        if kind is FaultKind.SD_DOWN and spec.target:
+        if kind in FLAGS:
+            setattr(self, FLAGS[kind], True)
+        elif kind is FaultKind.SD_DOWN and spec.target:
             self.sd_down.add(spec.target)
         elif kind is FaultKind.NIC_DOWN and spec.target:
             self.nic_down.add(spec.target)
-        elif kind is FaultKind.KVM_DOWN:
-            self.kvm_down = True
-        elif kind is FaultKind.SILENT:
-            self.silent = True
         elif kind is FaultKind.INIT_FAIL:
             reason = spec.reason or DEFAULT_INIT_FAIL_REASON
             self.init_fail = (reason, spec.detail or DEFAULT_INIT_FAIL_DETAIL)
@@ -161,10 +173,9 @@ class Fault:
             _discard(self.sd_down, target)
         if kind is None or kind is FaultKind.NIC_DOWN:
             _discard(self.nic_down, target)
-        if kind is None or kind is FaultKind.KVM_DOWN:
-            self.kvm_down = False
-        if kind is None or kind is FaultKind.SILENT:
-            self.silent = False
+        for flag, name in FLAGS.items():
+            if kind is None or kind is flag:
+                setattr(self, name, False)
         if kind is None or kind is FaultKind.INIT_FAIL:
             self.init_fail = None
         if kind is None or kind is FaultKind.INIT_DELAY:

@@ -259,6 +259,7 @@ class Fleet:
             return InitCall(host_id, fence, activation_id, now, faulted=faulted)
 
         async def work() -> tuple[str, str] | None:
+            await _hang_while(lambda: host.fault.init_hang)
             if host.fault.init_delay_s > 0:
                 await asyncio.sleep(host.fault.init_delay_s)
             return host.fault.init_fail or host.problem(cluster)
@@ -301,6 +302,7 @@ class Fleet:
             return ConnectCall(host_id, sd_id, fence, now, activation_id=activation_id)
 
         async def work() -> tuple[str, str] | None:
+            await _hang_while(lambda: host.fault.connect_hang)
             if host.fault.init_delay_s > 0:
                 await asyncio.sleep(host.fault.init_delay_s)
             if host.storage_domains[sd_id] and sd_id not in host.fault.sd_down:
@@ -324,6 +326,16 @@ class Fleet:
     def reset_record(self, fences: bool = False) -> None:
         """Forget recorded calls (and, with ``fences``, the highest fences accepted)."""
         self.calls.reset(fences)
+
+
+#: How often a hung init or connect looks whether its fault was cleared.
+HANG_POLL_S = 0.05
+
+
+async def _hang_while(is_hung: Callable[[], bool]) -> None:
+    """Answer nothing while ``is_hung`` (a hung libvirtd or mount); go on once it is cleared."""
+    while is_hung():
+        await asyncio.sleep(HANG_POLL_S)
 
 
 def _check_protocol(protocol: int) -> None:

@@ -59,7 +59,7 @@ def summarise(
     faulted_auto = [c for c in sim.inits() if c.get("faulted") and c["activation_id"] in auto_ids]
     return {
         "faults_injected": chaos.injected if chaos else 0,
-        "recoveries": sum(1 for a in acts if a["state"] == "succeeded"),
+        "recoveries": sum(1 for a in acts if a["state"] == "done"),
         "activations": len(acts),
         "auto_inits_on_hosts_with_a_problem": len(faulted_auto),
         "overlapping_inits": sim.overlaps()["count"],

@@ -189,12 +189,12 @@ def statuses(deps: Any) -> dict[str, str]:
 
 
 def settle(deps: Any, timeout_s: float = 30.0) -> None:
-    """Wait until no activation is queued or running."""
+    """Wait until no activation is in flight (queued, sending or sent)."""
 
     def idle() -> bool:
         with deps.db.transaction() as conn:
             row = conn.execute(
-                "SELECT count(*) AS n FROM activations WHERE state IN ('queued', 'running')"
+                "SELECT count(*) AS n FROM activations WHERE state IN ('queued', 'sending', 'sent')"
             ).fetchone()
         return row is not None and row["n"] == 0
 

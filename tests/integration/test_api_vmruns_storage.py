@@ -324,7 +324,7 @@ def test_activation_and_maintenance_are_refused_while_an_activation_is_in_flight
         conn.execute("UPDATE storage_domains SET status = 'inactive' WHERE id = 'sd-1'")
         conn.execute(
             "INSERT INTO sd_activations (id, sd_id, trigger, actor, state, queued_at) "
-            "VALUES ('sda-held', 'sd-1', 'auto', 'auto', 'running', now())"
+            "VALUES ('sda-held', 'sd-1', 'auto', 'auto', 'sending', now())"
         )
     before = state(deps)
     with api.client("alice") as http:

@@ -131,7 +131,7 @@ def test_a_worker_killed_during_init_on_a_v1_agent_is_taken_over_once_its_lock_e
 ) -> None:
     client, proc = _kill_during_init(sim, servers, logs, app_module, deps, protocol=1)
     try:
-        assert _activations(deps) == [("succeeded", "up")]
+        assert _activations(deps) == [("done", "up")]
         # A v1 agent cannot be asked: the takeover inits again, with a higher fence, after the first.
         fences = [c["fence"] for c in client.inits("h-0001")]
         assert len(fences) == 2 and fences[1] > fences[0]
@@ -146,7 +146,7 @@ def test_a_worker_killed_during_init_on_a_v2_agent_is_finished_by_asking_not_by_
 ) -> None:
     client, proc = _kill_during_init(sim, servers, logs, app_module, deps, protocol=2)
     try:
-        assert _activations(deps) == [("succeeded", "up")]
+        assert _activations(deps) == [("done", "up")]
         # The init went on on the host after its caller died; the takeover asked how it went.
         assert [c["outcome"] for c in client.inits("h-0001")] == ["ok"]
         assert client.overlaps()["count"] == 0
