@@ -625,3 +625,14 @@ def test_plan_and_show_say_what_holds_hosts(capsys: pytest.CaptureFixture[str]) 
                   "backoff-reset", "storage work", "quiet_period: waiting", "last clean",
                   "2026-11-24 11:59:00", "went out for"]:
         assert shown in out, shown
+
+
+def test_show_lists_each_step_of_an_activation_with_its_task_id(capsys: pytest.CaptureFixture[str]) -> None:
+    done = {**activation("done", "up"), "steps": [
+        {"step": "send", "task_id": "act-1", "outcome": "sent", "at": "2026-11-24T12:00:00+00:00"},
+        {"step": "check", "task_id": "task-b7", "outcome": "up", "at": "2026-11-24T12:00:02+00:00"},
+    ]}
+    api = Api({("GET", "/api/v1/hosts/h-0001"): (200, detail("up", None, [done]))})
+    code, out, _ = run(["hosts", "show", "h-0001", "--api-url", URL], api, capsys)
+    assert code == Exit.OK
+    assert "activation steps" in out and "task-b7" in out and "check" in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from datetime import datetime
 
 import pytest
@@ -278,3 +279,16 @@ def test_give_up_returns_an_initializing_host_to_non_operational(world: World) -
     before = copy.deepcopy(world.db.state)
     world.activation.give_up(act_id, "h1", "again")
     assert world.db.state == before
+
+
+def test_the_host_view_lists_each_step_of_an_activation_with_its_task_id(world: World) -> None:
+    act_id = queued_out_host(world)
+    world.agents.reports["h1"] = replace(world.agents.reports["h1"], protocol=2)
+    assert world.activation.run(act_id, "h1", act_id).outcome == "sent"  # v2: answered at once
+    assert world.activation.check(act_id, "h1", "check-1").outcome == "up"
+    [shown] = world.views.describe("h1")["recent_activations"]
+    assert (shown["id"], shown["state"]) == (act_id, "done")
+    assert [(s["step"], s["task_id"], s["outcome"]) for s in shown["steps"]] == [
+        ("send", act_id, "sent"),
+        ("check", "check-1", "up"),
+    ]
