@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -214,3 +216,47 @@ def test_an_init_failure_marks_the_outcome_failed_for_the_task(world: World) -> 
     assert (out.outcome, out.failed) == ("failed", True)
     assert world.activation.run("act-x", "h1").failed is False
     assert isinstance(world.agents, FakeAgentClient)
+
+
+# --- defect 9: paths no test caught -------------------------------------------------------------
+
+
+def test_a_close_whose_commit_succeeded_but_whose_answer_was_lost_is_recorded_once(world: World) -> None:
+    """The retried close finds its own committed end: up, not a lost fence, written once."""
+    act_id = world.out_host()
+    finish = world.repos.activations.finish
+    transaction = world.db.transaction
+    closing: list[bool] = []
+
+    def watched_finish(conn: Any, activation_id: str, **kw: Any) -> bool:
+        closing.append(kw["state"] == "done")
+        return bool(finish(conn, activation_id, **kw))
+
+    @contextmanager
+    def lossy_transaction() -> Iterator[Any]:
+        with transaction() as conn:
+            yield conn
+        if closing == [True]:  # the close committed; the connection dies before it is told
+            closing.append(False)
+            raise StoreUnavailable("PostgreSQL failed: connection lost after COMMIT")
+
+    world.repos.activations.finish = watched_finish  # type: ignore[attr-defined]
+    world.db.transaction = lossy_transaction  # type: ignore[method-assign]
+    out = world.activation.run(act_id, "h1")
+    assert (out.outcome, out.failed) == ("up", False)
+    assert world.events().count("activation_succeeded") == 1
+    assert (world.host().status, world.act(act_id).state) == (S.UP, "done")
+    assert world.agents.init_calls == [("h1", 1, act_id)]
+
+
+def test_giving_up_before_initializing_puts_nothing_back_and_holds_nothing(world: World) -> None:
+    """A give-up before the host was marked initializing: no init can run, so no hold; the host
+    keeps its status and reason, and the fence moves past the abandoned holder's."""
+    act_id = world.out_host()
+    fence = world.begin(act_id)  # its holder began, then died before initializing
+    assert world.activation.give_up(act_id, "h1", "SoftTimeLimitExceeded: ") is True
+    h1 = world.host()
+    assert (h1.status, h1.reason, h1.detail) == (S.NON_OPERATIONAL, "kvm_not_running", "kvm off")
+    assert (h1.init_hold_until, h1.failures, h1.fence) == (None, 0, fence + 1)
+    assert "init_held" not in world.events() and "status_changed" not in world.events()[-3:]
+    assert world.act(act_id).state == "abandoned"
