@@ -46,6 +46,10 @@ class HostSummary(BaseModel):
     report_age_s: float | None
     in_flight: bool
     last_decision: str | None
+    holds: list[str] = Field(
+        description="the host's own holds now, whatever its status: maintenance, autorecovery_off, "
+        "quarantine, error_period, backoff, init_outcome_unknown"
+    )
 
 
 class HostPage(BaseModel):
@@ -86,7 +90,8 @@ class HoldInForce(BaseModel):
     """One thing holding the host out now."""
 
     hold: str = Field(
-        description="maintenance, autorecovery_off, quarantine, error_period, backoff, pause or observer"
+        description="maintenance, autorecovery_off, quarantine, error_period, backoff, "
+        "init_outcome_unknown, pause or observer"
     )
     detail: str
     since: str | None
@@ -112,6 +117,15 @@ class Incident(BaseModel):
     opened_at: str
 
 
+class HeldHosts(BaseModel):
+    """The hosts that carry one kind of hold, whatever their status."""
+
+    hold: str
+    hosts: int
+    by_status: dict[str, int]
+    examples: list[str] = Field(description="a few of the hosts, by id")
+
+
 class SafetyState(BaseModel):
     """What gates automatic activation now: the observer, pauses, caps in use, incidents."""
 
@@ -122,6 +136,7 @@ class SafetyState(BaseModel):
     pauses: list[PauseOut]
     in_flight: dict[str, int] = Field(description="activations queued or running, by cluster")
     incidents: list[Incident]
+    holds: list[HeldHosts] = Field(description="hosts by the holds they carry, up hosts included")
 
 
 class HostDetail(BaseModel):

@@ -51,6 +51,10 @@ ADOPTED = "adopted"
 #: Statuses an automatic activation may start from: error counts once its period is over.
 AUTO_ACTIVATABLE = RECOVERABLE_STATUSES | {HostStatus.ERROR}
 
+#: First "reports" that hear nothing from the host: it stays unassigned (not a fault, and not
+#: counted by the observer gate) until its agent answers.
+NEVER_HEARD = frozenset({Reason.NO_REPORT, Reason.AGENT_UNREACHABLE})
+
 
 @dataclass(frozen=True, slots=True)
 class Transition:
@@ -104,13 +108,14 @@ def transition(host: Host, assessment: Assessment) -> Transition | None:
 def first_report(host: Host, assessment: Assessment) -> Transition | None:
     """Return what a registered host's first report does to it, or None while it waits.
 
-    Until a report comes the host stays unassigned. A clean first report marks an adopted
-    host up without an init; a host not adopted stays unassigned and ``decide`` activates it
-    (an init, as for any host out of service). A first report with a problem takes the host
-    out the normal way: non_responsive when it cannot be heard, non_operational otherwise.
+    Until a report comes (none yet, or its agent does not answer) the host stays unassigned. A
+    clean first report marks an adopted host up without an init; a host not adopted stays
+    unassigned and ``decide`` activates it (an init, as for any host out of service). A first
+    report with a problem (stale, unusable, or a fault) takes the host out the normal way:
+    non_responsive when it cannot be used, non_operational otherwise.
     """
     problem = assessment.primary
-    if problem is not None and problem.reason is Reason.NO_REPORT:
+    if problem is not None and problem.reason in NEVER_HEARD:
         return None
     if problem is None:
         if not host.adopt:

@@ -15,7 +15,7 @@ from autorecovery.services.safety import SafetyView, load_view, pause_as_dict, p
 from models.domain import Cluster, Host, HostStatus, Report, effective_cluster
 from models.errors import NotFound
 from models.policy import Evaluation, Skip, evaluate
-from models.safety import CapPolicy
+from models.safety import CapPolicy, host_holds
 
 
 class FleetViews:
@@ -190,6 +190,7 @@ def host_summary(host: Host, report: Report | None, state: HostState, now: datet
         "report_age_s": (now - report.reported_at).total_seconds() if report else None,
         "in_flight": host.in_flight,
         "last_decision": state["last_decision"],
+        "holds": list(host_holds(host, now)),
     }
 
 

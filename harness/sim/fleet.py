@@ -199,7 +199,8 @@ class Fleet:
 
     def report(self, host_id: str) -> dict[str, object]:
         """Return one host's monitoring report as its agent would send it now (v1 or v2)."""
-        body = self.host(host_id).report(self._clock())
+        host = self.host(host_id)
+        body = host.serve(self._clock(), self.clusters[host.cluster])
         if self.is_v2(host_id):
             running = self.calls.running(host_id)
             body["protocol"] = 2
@@ -256,7 +257,9 @@ class Fleet:
             # Whether monitoring could see a problem when the init arrived: the bar is zero such
             # inits from automatic activations.
             faulted = host.problem(cluster) is not None or host.fault.silent
-            return InitCall(host_id, fence, activation_id, now, faulted=faulted)
+            return InitCall(
+                host_id, fence, activation_id, now, faulted=faulted, reports_before=list(host.served)
+            )
 
         async def work() -> tuple[str, str] | None:
             await _hang_while(lambda: host.fault.init_hang)

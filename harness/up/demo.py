@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -32,8 +33,9 @@ from harness.up.prepare import (
     prepare_database,
     servers,
 )
-from harness.up.summary import classify, live_view, summarise, verdict
+from harness.up.summary import classify, live_view, summarise, summary_lines
 from harness.up.supervisor import Supervisor
+from harness.up.verdict import verdict
 
 VM_LAUNCH_EVERY_S = 1.0
 
@@ -63,7 +65,7 @@ def start_children(sup: Supervisor, opts: UpOptions, ports: Ports, data_dir: Pat
         "worker", [*celery, "worker", "-Q", queues, "-c", str(opts.concurrency), "-n", name, "-l", "INFO"]
     )
     sup.start("beat", [*celery, "beat", "-s", str(data_dir / "celerybeat-schedule"), "-l", "INFO"])
-    sup.start("api", [py, "-m", "autorecovery.cli", "api"])
+    sup.start("api", [py, "-m", "cli", "api"])
     sup.wait_http(f"http://127.0.0.1:{ports.api}/healthz", "the API", 30)
     console.print(f"API on http://127.0.0.1:{ports.api}/api/v1 (docs at /docs); logs in {sup.log_dir}")
     if ports.flower is not None:
@@ -181,7 +183,7 @@ def _run(
     settled = False
     try:
         fleet = ["--hosts", str(opts.hosts), "--clusters", str(opts.clusters), "--port", str(ports.sim)]
-        sup.start("simulator", [sys.executable, "-m", "autorecovery.cli", "sim", "serve", *fleet])
+        sup.start("simulator", [sys.executable, "-m", "cli", "sim", "serve", *fleet])
         sup.wait_http(f"http://127.0.0.1:{ports.sim}/healthz", "the simulator", 30)
         _register(container, sim)
         start_children(sup, opts, ports, data_dir)
@@ -201,7 +203,7 @@ def _run(
         sup.stop()
         container.close()
         sim.close()
-    return _report(summary, settled=settled)
+    return _report(summary, settled=settled, log_dir=sup.log_dir)
 
 
 def _final_summary(
@@ -214,14 +216,22 @@ def _final_summary(
         return None
 
 
-def _report(summary: dict[str, Any] | None, *, settled: bool) -> int:
-    """Print the summary and say which bars were broken; 1 when one was."""
+def _report(summary: dict[str, Any] | None, *, settled: bool, log_dir: Path) -> int:
+    """Print a short summary, keep the whole one in ``log_dir``, and say which rules broke; 1 if one did."""
     if summary is None:
         return 0
-    console.print_json(data=summary)
-    if summary["held_by_safety"]:
-        console.print(f"{len(summary['held_by_safety'])} host(s) held by safety (by design, not a failure)")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    full = log_dir / "summary.json"
+    full.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    for line in summary_lines(summary):
+        console.print(line, markup=False, highlight=False)
+    console.print(f"the whole summary, host by host: {full}")
     broken = verdict(summary, settled=settled)
-    for bar in broken:
-        console.print(f"[red]a bar was broken: {bar}[/]")
+    for rule in broken:
+        console.print(f"[red]FAILED: {rule}[/]")
+    if not broken:
+        left = "no host left behind" if settled else "hosts left behind not judged (interrupted)"
+        console.print(
+            f"[green]OK: no overlapping init, no automatic init on a report that showed a problem, {left}[/]"
+        )
     return 1 if broken else 0

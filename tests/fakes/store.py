@@ -117,6 +117,11 @@ def _sorted_hosts(st: MemoryState) -> list[dict[str, Any]]:
     return [st.hosts[k] for k in sorted(st.hosts)]
 
 
+def host_rows_of(st: MemoryState) -> list[HostRow]:
+    """Every host's row, ordered by id."""
+    return _host_rows(st, _sorted_hosts(st))
+
+
 class MemoryHosts(Repo):
     """``autorecovery.adapters.store.hosts`` in memory."""
 

@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from autorecovery import cli_ops
-from autorecovery.cli import build_parser
-from autorecovery.cli_ops import Exit, since_value
 from autorecovery.settings import ENV_PREFIX
+from cli import ops
+from cli.main import build_parser
+from cli.ops import Exit, since_value
 
 TOKEN = "s3cret-token-value-0123456789"  # noqa: S105 - a test token, checked never to be printed
 URL = "https://api.test:8800"  # plain http beyond loopback would need --insecure
@@ -30,7 +30,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
         if name.upper().startswith(ENV_PREFIX):
             monkeypatch.delenv(name)
     monkeypatch.setenv("AUTORECOVERY_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr(cli_ops.wait, "POLL_S", 0.01)
+    monkeypatch.setattr(ops.wait, "POLL_S", 0.01)
     yield
 
 
@@ -501,7 +501,7 @@ SAFETY = {"gate": "monitoring_stale: 150 of 200 hosts have no fresh data", "sile
     (" 2H ", 7200),
 ])
 def test_durations(text: str, seconds: float) -> None:
-    assert cli_ops.duration_s(text) == seconds
+    assert ops.duration_s(text) == seconds
 
 
 @pytest.mark.parametrize("argv", [
@@ -594,6 +594,27 @@ def test_safety_shows_the_gate_pauses_and_incidents(capsys: pytest.CaptureFixtur
     _, out, _ = run(["safety", "--api-url", URL], Api({("GET", "/api/v1/safety"): (200, calm)}), capsys)
     assert "allows automatic activation" in out and "no pause in force" in out
     assert "no open incident" in out
+
+
+def test_a_hold_on_an_up_host_shows_in_hosts_list_and_safety(capsys: pytest.CaptureFixture[str]) -> None:
+    page = {"hosts": [host("h-0001", "up", holds=["quarantine"]), host("h-0002", "up", holds=[])],
+            "next_after": None}
+    api = Api({("GET", "/api/v1/hosts"): (200, page)})
+    code, out, _ = run(["hosts", "list", "--api-url", URL], api, capsys)
+    assert code == Exit.OK and "HOLDS" in out
+    [line] = [x for x in out.splitlines() if "h-0001" in x]
+    assert "up" in line and "quarantine" in line
+    assert "quarantine" not in next(x for x in out.splitlines() if "h-0002" in x)
+    quarantine = {"hold": "quarantine", "hosts": 7, "by_status": {"up": 2, "non_operational": 5},
+                  "examples": ["h-0001", "h-0004"]}
+    held = {**SAFETY, "holds": [quarantine]}
+    _, out, _ = run(["safety", "--api-url", URL], Api({("GET", "/api/v1/safety"): (200, held)}), capsys)
+    assert "holds (whatever the status)" in out
+    [line] = [x for x in out.splitlines() if x.strip().startswith("quarantine")]
+    for shown in ("7", "non_operational 5, up 2", "h-0001, h-0004 …"):
+        assert shown in line, shown
+    _, out, _ = run(["safety", "--api-url", URL], Api({("GET", "/api/v1/safety"): (200, SAFETY)}), capsys)
+    assert "no host carries a hold" in out
 
 
 def test_plan_and_show_say_what_holds_hosts(capsys: pytest.CaptureFixture[str]) -> None:

@@ -35,7 +35,8 @@ S = HostStatus
         (False, HEALTHY, None, None),  # stays unassigned: decide() activates it (an init)
         (True, KVM, S.NON_OPERATIONAL, "kvm_not_running"),
         (False, KVM, S.NON_OPERATIONAL, "kvm_not_running"),
-        (True, UNREACHABLE, S.NON_RESPONSIVE, "agent_unreachable"),
+        (True, UNREACHABLE, None, None),  # never heard from: still unassigned, not a fault
+        (False, UNREACHABLE, None, None),
         (True, STALE, S.NON_RESPONSIVE, "stale_report"),
         (False, BAD, S.NON_RESPONSIVE, "bad_report"),
     ],

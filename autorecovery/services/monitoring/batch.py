@@ -14,9 +14,9 @@ from autorecovery.adapters.store.db import Conn
 from autorecovery.adapters.store.hosts import HostRow
 from autorecovery.services import Clock
 from autorecovery.services.monitoring.config import TickConfig, needs_pull
-from models.domain import Cluster, DomainStatus, HostStatus, domains_by_status, effective_cluster
+from models.domain import Cluster, DomainStatus, domains_by_status, effective_cluster
 from models.policy import Evaluation, evaluate
-from models.safety import Gates
+from models.safety import Gates, is_observed, silent_examples
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,8 @@ def assess_batch(
     now = clock()
     outcome = BatchOutcome(counts={"hosts": len(batch), "pulled": len(pulled), "pull_s": pull_s})
     decisions: dict[str, int] = {}
-    silent = observed = 0
+    observed = 0
+    silent_ids: list[str] = []
     evaluations: list[Evaluation] = []
     for host, _, row in batch:
         cluster = context.clusters.get(host.cluster_id)
@@ -82,9 +83,10 @@ def assess_batch(
             host, latest[host.id], cluster, now, cfg.report_max_age_s, context.gates, row.get("in_flight_id")
         )
         evaluations.append(ev)
-        if host.status is not HostStatus.MAINTENANCE:
+        if is_observed(host.status):
             observed += 1
-            silent += ev.assessment.is_silent
+            if ev.assessment.is_silent:
+                silent_ids.append(host.id)
         if ev.decision.is_activate:
             outcome.candidates.append(
                 {
@@ -98,7 +100,12 @@ def assess_batch(
         else:
             decisions[ev.decision.code] = decisions.get(ev.decision.code, 0) + 1
         _log_transition(ev)
-    outcome.counts.update(silent=silent, observed=observed, decisions=decisions)
+    outcome.counts.update(
+        silent=len(silent_ids),
+        silent_ids=silent_examples(silent_ids),
+        observed=observed,
+        decisions=decisions,
+    )
     return pulled, evaluations, outcome
 
 

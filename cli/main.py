@@ -1,7 +1,7 @@
 """The ``autorecovery`` command: run everything embedded, migrate, tick, the simulator, the API.
 
 Operator commands (hosts, plan, audit, pause, resume, safety, storage-domains, placement,
-vm-runs) talk to the HTTP API; see ``autorecovery.cli_ops`` and docs/cli.md.
+vm-runs) talk to the HTTP API; see ``cli.ops`` and docs/cli.md.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from autorecovery.cli_tools import EXIT_ERROR, EXIT_OK, EXIT_USAGE, add_tool_commands
+from cli.tools import EXIT_ERROR, EXIT_OK, EXIT_USAGE, add_tool_commands
 from models.errors import AutorecoveryError, InvalidInput
 
 if TYPE_CHECKING:
@@ -32,13 +33,36 @@ def _settings() -> Settings:
     return load_settings()
 
 
-def cmd_migrate(args: argparse.Namespace) -> int:
-    """Apply pending migrations to AUTORECOVERY_DATABASE_URL."""
-    from autorecovery.adapters.store import migrate
-    from autorecovery.bootstrap import require_urls
+@contextmanager
+def _database(args: argparse.Namespace, settings: Settings) -> Iterator[str]:
+    """Yield AUTORECOVERY_DATABASE_URL, or else the embedded PostgreSQL's URL in the data directory.
 
-    database_url, _ = require_urls(_settings())
-    applied = migrate(database_url)
+    The embedded one is ``autorecovery up``'s: reused while ``up`` runs (its handle is released
+    afterwards, which stops nothing ``up`` still uses), started when it does not. Redis is not
+    needed for the database's own work.
+    """
+    if settings.database_url:
+        yield settings.database_url
+        return
+    from harness.embedded import start_embedded
+
+    data_dir = (args.data_dir or settings.data_dir).resolve()
+    print(
+        f"AUTORECOVERY_DATABASE_URL is not set: using the embedded PostgreSQL in {data_dir}", file=sys.stderr
+    )
+    embedded = start_embedded(data_dir)
+    try:
+        yield embedded.database_url
+    finally:
+        embedded.stop()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Apply pending migrations to AUTORECOVERY_DATABASE_URL (or the embedded database)."""
+    from autorecovery.adapters.store import migrate
+
+    with _database(args, _settings()) as database_url:
+        applied = migrate(database_url)
     print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
     return EXIT_OK
 
@@ -46,20 +70,20 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     """Delete (or with --dry-run, count) history past its retention."""
     from autorecovery.adapters.store import Database
-    from autorecovery.bootstrap import require_urls, retention_policy
+    from autorecovery.bootstrap import retention_policy
     from autorecovery.services import utcnow
     from autorecovery.services.retention import RetentionService
 
     settings = _settings()
-    database_url, _ = require_urls(settings)
-    db = Database(database_url, max_size=1)
-    db.open()
-    try:
-        summary = RetentionService(db, utcnow, retention_policy(settings)).prune(
-            dry_run=args.dry_run, actor="cli"
-        )
-    finally:
-        db.close()
+    with _database(args, settings) as database_url:
+        db = Database(database_url, max_size=1)
+        db.open()
+        try:
+            summary = RetentionService(db, utcnow, retention_policy(settings)).prune(
+                dry_run=args.dry_run, actor="cli"
+            )
+        finally:
+            db.close()
     if args.json:
         print(json.dumps(summary))
         return EXIT_OK
@@ -127,8 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("migrate", help="apply database migrations").set_defaults(handler=cmd_migrate)
+    data_dir_help = "the embedded database's data directory, used when AUTORECOVERY_DATABASE_URL is unset"
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("--data-dir", type=Path, default=None, help=data_dir_help)
+    migrate.set_defaults(handler=cmd_migrate)
     prune = sub.add_parser("prune", help="delete history past its retention (AUTORECOVERY_RETENTION_*)")
+    prune.add_argument("--data-dir", type=Path, default=None, help=data_dir_help)
     prune.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
     prune.add_argument("--json", action="store_true", help="one line of JSON")
     prune.set_defaults(handler=cmd_prune)
@@ -153,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent.set_defaults(handler=cmd_agent)
 
     try:
-        from autorecovery.cli_ops import add_operator_commands
+        from cli.ops import add_operator_commands
     except ImportError:  # pragma: no cover - operator commands ship with the API client
         pass
     else:

@@ -10,8 +10,8 @@ from urllib.parse import quote
 from rich.table import Table
 from rich.text import Text
 
-from autorecovery.cli_ops.client import ApiClient, ApiFailure, Exit
-from autorecovery.cli_ops.render import (
+from cli.ops.client import ApiClient, ApiFailure, Exit
+from cli.ops.render import (
     Output,
     age,
     cell,
@@ -19,7 +19,7 @@ from autorecovery.cli_ops.render import (
     status_cell,
     when,
 )
-from autorecovery.cli_ops.wait import DEFAULT_WAIT_S, watch
+from cli.ops.wait import DEFAULT_WAIT_S, watch
 
 PAGE_SIZE = 1000
 
@@ -55,7 +55,15 @@ def cmd_hosts_list(api: ApiClient, args: argparse.Namespace, out: Output) -> int
         out.data({"hosts": hosts, "next_after": after})
         return Exit.OK
     table = new_table(
-        "HOST", "CLUSTER", "STATUS", "REASON", "AUTORECOVERY", "REPORT AGE", "ACTIVATING", "LAST DECISION"
+        "HOST",
+        "CLUSTER",
+        "STATUS",
+        "REASON",
+        "AUTORECOVERY",
+        "HOLDS",
+        "REPORT AGE",
+        "ACTIVATING",
+        "LAST DECISION",
     )
     counts: dict[str, int] = {}
     for h in hosts:
@@ -66,6 +74,7 @@ def cmd_hosts_list(api: ApiClient, args: argparse.Namespace, out: Output) -> int
             status_cell(h["status"]),
             cell(h.get("reason")),
             cell("on" if h["autorecovery"] else "off"),
+            Text(",".join(h.get("holds") or []), style="yellow"),
             age(h.get("report_age_s")),
             cell("yes" if h.get("in_flight") else ""),
             cell(h.get("last_decision")),

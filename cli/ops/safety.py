@@ -10,8 +10,8 @@ from urllib.parse import quote
 from rich.table import Table
 from rich.text import Text
 
-from autorecovery.cli_ops.client import ApiClient, Exit
-from autorecovery.cli_ops.render import Output, cell, new_table, pause_text, status_cell, when
+from cli.ops.client import ApiClient, Exit
+from cli.ops.render import Output, cell, new_table, pause_text, status_cell, when
 
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
@@ -98,6 +98,25 @@ def cmd_resume(api: ApiClient, args: argparse.Namespace, out: Output) -> int:
     return Exit.OK
 
 
+def _print_holds(held: list[dict[str, Any]], out: Output) -> None:
+    """Print the hosts by the holds they carry, up hosts included (an up host's quarantine counts)."""
+    out.out.print()
+    if not held:
+        out.say("no host carries a hold")
+        return
+    table = new_table("HOLD", "HOSTS", "BY STATUS", "E.G.", title="holds (whatever the status)")
+    for h in held:
+        by_status = ", ".join(f"{status} {n}" for status, n in sorted(h["by_status"].items()))
+        more = len(h["examples"]) < h["hosts"]
+        table.add_row(
+            cell(h["hold"]),
+            cell(h["hosts"]),
+            cell(by_status),
+            cell(", ".join(h["examples"]) + (" …" if more else "")),
+        )
+    out.out.print(table)
+
+
 def cmd_safety(api: ApiClient, args: argparse.Namespace, out: Output) -> int:
     """Show what gates automatic activation: the observer, pauses, activations, incidents."""
     state = api.call("GET", "/safety")
@@ -133,6 +152,7 @@ def cmd_safety(api: ApiClient, args: argparse.Namespace, out: Output) -> int:
         out.out.print(table)
     else:
         out.say("no pause in force")
+    _print_holds(state.get("holds") or [], out)
     incidents = state.get("incidents") or []
     if incidents:
         out.out.print()

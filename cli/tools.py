@@ -1,7 +1,7 @@
 """The ``autorecovery`` commands that run the tools around the product: ``up``, ``sim``, ``agent-check``.
 
 They reach ``harness`` (the simulator, the embedded servers, the conformance test), which the
-application itself never imports; ``autorecovery.cli`` adds them to its parser.
+application itself never imports; ``cli.main`` adds them to its parser.
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ def add_tool_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
         fault.add_argument("--url", default="http://127.0.0.1:8900")
         fault.add_argument(
             "--fault",
-            help="sd_down, nic_down, kvm_down, silent, init_fail, init_delay, report_delay, version",
+            help="sd_down, nic_down, kvm_down, silent, init_fail, init_delay, init_hang, report_delay, "
+            "version",
         )
         fault.add_argument("--hosts", nargs="+", default=None)
         fault.add_argument("--cluster")
