@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from autorecovery.adapters.agents import AgentClient
+from autorecovery.ports.agents import AgentClient
 from autorecovery.ports.repositories import (
     ActivationsRepo,
     AuditRepo,

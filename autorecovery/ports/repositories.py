@@ -9,17 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from autorecovery.ports.rows import ActivationRow, DomainActivationRow, FencePush, HostRow, StepRow
+from autorecovery.ports.rows import (
+    ActivationRow,
+    BatchDone,
+    Conn,
+    DomainActivationRow,
+    FencePush,
+    HostRow,
+    StepRow,
+    TickClaim,
+)
 from models.domain import Cluster, Report, StorageDomain
 from models.placement import Attempt
 from models.policy import Decision, Transition
 from models.safety import Pause
-
-if TYPE_CHECKING:
-    from autorecovery.adapters.store.db import Conn
-    from autorecovery.adapters.store.ticks import BatchDone, TickClaim
 
 
 class HostsRepo(Protocol):

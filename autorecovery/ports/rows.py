@@ -6,7 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, NotRequired, TypedDict
 
+import psycopg
+
 from models.domain import Host, Report
+
+#: A connection in a transaction, as repositories take it (rows as dictionaries).
+Conn = psycopg.Connection[dict[str, Any]]
 
 
 class HostState(TypedDict):
@@ -128,3 +133,21 @@ class FencePush:
     host_id: str
     agent_url: str
     fence: int
+
+
+@dataclass(frozen=True, slots=True)
+class TickClaim:
+    """What a coordinator got: a tick to run (with its batch bounds), or why not."""
+
+    tick_id: str | None
+    refused: str | None = None
+    took_over: str | None = None
+    bounds: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BatchDone:
+    """What finishing a batch meant for its tick."""
+
+    recorded: bool
+    closes: bool

@@ -15,8 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from autorecovery.adapters.store.db import Conn
-from autorecovery.ports import Repos
-from autorecovery.services.activation.kinds import Run
+from autorecovery.services.activation.kinds import HostStore, Run
 from models.domain import HostStatus, Trigger
 from models.safety import backoff_delay_s, is_flapping
 
@@ -36,7 +35,7 @@ class RecoverySafety:
 class Accounting:
     """Charges and resets after a host's activation, in the closing transaction."""
 
-    def __init__(self, repos: Repos, safety: RecoverySafety, rng: random.Random) -> None:
+    def __init__(self, repos: HostStore, safety: RecoverySafety, rng: random.Random) -> None:
         self.repos = repos
         self.safety = safety
         self.rng = rng

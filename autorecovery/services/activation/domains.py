@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 from autorecovery.adapters import keys
 from autorecovery.adapters.agents import AgentClient, Target
 from autorecovery.adapters.store.db import Conn
-from autorecovery.ports import AuditRepo, Repos
+from autorecovery.ports import AuditRepo
 from autorecovery.services import Clock
 from autorecovery.services.activation.core import FencedActivations
-from autorecovery.services.activation.kinds import ActivationRef, Closing, Naming, Outcome, Run
+from autorecovery.services.activation.kinds import ActivationRef, Closing, DomainStore, Naming, Outcome, Run
 from models.domain import ActivationState, DomainStatus, Trigger
 from models.errors import AgentBusy, AgentUnavailable, InitOutcomeUnknown, StaleFence
 
@@ -37,7 +37,7 @@ class DomainKind(Naming):
     def __init__(
         self,
         core: FencedActivations,
-        repos: Repos,
+        repos: DomainStore,
         agents: AgentClient,
         *,
         clock: Clock,

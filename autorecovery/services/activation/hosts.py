@@ -16,13 +16,13 @@ from autorecovery import failpoints
 from autorecovery.adapters import keys
 from autorecovery.adapters.agents import AgentClient
 from autorecovery.adapters.store.db import Conn
-from autorecovery.ports import AuditRepo, Repos
+from autorecovery.ports import AuditRepo
 from autorecovery.services import Clock
 from autorecovery.services.activation import host_init
 from autorecovery.services.activation.accounting import Accounting
 from autorecovery.services.activation.core import CloseWrites, FencedActivations
 from autorecovery.services.activation.host_init import HostEnd, InitWait, Subject
-from autorecovery.services.activation.kinds import ActivationRef, Closing, Naming, Outcome, Run
+from autorecovery.services.activation.kinds import ActivationRef, Closing, HostStore, Naming, Outcome, Run
 from models.assessment import Assessment, assess
 from models.domain import (
     ActivationState,
@@ -49,7 +49,7 @@ class HostKind(Naming):
     def __init__(
         self,
         core: FencedActivations,
-        repos: Repos,
+        repos: HostStore,
         agents: AgentClient,
         accounting: Accounting,
         *,

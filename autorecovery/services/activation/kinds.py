@@ -7,7 +7,15 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from autorecovery.adapters.store.db import Conn
-from autorecovery.ports import AuditRepo, Lock
+from autorecovery.ports import (
+    ActivationsRepo,
+    AuditRepo,
+    HostsRepo,
+    Lock,
+    SafetyRepo,
+    StorageRepo,
+    VmRunsRepo,
+)
 from models.domain import ActivationState, Reason, Trigger
 from models.errors import LockServiceUnavailable
 
@@ -198,4 +206,52 @@ class Kind(Protocol):
 
     def record_step(self, activation_id: str, step: str, task_id: str | None, outcome: str) -> None:
         """Record one step of the activation (for ``hosts show``); best effort."""
+        ...
+
+
+class HostStore(Protocol):
+    """The repositories a host activation uses (``Repos`` is one; so is the in-memory fake)."""
+
+    @property
+    def hosts(self) -> HostsRepo:
+        """Hosts, their status, fences and holds."""
+        ...
+
+    @property
+    def activations(self) -> ActivationsRepo:
+        """Activation records and their steps."""
+        ...
+
+    @property
+    def audit(self) -> AuditRepo:
+        """The audit log."""
+        ...
+
+    @property
+    def safety(self) -> SafetyRepo:
+        """Backoff, quarantine and pauses."""
+        ...
+
+    @property
+    def storage(self) -> StorageRepo:
+        """Storage domains (the gates a host waits on)."""
+        ...
+
+    @property
+    def vmruns(self) -> VmRunsRepo:
+        """Charges (cleared when a host is back from error)."""
+        ...
+
+
+class DomainStore(Protocol):
+    """The repositories a storage-domain activation uses."""
+
+    @property
+    def storage(self) -> StorageRepo:
+        """Storage domains, their activation records and fences."""
+        ...
+
+    @property
+    def audit(self) -> AuditRepo:
+        """The audit log."""
         ...
