@@ -105,3 +105,11 @@ class AgentClient(Protocol):
     ) -> InitResult:
         """Ask the agent to connect a storage domain under ``fence`` (errors as ``init``)."""
         ...
+
+    def connect_status(self, target: Target, sd_id: str, activation_id: str) -> InitStatus | None:
+        """Ask a v2 agent how a storage-domain connect went; None when it has no record (404).
+
+        Raises:
+            AgentUnavailable: no answer.
+        """
+        ...

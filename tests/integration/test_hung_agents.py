@@ -169,6 +169,14 @@ def test_a_hung_storage_connect_holds_its_domain_and_blinds_no_other_host(
     assert len(client.connects(sd_id=sd)) == 1
     ticker.check_every_tick_closed_in_time()
     assert all(statuses(deps)[h] in ("non_operational", "up") for h in in_cluster)
+
+    # The mount answers again: a later step asks the host the connect went through, and the
+    # domain is active; its hosts come back.
+    client.clear(cluster=cluster, fault="connect_hang")
+    wait_for(lambda: _domain(deps, sd)["status"] == "active", 20, "the domain active")
+    assert len(client.connects(sd_id=sd)) == 1
+    _tick_until_all_up(app_module, deps)
+    assert client.overlaps()["count"] == 0
     assert "Traceback" not in worker.log(), worker.log()[-4000:]
 
 

@@ -79,6 +79,13 @@ class FakeAgentClient:
             return script.pop(0)
         return self.statuses.get(activation_id)
 
+    def connect_status(self, target: Target, sd_id: str, activation_id: str) -> InitStatus | None:
+        """Answer from ``statuses`` (keyed by activation id, as inits); None: no record."""
+        if target.host_id in self.unavailable:
+            raise AgentUnavailable(f"{target.host_id}: ConnectTimeout")
+        self.status_calls.append((target.host_id, activation_id))
+        return self.statuses.get(activation_id)
+
     def raise_fence(self, target: Target, fence: int) -> int | None:
         """Raise the highest accepted fence (never lower it); record the call."""
         if target.host_id in self.unavailable:

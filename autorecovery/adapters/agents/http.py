@@ -223,7 +223,13 @@ class HttpAgentClient:
 
     def init_status(self, target: Target, activation_id: str) -> InitStatus | None:
         """GET /init/{activation_id}: how a v2 agent's init went; None when it has no record."""
-        url = _url(target, f"/init/{activation_id}")
+        return self._status(_url(target, f"/init/{activation_id}"), activation_id)
+
+    def connect_status(self, target: Target, sd_id: str, activation_id: str) -> InitStatus | None:
+        """GET /storage-domains/{sd_id}/connect/{activation_id}: how a connect went."""
+        return self._status(_url(target, f"/storage-domains/{sd_id}/connect/{activation_id}"), activation_id)
+
+    def _status(self, url: str, activation_id: str) -> InitStatus | None:
         status, data = self._call("GET", url, None, {200})
         if status == 404:
             return None

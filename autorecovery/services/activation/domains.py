@@ -15,7 +15,7 @@ import logging
 from datetime import datetime, timedelta
 
 from autorecovery.adapters import keys
-from autorecovery.adapters.agents import AgentClient, Target
+from autorecovery.adapters.agents import AgentClient, InitResult, Target
 from autorecovery.adapters.store.db import Conn
 from autorecovery.ports import AuditRepo
 from autorecovery.services import Clock
@@ -78,6 +78,7 @@ class DomainKind(Naming):
             row["actor"],
             row["outcome"],
             answer=row.get("answer"),
+            target=row.get("target"),
             past_deadline=bool(row.get("past_deadline")),
         )
 
@@ -107,7 +108,12 @@ class DomainKind(Naming):
         """A given-up domain activation leaves the domain as it is (inactive until connected)."""
 
     def settle(self, run: Run, ref: ActivationRef) -> Outcome:
-        """A sent connect: the record holds the domain until its deadline, then it is abandoned."""
+        """A sent connect: ask the host it went through how it went; past its deadline, abandoned."""
+        result = self._ask(run, ref.target) if ref.target else None
+        if result is not None:
+            if result.ok:
+                return self._close(run, ok=True, detail=f"connected through host {ref.target} (asked)")
+            return self._close(run, ok=False, detail=f"host {ref.target} did not connect it: {result.detail}")
         if not ref.past_deadline:
             return self.outcome(
                 run.activation_id,
@@ -123,6 +129,21 @@ class DomainKind(Naming):
             f"connect outcome unknown after {self.hold_s:g}s; the next tick tries again",
         )
         return self.core.close(self, run, closing)
+
+    def _ask(self, run: Run, host_id: str) -> InitResult | None:
+        """The connect's result, once its host's agent (v2) says it is done; else None."""
+        with self.core.db.transaction() as conn:
+            loaded = self.repos.hosts.get_host(conn, host_id)
+        if loaded is None:
+            return None
+        try:
+            status = self.agents.connect_status(
+                Target(host_id, loaded.host.agent_url), run.object_id, run.activation_id
+            )
+        except AgentUnavailable as exc:
+            log.info("storage domain %s: connect status unanswered by %s: %s", run.object_id, host_id, exc)
+            return None
+        return None if status is None else status.result()
 
     def _recheck(self, run: Run) -> str | None:
         """Why the domain is no longer to be activated (None: it still is)."""

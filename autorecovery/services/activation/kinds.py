@@ -47,6 +47,8 @@ class ActivationRef:
     was_status: str | None = None
     #: The record's deadline (PostgreSQL's clock) had passed when it was read.
     past_deadline: bool = False
+    #: The host a storage domain's connect went through (while ``sent``).
+    target: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +247,11 @@ class HostStore(Protocol):
 
 class DomainStore(Protocol):
     """The repositories a storage-domain activation uses."""
+
+    @property
+    def hosts(self) -> HostsRepo:
+        """The hosts a connect goes through."""
+        ...
 
     @property
     def storage(self) -> StorageRepo:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from autorecovery.adapters import keys
-from autorecovery.adapters.agents import InitResult
+from autorecovery.adapters.agents import InitResult, InitStatus
 from autorecovery.services.activation import LockBusyRetry
 from autorecovery.services.fleet import HostSpec
 from models.domain import DomainStatus
@@ -132,3 +132,26 @@ def test_an_auto_activation_of_a_domain_an_admin_put_in_maintenance_is_skipped(w
     out = world.storage.run("sd-act-2", "sd-1")
     assert (out.outcome, world.domain().status) == ("not_needed", DomainStatus.MAINTENANCE)
     assert world.agents.connect_calls == []
+
+
+def test_an_unseen_connect_is_asked_about_and_closes_when_its_agent_answers(world: World) -> None:
+    act_id = inactive_domain(world)
+    world.agents.connect_storage_domain = _unseen(world)  # type: ignore[method-assign]
+    assert world.storage.run(act_id, "sd-1").outcome == "sent"
+    world.agents.statuses[act_id] = InitStatus(act_id, 1, running=True)  # a hung mount
+    assert world.storage.check(act_id, "sd-1").outcome == "sent"
+    assert world.domain().status is DomainStatus.INACTIVE
+    world.agents.statuses[act_id] = InitStatus(act_id, 1, running=False, ok=True)  # it answers again
+    out = world.storage.check(act_id, "sd-1")
+    assert (out.outcome, world.domain().status) == ("active", DomainStatus.ACTIVE)
+    assert len(world.agents.connect_calls) == 1  # asked, never sent twice
+
+
+def _unseen(world: World) -> Any:
+    connect = world.agents.connect_storage_domain
+
+    def unseen(*args: Any) -> InitResult:
+        connect(*args)
+        raise InitOutcomeUnknown("read timeout")
+
+    return unseen
