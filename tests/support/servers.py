@@ -74,7 +74,7 @@ TEST_SETTINGS = {
     "AUTORECOVERY_AGENT_TIMEOUT_S": "1",
     "AUTORECOVERY_INIT_TIMEOUT_S": "3",
     # An init whose outcome is not known holds its host this long; its agent is asked this often.
-    "AUTORECOVERY_INIT_MAX_S": "6",
+    "AUTORECOVERY_INIT_MAX_S": "10",
     "AUTORECOVERY_INIT_POLL_S": "0.3",
     "AUTORECOVERY_AGENT_RETRIES": "1",
     "AUTORECOVERY_ACTIVATION_SOFT_LIMIT_S": "5",
