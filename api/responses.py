@@ -43,7 +43,10 @@ class HostSummary(BaseModel):
     detail: str | None
     autorecovery: bool
     status_changed_at: str | None
-    report_age_s: float | None
+    report_age_s: float | None = Field(
+        description="seconds since the agent last answered with a usable report (a failed pull "
+        "does not count); null: never"
+    )
     in_flight: bool
     last_decision: str | None
     holds: list[str] = Field(
@@ -117,6 +120,16 @@ class Incident(BaseModel):
     opened_at: str
 
 
+class ClusterHealth(BaseModel):
+    """A cluster's health in one line, as MachineHealthCheck says it: healthy N of M, limit K."""
+
+    cluster: str
+    hosts: int
+    up: int = Field(description="hosts up now (healthy)")
+    limit: int = Field(description="the most activations the tick runs at once in this cluster")
+    in_flight: int = Field(description="activations queued or running now")
+
+
 class HeldHosts(BaseModel):
     """The hosts that carry one kind of hold, whatever their status."""
 
@@ -129,6 +142,7 @@ class HeldHosts(BaseModel):
 class SafetyState(BaseModel):
     """What gates automatic activation now: the observer, pauses, caps in use, incidents."""
 
+    clusters: list[ClusterHealth] = Field(default_factory=list, description="each cluster's health")
     gate: str | None = Field(description="why the observer stops automatic activation; null: it does not")
     last_full_tick_at: str | None
     silent_hosts: int
@@ -150,7 +164,10 @@ class HostDetail(BaseModel):
     detail: str | None
     autorecovery: bool
     status_changed_at: str | None
-    report_age_s: float | None
+    report_age_s: float | None = Field(
+        description="seconds since the agent last answered with a usable report (a failed pull "
+        "does not count); null: never"
+    )
     report: dict[str, Any] | None
     problems: list[Problem]
     last_decision: Decision

@@ -168,7 +168,7 @@ def decide(
     if host.status is HostStatus.UP:
         if assessment.is_healthy:
             return skip(Skip.HEALTHY, "host is up")
-        return skip(_problem_skip(assessment), _problems_text(assessment))
+        return _problem_decision(host.id, assessment)
     if host.status is HostStatus.MAINTENANCE and trigger is Trigger.AUTO:
         return skip(Skip.MAINTENANCE, "host is in maintenance; only an admin activates it")
     if host.status is HostStatus.INITIALIZING or host.in_flight:
@@ -197,7 +197,7 @@ def decide(
             f"{host.quarantined_at.isoformat()}; an admin clears it or activates the host",
         )
     if not assessment.is_healthy:
-        return skip(_problem_skip(assessment), _problems_text(assessment))
+        return _problem_decision(host.id, assessment)
     waiting = sorted(cluster.storage_domains & gates.inactive_domains) if cluster else []
     if waiting:
         return skip(
@@ -221,6 +221,18 @@ def decide(
 
 def _problems_text(assessment: Assessment) -> str:
     return "; ".join(f"{p.reason.value}: {p.detail}" for p in assessment.problems)
+
+
+def _problem_decision(host_id: str, assessment: Assessment) -> Decision:
+    """Skip for the problems; a lone problem named like the skip is not named twice.
+
+    ``agent_unreachable`` with ``cannot connect ...``, not ``agent_unreachable: agent_unreachable: ...``.
+    """
+    code = _problem_skip(assessment)
+    problems = assessment.problems
+    if len(problems) == 1 and problems[0].reason.value == code.value:
+        return Decision(host_id, code.value, problems[0].detail)
+    return Decision(host_id, code.value, _problems_text(assessment))
 
 
 @dataclass(frozen=True, slots=True)

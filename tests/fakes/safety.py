@@ -99,6 +99,14 @@ class MemorySafety(Repo):
             counts[host["cluster_id"]] = counts.get(host["cluster_id"], 0) + 1
         return counts
 
+    def up_by_cluster(self, conn: Any) -> dict[str, int]:
+        """Return the number of up hosts per cluster (clusters with none are left out)."""
+        counts: dict[str, int] = {}
+        for host in self._state(conn).hosts.values():
+            if host["status"] == "up":
+                counts[host["cluster_id"]] = counts.get(host["cluster_id"], 0) + 1
+        return counts
+
     def record_failure(self, conn: Any, host_id: str, fence: int, next_attempt_at: datetime) -> int | None:
         """Count a failed automatic activation and set when to try next; return the failures."""
         host = self._state(conn, plain=[host_id]).hosts.get(host_id)

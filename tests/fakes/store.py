@@ -79,6 +79,7 @@ REPORT_COLUMNS = (
     "mem_free_mb",
     "error",
     "init",
+    "heard_at",
 )
 
 
@@ -272,6 +273,8 @@ class MemoryHosts(Repo):
                 "init": as_json(data["init"]),
             }
             old = st.reports.get(data["host_id"])
+            # Migration 0010's trigger: when the agent last answered with a usable report.
+            new["heard_at"] = new["reported_at"] if new["agent_reachable"] else (old or {}).get("heard_at")
             if old is None or min(old["reported_at"], old["received_at"]) <= new["reported_at"]:
                 st.reports[data["host_id"]] = new
                 written += 1

@@ -28,7 +28,7 @@ BAD = {
     "deep": "bad report: body: is nested deeper than 32 levels",
     "huge": "bad report: body: is over the 1048576-byte limit",
     "bomb": "bad report: body: inflates past the 1048576-byte limit",
-    "drip": "Timeout",
+    "drip": "no complete answer within",
     "redirect": "redirects are not followed",
     "html": "bad report: body: cannot be decoded as UTF-8 JSON",
     "badutf8": "bad report: body: cannot be decoded as UTF-8 JSON",

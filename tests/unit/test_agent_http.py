@@ -136,7 +136,12 @@ def test_a_timeout_or_connection_error_is_an_unreachable_observation(
 ) -> None:
     report = make_client(raising(exc_type)).get_report(TARGET, NOW)
     assert report.agent_reachable is False
-    assert report.error == f"{exc_type.__name__}: simulated"
+    said = {
+        httpx.ReadTimeout: "no complete answer in time",
+        httpx.ConnectTimeout: "cannot connect: connection timed out",
+        httpx.ConnectError: "cannot connect: simulated",
+    }[exc_type]
+    assert report.error == said  # a sentence, not the HTTP library's class name
     assert report.reported_at == NOW
 
 
@@ -253,7 +258,7 @@ def test_an_init_that_may_have_reached_the_agent_is_not_sent_again(
         calls.append(1)
         raise httpx.ReadTimeout("slow", request=request)
 
-    with pytest.raises(InitOutcomeUnknown, match="ReadTimeout"):
+    with pytest.raises(InitOutcomeUnknown, match="no complete answer in time"):
         make_client(handle, retries=3).init(TARGET, 7, "a")
     assert len(calls) == 1 and naps == []
 
@@ -272,7 +277,7 @@ def test_init_connection_errors_are_retried_then_agent_unavailable(
         make_client(handle, retries=3).init(TARGET, 7, "a")
     assert len(calls) == 4
     assert len(naps) == 3 and all(0 < s <= 5.0 for s in naps)
-    assert f"{exc_type.__name__}: down" in str(info.value)
+    assert "cannot connect: " in str(info.value) and exc_type.__name__ not in str(info.value)
     assert isinstance(info.value.__cause__, exc_type)
 
 

@@ -55,7 +55,7 @@ def test_first_report_of_an_unassigned_host(
 
 def test_an_unassigned_host_waits_for_its_first_report_without_activation() -> None:
     decision = decide(host(S.UNASSIGNED), NO_REPORT, Trigger.AUTO, now=NOW)
-    assert (decision.code, decision.detail) == ("no_report", "no_report: no monitoring report yet")
+    assert (decision.code, decision.detail) == ("no_report", "no monitoring report yet")  # said once
 
 
 def test_evaluate_adopts_a_clean_host_up_and_activates_one_not_adopted() -> None:

@@ -105,6 +105,14 @@ def cluster_sizes(conn: Conn) -> dict[str, int]:
     return {row["cluster_id"]: int(row["n"]) for row in rows}
 
 
+def up_by_cluster(conn: Conn) -> dict[str, int]:
+    """Return the number of up hosts per cluster (clusters with none are left out)."""
+    rows = run(
+        conn, "SELECT cluster_id, count(*) AS n FROM hosts WHERE status = 'up' GROUP BY cluster_id"
+    ).fetchall()
+    return {row["cluster_id"]: int(row["n"]) for row in rows}
+
+
 def record_failure(conn: Conn, host_id: str, fence: int, next_attempt_at: datetime) -> int | None:
     """Count a failed automatic activation and set when to try next; return the failures."""
     row = run(
