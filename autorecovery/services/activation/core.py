@@ -28,6 +28,7 @@ from autorecovery.adapters.store.db import Conn, Database
 from autorecovery.ports import Lock, LockFactory
 from autorecovery.services import Clock
 from autorecovery.services.activation.kinds import ActivationRef, Closing, Kind, LockBusyRetry, Outcome, Run
+from models.audit_events import CLOSING_EVENTS
 from models.domain import IN_FLIGHT_STATES, ActivationState, Reason, Trigger
 from models.errors import LockLost, LockServiceUnavailable, StaleFence, StoreUnavailable
 from models.policy import Skip
@@ -356,7 +357,7 @@ class FencedActivations:
                 conn,
                 kind,
                 run.object_id,
-                _closed_event(closing.state),
+                CLOSING_EVENTS[closing.state],
                 run.actor,
                 closing.outcome,
                 {"activation_id": run.activation_id, "fence": run.fence, "detail": closing.detail},
@@ -454,7 +455,3 @@ class FencedActivations:
             details=details,
         )
 
-
-def _closed_event(state: str) -> str:
-    """The audit event of an activation's close (``done`` keeps its name, ``activation_succeeded``)."""
-    return "activation_succeeded" if state == ActivationState.DONE else f"activation_{state}"
