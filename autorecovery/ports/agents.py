@@ -106,6 +106,13 @@ class AgentClient(Protocol):
         """Ask the agent to connect a storage domain under ``fence`` (errors as ``init``)."""
         ...
 
+    def start_connect(
+        self, target: Target, sd_id: str, fence: int, activation_id: str
+    ) -> InitResult | None:
+        """As ``connect_storage_domain`` with ``Prefer: respond-async``: None when a v2 agent runs
+        it (202); a v1 agent, which ignores the preference, answers with its result."""
+        ...
+
     def connect_status(self, target: Target, sd_id: str, activation_id: str) -> InitStatus | None:
         """Ask a v2 agent how a storage-domain connect went; None when it has no record (404).
 

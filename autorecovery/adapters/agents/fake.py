@@ -30,6 +30,8 @@ class FakeAgentClient:
     status_script: dict[str, list[InitStatus | None]] = field(default_factory=dict)
     status_calls: list[tuple[str, str]] = field(default_factory=list)
     connect_calls: list[tuple[str, str, int, str]] = field(default_factory=list)
+    #: Hosts whose agent answers a connect at once (v2 respond-async): ``start_connect`` is None.
+    async_connects: set[str] = field(default_factory=set)
     pulls: int = 0
 
     def pull_reports(self, targets: Sequence[Target], now: datetime) -> list[Report]:
@@ -78,6 +80,13 @@ class FakeAgentClient:
         if script:
             return script.pop(0)
         return self.statuses.get(activation_id)
+
+    def start_connect(
+        self, target: Target, sd_id: str, fence: int, activation_id: str
+    ) -> InitResult | None:
+        """As ``connect_storage_domain``; a host in ``async_connects`` answers None (it runs it)."""
+        result = self.connect_storage_domain(target, sd_id, fence, activation_id)
+        return None if target.host_id in self.async_connects else result
 
     def connect_status(self, target: Target, sd_id: str, activation_id: str) -> InitStatus | None:
         """Answer from ``statuses`` (keyed by activation id, as inits); None: no record."""

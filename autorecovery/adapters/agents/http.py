@@ -231,6 +231,16 @@ class HttpAgentClient:
         """GET /init/{activation_id}: how a v2 agent's init went; None when it has no record."""
         return self._status(_url(target, f"/init/{activation_id}"), activation_id)
 
+    def start_connect(
+        self, target: Target, sd_id: str, fence: int, activation_id: str
+    ) -> InitResult | None:
+        """POST /storage-domains/{id}/connect with ``Prefer: respond-async``: None on 202."""
+        return self._fenced_post(
+            _url(target, f"/storage-domains/{sd_id}/connect"),
+            {"fence": fence, "activation_id": activation_id},
+            respond_async=True,
+        )
+
     def connect_status(self, target: Target, sd_id: str, activation_id: str) -> InitStatus | None:
         """GET /storage-domains/{sd_id}/connect/{activation_id}: how a connect went."""
         return self._status(_url(target, f"/storage-domains/{sd_id}/connect/{activation_id}"), activation_id)

@@ -183,19 +183,19 @@ class DomainKind(Naming):
             answer = self._connect(run, Target(target["id"], target["agent_url"]))
             if answer == "ok":
                 return self._close(run, ok=True, detail=f"connected through host {target['id']}")
-            if answer == "unknown":
-                # The connect may still run there: hold the domain, send no second one.
-                return self._sent(run, target["id"])
+            if answer in ("running", "unknown"):
+                # The connect runs (or may run) there: hold the domain, send no second one.
+                return self._sent(run, target["id"], answer)
             if answer != "no":
                 return self._close(run, ok=False, detail=answer)
         return self._close(
             run, ok=False, detail=f"no host could connect it (tried: {', '.join(tried) or 'none'})"
         )
 
-    def _sent(self, run: Run, host_id: str) -> Outcome:
+    def _sent(self, run: Run, host_id: str, answer: str) -> Outcome:
         with self.core.db.transaction() as conn:
             if not self.repos.storage.mark_activation_sent(
-                conn, run.activation_id, fence=run.fence, answer="unknown", target=host_id, hold_s=self.hold_s
+                conn, run.activation_id, fence=run.fence, answer=answer, target=host_id, hold_s=self.hold_s
             ):
                 raise StaleFence(f"activation {run.activation_id} no longer holds fence {run.fence}")
             self.core.audit(
@@ -204,25 +204,30 @@ class DomainKind(Naming):
                 run.object_id,
                 "connect_sent",
                 run.actor,
-                "agent answer: unknown",
+                f"agent answer: {answer}",
                 {"activation_id": run.activation_id, "fence": run.fence, "host_id": host_id},
             )
-        log.warning(
-            "storage domain %s: connect through %s unseen; held %gs", run.object_id, host_id, self.hold_s
+        log.info(
+            "storage domain %s: connect through %s %s; held %gs at most",
+            run.object_id,
+            host_id,
+            answer,
+            self.hold_s,
         )
         return self.outcome(
             run.activation_id,
             run.object_id,
             "sent",
-            f"connect through {host_id} unseen",
+            f"connect through {host_id}: {answer}",
             run.fence,
             check_in_s=self.core.poll_s,
         )
 
     def _connect(self, run: Run, target: Target) -> str:
-        """Ask one host: "ok", "no" (try the next), "unknown" (unseen), or why to stop."""
+        """Ask one host: "ok", "no" (try the next), "running" (a v2 agent runs it), "unknown"
+        (unseen), or why to stop."""
         try:
-            result = self.agents.connect_storage_domain(target, run.object_id, run.fence, run.activation_id)
+            result = self.agents.start_connect(target, run.object_id, run.fence, run.activation_id)
         except StaleFence as exc:
             return f"host {target.host_id} refused fence {run.fence}: {exc}"
         except InitOutcomeUnknown as exc:
@@ -233,6 +238,8 @@ class DomainKind(Naming):
         except (AgentUnavailable, AgentBusy) as exc:
             log.warning("storage domain %s: %s did not connect it: %s", run.object_id, target.host_id, exc)
             return "no"
+        if result is None:
+            return "running"
         return "ok" if result.ok else "no"
 
     def _close(self, run: Run, *, ok: bool, detail: str) -> Outcome:

@@ -155,3 +155,14 @@ def _unseen(world: World) -> Any:
         raise InitOutcomeUnknown("read timeout")
 
     return unseen
+
+
+def test_a_v2_connect_answers_at_once_and_a_later_step_sees_it_done(world: World) -> None:
+    act_id = inactive_domain(world)
+    world.agents.async_connects.add("h1")  # 202: it runs the connect; no step waits for it
+    out = world.storage.run(act_id, "sd-1")
+    assert (out.outcome, out.check_in_s) == ("sent", 1.0)
+    assert world.sd_act(act_id)["answer"] == "running"
+    world.agents.statuses[act_id] = InitStatus(act_id, 1, running=False, ok=True)
+    assert world.storage.check(act_id, "sd-1").outcome == "active"
+    assert len(world.agents.connect_calls) == 1
