@@ -22,6 +22,9 @@ class Problem(BaseModel):
 
     reason: str
     detail: str
+    repairable: bool = Field(
+        default=False, description="the host's agent says its own init repairs it (a stopped pool or network)"
+    )
 
 
 class Decision(BaseModel):

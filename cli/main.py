@@ -119,6 +119,43 @@ def cmd_api(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_beat_alive(args: argparse.Namespace) -> int:
+    """Exit 0 while this container's beat is alive (the liveness probe), 1 with the reason if not."""
+    import time
+
+    import redis
+
+    from autorecovery.adapters import keys
+    from autorecovery.beat_liveness import LOCAL_HEARTBEAT, liveness
+
+    settings = _settings()
+    try:
+        local_at: float | None = float(LOCAL_HEARTBEAT.read_text())
+    except (FileNotFoundError, ValueError):
+        local_at = None
+    shared_at = None
+    if settings.redis_url:
+        try:
+            with redis.Redis.from_url(settings.redis_url, socket_timeout=5) as client:
+                raw = client.get(keys.beat_heartbeat())
+            shared_at = float(raw) if raw is not None else None
+        except (redis.RedisError, ValueError) as exc:
+            print(f"beat-alive: cannot read the shared heartbeat: {exc}", file=sys.stderr)
+    loop_s = max(1.0, min(settings.tick_interval_s, settings.beat_lock_timeout_s / 3))
+    why = liveness(
+        local_at,
+        shared_at,
+        time.time(),
+        max_age_s=max(60.0, 6 * loop_s),
+        takeover_s=3 * settings.beat_lock_timeout_s,
+    )
+    if why is not None:
+        print(f"beat is not alive: {why}", file=sys.stderr)
+        return EXIT_ERROR
+    print("beat is alive" + (" (leading)" if local_at is not None else " (standing by)"))
+    return EXIT_OK
+
+
 def cmd_check_flower_auth(args: argparse.Namespace) -> int:
     """Refuse (exit 2) an empty, malformed or weak FLOWER_BASIC_AUTH; run before Flower."""
     from autorecovery.flower_auth import FLOWER_VAR, check_flower_auth
@@ -167,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "check-flower-auth", help="refuse a missing, malformed or weak FLOWER_BASIC_AUTH (before Flower)"
     ).set_defaults(handler=cmd_check_flower_auth)
+    sub.add_parser(
+        "beat-alive", help="exit 0 while this container's beat is alive (Kubernetes liveness probe)"
+    ).set_defaults(handler=cmd_beat_alive)
     add_tool_commands(sub)
 
     agent = sub.add_parser("agent", help="run the host agent on this KVM host (needs the agent extra)")

@@ -87,7 +87,7 @@ def add_tool_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
         fault.add_argument(
             "--fault",
             help="sd_down, nic_down, kvm_down, silent, init_fail, init_delay, init_hang, report_delay, "
-            "version",
+            "version, vm_fail, pool_stopped, net_stopped (the last two: what init repairs)",
         )
         fault.add_argument("--hosts", nargs="+", default=None)
         fault.add_argument("--cluster")

@@ -57,11 +57,18 @@ class ProbesConfig(_Section):
     """``[probes]``: where the host's files are (tests point them at temporary ones)."""
 
     kvm_device: Path = Path("/dev/kvm")
+    #: The user QEMU runs as (qemu.conf ``user``: ``libvirt-qemu`` on Debian, ``qemu`` on Fedora):
+    #: kvm is usable only if this user may open ``kvm_device`` read-write. Empty: not checked.
+    qemu_user: StrictStr = "libvirt-qemu"
+    #: kvm needs one of these CPU flags (hardware virtualization); empty: not checked.
+    cpu_virt_flags: list[Name] = ["vmx", "svm"]
     cpuinfo: Path = Path("/proc/cpuinfo")
     cpu_flags_from: Literal["cpuinfo", "libvirt"] = "cpuinfo"
     meminfo: Path = Path("/proc/meminfo")
     sys_class_net: Path = Path("/sys/class/net")
     storage_timeout_s: StrictFloat = Field(default=2.0, gt=0, le=60)
+    #: The report answers at once from the last look; a look is taken this often in the background.
+    period_s: StrictFloat = Field(default=2.0, gt=0, le=60)
 
 
 class NetworkConfig(_Section):

@@ -20,6 +20,7 @@ from hostagent.persist import DiskStore
 from hostagent.protocol import ProtocolState
 from hostagent.runner import Operations
 from hostagent.server import Guard, create_app
+from hostagent.snapshot import Snapshots
 from models.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,8 @@ class Agent:
     host: HostView
     ops: Operations
     app: Guard
+    #: The host's last look; ``start`` it before serving (``run`` does).
+    looks: Snapshots
 
 
 def build_agent(config: AgentConfig, hypervisor: Hypervisor, token: bytes) -> Agent:
@@ -114,8 +117,9 @@ def build_agent(config: AgentConfig, hypervisor: Hypervisor, token: bytes) -> Ag
     state = ProtocolState(DiskStore(config.state_dir), utcnow, keep_results=config.init.keep_results)
     host = HostView(config, hypervisor, utcnow)
     ops = Operations(state, config.host_id)
-    app = Guard(create_app(host, ops, config.server.max_body_bytes), token)
-    return Agent(config, host, ops, app)
+    looks = Snapshots(host, config.probes.period_s)
+    app = Guard(create_app(host, ops, config.server.max_body_bytes, looks), token)
+    return Agent(config, host, ops, app, looks)
 
 
 def listen(bind: str, port: int) -> socket.socket:
@@ -175,6 +179,7 @@ def run(config: AgentConfig, *, bind: str | None = None, port: int | None = None
     lock = lock_state_dir(config.state_dir)
     hypervisor = LibvirtHypervisor(config.libvirt.uri)
     agent = build_agent(config, hypervisor, token)
+    agent.looks.start()  # the first look before the first request: a report never waits for one
     sock = listen(bind or config.server.bind, config.server.port if port is None else port)
     host, actual_port = sock.getsockname()[:2]
     scheme = "https" if tls else "http"
@@ -203,6 +208,7 @@ def run(config: AgentConfig, *, bind: str | None = None, port: int | None = None
     try:
         server.run(sockets=[sock])
     finally:
+        agent.looks.stop()
         hypervisor.close()
         lock.close()
         sock.close()

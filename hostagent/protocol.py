@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from hostagent.persist import StateStore
-from models.errors import AgentBusy, StaleFence
+from models.errors import AgentBusy, InvalidInput, PermanentError, StaleFence
 
 INIT_SCOPE = "init"
 #: Records of ended operations kept (on disk for the agent) for the status routes.
@@ -132,6 +132,60 @@ class InitBusy(AgentBusy):
         return {"error": "busy", **self.holder.running_body()}
 
 
+class ActivationReused(PermanentError):
+    """An activation id already names an operation with another fence (409 activation_id_reused).
+
+    An activation id names one operation: the product sends it again only with the same fence
+    (a retry). Another fence under the same id is refused, so the first run's record is never
+    overwritten and ``GET /init/{activation_id}`` keeps telling how that run ended.
+    """
+
+    def __init__(self, known: InitRecord) -> None:
+        super().__init__(f"{known.scope} {known.activation_id} already ran with fence {known.fence}")
+        self.known = known
+
+    def body(self) -> dict[str, Any]:
+        """The 409 answer's body."""
+        return {"error": "activation_id_reused", **self.known.running_body()}
+
+
+def read_document(document: dict[str, Any]) -> tuple[dict[str, int], list[InitRecord]]:
+    """The fences and records of a state document, or InvalidInput naming what is mistyped.
+
+    Raises:
+        InvalidInput: ``state_dir``, naming the entry (``fences.init``, ``records[2].fence``).
+    """
+    fences = document.get("fences", {})
+    if not isinstance(fences, dict):
+        raise _mistyped("fences", "an object of scope to fence")
+    for scope, fence in fences.items():
+        if isinstance(fence, bool) or not isinstance(fence, int) or fence < 0:
+            raise _mistyped(f"fences.{scope}", "a non-negative integer")
+    rows = document.get("records", [])
+    if not isinstance(rows, list):
+        raise _mistyped("records", "a list")
+    records = []
+    for i, row in enumerate(rows):
+        try:
+            if not isinstance(row, dict) or isinstance(row.get("fence"), bool):
+                raise TypeError("not an object")
+            record = InitRecord.from_dict(row)
+            if record.started_at.tzinfo is None or not isinstance(row["scope"], str):
+                raise TypeError("no time zone")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _mistyped(f"records[{i}]", f"an init record ({type(exc).__name__}: {exc})") from None
+        records.append(record)
+    return {str(k): int(v) for k, v in fences.items()}, records
+
+
+def _mistyped(entry: str, expected: str) -> InvalidInput:
+    return InvalidInput(
+        "state_dir",
+        f"the state file's {entry} must be {expected}; the highest fence it kept is unknown, so the "
+        "agent will not start: restore the file, or remove it knowingly",
+    )
+
+
 class ProtocolState:
     """Accepts or refuses operations by fence and by what runs; remembers recent results.
 
@@ -146,9 +200,7 @@ class ProtocolState:
         self._clock = clock
         self._keep = keep_results
         self._lock = threading.Lock()
-        document = store.load()
-        self._fences: dict[str, int] = {str(k): int(v) for k, v in document.get("fences", {}).items()}
-        records = [InitRecord.from_dict(r) for r in document.get("records", [])]
+        self._fences, records = read_document(store.load())
         self._records = {(r.scope, r.activation_id): r for r in records}
         self._close_interrupted()
 
@@ -202,12 +254,16 @@ class ProtocolState:
         Raises:
             StaleFence: ``fence`` is below the highest accepted in ``scope``.
             InitBusy: another operation runs on the host.
+            ActivationReused: ``activation_id`` already names an operation with another fence.
+            OSError: the state could not be saved (nothing was accepted).
         """
         with self._lock:
             key = (scope, activation_id)
             known = self._records.get(key)
             if known is not None and known.fence == fence:
                 return known, False
+            if known is not None:
+                raise ActivationReused(known)
             highest = self._fences.get(scope, 0)
             if fence < highest:
                 raise StaleFence(f"fence {fence} is below the highest accepted ({highest})", highest)

@@ -45,6 +45,12 @@ SILENT_REASONS = frozenset(
 )
 
 
+#: Reasons an init can repair (it starts pools and networks), when the agent says it will.
+REPAIRABLE_REASONS = frozenset(
+    {Reason.STORAGE_DOMAIN_UNREACHABLE, Reason.NETWORK_UNREACHABLE, Reason.NETWORK_INTERFACE_DOWN}
+)
+
+
 class Trigger(StrEnum):
     """Who asked for an activation."""
 
@@ -162,6 +168,9 @@ class Report:
     #: What the agent says is wrong, per object (``kvm``, ``storage_domain:<id>``,
     #: ``network:<name>``): shown after the product's own words in a problem's detail.
     details: Mapping[str, str] = field(default_factory=dict)
+    #: Objects the agent says are down only in a way its own init repairs (a pool or network
+    #: defined but stopped while what backs it is there): keys as in ``details``.
+    repairable: frozenset[str] = frozenset()
 
 
 def domains_by_status(domains: Mapping[str, StorageDomain], status: DomainStatus) -> frozenset[str]:

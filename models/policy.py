@@ -40,6 +40,8 @@ class Skip(StrEnum):
 
 
 ACTIVATE = "activate"
+#: Activate to repair: every problem left is one the host's own init repairs (SPEC §2 "Repair").
+REPAIR = "repair"
 
 #: Statuses that monitoring follows and from which the tick may bring a host back (an
 #: unassigned host, registered and never activated, is brought in by the same init).
@@ -78,8 +80,13 @@ class Decision:
 
     @property
     def is_activate(self) -> bool:
-        """True when the host should be activated now."""
-        return self.code == ACTIVATE
+        """True when the host should be activated now (to repair it, or with nothing wrong)."""
+        return self.code in (ACTIVATE, REPAIR)
+
+    @property
+    def is_repair(self) -> bool:
+        """True when the activation is sent to repair what the report shows."""
+        return self.code == REPAIR
 
 
 def transition(host: Host, assessment: Assessment) -> Transition | None:
@@ -157,8 +164,9 @@ def decide(
     """Decide whether to activate ``host`` now.
 
     Automatic activation needs a recoverable status, autorecovery on, no quarantine, no
-    activation in flight, a fresh report with no problem, no pause, a healthy observer and no
-    backoff. A manual activation skips the flag, the holds and the problem checks: the admin
+    activation in flight, a fresh report with no problem (or only problems the host's init
+    repairs: then the decision is ``repair``), no pause, a healthy observer and no backoff.
+    A manual activation skips the flag, the holds and the problem checks: the admin
     asks, the agent answers. Caps are applied afterwards, across hosts (``safety.admit``).
     """
 
@@ -196,7 +204,7 @@ def decide(
             "quarantined for flapping since "
             f"{host.quarantined_at.isoformat()}; an admin clears it or activates the host",
         )
-    if not assessment.is_healthy:
+    if not assessment.is_recoverable:
         return _problem_decision(host.id, assessment)
     waiting = sorted(cluster.storage_domains & gates.inactive_domains) if cluster else []
     if waiting:
@@ -216,6 +224,8 @@ def decide(
             f"{host.failures} failed attempt(s) in a row; next attempt after "
             f"{host.next_attempt_at.isoformat()}",
         )
+    if assessment.is_repairable:
+        return Decision(host.id, REPAIR, "init repairs what keeps it out: " + _problems_text(assessment))
     return Decision(host.id, ACTIVATE, "fresh report shows no problem")
 
 

@@ -152,6 +152,21 @@ def parse_details(value: object) -> dict[str, str]:
     return found
 
 
+def parse_repairable(value: object) -> frozenset[str]:
+    """The optional ``repairable`` field: keys (as in ``details``) of objects init repairs."""
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list) or not all(isinstance(key, str) for key in value):
+        raise BadReport("repairable", "must be a list of strings")
+    if len(value) > MAX_DETAILS:
+        raise BadReport("repairable", f"must have at most {MAX_DETAILS} entries")
+    for key in value:
+        if len(key) > 2 * MAX_ID_LEN:
+            raise BadReport("repairable", f"keys must be at most {2 * MAX_ID_LEN} characters")
+        check_text("repairable", key)
+    return frozenset(value)
+
+
 def parse_time(value: object, name: str = "reported_at") -> datetime:
     """Parse an RFC 3339 time with a zone into an aware UTC datetime."""
     if not isinstance(value, str):
@@ -237,14 +252,13 @@ def parse_report(
         protocol=_protocol(data),
         init=_running_init(data),
         details=parse_details(data.get("details")),
+        repairable=parse_repairable(data.get("repairable")),
     )
 
 
 def check_host(host_id: str, expected_host_id: str) -> None:
     if host_id != expected_host_id:
-        raise BadReport(
-            "host_id", f"is {printable(host_id)!r}, expected {printable(expected_host_id)!r}"
-        )
+        raise BadReport("host_id", f"is {printable(host_id)!r}, expected {printable(expected_host_id)!r}")
 
 
 BAD_REPORT_PREFIX = "bad report: "
@@ -257,9 +271,7 @@ def unreachable_report(host_id: str, at: datetime, error: str) -> Report:
 
 def bad_report(host_id: str, at: datetime, exc: BadReport) -> Report:
     """Build the observation recorded when an agent's report was unusable; names the field."""
-    return Report(
-        host_id=host_id, reported_at=at, agent_reachable=False, error=BAD_REPORT_PREFIX + str(exc)
-    )
+    return Report(host_id=host_id, reported_at=at, agent_reachable=False, error=BAD_REPORT_PREFIX + str(exc))
 
 
 def is_bad_report(report: Report) -> bool:

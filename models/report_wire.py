@@ -28,6 +28,7 @@ from models.report import (
     check_host,
     check_not_ahead,
     parse_details,
+    parse_repairable,
     parse_report,
     parse_time,
 )
@@ -55,6 +56,7 @@ class _ReportWire(msgspec.Struct):
     protocol: Annotated[int, msgspec.Meta(ge=1)] = 1
     init: _InitWire | None = None
     details: dict[str, str] | None = None
+    repairable: list[str] | None = None
 
 
 _DECODER = msgspec.json.Decoder(_ReportWire)
@@ -164,4 +166,5 @@ def _from_wire(
         protocol=wire.protocol,
         init=init,
         details=parse_details(wire.details),
+        repairable=parse_repairable(wire.repairable),
     )

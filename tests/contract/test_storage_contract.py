@@ -362,3 +362,42 @@ def test_raise_fence_moves_a_domains_fence_up_only_from_the_given_one(backend: B
     with tx(backend) as conn:
         assert backend.repos.storage.raise_fence(conn, "sd-1", 3, 1)
     assert domain(backend, "sd-1").fence == 3
+
+
+def test_a_domain_a_host_can_repair_is_reactivated_through_that_host(backend: Backend) -> None:
+    fleet(backend, {"u1": "up", "n1": "non_operational", "n2": "non_operational"})
+    with tx(backend) as conn:
+        backend.repos.storage.set_status(conn, "sd-1", "inactive", "gone", T0)
+    # n1's pool is stopped with its target there (repairable), n2 reaches the domain, u1 does not.
+    with tx(backend) as conn:
+        backend.repos.hosts.upsert_reports(
+            conn,
+            [
+                report(
+                    "n1",
+                    at(100),
+                    storage_domains={"sd-1": False},
+                    repairable=frozenset({"storage_domain:sd-1"}),
+                ),
+                report("n2", at(100), storage_domains={"sd-1": True}),
+                report("u1", at(100), storage_domains={"sd-1": False}, repairable=frozenset({"network:x"})),
+            ],
+            at(100),
+        )
+    with tx(backend) as conn:
+        assert backend.repos.storage.reachable_inactive(conn, at(90)) == ["sd-1"]
+        targets = backend.repos.storage.connect_targets(conn, "sd-1", at(90))
+    # The host that reaches it first, then the one that can repair it; never one that can do neither.
+    assert [t["id"] for t in targets] == ["n2", "n1"]
+    with tx(backend) as conn:
+        backend.repos.hosts.upsert_reports(
+            conn, [report("n2", at(101), storage_domains={"sd-1": False})], at(101)
+        )
+    with tx(backend) as conn:
+        assert backend.repos.storage.reachable_inactive(conn, at(90)) == ["sd-1"]
+        assert [t["id"] for t in backend.repos.storage.connect_targets(conn, "sd-1", at(90))] == ["n1"]
+        backend.repos.hosts.upsert_reports(
+            conn, [report("n1", at(102), storage_domains={"sd-1": False})], at(102)
+        )
+    with tx(backend) as conn:
+        assert backend.repos.storage.reachable_inactive(conn, at(90)) == []

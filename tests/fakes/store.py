@@ -79,6 +79,7 @@ REPORT_COLUMNS = (
     "mem_free_mb",
     "error",
     "init",
+    "repairable",
     "heard_at",
 )
 
@@ -271,6 +272,7 @@ class MemoryHosts(Repo):
                 "mem_free_mb": data["mem_free_mb"],
                 "error": data["error"],
                 "init": as_json(data["init"]),
+                "repairable": list(data["repairable"]),
             }
             old = st.reports.get(data["host_id"])
             # Migration 0010's trigger: when the agent last answered with a usable report.

@@ -16,6 +16,7 @@ another process cannot destroy the agent's pools; remove a pool's directory inst
 from __future__ import annotations
 
 import os
+import pwd
 import sys
 import time
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ NODE_TEMPLATE = Path(__file__).with_name("agent_node.xml")
 TOKEN = "agent-test-token-0123456789abcdef"  # noqa: S105 - the tests' own token
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CPUINFO = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu vme vmx sse4_2 avx\n\nprocessor\t: 1\n"
+#: The tree's /dev/kvm is a file the test's user owns: QEMU's user, for the agent's kvm check.
+QEMU_USER = pwd.getpwuid(os.getuid()).pw_name
 MEMINFO = "MemTotal:       16384000 kB\nMemFree:         1024000 kB\nMemAvailable:    8192000 kB\n"
 
 
@@ -91,6 +94,7 @@ class HostTree:
                 "meminfo": str(self.root / "proc" / "meminfo"),
                 "sys_class_net": str(self.root / "sys" / "class" / "net"),
                 "storage_timeout_s": 1.0,
+                "qemu_user": QEMU_USER,
             },
             "networks": {
                 "ovirtmgmt": {"libvirt_network": "ovirtmgmt", "interface": "eth0"},
@@ -121,6 +125,7 @@ port = 0
 uri = "{self.uri}"
 
 [probes]
+qemu_user = "{QEMU_USER}"
 kvm_device = "dev/kvm"
 cpuinfo = "proc/cpuinfo"
 meminfo = "proc/meminfo"

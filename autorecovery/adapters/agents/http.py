@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, NoReturn, overload
 
 import aiohttp
 import httpx
@@ -292,7 +292,7 @@ class HttpAgentClient:
         )
         def post() -> tuple[int, str | None, bytes]:
             headers = {"Prefer": "respond-async"} if respond_async else None
-            return self._exchange("POST", url, body, self.init_timeout_s, {200, 202, 409}, headers)
+            return self._exchange("POST", url, body, self.init_timeout_s, {200, 202, 409, 503}, headers)
 
         try:
             status, _, raw = post()
@@ -312,21 +312,45 @@ def _init_answer(url: str, body: dict[str, Any], status: int, raw: bytes) -> Ini
     """Read an agent's answer to an init or connect call.
 
     Raises:
-        StaleFence, AgentBusy: its 409 answers. AgentUnavailable: any other answer but a result.
+        StaleFence, AgentBusy: its 409 answers. InitOutcomeUnknown: a 503 ``outcome_unknown``.
+        AgentUnavailable: any other answer but a result.
     """
+    if status == 503:
+        _unavailable(raw, url)
     if status not in (200, 409):
         raise AgentUnavailable(f"{url}: HTTP {status}")
     data = json_object(raw, url)
     if status == 409:
-        text = raw[:200].decode("utf-8", "replace")
-        if error_code(data) == "busy":
-            raise AgentBusy(f"agent is busy: {text}", *busy_holder(data))
-        raise StaleFence(f"agent refused fence {body['fence']}: {text}", highest(data))
+        _refused(data, raw, body["fence"])
     if not isinstance(data.get("ok"), bool):
         raise AgentUnavailable(f"{url}: answer has no boolean 'ok'")
     if data["ok"]:
         return InitResult(ok=True)
     return InitResult(ok=False, reason=str(data.get("reason") or "general"), detail=data.get("detail"))
+
+
+def _refused(data: dict[str, Any], raw: bytes, fence: int) -> NoReturn:
+    """Read a 409 to an init: busy, or the fence refused."""
+    text = raw[:200].decode("utf-8", "replace")
+    if error_code(data) == "busy":
+        raise AgentBusy(f"agent is busy: {text}", *busy_holder(data))
+    raise StaleFence(f"agent refused fence {fence}: {text}", highest(data))
+
+
+def _unavailable(raw: bytes, url: str) -> NoReturn:
+    """Read a 503 to an init: an unknown outcome, or nothing run.
+
+    An agent that stops while the init runs says ``outcome_unknown``: ask the status route,
+    never read it as "not accepted". Any other 503 (``state_unwritable``, a proxy's page) ran
+    nothing.
+    """
+    try:
+        code = error_code(json_object(raw, url))
+    except AgentUnavailable:
+        code = None
+    if code == "outcome_unknown":
+        raise InitOutcomeUnknown(f"{url}: the agent stopped while the init ran")
+    raise AgentUnavailable(f"{url}: HTTP 503 {code or ''}".rstrip())
 
 
 def _url(target: Target, path: str) -> str:

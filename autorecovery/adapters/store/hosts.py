@@ -39,7 +39,8 @@ SELECT h.id, h.cluster_id, h.agent_url, h.status, h.reason, h.detail, h.autoreco
        r.agent_reachable AS r_agent_reachable, r.kvm AS r_kvm, r.version AS r_version,
        r.cpu_flags AS r_cpu_flags, r.networks AS r_networks,
        r.storage_domains AS r_storage_domains, r.vms_running AS r_vms_running,
-       r.mem_free_mb AS r_mem_free_mb, r.error AS r_error, r.init AS r_init, r.heard_at AS r_heard_at
+       r.mem_free_mb AS r_mem_free_mb, r.error AS r_error, r.init AS r_init, r.heard_at AS r_heard_at,
+       r.repairable AS r_repairable
 FROM hosts h LEFT JOIN reports r ON r.host_id = h.id
 """
 
@@ -142,15 +143,16 @@ def upsert_reports(conn: Conn, reports: Sequence[Report], received_at: datetime)
         """
         INSERT INTO reports (host_id, reported_at, received_at, source, agent_reachable, kvm,
                              version, cpu_flags, networks, storage_domains, vms_running,
-                             mem_free_mb, error, init)
+                             mem_free_mb, error, init, repairable)
         SELECT r.host_id, r.reported_at, r.received_at, r.source, r.agent_reachable, r.kvm,
                r.version, ARRAY(SELECT jsonb_array_elements_text(r.cpu_flags)), r.networks,
-               r.storage_domains, r.vms_running, r.mem_free_mb, r.error, r.init
+               r.storage_domains, r.vms_running, r.mem_free_mb, r.error, r.init,
+               ARRAY(SELECT jsonb_array_elements_text(r.repairable))
         FROM jsonb_to_recordset(%(rows)s) AS r(
             host_id text, reported_at timestamptz, received_at timestamptz, source text,
             agent_reachable boolean, kvm boolean, version text, cpu_flags jsonb, networks jsonb,
             storage_domains jsonb, vms_running integer, mem_free_mb integer, error text,
-            init jsonb)
+            init jsonb, repairable jsonb)
         JOIN hosts h ON h.id = r.host_id
         ON CONFLICT (host_id) DO UPDATE SET
             reported_at = EXCLUDED.reported_at, received_at = EXCLUDED.received_at,
@@ -158,7 +160,7 @@ def upsert_reports(conn: Conn, reports: Sequence[Report], received_at: datetime)
             kvm = EXCLUDED.kvm, version = EXCLUDED.version, cpu_flags = EXCLUDED.cpu_flags,
             networks = EXCLUDED.networks, storage_domains = EXCLUDED.storage_domains,
             vms_running = EXCLUDED.vms_running, mem_free_mb = EXCLUDED.mem_free_mb,
-            error = EXCLUDED.error, init = EXCLUDED.init
+            error = EXCLUDED.error, init = EXCLUDED.init, repairable = EXCLUDED.repairable
         WHERE LEAST(reports.reported_at, reports.received_at) <= EXCLUDED.reported_at
         """,
         {"rows": Jsonb([report_to_json(r, received_at) for r in reports])},

@@ -80,6 +80,7 @@ def report_from_row(row: dict[str, Any]) -> Report | None:
         error=row["r_error"],
         source=row["r_source"],
         init=_init_from_json(row.get("r_init")),
+        repairable=frozenset(row.get("r_repairable") or ()),
     )
 
 
@@ -113,6 +114,7 @@ def report_as_dict(report: Report) -> dict[str, Any]:
         "vms_running": report.vms_running,
         "mem_free_mb": report.mem_free_mb,
         "error": report.error,
+        "repairable": sorted(report.repairable),
     }
 
 

@@ -150,12 +150,17 @@ def follow_monitoring(
 
 
 def reachable_inactive(conn: Conn, fresh_after: datetime) -> list[str]:
-    """Inactive domains with autorecovery on that some host's fresh report reaches again."""
+    """Inactive domains with autorecovery on that some host's fresh report reaches again.
+
+    A report that marks the domain ``repairable`` (its pool is stopped, its target there) counts:
+    the connect through that host repairs it.
+    """
     rows = run(
         conn,
         """
         SELECT DISTINCT d.id FROM storage_domains d
-        JOIN reports r ON r.storage_domains -> d.id = 'true'::jsonb
+        JOIN reports r ON (r.storage_domains -> d.id = 'true'::jsonb
+                           OR 'storage_domain:' || d.id = ANY(r.repairable))
         WHERE d.status = 'inactive' AND d.autorecovery AND r.agent_reachable
           AND r.reported_at >= %(fresh)s
           AND NOT EXISTS (SELECT 1 FROM sd_activations a WHERE a.sd_id = d.id
@@ -168,7 +173,7 @@ def reachable_inactive(conn: Conn, fresh_after: datetime) -> list[str]:
 
 
 def connect_targets(conn: Conn, sd_id: str, fresh_after: datetime) -> list[dict[str, Any]]:
-    """Hosts of the domain's clusters whose fresh report reaches it: up hosts first."""
+    """Hosts of the domain's clusters whose fresh report reaches it (or can repair it): up hosts first."""
     return run(
         conn,
         """
@@ -176,8 +181,10 @@ def connect_targets(conn: Conn, sd_id: str, fresh_after: datetime) -> list[dict[
         JOIN clusters c ON c.id = h.cluster_id AND %(sd)s = ANY(c.storage_domains)
         JOIN reports r ON r.host_id = h.id
         WHERE r.agent_reachable AND r.reported_at >= %(fresh)s
-          AND r.storage_domains -> %(sd)s = 'true'::jsonb AND h.status <> 'maintenance'
-        ORDER BY (h.status = 'up') DESC, h.id
+          AND (r.storage_domains -> %(sd)s = 'true'::jsonb
+               OR 'storage_domain:' || %(sd)s = ANY(r.repairable))
+          AND h.status <> 'maintenance'
+        ORDER BY (h.status = 'up') DESC, r.storage_domains -> %(sd)s = 'true'::jsonb DESC, h.id
         """,
         {"sd": sd_id, "fresh": fresh_after},
     ).fetchall()
