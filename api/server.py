@@ -1,4 +1,4 @@
-"""Run the API with uvicorn, bounded: header size, header-read and keep-alive timeouts,
+"""Run the API with uvicorn, bounded: header size, header-read, body-read and keep-alive timeouts,
 connections at once, and an access log that never shows a query string.
 """
 
@@ -26,11 +26,14 @@ class HeaderTimeoutProtocol(H11Protocol):
     """
 
     header_timeout_s: float = 10.0
+    #: A request's body must be in within this after its head (a slow upload holds a worker slot).
+    body_timeout_s: float = 30.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Start the clock for the first request's head."""
         super().connection_made(transport)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
         self._arm_header_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -40,6 +43,10 @@ class HeaderTimeoutProtocol(H11Protocol):
             self._arm_header_timer()
         else:
             self._disarm_header_timer()
+        if self.conn.their_state is h11.SEND_BODY:
+            self._arm_body_timer()
+        else:
+            self._disarm_body_timer()
 
     def on_response_complete(self) -> None:
         """After a response, the keep-alive timeout guards an idle connection, not this clock."""
@@ -47,8 +54,9 @@ class HeaderTimeoutProtocol(H11Protocol):
         self._disarm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Forget the clock."""
+        """Forget the clocks."""
         self._disarm_header_timer()
+        self._disarm_body_timer()
         super().connection_lost(exc)
 
     def _arm_header_timer(self) -> None:
@@ -60,6 +68,26 @@ class HeaderTimeoutProtocol(H11Protocol):
         if timer is not None:
             timer.cancel()
             self._header_timer = None
+
+    def _arm_body_timer(self) -> None:
+        if getattr(self, "_body_timer", None) is None:
+            self._body_timer = self.loop.call_later(self.body_timeout_s, self._body_timeout)
+
+    def _disarm_body_timer(self) -> None:
+        timer = getattr(self, "_body_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._body_timer = None
+
+    def _body_timeout(self) -> None:
+        self._body_timer = None
+        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            log.info(
+                "closing a connection from %s: request body not in within %.0fs",
+                self.client,
+                self.body_timeout_s,
+            )
+            self.transport.close()
 
     def _header_timeout(self) -> None:
         self._header_timer = None
@@ -86,7 +114,9 @@ class RedactQuery(logging.Filter):
 def uvicorn_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
     """The uvicorn configuration of the API, from the settings."""
     protocol = type(
-        "BoundedH11Protocol", (HeaderTimeoutProtocol,), {"header_timeout_s": settings.api_header_timeout_s}
+        "BoundedH11Protocol",
+        (HeaderTimeoutProtocol,),
+        {"header_timeout_s": settings.api_header_timeout_s, "body_timeout_s": settings.api_body_timeout_s},
     )
     options: dict[str, Any] = {
         "host": settings.api_host,

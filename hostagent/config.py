@@ -37,6 +37,12 @@ class ServerConfig(_Section):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     max_body_bytes: StrictInt = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
+    #: A connection gets this long to send a whole request head (slow clients are closed).
+    header_timeout_s: StrictFloat = Field(default=10.0, gt=0, le=300)
+    #: Connections at once (lowered to fit the process's open-file limit).
+    max_connections: StrictInt = Field(default=512, ge=16, le=65536)
+    #: Connections of one client address still sending their request head (past it, its oldest goes).
+    max_pending_per_client: StrictInt = Field(default=32, ge=1, le=65536)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServerConfig:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from models.domain import Report, RunningInit
+from models.domain import AgentState, Report, RunningInit
 from models.errors import BadReport
 
 MAX_ID_LEN = 200
@@ -125,6 +125,18 @@ def _running_init(data: Mapping[str, Any]) -> RunningInit | None:
         activation_id=_text(value, "activation_id", "init.activation_id"),
         fence=_int(value, "fence", MAX_FENCE, "init.fence"),
         started_at=None if started is None else parse_time(started, "init.started_at"),
+    )
+
+
+def parse_agent_state(value: object) -> AgentState | None:
+    """The report's ``agent`` field: null/absent, or ``{"state_id", "highest_fence"}``."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise BadReport("agent", "must be null or an object")
+    return AgentState(
+        state_id=_text(value, "state_id", "agent.state_id"),
+        highest_fence=_int(value, "highest_fence", MAX_FENCE, "agent.highest_fence"),
     )
 
 
@@ -252,6 +264,7 @@ def parse_report(
         protocol=_protocol(data),
         init=_running_init(data),
         details=parse_details(data.get("details")),
+        agent=parse_agent_state(data.get("agent")),
         repairable=parse_repairable(data.get("repairable")),
     )
 

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import msgspec
 
-from models.domain import Report, RunningInit
+from models.domain import AgentState, Report, RunningInit
 from models.errors import BadReport
 from models.report import (
     DEFAULT_MAX_SKEW_S,
@@ -43,6 +43,11 @@ class _InitWire(msgspec.Struct):
     started_at: str | None = None
 
 
+class _AgentWire(msgspec.Struct):
+    state_id: _Id
+    highest_fence: Annotated[int, msgspec.Meta(ge=0, le=MAX_FENCE)]
+
+
 class _ReportWire(msgspec.Struct):
     host_id: _Id
     reported_at: str
@@ -56,6 +61,7 @@ class _ReportWire(msgspec.Struct):
     protocol: Annotated[int, msgspec.Meta(ge=1)] = 1
     init: _InitWire | None = None
     details: dict[str, str] | None = None
+    agent: _AgentWire | None = None
     repairable: list[str] | None = None
 
 
@@ -124,6 +130,8 @@ def _has_bad_text(wire: _ReportWire) -> bool:
     names = [wire.host_id, wire.version, *wire.cpu_flags, *wire.networks, *wire.storage_domains]
     if wire.init is not None:
         names.append(wire.init.activation_id)
+    if wire.agent is not None:
+        names.append(wire.agent.state_id)
     text = "\n".join(names)
     if "\x00" in text:
         return True
@@ -166,5 +174,6 @@ def _from_wire(
         protocol=wire.protocol,
         init=init,
         details=parse_details(wire.details),
+        agent=None if wire.agent is None else AgentState(wire.agent.state_id, wire.agent.highest_fence),
         repairable=parse_repairable(wire.repairable),
     )

@@ -67,6 +67,7 @@ class MemoryState:
     charges: dict[int, dict[str, Any]] = field(default_factory=dict)
     charge_seq: int = 0
     ticks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    housekeeping: dict[str, Any] = field(default_factory=lambda: {"holder": None, "until": None})
 
 
 class MemoryConn:

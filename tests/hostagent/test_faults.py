@@ -87,7 +87,8 @@ def test_a_v1_connect_without_an_activation_id_is_a_connect_of_its_own(running: 
     ],
 )
 def test_a_mistyped_state_file_is_a_named_error(tmp_path: Path, document: dict[str, Any], entry: str) -> None:
-    (tmp_path / "state.json").write_text(json.dumps(document))
+    whole = {"state_id": "s1", "fences": {}, "records": [], **document}
+    (tmp_path / "state.json").write_text(json.dumps(whole))
     with pytest.raises(InvalidInput) as info:
         ProtocolState(DiskStore(tmp_path), lambda: datetime.now(UTC))
     assert info.value.field == "state_dir"

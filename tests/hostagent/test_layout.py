@@ -43,6 +43,7 @@ def test_the_protocol_core_needs_neither_libvirt_nor_a_web_framework() -> None:
             "datetime",
             "pathlib",
             "typing",
+            "uuid",
             "hostagent",
             "models",
         }, roots

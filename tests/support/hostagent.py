@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from hostagent.config import AgentConfig, parse_config
+from hostagent.persist import DiskStore
 from tests.support.processes import REPO, Proc, spawn
 
 NODE_TEMPLATE = Path(__file__).with_name("agent_node.xml")
@@ -172,6 +173,9 @@ def make_tree(root: Path) -> HostTree:
     token = root / "token"
     token.write_text(TOKEN + "\n")
     token.chmod(0o600)
+    # Installed as an operator would: the agent's state created once (``--new-state``).
+    (root / "state").mkdir(mode=0o700)
+    DiskStore(root / "state").create()
     return tree
 
 

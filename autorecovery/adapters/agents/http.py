@@ -25,6 +25,7 @@ from autorecovery.adapters.agents.addresses import (
     RefusedAddress,
     check_resolved,
     check_target,
+    may_send_credential,
 )
 from autorecovery.adapters.agents.answers import (
     busy_holder,
@@ -34,7 +35,8 @@ from autorecovery.adapters.agents.answers import (
     json_object,
 )
 from autorecovery.adapters.agents.body import ACCEPT_ENCODING, DEFAULT_MAX_BYTES, BoundedBody
-from models.agent_url import AgentUrlPolicy
+from models.agent_url import AgentUrlPolicy, IPNetwork
+from models.credentials import AgentCredentials
 from models.domain import Report
 from models.errors import AgentBusy, AgentUnavailable, BadReport, InitOutcomeUnknown, StaleFence
 from models.report import DEFAULT_MAX_SKEW_S, bad_report, unreachable_report
@@ -46,7 +48,11 @@ _CHUNK = 64 * 1024
 
 
 class HttpAgentClient:
-    """The real agent client; the agent token is sent on every call and never shown."""
+    """The real agent client; each host's credential is sent on its calls only, and never shown.
+
+    A credential goes only over https://, to a loopback address, or to an address in
+    ``plain_http_networks``; any other call is refused before it is made.
+    """
 
     def __init__(
         self,
@@ -60,6 +66,8 @@ class HttpAgentClient:
         max_report_bytes: int = DEFAULT_MAX_BYTES,
         max_skew_s: float = DEFAULT_MAX_SKEW_S,
         url_policy: AgentUrlPolicy = AgentUrlPolicy(),  # noqa: B008 - frozen
+        credentials: AgentCredentials | None = None,
+        plain_http_networks: tuple[IPNetwork, ...] = (),
     ) -> None:
         self.report_timeout_s = report_timeout_s
         self.init_timeout_s = init_timeout_s
@@ -69,8 +77,8 @@ class HttpAgentClient:
         self.max_skew_s = max_skew_s
         self.url_policy = url_policy
         self._headers = {"Accept-Encoding": ACCEPT_ENCODING}
-        if token:
-            self._headers["Authorization"] = f"Bearer {token}"
+        self.credentials = credentials or AgentCredentials(fleet_token=token or None)
+        self.plain_http_networks = plain_http_networks
         self._ssl = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
         self._client = httpx.Client(
             timeout=httpx.Timeout(init_timeout_s, connect=report_timeout_s),
@@ -80,11 +88,24 @@ class HttpAgentClient:
         )
 
     def __repr__(self) -> str:
-        return f"HttpAgentClient(concurrency={self.concurrency}, token={'set' if self._auth else 'unset'})"
+        return f"HttpAgentClient(concurrency={self.concurrency}, {self.credentials!r})"
 
-    @property
-    def _auth(self) -> bool:
-        return "Authorization" in self._headers
+    def _auth(self, target: Target, url: str) -> list[dict[str, str]]:
+        """Headers to try in turn (the previous key's token only after a 401).
+
+        Raises:
+            RefusedAddress: a credential would go over plain http to a non-loopback address
+                outside ``plain_http_networks``.
+        """
+        tokens = self.credentials.tokens(target.host_id)
+        if not tokens:
+            return [{}]
+        if not may_send_credential(url, self.plain_http_networks):
+            raise RefusedAddress(
+                f"{url}: the agent credential goes only over https://, to a loopback address, or to "
+                "AUTORECOVERY_AGENT_PLAIN_HTTP_NETWORKS"
+            )
+        return [{"Authorization": f"Bearer {token}"} for token in tokens]
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -117,15 +138,20 @@ class HttpAgentClient:
         url = _url(target, "/report")
         try:
             check_target(self.url_policy, url)
-            async with session.get(url, allow_redirects=False) as resp:
-                if resp.status != 200:
-                    return _not_ok(target, now, resp.status, resp.headers.get("Location"))
-                body = BoundedBody(
-                    resp.headers.get("Content-Encoding"), self.max_report_bytes, resp.content_length
-                )
-                async for chunk in resp.content.iter_chunked(_CHUNK):
-                    body.feed(chunk)
-                raw = body.content()
+            attempts = self._auth(target, url)
+            for n, headers in enumerate(attempts, 1):
+                async with session.get(url, allow_redirects=False, headers=headers) as resp:
+                    if resp.status == 401 and n < len(attempts):
+                        continue  # a key rotation: this agent still holds the previous key's token
+                    if resp.status != 200:
+                        return _not_ok(target, now, resp.status, resp.headers.get("Location"))
+                    body = BoundedBody(
+                        resp.headers.get("Content-Encoding"), self.max_report_bytes, resp.content_length
+                    )
+                    async for chunk in resp.content.iter_chunked(_CHUNK):
+                        body.feed(chunk)
+                    raw = body.content()
+                    break
         except BadReport as exc:
             return self._bad(target, now, exc)
         except TimeoutError:  # the whole pull, a dripping body included
@@ -142,7 +168,7 @@ class HttpAgentClient:
         """Pull one report synchronously (the activation's fresh re-check), with the same limits."""
         url = _url(target, "/report")
         try:
-            status, location, raw = self._exchange("GET", url, None, self.report_timeout_s, {200})
+            status, location, raw = self._exchange(target, "GET", url, None, self.report_timeout_s, {200})
         except BadReport as exc:
             return self._bad(target, now, exc)
         except (httpx.HTTPError, OSError) as exc:
@@ -164,14 +190,17 @@ class HttpAgentClient:
 
     def _exchange(
         self,
+        target: Target,
         method: str,
         url: str,
         body: dict[str, Any] | None,
         timeout_s: float,
         read: set[int],
-        headers: dict[str, str] | None = None,
+        extra: dict[str, str] | None = None,
     ) -> tuple[int, str | None, bytes]:
         """One bounded call: the status, the Location header, and the body when status in ``read``.
+
+        ``extra`` headers (``Prefer``) go with the authorisation.
 
         Raises:
             RefusedAddress: the URL policy forbids the agent's address.
@@ -179,6 +208,22 @@ class HttpAgentClient:
             httpx.HTTPError: as httpx raises; a drip past ``timeout_s`` is a ``ReadTimeout``.
         """
         check_resolved(self.url_policy, url)
+        attempts = [{**h, **(extra or {})} for h in self._auth(target, url)]
+        for headers in attempts[:-1]:  # a key rotation: try the current key's token first
+            status, location, raw = self._exchange_once(method, url, body, timeout_s, read, headers)
+            if status != 401:
+                return status, location, raw
+        return self._exchange_once(method, url, body, timeout_s, read, attempts[-1])
+
+    def _exchange_once(
+        self,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None,
+        timeout_s: float,
+        read: set[int],
+        headers: dict[str, str],
+    ) -> tuple[int, str | None, bytes]:
         deadline = time.monotonic() + timeout_s
         timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, self.report_timeout_s))
         with self._client.stream(method, url, json=body, timeout=timeout, headers=headers) as resp:
@@ -200,42 +245,45 @@ class HttpAgentClient:
 
     def init(self, target: Target, fence: int, activation_id: str) -> InitResult:
         """POST /init with the fencing token, retrying connection failures with backoff."""
-        return self._fenced_post(_url(target, "/init"), {"fence": fence, "activation_id": activation_id})
+        return self._fenced_post(
+            target, _url(target, "/init"), {"fence": fence, "activation_id": activation_id}
+        )
 
     def start_init(self, target: Target, fence: int, activation_id: str) -> InitResult | None:
         """POST /init with ``Prefer: respond-async``: None when the agent runs it (202)."""
-        return self._fenced_post(
-            _url(target, "/init"), {"fence": fence, "activation_id": activation_id}, respond_async=True
-        )
+        body = {"fence": fence, "activation_id": activation_id}
+        return self._fenced_post(target, _url(target, "/init"), body, respond_async=True)
 
     def connect_storage_domain(
         self, target: Target, sd_id: str, fence: int, activation_id: str
     ) -> InitResult:
         """POST /storage-domains/{id}/connect with the domain's fencing token."""
         return self._fenced_post(
+            target,
             _url(target, f"/storage-domains/{sd_id}/connect"),
             {"fence": fence, "activation_id": activation_id},
         )
 
     def _call(
-        self, method: str, url: str, body: dict[str, Any] | None, read: set[int]
+        self, target: Target, method: str, url: str, body: dict[str, Any] | None, read: set[int]
     ) -> tuple[int, object]:
         """A short v2 call; AgentUnavailable when it fails or its answer is over the limits."""
         try:
-            status, _, raw = self._exchange(method, url, body, self.report_timeout_s, read)
+            status, _, raw = self._exchange(target, method, url, body, self.report_timeout_s, read)
         except (httpx.HTTPError, OSError, BadReport) as exc:
             raise AgentUnavailable(f"{url}: {failure_text(exc)}") from exc
         return status, json_object(raw, url) if status in read else None
 
     def init_status(self, target: Target, activation_id: str) -> InitStatus | None:
         """GET /init/{activation_id}: how a v2 agent's init went; None when it has no record."""
-        return self._status(_url(target, f"/init/{activation_id}"), activation_id)
+        return self._status(target, _url(target, f"/init/{activation_id}"), activation_id)
 
     def start_connect(
         self, target: Target, sd_id: str, fence: int, activation_id: str
     ) -> InitResult | None:
         """POST /storage-domains/{id}/connect with ``Prefer: respond-async``: None on 202."""
         return self._fenced_post(
+            target,
             _url(target, f"/storage-domains/{sd_id}/connect"),
             {"fence": fence, "activation_id": activation_id},
             respond_async=True,
@@ -243,10 +291,12 @@ class HttpAgentClient:
 
     def connect_status(self, target: Target, sd_id: str, activation_id: str) -> InitStatus | None:
         """GET /storage-domains/{sd_id}/connect/{activation_id}: how a connect went."""
-        return self._status(_url(target, f"/storage-domains/{sd_id}/connect/{activation_id}"), activation_id)
+        return self._status(
+            target, _url(target, f"/storage-domains/{sd_id}/connect/{activation_id}"), activation_id
+        )
 
-    def _status(self, url: str, activation_id: str) -> InitStatus | None:
-        status, data = self._call("GET", url, None, {200})
+    def _status(self, target: Target, url: str, activation_id: str) -> InitStatus | None:
+        status, data = self._call(target, "GET", url, None, {200})
         if status == 404:
             return None
         if status != 200 or not isinstance(data, dict):
@@ -266,7 +316,7 @@ class HttpAgentClient:
     def raise_fence(self, target: Target, fence: int) -> int | None:
         """POST /fence: raise the highest fence the agent accepts; None from a v1 agent."""
         url = _url(target, "/fence")
-        status, data = self._call("POST", url, {"fence": fence}, {200})
+        status, data = self._call(target, "POST", url, {"fence": fence}, {200})
         if status in (404, 405):
             return None
         value = highest(data) if status == 200 else None
@@ -275,12 +325,14 @@ class HttpAgentClient:
         return value
 
     @overload
-    def _fenced_post(self, url: str, body: dict[str, Any]) -> InitResult: ...
+    def _fenced_post(self, target: Target, url: str, body: dict[str, Any]) -> InitResult: ...
     @overload
-    def _fenced_post(self, url: str, body: dict[str, Any], *, respond_async: bool) -> InitResult | None: ...
+    def _fenced_post(
+        self, target: Target, url: str, body: dict[str, Any], *, respond_async: bool
+    ) -> InitResult | None: ...
 
     def _fenced_post(
-        self, url: str, body: dict[str, Any], *, respond_async: bool = False
+        self, target: Target, url: str, body: dict[str, Any], *, respond_async: bool = False
     ) -> InitResult | None:
         @retry(
             # Only failures to connect: a request that may have reached the agent is not sent
@@ -292,7 +344,9 @@ class HttpAgentClient:
         )
         def post() -> tuple[int, str | None, bytes]:
             headers = {"Prefer": "respond-async"} if respond_async else None
-            return self._exchange("POST", url, body, self.init_timeout_s, {200, 202, 409, 503}, headers)
+            return self._exchange(
+                target, "POST", url, body, self.init_timeout_s, {200, 202, 409, 503}, headers
+            )
 
         try:
             status, _, raw = post()

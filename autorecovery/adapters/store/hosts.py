@@ -16,10 +16,15 @@ from autorecovery.adapters.store.clusters import delete_cluster as delete_cluste
 from autorecovery.adapters.store.clusters import get_cluster as get_cluster
 from autorecovery.adapters.store.clusters import upsert_cluster as upsert_cluster
 from autorecovery.adapters.store.db import Conn, run
+from autorecovery.adapters.store.fences import clear_agent_hold as clear_agent_hold
 from autorecovery.adapters.store.fences import clear_fence_pending as clear_fence_pending
+from autorecovery.adapters.store.fences import fence_push_failed as fence_push_failed
+from autorecovery.adapters.store.fences import hold_agent as hold_agent
 from autorecovery.adapters.store.fences import hold_init as hold_init
+from autorecovery.adapters.store.fences import issued_fence as issued_fence
 from autorecovery.adapters.store.fences import pending_fences as pending_fences
 from autorecovery.adapters.store.fences import raise_fence as raise_fence
+from autorecovery.adapters.store.fences import set_agent_state as set_agent_state
 from autorecovery.adapters.store.rows import host_row, report_to_json
 from autorecovery.ports import FencePush as FencePush
 from autorecovery.ports import HostRow as HostRow  # re-exported: callers import it from here
@@ -31,6 +36,7 @@ SELECT h.id, h.cluster_id, h.agent_url, h.status, h.reason, h.detail, h.autoreco
        h.status_changed_at, h.fence, h.last_decision, h.last_decision_detail, h.last_decision_at,
        h.failures, h.next_attempt_at, h.quarantined_at, h.quarantine_reason, h.subject,
        h.error_until, h.init_hold_until, h.adopt, h.last_clean_at,
+       h.agent_hold, h.agent_hold_detail, h.agent_state_id,
        EXISTS (SELECT 1 FROM activations a
                WHERE a.host_id = h.id AND a.state IN ('queued', 'sending', 'sent')) AS in_flight,
        (SELECT a.id FROM activations a
@@ -214,20 +220,29 @@ def apply_transitions(conn: Conn, changes: Sequence[Transition], now: datetime, 
 
 
 def record_decisions(conn: Conn, decisions: Sequence[Decision], now: datetime) -> int:
-    """Store each host's latest decision, writing only those that changed."""
+    """Store each host's latest decision, writing only those that changed.
+
+    With it goes whether the decision means a clean report (``Decision.is_clean``), from which a
+    trigger keeps when the host's fault cleared (migration 0016).
+    """
     if not decisions:
         return 0
     cur = run(
         conn,
         """
         UPDATE hosts h SET last_decision = v.code, last_decision_detail = v.detail,
-            last_decision_at = %(now)s
-        FROM jsonb_to_recordset(%(rows)s) AS v(host_id text, code text, detail text)
+            last_decision_clean = v.clean, last_decision_at = %(now)s
+        FROM jsonb_to_recordset(%(rows)s) AS v(host_id text, code text, detail text, clean boolean)
         WHERE h.id = v.host_id AND (h.last_decision IS DISTINCT FROM v.code
                                     OR h.last_decision_detail IS DISTINCT FROM v.detail)
         """,
         {
-            "rows": Jsonb([{"host_id": d.host_id, "code": d.code, "detail": d.detail} for d in decisions]),
+            "rows": Jsonb(
+                [
+                    {"host_id": d.host_id, "code": d.code, "detail": d.detail, "clean": d.is_clean}
+                    for d in decisions
+                ]
+            ),
             "now": now,
         },
     )
@@ -320,19 +335,24 @@ __all__ = [
     "apply_transitions",
     "batch_after",
     "batch_between",
+    "clear_agent_hold",
     "clear_fence_pending",
+    "fence_push_failed",
     "count_by_status",
     "delete_cluster",
     "delete_host",
     "existing_ids",
     "get_cluster",
     "get_host",
+    "hold_agent",
     "hold_init",
     "insert_host",
+    "issued_fence",
     "list_hosts",
     "pending_fences",
     "raise_fence",
     "record_decisions",
+    "set_agent_state",
     "set_agent_url",
     "set_autorecovery",
     "set_status",

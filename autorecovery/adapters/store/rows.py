@@ -39,6 +39,8 @@ def host_from_row(row: dict[str, Any]) -> Host:
         error_until=row.get("error_until"),
         init_hold_until=row.get("init_hold_until"),
         adopt=bool(row.get("adopt", False)),
+        agent_hold=row.get("agent_hold"),
+        agent_state_id=row.get("agent_state_id"),
     )
 
 
@@ -53,6 +55,7 @@ def host_state_from_row(row: dict[str, Any]) -> HostState:
         report_received_at=row.get("r_received_at"),
         in_flight_id=row.get("in_flight_id"),
         last_clean_at=row.get("last_clean_at"),
+        agent_hold_detail=row.get("agent_hold_detail"),
         report_heard_at=row.get("r_heard_at"),
     )
 

@@ -136,6 +136,9 @@ def follow_monitoring(
                               ELSE 'no up host reached it since '
                                    || coalesce(cur.last_seen_at::text, 'registration') END
             FROM cur WHERE d.id = cur.id AND (cur.is_seen OR cur.new_status <> cur.old_status)
+              -- Re-checked on the row as committed meanwhile: a status an admin set while this
+              -- statement waited for the row (maintenance) is left alone, not overwritten.
+              AND d.status = cur.old_status
             RETURNING d.id, cur.old_status, cur.new_status, d.detail),
         aud AS (
             INSERT INTO audit_log (at, object_type, object_id, event, actor, reason, details)
@@ -246,6 +249,7 @@ def begin_activation(conn: Conn, activation_id: str, now: datetime | None = None
         WITH a AS (SELECT id, sd_id FROM sd_activations
                    WHERE id = %(id)s AND state IN ('queued', 'sending') FOR UPDATE),
         f AS (UPDATE storage_domains d SET fence = d.fence + 1 FROM a WHERE d.id = a.sd_id
+              AND d.fence < 9223372036854775807  -- bigint: no fence past it is ever issued
               RETURNING d.fence)
         UPDATE sd_activations SET state = 'sending', fence = f.fence, started_at = now()
         FROM f, a WHERE sd_activations.id = a.id RETURNING sd_activations.fence
@@ -348,7 +352,8 @@ def reap_activations(conn: Conn, *, now: datetime, queued_ttl_s: float, running_
         ab AS (UPDATE sd_activations a SET state = 'abandoned', outcome = 'abandoned',
                    ended_at = %(now)s
                FROM stale WHERE a.id = stale.id RETURNING a.sd_id),
-        f AS (UPDATE storage_domains d SET fence = d.fence + 1 FROM ab WHERE d.id = ab.sd_id
+        f AS (UPDATE storage_domains d SET fence = LEAST(d.fence, 9223372036854775806) + 1
+              FROM ab WHERE d.id = ab.sd_id
               RETURNING d.id)
         SELECT count(*) AS n FROM f
         """,

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from autorecovery.adapters.agents import InitResult, InitStatus, Target
+from autorecovery.services.activation import agent_fence
 from autorecovery.services.activation.kinds import ActivationRef, Closing, Outcome, Run
 from models.assessment import assess
 from models.domain import ActivationState, Cluster, Host, HostStatus, Reason
@@ -71,7 +72,6 @@ class HostEnd:
     """A host's new status when its activation closes (None: left as it is)."""
 
     status: HostStatus | None = None
-    raise_fence_to: int | None = None
     #: No new init to the host before this time (an init's outcome was not seen).
     hold_until: datetime | None = None
     #: The init's outcome was never seen: back the host off (an automatic one), uncharged.
@@ -90,7 +90,7 @@ def send_init(kind: HostKind, run: Run, subject: Subject) -> Outcome:
         else:
             result = kind.agents.init(subject.target, run.fence, run.activation_id)
     except StaleFence as exc:
-        return _refused(kind, run, subject, exc)
+        return agent_fence.refused(kind, run, subject, exc)
     except AgentBusy as exc:
         # Another init runs on the host: a hold, not a failure; the host goes back as it was.
         log.info("host %s: agent busy with activation %s; not charged", run.object_id, exc.activation_id)
@@ -195,18 +195,6 @@ def _asked(kind: HostKind, run: Run, subject: Subject, result: InitResult) -> Ou
             },
         )
     return conclude(kind, run, subject, result)
-
-
-def _refused(kind: HostKind, run: Run, subject: Subject, exc: StaleFence) -> Outcome:
-    log.warning(
-        "host %s: agent refused fence %s (highest accepted %s)", run.object_id, run.fence, exc.highest
-    )
-    # If PostgreSQL still has our fence, its counter is behind the agent's (a restored
-    # database): record the failure and move the counter past the agent's.
-    detail = f"agent refused fence {run.fence}: {exc}"
-    closing = Closing(ActivationState.FAILED, "stale_fence", detail, reason=Reason.ACTIVATION_FAILED.value)
-    end = HostEnd(HostStatus.NON_OPERATIONAL, raise_fence_to=exc.highest)
-    return kind.core.close(kind, run, closing, kind.writes(run, subject, closing, end))
 
 
 def _unknown(kind: HostKind, run: Run, subject: Subject, detail: str) -> Outcome:

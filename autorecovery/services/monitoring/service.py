@@ -1,10 +1,11 @@
 """The monitoring tick as a coordinator and batches that any worker process runs.
 
 ``tick`` claims one tick per interval (a duplicate beat or redelivery notices and stops; a tick
-still running is not piled on), does the per-tick housekeeping, cuts the fleet into batches and
-sends them. ``run_batch`` pulls, stores, transitions and decides one batch; the batch that
-completes its tick closes it (observer gate, incidents, storage domains, one admission under the
-caps). Without a batch sender the batches run inline, one after the other, in this process.
+still running is not piled on), cuts the fleet into batches and sends them: claim plus dispatch (the
+housekeeping runs in a task of its own, ``services/housekeeping.py``). ``run_batch`` pulls, stores,
+transitions and decides one batch; the batch that completes its tick closes it (observer gate,
+incidents, storage domains, one admission under the caps). Without a batch sender the batches run
+inline, one after the other, in this process.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from autorecovery.adapters.agents import AgentClient
 from autorecovery.adapters.store import PG_REPOS, Repos
 from autorecovery.adapters.store.db import STATEMENTS, Database
-from autorecovery.adapters.store.ticks import FINISH_BATCH_STATEMENTS
+from autorecovery.adapters.store.ticks import FINISH_BATCH_STATEMENTS, BatchDone
 from autorecovery.services import Clock, Enqueuer
 from autorecovery.services.monitoring.batch import assess_batch, load_context, record_batch
 from autorecovery.services.monitoring.closing import Closer
@@ -28,7 +29,6 @@ from autorecovery.services.monitoring.config import (
     TickConfig,
     TickResult,
 )
-from autorecovery.services.reaper import Reaper
 from models.errors import BrokerUnavailable, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,6 @@ class MonitoringService:
         self.cfg = cfg
         self.clock = clock
         self.send_batch = send_batch
-        self.reaper = Reaper(db, agents, enqueue, cfg.reaper, repos)
         self.closer = Closer(db, repos, enqueue, cfg, clock, redis_ping, queue_domains)
         self._inline: list[TickResult] = []
 
@@ -90,10 +89,7 @@ class MonitoringService:
             raise
 
     def _start(self, result: TickResult, bounds: tuple[str, ...], statements_before: int) -> TickResult:
-        """Housekeeping once per tick, then the batches: sent, or run here."""
-        housekeeping = self.reaper.run(self.clock())
-        result.reaped, result.resent = housekeeping.reaped, housekeeping.resent
-        result.fences_pushed, result.fences_failed = housekeeping.fences_pushed, housekeeping.fences_failed
+        """Note the claim, then the batches: sent, or run here."""
         result.statements = STATEMENTS.count - statements_before + 1  # and the note below
         with self.db.transaction() as conn:
             self.repos.ticks.note(conn, result.tick_id, result.as_dict())
@@ -156,16 +152,21 @@ class MonitoringService:
         pulled, evaluations, outcome = assess_batch(batch, context, self.agents, self.cfg, self.clock)
         now = self.clock()
         with self.db.transaction() as conn:
-            outcome.counts["transitions"] = record_batch(conn, self.repos, batch, pulled, evaluations, now)
-        # The statements that record the batch in its tick are counted too.
-        outcome.counts["statements"] = STATEMENTS.count - statements_before + FINISH_BATCH_STATEMENTS
-        with self.db.transaction() as conn:
-            done = self.repos.ticks.finish_batch(
-                conn, spec.tick_id, spec.idx, outcome.counts, outcome.candidates
-            )
+            # Under the tick's row lock: a batch whose tick ended meanwhile writes nothing.
+            if self.repos.ticks.hold_running(conn, spec.tick_id):
+                outcome.counts["transitions"] = record_batch(
+                    conn, self.repos, batch, pulled, evaluations, now
+                )
+                # The statements that record the batch in its tick are counted too.
+                outcome.counts["statements"] = STATEMENTS.count - statements_before + FINISH_BATCH_STATEMENTS
+                done = self.repos.ticks.finish_batch(
+                    conn, spec.tick_id, spec.idx, outcome.counts, outcome.candidates
+                )
+            else:
+                done = BatchDone(recorded=False, closes=False)
         if not done.recorded:
             log.info(
-                "tick %s: batch %d ran after its tick ended; its results stay unadmitted",
+                "tick %s: batch %d ran after its tick ended; nothing of it is written",
                 spec.tick_id,
                 spec.idx,
             )
