@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, overload
 
 import aiohttp
 import httpx
@@ -196,8 +196,11 @@ class HttpAgentClient:
         body: dict[str, Any] | None,
         timeout_s: float,
         read: set[int],
+        extra: dict[str, str] | None = None,
     ) -> tuple[int, str | None, bytes]:
         """One bounded call: the status, the Location header, and the body when status in ``read``.
+
+        ``extra`` headers (``Prefer``) go with the authorisation.
 
         Raises:
             RefusedAddress: the URL policy forbids the agent's address.
@@ -205,7 +208,7 @@ class HttpAgentClient:
             httpx.HTTPError: as httpx raises; a drip past ``timeout_s`` is a ``ReadTimeout``.
         """
         check_resolved(self.url_policy, url)
-        attempts = self._auth(target, url)
+        attempts = [{**h, **(extra or {})} for h in self._auth(target, url)]
         for headers in attempts[:-1]:  # a key rotation: try the current key's token first
             status, location, raw = self._exchange_once(method, url, body, timeout_s, read, headers)
             if status != 401:
@@ -246,6 +249,11 @@ class HttpAgentClient:
             target, _url(target, "/init"), {"fence": fence, "activation_id": activation_id}
         )
 
+    def start_init(self, target: Target, fence: int, activation_id: str) -> InitResult | None:
+        """POST /init with ``Prefer: respond-async``: None when the agent runs it (202)."""
+        body = {"fence": fence, "activation_id": activation_id}
+        return self._fenced_post(target, _url(target, "/init"), body, respond_async=True)
+
     def connect_storage_domain(
         self, target: Target, sd_id: str, fence: int, activation_id: str
     ) -> InitResult:
@@ -268,7 +276,26 @@ class HttpAgentClient:
 
     def init_status(self, target: Target, activation_id: str) -> InitStatus | None:
         """GET /init/{activation_id}: how a v2 agent's init went; None when it has no record."""
-        url = _url(target, f"/init/{activation_id}")
+        return self._status(target, _url(target, f"/init/{activation_id}"), activation_id)
+
+    def start_connect(
+        self, target: Target, sd_id: str, fence: int, activation_id: str
+    ) -> InitResult | None:
+        """POST /storage-domains/{id}/connect with ``Prefer: respond-async``: None on 202."""
+        return self._fenced_post(
+            target,
+            _url(target, f"/storage-domains/{sd_id}/connect"),
+            {"fence": fence, "activation_id": activation_id},
+            respond_async=True,
+        )
+
+    def connect_status(self, target: Target, sd_id: str, activation_id: str) -> InitStatus | None:
+        """GET /storage-domains/{sd_id}/connect/{activation_id}: how a connect went."""
+        return self._status(
+            target, _url(target, f"/storage-domains/{sd_id}/connect/{activation_id}"), activation_id
+        )
+
+    def _status(self, target: Target, url: str, activation_id: str) -> InitStatus | None:
         status, data = self._call(target, "GET", url, None, {200})
         if status == 404:
             return None
@@ -297,7 +324,16 @@ class HttpAgentClient:
             raise AgentUnavailable(f"{url}: answer has no integer 'highest' (HTTP {status})")
         return value
 
-    def _fenced_post(self, target: Target, url: str, body: dict[str, Any]) -> InitResult:
+    @overload
+    def _fenced_post(self, target: Target, url: str, body: dict[str, Any]) -> InitResult: ...
+    @overload
+    def _fenced_post(
+        self, target: Target, url: str, body: dict[str, Any], *, respond_async: bool
+    ) -> InitResult | None: ...
+
+    def _fenced_post(
+        self, target: Target, url: str, body: dict[str, Any], *, respond_async: bool = False
+    ) -> InitResult | None:
         @retry(
             # Only failures to connect: a request that may have reached the agent is not sent
             # twice (a second init with the same fence would run beside the first).
@@ -307,7 +343,10 @@ class HttpAgentClient:
             reraise=True,
         )
         def post() -> tuple[int, str | None, bytes]:
-            return self._exchange(target, "POST", url, body, self.init_timeout_s, {200, 409, 503})
+            headers = {"Prefer": "respond-async"} if respond_async else None
+            return self._exchange(
+                target, "POST", url, body, self.init_timeout_s, {200, 202, 409, 503}, headers
+            )
 
         try:
             status, _, raw = post()
@@ -318,18 +357,30 @@ class HttpAgentClient:
             raise InitOutcomeUnknown(f"{url}: {failure_text(exc)}") from exc
         except BadReport as exc:
             raise AgentUnavailable(f"{url}: answer {exc}") from exc
-        if status == 503:
-            _unavailable(raw, url)
-        if status not in (200, 409):
-            raise AgentUnavailable(f"{url}: HTTP {status}")
-        data = json_object(raw, url)
-        if status == 409:
-            _refused(data, raw, body["fence"])
-        if not isinstance(data.get("ok"), bool):
-            raise AgentUnavailable(f"{url}: answer has no boolean 'ok'")
-        if data["ok"]:
-            return InitResult(ok=True)
-        return InitResult(ok=False, reason=str(data.get("reason") or "general"), detail=data.get("detail"))
+        if respond_async and status == 202:
+            return None  # the agent runs the init; its outcome is asked for later
+        return _init_answer(url, body, status, raw)
+
+
+def _init_answer(url: str, body: dict[str, Any], status: int, raw: bytes) -> InitResult:
+    """Read an agent's answer to an init or connect call.
+
+    Raises:
+        StaleFence, AgentBusy: its 409 answers. InitOutcomeUnknown: a 503 ``outcome_unknown``.
+        AgentUnavailable: any other answer but a result.
+    """
+    if status == 503:
+        _unavailable(raw, url)
+    if status not in (200, 409):
+        raise AgentUnavailable(f"{url}: HTTP {status}")
+    data = json_object(raw, url)
+    if status == 409:
+        _refused(data, raw, body["fence"])
+    if not isinstance(data.get("ok"), bool):
+        raise AgentUnavailable(f"{url}: answer has no boolean 'ok'")
+    if data["ok"]:
+        return InitResult(ok=True)
+    return InitResult(ok=False, reason=str(data.get("reason") or "general"), detail=data.get("detail"))
 
 
 def _refused(data: dict[str, Any], raw: bytes, fence: int) -> NoReturn:

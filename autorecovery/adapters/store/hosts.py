@@ -16,7 +16,6 @@ from autorecovery.adapters.store.clusters import delete_cluster as delete_cluste
 from autorecovery.adapters.store.clusters import get_cluster as get_cluster
 from autorecovery.adapters.store.clusters import upsert_cluster as upsert_cluster
 from autorecovery.adapters.store.db import Conn, run
-from autorecovery.adapters.store.fences import FencePush as FencePush
 from autorecovery.adapters.store.fences import clear_agent_hold as clear_agent_hold
 from autorecovery.adapters.store.fences import clear_fence_pending as clear_fence_pending
 from autorecovery.adapters.store.fences import fence_push_failed as fence_push_failed
@@ -27,6 +26,7 @@ from autorecovery.adapters.store.fences import pending_fences as pending_fences
 from autorecovery.adapters.store.fences import raise_fence as raise_fence
 from autorecovery.adapters.store.fences import set_agent_state as set_agent_state
 from autorecovery.adapters.store.rows import host_row, report_to_json
+from autorecovery.ports import FencePush as FencePush
 from autorecovery.ports import HostRow as HostRow  # re-exported: callers import it from here
 from models.domain import Report
 from models.policy import Decision, Transition
@@ -38,9 +38,9 @@ SELECT h.id, h.cluster_id, h.agent_url, h.status, h.reason, h.detail, h.autoreco
        h.error_until, h.init_hold_until, h.adopt, h.last_clean_at,
        h.agent_hold, h.agent_hold_detail, h.agent_state_id,
        EXISTS (SELECT 1 FROM activations a
-               WHERE a.host_id = h.id AND a.state IN ('queued', 'running')) AS in_flight,
+               WHERE a.host_id = h.id AND a.state IN ('queued', 'sending', 'sent')) AS in_flight,
        (SELECT a.id FROM activations a
-        WHERE a.host_id = h.id AND a.state IN ('queued', 'running')) AS in_flight_id,
+        WHERE a.host_id = h.id AND a.state IN ('queued', 'sending', 'sent')) AS in_flight_id,
        r.reported_at AS r_reported_at, r.received_at AS r_received_at, r.source AS r_source,
        r.agent_reachable AS r_agent_reachable, r.kvm AS r_kvm, r.version AS r_version,
        r.cpu_flags AS r_cpu_flags, r.networks AS r_networks,
@@ -314,7 +314,7 @@ def delete_host(conn: Conn, host_id: str) -> bool:
         """
         DELETE FROM hosts WHERE id = %(id)s AND NOT EXISTS (
             SELECT 1 FROM activations a WHERE a.host_id = %(id)s
-                AND a.state IN ('queued', 'running'))
+                AND a.state IN ('queued', 'sending', 'sent'))
         """,
         {"id": host_id},
     )
