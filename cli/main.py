@@ -14,10 +14,9 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cli.tools import EXIT_ERROR, EXIT_OK, EXIT_USAGE, add_tool_commands
-from hostagent.cli import add_arguments as add_agent_arguments
 from models.errors import AutorecoveryError, InvalidInput
 
 if TYPE_CHECKING:
@@ -163,6 +162,30 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return run_agent(args)
 
 
+def cmd_no_agent(args: argparse.Namespace) -> int:
+    """Say that this installation has no host agent, and where it comes from."""
+    print(
+        "autorecovery: the host agent is not installed here (the control plane's image carries "
+        "none); on a hypervisor install the autorecovery-agent package (docs/agent.md)",
+        file=sys.stderr,
+    )
+    return EXIT_USAGE
+
+
+def add_agent_command(sub: Any) -> None:
+    """Add ``agent``: the host agent's own options where it is installed, else a pointer to it."""
+    agent = sub.add_parser(
+        "agent", help="run the host agent on this KVM host (or install autorecovery-agent alone)"
+    )
+    try:
+        from hostagent.cli import add_arguments
+    except ImportError:  # a control-plane install (the image): the agent ships on its own
+        agent.set_defaults(handler=cmd_no_agent)
+        return
+    add_arguments(agent)
+    agent.set_defaults(handler=cmd_agent)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of every command."""
     parser = argparse.ArgumentParser(prog="autorecovery", description=__doc__)
@@ -190,11 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     ).set_defaults(handler=cmd_beat_alive)
     add_tool_commands(sub)
 
-    agent = sub.add_parser(
-        "agent", help="run the host agent on this KVM host (or install autorecovery-agent alone)"
-    )
-    add_agent_arguments(agent)
-    agent.set_defaults(handler=cmd_agent)
+    add_agent_command(sub)
 
     try:
         from cli.ops import add_operator_commands

@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import pytest
 
+from hostagent.persist import DiskStore
 from tests.integration.api_fixtures import ApiServer
 from tests.integration.test_agent_e2e import product_env, shown, tick_until  # noqa: F401 - fixture
 from tests.support.hostagent import AUTH, agent_url, make_tree, require_libvirt, start_agent
@@ -101,6 +102,9 @@ def _real_config(root: Path, host_id: str, uri: str, agent: Agent) -> Path:
 
     token.write_text(TOKEN + "\n")
     token.chmod(0o600)
+    # Installed as an operator would: the agent's state created once (``--new-state``).
+    state.mkdir(mode=0o700)
+    DiskStore(state).create()
     path.write_text(
         f"""host_id = "{host_id}"
 state_dir = "{state}"
