@@ -39,7 +39,7 @@ def start_simulator(env: dict[str, str], tmp: Path, hosts: int) -> tuple[Proc, A
         [
             sys.executable,
             "-m",
-            "autorecovery.cli",
+            "cli",
             "sim",
             "serve",
             "--hosts",

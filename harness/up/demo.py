@@ -63,7 +63,7 @@ def start_children(sup: Supervisor, opts: UpOptions, ports: Ports, data_dir: Pat
         "worker", [*celery, "worker", "-Q", queues, "-c", str(opts.concurrency), "-n", name, "-l", "INFO"]
     )
     sup.start("beat", [*celery, "beat", "-s", str(data_dir / "celerybeat-schedule"), "-l", "INFO"])
-    sup.start("api", [py, "-m", "autorecovery.cli", "api"])
+    sup.start("api", [py, "-m", "cli", "api"])
     sup.wait_http(f"http://127.0.0.1:{ports.api}/healthz", "the API", 30)
     console.print(f"API on http://127.0.0.1:{ports.api}/api/v1 (docs at /docs); logs in {sup.log_dir}")
     if ports.flower is not None:
@@ -181,7 +181,7 @@ def _run(
     settled = False
     try:
         fleet = ["--hosts", str(opts.hosts), "--clusters", str(opts.clusters), "--port", str(ports.sim)]
-        sup.start("simulator", [sys.executable, "-m", "autorecovery.cli", "sim", "serve", *fleet])
+        sup.start("simulator", [sys.executable, "-m", "cli", "sim", "serve", *fleet])
         sup.wait_http(f"http://127.0.0.1:{ports.sim}/healthz", "the simulator", 30)
         _register(container, sim)
         start_children(sup, opts, ports, data_dir)

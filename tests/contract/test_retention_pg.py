@@ -132,7 +132,7 @@ def test_cli_prune_dry_run_shows_what_would_go(seeded: Database, pg_servers: Ser
     env.update(pg_servers.env(), AUTORECOVERY_RETENTION_AUDIT_DAYS="1")
     before = counts(seeded)
     done = subprocess.run(
-        [sys.executable, "-m", "autorecovery.cli", "prune", "--dry-run", "--json"],
+        [sys.executable, "-m", "cli", "prune", "--dry-run", "--json"],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
     )
     assert done.returncode == 0, done.stderr
@@ -140,7 +140,7 @@ def test_cli_prune_dry_run_shows_what_would_go(seeded: Database, pg_servers: Ser
     assert summary["dry_run"] is True and summary["rows"]["audit_log"] == 6
     assert counts(seeded) == before
     text = subprocess.run(
-        [sys.executable, "-m", "autorecovery.cli", "prune", "--dry-run"],
+        [sys.executable, "-m", "cli", "prune", "--dry-run"],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
     ).stdout
     assert "audit_log" in text and "would delete" in text

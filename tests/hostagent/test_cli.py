@@ -15,7 +15,7 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_cli_builds_without_importing_libvirt() -> None:
     done = run_python(
-        "import sys, autorecovery.cli as cli; cli.build_parser();"
+        "import sys, cli.main as cli; cli.build_parser();"
         "assert 'libvirt' not in sys.modules and 'hostagent.daemon' not in sys.modules"
     )
     assert done.returncode == 0, done.stderr
@@ -23,7 +23,7 @@ def test_the_cli_builds_without_importing_libvirt() -> None:
 
 def test_without_libvirt_the_agent_says_how_to_install_it(tmp_path: Path) -> None:
     done = run_python(
-        "import sys; sys.modules['libvirt'] = None; import autorecovery.cli as cli;"
+        "import sys; sys.modules['libvirt'] = None; import cli.main as cli;"
         f"sys.exit(cli.main(['agent', '--config', '{tmp_path / 'agent.toml'}']))"
     )
     assert done.returncode == 1
@@ -31,5 +31,5 @@ def test_without_libvirt_the_agent_says_how_to_install_it(tmp_path: Path) -> Non
 
 
 def test_agent_help_lists_config_bind_and_port() -> None:
-    done = run_python("import autorecovery.cli as cli; cli.main(['agent', '--help'])")
+    done = run_python("import cli.main as cli; cli.main(['agent', '--help'])")
     assert all(option in done.stdout for option in ("--config", "--bind", "--port"))

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from psycopg import sql as pgsql
 
-from autorecovery.cli_ops import Exit
+from cli.ops import Exit
 from harness.sim.launcher import VmLauncher
 from tests.integration.api_fixtures import ApiServer, audit, good_report, snapshot
 from tests.integration.conftest import host_status, send_ticks, settle, statuses
@@ -347,7 +347,7 @@ def _cli(servers: Servers, api: ApiServer, tmp_path: Path, *argv: str) -> tuple[
         AUTORECOVERY_DATA_DIR=str(tmp_path / "data"),
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "autorecovery.cli", *argv],
+        [sys.executable, "-m", "cli", *argv],
         cwd=REPO,
         env=environ,
         capture_output=True,

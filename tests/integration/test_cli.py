@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from autorecovery.cli_ops import Exit
+from cli.ops import Exit
 from tests.integration.api_fixtures import ApiServer, api, free_port  # noqa: F401 - fixture
 from tests.integration.conftest import host_status, settle
 from tests.support.processes import REPO
@@ -41,14 +41,14 @@ Cli = Callable[..., Result]
 
 @pytest.fixture
 def cli(servers: Servers, api: ApiServer, tmp_path: Path) -> Cli:  # noqa: F811 - the fixture
-    """Run ``python -m autorecovery.cli`` with the API's URL and a token in the environment."""
+    """Run ``python -m cli`` with the API's URL and a token in the environment."""
 
     def run(*argv: str, who: str | None = "alice", timeout_s: float = 90.0, **env: str) -> Result:
         environ = servers.env(AUTORECOVERY_API_URL=api.base_url,
                               AUTORECOVERY_TOKEN=api.tokens[who] if who else "",
                               AUTORECOVERY_DATA_DIR=str(tmp_path / "data"), **env)
         proc = subprocess.run(
-            [sys.executable, "-m", "autorecovery.cli", *argv], cwd=REPO, env=environ,
+            [sys.executable, "-m", "cli", *argv], cwd=REPO, env=environ,
             capture_output=True, text=True, timeout=timeout_s, check=False,
         )
         result = Result(tuple(argv), proc.returncode, proc.stdout, proc.stderr)

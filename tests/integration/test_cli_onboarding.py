@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from autorecovery.cli_ops import Exit
+from cli.ops import Exit
 from tests.integration.api_fixtures import ApiServer, snapshot
 from tests.integration.conftest import statuses
 from tests.integration.test_cli import Cli, cli  # noqa: F401 - the fixture

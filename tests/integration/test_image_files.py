@@ -67,7 +67,8 @@ def run(venv: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProc
 
 def test_the_copied_files_are_what_the_package_needs() -> None:
     assert set(copied_sources()) == {
-        "pyproject.toml", "README.md", "beat_schedule.py", "models/", "workers/", "api/", "autorecovery/"
+        "pyproject.toml", "README.md", "beat_schedule.py",
+        "models/", "workers/", "api/", "cli/", "autorecovery/",
     }
 
 

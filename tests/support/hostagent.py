@@ -176,7 +176,7 @@ def start_agent(config: Path, log_dir: Path, name: str = "agent", *args: str) ->
     command = [
         sys.executable,
         "-m",
-        "autorecovery.cli",
+        "cli",
         "agent",
         "--config",
         str(config),

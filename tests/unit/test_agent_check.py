@@ -34,7 +34,7 @@ def _agent_check(url: str, *args: str) -> tuple[int, dict[str, tuple[str, str]],
     """Run the CLI; return its exit code, each check's (verdict, why) and the whole output."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-m", "autorecovery.cli", "agent-check", url, "--init-wait", "10", *args],
+        [sys.executable, "-m", "cli", "agent-check", url, "--init-wait", "10", *args],
         capture_output=True, text=True, timeout=90, env=env, check=False,
     )  # fmt: skip
     checks = {}

@@ -1,4 +1,8 @@
-"""The pure core stays pure: ``models/`` imports no I/O library, reads no clock, no environment."""
+"""The pure core stays pure: ``models/`` imports no I/O library, reads no clock, no environment.
+
+And the imports point inward: the application (``models/``, ``autorecovery/``) never imports an
+entrypoint (``api/``, ``workers/``, ``cli/``) or a tool (``harness/``, ``bench/``, the tests).
+"""
 
 from __future__ import annotations
 
@@ -148,13 +152,18 @@ def test_the_checker_allows(source: str) -> None:
     assert violations(source) == []
 
 
-APP_PACKAGES = ("autorecovery", "api", "workers", "models")
+#: The application: the pure core and the services with their adapters.
+APPLICATION = ("models", "autorecovery")
+#: Its entrypoints (``cli`` also reaches the tools around it) and the tools (simulator, embedded
+#: servers, ``up``, benchmarks, tests). They import the application, never the reverse.
+ENTRYPOINTS = ("api", "workers", "cli")
+TOOLS = ("harness", "bench", "tests")
 
 
-def _imports_of(path: Path) -> list[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+def _imports_of(source: str, filename: str = "<source>") -> list[str]:
+    """Every absolute import of ``source``, those inside functions included."""
     names: list[str] = []
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(source, filename)):
         if isinstance(node, ast.Import):
             names.extend(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -162,17 +171,36 @@ def _imports_of(path: Path) -> list[str]:
     return names
 
 
-def test_the_application_never_imports_the_harness() -> None:
-    """The tools (simulator, embedded servers, ``up``) import the application, never the reverse.
-
-    The CLI is the one edge allowed to reach them (``autorecovery up``, ``sim``, ``agent-check``).
-    """
+def _imports_into(packages: tuple[str, ...], forbidden: tuple[str, ...]) -> list[str]:
     root = MODELS_DIR.parent
     found = []
-    for package in APP_PACKAGES:
+    for package in packages:
         for path in sorted((root / package).rglob("*.py")):
-            if path.name in ("cli.py", "cli_tools.py") and path.parent.name == "autorecovery":
-                continue
-            found += [f"{path.relative_to(root)}: {name}" for name in _imports_of(path)
-                      if name.split(".")[0] in ("harness", "bench", "tests")]
-    assert found == []
+            found += [f"{path.relative_to(root)}: {name}"
+                      for name in _imports_of(path.read_text(encoding="utf-8"), str(path))
+                      if name.split(".")[0] in forbidden]
+    return found
+
+
+def test_the_application_never_imports_an_entrypoint_or_a_tool() -> None:
+    """``models/`` and ``autorecovery/`` point inward only, without exception."""
+    assert _imports_into(APPLICATION, ENTRYPOINTS + TOOLS) == []
+
+
+def test_the_server_entrypoints_never_import_the_cli_or_the_tools() -> None:
+    """Only the CLI reaches the tools (``autorecovery up``, ``sim``, ``agent-check``)."""
+    assert _imports_into(("api", "workers"), ("cli", *TOOLS)) == []
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import api",
+        "from workers.tasks import monitoring_tick",
+        "def f():\n    from harness.sim import Fleet",
+        "import cli.main as cli",
+        "from cli.ops import Exit",
+    ],
+)
+def test_the_import_checker_sees(source: str) -> None:
+    assert [name for name in _imports_of(source) if name.split(".")[0] in ENTRYPOINTS + TOOLS] != []

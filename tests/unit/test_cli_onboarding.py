@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from autorecovery.cli_ops.client import ApiFailure, Exit, resolve
-from autorecovery.cli_ops.onboarding import Line, check_line, read_lines
+from cli.ops.client import ApiFailure, Exit, resolve
+from cli.ops.onboarding import Line, check_line, read_lines
 
 TOKEN = "alice-secret-0123456789"  # noqa: S105 - a test token
 

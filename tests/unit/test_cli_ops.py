@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from autorecovery import cli_ops
-from autorecovery.cli import build_parser
-from autorecovery.cli_ops import Exit, since_value
 from autorecovery.settings import ENV_PREFIX
+from cli import ops
+from cli.main import build_parser
+from cli.ops import Exit, since_value
 
 TOKEN = "s3cret-token-value-0123456789"  # noqa: S105 - a test token, checked never to be printed
 URL = "https://api.test:8800"  # plain http beyond loopback would need --insecure
@@ -30,7 +30,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
         if name.upper().startswith(ENV_PREFIX):
             monkeypatch.delenv(name)
     monkeypatch.setenv("AUTORECOVERY_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr(cli_ops.wait, "POLL_S", 0.01)
+    monkeypatch.setattr(ops.wait, "POLL_S", 0.01)
     yield
 
 
@@ -501,7 +501,7 @@ SAFETY = {"gate": "monitoring_stale: 150 of 200 hosts have no fresh data", "sile
     (" 2H ", 7200),
 ])
 def test_durations(text: str, seconds: float) -> None:
-    assert cli_ops.duration_s(text) == seconds
+    assert ops.duration_s(text) == seconds
 
 
 @pytest.mark.parametrize("argv", [

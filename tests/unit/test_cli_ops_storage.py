@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from autorecovery.cli import build_parser
-from autorecovery.cli_ops import Exit, attempt_spec
-from autorecovery.cli_ops.placement import explain
+from cli.main import build_parser
+from cli.ops import Exit, attempt_spec
+from cli.ops.placement import explain
 from tests.unit.test_cli_ops import URL, Api, clean_env, run  # noqa: F401 - clean_env: autouse fixture
 
 NOT_FOUND_SD = (

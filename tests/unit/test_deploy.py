@@ -185,7 +185,7 @@ def _flower_commands() -> dict[str, str]:
 @pytest.mark.parametrize("where", ["compose", "kubernetes", "systemd"])
 def test_flower_starts_only_after_its_password_is_checked(where: str) -> None:
     """`autorecovery check-flower-auth` runs first, and Flower only when it exits 0."""
-    from autorecovery.cli import build_parser, cmd_check_flower_auth
+    from cli.main import build_parser, cmd_check_flower_auth
 
     command = _flower_commands()[where]
     check = re.search(r"\bautorecovery (check-flower-auth)\b", command)

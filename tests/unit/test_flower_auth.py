@@ -94,7 +94,7 @@ def _check(value: str | None) -> subprocess.CompletedProcess[str]:
     if value is not None:
         env[FLOWER_VAR] = value
     return subprocess.run(
-        [sys.executable, "-m", "autorecovery.cli", "check-flower-auth"],
+        [sys.executable, "-m", "cli", "check-flower-auth"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False,
     )
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from autorecovery.cli import main
+from cli.main import main
 from harness.up.preflight import UpOptions, require_free_port
 from harness.up.prepare import broker_line
 from harness.up.summary import classify, verdict

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from autorecovery.cli_ops.client import ApiClient, ApiFailure, Exit
-from autorecovery.cli_ops.hosts import host_path
-from autorecovery.cli_ops.render import Output, cell, new_table
+from cli.ops.client import ApiClient, ApiFailure, Exit
+from cli.ops.hosts import host_path
+from cli.ops.render import Output, cell, new_table
 
 #: Hosts per API call of an import (the API takes up to 5,000 in one transaction).
 BATCH = 1000

@@ -10,8 +10,8 @@ from urllib.parse import quote
 from rich.table import Table
 from rich.text import Text
 
-from autorecovery.cli_ops.client import ApiClient, ApiFailure, Exit
-from autorecovery.cli_ops.render import (
+from cli.ops.client import ApiClient, ApiFailure, Exit
+from cli.ops.render import (
     Output,
     age,
     cell,
@@ -19,7 +19,7 @@ from autorecovery.cli_ops.render import (
     status_cell,
     when,
 )
-from autorecovery.cli_ops.wait import DEFAULT_WAIT_S, watch
+from cli.ops.wait import DEFAULT_WAIT_S, watch
 
 PAGE_SIZE = 1000
 

@@ -1,11 +1,11 @@
-"""The argparse wiring of the onboarding commands (``autorecovery.cli_ops.onboarding``)."""
+"""The argparse wiring of the onboarding commands (``cli.ops.onboarding``)."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
 
-from autorecovery.cli_ops.onboarding import (
+from cli.ops.onboarding import (
     cmd_clusters_add,
     cmd_clusters_delete,
     cmd_clusters_list,

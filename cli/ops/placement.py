@@ -8,8 +8,8 @@ from urllib.parse import quote
 
 from rich.text import Text
 
-from autorecovery.cli_ops.client import ApiClient, Exit
-from autorecovery.cli_ops.render import Output, cell, new_table, when
+from cli.ops.client import ApiClient, Exit
+from cli.ops.render import Output, cell, new_table, when
 
 
 def explain(terms: dict[str, float]) -> str:

@@ -27,7 +27,7 @@ _TOKEN_CHARS = re.compile(r"[!-~]+")
 
 
 class Exit(IntEnum):
-    """What the process's exit code means (see ``autorecovery.cli_ops``)."""
+    """What the process's exit code means (see ``cli.ops``)."""
 
     OK = 0
     FAILED = 1

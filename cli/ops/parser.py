@@ -6,9 +6,9 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from autorecovery.cli_ops.audit import cmd_audit
-from autorecovery.cli_ops.client import ApiClient, ApiFailure, resolve
-from autorecovery.cli_ops.hosts import (
+from cli.ops.audit import cmd_audit
+from cli.ops.client import ApiClient, ApiFailure, resolve
+from cli.ops.hosts import (
     cmd_hosts_activate,
     cmd_hosts_autorecovery,
     cmd_hosts_holds,
@@ -16,18 +16,18 @@ from autorecovery.cli_ops.hosts import (
     cmd_hosts_maintenance,
     cmd_hosts_show,
 )
-from autorecovery.cli_ops.onboarding_args import add_onboarding_commands
-from autorecovery.cli_ops.placement import attempt_spec, cmd_placement, cmd_vm_runs_report
-from autorecovery.cli_ops.render import Output
-from autorecovery.cli_ops.safety import cmd_pause, cmd_plan, cmd_resume, cmd_safety, duration_s
-from autorecovery.cli_ops.storage import (
+from cli.ops.onboarding_args import add_onboarding_commands
+from cli.ops.placement import attempt_spec, cmd_placement, cmd_vm_runs_report
+from cli.ops.render import Output
+from cli.ops.safety import cmd_pause, cmd_plan, cmd_resume, cmd_safety, duration_s
+from cli.ops.storage import (
     cmd_domains_activate,
     cmd_domains_autorecovery,
     cmd_domains_list,
     cmd_domains_maintenance,
     cmd_domains_show,
 )
-from autorecovery.cli_ops.wait import DEFAULT_WAIT_S
+from cli.ops.wait import DEFAULT_WAIT_S
 from models.domain import HostStatus
 
 CODES = (

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from rich.text import Text
 
-from autorecovery.cli_ops.render import Output, status_cell
+from cli.ops.render import Output, status_cell
 
 DEFAULT_WAIT_S = 120.0
 #: Seconds between two looks at an activation while waiting (tests make it shorter).

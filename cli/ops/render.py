@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from autorecovery.cli_ops.client import ApiFailure
+from cli.ops.client import ApiFailure
 
 STATUS_STYLE = {
     "unassigned": "dim",

@@ -25,11 +25,11 @@ The modules: ``client`` (the API client, the token, failures and exit codes), ``
 (``hosts``, ``storage``, ``placement``, ``safety``, ``audit``) and ``parser`` (argparse).
 """
 
-from autorecovery.cli_ops.audit import since_value
-from autorecovery.cli_ops.client import ApiClient, ApiFailure, Exit, exit_code_for, failure_from, resolve
-from autorecovery.cli_ops.parser import add_operator_commands
-from autorecovery.cli_ops.placement import attempt_spec
-from autorecovery.cli_ops.safety import duration_s
+from cli.ops.audit import since_value
+from cli.ops.client import ApiClient, ApiFailure, Exit, exit_code_for, failure_from, resolve
+from cli.ops.parser import add_operator_commands
+from cli.ops.placement import attempt_spec
+from cli.ops.safety import duration_s
 
 __all__ = [
     "ApiClient",

@@ -1,7 +1,7 @@
 """The ``autorecovery`` command: run everything embedded, migrate, tick, the simulator, the API.
 
 Operator commands (hosts, plan, audit, pause, resume, safety, storage-domains, placement,
-vm-runs) talk to the HTTP API; see ``autorecovery.cli_ops`` and docs/cli.md.
+vm-runs) talk to the HTTP API; see ``cli.ops`` and docs/cli.md.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from autorecovery.cli_tools import EXIT_ERROR, EXIT_OK, EXIT_USAGE, add_tool_commands
+from cli.tools import EXIT_ERROR, EXIT_OK, EXIT_USAGE, add_tool_commands
 from models.errors import AutorecoveryError, InvalidInput
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent.set_defaults(handler=cmd_agent)
 
     try:
-        from autorecovery.cli_ops import add_operator_commands
+        from cli.ops import add_operator_commands
     except ImportError:  # pragma: no cover - operator commands ship with the API client
         pass
     else:

@@ -10,9 +10,9 @@ from urllib.parse import quote
 from rich.table import Table
 from rich.text import Text
 
-from autorecovery.cli_ops.client import ApiClient, ApiFailure, Exit
-from autorecovery.cli_ops.render import Output, cell, new_table, status_cell, when
-from autorecovery.cli_ops.wait import DEFAULT_WAIT_S, watch
+from cli.ops.client import ApiClient, ApiFailure, Exit
+from cli.ops.render import Output, cell, new_table, status_cell, when
+from cli.ops.wait import DEFAULT_WAIT_S, watch
 
 
 def domain_path(sd_id: str) -> str:

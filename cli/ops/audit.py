@@ -7,8 +7,8 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 
-from autorecovery.cli_ops.client import ApiClient, Exit
-from autorecovery.cli_ops.render import Output, cell, new_table, when
+from cli.ops.client import ApiClient, Exit
+from cli.ops.render import Output, cell, new_table, when
 
 _RELATIVE = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}

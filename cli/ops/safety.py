@@ -10,8 +10,8 @@ from urllib.parse import quote
 from rich.table import Table
 from rich.text import Text
 
-from autorecovery.cli_ops.client import ApiClient, Exit
-from autorecovery.cli_ops.render import Output, cell, new_table, pause_text, status_cell, when
+from cli.ops.client import ApiClient, Exit
+from cli.ops.render import Output, cell, new_table, pause_text, status_cell, when
 
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 

@@ -1,7 +1,7 @@
 """The ``autorecovery`` commands that run the tools around the product: ``up``, ``sim``, ``agent-check``.
 
 They reach ``harness`` (the simulator, the embedded servers, the conformance test), which the
-application itself never imports; ``autorecovery.cli`` adds them to its parser.
+application itself never imports; ``cli.main`` adds them to its parser.
 """
 
 from __future__ import annotations
