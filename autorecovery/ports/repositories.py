@@ -7,7 +7,7 @@ in-memory fakes in ``tests/fakes`` implement the same protocols; mypy checks bot
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -20,8 +20,8 @@ from models.safety import Pause
 if TYPE_CHECKING:
     from autorecovery.adapters.store.activations import ActivationRow
     from autorecovery.adapters.store.db import Conn
-    from autorecovery.adapters.store.hosts import FencePush
-    from autorecovery.adapters.store.ticks import BatchDone, TickClaim
+    from autorecovery.adapters.store.hosts import BatchWindow, Evaluated, FencePush, SettledCount
+    from autorecovery.adapters.store.ticks import BatchDone, BatchStart, TickClaim
 
 
 class HostsRepo(Protocol):
@@ -38,6 +38,11 @@ class HostsRepo(Protocol):
     def get_host(self, conn: Conn, host_id: str, *, for_update: bool = False) -> HostRow | None: ...
     def batch_after(self, conn: Conn, after: str, limit: int) -> list[HostRow]: ...
     def batch_between(self, conn: Conn, lo: str, hi: str | None) -> list[HostRow]: ...
+    def batch_changed(
+        self, conn: Conn, lo: str, hi: str | None, window: BatchWindow
+    ) -> Callable[[], tuple[list[HostRow], list[SettledCount]]]: ...
+    def record_evaluations(self, conn: Conn, evaluated: Sequence[Evaluated]) -> None: ...
+    def touch_reports(self, conn: Conn, reports: Sequence[Report], received_at: datetime) -> None: ...
     def list_hosts(
         self,
         conn: Conn,
@@ -252,6 +257,8 @@ class TicksRepo(Protocol):
     ) -> TickClaim: ...
     def abandon(self, conn: Conn, tick_id: str, detail: str) -> bool: ...
     def batch_refusal(self, conn: Conn, tick_id: str, idx: int) -> str | None: ...
+    def batch_start(self, conn: Conn, tick_id: str, idx: int, *, with_context: bool) -> BatchStart: ...
+    def keep_context(self, conn: Conn, tick_id: str, context: dict[str, Any], key: str) -> None: ...
     def finish_batch(
         self, conn: Conn, tick_id: str, idx: int, summary: dict[str, Any], candidates: list[dict[str, Any]]
     ) -> BatchDone: ...

@@ -21,6 +21,15 @@ class HostState(TypedDict):
     in_flight_id: str | None
     #: When its report stopped being clean (kept by a PostgreSQL trigger), if it is not now.
     last_clean_at: datetime | None
+    #: What the tick needs to tell whether anything changed (``models.changes``): the store's
+    #: hash of the host's row, its report's digest, and the key, time and outcome of its last
+    #: evaluation.
+    host_key: str | None
+    report_digest: str | None
+    eval_key: str | None
+    eval_until: datetime | None
+    eval_code: str | None
+    eval_silent: bool | None
 
 
 class HostRow(NamedTuple):

@@ -9,7 +9,7 @@ import copy
 from datetime import datetime, timedelta
 from typing import Any
 
-from autorecovery.adapters.store.ticks import KEEP_TICKS_S, BatchDone, TickClaim, _refusal
+from autorecovery.adapters.store.ticks import KEEP_TICKS_S, BatchDone, BatchStart, TickClaim, _refusal
 from tests.fakes.memory import Repo
 
 
@@ -76,6 +76,21 @@ class MemoryTicks(Repo):
         if tick["state"] != "running":
             return f"tick {tick_id} is {tick['state']}"
         return None
+
+    def keep_context(self, conn: Any, tick_id: str, context: dict[str, Any], key: str) -> None:
+        """Keep the cluster context a tick's batches evaluate against, and its key."""
+        tick = self._ticks(conn).get(tick_id)
+        if tick is not None:
+            tick.update(context=copy.deepcopy(context), context_key=key)
+
+    def batch_start(self, conn: Any, tick_id: str, idx: int, *, with_context: bool) -> BatchStart:
+        """``batch_refusal`` and the tick's context at once."""
+        refused = self.batch_refusal(conn, tick_id, idx)
+        if refused is not None:
+            return BatchStart(refused)
+        tick = self._ticks(conn)[tick_id]
+        context = copy.deepcopy(tick.get("context")) if with_context else None
+        return BatchStart(None, tick.get("context_key"), context)
 
     def finish_batch(
         self, conn: Any, tick_id: str, idx: int, summary: dict[str, Any], candidates: list[dict[str, Any]]

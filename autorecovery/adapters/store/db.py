@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any, LiteralString
@@ -44,10 +44,29 @@ def run(
     return conn.execute(query, params)
 
 
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Turn the pool's and the driver's connection failures into StoreUnavailable."""
+    try:
+        yield
+    except PoolTimeout as exc:
+        raise StoreUnavailable(f"no PostgreSQL connection available: {exc}") from exc
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(f"PostgreSQL failed: {exc}") from exc
+
+
 class Database:
     """A psycopg pool; ``transaction()`` is the unit of work a service owns."""
 
-    def __init__(self, conninfo: str, *, max_size: int = 10, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        max_size: int = 10,
+        timeout_s: float = 10.0,
+        configure: Callable[[Conn], None] | None = None,
+    ) -> None:
+        """``configure`` runs on each new connection (tests and benchmarks trace the protocol)."""
         self.conninfo = conninfo
         self._pool: ConnectionPool[Conn] = ConnectionPool(
             conninfo,
@@ -57,6 +76,7 @@ class Database:
             kwargs={"row_factory": dict_row},
             open=False,
             check=ConnectionPool.check_connection,
+            configure=configure,
             name="autorecovery",
         )
 
@@ -75,13 +95,38 @@ class Database:
         Raises:
             StoreUnavailable: PostgreSQL could not be reached or dropped the connection.
         """
-        try:
-            with self._pool.connection() as conn, conn.transaction():
-                yield conn
-        except PoolTimeout as exc:
-            raise StoreUnavailable(f"no PostgreSQL connection available: {exc}") from exc
-        except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"PostgreSQL failed: {exc}") from exc
+        with _translated(), self._pool.connection() as conn, conn.transaction():
+            yield conn
+
+    @contextmanager
+    def held(self) -> Iterator[Conn]:
+        """Hold one pooled connection for several ``pipeline`` blocks (one pool check for all).
+
+        Raises:
+            StoreUnavailable: as ``transaction``.
+        """
+        with _translated(), self._pool.connection() as conn:
+            yield conn
+
+    @contextmanager
+    def pipeline(self, conn: Conn) -> Iterator[Conn]:
+        """Send the statements of the block together: one round trip up to each read of a result.
+
+        The statements up to a read (or the end of the block) run as one implicit transaction:
+        all or nothing, like ``transaction``. Read what the block's statements return after it,
+        or last inside it: reading earlier sends what was queued and starts a new transaction.
+
+        Raises:
+            StoreUnavailable: as ``transaction``.
+        """
+        with _translated():
+            conn.autocommit = True  # statements between syncs form the transaction, not BEGIN
+            try:
+                with conn.pipeline():
+                    yield conn
+            finally:
+                if not conn.closed:
+                    conn.autocommit = False
 
     def ping(self) -> bool:
         """Return True when PostgreSQL answers."""

@@ -5,8 +5,9 @@ The hosts repository also serves clusters (``clusters.py``) and fences (``fences
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -23,10 +24,11 @@ from autorecovery.adapters.store.fences import pending_fences as pending_fences
 from autorecovery.adapters.store.fences import raise_fence as raise_fence
 from autorecovery.adapters.store.rows import host_row, report_to_json
 from autorecovery.ports import HostRow as HostRow  # re-exported: callers import it from here
+from models.changes import report_digest
 from models.domain import Report
 from models.policy import Decision, Transition
 
-_HOST_WITH_REPORT = """
+_HOST_COLUMNS = """
 SELECT h.id, h.cluster_id, h.agent_url, h.status, h.reason, h.detail, h.autorecovery,
        h.status_changed_at, h.fence, h.last_decision, h.last_decision_detail, h.last_decision_at,
        h.failures, h.next_attempt_at, h.quarantined_at, h.quarantine_reason, h.subject,
@@ -39,10 +41,39 @@ SELECT h.id, h.cluster_id, h.agent_url, h.status, h.reason, h.detail, h.autoreco
        r.agent_reachable AS r_agent_reachable, r.kvm AS r_kvm, r.version AS r_version,
        r.cpu_flags AS r_cpu_flags, r.networks AS r_networks,
        r.storage_domains AS r_storage_domains, r.vms_running AS r_vms_running,
-       r.mem_free_mb AS r_mem_free_mb, r.error AS r_error, r.init AS r_init
+       r.mem_free_mb AS r_mem_free_mb, r.error AS r_error, r.init AS r_init"""
+_HOST_WITH_REPORT = (
+    _HOST_COLUMNS
+    + """
 FROM hosts h LEFT JOIN reports r ON r.host_id = h.id
 """
+)
 
+#: Columns of ``hosts`` that are not what an evaluation reads: its own bookkeeping.
+_NOT_EVALUATED = ["eval_key", "eval_until", "eval_code", "eval_silent", "last_decision_at"]
+
+#: A batch's hosts with the store's hash of each host's row and activation in flight
+#: (``host_key``, see ``models.changes``), and whether its last evaluation still holds
+#: (``settled``): the report was pushed within the tick (so it is not pulled), is fresh, the
+#: evaluation's time has not run out, and its key is the key of what the host is now.
+_BATCH_KEYED = """
+FROM hosts h LEFT JOIN reports r ON r.host_id = h.id
+CROSS JOIN LATERAL (
+    SELECT (SELECT a.id FROM activations a
+            WHERE a.host_id = h.id AND a.state IN ('queued', 'running') LIMIT 1) AS in_flight_id) f
+CROSS JOIN LATERAL (
+    SELECT md5(jsonb_build_array(to_jsonb(h) - %(not_evaluated)s::text[], f.in_flight_id)::text)
+        AS host_key) k
+CROSS JOIN LATERAL (
+    SELECT coalesce(r.source = 'push'
+                    AND r.reported_at BETWEEN %(pushed_after)s AND %(pushed_before)s
+                    AND r.reported_at BETWEEN %(fresh_after)s AND %(fresh_before)s
+                    AND h.eval_until > %(later)s
+                    AND h.eval_key = md5(k.host_key || '|' || coalesce(r.digest, '-') || '|'
+                                         || (SELECT t.context_key FROM ticks t
+                                             WHERE t.id = %(tick_id)s)), false) AS settled) s
+WHERE h.id >= %(lo)s AND (%(hi)s::text IS NULL OR h.id < %(hi)s)
+"""
 
 
 def _host_rows(rows: list[dict[str, Any]]) -> list[HostRow]:
@@ -97,11 +128,173 @@ def batch_between(conn: Conn, lo: str, hi: str | None) -> list[HostRow]:
     """Return the hosts with ``lo <= id < hi`` (no upper bound when ``hi`` is None), with reports."""
     rows = run(
         conn,
-        _HOST_WITH_REPORT
-        + " WHERE h.id >= %(lo)s AND (%(hi)s::text IS NULL OR h.id < %(hi)s) ORDER BY h.id",
+        _HOST_WITH_REPORT + " WHERE h.id >= %(lo)s AND (%(hi)s::text IS NULL OR h.id < %(hi)s) ORDER BY h.id",
         {"lo": lo, "hi": hi},
     ).fetchall()
     return _host_rows(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchWindow:
+    """What tells a settled host from one to evaluate: the tick, its time and limits.
+
+    The key of the tick's context is read from the tick's row (``ticks.keep_context``).
+    """
+
+    now: datetime
+    #: A report pushed within this many seconds before ``now`` is not pulled (``needs_pull``).
+    pushed_within_s: float
+    max_clock_skew_s: float
+    max_report_age_s: float
+    #: Times that run out within this margin after ``now`` count as run out.
+    margin_s: float
+    tick_id: str
+
+    def params(self) -> dict[str, Any]:
+        """The statement parameters."""
+        later = self.now + timedelta(seconds=self.margin_s)
+        return {
+            "tick_id": self.tick_id,
+            "later": later,
+            "pushed_after": self.now - timedelta(seconds=self.pushed_within_s),
+            "pushed_before": self.now + timedelta(seconds=self.max_clock_skew_s),
+            "fresh_after": later - timedelta(seconds=self.max_report_age_s),
+            "fresh_before": self.now + timedelta(seconds=self.max_report_age_s),
+            "not_evaluated": _NOT_EVALUATED,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SettledCount:
+    """Hosts of a batch whose last evaluation holds, by the decision it made."""
+
+    code: str
+    hosts: int
+    observed: int
+    silent: int
+
+
+def batch_changed(
+    conn: Conn, lo: str, hi: str | None, window: BatchWindow
+) -> Callable[[], tuple[list[HostRow], list[SettledCount]]]:
+    """Queue the reads of a batch: its hosts to evaluate, and the counts of the settled ones.
+
+    Returns a function that gives both once read: in a pipeline both statements go in one round
+    trip, so nothing is fetched before it is called.
+    """
+    params = {"lo": lo, "hi": hi, **window.params()}
+    changed = run(
+        conn,
+        _HOST_COLUMNS
+        + """, k.host_key, r.digest AS r_digest, h.eval_key, h.eval_until, h.eval_code,
+               h.eval_silent"""
+        + _BATCH_KEYED
+        + " AND NOT s.settled ORDER BY h.id",
+        params,
+    )
+    settled = run(
+        conn,
+        """
+        SELECT h.eval_code AS code, count(*) AS hosts,
+               count(*) FILTER (WHERE h.status <> 'maintenance') AS observed,
+               count(*) FILTER (WHERE h.status <> 'maintenance' AND h.eval_silent) AS silent
+        """
+        + _BATCH_KEYED
+        + " AND s.settled GROUP BY h.eval_code ORDER BY h.eval_code",
+        params,
+    )
+
+    def read() -> tuple[list[HostRow], list[SettledCount]]:
+        rows = _host_rows(changed.fetchall())
+        counts = [
+            SettledCount(row["code"], int(row["hosts"]), int(row["observed"]), int(row["silent"]))
+            for row in settled.fetchall()
+        ]
+        return rows, counts
+
+    return read
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluated:
+    """What the store keeps of one host's evaluation (``key`` None: evaluate it again next tick)."""
+
+    host_id: str
+    key: str | None
+    until: datetime | None
+    code: str
+    silent: bool
+
+
+def record_evaluations(conn: Conn, evaluated: Sequence[Evaluated]) -> None:
+    """Keep the key, time and outcome of each host's evaluation (queued: nothing is fetched)."""
+    if not evaluated:
+        return
+    run(
+        conn,
+        """
+        UPDATE hosts h SET eval_key = v.key, eval_until = v.until, eval_code = v.code,
+            eval_silent = v.silent
+        FROM jsonb_to_recordset(%(rows)s)
+            AS v(host_id text, key text, until timestamptz, code text, silent boolean)
+        WHERE h.id = v.host_id
+          AND (h.eval_key, h.eval_until, h.eval_code, h.eval_silent)
+              IS DISTINCT FROM (v.key, v.until, v.code, v.silent)
+        """,
+        {
+            "rows": Jsonb(
+                [
+                    {
+                        "host_id": e.host_id,
+                        "key": e.key,
+                        "until": e.until.isoformat() if e.until else None,
+                        "code": e.code,
+                        "silent": e.silent,
+                    }
+                    for e in evaluated
+                ]
+            )
+        },
+    )
+
+
+def touch_reports(conn: Conn, reports: Sequence[Report], received_at: datetime) -> None:
+    """Move the time (and counts) of stored reports whose assessed content is unchanged.
+
+    What staleness needs of a pulled report that changed nothing the policy reads; a stored
+    report with another digest (a push came in between) or a newer time is left alone.
+    Queued: nothing is fetched.
+    """
+    if not reports:
+        return
+    run(
+        conn,
+        """
+        UPDATE reports SET reported_at = v.reported_at, received_at = %(received)s,
+            source = v.source, vms_running = v.vms_running, mem_free_mb = v.mem_free_mb
+        FROM jsonb_to_recordset(%(rows)s) AS v(
+            host_id text, reported_at timestamptz, source text, vms_running integer,
+            mem_free_mb integer, digest text)
+        WHERE reports.host_id = v.host_id AND reports.digest = v.digest
+          AND LEAST(reports.reported_at, reports.received_at) <= v.reported_at
+        """,
+        {
+            "received": received_at,
+            "rows": Jsonb(
+                [
+                    {
+                        "host_id": r.host_id,
+                        "reported_at": r.reported_at.isoformat(),
+                        "source": r.source,
+                        "vms_running": r.vms_running,
+                        "mem_free_mb": r.mem_free_mb,
+                        "digest": report_digest(r),
+                    }
+                    for r in reports
+                ]
+            ),
+        },
+    )
 
 
 def list_hosts(
@@ -142,15 +335,15 @@ def upsert_reports(conn: Conn, reports: Sequence[Report], received_at: datetime)
         """
         INSERT INTO reports (host_id, reported_at, received_at, source, agent_reachable, kvm,
                              version, cpu_flags, networks, storage_domains, vms_running,
-                             mem_free_mb, error, init)
+                             mem_free_mb, error, init, digest)
         SELECT r.host_id, r.reported_at, r.received_at, r.source, r.agent_reachable, r.kvm,
                r.version, ARRAY(SELECT jsonb_array_elements_text(r.cpu_flags)), r.networks,
-               r.storage_domains, r.vms_running, r.mem_free_mb, r.error, r.init
+               r.storage_domains, r.vms_running, r.mem_free_mb, r.error, r.init, r.digest
         FROM jsonb_to_recordset(%(rows)s) AS r(
             host_id text, reported_at timestamptz, received_at timestamptz, source text,
             agent_reachable boolean, kvm boolean, version text, cpu_flags jsonb, networks jsonb,
             storage_domains jsonb, vms_running integer, mem_free_mb integer, error text,
-            init jsonb)
+            init jsonb, digest text)
         JOIN hosts h ON h.id = r.host_id
         ON CONFLICT (host_id) DO UPDATE SET
             reported_at = EXCLUDED.reported_at, received_at = EXCLUDED.received_at,
@@ -158,7 +351,7 @@ def upsert_reports(conn: Conn, reports: Sequence[Report], received_at: datetime)
             kvm = EXCLUDED.kvm, version = EXCLUDED.version, cpu_flags = EXCLUDED.cpu_flags,
             networks = EXCLUDED.networks, storage_domains = EXCLUDED.storage_domains,
             vms_running = EXCLUDED.vms_running, mem_free_mb = EXCLUDED.mem_free_mb,
-            error = EXCLUDED.error, init = EXCLUDED.init
+            error = EXCLUDED.error, init = EXCLUDED.init, digest = EXCLUDED.digest
         WHERE LEAST(reports.reported_at, reports.received_at) <= EXCLUDED.reported_at
         """,
         {"rows": Jsonb([report_to_json(r, received_at) for r in reports])},
@@ -238,9 +431,7 @@ def set_autorecovery(conn: Conn, host_id: str, enabled: bool) -> bool | None:
     The row is locked before it is read: an ``UPDATE … FROM hosts old`` would read the value
     of its snapshot, before a concurrent writer's, and audit a previous value that never was.
     """
-    row = run(
-        conn, "SELECT autorecovery FROM hosts WHERE id = %(id)s FOR UPDATE", {"id": host_id}
-    ).fetchone()
+    row = run(conn, "SELECT autorecovery FROM hosts WHERE id = %(id)s FOR UPDATE", {"id": host_id}).fetchone()
     if row is None:
         return None
     run(conn, "UPDATE hosts SET autorecovery = %(on)s WHERE id = %(id)s", {"id": host_id, "on": enabled})
@@ -281,9 +472,7 @@ def set_agent_url(conn: Conn, host_id: str, agent_url: str) -> str | None:
 
     Locks the row before reading it, like ``set_autorecovery``.
     """
-    row = run(
-        conn, "SELECT agent_url FROM hosts WHERE id = %(id)s FOR UPDATE", {"id": host_id}
-    ).fetchone()
+    row = run(conn, "SELECT agent_url FROM hosts WHERE id = %(id)s FOR UPDATE", {"id": host_id}).fetchone()
     if row is None:
         return None
     run(conn, "UPDATE hosts SET agent_url = %(url)s WHERE id = %(id)s", {"id": host_id, "url": agent_url})
@@ -318,6 +507,7 @@ __all__ = [
     "apply_transitions",
     "batch_after",
     "batch_between",
+    "batch_changed",
     "clear_fence_pending",
     "count_by_status",
     "delete_cluster",
@@ -331,9 +521,11 @@ __all__ = [
     "pending_fences",
     "raise_fence",
     "record_decisions",
+    "record_evaluations",
     "set_agent_url",
     "set_autorecovery",
     "set_status",
     "upsert_cluster",
+    "touch_reports",
     "upsert_reports",
 ]

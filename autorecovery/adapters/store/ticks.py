@@ -16,7 +16,7 @@ from autorecovery.adapters.store.db import Conn, run
 #: Serialises tick claims (two coordinators at once, from duplicate beats or redeliveries).
 TICK_CLAIM_LOCK = 0x61725F7469636B  # "ar_tick"
 #: Statements ``finish_batch`` runs for a batch that is recorded (counted in the tick's summary).
-FINISH_BATCH_STATEMENTS = 3
+FINISH_BATCH_STATEMENTS = 2
 #: Finished ticks older than this are deleted when a new one is claimed.
 KEEP_TICKS_S = 3600
 
@@ -133,36 +133,74 @@ def finish_batch(
 ) -> BatchDone:
     """Record a batch; the batch that completes a running tick moves it to ``closing``.
 
-    The tick's row is locked first, so two batches finishing at once see each other.
+    The tick's row is locked first, so two batches finishing at once see each other. Both
+    statements are sent before either is read: in a pipeline they cost one round trip.
     """
-    tick = run(
-        conn, "SELECT state, batches FROM ticks WHERE id = %(id)s FOR UPDATE", {"id": tick_id}
-    ).fetchone()
-    if tick is None or tick["state"] != "running":
-        return BatchDone(recorded=False, closes=False)
     inserted = run(
         conn,
         """
+        WITH tick AS (SELECT id FROM ticks WHERE id = %(id)s AND state = 'running' FOR UPDATE)
         INSERT INTO tick_batches (tick_id, idx, summary, candidates)
-        VALUES (%(id)s, %(idx)s, %(summary)s, %(candidates)s)
+        SELECT tick.id, %(idx)s, %(summary)s, %(candidates)s FROM tick
         ON CONFLICT DO NOTHING RETURNING idx
         """,
         {"id": tick_id, "idx": idx, "summary": Jsonb(summary), "candidates": Jsonb(candidates)},
-    ).fetchone()
-    if inserted is None:
-        return BatchDone(recorded=False, closes=False)
+    )
     # A statement of its own (a fresh snapshot) while we hold the row: it sees every batch that
-    # finished before us.
+    # finished before us. A batch that was not recorded (tick over, or a duplicate) finds the
+    # tick closing already, or not complete.
     closing = run(
         conn,
         """
         UPDATE ticks SET state = 'closing'
-        WHERE id = %(id)s AND batches <= (SELECT count(*) FROM tick_batches WHERE tick_id = %(id)s)
+        WHERE id = %(id)s AND state = 'running'
+          AND batches <= (SELECT count(*) FROM tick_batches WHERE tick_id = %(id)s)
         RETURNING id
         """,
         {"id": tick_id},
+    )
+    recorded = inserted.fetchone() is not None
+    closes = closing.fetchone() is not None
+    return BatchDone(recorded=recorded, closes=recorded and closes)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStart:
+    """What a batch learns of its tick as it starts: why not to run, or the tick's context."""
+
+    refused: str | None
+    context_key: str | None = None
+    #: The context as the coordinator kept it (None when not asked for, or not kept).
+    context: dict[str, Any] | None = None
+
+
+def keep_context(conn: Conn, tick_id: str, context: dict[str, Any], key: str) -> None:
+    """Keep the cluster context a tick's batches evaluate against, and its key."""
+    run(
+        conn,
+        "UPDATE ticks SET context = %(context)s, context_key = %(key)s WHERE id = %(id)s",
+        {"id": tick_id, "context": Jsonb(context), "key": key},
+    )
+
+
+def batch_start(conn: Conn, tick_id: str, idx: int, *, with_context: bool) -> BatchStart:
+    """``batch_refusal`` and the tick's context key (and context, ``with_context``) at once."""
+    row = run(
+        conn,
+        """
+        SELECT t.state, t.context_key, CASE WHEN %(with)s THEN t.context END AS context,
+               EXISTS (SELECT 1 FROM tick_batches b WHERE b.tick_id = t.id AND b.idx = %(idx)s) AS done
+        FROM ticks t WHERE t.id = %(id)s
+        """,
+        {"id": tick_id, "idx": idx, "with": with_context},
     ).fetchone()
-    return BatchDone(recorded=True, closes=closing is not None)
+    if row is None:
+        return BatchStart(f"tick {tick_id} is unknown")
+    if row["done"]:
+        return BatchStart(f"batch {idx} of tick {tick_id} already ran")
+    if row["state"] != "running":
+        return BatchStart(f"tick {tick_id} is {row['state']}")
+    return BatchStart(None, row["context_key"], row["context"])
 
 
 def start_closing(conn: Conn, tick_id: str) -> bool:

@@ -17,9 +17,10 @@ from collections.abc import Callable
 from autorecovery.adapters.agents import AgentClient
 from autorecovery.adapters.store import PG_REPOS, Repos
 from autorecovery.adapters.store.db import STATEMENTS, Database
-from autorecovery.adapters.store.ticks import FINISH_BATCH_STATEMENTS
+from autorecovery.adapters.store.hosts import BatchWindow
+from autorecovery.adapters.store.ticks import FINISH_BATCH_STATEMENTS, BatchStart
 from autorecovery.services import Clock, Enqueuer
-from autorecovery.services.monitoring.batch import assess_batch, load_context, record_batch
+from autorecovery.services.monitoring.batch import Context, assess_batch, load_context, record_batch
 from autorecovery.services.monitoring.closing import Closer
 from autorecovery.services.monitoring.config import (
     COORDINATOR_COUNTS,
@@ -58,6 +59,8 @@ class MonitoringService:
         self.reaper = Reaper(db, agents, enqueue, cfg.reaper, repos)
         self.closer = Closer(db, repos, enqueue, cfg, clock, redis_ping, queue_domains)
         self._inline: list[TickResult] = []
+        #: The context of the last tick this process ran a batch of: (tick id, (context, key)).
+        self._tick_context: tuple[str, tuple[Context, str | None]] | None = None
 
     def tick(self, tick_id: str | None = None) -> TickResult:
         """Claim a tick and send its batches; inline, run them and return the whole tick.
@@ -91,6 +94,7 @@ class MonitoringService:
 
     def _start(self, result: TickResult, bounds: tuple[str, ...], statements_before: int) -> TickResult:
         """Housekeeping once per tick, then the batches: sent, or run here."""
+        self._keep_context(result.tick_id)
         housekeeping = self.reaper.run(self.clock())
         result.reaped, result.resent = housekeeping.reaped, housekeeping.resent
         result.fences_pushed, result.fences_failed = housekeeping.fences_pushed, housekeeping.fences_failed
@@ -144,25 +148,34 @@ class MonitoringService:
             log.error("tick %s abandoned: %s", tick_id, detail)
 
     def _run_batch(self, spec: BatchSpec) -> TickResult | None:
+        """Read, pull, evaluate what changed, write: one pooled connection, few round trips.
+
+        Reading the batch (its changed hosts, the counts of the settled ones, whether to run
+        and the tick's context) is one round trip; writing it (reports, decisions,
+        evaluations, transitions) one more, and recording it in its tick one more.
+        """
         statements_before = STATEMENTS.count
-        with self.db.transaction() as conn:
-            refused = self.repos.ticks.batch_refusal(conn, spec.tick_id, spec.idx)
-            if refused is None:
-                context = load_context(conn, self.repos, self.clock())
-                batch = self.repos.hosts.batch_between(conn, spec.lo, spec.hi)
-        if refused is not None:
-            log.info("tick %s: batch %d not run: %s", spec.tick_id, spec.idx, refused)
-            return None
-        pulled, evaluations, outcome = assess_batch(batch, context, self.agents, self.cfg, self.clock)
-        now = self.clock()
-        with self.db.transaction() as conn:
-            outcome.counts["transitions"] = record_batch(conn, self.repos, batch, pulled, evaluations, now)
-        # The statements that record the batch in its tick are counted too.
-        outcome.counts["statements"] = STATEMENTS.count - statements_before + FINISH_BATCH_STATEMENTS
-        with self.db.transaction() as conn:
-            done = self.repos.ticks.finish_batch(
-                conn, spec.tick_id, spec.idx, outcome.counts, outcome.candidates
-            )
+        with self.db.held() as held:
+            with self.db.pipeline(held) as conn:
+                read = self.repos.hosts.batch_changed(conn, spec.lo, spec.hi, self._window(spec.tick_id))
+                start = self.repos.ticks.batch_start(
+                    conn, spec.tick_id, spec.idx, with_context=self._cached(spec.tick_id) is None
+                )
+            if start.refused is not None:
+                log.info("tick %s: batch %d not run: %s", spec.tick_id, spec.idx, start.refused)
+                return None
+            batch, settled = read()
+            context, key = self._context(spec.tick_id, start)
+            found = assess_batch(batch, settled, context, key, self.agents, self.cfg, self.clock)
+            now = self.clock()
+            outcome = found.outcome
+            with self.db.pipeline(held) as conn:
+                outcome.counts["transitions"] = record_batch(conn, self.repos, batch, found, now)
+                # The statements that record the batch in its tick are counted too.
+                outcome.counts["statements"] = STATEMENTS.count - statements_before + FINISH_BATCH_STATEMENTS
+                done = self.repos.ticks.finish_batch(
+                    conn, spec.tick_id, spec.idx, outcome.counts, outcome.candidates
+                )
         if not done.recorded:
             log.info(
                 "tick %s: batch %d ran after its tick ended; its results stay unadmitted",
@@ -170,6 +183,42 @@ class MonitoringService:
                 spec.idx,
             )
         return self._close(spec.tick_id) if done.closes else None
+
+    def _window(self, tick_id: str) -> BatchWindow:
+        # Settled means settled until the evaluation's time, after the pull: a margin of one
+        # interval, so that a hold or report ending during the pull is evaluated anew.
+        return BatchWindow(
+            now=self.clock(),
+            pushed_within_s=self.cfg.tick_interval_s,
+            max_clock_skew_s=self.cfg.max_clock_skew_s,
+            max_report_age_s=self.cfg.report_max_age_s,
+            margin_s=self.cfg.tick_interval_s,
+            tick_id=tick_id,
+        )
+
+    def _cached(self, tick_id: str) -> tuple[Context, str | None] | None:
+        cached = self._tick_context
+        return cached[1] if cached is not None and cached[0] == tick_id else None
+
+    def _context(self, tick_id: str, start: BatchStart) -> tuple[Context, str | None]:
+        """The tick's context: as this process has it, as the coordinator kept it, or read now."""
+        found = self._cached(tick_id)
+        if found is None:
+            if start.context is not None:
+                found = Context.from_json(start.context), start.context_key
+            else:  # kept by no coordinator (one of an older version): evaluate every host
+                with self.db.transaction() as conn:
+                    found = load_context(conn, self.repos, self.clock()), None
+            self._tick_context = (tick_id, found)
+        return found
+
+    def _keep_context(self, tick_id: str) -> None:
+        """Read the tick's context once, for every batch of the tick, in whatever process."""
+        with self.db.transaction() as conn:
+            context = load_context(conn, self.repos, self.clock())
+            key = context.key
+            self.repos.ticks.keep_context(conn, tick_id, context.as_json(), key)
+        self._tick_context = (tick_id, (context, key))
 
     def _close(self, tick_id: str) -> TickResult:
         started = time.perf_counter()
