@@ -1,8 +1,9 @@
 """Count round trips to PostgreSQL from libpq's own trace of the protocol.
 
 A round trip is the client waiting for the server: after a simple query (``Query``: BEGIN,
-COMMIT, a pool check, a statement without parameters) or a ``Sync`` (the end of one statement
-with parameters, or of any number of pipelined ones). Counting them from the wire, not from the
+COMMIT, a pool check, a statement without parameters), a ``Sync`` (the end of one statement
+with parameters, or of any number of pipelined ones), or a ``Flush`` to read a result in the
+middle of a pipeline. Counting them from the wire, not from the
 product's own statement counter, also counts transactions and pool checks.
 
     trips = RoundTrips()
@@ -49,10 +50,19 @@ class RoundTrips:
 
 
 def _bursts(text: str) -> int:
-    """Count the client's ``Query`` and ``Sync`` messages: each is answered before it goes on."""
+    """Count the messages the client waits after: ``Query``, ``Sync``, and a ``Flush`` alone.
+
+    psycopg reads a result in the middle of a pipeline after a ``Flush`` (no ``Sync``): a wait
+    too. A ``Flush`` right after a ``Sync`` is the same wait.
+    """
     waits = 0
+    last = ""
     for line in text.splitlines():
         parts = line.split("\t")
-        if len(parts) >= 3 and parts[0] == "F" and parts[2].split(" ", 1)[0] in ("Query", "Sync"):
+        if len(parts) < 3 or parts[0] != "F":
+            continue
+        kind = parts[2].split(" ", 1)[0]
+        if kind in ("Query", "Sync") or (kind == "Flush" and last != "Sync"):
             waits += 1
+        last = kind
     return waits

@@ -395,6 +395,13 @@ class MemoryHosts(Repo):
             changed.append(c.host_id)
         return changed
 
+    def queue_transitions(
+        self, conn: Any, changes: Sequence[Transition], now: datetime, actor: str
+    ) -> Callable[[], list[str]]:
+        """``apply_transitions``, read later."""
+        changed = self.apply_transitions(conn, changes, now, actor)
+        return lambda: changed
+
     def record_decisions(self, conn: Any, decisions: Sequence[Decision], now: datetime) -> int:
         """Store each host's latest decision, writing only those that changed."""
         if not decisions:

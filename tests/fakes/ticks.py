@@ -6,6 +6,7 @@ Its clock is the memory database's (PostgreSQL's ``clock_timestamp()``): see ``M
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -83,14 +84,25 @@ class MemoryTicks(Repo):
         if tick is not None:
             tick.update(context=copy.deepcopy(context), context_key=key)
 
-    def batch_start(self, conn: Any, tick_id: str, idx: int, *, with_context: bool) -> BatchStart:
+    def batch_start(
+        self, conn: Any, tick_id: str, idx: int, *, with_context: bool
+    ) -> Callable[[], BatchStart]:
         """``batch_refusal`` and the tick's context at once."""
         refused = self.batch_refusal(conn, tick_id, idx)
         if refused is not None:
-            return BatchStart(refused)
-        tick = self._ticks(conn)[tick_id]
-        context = copy.deepcopy(tick.get("context")) if with_context else None
-        return BatchStart(None, tick.get("context_key"), context)
+            start = BatchStart(refused)
+        else:
+            tick = self._ticks(conn)[tick_id]
+            context = copy.deepcopy(tick.get("context")) if with_context else None
+            start = BatchStart(None, tick.get("context_key"), context)
+        return lambda: start
+
+    def queue_finish_batch(
+        self, conn: Any, tick_id: str, idx: int, summary: dict[str, Any], candidates: list[dict[str, Any]]
+    ) -> Callable[[], BatchDone]:
+        """``finish_batch``, read later."""
+        done = self.finish_batch(conn, tick_id, idx, summary, candidates)
+        return lambda: done
 
     def finish_batch(
         self, conn: Any, tick_id: str, idx: int, summary: dict[str, Any], candidates: list[dict[str, Any]]

@@ -359,11 +359,16 @@ def upsert_reports(conn: Conn, reports: Sequence[Report], received_at: datetime)
     return cur.rowcount
 
 
-def apply_transitions(conn: Conn, changes: Sequence[Transition], now: datetime, actor: str) -> list[str]:
-    """Apply status changes guarded by the expected status, auditing each; return changed ids."""
+def queue_transitions(
+    conn: Conn, changes: Sequence[Transition], now: datetime, actor: str
+) -> Callable[[], list[str]]:
+    """Send ``apply_transitions``' statement; return a function that reads the changed ids.
+
+    In a pipeline nothing waits until that function is called.
+    """
     if not changes:
-        return []
-    rows = run(
+        return list
+    cur = run(
         conn,
         """
         WITH v AS (
@@ -400,8 +405,13 @@ def apply_transitions(conn: Conn, changes: Sequence[Transition], now: datetime, 
             "now": now,
             "actor": actor,
         },
-    ).fetchall()
-    return [row["object_id"] for row in rows]
+    )
+    return lambda: [row["object_id"] for row in cur.fetchall()]
+
+
+def apply_transitions(conn: Conn, changes: Sequence[Transition], now: datetime, actor: str) -> list[str]:
+    """Apply status changes guarded by the expected status, auditing each; return changed ids."""
+    return queue_transitions(conn, changes, now, actor)()
 
 
 def record_decisions(conn: Conn, decisions: Sequence[Decision], now: datetime) -> int:
@@ -519,6 +529,7 @@ __all__ = [
     "insert_host",
     "list_hosts",
     "pending_fences",
+    "queue_transitions",
     "raise_fence",
     "record_decisions",
     "record_evaluations",

@@ -6,6 +6,7 @@ run on different machines whose clocks need not agree.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,8 +134,17 @@ def finish_batch(
 ) -> BatchDone:
     """Record a batch; the batch that completes a running tick moves it to ``closing``.
 
-    The tick's row is locked first, so two batches finishing at once see each other. Both
-    statements are sent before either is read: in a pipeline they cost one round trip.
+    The tick's row is locked first, so two batches finishing at once see each other.
+    """
+    return queue_finish_batch(conn, tick_id, idx, summary, candidates)()
+
+
+def queue_finish_batch(
+    conn: Conn, tick_id: str, idx: int, summary: dict[str, Any], candidates: list[dict[str, Any]]
+) -> Callable[[], BatchDone]:
+    """Send ``finish_batch``'s statements; return a function that reads what they did.
+
+    In a pipeline nothing waits until that function is called.
     """
     inserted = run(
         conn,
@@ -159,9 +169,12 @@ def finish_batch(
         """,
         {"id": tick_id},
     )
-    recorded = inserted.fetchone() is not None
-    closes = closing.fetchone() is not None
-    return BatchDone(recorded=recorded, closes=recorded and closes)
+    def read() -> BatchDone:
+        recorded = inserted.fetchone() is not None
+        closes = closing.fetchone() is not None
+        return BatchDone(recorded=recorded, closes=recorded and closes)
+
+    return read
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,9 +196,12 @@ def keep_context(conn: Conn, tick_id: str, context: dict[str, Any], key: str) ->
     )
 
 
-def batch_start(conn: Conn, tick_id: str, idx: int, *, with_context: bool) -> BatchStart:
-    """``batch_refusal`` and the tick's context key (and context, ``with_context``) at once."""
-    row = run(
+def batch_start(conn: Conn, tick_id: str, idx: int, *, with_context: bool) -> Callable[[], BatchStart]:
+    """Send the query of ``batch_refusal``, the tick's context key (and context, ``with_context``).
+
+    Returns a function that reads them: in a pipeline nothing waits until it is called.
+    """
+    cur = run(
         conn,
         """
         SELECT t.state, t.context_key, CASE WHEN %(with)s THEN t.context END AS context,
@@ -193,14 +209,19 @@ def batch_start(conn: Conn, tick_id: str, idx: int, *, with_context: bool) -> Ba
         FROM ticks t WHERE t.id = %(id)s
         """,
         {"id": tick_id, "idx": idx, "with": with_context},
-    ).fetchone()
-    if row is None:
-        return BatchStart(f"tick {tick_id} is unknown")
-    if row["done"]:
-        return BatchStart(f"batch {idx} of tick {tick_id} already ran")
-    if row["state"] != "running":
-        return BatchStart(f"tick {tick_id} is {row['state']}")
-    return BatchStart(None, row["context_key"], row["context"])
+    )
+
+    def read() -> BatchStart:
+        row = cur.fetchone()
+        if row is None:
+            return BatchStart(f"tick {tick_id} is unknown")
+        if row["done"]:
+            return BatchStart(f"batch {idx} of tick {tick_id} already ran")
+        if row["state"] != "running":
+            return BatchStart(f"tick {tick_id} is {row['state']}")
+        return BatchStart(None, row["context_key"], row["context"])
+
+    return read
 
 
 def start_closing(conn: Conn, tick_id: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -278,11 +279,12 @@ def _log_transition(ev: Evaluation) -> None:
     )
 
 
-def record_batch(conn: Conn, repos: Repos, batch: list[HostRow], found: Assessed, now: datetime) -> int:
-    """Store what a batch found; return the number of transitions applied.
+def record_batch(
+    conn: Conn, repos: Repos, batch: list[HostRow], found: Assessed, now: datetime
+) -> Callable[[], int]:
+    """Send what a batch found to the store; return a function reading how many transitions were applied.
 
-    The statements are queued in this order so that only the last one is read: in a pipeline
-    they make one round trip and one transaction.
+    Nothing is read until that function is called: in a pipeline, one round trip.
     """
     previous = {host.id: (state["last_decision"], state["last_decision_detail"]) for host, _, state in batch}
     # Only decisions that changed are written: a steady fleet writes none.
@@ -295,7 +297,7 @@ def record_batch(conn: Conn, repos: Repos, batch: list[HostRow], found: Assessed
     repos.hosts.touch_reports(conn, found.same_reports, now)
     repos.hosts.record_decisions(conn, settled, now)
     repos.hosts.record_evaluations(conn, found.evaluated)
-    changed = repos.hosts.apply_transitions(
+    changed = repos.hosts.queue_transitions(
         conn, [ev.transition for ev in found.evaluations if ev.transition], now, AUTO_ACTOR
     )
-    return len(changed)
+    return lambda: len(changed())

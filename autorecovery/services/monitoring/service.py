@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from autorecovery.adapters.agents import AgentClient
 from autorecovery.adapters.store import PG_REPOS, Repos
-from autorecovery.adapters.store.db import STATEMENTS, Database
+from autorecovery.adapters.store.db import STATEMENTS, Conn, Database
 from autorecovery.adapters.store.hosts import BatchWindow
 from autorecovery.adapters.store.ticks import FINISH_BATCH_STATEMENTS, BatchStart
 from autorecovery.services import Clock, Enqueuer
@@ -148,34 +148,39 @@ class MonitoringService:
             log.error("tick %s abandoned: %s", tick_id, detail)
 
     def _run_batch(self, spec: BatchSpec) -> TickResult | None:
-        """Read, pull, evaluate what changed, write: one pooled connection, few round trips.
+        """Read, pull, evaluate what changed, write: one pooled connection, four round trips.
 
-        Reading the batch (its changed hosts, the counts of the settled ones, whether to run
-        and the tick's context) is one round trip; writing it (reports, decisions,
-        evaluations, transitions) one more, and recording it in its tick one more.
+        Checking the pooled connection is one; reading the batch (its changed hosts, the counts
+        of the settled ones, whether to run, the tick's context) one pipeline; writing it
+        (reports, decisions, evaluations, transitions) another, whose count of transitions goes
+        in the batch's summary, recorded in its tick by a third.
         """
         statements_before = STATEMENTS.count
         with self.db.held() as held:
             with self.db.pipeline(held) as conn:
                 read = self.repos.hosts.batch_changed(conn, spec.lo, spec.hi, self._window(spec.tick_id))
-                start = self.repos.ticks.batch_start(
+                starting = self.repos.ticks.batch_start(
                     conn, spec.tick_id, spec.idx, with_context=self._cached(spec.tick_id) is None
                 )
+            start = starting()
             if start.refused is not None:
                 log.info("tick %s: batch %d not run: %s", spec.tick_id, spec.idx, start.refused)
                 return None
             batch, settled = read()
-            context, key = self._context(spec.tick_id, start)
+            context, key = self._context(spec.tick_id, start, held)
             found = assess_batch(batch, settled, context, key, self.agents, self.cfg, self.clock)
             now = self.clock()
             outcome = found.outcome
             with self.db.pipeline(held) as conn:
-                outcome.counts["transitions"] = record_batch(conn, self.repos, batch, found, now)
-                # The statements that record the batch in its tick are counted too.
-                outcome.counts["statements"] = STATEMENTS.count - statements_before + FINISH_BATCH_STATEMENTS
-                done = self.repos.ticks.finish_batch(
+                transitions = record_batch(conn, self.repos, batch, found, now)
+            outcome.counts["transitions"] = transitions()
+            # The statements that record the batch in its tick are counted too.
+            outcome.counts["statements"] = STATEMENTS.count - statements_before + FINISH_BATCH_STATEMENTS
+            with self.db.pipeline(held) as conn:
+                finishing = self.repos.ticks.queue_finish_batch(
                     conn, spec.tick_id, spec.idx, outcome.counts, outcome.candidates
                 )
+            done = finishing()
         if not done.recorded:
             log.info(
                 "tick %s: batch %d ran after its tick ended; its results stay unadmitted",
@@ -200,14 +205,14 @@ class MonitoringService:
         cached = self._tick_context
         return cached[1] if cached is not None and cached[0] == tick_id else None
 
-    def _context(self, tick_id: str, start: BatchStart) -> tuple[Context, str | None]:
+    def _context(self, tick_id: str, start: BatchStart, held: Conn) -> tuple[Context, str | None]:
         """The tick's context: as this process has it, as the coordinator kept it, or read now."""
         found = self._cached(tick_id)
         if found is None:
             if start.context is not None:
                 found = Context.from_json(start.context), start.context_key
             else:  # kept by no coordinator (one of an older version): evaluate every host
-                with self.db.transaction() as conn:
+                with self.db.pipeline(held) as conn:
                     found = load_context(conn, self.repos, self.clock()), None
             self._tick_context = (tick_id, found)
         return found
