@@ -319,6 +319,11 @@ class MemoryHosts(Repo):
         ][:limit]
         return _host_rows(st, chosen)
 
+    def queue_reports(self, conn: Any, reports: Sequence[Report], received_at: datetime) -> Callable[[], int]:
+        """``upsert_reports``, read later."""
+        written = self.upsert_reports(conn, reports, received_at)
+        return lambda: written
+
     def upsert_reports(self, conn: Any, reports: Sequence[Report], received_at: datetime) -> int:
         """Store the latest report of many hosts in one statement; never replace a newer one."""
         if not reports:

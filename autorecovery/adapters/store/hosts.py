@@ -328,8 +328,16 @@ def upsert_reports(conn: Conn, reports: Sequence[Report], received_at: datetime)
     A stored report counts as of when it was received if it claims a later time: a report dated
     in the future (stored before such reports were refused) must not block every correct one.
     """
+    return queue_reports(conn, reports, received_at)()
+
+
+def queue_reports(conn: Conn, reports: Sequence[Report], received_at: datetime) -> Callable[[], int]:
+    """Send ``upsert_reports``' statement; return a function that reads how many were stored.
+
+    In a pipeline nothing waits until that function is called.
+    """
     if not reports:
-        return 0
+        return lambda: 0
     cur = run(
         conn,
         """
@@ -356,7 +364,7 @@ def upsert_reports(conn: Conn, reports: Sequence[Report], received_at: datetime)
         """,
         {"rows": Jsonb([report_to_json(r, received_at) for r in reports])},
     )
-    return cur.rowcount
+    return lambda: cur.rowcount
 
 
 def queue_transitions(
@@ -529,6 +537,7 @@ __all__ = [
     "insert_host",
     "list_hosts",
     "pending_fences",
+    "queue_reports",
     "queue_transitions",
     "raise_fence",
     "record_decisions",
