@@ -22,3 +22,18 @@ def test_the_results_carry_every_figure_the_readme_shows() -> None:
     for run in [*results["pull"].values(), results["push"]["1"], results["push"]["2"]]:
         assert run["wall_s"] > 0 and run["batches"] > 0 and run["statements"] > 0
     assert results["sim_rate"]["reports_per_s"] > 0 and results["naive"]["broker_messages"] > 0
+
+
+def test_the_results_carry_the_limits_the_readme_compares() -> None:
+    results = json.loads(readme.LATEST.read_text(encoding="utf-8"))
+    assert results["limit"]["cpu_s"] > 0 and results["limit"]["reports"] == results["hosts"]
+    assert results["named"]["ip"]["pulled"] == results["named"]["named"]["pulled"] == results["hosts"]
+    assert results["push"]["floor"]["rows"] >= results["push"]["hosts"] > 0
+    assert results["push"]["round_trips"]["per_batch"] and all(
+        n > 0 for n in results["push"]["round_trips"]["per_batch"]
+    )
+    assert (
+        results["api"]["single"]["api_cpu_ms_per_request"] > 0
+        and results["api"]["bulk"]["api_cpu_us_per_report"] > 0
+    )
+    assert {"start", "end"} <= set(results["load"])
