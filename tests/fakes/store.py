@@ -32,7 +32,7 @@ from autorecovery.adapters.store.hosts import (
 )
 from autorecovery.adapters.store.rows import cluster_from_row, host_row, report_to_json
 from autorecovery.ports import HostRow, Repos
-from models.changes import evaluation_key, report_digest
+from models.changes import evaluation_key
 from models.domain import Cluster, Report
 from models.policy import Decision, Transition
 from tests.fakes.memory import (
@@ -273,14 +273,14 @@ class MemoryHosts(Repo):
             if host is not None:
                 host.update(eval_key=e.key, eval_until=e.until, eval_code=e.code, eval_silent=e.silent)
 
-    def touch_reports(self, conn: Any, reports: Sequence[Report], received_at: datetime) -> None:
+    def touch_reports(self, conn: Any, reports: Sequence[tuple[Report, str]], received_at: datetime) -> None:
         """Move the time (and counts) of stored reports whose assessed content is unchanged."""
         if not reports:
             return
-        st = self._state(conn, jsonb=[[r.host_id, r.source] for r in reports])
-        for r in reports:
+        st = self._state(conn, jsonb=[[r.host_id, r.source] for r, _ in reports])
+        for r, digest in reports:
             old = st.reports.get(r.host_id)
-            if old is None or old.get("digest") != report_digest(r):
+            if old is None or old.get("digest") != digest:
                 continue
             if min(old["reported_at"], old["received_at"]) <= r.reported_at:
                 old.update(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -9,8 +10,10 @@ from contextlib import contextmanager
 from importlib import resources
 from typing import Any, LiteralString
 
+import msgspec
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from models.errors import StoreUnavailable
@@ -42,6 +45,27 @@ def run(
     """Execute one parameterised statement on ``conn`` and count it."""
     STATEMENTS.add()
     return conn.execute(query, params)
+
+
+def _dumps(obj: Any) -> bytes | str:
+    try:
+        return msgspec.json.encode(obj)
+    except UnicodeEncodeError:  # a lone surrogate: PostgreSQL refuses it, as a DataError
+        return json.dumps(obj)
+
+
+def _configured(extra: Callable[[Conn], None] | None) -> Callable[[Conn], None]:
+    """Set up a new connection: JSON through msgspec (a tick reads and writes thousands of
+    ``jsonb`` values; the standard library's codec was a tenth of a batch's CPU), then ``extra``.
+    """
+
+    def configure(conn: Conn) -> None:
+        set_json_loads(msgspec.json.decode, conn)
+        set_json_dumps(_dumps, conn)
+        if extra is not None:
+            extra(conn)
+
+    return configure
 
 
 @contextmanager
@@ -76,7 +100,7 @@ class Database:
             kwargs={"row_factory": dict_row},
             open=False,
             check=ConnectionPool.check_connection,
-            configure=configure,
+            configure=_configured(configure),
             name="autorecovery",
         )
 

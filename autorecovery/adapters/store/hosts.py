@@ -24,7 +24,6 @@ from autorecovery.adapters.store.fences import pending_fences as pending_fences
 from autorecovery.adapters.store.fences import raise_fence as raise_fence
 from autorecovery.adapters.store.rows import host_row, report_to_json
 from autorecovery.ports import HostRow as HostRow  # re-exported: callers import it from here
-from models.changes import report_digest
 from models.domain import Report
 from models.policy import Decision, Transition
 
@@ -258,8 +257,8 @@ def record_evaluations(conn: Conn, evaluated: Sequence[Evaluated]) -> None:
     )
 
 
-def touch_reports(conn: Conn, reports: Sequence[Report], received_at: datetime) -> None:
-    """Move the time (and counts) of stored reports whose assessed content is unchanged.
+def touch_reports(conn: Conn, reports: Sequence[tuple[Report, str]], received_at: datetime) -> None:
+    """Move the time (and counts) of stored reports whose assessed content (digest) is unchanged.
 
     What staleness needs of a pulled report that changed nothing the policy reads; a stored
     report with another digest (a push came in between) or a newer time is left alone.
@@ -288,9 +287,9 @@ def touch_reports(conn: Conn, reports: Sequence[Report], received_at: datetime) 
                         "source": r.source,
                         "vms_running": r.vms_running,
                         "mem_free_mb": r.mem_free_mb,
-                        "digest": report_digest(r),
+                        "digest": digest,
                     }
-                    for r in reports
+                    for r, digest in reports
                 ]
             ),
         },

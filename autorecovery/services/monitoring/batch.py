@@ -129,7 +129,7 @@ class Assessed:
     #: Pulled reports with something new for the policy (stored whole), and those with nothing
     #: new (only their time and counts are written, as staleness needs).
     changed_reports: list[Report] = field(default_factory=list)
-    same_reports: list[Report] = field(default_factory=list)
+    same_reports: list[tuple[Report, str]] = field(default_factory=list)
     evaluations: list[Evaluation] = field(default_factory=list)
     evaluated: list[Evaluated] = field(default_factory=list)
     outcome: BatchOutcome = field(default_factory=BatchOutcome)
@@ -195,8 +195,10 @@ def assess_batch(
         fresh = pulled.get(host.id)
         if fresh is not None:
             report, digest = fresh, changes.report_digest(fresh)
-            is_same = stored is not None and digest == state["report_digest"]
-            (found.same_reports if is_same else found.changed_reports).append(fresh)
+            if stored is not None and digest == state["report_digest"]:
+                found.same_reports.append((fresh, digest))
+            else:
+                found.changed_reports.append(fresh)
         key = None
         if context_key is not None and state["host_key"] is not None:
             key = changes.evaluation_key(state["host_key"], digest, context_key)
