@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -45,6 +46,23 @@ def run(
     """Execute one parameterised statement on ``conn`` and count it."""
     STATEMENTS.add()
     return conn.execute(query, params)
+
+
+#: A pooled connection given back this recently is not checked again when taken (a round trip
+#: saved on busy paths); one idle longer is, so a PostgreSQL restart while idle is noticed.
+RECHECK_AFTER_S = 1.0
+_FRESH: dict[int, float] = {}
+
+
+def _check_unless_fresh(conn: Conn) -> None:
+    if time.monotonic() - _FRESH.pop(id(conn), 0.0) < RECHECK_AFTER_S and not conn.broken:
+        return
+    ConnectionPool.check_connection(conn)
+
+
+def _mark_fresh(conn: Conn) -> None:
+    """Called as a connection goes back to the pool, after a block that used it without error."""
+    _FRESH[id(conn)] = time.monotonic()
 
 
 def _dumps(obj: Any) -> bytes | str:
@@ -99,7 +117,8 @@ class Database:
             timeout=timeout_s,
             kwargs={"row_factory": dict_row},
             open=False,
-            check=ConnectionPool.check_connection,
+            check=_check_unless_fresh,
+            reset=_mark_fresh,
             configure=_configured(configure),
             name="autorecovery",
         )
