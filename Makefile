@@ -28,6 +28,7 @@ test-unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.tick
+	$(BIN)/python -m bench.recoveries
 
 demo: $(STAMP)
 	$(BIN)/autorecovery up --chaos

@@ -38,7 +38,7 @@ _LOCATIONS = frozenset({"body", "query", "path", "header", "cookie"})
 PATTERN_TEXT = {
     schemas.ID_PATTERN: "must be 1-128 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit",
     schemas.NAME_PATTERN: "must be 1-128 characters of A-Z a-z 0-9 . _ : / + -",
-    schemas.VERSION_PATTERN: "must be a version such as 4.5.2 (A-Z a-z 0-9 . _ + -)",
+    schemas.VERSION_PATTERN: "must be a version of dotted numbers such as 4.5 or 4.5.2",
     schemas.TEXT_PATTERN: (
         "must not contain control characters (C0, C1), line or paragraph separators, or "
         "bidirectional formatting characters"

@@ -138,6 +138,7 @@ def safety_families(found: dict[str, Any]) -> Iterator[Metric]:
         ("incidents_open", "autorecovery_incidents_open", "Correlated-failure incidents still open"),
     ):
         yield gauge(name, text, found.get(key))
+    yield from hold_families(found)
     in_flight = GaugeMetricFamily(
         "autorecovery_activations_in_flight",
         "Activations queued or running, by cluster",
@@ -146,6 +147,36 @@ def safety_families(found: dict[str, Any]) -> Iterator[Metric]:
     for cluster, n in sorted((found.get("in_flight") or {}).items()):
         in_flight.add_metric([cluster], float(n))
     yield in_flight
+
+
+def hold_families(found: dict[str, Any]) -> Iterator[Metric]:
+    """Hosts by the holds they carry (up hosts too), and hosts out of service for long."""
+    held = GaugeMetricFamily(
+        "autorecovery_hosts_held",
+        "Hosts carrying a hold, whatever their status (an up host's quarantine stops its next "
+        "recovery): hold is maintenance, autorecovery_off, quarantine, error_period, backoff or "
+        "init_outcome_unknown",
+        labels=["hold", "status"],
+    )
+    for row in found.get("held") or ():
+        held.add_metric([row["hold"], row["status"]], float(row["n"]))
+    yield held
+    longest = GaugeMetricFamily(
+        "autorecovery_cluster_longest_down_seconds",
+        "How long the cluster's longest-down host has been out of service (non_operational, "
+        "non_responsive, error or initializing; maintenance and unassigned not counted); 0: none",
+        labels=["cluster"],
+    )
+    down = GaugeMetricFamily(
+        "autorecovery_cluster_hosts_down",
+        "Hosts of the cluster out of service (non_operational, non_responsive, error, initializing)",
+        labels=["cluster"],
+    )
+    for cluster, (seconds, n) in sorted((found.get("down_longest") or {}).items()):
+        longest.add_metric([cluster], float(seconds))
+        down.add_metric([cluster], float(n))
+    yield longest
+    yield down
 
 
 def error_storage_families(found: dict[str, Any]) -> Iterator[Metric]:

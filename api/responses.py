@@ -43,9 +43,16 @@ class HostSummary(BaseModel):
     detail: str | None
     autorecovery: bool
     status_changed_at: str | None
-    report_age_s: float | None
+    report_age_s: float | None = Field(
+        description="seconds since the agent last answered with a usable report (a failed pull "
+        "does not count); null: never"
+    )
     in_flight: bool
     last_decision: str | None
+    holds: list[str] = Field(
+        description="the host's own holds now, whatever its status: maintenance, autorecovery_off, "
+        "quarantine, error_period, backoff, init_outcome_unknown"
+    )
 
 
 class HostPage(BaseModel):
@@ -86,7 +93,8 @@ class HoldInForce(BaseModel):
     """One thing holding the host out now."""
 
     hold: str = Field(
-        description="maintenance, autorecovery_off, quarantine, error_period, backoff, pause or observer"
+        description="maintenance, autorecovery_off, quarantine, error_period, backoff, "
+        "init_outcome_unknown, pause or observer"
     )
     detail: str
     since: str | None
@@ -112,9 +120,29 @@ class Incident(BaseModel):
     opened_at: str
 
 
+class ClusterHealth(BaseModel):
+    """A cluster's health in one line, as MachineHealthCheck says it: healthy N of M, limit K."""
+
+    cluster: str
+    hosts: int
+    up: int = Field(description="hosts up now (healthy)")
+    limit: int = Field(description="the most activations the tick runs at once in this cluster")
+    in_flight: int = Field(description="activations queued or running now")
+
+
+class HeldHosts(BaseModel):
+    """The hosts that carry one kind of hold, whatever their status."""
+
+    hold: str
+    hosts: int
+    by_status: dict[str, int]
+    examples: list[str] = Field(description="a few of the hosts, by id")
+
+
 class SafetyState(BaseModel):
     """What gates automatic activation now: the observer, pauses, caps in use, incidents."""
 
+    clusters: list[ClusterHealth] = Field(default_factory=list, description="each cluster's health")
     gate: str | None = Field(description="why the observer stops automatic activation; null: it does not")
     last_full_tick_at: str | None
     silent_hosts: int
@@ -122,6 +150,7 @@ class SafetyState(BaseModel):
     pauses: list[PauseOut]
     in_flight: dict[str, int] = Field(description="activations queued or running, by cluster")
     incidents: list[Incident]
+    holds: list[HeldHosts] = Field(description="hosts by the holds they carry, up hosts included")
 
 
 class HostDetail(BaseModel):
@@ -135,7 +164,10 @@ class HostDetail(BaseModel):
     detail: str | None
     autorecovery: bool
     status_changed_at: str | None
-    report_age_s: float | None
+    report_age_s: float | None = Field(
+        description="seconds since the agent last answered with a usable report (a failed pull "
+        "does not count); null: never"
+    )
     report: dict[str, Any] | None
     problems: list[Problem]
     last_decision: Decision

@@ -1,6 +1,6 @@
 """The README's benchmark figures, rendered from a run's JSON (never typed by hand).
 
-python -m bench.readme    # rewrite the README's block from bench/results/latest.json
+python -m bench.readme    # rewrite the README's blocks from bench/results/*.json
 """
 
 from __future__ import annotations
@@ -10,10 +10,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+from bench.recoveries_readme import render_recoveries
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 LATEST = ROOT / "bench" / "results" / "latest.json"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+LATEST_RECOVERIES = ROOT / "bench" / "results" / "recoveries.json"
+RECOVERIES_START, RECOVERIES_END = "<!-- bench-recoveries:start -->", "<!-- bench-recoveries:end -->"
 
 
 def _ratio(a: float, b: float) -> str:
@@ -169,20 +173,30 @@ def render(results: dict[str, Any]) -> str:
 
 def rewrite(results: dict[str, Any], readme: Path = README) -> None:
     """Replace the README's benchmark block with the figures of ``results``."""
+    _replace(readme, START, END, render(results))
+
+
+def rewrite_recoveries(results: dict[str, Any], readme: Path = README) -> None:
+    """Replace the README's recovery block with the figures of ``results``."""
+    _replace(readme, RECOVERIES_START, RECOVERIES_END, render_recoveries(results))
+
+
+def _replace(readme: Path, start: str, end: str, body: str) -> None:
     text = readme.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     if not pattern.search(text):
-        raise SystemExit(f"{readme} has no {START} … {END} block")
-    readme.write_text(pattern.sub(lambda _: f"{START}\n{render(results)}\n{END}", text), encoding="utf-8")
+        raise SystemExit(f"{readme} has no {start} … {end} block")
+    readme.write_text(pattern.sub(lambda _: f"{start}\n{body}\n{end}", text), encoding="utf-8")
 
 
-def block(readme: Path = README) -> str:
-    """The README's benchmark block as it stands."""
+def block(readme: Path = README, start: str = START, end: str = END) -> str:
+    """One of the README's benchmark blocks as it stands (the tick's by default)."""
     match = re.search(
-        re.escape(START) + r"\n(.*?)\n" + re.escape(END), readme.read_text(encoding="utf-8"), re.S
+        re.escape(start) + r"\n(.*?)\n" + re.escape(end), readme.read_text(encoding="utf-8"), re.S
     )
     return match.group(1) if match else ""
 
 
 if __name__ == "__main__":
     rewrite(json.loads(LATEST.read_text(encoding="utf-8")))
+    rewrite_recoveries(json.loads(LATEST_RECOVERIES.read_text(encoding="utf-8")))

@@ -11,7 +11,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,13 +33,36 @@ def _settings() -> Settings:
     return load_settings()
 
 
-def cmd_migrate(args: argparse.Namespace) -> int:
-    """Apply pending migrations to AUTORECOVERY_DATABASE_URL."""
-    from autorecovery.adapters.store import migrate
-    from autorecovery.bootstrap import require_urls
+@contextmanager
+def _database(args: argparse.Namespace, settings: Settings) -> Iterator[str]:
+    """Yield AUTORECOVERY_DATABASE_URL, or else the embedded PostgreSQL's URL in the data directory.
 
-    database_url, _ = require_urls(_settings())
-    applied = migrate(database_url)
+    The embedded one is ``autorecovery up``'s: reused while ``up`` runs (its handle is released
+    afterwards, which stops nothing ``up`` still uses), started when it does not. Redis is not
+    needed for the database's own work.
+    """
+    if settings.database_url:
+        yield settings.database_url
+        return
+    from harness.embedded import start_embedded
+
+    data_dir = (args.data_dir or settings.data_dir).resolve()
+    print(
+        f"AUTORECOVERY_DATABASE_URL is not set: using the embedded PostgreSQL in {data_dir}", file=sys.stderr
+    )
+    embedded = start_embedded(data_dir)
+    try:
+        yield embedded.database_url
+    finally:
+        embedded.stop()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Apply pending migrations to AUTORECOVERY_DATABASE_URL (or the embedded database)."""
+    from autorecovery.adapters.store import migrate
+
+    with _database(args, _settings()) as database_url:
+        applied = migrate(database_url)
     print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
     return EXIT_OK
 
@@ -46,20 +70,20 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     """Delete (or with --dry-run, count) history past its retention."""
     from autorecovery.adapters.store import Database
-    from autorecovery.bootstrap import require_urls, retention_policy
+    from autorecovery.bootstrap import retention_policy
     from autorecovery.services import utcnow
     from autorecovery.services.retention import RetentionService
 
     settings = _settings()
-    database_url, _ = require_urls(settings)
-    db = Database(database_url, max_size=1)
-    db.open()
-    try:
-        summary = RetentionService(db, utcnow, retention_policy(settings)).prune(
-            dry_run=args.dry_run, actor="cli"
-        )
-    finally:
-        db.close()
+    with _database(args, settings) as database_url:
+        db = Database(database_url, max_size=1)
+        db.open()
+        try:
+            summary = RetentionService(db, utcnow, retention_policy(settings)).prune(
+                dry_run=args.dry_run, actor="cli"
+            )
+        finally:
+            db.close()
     if args.json:
         print(json.dumps(summary))
         return EXIT_OK
@@ -95,6 +119,43 @@ def cmd_api(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_beat_alive(args: argparse.Namespace) -> int:
+    """Exit 0 while this container's beat is alive (the liveness probe), 1 with the reason if not."""
+    import time
+
+    import redis
+
+    from autorecovery.adapters import keys
+    from autorecovery.beat_liveness import LOCAL_HEARTBEAT, liveness
+
+    settings = _settings()
+    try:
+        local_at: float | None = float(LOCAL_HEARTBEAT.read_text())
+    except (FileNotFoundError, ValueError):
+        local_at = None
+    shared_at = None
+    if settings.redis_url:
+        try:
+            with redis.Redis.from_url(settings.redis_url, socket_timeout=5) as client:
+                raw = client.get(keys.beat_heartbeat())
+            shared_at = float(raw) if raw is not None else None
+        except (redis.RedisError, ValueError) as exc:
+            print(f"beat-alive: cannot read the shared heartbeat: {exc}", file=sys.stderr)
+    loop_s = max(1.0, min(settings.tick_interval_s, settings.beat_lock_timeout_s / 3))
+    why = liveness(
+        local_at,
+        shared_at,
+        time.time(),
+        max_age_s=max(60.0, 6 * loop_s),
+        takeover_s=3 * settings.beat_lock_timeout_s,
+    )
+    if why is not None:
+        print(f"beat is not alive: {why}", file=sys.stderr)
+        return EXIT_ERROR
+    print("beat is alive" + (" (leading)" if local_at is not None else " (standing by)"))
+    return EXIT_OK
+
+
 def cmd_check_flower_auth(args: argparse.Namespace) -> int:
     """Refuse (exit 2) an empty, malformed or weak FLOWER_BASIC_AUTH; run before Flower."""
     from autorecovery.flower_auth import FLOWER_VAR, check_flower_auth
@@ -127,8 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("migrate", help="apply database migrations").set_defaults(handler=cmd_migrate)
+    data_dir_help = "the embedded database's data directory, used when AUTORECOVERY_DATABASE_URL is unset"
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("--data-dir", type=Path, default=None, help=data_dir_help)
+    migrate.set_defaults(handler=cmd_migrate)
     prune = sub.add_parser("prune", help="delete history past its retention (AUTORECOVERY_RETENTION_*)")
+    prune.add_argument("--data-dir", type=Path, default=None, help=data_dir_help)
     prune.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
     prune.add_argument("--json", action="store_true", help="one line of JSON")
     prune.set_defaults(handler=cmd_prune)
@@ -139,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "check-flower-auth", help="refuse a missing, malformed or weak FLOWER_BASIC_AUTH (before Flower)"
     ).set_defaults(handler=cmd_check_flower_auth)
+    sub.add_parser(
+        "beat-alive", help="exit 0 while this container's beat is alive (Kubernetes liveness probe)"
+    ).set_defaults(handler=cmd_beat_alive)
     add_tool_commands(sub)
 
     agent = sub.add_parser("agent", help="run the host agent on this KVM host (needs the agent extra)")

@@ -86,7 +86,8 @@ def add_tool_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
         fault.add_argument("--url", default="http://127.0.0.1:8900")
         fault.add_argument(
             "--fault",
-            help="sd_down, nic_down, kvm_down, silent, init_fail, init_delay, report_delay, version",
+            help="sd_down, nic_down, kvm_down, silent, init_fail, init_delay, init_hang, report_delay, "
+            "version",
         )
         fault.add_argument("--hosts", nargs="+", default=None)
         fault.add_argument("--cluster")

@@ -51,6 +51,10 @@ ADOPTED = "adopted"
 #: Statuses an automatic activation may start from: error counts once its period is over.
 AUTO_ACTIVATABLE = RECOVERABLE_STATUSES | {HostStatus.ERROR}
 
+#: First "reports" that hear nothing from the host: it stays unassigned (not a fault, and not
+#: counted by the observer gate) until its agent answers.
+NEVER_HEARD = frozenset({Reason.NO_REPORT, Reason.AGENT_UNREACHABLE})
+
 
 @dataclass(frozen=True, slots=True)
 class Transition:
@@ -104,13 +108,14 @@ def transition(host: Host, assessment: Assessment) -> Transition | None:
 def first_report(host: Host, assessment: Assessment) -> Transition | None:
     """Return what a registered host's first report does to it, or None while it waits.
 
-    Until a report comes the host stays unassigned. A clean first report marks an adopted
-    host up without an init; a host not adopted stays unassigned and ``decide`` activates it
-    (an init, as for any host out of service). A first report with a problem takes the host
-    out the normal way: non_responsive when it cannot be heard, non_operational otherwise.
+    Until a report comes (none yet, or its agent does not answer) the host stays unassigned. A
+    clean first report marks an adopted host up without an init; a host not adopted stays
+    unassigned and ``decide`` activates it (an init, as for any host out of service). A first
+    report with a problem (stale, unusable, or a fault) takes the host out the normal way:
+    non_responsive when it cannot be used, non_operational otherwise.
     """
     problem = assessment.primary
-    if problem is not None and problem.reason is Reason.NO_REPORT:
+    if problem is not None and problem.reason in NEVER_HEARD:
         return None
     if problem is None:
         if not host.adopt:
@@ -163,7 +168,7 @@ def decide(
     if host.status is HostStatus.UP:
         if assessment.is_healthy:
             return skip(Skip.HEALTHY, "host is up")
-        return skip(_problem_skip(assessment), _problems_text(assessment))
+        return _problem_decision(host.id, assessment)
     if host.status is HostStatus.MAINTENANCE and trigger is Trigger.AUTO:
         return skip(Skip.MAINTENANCE, "host is in maintenance; only an admin activates it")
     if host.status is HostStatus.INITIALIZING or host.in_flight:
@@ -192,7 +197,7 @@ def decide(
             f"{host.quarantined_at.isoformat()}; an admin clears it or activates the host",
         )
     if not assessment.is_healthy:
-        return skip(_problem_skip(assessment), _problems_text(assessment))
+        return _problem_decision(host.id, assessment)
     waiting = sorted(cluster.storage_domains & gates.inactive_domains) if cluster else []
     if waiting:
         return skip(
@@ -216,6 +221,18 @@ def decide(
 
 def _problems_text(assessment: Assessment) -> str:
     return "; ".join(f"{p.reason.value}: {p.detail}" for p in assessment.problems)
+
+
+def _problem_decision(host_id: str, assessment: Assessment) -> Decision:
+    """Skip for the problems; a lone problem named like the skip is not named twice.
+
+    ``agent_unreachable`` with ``cannot connect ...``, not ``agent_unreachable: agent_unreachable: ...``.
+    """
+    code = _problem_skip(assessment)
+    problems = assessment.problems
+    if len(problems) == 1 and problems[0].reason.value == code.value:
+        return Decision(host_id, code.value, problems[0].detail)
+    return Decision(host_id, code.value, _problems_text(assessment))
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,11 +6,19 @@ arguments.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from models.domain import Host, HostStatus
+
 FLEET = "fleet"
+
+#: How many silent hosts the observer gate's reason names (the count says the rest).
+SILENT_EXAMPLES = 5
+
+#: Hosts the observer gate does not count: an admin's maintenance, and a host never heard from.
+UNOBSERVED_STATUSES = frozenset({HostStatus.MAINTENANCE, HostStatus.UNASSIGNED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +149,49 @@ def is_flapping(recent_ends: int, limit: int) -> bool:
     return recent_ends >= limit
 
 
+#: A host's own holds, in the order they are shown: what keeps it from automatic activation
+#: whatever its status (an up host can carry a quarantine that stops its next recovery).
+HOST_HOLDS = (
+    "maintenance",
+    "autorecovery_off",
+    "quarantine",
+    "error_period",
+    "backoff",
+    "init_outcome_unknown",
+)
+
+
+def host_holds(host: Host, now: datetime) -> tuple[str, ...]:
+    """Return the holds ``host`` carries at ``now`` (``HOST_HOLDS`` names), whatever its status.
+
+    Pauses and the observer gate hold whole clusters or the fleet: they are not a host's own.
+    """
+    carried = {
+        "maintenance": host.status is HostStatus.MAINTENANCE,
+        "autorecovery_off": not host.autorecovery,
+        "quarantine": host.quarantined_at is not None,
+        "error_period": host.status is HostStatus.ERROR
+        and (host.error_until is None or now < host.error_until),
+        "backoff": host.next_attempt_at is not None and now < host.next_attempt_at,
+        "init_outcome_unknown": host.init_hold_until is not None and now < host.init_hold_until,
+    }
+    return tuple(kind for kind in HOST_HOLDS if carried[kind])
+
+
+def is_observed(status: HostStatus) -> bool:
+    """True for a host the observer gate counts: heard from at least once, not in maintenance.
+
+    A registered host that never reported (``unassigned``: an inventory imported before its
+    agents run) says nothing about the collector, so it must not close the gate for the fleet.
+    """
+    return status not in UNOBSERVED_STATUSES
+
+
+def silent_examples(*groups: Iterable[str]) -> list[str]:
+    """Return the first ``SILENT_EXAMPLES`` host ids, sorted, of the given groups together."""
+    return sorted({host_id for group in groups for host_id in group})[:SILENT_EXAMPLES]
+
+
 def observer_block(
     *,
     silent: int,
@@ -148,15 +199,17 @@ def observer_block(
     max_silent_share: float,
     quiet: bool,
     redis_ok: bool,
+    silent_ids: Sequence[str] = (),
 ) -> str | None:
     """Say why automatic activation must wait for the whole fleet, or None.
 
     Args:
         silent: hosts whose latest data is missing, stale, unusable or unanswered.
-        observed: hosts monitored (maintenance excluded).
+        observed: hosts monitored (``is_observed``: maintenance and unassigned excluded).
         max_silent_share: above this share of silent hosts the observer is suspect.
         quiet: no full tick of fresh data yet since the service started or after a gap.
         redis_ok: whether the lock service answers.
+        silent_ids: a few of the silent hosts, named in the reason.
     """
     if not redis_ok:
         return "redis_unavailable: the lock service does not answer"
@@ -165,7 +218,16 @@ def observer_block(
     if observed and silent / observed > max_silent_share:
         return (
             f"monitoring_stale: {silent} of {observed} hosts have no fresh data "
-            f"(limit {max_silent_share:.0%}); the collector or the network may be broken"
+            f"(limit {max_silent_share:.0%}){_naming(silent, silent_ids)}; "
+            "the collector or the network may be broken"
         )
     return None
+
+
+def _naming(silent: int, silent_ids: Sequence[str]) -> str:
+    named = list(silent_ids[:SILENT_EXAMPLES])
+    if not named:
+        return ""
+    more = silent - len(named)
+    return ": " + ", ".join(named) + (f" and {more} more" if more > 0 else "")
 

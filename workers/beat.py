@@ -15,6 +15,7 @@ from redbeat import RedBeatScheduler
 from redbeat.schedulers import get_redis
 
 from autorecovery.adapters import keys
+from autorecovery.beat_liveness import LOCAL_HEARTBEAT
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
         # Beat sends only ticks and the daily pruning: no task-sent event for them, so Flower's
         # bounded task list is not filled with ticks (the workers send none for them either).
         app.conf.task_send_sent_event = False
+        LOCAL_HEARTBEAT.unlink(missing_ok=True)  # a restarted container's file is not ours
         super().__init__(app, *args, **kwargs)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
@@ -37,6 +39,10 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
             get_redis(self.app).set(keys.beat_heartbeat(), f"{time.time():.3f}", ex=HEARTBEAT_TTL_S)
         except redis.RedisError as exc:
             log.warning("beat: cannot write the heartbeat: %s", exc)
+        try:
+            LOCAL_HEARTBEAT.write_text(f"{time.time():.3f}")
+        except OSError as exc:
+            log.warning("beat: cannot write %s: %s", LOCAL_HEARTBEAT, exc)
         return wait_s
 
 

@@ -33,7 +33,7 @@ def audit(q: Annotated[AuditQuery, Query()], _: Viewer, views: Views) -> dict[st
     return {"entries": entries, "next_before": entries[-1]["id"] if more else None}
 
 
-@router.get("/plan", response_model=Plan, responses=error_responses(401, 422))
+@router.get("/plan", response_model=Plan, responses=error_responses(401, 404, 422))
 def plan(q: Annotated[PlanQuery, Query()], _: Viewer, views: Views, safety: Safety) -> dict[str, Any]:
     """What the next tick would do for each host and why, from the same policy; changes nothing.
 
@@ -43,6 +43,8 @@ def plan(q: Annotated[PlanQuery, Query()], _: Viewer, views: Views, safety: Safe
     with ``observer_unhealthy`` or ``paused``, and hosts over a cap with ``capped``.
     """
     hosts = views.plan(cluster_id=q.cluster)
+    if not hosts and q.cluster:
+        views.get_cluster(q.cluster)  # NotFound: 404 naming the cluster
     state = safety.state()
     activate = sum(1 for h in hosts if h["action"] == "activate")
     return {

@@ -25,9 +25,12 @@ _REPORT_BODY = {
 }
 
 
-@router.get("/hosts", response_model=HostPage, responses=error_responses(401, 422))
+@router.get("/hosts", response_model=HostPage, responses=error_responses(401, 404, 422))
 def list_hosts(q: Annotated[HostQuery, Query()], _: Viewer, views: Views) -> dict[str, Any]:
-    """List hosts by id, filtered by status, cluster and autorecovery flag, a page at a time."""
+    """List hosts by id, filtered by status, cluster and autorecovery flag, a page at a time.
+
+    An unknown ``cluster`` is a 404 naming it, not an empty page that reads as "all is well".
+    """
     hosts = views.list_hosts(
         status=q.status.value if q.status else None,
         cluster_id=q.cluster,
@@ -35,6 +38,8 @@ def list_hosts(q: Annotated[HostQuery, Query()], _: Viewer, views: Views) -> dic
         limit=q.limit + 1,
         after=q.after or "",
     )
+    if not hosts and q.cluster:
+        views.get_cluster(q.cluster)  # NotFound: 404 naming the cluster
     more = len(hosts) > q.limit
     hosts = hosts[: q.limit]
     return {"hosts": hosts, "next_after": hosts[-1]["id"] if more else None}

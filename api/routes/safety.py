@@ -126,11 +126,11 @@ def reset_backoff(host_id: HostId, who: Admin, safety: Safety) -> dict[str, Any]
 
 
 @router.get("/safety", response_model=SafetyState, responses=error_responses(401))
-def safety_state(_: Viewer, safety: Safety) -> dict[str, Any]:
+def safety_state(_: Viewer, safety: Safety, views: Views) -> dict[str, Any]:
     """What gates automatic activation now.
 
     The observer's gate and counts as of the last full tick, the pauses in force, activations
     queued or running per cluster, and the open incidents (many hosts of a cluster out for one
-    storage domain or network).
+    storage domain or network), and each cluster's health: hosts up of all, its cap.
     """
-    return safety.state()
+    return {**safety.state(), "clusters": views.cluster_health()}

@@ -18,7 +18,9 @@ from pydantic import (
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 #: Networks, storage domains and CPU flags.
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._:/+-]{0,127}$"
-VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
+#: A cluster's minimum version: dotted numbers, as ``models.assessment.version_tuple`` compares them
+#: (``four`` would compare as the empty version and let every host pass).
+VERSION_PATTERN = r"^[0-9]{1,9}(\.[0-9]{1,9}){0,15}$"
 #: Free text: no C0/C1 control characters (PostgreSQL refuses NUL; logs should not get escapes),
 #: no line/paragraph separators and no bidirectional formatting (they spoof CLI and log lines).
 TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]*$"

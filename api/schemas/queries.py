@@ -20,6 +20,7 @@ from api.schemas.common import (
     QueryInt,
 )
 from api.schemas.pauses import parse_rfc3339
+from models.audit_events import is_audit_event
 from models.domain import HostStatus
 
 
@@ -64,6 +65,14 @@ class AuditQuery(QueryInput):
     def _rfc3339(cls, value: object) -> object:
         # Not pydantic's parsing, which also reads "68023" as a Unix time.
         return None if value is None else parse_rfc3339(value)
+
+    @field_validator("event")
+    @classmethod
+    def _known_event(cls, value: str | None) -> str | None:
+        # A misspelt event is an error, not an empty page that reads as "it never happened".
+        if value is not None and not is_audit_event(value):
+            raise ValueError(f"{value!r} is not an audit event (`autorecovery audit --events` lists them)")
+        return value
 
 
 class PlanQuery(QueryInput):

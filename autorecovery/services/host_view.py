@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from models.assessment import Assessment
-from models.domain import Host, HostStatus, Report
-from models.safety import Gates
+from models.domain import Host, Report
+from models.safety import Gates, host_holds
 
 
 def hold_view(
@@ -49,17 +49,20 @@ def held_by(host: Host, row: Mapping[str, object], gates: Gates, now: datetime) 
             }
         )
 
-    if host.status is HostStatus.MAINTENANCE:
-        hold("maintenance", "an admin put it in maintenance", host.status_changed_at)
-    if not host.autorecovery:
-        hold("autorecovery_off", "autorecovery is off; only an admin activates it")
-    if host.quarantined_at is not None:
-        hold("quarantine", str(row.get("quarantine_reason") or "flapping"), host.quarantined_at)
-    if host.status is HostStatus.ERROR and (host.error_until is None or now < host.error_until):
-        hold("error_period", "VMs failed here, then started elsewhere", host.status_changed_at,
-             host.error_until)
-    if host.next_attempt_at is not None and now < host.next_attempt_at:
-        hold("backoff", f"{host.failures} failed attempt(s) in a row", until=host.next_attempt_at)
+    own = {
+        "maintenance": ("an admin put it in maintenance", host.status_changed_at, None),
+        "autorecovery_off": ("autorecovery is off; only an admin activates it", None, None),
+        "quarantine": (str(row.get("quarantine_reason") or "flapping"), host.quarantined_at, None),
+        "error_period": ("VMs failed here, then started elsewhere", host.status_changed_at, host.error_until),
+        "backoff": (f"{host.failures} failed attempt(s) in a row", None, host.next_attempt_at),
+        "init_outcome_unknown": (
+            "an earlier init's outcome was not seen and it may still run; no new init before then",
+            None,
+            host.init_hold_until,
+        ),
+    }
+    for kind in host_holds(host, now):
+        hold(kind, *own[kind])
     pause = gates.pause_for(host.cluster_id, now)
     if pause is not None:
         hold("pause", pause.describe(), pause.created_at, pause.expires_at)

@@ -31,10 +31,17 @@ class SpecProblem:
     index: int
     field: str
     message: str
+    #: What kind of problem: ``taken`` (registered already), ``repeated`` or ``unknown_cluster``.
+    code: str
 
     def as_dict(self) -> dict[str, Any]:
         """Present the problem as JSON, naming the field as ``hosts[i].field``."""
-        return {"index": self.index, "field": f"hosts[{self.index}].{self.field}", "message": self.message}
+        return {
+            "index": self.index,
+            "field": f"hosts[{self.index}].{self.field}",
+            "code": self.code,
+            "message": self.message,
+        }
 
 
 class OnboardingService:
@@ -55,12 +62,16 @@ class OnboardingService:
         first: dict[str, int] = {}
         for index, spec in enumerate(specs):
             if spec.id in taken:
-                problems.append(SpecProblem(index, "id", f"host {spec.id!r} is already registered"))
+                problems.append(SpecProblem(index, "id", f"host {spec.id!r} is already registered", "taken"))
             elif spec.id in first:
-                problems.append(SpecProblem(index, "id", f"is listed twice (also hosts[{first[spec.id]}])"))
+                problems.append(
+                    SpecProblem(index, "id", f"is listed twice (also hosts[{first[spec.id]}])", "repeated")
+                )
             first.setdefault(spec.id, index)
             if spec.cluster not in clusters:
-                problems.append(SpecProblem(index, "cluster", f"unknown cluster {spec.cluster!r}"))
+                problems.append(
+                    SpecProblem(index, "cluster", f"unknown cluster {spec.cluster!r}", "unknown_cluster")
+                )
         return problems
 
     def register_batch(self, specs: Sequence[HostSpec], actor: str) -> tuple[list[str], list[SpecProblem]]:

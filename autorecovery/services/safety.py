@@ -16,7 +16,7 @@ from autorecovery.services.audit import Trail
 from models.domain import Cluster, DomainStatus, domains_by_status, effective_cluster
 from models.errors import InvalidInput, NotFound
 from models.policy import Skip, evaluate
-from models.safety import FLEET, Candidate, CapPolicy, Gates, Pause, admit
+from models.safety import FLEET, HOST_HOLDS, Candidate, CapPolicy, Gates, Pause, admit
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,22 @@ class SafetyView:
             "pauses": [pause_as_dict(p) for p in self.pauses.values()],
             "in_flight": self.in_flight,
         }
+
+
+#: Hosts named per hold in the safety view.
+HELD_EXAMPLES = 5
+
+
+def holds_by_kind(held: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Merge the (hold, status) counts of ``held_hosts`` into one entry per hold, in HOST_HOLDS order."""
+    merged: dict[str, dict[str, Any]] = {}
+    for row in held:
+        empty = {"hold": row["hold"], "hosts": 0, "by_status": {}, "examples": []}
+        entry = merged.setdefault(row["hold"], empty)
+        entry["hosts"] += row["n"]
+        entry["by_status"][row["status"]] = row["n"]
+        entry["examples"] = sorted([*entry["examples"], *row["examples"]])[:HELD_EXAMPLES]
+    return [merged[kind] for kind in HOST_HOLDS if kind in merged]
 
 
 def pause_as_dict(pause: Pause) -> dict[str, Any]:
@@ -181,12 +197,14 @@ class SafetyService:
         return previous
 
     def state(self) -> dict[str, Any]:
-        """Return the gate, the pauses in force, activations in flight and open incidents."""
+        """Return the gate, the pauses in force, activations in flight, open incidents and holds."""
         now = self.clock()
         with self.db.transaction() as conn:
             view = load_view(conn, self.repos, now)
             incidents = self.repos.safety.open_incidents(conn)
+            held = self.repos.safety.held_hosts(conn, now, HELD_EXAMPLES)
         out = view.as_dict()
+        out["holds"] = holds_by_kind(held)
         out["incidents"] = [
             {
                 "id": i["id"],

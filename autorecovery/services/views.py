@@ -15,7 +15,7 @@ from autorecovery.services.safety import SafetyView, load_view, pause_as_dict, p
 from models.domain import Cluster, Host, HostStatus, Report, effective_cluster
 from models.errors import NotFound
 from models.policy import Evaluation, Skip, evaluate
-from models.safety import CapPolicy
+from models.safety import CapPolicy, host_holds
 
 
 class FleetViews:
@@ -93,6 +93,28 @@ class FleetViews:
                 after=after,
             )
         return [host_summary(row.host, row.report, row.state, now) for row in rows]
+
+    def cluster_health(self) -> list[dict[str, Any]]:
+        """Return each cluster's hosts, how many are up, its cap and the activations in flight.
+
+        Like Cluster API's MachineHealthCheck status: "healthy N of M", and the most activations
+        the tick runs at once there (``limit``).
+        """
+        with self.db.transaction() as conn:
+            clusters = self.repos.hosts.all_clusters(conn)
+            sizes = self.repos.safety.cluster_sizes(conn)
+            up = self.repos.safety.up_by_cluster(conn)
+            in_flight = self.repos.safety.in_flight_by_cluster(conn)
+        return [
+            {
+                "cluster": c,
+                "hosts": sizes.get(c, 0),
+                "up": up.get(c, 0),
+                "limit": self.caps.cluster_limit(sizes.get(c, 1)),
+                "in_flight": in_flight.get(c, 0),
+            }
+            for c in clusters
+        ]
 
     def list_clusters(self) -> list[dict[str, Any]]:
         """Return every cluster in its registration shape, ordered by id."""
@@ -183,10 +205,21 @@ def host_summary(host: Host, report: Report | None, state: HostState, now: datet
     """Present a host in a list: its status, flag, report age and last decision code."""
     return {
         **_host_fields(host),
-        "report_age_s": (now - report.reported_at).total_seconds() if report else None,
+        "report_age_s": heard_age_s(state, now),
         "in_flight": host.in_flight,
         "last_decision": state["last_decision"],
+        "holds": list(host_holds(host, now)),
     }
+
+
+def heard_age_s(state: HostState, now: datetime) -> float | None:
+    """Seconds since the host's agent last answered with a usable report (None: never).
+
+    A failed pull stores an observation dated at the attempt: counting from it would make a host
+    whose agent has been silent for an hour look one tick old.
+    """
+    heard = state.get("report_heard_at")
+    return (now - heard).total_seconds() if heard else None
 
 
 def why_not_recovered(ev: Evaluation, state: HostState, now: datetime) -> dict[str, Any] | None:
@@ -212,7 +245,7 @@ def host_detail(row: HostRow, ev: Evaluation, now: datetime) -> dict[str, Any]:
     host, report, state = row
     return {
         **_host_fields(host),
-        "report_age_s": ev.assessment.report_age_s,
+        "report_age_s": heard_age_s(state, now),
         "report": report_as_dict(report) if report else None,
         "problems": [{"reason": p.reason.value, "detail": p.detail} for p in ev.assessment.problems],
         "last_decision": {

@@ -11,6 +11,8 @@ import contextlib
 import ipaddress
 import re
 import sys
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from enum import IntEnum
 from typing import Any
 from urllib.parse import urlsplit
@@ -76,7 +78,7 @@ _STATUS_HINTS = {
 }
 #: What to do after an error answer, by the API's error code, else by the field a 404 names.
 _CODE_HINTS = {
-    "cluster_id": "check the cluster id",
+    "cluster_id": "check the id with `autorecovery clusters list`",
     "storage_domain_id": "check the id with `autorecovery storage-domains list`",
     "not_paused": "nothing to resume; `autorecovery safety` lists the pauses in force",
     "already_up": "nothing to do",
@@ -91,7 +93,9 @@ def _hint(status: int, body: dict[str, Any], base_url: str) -> str | None:
         holder = body.get("holder") or {}
         if "sd_id" in holder:
             return f"follow it with `autorecovery storage-domains show {holder['sd_id']}`"
-        return f"follow it with `autorecovery hosts show {holder.get('host_id', 'ID')}`"
+        if "host_id" in holder:
+            return f"follow it with `autorecovery hosts show {holder['host_id']}`"
+        return "wait for the activation in flight to end, then try again"
     for key in (code, field if status == 404 else None):
         if key in _CODE_HINTS:
             return _CODE_HINTS[str(key)]
@@ -102,14 +106,35 @@ def _hint(status: int, body: dict[str, Any], base_url: str) -> str | None:
     return _STATUS_HINTS.get(status, "see the API's log" if status >= 500 else None)
 
 
+def not_the_api(response: httpx.Response, base_url: str) -> ApiFailure:
+    """Say that the URL answered something other than the API's JSON (its body is not shown).
+
+    A gateway's 502/503/504 keeps its exit code (the API behind it is down or slow); any other
+    answer means the URL is not the API: exit 2, a setting to fix.
+    """
+    status = response.status_code
+    kind = response.headers.get("content-type", "").split(";")[0].strip() or "no content type"
+    said = f"{base_url} answered HTTP {status} with {kind}, not the autorecovery API's JSON"
+    if status in (502, 503, 504):
+        return ApiFailure(
+            exit_code_for(status), said, "a proxy in front of the API answered: is the API up behind it?"
+        )
+    return ApiFailure(
+        Exit.USAGE,
+        said,
+        f"is {base_url} the autorecovery API? set --api-url or AUTORECOVERY_API_URL "
+        "(e.g. http://127.0.0.1:8800, without /api/v1)",
+    )
+
+
 def failure_from(response: httpx.Response, base_url: str) -> ApiFailure:
     """Turn an error answer into the API's message and a hint of what to do."""
     try:
         body = response.json()
     except ValueError:
         body = None
-    if not isinstance(body, dict):
-        body = {"message": f"HTTP {response.status_code}: {response.text[:200]}".strip()}
+    if not isinstance(body, dict) or not isinstance(body.get("message"), str):
+        return not_the_api(response, base_url)
     status = response.status_code
     return ApiFailure(
         exit_code_for(status), str(body.get("message") or f"HTTP {status}"), _hint(status, body, base_url),
@@ -133,9 +158,17 @@ class ApiClient:
         headers = {"User-Agent": f"autorecovery-cli/{__version__}", "Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        self._date: str | None = None
         self._http = httpx.Client(
             base_url=self.base_url + API_PREFIX, headers=headers, timeout=timeout_s, transport=transport
         )
+
+    def server_now(self) -> datetime | None:
+        """The API's clock as of its last answer (its ``Date`` header), else this machine's."""
+        if self._date:
+            with contextlib.suppress(TypeError, ValueError):
+                return parsedate_to_datetime(self._date)
+        return datetime.now(UTC)
 
     def __enter__(self) -> ApiClient:
         return self
@@ -156,6 +189,21 @@ class ApiClient:
         Raises:
             ApiFailure: the API refused, failed, or could not be reached in time.
         """
+        return self.send(method, path, params=params, body=body)[1]
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> tuple[int, Any]:
+        """Send one request; return the answer's status and its JSON (None for an empty answer).
+
+        Raises:
+            ApiFailure: the API refused, failed, or could not be reached in time.
+        """
         query = {k: v for k, v in (params or {}).items() if v is not None}
         where = f"{method} {API_PREFIX}{path}"
         try:
@@ -170,16 +218,15 @@ class ApiClient:
             ) from exc
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from exc
+        self._date = response.headers.get("date")
         if not response.is_success:
             raise failure_from(response, self.base_url)
         if not response.content:
-            return None
+            return response.status_code, None
         try:
-            return response.json()
+            return response.status_code, response.json()
         except ValueError as exc:
-            raise ApiFailure(
-                Exit.FAILED, f"{where}: the answer is not JSON", f"is {self.base_url} the autorecovery API?"
-            ) from exc
+            raise not_the_api(response, self.base_url) from exc
 
     def _unreachable(self, exc: Exception) -> ApiFailure:
         return ApiFailure(

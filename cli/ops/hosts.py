@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -11,17 +12,26 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.ops.client import ApiClient, ApiFailure, Exit
+from cli.ops.live import every
 from cli.ops.render import (
     Output,
     age,
     cell,
     new_table,
+    reason_text,
     status_cell,
     when,
 )
 from cli.ops.wait import DEFAULT_WAIT_S, watch
+from models.safety import HOST_HOLDS
 
 PAGE_SIZE = 1000
+#: Characters of a ``-o wide`` line in a pipe.
+WIDE_COLUMNS = 400
+#: ``--held`` without a kind: any hold.
+ANY_HOLD = "any"
+#: The holds a host can carry, as the API's host list names them.
+HOLDS = HOST_HOLDS
 
 
 def host_path(host_id: str) -> str:
@@ -30,12 +40,24 @@ def host_path(host_id: str) -> str:
 
 
 def cmd_hosts_list(api: ApiClient, args: argparse.Namespace, out: Output) -> int:
-    """List hosts, following pages until ``--limit`` (default: all)."""
+    """List hosts, following pages until ``--limit`` (default: all); with ``--watch``, again and again."""
+    if args.watch is None:
+        return _list_once(api, args, out)
+    draw = lambda: _list_once(api, args, out)  # noqa: E731 - one round of the watch
+    return every(out, "autorecovery hosts list", draw, args.watch, args.watch_count)
+
+
+def _fetch(api: ApiClient, args: argparse.Namespace) -> tuple[list[dict[str, Any]], str | None]:
+    """The hosts the filters select, and where the next page starts (None: no more).
+
+    ``--decision`` and ``--held`` filter here, over every page (the API filters the rest).
+    """
     autorecovery = {"on": "true", "off": "false"}.get(args.autorecovery or "")
+    local = args.decision is not None or args.held is not None
     hosts: list[dict[str, Any]] = []
     after = args.after
     while True:
-        want = PAGE_SIZE if args.limit is None else min(PAGE_SIZE, args.limit - len(hosts))
+        want = PAGE_SIZE if args.limit is None or local else min(PAGE_SIZE, args.limit - len(hosts))
         page = api.call(
             "GET",
             "/hosts",
@@ -47,29 +69,75 @@ def cmd_hosts_list(api: ApiClient, args: argparse.Namespace, out: Output) -> int
                 "after": after,
             },
         )
-        hosts.extend(page["hosts"])
+        hosts.extend(h for h in page["hosts"] if _selected(h, args))
         after = page.get("next_after")
         if after is None or (args.limit is not None and len(hosts) >= args.limit):
             break
+    if args.limit is not None and len(hosts) > args.limit:
+        after, hosts = hosts[args.limit - 1]["id"], hosts[: args.limit]
+    return hosts, after
+
+
+def holds_of(h: dict[str, Any]) -> list[str]:
+    """The host's own holds: the list view's ``holds`` (names), else ``held_by``; none if absent."""
+    names = h.get("holds")
+    if isinstance(names, list):
+        return [str(n) for n in names]
+    return [str(item.get("hold")) for item in h.get("held_by") or [] if isinstance(item, dict)]
+
+
+def _selected(h: dict[str, Any], args: argparse.Namespace) -> bool:
+    if args.decision is not None and h.get("last_decision") != args.decision:
+        return False
+    if args.held is None:
+        return True
+    held = holds_of(h)
+    return bool(held) if args.held == ANY_HOLD else args.held in held
+
+
+def down_for_s(h: dict[str, Any], now: datetime | None) -> float | None:
+    """Seconds since a host that is out of service left ``up`` (None: up, never up, or unknown)."""
+    since = h.get("status_changed_at")
+    if h.get("status") in ("up", "unassigned") or not since or now is None:
+        return None
+    try:
+        return max((now - datetime.fromisoformat(since)).total_seconds(), 0.0)
+    except (TypeError, ValueError):
+        return None
+
+
+def _list_once(api: ApiClient, args: argparse.Namespace, out: Output) -> int:
+    hosts, after = _fetch(api, args)
     if out.json_mode:
         out.data({"hosts": hosts, "next_after": after})
         return Exit.OK
-    table = new_table(
-        "HOST", "CLUSTER", "STATUS", "REASON", "AUTORECOVERY", "REPORT AGE", "ACTIVATING", "LAST DECISION"
-    )
+    wide = args.output == "wide"
+    columns = ["HOST", "CLUSTER", "STATUS", "REASON", "DOWN FOR", "AUTORECOVERY", "HOLDS", "REPORT AGE"]
+    columns += ["ACTIVATING", "LAST DECISION"] + (["STATUS SINCE", "DETAIL", "AGENT"] if wide else [])
+    table = new_table(*columns)
     counts: dict[str, int] = {}
+    now = api.server_now()  # the API's clock: a skewed laptop must not shift "down for"
     for h in hosts:
         counts[h["status"]] = counts.get(h["status"], 0) + 1
-        table.add_row(
+        down = down_for_s(h, now)
+        row = [
             cell(h["id"]),
             cell(h["cluster"]),
             status_cell(h["status"]),
             cell(h.get("reason")),
+            age(down),
             cell("on" if h["autorecovery"] else "off"),
+            Text(", ".join(holds_of(h)), style="yellow"),
             age(h.get("report_age_s")),
             cell("yes" if h.get("in_flight") else ""),
             cell(h.get("last_decision")),
-        )
+        ]
+        if wide:
+            row += [when(h.get("status_changed_at")), cell(h.get("detail")), cell(h.get("agent_url"))]
+        table.add_row(*row)
+    # -o wide in a pipe: every column whole, however wide the line (a terminal folds them).
+    if wide and not out.out.is_terminal:
+        out.out.width = WIDE_COLUMNS
     out.out.print(table)
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     more = f"; more after {after} (--after {after})" if after else ""
@@ -79,7 +147,7 @@ def cmd_hosts_list(api: ApiClient, args: argparse.Namespace, out: Output) -> int
 
 def _activation_line(a: dict[str, Any]) -> Text:
     fence = f", fence {a['fence']}" if a.get("fence") is not None else ""
-    outcome = f": {a['outcome']}" if a.get("outcome") else ""
+    outcome = f": {a['outcome']}" if a.get("outcome") and a["outcome"] != a.get("state") else ""
     detail = f" ({a['detail']})" if a.get("detail") else ""
     return Text(f"{a['id']} {a['state']}{outcome}{detail} — {a['trigger']} by {a['actor']}{fence}")
 
@@ -114,10 +182,10 @@ def cmd_hosts_show(api: ApiClient, args: argparse.Namespace, out: Output) -> int
     last = h.get("last_decision") or {}
     if last.get("code"):
         at = f" (at {when(last['at'])})" if last.get("at") else ""
-        grid.add_row("last decision", cell(f"{last['code']}: {last.get('detail') or ''}{at}"))
+        grid.add_row("last decision", cell(reason_text(last["code"], last.get("detail")) + at))
     why = h.get("why_not_recovered")
     if why:
-        grid.add_row("why not up", cell(f"{why.get('code')}: {why.get('detail') or ''}"))
+        grid.add_row("why not up", cell(reason_text(why.get("code"), why.get("detail"))))
     for label, text in _hold_lines(h):
         grid.add_row(label, Text(text, style="yellow"))
     running = h.get("activation")
@@ -155,8 +223,8 @@ def cmd_hosts_show(api: ApiClient, args: argparse.Namespace, out: Output) -> int
 def _hold_lines(h: dict[str, Any]) -> list[tuple[str, str]]:
     """One line per hold in force now (``held_by``), with the command that lifts it."""
     lifts = {
-        "quarantine": " (clear it with `autorecovery hosts quarantine-clear ID`)",
-        "backoff": " (retry now with `autorecovery hosts backoff-reset ID`)",
+        "quarantine": f" (clear it with `autorecovery hosts quarantine-clear {h['id']}`)",
+        "backoff": f" (retry now with `autorecovery hosts backoff-reset {h['id']}`)",
     }
     lines = []
     for item in h.get("held_by") or []:
@@ -230,12 +298,13 @@ def wait_for_activation(
     if state == "succeeded" or host.get("status") == "up":
         out.say(Text("✓ ", style="green"), (host_id, "bold"), " is up")
         return Exit.OK
-    why = record.get("outcome") or state
+    outcome = record.get("outcome")
+    why = f", {outcome}" if outcome and outcome != state else ""
     detail = f" ({record['detail']})" if record.get("detail") else ""
-    reason = f" {host['reason']}" if host.get("reason") else ""
+    reason = f" ({host['reason']})" if host.get("reason") else ""
     raise ApiFailure(
         Exit.FAILED,
-        f"{host_id} is not up: activation {state}, {why}{detail}; the host is {host.get('status')}{reason}",
+        f"{host_id} is not up: activation {state}{why}{detail}; the host is {host.get('status')}{reason}",
         f"see why with `autorecovery hosts show {host_id}`",
     )
 

@@ -44,6 +44,14 @@ def add_onboarding_commands(
         "file", metavar="FILE", help="CSV with header id,cluster,agent_url[,adopt]; .json; .jsonl"
     )
     imp.add_argument("--adopt", action="store_true", help=adopt_help + " (a line's adopt column wins)")
+    imp.add_argument(
+        "--dry-run", action="store_true", help="check every line here and with the API; register nothing"
+    )
+    imp.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave out hosts registered already (to finish an import that stopped half way)",
+    )
     imp.set_defaults(handler=run_command(cmd_hosts_import))
 
     delete = hsub.add_parser("delete", parents=common, epilog=codes, help="forget a host (its audit stays)")

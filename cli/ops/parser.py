@@ -9,6 +9,8 @@ from typing import Any
 from cli.ops.audit import cmd_audit
 from cli.ops.client import ApiClient, ApiFailure, resolve
 from cli.ops.hosts import (
+    ANY_HOLD,
+    HOLDS,
     cmd_hosts_activate,
     cmd_hosts_autorecovery,
     cmd_hosts_holds,
@@ -16,10 +18,11 @@ from cli.ops.hosts import (
     cmd_hosts_maintenance,
     cmd_hosts_show,
 )
+from cli.ops.live import DEFAULT_EVERY_S
 from cli.ops.onboarding_args import add_onboarding_commands
 from cli.ops.placement import attempt_spec, cmd_placement, cmd_vm_runs_report
 from cli.ops.render import Output
-from cli.ops.safety import cmd_pause, cmd_plan, cmd_resume, cmd_safety, duration_s
+from cli.ops.safety import DurationAction, cmd_pause, cmd_plan, cmd_resume, cmd_safety
 from cli.ops.storage import (
     cmd_domains_activate,
     cmd_domains_autorecovery,
@@ -28,7 +31,9 @@ from cli.ops.storage import (
     cmd_domains_show,
 )
 from cli.ops.wait import DEFAULT_WAIT_S
+from models.audit_events import AUDIT_EVENTS
 from models.domain import HostStatus
+from models.policy import ACTIVATE, Skip
 
 CODES = (
     "exit codes: 0 ok, 1 failed, 2 bad input, 3 timeout, 4 not found, 5 conflict, 6 auth, 7 API unreachable"
@@ -41,7 +46,7 @@ def run_command(command: Command) -> Callable[[argparse.Namespace], int]:
     """Wrap a command: resolve URL and token, call it, turn a failure into its exit code."""
 
     def handle(args: argparse.Namespace) -> int:
-        out = Output(json_mode=args.json)
+        out = Output(json_mode=args.json or getattr(args, "output", None) == "json")
         try:
             url, token = resolve(args)
             with ApiClient(url, token, transport=args.transport) as api:
@@ -87,6 +92,20 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
+def _add_watch(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-w",
+        "--watch",
+        nargs="?",
+        const=DEFAULT_EVERY_S,
+        type=_positive(float),
+        metavar="SECONDS",
+        help=f"draw it again every SECONDS (default {DEFAULT_EVERY_S:g}) until Ctrl-C, which exits 0",
+    )
+    # For tests and scripts: stop after this many rounds.
+    parser.add_argument("--watch-count", type=_positive(int), help=argparse.SUPPRESS)
+
+
 def add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the operator commands to ``autorecovery``.
 
@@ -102,8 +121,30 @@ def add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     ls.add_argument("--status", choices=[s.value for s in HostStatus])
     ls.add_argument("--cluster", metavar="ID")
     ls.add_argument("--autorecovery", choices=("on", "off"))
+    ls.add_argument(
+        "--decision",
+        choices=[ACTIVATE, *(s.value for s in Skip)],
+        metavar="CODE",
+        help="only hosts whose last decision is CODE: activate, healthy, backoff, has_problems, ...",
+    )
+    ls.add_argument(
+        "--held",
+        nargs="?",
+        const=ANY_HOLD,
+        choices=[ANY_HOLD, *HOLDS],
+        metavar="HOLD",
+        help=f"only hosts that carry a hold: {', '.join(HOLDS)}; without HOLD: any",
+    )
     ls.add_argument("--limit", type=_positive(int), help="at most this many (default: all)")
     ls.add_argument("--after", metavar="ID", help="start after this host id")
+    ls.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "wide", "json"),
+        default="table",
+        help="wide: also status since, detail and agent URL; json: as --json",
+    )
+    _add_watch(ls)
     ls.set_defaults(handler=run_command(cmd_hosts_list))
 
     show = hsub.add_parser("show", parents=common, help="a host, and why it is not up", epilog=codes)
@@ -173,7 +214,12 @@ def add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     about.add_argument("--host", metavar="ID", help="entries about this host")
     about.add_argument("--storage-domain", metavar="ID", help="entries about this storage domain")
     audit.add_argument("--actor", help="token name, or auto")
-    audit.add_argument("--event", help="e.g. activation_succeeded, autorecovery_disabled")
+    audit.add_argument(
+        "--event",
+        choices=list(AUDIT_EVENTS),
+        metavar="EVENT",
+        help="e.g. activation_succeeded, autorecovery_disabled (--events lists them all)",
+    )
     audit.add_argument("--since", help="RFC 3339 time with a zone, or 30m, 2h, 1d ago")
     audit.add_argument("--limit", type=_positive(int), default=50, help="default 50")
     audit.add_argument(
@@ -182,6 +228,18 @@ def add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         metavar="ENTRY_ID",
         help="entries older than this one (the next page)",
     )
+    audit.add_argument("--events", action="store_true", help="list every audit event name, one line each")
+    audit.add_argument(
+        "-f",
+        "--follow",
+        nargs="?",
+        const=DEFAULT_EVERY_S,
+        type=_positive(float),
+        metavar="SECONDS",
+        help="print the last --limit entries, then each new one as it is written (looking every "
+        f"SECONDS, default {DEFAULT_EVERY_S:g}) until Ctrl-C, which exits 0; --json: one line per entry",
+    )
+    audit.add_argument("--follow-count", type=_positive(int), help=argparse.SUPPRESS)
     audit.set_defaults(handler=run_command(cmd_audit))
 
     pause = sub.add_parser(
@@ -192,9 +250,10 @@ def add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     pause.add_argument(
         "--for",
         dest="duration",
-        type=duration_s,
+        nargs="+",
+        action=DurationAction,
         metavar="DURATION",
-        help="end by itself after 30m, 2h, 600s, 1h30m, ... (default: until `autorecovery resume`)",
+        help="end by itself after 30m, 2h, 90s, 1h30m, 5 minutes, ... (default: until `autorecovery resume`)",
     )
     pause.set_defaults(handler=run_command(cmd_pause))
 
@@ -210,6 +269,7 @@ def add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         epilog=codes,
         help="what holds automatic activation: observer, pauses, incidents",
     )
+    _add_watch(safety)
     safety.set_defaults(handler=run_command(cmd_safety))
 
 

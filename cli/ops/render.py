@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from rich.console import Console
@@ -65,8 +66,8 @@ class Output:
 
     def say(self, *parts: str | Text | tuple[str, str]) -> None:
         """Tell a person something (nothing in JSON mode)."""
-        if not self.json_mode:
-            self.out.print(Text.assemble(*parts))
+        if not self.json_mode:  # a message is one line, however long: a pipe reads it whole
+            self.out.print(Text.assemble(*parts), soft_wrap=True)
 
     def progress_line(self, text: Text) -> None:
         """Print a line of progress to stderr (nothing in JSON mode)."""
@@ -100,14 +101,44 @@ def cell(value: object) -> Text:
     return Text("-" if value is None or value == "" else str(value))
 
 
+def span(seconds: float) -> str:
+    """A length of time for people: ``8.2s``, ``4m05s``, ``2h07m``, ``3d04h``."""
+    if seconds < 60:
+        return f"{max(seconds, 0.0):.1f}s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
 def age(seconds: float | None) -> Text:
-    """An age in seconds, or a dash."""
-    return Text("-" if seconds is None else f"{seconds:.1f}s")
+    """An age (``span``), or a dash."""
+    return Text("-" if seconds is None else span(seconds))
 
 
 def when(iso: str | None) -> Text:
-    """An ISO time as ``YYYY-MM-DD HH:MM:SS``, or a dash."""
-    return Text(iso.replace("T", " ")[:19] if iso else "-")
+    """An ISO time as ``YYYY-MM-DD HH:MM:SS UTC`` (whole seconds, the zone said), or a dash."""
+    if not iso:
+        return Text("-")
+    try:
+        at = datetime.fromisoformat(iso)
+    except ValueError:
+        return Text(iso)
+    if at.tzinfo is None:  # the API sends zoned times; a naive one is taken as UTC
+        at = at.replace(tzinfo=UTC)
+    return Text(at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
+
+
+def reason_text(code: str | None, detail: str | None) -> str:
+    """``code: detail`` said once: a detail that starts with its own code does not repeat it."""
+    text = (detail or "").strip()
+    if code and text.startswith(f"{code}: "):
+        text = text[len(code) + 2 :]
+    if not code:
+        return text
+    return f"{code}: {text}" if text else code
 
 
 def new_table(*columns: str, title: str | None = None) -> Table:

@@ -21,6 +21,7 @@ class FaultKind(StrEnum):
     SILENT = "silent"
     INIT_FAIL = "init_fail"
     INIT_DELAY = "init_delay"
+    INIT_HANG = "init_hang"
     REPORT_DELAY = "report_delay"
     VERSION = "version"
     VM_FAIL = "vm_fail"
@@ -34,9 +35,18 @@ PARAMETERS: dict[FaultKind, frozenset[str]] = {
     FaultKind.SILENT: frozenset(),
     FaultKind.INIT_FAIL: frozenset({"reason", "detail"}),
     FaultKind.INIT_DELAY: frozenset({"seconds"}),
+    FaultKind.INIT_HANG: frozenset(),
     FaultKind.REPORT_DELAY: frozenset({"seconds"}),
     FaultKind.VERSION: frozenset({"version"}),
     FaultKind.VM_FAIL: frozenset({"detail"}),
+}
+
+
+#: Faults that are on or off, and the ``Fault`` field that holds each.
+FLAGS: dict[FaultKind, str] = {
+    FaultKind.KVM_DOWN: "kvm_down",
+    FaultKind.SILENT: "silent",
+    FaultKind.INIT_HANG: "init_hang",
 }
 
 
@@ -100,6 +110,8 @@ class Fault:
     silent: bool = False
     init_fail: tuple[str, str] | None = None
     init_delay_s: float = 0.0
+    #: An init that never answers (a hung libvirtd) until the fault is cleared; then it runs.
+    init_hang: bool = False
     report_delay_s: float = 0.0
     #: VM launches fail here (something monitoring cannot see: a broken qemu, say).
     vm_fail: str | None = None
@@ -116,12 +128,9 @@ class Fault:
             shown["sd_down"] = sorted(self.sd_down)
         if self.nic_down:
             shown["nic_down"] = sorted(self.nic_down)
-        if self.kvm_down:
-            shown["kvm_down"] = True
+        shown.update({flag: True for flag in FLAGS.values() if getattr(self, flag)})
         if self.version is not None:
             shown["version"] = self.version
-        if self.silent:
-            shown["silent"] = True
         if self.init_fail is not None:
             shown["init_fail"] = {"reason": self.init_fail[0], "detail": self.init_fail[1]}
         if self.init_delay_s:
@@ -139,10 +148,8 @@ class Fault:
             self.sd_down.add(spec.target)
         elif kind is FaultKind.NIC_DOWN and spec.target:
             self.nic_down.add(spec.target)
-        elif kind is FaultKind.KVM_DOWN:
-            self.kvm_down = True
-        elif kind is FaultKind.SILENT:
-            self.silent = True
+        elif kind in FLAGS:
+            setattr(self, FLAGS[kind], True)
         elif kind is FaultKind.INIT_FAIL:
             reason = spec.reason or DEFAULT_INIT_FAIL_REASON
             self.init_fail = (reason, spec.detail or DEFAULT_INIT_FAIL_DETAIL)
@@ -161,10 +168,9 @@ class Fault:
             _discard(self.sd_down, target)
         if kind is None or kind is FaultKind.NIC_DOWN:
             _discard(self.nic_down, target)
-        if kind is None or kind is FaultKind.KVM_DOWN:
-            self.kvm_down = False
-        if kind is None or kind is FaultKind.SILENT:
-            self.silent = False
+        for flag_kind, flag in FLAGS.items():
+            if kind is None or kind is flag_kind:
+                setattr(self, flag, False)
         if kind is None or kind is FaultKind.INIT_FAIL:
             self.init_fail = None
         if kind is None or kind is FaultKind.INIT_DELAY:

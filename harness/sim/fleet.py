@@ -199,7 +199,8 @@ class Fleet:
 
     def report(self, host_id: str) -> dict[str, object]:
         """Return one host's monitoring report as its agent would send it now (v1 or v2)."""
-        body = self.host(host_id).report(self._clock())
+        host = self.host(host_id)
+        body = host.serve(self._clock(), self.clusters[host.cluster])
         if self.is_v2(host_id):
             running = self.calls.running(host_id)
             body["protocol"] = 2
@@ -256,9 +257,12 @@ class Fleet:
             # Whether monitoring could see a problem when the init arrived: the bar is zero such
             # inits from automatic activations.
             faulted = host.problem(cluster) is not None or host.fault.silent
-            return InitCall(host_id, fence, activation_id, now, faulted=faulted)
+            return InitCall(
+                host_id, fence, activation_id, now, faulted=faulted, reports_before=list(host.served)
+            )
 
         async def work() -> tuple[str, str] | None:
+            await _hang_while(lambda: host.fault.init_hang)
             if host.fault.init_delay_s > 0:
                 await asyncio.sleep(host.fault.init_delay_s)
             return host.fault.init_fail or host.problem(cluster)
@@ -324,6 +328,16 @@ class Fleet:
     def reset_record(self, fences: bool = False) -> None:
         """Forget recorded calls (and, with ``fences``, the highest fences accepted)."""
         self.calls.reset(fences)
+
+
+#: How often a hung init looks whether its fault was cleared.
+HANG_POLL_S = 0.05
+
+
+async def _hang_while(is_hung: Callable[[], bool]) -> None:
+    """Answer nothing while ``is_hung`` (a hung libvirtd); go on once it is cleared."""
+    while is_hung():
+        await asyncio.sleep(HANG_POLL_S)
 
 
 def _check_protocol(protocol: int) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from harness.sim.faults import Fault
 from harness.sim.record import format_time
 from models.assessment import version_tuple
+
+#: Reports each host remembers having served, for the record of the inits that follow them.
+SERVED_KEPT = 8
 
 
 @dataclass(slots=True)
@@ -45,6 +49,14 @@ class SimHost:
     vms_running: int = 0
     mem_free_mb: int = 16_000
     fault: Fault = field(default_factory=Fault)
+    #: The last reports served: (reported_at, "reason: detail" or None when clean).
+    served: deque[tuple[datetime, str | None]] = field(default_factory=lambda: deque(maxlen=SERVED_KEPT))
+
+    def serve(self, now: datetime, cluster: SimCluster) -> dict[str, object]:
+        """Build the report served at ``now`` and remember what it showed."""
+        problem = self.problem(cluster)
+        self.served.append((now, None if problem is None else f"{problem[0]}: {problem[1]}"))
+        return self.report(now)
 
     def report(self, now: datetime) -> dict[str, object]:
         """Build the agent protocol v1 report, with faults applied."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol, TypeVar
 
@@ -29,6 +29,8 @@ class InitCall:
     outcome: Outcome | None = None
     reason: str | None = None
     faulted: bool = False
+    #: The host's last reports served before this init: (reported_at, problem or None).
+    reports_before: list[tuple[datetime, str | None]] = field(default_factory=list)
 
     @property
     def is_accepted(self) -> bool:
@@ -46,6 +48,7 @@ class InitCall:
             "outcome": self.outcome,
             "reason": self.reason,
             "faulted": self.faulted,
+            "reports_before": [{"at": format_time(at), "problem": p} for at, p in self.reports_before],
         }
 
 

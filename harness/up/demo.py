@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -32,8 +33,9 @@ from harness.up.prepare import (
     prepare_database,
     servers,
 )
-from harness.up.summary import classify, live_view, summarise, verdict
+from harness.up.summary import classify, live_view, summarise, summary_lines
 from harness.up.supervisor import Supervisor
+from harness.up.verdict import verdict
 
 VM_LAUNCH_EVERY_S = 1.0
 
@@ -201,7 +203,7 @@ def _run(
         sup.stop()
         container.close()
         sim.close()
-    return _report(summary, settled=settled)
+    return _report(summary, settled=settled, log_dir=sup.log_dir)
 
 
 def _final_summary(
@@ -214,14 +216,22 @@ def _final_summary(
         return None
 
 
-def _report(summary: dict[str, Any] | None, *, settled: bool) -> int:
-    """Print the summary and say which bars were broken; 1 when one was."""
+def _report(summary: dict[str, Any] | None, *, settled: bool, log_dir: Path) -> int:
+    """Print a short summary, keep the whole one in ``log_dir``, and say which rules broke; 1 if one did."""
     if summary is None:
         return 0
-    console.print_json(data=summary)
-    if summary["held_by_safety"]:
-        console.print(f"{len(summary['held_by_safety'])} host(s) held by safety (by design, not a failure)")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    full = log_dir / "summary.json"
+    full.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    for line in summary_lines(summary):
+        console.print(line, markup=False, highlight=False)
+    console.print(f"the whole summary, host by host: {full}")
     broken = verdict(summary, settled=settled)
-    for bar in broken:
-        console.print(f"[red]a bar was broken: {bar}[/]")
+    for rule in broken:
+        console.print(f"[red]FAILED: {rule}[/]")
+    if not broken:
+        left = "no host left behind" if settled else "hosts left behind not judged (interrupted)"
+        console.print(
+            f"[green]OK: no overlapping init, no automatic init on a report that showed a problem, {left}[/]"
+        )
     return 1 if broken else 0

@@ -14,6 +14,7 @@ from autorecovery.adapters.store.db import run
 from autorecovery.services.views import FleetViews
 from harness.sim import SimulatorClient
 from harness.up.chaos import Chaos
+from harness.up.verdict import EXAMPLES, Check, group_down, judge_inits
 from models.policy import ACTIVATE, Skip
 
 #: Decisions that hold a host that could come back: safety at work, not a failure to recover.
@@ -50,40 +51,57 @@ def classify(plan: Iterable[dict[str, Any]]) -> dict[str, dict[str, str]]:
 def summarise(
     db: Database, views: FleetViews, sim: SimulatorClient, chaos: Chaos | None, started: datetime
 ) -> dict[str, Any]:
-    """Count what happened since ``started`` and say why each host that is not up is down."""
+    """Count what happened since ``started``, judge the automatic inits, say why hosts are down."""
     with db.transaction() as conn:
         acts = run(
             conn, "SELECT id, trigger, state FROM activations WHERE queued_at >= %(t)s", {"t": started}
         ).fetchall()
+        checked = run(
+            conn,
+            """SELECT details FROM audit_log
+               WHERE at >= %(t)s AND event = 'status_changed' AND details->>'to' = 'initializing'
+                 AND details ? 'report_at'""",
+            {"t": started},
+        ).fetchall()
     auto_ids = {a["id"] for a in acts if a["trigger"] == "auto"}
-    faulted_auto = [c for c in sim.inits() if c.get("faulted") and c["activation_id"] in auto_ids]
+    checks = {str(r["details"]["activation_id"]): Check.from_audit(r["details"]) for r in checked}
+    judged = judge_inits((c for c in sim.inits() if c["activation_id"] in auto_ids), checks)
     return {
         "faults_injected": chaos.injected if chaos else 0,
         "recoveries": sum(1 for a in acts if a["state"] == "succeeded"),
         "activations": len(acts),
-        "auto_inits_on_hosts_with_a_problem": len(faulted_auto),
+        "auto_inits_on_a_report_with_a_problem": judged.broken,
+        "faults_between_check_and_init": judged.raced,
         "overlapping_inits": sim.overlaps()["count"],
         "hosts_by_status": views.counts()["hosts_by_status"],
         **classify(views.plan()),
     }
 
 
-def verdict(summary: dict[str, Any], *, settled: bool) -> list[str]:
-    """Name every bar the run broke (an empty list: none).
-
-    Safety bars hold whatever happened; "left behind" counts only once the fleet had the time to
-    come back (``settled``): Ctrl-C interrupts recoveries, and a host held by safety is not left.
-    """
-    broken = []
-    if summary["overlapping_inits"]:
-        broken.append(f"{summary['overlapping_inits']} overlapping init(s) on one host")
-    if summary["auto_inits_on_hosts_with_a_problem"]:
-        broken.append(
-            f"{summary['auto_inits_on_hosts_with_a_problem']} automatic init(s) of a host with a problem"
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """The end-of-run summary in a few lines: counts, and the hosts down grouped by why."""
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(summary["hosts_by_status"].items()))
+    lines = [
+        f"faults injected {summary['faults_injected']}, activations {summary['activations']}, "
+        f"recoveries {summary['recoveries']}, overlapping inits {summary['overlapping_inits']}",
+        f"hosts: {statuses}",
+    ]
+    groups = (
+        ("held by safety (by design, not a failure)", "held_by_safety"),
+        ("down with a reason", "down_with_a_reason"),
+        ("left behind (recoverable, not recovered)", "left_behind"),
+    )
+    for title, key in groups:
+        if summary[key]:
+            lines.append(f"{title}: {len(summary[key])} host(s)")
+            lines += [f"  {line}" for line in group_down(summary[key])]
+    raced = summary["faults_between_check_and_init"]
+    if raced:
+        lines.append(
+            f"faults that came between the check of a clean report and the init (not a failure): {len(raced)}"
         )
-    if settled and summary["left_behind"]:
-        broken.append(f"host(s) left behind: {', '.join(sorted(summary['left_behind']))}")
-    return broken
+        lines += [f"  {text}" for text in raced[:EXAMPLES]]
+    return lines
 
 
 def live_view(db: Database, chaos: Chaos | None, started: datetime) -> Group:

@@ -129,6 +129,8 @@ def run_scenario(
                     "enqueued",
                     "capped",
                     "silent",
+                    "silent_ids",
+                    "gate",
                     "observed",
                     "decisions",
                     "reaped",

@@ -194,6 +194,24 @@ def test_upsert_reports_round_trips_a_report(backend: Backend) -> None:
     assert got2[1] == silent
 
 
+def test_the_last_usable_report_is_remembered_through_failed_pulls(backend: Backend) -> None:
+    seed(backend, "h1")
+    with tx(backend) as conn:
+        assert backend.repos.hosts.get_host(conn, "h1").state["report_heard_at"] is None  # type: ignore[union-attr]
+        backend.repos.hosts.upsert_reports(conn, [report("h1", at(-60))], at(-60))
+    for second in (-40, -20):  # the agent stops answering: each pull stores what it saw
+        with tx(backend) as conn:
+            silent = Report("h1", at(second), agent_reachable=False, error="cannot connect")
+            backend.repos.hosts.upsert_reports(conn, [silent], at(second))
+    with tx(backend) as conn:
+        got = backend.repos.hosts.get_host(conn, "h1")
+    assert got is not None and got.report.reported_at == at(-20)  # the last attempt
+    assert got.state["report_heard_at"] == at(-60)  # the last time it answered
+    with tx(backend) as conn:
+        backend.repos.hosts.upsert_reports(conn, [report("h1", at(-5))], at(-5))
+        assert backend.repos.hosts.get_host(conn, "h1").state["report_heard_at"] == at(-5)  # type: ignore[union-attr]
+
+
 def test_upsert_reports_never_replaces_a_newer_report(backend: Backend) -> None:
     seed(backend, "h1")
     newer = report("h1", at(10), kvm=True)
@@ -830,3 +848,14 @@ def test_a_host_left_initializing_with_nothing_in_flight_is_reset(backend: Backe
         assert backend.repos.activations.reset_orphans(conn, now=at(100), before=at(50)) == []
         events = backend.repos.audit.query(conn, object_id="h1", event="status_changed")
         assert events and events[0]["reason"] == "activation_failed"
+
+
+def test_up_by_cluster_counts_the_up_hosts(backend: Backend) -> None:
+    seed(backend, "h1", "h2", "h3")
+    with tx(backend) as conn:
+        assert backend.repos.safety.up_by_cluster(conn) == {}
+        backend.repos.hosts.set_status(conn, "h1", "up", None, "x", at(1))
+        backend.repos.hosts.set_status(conn, "h3", "up", None, "x", at(1))
+    with tx(backend) as conn:
+        assert backend.repos.safety.up_by_cluster(conn) == {"c1": 2}
+        assert backend.repos.safety.cluster_sizes(conn) == {"c1": 3}

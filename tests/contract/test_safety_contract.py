@@ -161,6 +161,31 @@ def test_a_pause_with_unstorable_text_fails_the_statement(backend: Backend) -> N
         assert backend.repos.safety.list_pauses(conn) == {}
 
 
+# --- holds, whatever the status --------------------------------------------------------------
+
+
+def test_held_hosts_counts_every_hold_up_hosts_included(backend: Backend) -> None:
+    seed(backend, "h1", "h2", "h3", "h4", "h5")
+    set_up(backend, "h1", "h2")
+    with tx(backend) as conn:
+        assert backend.repos.safety.quarantine(conn, "h1", at(5), "flapping: 5 in 1 h")  # up, quarantined
+        assert backend.repos.safety.quarantine(conn, "h3", at(5), "flapping")
+        assert backend.repos.hosts.set_autorecovery(conn, "h2", False)
+        assert backend.repos.safety.record_failure(conn, "h4", 0, at(100)) == 1
+        assert backend.repos.safety.record_failure(conn, "h5", 0, at(100)) == 1
+    with tx(backend) as conn:
+        held = backend.repos.safety.held_hosts(conn, at(10), 1)
+    assert held == [
+        {"hold": "autorecovery_off", "status": "up", "n": 1, "examples": ["h2"]},
+        {"hold": "backoff", "status": "non_operational", "n": 2, "examples": ["h4"]},
+        {"hold": "quarantine", "status": "non_operational", "n": 1, "examples": ["h3"]},
+        {"hold": "quarantine", "status": "up", "n": 1, "examples": ["h1"]},
+    ]
+    with tx(backend) as conn:  # the backoff ended
+        later = backend.repos.safety.held_hosts(conn, at(100), 5)
+    assert [r["hold"] for r in later] == ["autorecovery_off", "quarantine", "quarantine"]
+
+
 # --- observer -----------------------------------------------------------------------------------
 
 

@@ -6,7 +6,7 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
-from models.safety import Pause
+from models.safety import Pause, host_holds
 from tests.fakes.memory import IN_FLIGHT, MemoryState, Repo, add_audit, json_time
 
 
@@ -97,6 +97,14 @@ class MemorySafety(Repo):
         counts: dict[str, int] = {}
         for host in self._state(conn).hosts.values():
             counts[host["cluster_id"]] = counts.get(host["cluster_id"], 0) + 1
+        return counts
+
+    def up_by_cluster(self, conn: Any) -> dict[str, int]:
+        """Return the number of up hosts per cluster (clusters with none are left out)."""
+        counts: dict[str, int] = {}
+        for host in self._state(conn).hosts.values():
+            if host["status"] == "up":
+                counts[host["cluster_id"]] = counts.get(host["cluster_id"], 0) + 1
         return counts
 
     def record_failure(self, conn: Any, host_id: str, fence: int, next_attempt_at: datetime) -> int | None:
@@ -223,3 +231,16 @@ class MemorySafety(Repo):
         """Return the incidents still open."""
         rows = [i for i in self._state(conn).incidents.values() if i["closed_at"] is None]
         return copy.deepcopy(sorted(rows, key=lambda i: (i["opened_at"], i["id"])))
+
+    def held_hosts(self, conn: Any, now: datetime, examples: int) -> list[dict[str, Any]]:
+        """Count hosts by hold and status, whatever the status (``models.safety.host_holds``)."""
+        from tests.fakes.store import host_rows_of  # the host rows live there (it imports this module)
+
+        groups: dict[tuple[str, str], list[str]] = {}
+        for row in host_rows_of(self._state(conn)):
+            for kind in host_holds(row.host, now):
+                groups.setdefault((kind, row.host.status.value), []).append(row.host.id)
+        return [
+            {"hold": hold, "status": status, "n": len(ids), "examples": ids[:examples]}
+            for (hold, status), ids in sorted(groups.items())
+        ]

@@ -33,8 +33,9 @@ from autorecovery.adapters.store.hosts import (
 from autorecovery.adapters.store.rows import cluster_from_row, host_row, report_to_json
 from autorecovery.ports import HostRow, Repos
 from models.changes import evaluation_key
-from models.domain import Cluster, Report
+from models.domain import Cluster, HostStatus, Report
 from models.policy import Decision, Transition
+from models.safety import is_observed, silent_examples
 from tests.fakes.memory import (
     IN_FLIGHT,
     INT4_MAX,
@@ -90,6 +91,7 @@ REPORT_COLUMNS = (
     "mem_free_mb",
     "error",
     "init",
+    "heard_at",
 )
 
 
@@ -141,6 +143,11 @@ def _host_rows(st: MemoryState, hosts: Sequence[dict[str, Any]], *, keyed: bool 
 
 def _sorted_hosts(st: MemoryState) -> list[dict[str, Any]]:
     return [st.hosts[k] for k in sorted(st.hosts)]
+
+
+def host_rows_of(st: MemoryState) -> list[HostRow]:
+    """Every host's row, ordered by id."""
+    return _host_rows(st, _sorted_hosts(st))
 
 
 class MemoryHosts(Repo):
@@ -239,7 +246,7 @@ class MemoryHosts(Repo):
         context = tick.get("context_key") if tick else None
         chosen = [h for h in _sorted_hosts(st) if h["id"] >= lo and (hi is None or h["id"] < hi)]
         changed: list[dict[str, Any]] = []
-        counts: dict[str, list[int]] = {}
+        counts: dict[str, list[Any]] = {}
         for h in chosen:
             r = st.reports.get(h["id"])
             settled = (
@@ -255,10 +262,13 @@ class MemoryHosts(Repo):
             if not settled:
                 changed.append(h)
                 continue
-            count = counts.setdefault(h["eval_code"], [0, 0, 0])
+            count = counts.setdefault(h["eval_code"], [0, 0, 0, []])
+            observed = is_observed(HostStatus(h["status"]))
             count[0] += 1
-            count[1] += h["status"] != "maintenance"
-            count[2] += h["status"] != "maintenance" and bool(h["eval_silent"])
+            count[1] += observed
+            if observed and h["eval_silent"]:
+                count[2] += 1
+                count[3] = silent_examples(count[3], [h["id"]])
         rows = _host_rows(st, changed, keyed=True)
         settled_counts = [SettledCount(code, *counts[code]) for code in sorted(counts)]
         return lambda: (rows, settled_counts)
@@ -361,6 +371,8 @@ class MemoryHosts(Repo):
                 "digest": data["digest"],
             }
             old = st.reports.get(data["host_id"])
+            # Migration 0010's trigger: when the agent last answered with a usable report.
+            new["heard_at"] = new["reported_at"] if new["agent_reachable"] else (old or {}).get("heard_at")
             if old is None or min(old["reported_at"], old["received_at"]) <= new["reported_at"]:
                 st.reports[data["host_id"]] = new
                 written += 1

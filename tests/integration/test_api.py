@@ -118,6 +118,22 @@ MALFORMED: list[tuple[str, str, dict[str, Any], int, str]] = [
         "storage_domains",
     ),
     ("POST", "/api/v1/clusters", {"json": {"id": "c-9", "min_version": ""}}, 422, "min_version"),
+    ("POST", "/api/v1/clusters", {"json": {"id": "c-9", "min_version": "four"}}, 422, "min_version"),
+    ("POST", "/api/v1/clusters", {"json": {"id": "c-9", "min_version": "4.x"}}, 422, "min_version"),
+    (
+        "POST",
+        "/api/v1/hosts",
+        {"json": {"id": "h-9", "cluster": "c-1", "agent_url": "http://a", "adopt": "yes"}},
+        422,
+        "adopt",
+    ),
+    (
+        "POST",
+        "/api/v1/hosts/batch",
+        {"json": {"hosts": [{"id": "h-9", "cluster": "c-1", "agent_url": "http://a", "adopt": "yes"}]}},
+        422,
+        "hosts[0].adopt",
+    ),
     ("POST", "/api/v1/clusters", {"json": {"id": "c-9", "owner": "me"}}, 422, "owner"),
     (
         "POST",

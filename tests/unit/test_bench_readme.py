@@ -37,3 +37,28 @@ def test_the_results_carry_the_limits_the_readme_compares() -> None:
         and results["api"]["bulk"]["api_cpu_us_per_report"] > 0
     )
     assert {"start", "end"} <= set(results["load"])
+
+
+def test_the_readme_recovery_block_is_rendered_from_the_committed_results() -> None:
+    results = json.loads(readme.LATEST_RECOVERIES.read_text(encoding="utf-8"))
+    shown = readme.block(start=readme.RECOVERIES_START, end=readme.RECOVERIES_END)
+    assert shown == readme.render_recoveries(results), (
+        "README's recovery figures differ from bench/results/recoveries.json: run "
+        "`python -m bench.recoveries`, or `python -m bench.readme` to re-render them"
+    )
+
+
+def test_the_recovery_results_carry_every_figure_the_readme_shows() -> None:
+    results = json.loads(readme.LATEST_RECOVERIES.read_text(encoding="utf-8"))
+    assert results["command"].startswith("python -m bench.recoveries")
+    base, hung = results["baseline"], results["hung_agents"]
+    assert base["hosts"] >= 1000 and base["hung"] == 0 and hung["hung"] > 0
+    assert results["processes"] == 2 and results["goal_s"] == results["tick_interval_s"] + 10
+    for run in (base, hung):
+        assert run["recovery"]["hosts"] == run["hosts"] - run["hung"]
+        assert 0 < run["recovery"]["up"] <= run["recovery"]["hosts"]
+        assert run["tasks"]["messages"] > 0 and run["tasks"]["runs"] > 0
+        assert run["inits"]["accepted"] > 0 and run["resends"] >= 0 and run["window_s"] > 0
+        assert 0 <= run["busy_share"] <= 1 and run["ticks"]["closed"] > 0
+    assert (results["baseline_same_hosts_s"] is None) == (base["recovery"]["all_up_s"] is None)
+    assert (results["hung_ratio"] is None) == (hung["recovery"]["all_up_s"] is None)

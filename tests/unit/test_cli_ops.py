@@ -244,7 +244,7 @@ def test_transport_failures(exc: Exception, expected: Exit, capsys: pytest.Captu
 def test_a_success_that_is_not_json_fails(capsys: pytest.CaptureFixture[str]) -> None:
     api = Api({("GET", "/api/v1/plan"): httpx.Response(200, text="hello")})
     code, _, err = run(["plan", "--api-url", URL], api, capsys)
-    assert code == Exit.FAILED and "not JSON" in err
+    assert code == Exit.USAGE and "not the autorecovery API's JSON" in err and "hello" not in err
 
 
 # -- --json ----------------------------------------------------------------------------------
@@ -530,7 +530,7 @@ def test_pause_and_resume_send_the_scope_reason_and_duration(capsys: pytest.Capt
     code, out, _ = run(["pause", "--reason", "storage work", "--for", "30m", "--api-url", URL],
                        api, capsys)
     assert code == Exit.OK
-    assert "fleet-wide by alice until 2026-11-24 12:30:00: storage work" in out
+    assert "fleet-wide by alice until 2026-11-24 12:30:00 UTC: storage work" in out
     assert "autorecovery resume" in out
     code, out, _ = run(["pause", "--cluster", "c/1", "--reason", "rack", "--api-url", URL], api, capsys)
     assert code == Exit.OK and "cluster c/1" in out and "until lifted" in out
@@ -556,12 +556,12 @@ def test_resume_without_a_pause_exits_4_and_says_so(capsys: pytest.CaptureFixtur
     api = Api({("PUT", "/api/v1/clusters/c-9/pause"): (404, {
         "error": "not_found", "message": "cluster 'c-9' not found", "field": "cluster_id"})})
     code, _, err = run(["pause", "--cluster", "c-9", "--reason", "x", "--api-url", URL], api, capsys)
-    assert code == Exit.NOT_FOUND and "check the cluster id" in err
+    assert code == Exit.NOT_FOUND and "autorecovery clusters list" in err
 
 
 @pytest.mark.parametrize(("command", "route", "said"), [
     ("quarantine-clear", "/api/v1/hosts/h-0001/quarantine/clear",
-     "quarantine cleared (quarantined since 2026-11-24 12:00:00: flapping); backoff reset "
+     "quarantine cleared (quarantined since 2026-11-24 12:00:00 UTC: flapping); backoff reset "
      "(after 5 failed attempt(s))"),
     ("backoff-reset", "/api/v1/hosts/h-0001/backoff/reset", "backoff reset (after 5 failed"),
 ])
@@ -594,6 +594,27 @@ def test_safety_shows_the_gate_pauses_and_incidents(capsys: pytest.CaptureFixtur
     _, out, _ = run(["safety", "--api-url", URL], Api({("GET", "/api/v1/safety"): (200, calm)}), capsys)
     assert "allows automatic activation" in out and "no pause in force" in out
     assert "no open incident" in out
+
+
+def test_a_hold_on_an_up_host_shows_in_hosts_list_and_safety(capsys: pytest.CaptureFixture[str]) -> None:
+    page = {"hosts": [host("h-0001", "up", holds=["quarantine"]), host("h-0002", "up", holds=[])],
+            "next_after": None}
+    api = Api({("GET", "/api/v1/hosts"): (200, page)})
+    code, out, _ = run(["hosts", "list", "--api-url", URL], api, capsys)
+    assert code == Exit.OK and "HOLDS" in out
+    [line] = [x for x in out.splitlines() if "h-0001" in x]
+    assert "up" in line and "quarantine" in line
+    assert "quarantine" not in next(x for x in out.splitlines() if "h-0002" in x)
+    quarantine = {"hold": "quarantine", "hosts": 7, "by_status": {"up": 2, "non_operational": 5},
+                  "examples": ["h-0001", "h-0004"]}
+    held = {**SAFETY, "holds": [quarantine]}
+    _, out, _ = run(["safety", "--api-url", URL], Api({("GET", "/api/v1/safety"): (200, held)}), capsys)
+    assert "holds (whatever the status)" in out
+    [line] = [x for x in out.splitlines() if x.strip().startswith("quarantine")]
+    for shown in ("7", "non_operational 5, up 2", "h-0001, h-0004 …"):
+        assert shown in line, shown
+    _, out, _ = run(["safety", "--api-url", URL], Api({("GET", "/api/v1/safety"): (200, SAFETY)}), capsys)
+    assert "no host carries a hold" in out
 
 
 def test_plan_and_show_say_what_holds_hosts(capsys: pytest.CaptureFixture[str]) -> None:

@@ -317,7 +317,8 @@ def test_timeout_without_wait_is_refused_before_any_request(capsys: pytest.Captu
 
 
 def test_audit_of_a_storage_domain(capsys: pytest.CaptureFixture[str]) -> None:
-    api = Api({("GET", "/api/v1/audit"): (200, {"entries": [], "next_before": None})})
+    api = Api({("GET", "/api/v1/audit"): (200, {"entries": [], "next_before": None}),
+               ("GET", "/api/v1/storage-domains/sd-1"): (200, {"id": "sd-1"})})
     run(["audit", "--storage-domain", "sd-1", "--api-url", URL], api, capsys)
     params = dict(api.requests[0].url.params)
     assert (params["object_type"], params["object_id"]) == ("storage_domain", "sd-1")
@@ -382,7 +383,7 @@ def test_placement_of_an_empty_or_unknown_cluster(capsys: pytest.CaptureFixture[
     code, out, _ = run(["placement", "c-2", "--api-url", URL], api, capsys)
     assert code == Exit.OK and "no host of c-2 is up" in out
     code, _, err = run(["placement", "c-9", "--api-url", URL], api, capsys)
-    assert code == Exit.NOT_FOUND and "check the cluster id" in err
+    assert code == Exit.NOT_FOUND and "autorecovery clusters list" in err
 
 
 def test_report_sends_the_attempts_and_says_what_happened(capsys: pytest.CaptureFixture[str]) -> None:

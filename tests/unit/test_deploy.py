@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -201,3 +202,37 @@ def test_flower_starts_only_after_its_password_is_checked(where: str) -> None:
         assert command.startswith("sh -c autorecovery check-flower-auth && exec celery -A workers flower ")
     for flag in ("--purge_offline_workers=600", "--max_tasks=20000", "--port=5555"):
         assert flag in command
+
+
+def _requirement_name(spec: str) -> str:
+    return re.split(r"[\[<>=!~; ]", spec.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_image_builds_are_pinned() -> None:
+    """The base image by version (not a floating tag), every dependency by the constraints file."""
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", dockerfile, re.MULTILINE)
+    assert base and re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base.group(1))
+    assert "--constraint deploy/constraints.txt" in dockerfile
+    pins = {}
+    for line in (DEPLOY / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"not pinned: {line}"
+            pins[name.lower().replace("_", "-")] = version
+    project = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())["project"]
+    needed = [*project["dependencies"], *project["optional-dependencies"]["deploy"],
+              *project["optional-dependencies"]["agent"]]
+    missing = {_requirement_name(spec) for spec in needed} - set(pins)
+    assert missing == set(), missing
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    for name in ("postgres", "redis"):
+        assert re.fullmatch(r"\w+:\d+\.\d+(\.\d+)?-\w+", compose["services"][name]["image"]), name
+
+
+def test_compose_limits_every_service_and_probes_beat() -> None:
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    for name, service in services.items():
+        limits = service.get("deploy", {}).get("resources", {}).get("limits", {})
+        assert {"cpus", "memory", "pids"} <= set(limits), name
+    assert services["beat"]["healthcheck"]["test"] == ["CMD", "autorecovery", "beat-alive"]

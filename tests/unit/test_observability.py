@@ -38,6 +38,8 @@ def _scrape() -> str:
         "gate": "quiet_period: waiting", "silent_hosts": 0, "observed_hosts": 3,
         "last_full_tick_at": datetime(2026, 1, 1, tzinfo=UTC), "pauses": [], "quarantined": 0,
         "in_backoff": 0, "capped": 0, "incidents_open": 0, "in_flight": {"c-1": 0},
+        "held": [{"hold": "quarantine", "status": "up", "n": 1, "examples": []}],
+        "down_longest": {"c-1": (3600.0, 1)},
     }
     storage = {"hosts_in_error": 0, "charges_recent": 0, "storage_domains": {"active": 1}, "sd_in_flight": 0}
     tick = {"duration_s": 0.1, "finished_at": 1.7e9, "hosts": 3, "enqueued": 0}
@@ -98,7 +100,8 @@ def test_alerts_cover_what_an_operator_must_know() -> None:
     names = {n for rule in _rules() for n in _names(rule["expr"])}
     for needed in [
         "autorecovery_hosts", "autorecovery_tick_last_finished_timestamp_seconds",
-        "autorecovery_observer_gated", "autorecovery_activations_total", "autorecovery_hosts_quarantined",
+        "autorecovery_observer_gated", "autorecovery_activations_total", "autorecovery_hosts_held",
+        "autorecovery_cluster_longest_down_seconds",
         "autorecovery_incidents_open", "autorecovery_metrics_source_up",
         "autorecovery_beat_last_seen_timestamp_seconds",
     ]:

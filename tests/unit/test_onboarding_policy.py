@@ -35,7 +35,8 @@ S = HostStatus
         (False, HEALTHY, None, None),  # stays unassigned: decide() activates it (an init)
         (True, KVM, S.NON_OPERATIONAL, "kvm_not_running"),
         (False, KVM, S.NON_OPERATIONAL, "kvm_not_running"),
-        (True, UNREACHABLE, S.NON_RESPONSIVE, "agent_unreachable"),
+        (True, UNREACHABLE, None, None),  # never heard from: still unassigned, not a fault
+        (False, UNREACHABLE, None, None),
         (True, STALE, S.NON_RESPONSIVE, "stale_report"),
         (False, BAD, S.NON_RESPONSIVE, "bad_report"),
     ],
@@ -54,7 +55,7 @@ def test_first_report_of_an_unassigned_host(
 
 def test_an_unassigned_host_waits_for_its_first_report_without_activation() -> None:
     decision = decide(host(S.UNASSIGNED), NO_REPORT, Trigger.AUTO, now=NOW)
-    assert (decision.code, decision.detail) == ("no_report", "no_report: no monitoring report yet")
+    assert (decision.code, decision.detail) == ("no_report", "no monitoring report yet")  # said once
 
 
 def test_evaluate_adopts_a_clean_host_up_and_activates_one_not_adopted() -> None:

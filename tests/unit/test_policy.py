@@ -204,6 +204,14 @@ def test_skip_details_explain_the_problems() -> None:
     )
 
 
+def test_a_lone_silent_problem_is_not_named_twice() -> None:
+    silent = decide(host(), UNREACHABLE)
+    # Not "agent_unreachable: ConnectTimeout": the code says it already.
+    assert (silent.code, silent.detail) == ("agent_unreachable", "ConnectTimeout")
+    kvm = decide(host(), KVM)  # has_problems does not say which: the detail names it
+    assert kvm.code == "has_problems" and kvm.detail.startswith("kvm_not_running: ")
+
+
 # --- recheck ------------------------------------------------------------------------------------
 
 RECHECKS: list[tuple[str, Host, Assessment, Trigger, str]] = [

@@ -26,7 +26,9 @@ from models.safety import (
     admit,
     backoff_delay_s,
     is_flapping,
+    is_observed,
     observer_block,
+    silent_examples,
 )
 from tests.unit.test_policy import assessments, clusters, reports
 
@@ -449,6 +451,34 @@ def test_observer_block_table(kw: dict[str, Any], prefix: str | None) -> None:
         assert block is None
     else:
         assert block is not None and block.startswith(prefix + ": ")
+
+
+def test_observer_block_names_a_few_silent_hosts_and_the_count() -> None:
+    ids = [f"h-{i:04d}" for i in range(1, 8)]
+    block = observer_block(
+        silent=2100, observed=2103, max_silent_share=0.5, quiet=False, redis_ok=True, silent_ids=ids
+    )
+    assert block == (
+        "monitoring_stale: 2100 of 2103 hosts have no fresh data (limit 50%): "
+        "h-0001, h-0002, h-0003, h-0004, h-0005 and 2095 more; the collector or the network may be broken"
+    )
+    few = observer_block(
+        silent=2, observed=3, max_silent_share=0.5, quiet=False, redis_ok=True, silent_ids=["h-2", "h-1"]
+    )
+    assert few is not None and "(limit 50%): h-2, h-1; the collector" in few
+
+
+@pytest.mark.parametrize(
+    ("status", "counted"),
+    [(s, s not in {HostStatus.UNASSIGNED, HostStatus.MAINTENANCE}) for s in HostStatus],
+)
+def test_the_gate_counts_hosts_heard_from_and_not_in_maintenance(status: HostStatus, counted: bool) -> None:
+    assert is_observed(status) is counted
+
+
+def test_silent_examples_merge_batches_sorted_and_bounded() -> None:
+    assert silent_examples(["h-9", "h-3"], ["h-1", "h-3"]) == ["h-1", "h-3", "h-9"]
+    assert silent_examples([f"h-{i}" for i in range(9, 0, -1)]) == ["h-1", "h-2", "h-3", "h-4", "h-5"]
 
 
 def test_observer_block_says_how_stale() -> None:

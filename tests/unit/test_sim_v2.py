@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -241,3 +242,29 @@ def test_stopping_the_server_ends_a_hung_init_as_cancelled(serve: Serve) -> None
         assert http.post("/agents/h-0001/init", json=_init(1, "hung")).status_code == 202
     server.stop()
     assert [(c.outcome, c.reason) for c in fleet.inits] == [("failed", "cancelled")]
+
+
+def test_a_hung_init_runs_until_cleared_and_the_agent_holds_the_host_meanwhile(serve: Serve) -> None:
+    fleet = _fleet()
+    fleet.inject(FaultSpec(FaultKind.INIT_HANG), ["h-0001"])
+    server = serve(fleet)
+    with httpx.Client(base_url=server.base_url, headers=AUTH) as http:
+        with pytest.raises(httpx.ReadTimeout):  # a blocking caller gives up
+            http.post("/agents/h-0001/init", json=_init(1, "hung"), timeout=0.5)
+        assert http.get("/agents/h-0001/init/hung").json()["status"] == "running"
+        assert http.get("/agents/h-0001/report").json()["init"]["activation_id"] == "hung"
+        busy = http.post("/agents/h-0001/init", json=_init(2, "next"), headers=ASYNC)
+        assert (busy.status_code, busy.json()["error"]) == (409, "busy")
+        assert http.post("/agents/h-0002/init", json=_init(1, "fine")).json() == {"ok": True}
+        with SimulatorClient(server.base_url) as sim:
+            assert sim.fleet()["hosts"][0]["faults"] == {"init_hang": True}
+            sim.clear(hosts=["h-0001"], fault="init_hang")
+        deadline = time.monotonic() + 5
+        while http.get("/agents/h-0001/init/hung").json()["status"] == "running":
+            assert time.monotonic() < deadline, "the hung init did not end once cleared"
+            time.sleep(0.05)
+        assert http.get("/agents/h-0001/init/hung").json()["ok"] is True
+    assert [(c.activation_id, c.outcome) for c in fleet.inits if c.host_id == "h-0001"] == [
+        ("hung", "ok"),
+        ("next", "busy"),
+    ]

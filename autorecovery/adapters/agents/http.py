@@ -24,7 +24,13 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 
 from autorecovery.adapters.agents import InitResult, InitStatus, Target
 from autorecovery.adapters.agents.addresses import PolicyResolver, RefusedAddress, check_target
-from autorecovery.adapters.agents.answers import busy_holder, error_code, highest, json_object
+from autorecovery.adapters.agents.answers import (
+    busy_holder,
+    error_code,
+    failure_text,
+    highest,
+    json_object,
+)
 from autorecovery.adapters.agents.body import ACCEPT_ENCODING, DEFAULT_MAX_BYTES, BoundedBody
 from autorecovery.adapters.agents.session import AgentSession
 from models.agent_url import AgentUrlPolicy
@@ -113,10 +119,10 @@ class HttpAgentClient:
         except BadReport as exc:
             return self._bad(target, now, exc)
         except (aiohttp.ClientError, OSError) as exc:
-            return unreachable_report(target.host_id, now, _describe(exc))
+            return unreachable_report(target.host_id, now, failure_text(exc))
         except Exception as exc:  # one host's boundary: nothing it sends may fail the batch
             log.exception("host %s: unexpected failure pulling its report", target.host_id)
-            return unreachable_report(target.host_id, now, f"unexpected: {_describe(exc)}")
+            return unreachable_report(target.host_id, now, f"unexpected: {failure_text(exc)}")
         if status != 200:
             return _not_ok(target, now, status, location)
         return self._decode(target, now, raw)
@@ -206,7 +212,7 @@ class HttpAgentClient:
         try:
             status, _, raw = self._call_once(method, url, body, self.report_timeout_s, read)
         except (aiohttp.ClientError, OSError, BadReport) as exc:
-            raise AgentUnavailable(f"{url}: {_describe(exc)}") from exc
+            raise AgentUnavailable(f"{url}: {failure_text(exc)}") from exc
         return status, json_object(raw, url) if status in read else None
 
     def init_status(self, target: Target, activation_id: str) -> InitStatus | None:
@@ -262,12 +268,12 @@ class HttpAgentClient:
         try:
             status, _, raw = post()
         except _NotConnected as exc:
-            raise AgentUnavailable(f"{url}: {_describe(exc.cause)}") from exc.cause
+            raise AgentUnavailable(f"{url}: {failure_text(exc.cause)}") from exc.cause
         except (RefusedAddress, aiohttp.ClientConnectorError) as exc:  # the URL policy: never sent
-            raise AgentUnavailable(f"{url}: {_describe(exc)}") from exc
+            raise AgentUnavailable(f"{url}: {failure_text(exc)}") from exc
         except (aiohttp.ClientError, OSError) as exc:
             # The request may have reached the agent: its outcome is unknown, not a failure.
-            raise InitOutcomeUnknown(f"{url}: {_describe(exc)}") from exc
+            raise InitOutcomeUnknown(f"{url}: {failure_text(exc)}") from exc
         except BadReport as exc:
             raise AgentUnavailable(f"{url}: answer {exc}") from exc
         return status, raw
@@ -313,11 +319,3 @@ def _not_ok(target: Target, now: datetime, status: int, location: str | None) ->
         log.warning("host %s: %s", target.host_id, error)
         return unreachable_report(target.host_id, now, error)
     return unreachable_report(target.host_id, now, f"agent answered HTTP {status}")
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, RefusedAddress):
-        exc = exc.os_error
-    kind = type(exc).__name__
-    text = str(exc)
-    return f"{kind}: {text}" if text else kind

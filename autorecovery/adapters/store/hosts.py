@@ -26,6 +26,7 @@ from autorecovery.adapters.store.rows import host_row, report_to_json
 from autorecovery.ports import HostRow as HostRow  # re-exported: callers import it from here
 from models.domain import Report
 from models.policy import Decision, Transition
+from models.safety import SILENT_EXAMPLES, UNOBSERVED_STATUSES
 
 _HOST_COLUMNS = """
 SELECT h.id, h.cluster_id, h.agent_url, h.status, h.reason, h.detail, h.autorecovery,
@@ -40,7 +41,7 @@ SELECT h.id, h.cluster_id, h.agent_url, h.status, h.reason, h.detail, h.autoreco
        r.agent_reachable AS r_agent_reachable, r.kvm AS r_kvm, r.version AS r_version,
        r.cpu_flags AS r_cpu_flags, r.networks AS r_networks,
        r.storage_domains AS r_storage_domains, r.vms_running AS r_vms_running,
-       r.mem_free_mb AS r_mem_free_mb, r.error AS r_error, r.init AS r_init"""
+       r.mem_free_mb AS r_mem_free_mb, r.error AS r_error, r.init AS r_init, r.heard_at AS r_heard_at"""
 _HOST_WITH_REPORT = (
     _HOST_COLUMNS
     + """
@@ -160,6 +161,8 @@ class BatchWindow:
             "fresh_after": later - timedelta(seconds=self.max_report_age_s),
             "fresh_before": self.now + timedelta(seconds=self.max_report_age_s),
             "not_evaluated": _NOT_EVALUATED,
+            "unobserved": sorted(s.value for s in UNOBSERVED_STATUSES),
+            "examples": SILENT_EXAMPLES,
         }
 
 
@@ -171,6 +174,8 @@ class SettledCount:
     hosts: int
     observed: int
     silent: int
+    #: The first of the silent ones, by id (``models.safety.silent_examples``).
+    silent_ids: list[str]
 
 
 def batch_changed(
@@ -195,8 +200,11 @@ def batch_changed(
         conn,
         """
         SELECT h.eval_code AS code, count(*) AS hosts,
-               count(*) FILTER (WHERE h.status <> 'maintenance') AS observed,
-               count(*) FILTER (WHERE h.status <> 'maintenance' AND h.eval_silent) AS silent
+               count(*) FILTER (WHERE h.status <> ALL(%(unobserved)s)) AS observed,
+               count(*) FILTER (WHERE h.status <> ALL(%(unobserved)s) AND h.eval_silent) AS silent,
+               (array_agg(h.id ORDER BY h.id)
+                    FILTER (WHERE h.status <> ALL(%(unobserved)s) AND h.eval_silent))[1:%(examples)s]
+                   AS silent_ids
         """
         + _BATCH_KEYED
         + " AND s.settled GROUP BY h.eval_code ORDER BY h.eval_code",
@@ -206,7 +214,13 @@ def batch_changed(
     def read() -> tuple[list[HostRow], list[SettledCount]]:
         rows = _host_rows(changed.fetchall())
         counts = [
-            SettledCount(row["code"], int(row["hosts"]), int(row["observed"]), int(row["silent"]))
+            SettledCount(
+                row["code"],
+                int(row["hosts"]),
+                int(row["observed"]),
+                int(row["silent"]),
+                row["silent_ids"] or [],
+            )
             for row in settled.fetchall()
         ]
         return rows, counts

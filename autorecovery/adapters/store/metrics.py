@@ -9,9 +9,13 @@ from datetime import datetime
 from typing import Any
 
 from autorecovery.adapters.store.db import Conn, run
+from autorecovery.adapters.store.safety import held_hosts
 from models.domain import HostStatus
 
 HOST_STATUSES = [s.value for s in HostStatus]
+#: Out of service by a fault, not by an admin (maintenance) and not new (unassigned).
+DOWN = (HostStatus.NON_OPERATIONAL, HostStatus.NON_RESPONSIVE, HostStatus.ERROR, HostStatus.INITIALIZING)
+DOWN_STATUSES = tuple(s.value for s in DOWN)
 
 
 def safety_gauges(conn: Conn, now: datetime) -> dict[str, Any]:
@@ -21,6 +25,8 @@ def safety_gauges(conn: Conn, now: datetime) -> dict[str, Any]:
         ``quarantined``, ``in_backoff`` (no attempt before a time still to come), ``capped``
         (last decision), ``incidents_open``, the observer's ``gate``, ``silent_hosts``,
         ``observed_hosts`` and ``last_full_tick_at``; ``pauses``, the scopes paused at ``now``;
+        ``held``, hosts by hold and status (up hosts too); ``down_longest``, by cluster, how long
+        its longest-down host has been out of service (0 when none) and how many are out;
         ``in_flight``, activations queued or running for every cluster (0 included).
     """
     row = run(
@@ -45,6 +51,22 @@ def safety_gauges(conn: Conn, now: datetime) -> dict[str, Any]:
             {"now": now},
         ).fetchall()
     ]
+    found["held"] = held_hosts(conn, now, 0)
+    found["down_longest"] = {
+        r["cluster_id"]: (r["longest_s"], int(r["n"]))
+        for r in run(
+            conn,
+            """
+            SELECT c.id AS cluster_id,
+                   coalesce(max(extract(epoch FROM %(now)s - h.status_changed_at)), 0)::float AS longest_s,
+                   count(h.id) AS n
+            FROM clusters c
+            LEFT JOIN hosts h ON h.cluster_id = c.id AND h.status = ANY(%(down)s)
+            GROUP BY c.id ORDER BY c.id
+            """,
+            {"now": now, "down": list(DOWN_STATUSES)},
+        ).fetchall()
+    }
     found["in_flight"] = {
         r["cluster_id"]: int(r["n"])
         for r in run(

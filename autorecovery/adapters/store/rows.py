@@ -54,6 +54,7 @@ def host_state_from_row(row: dict[str, Any]) -> HostState:
         report_received_at=row.get("r_received_at"),
         in_flight_id=row.get("in_flight_id"),
         last_clean_at=row.get("last_clean_at"),
+        report_heard_at=row.get("r_heard_at"),
         host_key=row.get("host_key"),
         report_digest=row.get("r_digest"),
         eval_key=row.get("eval_key"),

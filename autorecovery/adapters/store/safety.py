@@ -105,6 +105,14 @@ def cluster_sizes(conn: Conn) -> dict[str, int]:
     return {row["cluster_id"]: int(row["n"]) for row in rows}
 
 
+def up_by_cluster(conn: Conn) -> dict[str, int]:
+    """Return the number of up hosts per cluster (clusters with none are left out)."""
+    rows = run(
+        conn, "SELECT cluster_id, count(*) AS n FROM hosts WHERE status = 'up' GROUP BY cluster_id"
+    ).fetchall()
+    return {row["cluster_id"]: int(row["n"]) for row in rows}
+
+
 def record_failure(conn: Conn, host_id: str, fence: int, next_attempt_at: datetime) -> int | None:
     """Count a failed automatic activation and set when to try next; return the failures."""
     row = run(
@@ -235,3 +243,29 @@ def track_incidents(conn: Conn, *, now: datetime, since: datetime, min_hosts: in
 def open_incidents(conn: Conn) -> list[dict[str, Any]]:
     """Return the incidents still open."""
     return run(conn, "SELECT * FROM incidents WHERE closed_at IS NULL ORDER BY opened_at").fetchall()
+
+
+def held_hosts(conn: Conn, now: datetime, examples: int) -> list[dict[str, Any]]:
+    """Count hosts by hold and status, whatever the status (``models.safety.host_holds``).
+
+    Returns:
+        one row per (``hold``, ``status``) with ``n`` hosts and the first ``examples`` ids.
+    """
+    rows = run(
+        conn,
+        """
+        SELECT hold, status, count(*) AS n, (array_agg(id ORDER BY id))[1:%(examples)s] AS examples
+        FROM (
+            SELECT id, status, 'maintenance' AS hold FROM hosts WHERE status = 'maintenance'
+            UNION ALL SELECT id, status, 'autorecovery_off' FROM hosts WHERE NOT autorecovery
+            UNION ALL SELECT id, status, 'quarantine' FROM hosts WHERE quarantined_at IS NOT NULL
+            UNION ALL SELECT id, status, 'error_period' FROM hosts
+                WHERE status = 'error' AND (error_until IS NULL OR error_until > %(now)s)
+            UNION ALL SELECT id, status, 'backoff' FROM hosts WHERE next_attempt_at > %(now)s
+            UNION ALL SELECT id, status, 'init_outcome_unknown' FROM hosts WHERE init_hold_until > %(now)s
+        ) AS held
+        GROUP BY hold, status ORDER BY hold, status
+        """,
+        {"now": now, "examples": examples},
+    ).fetchall()
+    return [{**r, "n": int(r["n"]), "examples": list(r["examples"])} for r in rows]

@@ -171,7 +171,7 @@ class HostKind(Naming):
             return self._skip(run, subject, decision, assessment)
         subject = replace(subject, protocol=report.protocol)
         self.core.guard(self, run)
-        self._mark_initializing(run, subject)
+        self._mark_initializing(run, subject, checked=(now, report.reported_at))
         failpoints.hit(self.failpoints, "stop_before_init")
         try:
             self.core.guard(self, run)
@@ -213,7 +213,9 @@ class HostKind(Naming):
         end = HostEnd(HostStatus.NON_OPERATIONAL if stuck else None)
         return self.core.close(self, run, closing, self.writes(run, subject, closing, end))
 
-    def _mark_initializing(self, run: Run, subject: Subject) -> None:
+    def _mark_initializing(self, run: Run, subject: Subject, *, checked: tuple[datetime, datetime]) -> None:
+        """Set initializing; the audit entry says when the fresh report was checked and dated."""
+        checked_at, report_at = checked
         with self.core.db.transaction() as conn:
             self._status(
                 conn,
@@ -224,6 +226,7 @@ class HostKind(Naming):
                 f"activation {run.activation_id}",
                 self.clock(),
                 audit_reason="activation",
+                extra={"checked_at": checked_at.isoformat(), "report_at": report_at.isoformat()},
             )
 
     def restore(self, run: Run, subject: Subject) -> CloseWrites:
@@ -251,8 +254,9 @@ class HostKind(Naming):
         now: datetime,
         *,
         audit_reason: str,
+        extra: dict[str, Any] | None = None,
     ) -> None:
-        """Set the host's status under the run's fence, audited.
+        """Set the host's status under the run's fence, audited (``extra`` added to the details).
 
         Raises:
             StaleFence: the host's fence is no longer the run's.
@@ -269,6 +273,7 @@ class HostKind(Naming):
         }
         if detail is not None and status is not HostStatus.INITIALIZING:
             details["detail"] = detail
+        details.update(extra or {})
         self.core.audit(conn, self, run.object_id, "status_changed", run.actor, audit_reason, details)
 
     def writes(self, run: Run, subject: Subject, closing: Closing, end: HostEnd) -> CloseWrites:

@@ -21,13 +21,12 @@ from models.domain import (
     Cluster,
     DomainStatus,
     Host,
-    HostStatus,
     Report,
     domains_by_status,
     effective_cluster,
 )
 from models.policy import Evaluation, evaluate
-from models.safety import Gates, Pause
+from models.safety import Gates, Pause, is_observed, silent_examples
 
 log = logging.getLogger(__name__)
 
@@ -137,17 +136,19 @@ class Assessed:
 
 @dataclass
 class _Tally:
-    """A batch's counts: decisions by code, hosts observed and silent among them."""
+    """A batch's counts: decisions by code, hosts observed, and the silent ones among them."""
 
     decisions: dict[str, int] = field(default_factory=dict)
     observed: int = 0
     silent: int = 0
+    silent_ids: list[str] = field(default_factory=list)
 
-    def add(self, code: str | None, hosts: int, observed: int, silent: int) -> None:
+    def add(self, code: str | None, hosts: int, observed: int, silent: int, silent_ids: list[str]) -> None:
         if code is not None:
             self.decisions[code] = self.decisions.get(code, 0) + hosts
         self.observed += observed
         self.silent += silent
+        self.silent_ids = silent_examples(self.silent_ids, silent_ids)
 
 
 def _pull(
@@ -186,7 +187,7 @@ def assess_batch(
     }
     tally = _Tally()
     for count in settled:
-        tally.add(count.code, count.hosts, count.observed, count.silent)
+        tally.add(count.code, count.hosts, count.observed, count.silent, count.silent_ids)
     for host, stored, state in batch:
         cluster = context.clusters.get(host.cluster_id)
         if cluster is None:  # registered after the tick read the clusters
@@ -202,20 +203,19 @@ def assess_batch(
         key = None
         if context_key is not None and state["host_key"] is not None:
             key = changes.evaluation_key(state["host_key"], digest, context_key)
-        counted = host.status is not HostStatus.MAINTENANCE
+        counted = is_observed(host.status)
         if _holds(key, state, report, now, cfg):
-            tally.add(state["eval_code"], 1, counted, counted and bool(state["eval_silent"]))
+            silent = counted and bool(state["eval_silent"])
+            tally.add(state["eval_code"], 1, counted, silent, [host.id] if silent else [])
             continue
         ev = _evaluate(found, host, report, cluster, context, key, state, now, cfg)
-        tally.add(
-            None if ev.decision.is_activate else ev.decision.code,
-            1,
-            counted,
-            counted and ev.assessment.is_silent,
-        )
+        silent = counted and ev.assessment.is_silent
+        code = None if ev.decision.is_activate else ev.decision.code
+        tally.add(code, 1, counted, silent, [host.id] if silent else [])
     found.outcome.counts.update(
         evaluated=len(found.evaluations),
         silent=tally.silent,
+        silent_ids=tally.silent_ids,
         observed=tally.observed,
         decisions=tally.decisions,
     )

@@ -63,6 +63,7 @@ class Closer:
             observer = self.repos.safety.observer_state(conn)
         return observer_block(
             silent=result.silent,
+            silent_ids=result.silent_ids,
             observed=result.observed,
             max_silent_share=self.cfg.max_silent_share,
             quiet=is_quiet(observer.get("last_full_tick_at"), now, self.cfg),

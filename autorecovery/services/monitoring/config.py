@@ -9,7 +9,7 @@ from typing import Any
 
 from autorecovery.services.reaper import ReaperConfig
 from models.domain import Report
-from models.safety import CapPolicy
+from models.safety import CapPolicy, silent_examples
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +93,7 @@ class TickResult:
     fences_pushed: int = 0
     fences_failed: int = 0
     silent: int = 0
+    silent_ids: list[str] = field(default_factory=list)
     observed: int = 0
     statements: int = 0
     pull_s: float = 0.0
@@ -118,6 +119,7 @@ class TickResult:
             "fences_pushed": self.fences_pushed,
             "fences_failed": self.fences_failed,
             "silent": self.silent,
+            "silent_ids": self.silent_ids,
             "observed": self.observed,
             "statements": self.statements,
             "pull_s": round(self.pull_s, 4),
@@ -137,6 +139,7 @@ class TickResult:
         for name in BATCH_COUNTS:
             setattr(self, name, getattr(self, name) + int(summary.get(name, 0)))
         self.pull_s += float(summary.get("pull_s", 0.0))
+        self.silent_ids = silent_examples(self.silent_ids, (str(i) for i in summary.get("silent_ids", ())))
         for code, n in dict(summary.get("decisions", {})).items():
             self.count(str(code), int(n))
 

@@ -27,9 +27,9 @@ def test_tick_queues_registered_hosts_with_clean_reports(world: World) -> None:
         assert (act.host_id, act.state, act.trigger, act.actor) == (host_id, "queued", "auto", "auto")
         assert world.host(host_id).in_flight
     assert world.row("h1")["last_decision"] == "activate"
-    # h3 never answered: silent, skipped, explained.
+    # h3 never answered: still unassigned (never heard from), skipped, explained.
     h3 = world.host("h3")
-    assert (h3.status, h3.reason) == (S.NON_RESPONSIVE, "agent_unreachable")
+    assert (h3.status, h3.reason) == (S.UNASSIGNED, None)
     assert world.row("h3")["last_decision"] == "agent_unreachable"
     assert world.activations("h3") == []
     assert result.decisions == {"activate": 2, "agent_unreachable": 1}

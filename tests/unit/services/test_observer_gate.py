@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from tests.unit.services.safety_world import T0, TICK, Make
+from tests.unit.services.safety_world import T0, TICK, Make, S
 
 
 def test_the_first_tick_is_quiet_then_activation_starts(make: Make) -> None:
@@ -52,14 +52,17 @@ def test_a_gap_in_ticks_brings_the_quiet_period_back(make: Make) -> None:
 
 def test_stale_monitoring_for_most_of_the_fleet_stops_automatic_activation(make: Make) -> None:
     w = make(replace(TICK, max_silent_share=0.5))
-    w.register("h1", "s1", "s2", "s3", "m1")
-    w.out("h1")
-    w.healthy("h1")  # s1..s3 never answer; m1 is in maintenance and not counted
+    w.register("h1", "s1", "s2", "s3", "m1", "u1", "u2", "u3")
+    w.out("h1", "s1", "s2", "s3")
+    # s1..s3 were heard from and answer no more; m1 is in maintenance; u1..u3 never reported
+    # (unassigned): neither is counted.
+    w.healthy("h1")
     w.fleet.set_maintenance("m1", "admin", None)
     result = w.monitoring.tick()
-    assert (result.silent, result.gate) == (
+    assert (result.silent, result.observed, result.gate) == (
         3,
-        "monitoring_stale: 3 of 4 hosts have no fresh data (limit 50%); "
+        4,
+        "monitoring_stale: 3 of 4 hosts have no fresh data (limit 50%): s1, s2, s3; "
         "the collector or the network may be broken",
     )
     assert w.enqueue.calls == []
@@ -95,3 +98,15 @@ def test_redis_failing_stops_automatic_activation(make: Make) -> None:
     w.later(10, "h1")
     w.monitoring.tick()
     assert w.enqueue.hosts() == ["h1"]
+
+
+def test_hosts_that_never_reported_do_not_close_the_gate(make: Make) -> None:
+    """An inventory imported before its agents run: unassigned hosts are not silent hosts."""
+    w = make(replace(TICK, max_silent_share=0.5))
+    w.register("h1", *[f"new{i}" for i in range(20)])
+    w.out("h1")
+    w.healthy("h1")
+    result = w.monitoring.tick()
+    assert (result.silent, result.observed, result.gate) == (0, 1, None)
+    assert w.enqueue.hosts() == ["h1"]
+    assert {w.host(f"new{i}").status for i in range(20)} == {S.UNASSIGNED}

@@ -1,0 +1,141 @@
+"""The README's recovery figures, rendered from ``bench/results/recoveries.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SCENARIOS = ("baseline", "hung_agents")
+
+
+def _s(value: float | None, missing: str = "n/a") -> str:
+    return missing if value is None else f"{value:.1f} s"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.0f}%"
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
+
+
+def _all_up(run: dict[str, Any], max_wait_s: float | None) -> str:
+    found = run["recovery"]
+    if found["all_up_s"] is not None:
+        return f"{found['all_up_s']:.1f} s"
+    after = f"{max_wait_s:g} s" if max_wait_s else "the wait"
+    return f"not all up after {after} ({found['up']:,} up)"
+
+
+def _created(run: dict[str, Any]) -> str:
+    by_state = run.get("activations")
+    if by_state is None:
+        return "n/a"
+    return f"{sum(by_state.values()):,} ({by_state.get('abandoned', 0):,})"
+
+
+def _rows(results: dict[str, Any]) -> list[str]:
+    runs = [results[name] for name in SCENARIOS]
+    wait = results.get("max_wait_s")
+
+    def row(label: str, cell: Any) -> str:
+        return f"| {label} | " + " | ".join(cell(r) for r in runs) + " |"
+
+    return [
+        f"| | baseline | {results['hung_agents']['hung']:,} agents hung |",
+        "| --- | --- | --- |",
+        row("hosts watched", lambda r: f"{r['recovery']['hosts']:,}"),
+        row("fault cleared → all up", lambda r: _all_up(r, wait)),
+        row("median host up after", lambda r: _s(r["recovery"]["median_s"])),
+        row("hosts up per second", lambda r: "n/a" if r["per_s"] is None else f"{r['per_s']:.0f}"),
+        row("worker slots busy in activation tasks", lambda r: _pct(r["busy_share"])),
+        row("worker processes' CPU (of 2 processes' time)", lambda r: _pct(r["cpu_share"])),
+        row(
+            "activation task run, median / p95 ms",
+            lambda r: f"{_ms(r['tasks']['run_ms_median'])} / {_ms(r['tasks']['run_ms_p95'])}",
+        ),
+        row(
+            "activation task messages / runs",
+            lambda r: f"{r['tasks']['messages']:,} / {r['tasks']['runs']:,}",
+        ),
+        row(
+            "duplicate runs (a message run again, not retried)",
+            lambda r: f"{r['tasks']['duplicate_runs']:,}",
+        ),
+        row("inits run twice for one activation", lambda r: f"{r['inits']['duplicate_inits']:,}"),
+        row("hosts that ran more than one init", lambda r: f"{r['inits']['hosts_with_several']:,}"),
+        row("activations created (of them abandoned)", _created),
+        row("re-sends (the store's count)", lambda r: f"{r['resends']:,}"),
+        row("messages delivered more than once", lambda r: f"{r['tasks']['extra_deliveries']:,}"),
+        row(
+            "ticks closed / skipped until all up",
+            lambda r: f"{r['ticks']['closed']:,} / {r['ticks']['skipped']:,}",
+        ),
+        row("longest wait for a closed tick", lambda r: _s(r["ticks"]["longest_gap_s"])),
+    ]
+
+
+def _ratio_text(ratio: float | None, at_least: float | None) -> str:
+    if ratio is not None:
+        return f"**{ratio:.2f}x** the baseline's time."
+    if at_least is not None:
+        return f"**more than {at_least:.1f}x** the baseline's time (not all came up within the wait)."
+    return "no ratio (the baseline did not bring them all up)."
+
+
+def _median_text(results: dict[str, Any]) -> str:
+    ratio = results.get("hung_median_ratio")
+    if ratio is None:
+        return ""
+    return (
+        f" The median host of them was up after {_s(results['hung_agents']['recovery']['median_s'])} "
+        f"against {_s(results.get('baseline_same_hosts_median_s'))}: **{ratio:.2f}x**."
+    )
+
+
+def verdict(results: dict[str, Any]) -> str:
+    """Whether the baseline met the goal: all up within one tick plus 10 s, 0 duplicate runs."""
+    base = results["baseline"]
+    all_up = base["recovery"]["all_up_s"]
+    duplicates = base["tasks"]["duplicate_runs"] + base["inits"]["duplicate_inits"]
+    is_met = all_up is not None and all_up <= results["goal_s"] and duplicates == 0
+    return "met" if is_met else "not met"
+
+
+def render_recoveries(results: dict[str, Any]) -> str:
+    """The README's recovery block for one run's results."""
+    hung = results["hung_agents"]
+    found = hung["recovery"]
+    if found["all_up_s"] is not None:
+        came_up = f"the other {found['hosts']:,} hosts were all up {found['all_up_s']:.1f} s"
+    else:
+        came_up = f"of the other {found['hosts']:,} hosts {found['up']:,} were up {results['max_wait_s']:g} s"
+    hung_line = (
+        f"With {hung['hung']:,} agents hung (`init_hang`: the init is accepted and never ends), "
+        f"{came_up} after the fault cleared, against "
+        f"{_s(results.get('baseline_same_hosts_s'))} for the same hosts in the baseline of this run: "
+        + _ratio_text(results.get("hung_ratio"), results.get("hung_ratio_at_least"))
+        + _median_text(results)
+    )
+    return "\n".join(
+        [
+            f"`{results['command']}` (or `make bench`) on this project's {results['cores']}-core machine, "
+            "shared with other engineers' test suites while it ran, so the figures are noisy: "
+            f"{results['hosts']:,} simulated hosts (one simulator process over loopback HTTP), "
+            "PostgreSQL and Redis, one Celery worker with "
+            f"{results['processes']} processes on every queue, beat's entries sent every "
+            f"{results['tick_interval_s']:g} s, caps raised (cluster 100%, fleet "
+            f"{results['settings'].get('FLEET_CAP', 'n/a')}). Every host is taken out (`kvm_down`), "
+            "then the fault is cleared at once and the store is watched until the hosts are up. "
+            "Busy slots come from Celery's task events, CPU from `/proc`, duplicates from the events "
+            "and the simulator's record of inits, re-sends from the store. Written by the bench from "
+            "`bench/results/recoveries.json`.",
+            "",
+            *_rows(results),
+            "",
+            hung_line,
+            "",
+            f"Goal (issue 14): all up within one tick plus 10 s ({results['goal_s']:g} s) with 0 "
+            f"duplicate runs: **{verdict(results)}** in this run.",
+        ]
+    )
