@@ -72,8 +72,11 @@ CROSS JOIN LATERAL (
                     AND h.eval_key = md5(k.host_key || '|' || coalesce(r.digest, '-') || '|'
                                          || (SELECT t.context_key FROM ticks t
                                              WHERE t.id = %(tick_id)s)), false) AS settled) s
-WHERE h.id >= %(lo)s AND (%(hi)s::text IS NULL OR h.id < %(hi)s)
 """
+#: A batch's range of ids, as index bounds: an ``OR`` with the missing upper bound made the
+#: prepared (generic) plan scan the whole table for every batch.
+_BOUNDED = " WHERE h.id >= %(lo)s AND h.id < %(hi)s"
+_OPEN = " WHERE h.id >= %(lo)s"
 
 
 def _host_rows(rows: list[dict[str, Any]]) -> list[HostRow]:
@@ -187,12 +190,14 @@ def batch_changed(
     trip, so nothing is fetched before it is called.
     """
     params = {"lo": lo, "hi": hi, **window.params()}
+    where = _OPEN if hi is None else _BOUNDED
     changed = run(
         conn,
         _HOST_COLUMNS
         + """, k.host_key, r.digest AS r_digest, h.eval_key, h.eval_until, h.eval_code,
                h.eval_silent"""
         + _BATCH_KEYED
+        + where
         + " AND NOT s.settled ORDER BY h.id",
         params,
     )
@@ -207,6 +212,7 @@ def batch_changed(
                    AS silent_ids
         """
         + _BATCH_KEYED
+        + where
         + " AND s.settled GROUP BY h.eval_code ORDER BY h.eval_code",
         params,
     )
