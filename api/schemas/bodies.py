@@ -171,8 +171,16 @@ class ReportsIn(Input):
 
 
 def _with_reports(schema: dict[str, Any]) -> None:
-    """Each of the bulk push's reports is documented by the one report schema (``ReportWire``)."""
-    schema["properties"]["reports"]["items"] = report_schema()
+    """Each report is any object, judged on its own against the one report schema (``ReportWire``).
+
+    A report that does not match is refused in the answer's results, not the whole push (422):
+    the envelope accepts any object, and says which schema each is judged by.
+    """
+    schema["properties"]["reports"]["items"] = {
+        "type": "object",
+        "description": "a report, judged on its own against the single push's report schema "
+        f"({report_schema()['title']}); one that does not match is refused in the results",
+    }
     schema["examples"] = [{"reports": [REPORT_EXAMPLE]}]
 
 
