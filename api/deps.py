@@ -16,6 +16,7 @@ from api.guard import bearer_from_headers, forbidden, is_protected, unauthorized
 from api.responses import ErrorOut
 from api.schemas import ID_PATTERN, SD_ID_PATTERN
 from autorecovery.bootstrap import Container
+from autorecovery.services.agent_hold import AgentHoldService
 from autorecovery.services.fleet import FleetService
 from autorecovery.services.intake import ReportIntake
 from autorecovery.services.onboarding import OnboardingService
@@ -166,6 +167,10 @@ async def _intake(request: Request) -> ReportIntake:
     return services(request).container.intake
 
 
+async def _agent_holds(request: Request) -> AgentHoldService:
+    return services(request).container.agent_holds
+
+
 async def _onboarding(request: Request) -> OnboardingService:
     return services(request).container.onboarding
 
@@ -183,6 +188,7 @@ Storage = Annotated[StorageService, Depends(_storage)]
 VmRuns = Annotated[VmRunService, Depends(_vmruns)]
 Intake = Annotated[ReportIntake, Depends(_intake)]
 Onboarding = Annotated[OnboardingService, Depends(_onboarding)]
+AgentHolds = Annotated[AgentHoldService, Depends(_agent_holds)]
 HostId = Annotated[str, Path(pattern=ID_PATTERN, max_length=128, description="host id", examples=["h-0001"])]
 ClusterId = Annotated[
     str, Path(pattern=ID_PATTERN, max_length=128, description="cluster id", examples=["c-1"])

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 
 from fastapi.responses import JSONResponse
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
@@ -103,7 +104,10 @@ class Guard:
             if not replaced:
                 await send(message)
 
-        await self.app(scope, receive, shaped)
+        try:
+            await self.app(scope, receive, shaped)
+        except ClientDisconnect:  # the client left, or its body was too slow (the server closed it)
+            log.info("%s %s: the client went away before its body was read", scope["method"], scope["path"])
 
     def _refusal(self, scope: Scope) -> errors.ApiError | None:
         query = scope.get("query_string", b"").decode("latin-1")

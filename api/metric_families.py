@@ -135,6 +135,11 @@ def safety_families(found: dict[str, Any]) -> Iterator[Metric]:
         ("quarantined", "autorecovery_hosts_quarantined", "Hosts in flap quarantine"),
         ("in_backoff", "autorecovery_hosts_in_backoff", "Hosts waiting out a backoff"),
         ("capped", "autorecovery_hosts_capped", "Hosts whose last decision was capped"),
+        (
+            "agent_fence_ahead",
+            "autorecovery_hosts_agent_fence_ahead",
+            "Hosts held because their agent claimed a fence the product never issued (security event)",
+        ),
         ("incidents_open", "autorecovery_incidents_open", "Correlated-failure incidents still open"),
     ):
         yield gauge(name, text, found.get(key))

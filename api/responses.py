@@ -22,6 +22,9 @@ class Problem(BaseModel):
 
     reason: str
     detail: str
+    repairable: bool = Field(
+        default=False, description="the host's agent says its own init repairs it (a stopped pool or network)"
+    )
 
 
 class Decision(BaseModel):
@@ -93,8 +96,8 @@ class HoldInForce(BaseModel):
     """One thing holding the host out now."""
 
     hold: str = Field(
-        description="maintenance, autorecovery_off, quarantine, error_period, backoff, "
-        "init_outcome_unknown, pause or observer"
+        description="agent_fence_ahead, maintenance, autorecovery_off, quarantine, error_period, "
+        "backoff, init_outcome_unknown, pause or observer"
     )
     detail: str
     since: str | None

@@ -1,4 +1,4 @@
-"""Run the API with uvicorn, bounded: header size, header-read and keep-alive timeouts,
+"""Run the API with uvicorn, bounded: header size, header-read, body-read and keep-alive timeouts,
 connections at once, and an access log that never shows a query string.
 """
 
@@ -25,10 +25,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     ``header_timeout_s``: a connection whose request head is not complete within this time is
     closed; uvicorn's keep-alive timeout starts only after a response and any byte cancels it,
     so a client dripping a header line every few seconds would otherwise hold it forever.
+    ``body_timeout_s``: a request whose body is not complete within this time after its head is
+    closed (a slow upload would hold a worker slot).
     """
 
     header_timeout_s: float = 10.0
     max_head_bytes: int = 64 * 1024
+    #: A request's body must be in within this after its head (a slow upload holds a worker slot).
+    body_timeout_s: float = 30.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Start the clock for the first request's head."""
@@ -38,6 +42,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._boundaries = 0
         self._head_bytes = 0
         self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
         self._arm_header_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -63,11 +68,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
 
     def on_headers_complete(self) -> None:
-        """The head is in: stop its clock (the body has the API's own limits)."""
+        """The head is in: stop its clock and start the body's (until the request is complete)."""
         self._in_head = False
         self._boundaries += 1
         self._head_bytes = 0
         self._disarm_header_timer()
+        self._arm_body_timer()
         size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if size > self.max_head_bytes:
             self._refuse_head()
@@ -83,6 +89,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         """The next bytes, if any, start the next request's head."""
         if self._refused:
             return
+        self._disarm_body_timer()
         super().on_message_complete()
         self._in_head = True
         self._boundaries += 1
@@ -93,13 +100,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Forget the clock."""
+        """Forget the clocks."""
         self._disarm_header_timer()
+        self._disarm_body_timer()
         super().connection_lost(exc)
 
     def _refuse_head(self) -> None:
         self._refused = True
         self._disarm_header_timer()
+        self._disarm_body_timer()
         body = b'{"error":"too_large","field":"headers","message":"headers: too large"}'
         self.transport.write(
             b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
@@ -116,6 +125,26 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if timer is not None:
             timer.cancel()
             self._header_timer = None
+
+    def _arm_body_timer(self) -> None:
+        if getattr(self, "_body_timer", None) is None:
+            self._body_timer = self.loop.call_later(self.body_timeout_s, self._body_timeout)
+
+    def _disarm_body_timer(self) -> None:
+        timer = getattr(self, "_body_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._body_timer = None
+
+    def _body_timeout(self) -> None:
+        self._body_timer = None  # disarmed when the request is complete: it is not
+        if not self.transport.is_closing():
+            log.info(
+                "closing a connection from %s: request body not in within %.0fs",
+                self.client,
+                self.body_timeout_s,
+            )
+            self.transport.close()
 
     def _header_timeout(self) -> None:
         self._header_timer = None
@@ -144,7 +173,11 @@ def uvicorn_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
     protocol = type(
         "BoundedProtocol",
         (BoundedHttpToolsProtocol,),
-        {"header_timeout_s": settings.api_header_timeout_s, "max_head_bytes": settings.api_max_header_bytes},
+        {
+            "header_timeout_s": settings.api_header_timeout_s,
+            "max_head_bytes": settings.api_max_header_bytes,
+            "body_timeout_s": settings.api_body_timeout_s,
+        },
     )
     options: dict[str, Any] = {
         "host": settings.api_host,

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import redis
@@ -21,10 +22,13 @@ from autorecovery.adapters.store import PG_REPOS, Database
 from autorecovery.ports import AgentClient, Enqueuer, Lock, Repos
 from autorecovery.services import Clock, utcnow
 from autorecovery.services.activation import ActivationService, InitWait, RecoverySafety
+from autorecovery.services.agent_hold import AgentHoldService
 from autorecovery.services.fleet import FleetService
+from autorecovery.services.housekeeping import HousekeepingService
 from autorecovery.services.intake import ReportIntake
 from autorecovery.services.monitoring import BatchSender, MonitoringService, TickConfig
 from autorecovery.services.onboarding import OnboardingService
+from autorecovery.services.reaper import Reaper
 from autorecovery.services.retention import RetentionPolicy, RetentionService
 from autorecovery.services.safety import SafetyService
 from autorecovery.services.storage import StorageService
@@ -76,6 +80,17 @@ def retention_policy(settings: Settings) -> RetentionPolicy:
     )
 
 
+@contextmanager
+def retention(settings: Settings, database_url: str) -> Iterator[RetentionService]:
+    """The pruning alone, over a one-connection pool (``autorecovery prune``: no Redis needed)."""
+    db = Database(database_url, max_size=1)
+    db.open()
+    try:
+        yield RetentionService(db, utcnow, retention_policy(settings))
+    finally:
+        db.close()
+
+
 def tick_config(settings: Settings) -> TickConfig:
     """The monitoring tick's configuration from settings."""
     return TickConfig(
@@ -92,9 +107,10 @@ def tick_config(settings: Settings) -> TickConfig:
         sd_inactive_after_s=settings.sd_inactive_after_s,
         min_spacing_s=settings.tick_min_spacing_s,
         deadline_s=settings.tick_deadline_s,
-        resend_after_s=settings.resend_queued_after_s,
+        resend_after_s=settings.resend_after_sent_s,
         max_resends=settings.resend_max,
         max_clock_skew_s=settings.max_clock_skew_s,
+        fence_backoff_max_s=settings.fence_push_backoff_max_s,
     )
 
 
@@ -152,7 +168,8 @@ def connect(settings: Settings) -> Adapters:
         init_timeout_s=settings.init_timeout_s,
         concurrency=settings.agent_concurrency,
         retries=settings.agent_retries,
-        token=settings.agent_token.get_secret_value() if settings.agent_token else None,
+        credentials=settings.agent_credentials(),
+        plain_http_networks=settings.plain_http_networks(),
         ca_file=settings.agent_ca_file,
         max_report_bytes=settings.agent_max_report_bytes,
         max_skew_s=settings.max_clock_skew_s,
@@ -176,6 +193,7 @@ class Container:
     settings: Settings
     adapters: Adapters
     monitoring: MonitoringService
+    housekeeping: HousekeepingService
     activation: ActivationService
     storage: StorageService
     vmruns: VmRunService
@@ -185,6 +203,7 @@ class Container:
     intake: ReportIntake
     onboarding: OnboardingService
     retention: RetentionService
+    agent_holds: AgentHoldService
 
     @property
     def db(self) -> Database:
@@ -266,6 +285,13 @@ def build_services(
             queue_domains=storage.queue_reachable,
             send_batch=send_batch,
         ),
+        housekeeping=HousekeepingService(
+            db,
+            Reaper(db, agents, enqueue, tick.reaper, repos),
+            clock,
+            lease_s=settings.housekeeping_time_limit_s,
+            repos=repos,
+        ),
         activation=ActivationService(
             db,
             adapters.redis,
@@ -288,7 +314,8 @@ def build_services(
         safety=SafetyService(db, clock, repos),
         intake=ReportIntake(db, clock, repos, max_clock_skew_s=settings.max_clock_skew_s),
         onboarding=OnboardingService(db, clock, fleet.register_hosts, repos),
-        retention=RetentionService(db, clock, retention_policy(settings)),
+        retention=RetentionService(db, clock, retention_policy(settings), repos),
+        agent_holds=AgentHoldService(db, agents, clock, repos),
     )
 
 

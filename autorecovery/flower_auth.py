@@ -21,8 +21,8 @@ def check_flower_auth(raw: str) -> list[str]:
 
     Raises:
         InvalidInput: naming FLOWER_BASIC_AUTH when it is empty, an entry is not
-            ``user:password``, or a password is weak; the message names the entry by position
-            and user, never by its password.
+            ``user:password``, a user is given twice, or a password is weak; the message
+            names the entry by position and user, never by its password.
     """
     if not raw.strip():
         raise InvalidInput(FLOWER_VAR, "is empty; set user:password (e.g. operator:$(openssl rand -hex 32))")
@@ -33,6 +33,8 @@ def check_flower_auth(raw: str) -> list[str]:
         if not sep or not _USER.fullmatch(user):
             rule = "the user is 1-64 printable characters, no colon"
             raise InvalidInput(FLOWER_VAR, f"entry {position} is not user:password ({rule})")
+        if user in users:  # Flower would take the first and silently keep the second around
+            raise InvalidInput(FLOWER_VAR, f"entry {position}: user {user!r} is given twice")
         weak = weak_token_reason(password, kind="password")
         if weak is not None:
             raise InvalidInput(FLOWER_VAR, f"entry {position} (user {user!r}): {weak}")

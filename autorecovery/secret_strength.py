@@ -1,6 +1,8 @@
-"""Is a secret strong enough to guard a door: no placeholder, no repetition, ~128 bits or more.
+"""Is a secret strong enough to guard a door: no placeholder, no repetition, ~128 bits or more,
+and nothing a password cracker guesses (words, keyboard walks, repeats, dates: zxcvbn).
 
-One rule for the API's tokens (``api.auth``) and Flower's passwords (``autorecovery.flower_auth``).
+One rule for the API's tokens (``api.auth``), Flower's passwords (``autorecovery.flower_auth``)
+and the product's agent key (``AUTORECOVERY_AGENT_KEY_FILE``).
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+
+from zxcvbn import zxcvbn
 
 MIN_TOKEN_LEN = 16
 #: A token must be worth at least this many bits by the estimate of ``estimated_bits``.
@@ -20,6 +24,14 @@ PLACEHOLDERS = ("change_me", "changeme", "change-me", "replace_me", "replaceme",
 _TOKEN = re.compile(r"[!-~]+")  # printable ASCII, no space: what fits in an Authorization header
 _CLASSES = ((re.compile(r"[a-z]"), 26), (re.compile(r"[A-Z]"), 26), (re.compile(r"[0-9]"), 10))
 _SYMBOLS = 33  # printable ASCII that is neither a letter nor a digit
+#: zxcvbn guesses a random token in about 10 guesses per character; a token whose estimate falls
+#: below this share of that, and that is mostly made of patterns the estimator knows (words,
+#: keyboard walks, repeats, sequences, dates), is guessable. A random token with a readable
+#: prefix (``prod-api-<hex>``) is not: most of it is no pattern.
+MIN_GUESS_SHARE = 0.8
+MAX_PATTERN_SHARE = 0.5
+#: zxcvbn's cost grows with the length; what it sees of a longer token is enough to judge it.
+ESTIMATOR_CHARS = 64
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _BASE64 = re.compile(r"[A-Za-z0-9+/_-]+=*")
 
@@ -50,6 +62,15 @@ def is_repetitive(token: str) -> bool:
     return shannon < MIN_BITS_PER_CHAR
 
 
+def is_guessable(token: str) -> bool:
+    """True when zxcvbn finds the token mostly made of patterns (words, keyboard walks, repeats…)."""
+    seen = token[:ESTIMATOR_CHARS]
+    found = zxcvbn(seen)
+    patterned = sum(len(m["token"]) for m in found["sequence"] if m["pattern"] != "bruteforce")
+    few_guesses = float(found["guesses_log10"]) < MIN_GUESS_SHARE * len(seen)
+    return few_guesses and patterned > MAX_PATTERN_SHARE * len(seen)
+
+
 def weak_token_reason(token: str, kind: str = "token") -> str | None:
     """Say why ``token`` may not guard a door (without quoting it), or None when it may.
 
@@ -62,6 +83,11 @@ def weak_token_reason(token: str, kind: str = "token") -> str | None:
         return f"the {kind} is a placeholder from an example; generate one, e.g. `openssl rand -hex 32`"
     if is_repetitive(token):
         return f"the {kind} repeats itself (too few distinct characters); generate a random one"
+    if is_guessable(token):
+        return (
+            f"the {kind} is made of guessable parts (words, keyboard walks, repeats, dates); "
+            "generate a random one, e.g. `openssl rand -hex 32`"
+        )
     if estimated_bits(token) < MIN_TOKEN_BITS:
         return (
             f"the {kind} has about {estimated_bits(token):.0f} bits of entropy, below {MIN_TOKEN_BITS}; "

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from models.agent_url import AgentUrlPolicy, endpoint
+from autorecovery.secret_strength import weak_token_reason
+from models.agent_url import AgentUrlPolicy, IPNetwork, endpoint
+from models.credentials import AgentCredentials
 from models.errors import InvalidInput
 from models.safety import CapPolicy
 
 ENV_PREFIX = "AUTORECOVERY_"
+#: Seconds past a message's expiry before it is re-sent: the sender's and the workers' clocks
+#: (which set and check the expiry) may disagree by this much.
+MESSAGE_EXPIRY_MARGIN_S = 2.0
 
 
 class Settings(BaseSettings):
@@ -62,6 +68,22 @@ class Settings(BaseSettings):
     agent_token_file: Path | None = Field(
         None, description="file holding the bearer token sent on every agent call (read at start)"
     )
+    agent_key_file: Path | None = Field(
+        None,
+        description="file holding the product's agent key (e.g. `openssl rand -hex 32`): each host's "
+        "agent token is HMAC-SHA256(key, host id), written by `autorecovery hosts enroll`; "
+        "unset: the fleet token of AUTORECOVERY_AGENT_TOKEN_FILE",
+    )
+    agent_previous_key_file: Path | None = Field(
+        None,
+        description="the key before a rotation: a call an agent answers 401 is tried once with its "
+        "token, until every agent is re-enrolled with the new key; then unset it",
+    )
+    agent_plain_http_networks: str = Field(
+        "",
+        description="CIDRs, comma-separated, where an agent credential may be sent over plain "
+        "http:// (given as an address); default: https or loopback only",
+    )
     agent_ca_file: Path | None = Field(
         None, description="CA bundle verifying https:// agents; unset: the system's CAs"
     )
@@ -78,8 +100,15 @@ class Settings(BaseSettings):
     resend_queued_after_s: float = Field(
         20.0,
         gt=0,
-        description="a queued activation no worker started is sent again after this long, in case "
-        "its message was lost (same task id); below AUTORECOVERY_ACTIVATION_QUEUED_TTL_S",
+        description="an activation message expires in the broker after this long (no worker starts "
+        "it later); a queued activation no worker started is then sent again (same task id), in "
+        "case its message was lost; below AUTORECOVERY_ACTIVATION_QUEUED_TTL_S",
+    )
+    fence_push_backoff_max_s: float = Field(
+        300.0,
+        gt=0,
+        description="an agent that did not answer a fence push is asked again after one tick "
+        "interval, doubling up to this (the housekeeping's round-robin)",
     )
     resend_max: int = Field(2, ge=0, le=10, description="re-sends of one queued activation (0: never)")
     task_max_retries: int = Field(5, ge=0, le=20, description="retries of a task on transient errors")
@@ -166,6 +195,9 @@ class Settings(BaseSettings):
     api_header_timeout_s: float = Field(
         10.0, gt=0, description="a connection that has not sent a request's headers within this is closed"
     )
+    api_body_timeout_s: float = Field(
+        30.0, gt=0, description="a request whose body is not in within this after its head is closed"
+    )
     api_max_header_bytes: int = Field(
         65536, ge=4096, description="largest request head (request line and headers) the API buffers"
     )
@@ -188,11 +220,27 @@ class Settings(BaseSettings):
     failpoints: str = Field("", description="test only: comma-separated failpoints, e.g. 'stop_before_init'")
 
     _agent_token: SecretStr | None = PrivateAttr(None)
+    _agent_keys: tuple[SecretStr | None, SecretStr | None] = PrivateAttr((None, None))
 
     @model_validator(mode="after")
     def _check_agent_files(self) -> Settings:
         if self.agent_token_file is not None:
             self._agent_token = SecretStr(_read_secret(self.agent_token_file, "agent_token_file"))
+        keys = []
+        for name in ("agent_key_file", "agent_previous_key_file"):
+            path = getattr(self, name)
+            key = None if path is None else _read_secret(path, name)
+            reason = None if key is None else weak_token_reason(key, "agent key")
+            if reason is not None:
+                raise InvalidInput(_var(name), reason)
+            keys.append(None if key is None else SecretStr(key))
+        if keys[1] is not None and keys[0] is None:
+            raise InvalidInput(_var("agent_previous_key_file"), "is set without AUTORECOVERY_AGENT_KEY_FILE")
+        self._agent_keys = (keys[0], keys[1])
+        try:
+            self.plain_http_networks()
+        except ValueError as exc:
+            raise InvalidInput(_var("agent_plain_http_networks"), f"is not a list of CIDRs: {exc}") from None
         if self.agent_ca_file is not None and not self.agent_ca_file.is_file():
             raise InvalidInput(_var("agent_ca_file"), f"{self.agent_ca_file} is not a readable file")
         try:
@@ -260,6 +308,23 @@ class Settings(BaseSettings):
         """The agent token read from AUTORECOVERY_AGENT_TOKEN_FILE at start, if set."""
         return self._agent_token
 
+    def agent_credentials(self) -> AgentCredentials:
+        """What the product sends agents: per-host tokens from the key, else the fleet token."""
+        key, previous = self._agent_keys
+        return AgentCredentials(
+            key=key.get_secret_value().encode() if key else None,
+            previous_key=previous.get_secret_value().encode() if previous else None,
+            fleet_token=self._agent_token.get_secret_value() if self._agent_token else None,
+        )
+
+    def plain_http_networks(self) -> tuple[IPNetwork, ...]:
+        """Networks where a credential may go over plain http (loopback always may)."""
+        return tuple(
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in self.agent_plain_http_networks.split(",")
+            if part.strip()
+        )
+
     def agent_url_policy(self) -> AgentUrlPolicy:
         """Where agents may be: the allow-list, and the product's own endpoints to refuse."""
         return AgentUrlPolicy.build(
@@ -301,6 +366,26 @@ class Settings(BaseSettings):
     def tick_deadline_s(self) -> float:
         """A tick unfinished after this is abandoned by the next one, which takes over."""
         return max(3 * self.tick_interval_s, 10.0)
+
+    @property
+    def activation_message_ttl_s(self) -> float:
+        """How long an activation message may wait in the broker; past it no worker starts it.
+
+        With re-sends on it is the re-send delay: a message is re-sent only once it has expired,
+        so that two messages of one activation are never both runnable (a deep queue is not
+        re-sent into duplicate runs).
+        """
+        return self.resend_queued_after_s if self.resend_max > 0 else self.activation_queued_ttl_s
+
+    @property
+    def resend_after_sent_s(self) -> float:
+        """A queued activation is re-sent this long after its last send: its message expired."""
+        return self.resend_queued_after_s + MESSAGE_EXPIRY_MARGIN_S
+
+    @property
+    def housekeeping_time_limit_s(self) -> float:
+        """The housekeeping task's hard time limit, and the lease a run holds (no two at once)."""
+        return self.tick_deadline_s + 10
 
     @property
     def effective_init_max_s(self) -> float:

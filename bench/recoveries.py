@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -39,9 +40,17 @@ from bench import readme
 from bench import recovery_stats as stats
 from bench.fleet import cpu_seconds, start_simulator
 from bench.recoveries_readme import render_recoveries
-from bench.recovery_watch import EventLog, Ticker, TickLog, queued_messages, store_activations, store_resends
+from bench.recovery_watch import (
+    EventLog,
+    Ticker,
+    TickLog,
+    clients_on,
+    queued_messages,
+    store_activations,
+    store_resends,
+)
 from tests.support.processes import Proc, start_worker, wait_for
-from tests.support.servers import start_servers
+from tests.support.servers import TEST_SETTINGS, Servers, start_servers
 
 console = Console()
 RESULTS = Path(__file__).parent / "results" / "recoveries.json"
@@ -55,7 +64,11 @@ DRAIN_MAX_S = 30.0
 
 
 def settings(tick_interval_s: float, hosts: int) -> dict[str, str]:
-    """The product's settings for this bench, in the order the settings validator wants."""
+    """The product's settings for this bench, in the order the settings validator wants.
+
+    Short calls and limits, as in the tests, so that a hung init costs seconds; everything else
+    (when a queued activation expires or is re-sent, retries) at the product's defaults.
+    """
     return {
         "AUTORECOVERY_TICK_INTERVAL_S": f"{tick_interval_s:g}",
         "AUTORECOVERY_REPORT_MAX_AGE_S": f"{5 * tick_interval_s:g}",
@@ -68,6 +81,11 @@ def settings(tick_interval_s: float, hosts: int) -> dict[str, str]:
         "AUTORECOVERY_FLEET_CAP": str(max(hosts, 1000)),
         "AUTORECOVERY_OBSERVER_QUIET_PERIOD": "false",
     }
+
+
+def without_test_settings(env: dict[str, str], chosen: dict[str, str]) -> dict[str, str]:
+    """``env`` without the test suite's settings that the bench did not choose: the product's defaults."""
+    return {k: v for k, v in env.items() if k in chosen or k not in TEST_SETTINGS}
 
 
 class Bench:
@@ -109,6 +127,7 @@ class Bench:
         first_up = self._watch(watched, cleared_at)
         ended_at = max((first_up[h] for h in watched if h in first_up), default=time.time())
         cpu_s = cpu_seconds(self.worker) - cpu_before
+        by_task = stats.busy_by_name(stats.logged_runs(self.worker.log()), PROCESSES, cleared_at, ended_at)
         self.ticks.gather()
         ticks = stats.tick_figures(self.ticks.summaries(), cleared_at, ended_at)
         self._drain(hung)
@@ -129,6 +148,10 @@ class Bench:
             "per_s": found.per_s,
             "window_s": ended_at - cleared_at,
             "busy_share": tasks.busy_share(PROCESSES, cleared_at, ended_at),
+            # From the worker's log, which also shows the tasks that send no events (batches).
+            "busy_by_task": by_task,
+            "busy_log_share": sum(v for k, v in by_task.items() if k in tasks.names),
+            "busy_other_share": sum(v for k, v in by_task.items() if k not in tasks.names),
             "cpu_share": cpu_s / (PROCESSES * max(ended_at - cleared_at, 1e-9)),
             "tasks": {
                 "messages": tasks.messages,
@@ -179,6 +202,31 @@ class Bench:
             time.sleep(0.5)
 
 
+def lease_quiet_servers(tmp: Path, tries: int = 4) -> tuple[Servers, list[Servers]]:
+    """Lease servers whose Redis databases no one else is connected to, and the pairs passed over.
+
+    A worker left running by another test session keeps consuming from the broker database it
+    had, after its lease was given back: it would take the bench's tasks. Pairs with clients on
+    them stay leased (so the next lease is another pair) until the caller closes them.
+    """
+    passed: list[Servers] = []
+    try:
+        for n in range(tries):
+            servers = start_servers(tmp / f"servers{n}")
+            found = clients_on(servers.broker_url) + clients_on(servers.redis_url)
+            if found <= 0:
+                return servers, passed
+            console.print(f"[yellow]{found} connections of another session on a Redis pair: next[/yellow]")
+            passed.append(servers)
+    except BaseException:
+        for spare in passed:
+            spare.close()
+        raise
+    for spare in passed:
+        spare.close()
+    raise SystemExit(f"every Redis pair tried ({tries}) has another session's clients on it")
+
+
 def compare(baseline: dict[str, Any], hung: dict[str, Any], max_wait_s: float) -> dict[str, Any]:
     """The hung run's time against the baseline's for the same hosts; drops per-host times."""
     base_up = baseline.pop("first_up")
@@ -197,6 +245,18 @@ def compare(baseline: dict[str, Any], hung: dict[str, Any], max_wait_s: float) -
     }
 
 
+def _commit() -> str:
+    """The measured code's commit (``-dirty`` when the work tree has changes)."""
+    try:
+        done = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],  # noqa: S607 - git from PATH
+            cwd=readme.ROOT, capture_output=True, text=True, check=True, timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip()
+
+
 def _asdict(value: Any) -> dict[str, Any]:
     return {name: getattr(value, name) for name in value.__slots__}
 
@@ -204,8 +264,9 @@ def _asdict(value: Any) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run both scenarios; return their figures."""
     tmp = Path(tempfile.mkdtemp(prefix="ar-bench-recoveries-"))
-    servers = start_servers(tmp)
-    env = servers.env(**settings(args.tick_interval_s, args.hosts))
+    servers, spares = lease_quiet_servers(tmp)
+    chosen = settings(args.tick_interval_s, args.hosts)
+    env = without_test_settings(servers.env(**chosen), chosen)
     os.environ.update(env)
     import workers
     from harness.sim.register import register_fleet
@@ -224,6 +285,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "goal_s": args.tick_interval_s + 10,
         "max_wait_s": args.max_wait_s,
+        "commit": _commit(),
+        "load_avg_start": round(os.getloadavg()[0], 1),
     }
     sim_proc, sim = start_simulator(env, tmp, args.hosts)
     worker: Proc | None = None
@@ -241,6 +304,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["baseline"] = bench.scenario("baseline", [])
         results["hung_agents"] = bench.scenario("hung agents", hung)
         results.update(compare(results["baseline"], results["hung_agents"], args.max_wait_s))
+        results["load_avg_end"] = round(os.getloadavg()[0], 1)
         results["tasks_seen"] = bench.events.names()
         bench.events.stop()
     finally:
@@ -250,6 +314,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sim_proc.stop()
         deps.close()
         servers.close()
+        for spare in spares:
+            spare.close()
     return results
 
 

@@ -34,6 +34,17 @@ def _created(run: dict[str, Any]) -> str:
     return f"{sum(by_state.values()):,} ({by_state.get('abandoned', 0):,})"
 
 
+def _load(results: dict[str, Any]) -> str:
+    start, end = results.get("load_avg_start"), results.get("load_avg_end")
+    commit = results.get("commit")
+    parts = []
+    if start is not None and end is not None:
+        parts.append(f"load average {start:g} at the start, {end:g} at the end")
+    if commit:
+        parts.append(f"code at commit `{commit}`")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
 def _rows(results: dict[str, Any]) -> list[str]:
     runs = [results[name] for name in SCENARIOS]
     wait = results.get("max_wait_s")
@@ -48,7 +59,15 @@ def _rows(results: dict[str, Any]) -> list[str]:
         row("fault cleared → all up", lambda r: _all_up(r, wait)),
         row("median host up after", lambda r: _s(r["recovery"]["median_s"])),
         row("hosts up per second", lambda r: "n/a" if r["per_s"] is None else f"{r['per_s']:.0f}"),
-        row("worker slots busy in activation tasks", lambda r: _pct(r["busy_share"])),
+        row("worker slots busy in activation tasks (task events)", lambda r: _pct(r["busy_share"])),
+        row(
+            "the same by the tasks' own runtimes (worker log)",
+            lambda r: _pct(r.get("busy_log_share")),
+        ),
+        row(
+            "worker slots busy in the tick's tasks (worker log)",
+            lambda r: _pct(r.get("busy_other_share")),
+        ),
         row("worker processes' CPU (of 2 processes' time)", lambda r: _pct(r["cpu_share"])),
         row(
             "activation task run, median / p95 ms",
@@ -120,15 +139,19 @@ def render_recoveries(results: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"`{results['command']}` (or `make bench`) on this project's {results['cores']}-core machine, "
-            "shared with other engineers' test suites while it ran, so the figures are noisy: "
+            "shared with other engineers' test suites while it ran, so the figures are noisy"
+            f"{_load(results)}: "
             f"{results['hosts']:,} simulated hosts (one simulator process over loopback HTTP), "
             "PostgreSQL and Redis, one Celery worker with "
             f"{results['processes']} processes on every queue, beat's entries sent every "
             f"{results['tick_interval_s']:g} s, caps raised (cluster 100%, fleet "
             f"{results['settings'].get('FLEET_CAP', 'n/a')}). Every host is taken out (`kvm_down`), "
             "then the fault is cleared at once and the store is watched until the hosts are up. "
-            "Busy slots come from Celery's task events, CPU from `/proc`, duplicates from the events "
-            "and the simulator's record of inits, re-sends from the store. Written by the bench from "
+            "Busy slots come from Celery's task events (a run lasts from its start to the end event "
+            "the worker's main process sends, so it includes the hand-back of the result) and from "
+            "the runtimes in the worker's log (which also has the tick's tasks, which send no "
+            "events); CPU from `/proc`; duplicates from the events and the simulator's record of "
+            "inits; re-sends from the store. Written by the bench from "
             "`bench/results/recoveries.json`.",
             "",
             *_rows(results),

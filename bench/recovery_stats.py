@@ -13,12 +13,18 @@ import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 #: An ``activation_id`` in the repr of a task's kwargs, as Celery's task-received event shows it.
 ACTIVATION_KWARG = re.compile(r"""['"]activation_id['"]\s*:\s*['"]([^'"]+)['"]""")
 #: Events that end one run of a task message.
 RUN_ENDS = frozenset({"task-succeeded", "task-failed", "task-retried", "task-rejected", "task-revoked"})
+#: Celery's log line for a task that succeeded: when it was logged, the task's name, its runtime.
+SUCCEEDED_LINE = re.compile(
+    r"^\[(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/[^\]]+\] "
+    r"Task (?P<name>[\w.:-]+)\[[^\]]+\] succeeded in (?P<runtime>[\d.]+)s"
+)
 #: Outcomes of init calls an agent refused: nothing ran.
 REFUSED_INITS = frozenset({"stale_fence", "busy"})
 
@@ -69,6 +75,8 @@ class TaskFigures:
     run_s: tuple[float, ...]
     #: Each ended run's (start, end) wall-clock times.
     intervals: tuple[tuple[float, float], ...]
+    #: The task names these messages had.
+    names: frozenset[str] = frozenset()
 
     def busy_share(self, processes: int, start: float, end: float) -> float:
         """The share of ``processes`` slots' time in [start, end] spent running these tasks."""
@@ -116,6 +124,7 @@ def task_figures(events: Iterable[TaskEvent]) -> TaskFigures:
         extra_deliveries=extra,
         run_s=tuple(end - start for start, end in intervals),
         intervals=tuple(intervals),
+        names=frozenset(e.name for events in by_task.values() for e in events if e.name),
     )
 
 
@@ -139,6 +148,32 @@ def busy_share(intervals: Iterable[tuple[float, float]], processes: int, start: 
         return 0.0
     busy = sum(max(0.0, min(b, end) - max(a, start)) for a, b in intervals)
     return busy / (processes * window)
+
+
+def logged_runs(log_text: str) -> list[tuple[str, float, float]]:
+    """(task name, start, end) of every task the worker's log says succeeded (local wall clock).
+
+    Covers the tasks that send no events (the monitoring tick's batches): what else the pool
+    spends its time in.
+    """
+    found: list[tuple[str, float, float]] = []
+    for line in log_text.splitlines():
+        match = SUCCEEDED_LINE.match(line)
+        if match:
+            end = datetime.strptime(match["at"], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            found.append((match["name"], end - float(match["runtime"]), end))
+    return found
+
+
+def busy_by_name(
+    runs: Iterable[tuple[str, float, float]], processes: int, start: float, end: float
+) -> dict[str, float]:
+    """Each task name's share of ``processes`` slots' time in [start, end]."""
+    by_name: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for name, a, b in runs:
+        by_name[name].append((a, b))
+    shares = {name: busy_share(spans, processes, start, end) for name, spans in by_name.items()}
+    return {name: share for name, share in sorted(shares.items()) if share > 0}
 
 
 def quantile_of(values: list[float], quantile: float) -> float | None:

@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
+import redis
 
 from bench.recovery_stats import TaskEvent
 
@@ -204,3 +205,14 @@ def store_activations(db: Any, since: float) -> dict[str, int] | None:
         log.warning("cannot count activations: %s", exc)
         return None
     return {r["state"]: int(r["n"]) for r in rows}
+
+
+def clients_on(url: str) -> int:
+    """Connections to the Redis database of ``url`` (before the bench connects: someone else's)."""
+    client = redis.Redis.from_url(url)
+    try:
+        db = int(client.connection_pool.connection_kwargs.get("db", 0))
+        listed = client.client_list()
+    finally:
+        client.close()
+    return sum(1 for c in listed if int(c.get("db", -1)) == db) - 1  # this client itself

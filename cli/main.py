@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cli.tools import EXIT_ERROR, EXIT_OK, EXIT_USAGE, add_tool_commands
+from hostagent.cli import add_arguments as add_agent_arguments
 from models.errors import AutorecoveryError, InvalidInput
 
 if TYPE_CHECKING:
@@ -69,21 +70,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     """Delete (or with --dry-run, count) history past its retention."""
-    from autorecovery.adapters.store import Database
-    from autorecovery.bootstrap import retention_policy
-    from autorecovery.services import utcnow
-    from autorecovery.services.retention import RetentionService
+    from autorecovery.bootstrap import retention
 
     settings = _settings()
-    with _database(args, settings) as database_url:
-        db = Database(database_url, max_size=1)
-        db.open()
-        try:
-            summary = RetentionService(db, utcnow, retention_policy(settings)).prune(
-                dry_run=args.dry_run, actor="cli"
-            )
-        finally:
-            db.close()
+    with _database(args, settings) as database_url, retention(settings, database_url) as service:
+        summary = service.prune(dry_run=args.dry_run, actor="cli")
     if args.json:
         print(json.dumps(summary))
         return EXIT_OK
@@ -167,19 +158,9 @@ def cmd_check_flower_auth(args: argparse.Namespace) -> int:
 
 def cmd_agent(args: argparse.Namespace) -> int:
     """Run the host agent (agent protocol v2 on libvirt) on this hypervisor."""
-    try:
-        from hostagent.config import load_config
-        from hostagent.daemon import check, run
-        from hostagent.libvirt_hypervisor import LibvirtHypervisor  # noqa: F401 - fail early, with advice
-    except ImportError as exc:  # libvirt-python is an extra: say how to get it
-        print(f"autorecovery: the agent needs {exc.name}: pip install 'autorecovery[agent]'", file=sys.stderr)
-        return EXIT_ERROR
-    config = load_config(args.config)
-    if args.check:
-        return check(config)
-    logging.getLogger().setLevel(logging.INFO)
-    run(config, bind=args.bind, port=args.port)
-    return EXIT_OK
+    from hostagent.cli import run_agent
+
+    return run_agent(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,15 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     ).set_defaults(handler=cmd_beat_alive)
     add_tool_commands(sub)
 
-    agent = sub.add_parser("agent", help="run the host agent on this KVM host (needs the agent extra)")
-    agent.add_argument(
-        "--config", type=Path, default=Path("/etc/autorecovery/agent.toml"), help="its TOML file"
+    agent = sub.add_parser(
+        "agent", help="run the host agent on this KVM host (or install autorecovery-agent alone)"
     )
-    agent.add_argument("--bind", default=None, help="address to listen on (default: the config's)")
-    agent.add_argument("--port", type=int, default=None, help="port (default: the config's; 0: a free one)")
-    agent.add_argument(
-        "--check", action="store_true", help="check the setup, print a fresh report, exit (changes nothing)"
-    )
+    add_agent_arguments(agent)
     agent.set_defaults(handler=cmd_agent)
 
     try:

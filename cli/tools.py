@@ -87,7 +87,7 @@ def add_tool_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
         fault.add_argument(
             "--fault",
             help="sd_down, nic_down, kvm_down, silent, init_fail, init_delay, init_hang, report_delay, "
-            "version",
+            "version, vm_fail, pool_stopped, net_stopped (the last two: what init repairs)",
         )
         fault.add_argument("--hosts", nargs="+", default=None)
         fault.add_argument("--cluster")
@@ -111,14 +111,21 @@ def _add_agent_check(sub: SubParsers[argparse.ArgumentParser]) -> None:
     check = sub.add_parser(
         "agent-check",
         help="conformance test of a host agent (protocol v2 or v1); see docs/agent.md",
-        description="Check an agent's report, authentication, init, busy refusal, idempotence, status "
-        "route and /fence. It runs a few inits on the host (unless --no-init) and leaves the agent's "
-        "highest fence two above where it was. Exits 1 when any check fails.",
+        description="Check an agent's report and authentication, changing nothing on it. With "
+        "--fence-checks (before the host is registered) also its init, busy refusal, idempotence, "
+        "status route and /fence: it runs a few inits on the host (unless --no-init) and leaves the "
+        "agent's highest fence two above where it was. Exits 1 when any check fails.",
     )
     check.add_argument("url", help="the agent's base URL, as registered (agent_url)")
     check.add_argument("--token-file", type=Path, help="file holding the agent's bearer token")
     check.add_argument("--host-id", help="the id the host is registered with (checks the report's host_id)")
-    check.add_argument("--no-init", action="store_true", help="send no init (skips the init checks)")
+    check.add_argument(
+        "--fence-checks",
+        action="store_true",
+        help="also run the init and fence checks; they change the agent's state: only before the "
+        "host is registered (a registered host's next activation would be held agent_fence_ahead)",
+    )
+    check.add_argument("--no-init", action="store_true", help="with --fence-checks: send no init")
     check.add_argument("--fence-base", type=int, default=None,
                        help="lowest fence to use (default: one above the agent's highest)")
     check.add_argument("--timeout", type=float, default=10.0, help="per-request timeout in seconds")
@@ -214,6 +221,7 @@ def cmd_agent_check(args: argparse.Namespace) -> int:
         url=args.url,
         token=read_token_file(args.token_file) if args.token_file else None,
         host_id=args.host_id,
+        fence_checks=args.fence_checks,
         run_inits=not args.no_init,
         fence_base=args.fence_base,
         timeout_s=args.timeout,

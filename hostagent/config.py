@@ -37,6 +37,12 @@ class ServerConfig(_Section):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     max_body_bytes: StrictInt = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
+    #: A connection gets this long to send a whole request head (slow clients are closed).
+    header_timeout_s: StrictFloat = Field(default=10.0, gt=0, le=300)
+    #: Connections at once (lowered to fit the process's open-file limit).
+    max_connections: StrictInt = Field(default=512, ge=16, le=65536)
+    #: Connections of one client address still sending their request head (past it, its oldest goes).
+    max_pending_per_client: StrictInt = Field(default=32, ge=1, le=65536)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServerConfig:
@@ -57,11 +63,18 @@ class ProbesConfig(_Section):
     """``[probes]``: where the host's files are (tests point them at temporary ones)."""
 
     kvm_device: Path = Path("/dev/kvm")
+    #: The user QEMU runs as (qemu.conf ``user``: ``libvirt-qemu`` on Debian, ``qemu`` on Fedora):
+    #: kvm is usable only if this user may open ``kvm_device`` read-write. Empty: not checked.
+    qemu_user: StrictStr = "libvirt-qemu"
+    #: kvm needs one of these CPU flags (hardware virtualization); empty: not checked.
+    cpu_virt_flags: list[Name] = ["vmx", "svm"]
     cpuinfo: Path = Path("/proc/cpuinfo")
     cpu_flags_from: Literal["cpuinfo", "libvirt"] = "cpuinfo"
     meminfo: Path = Path("/proc/meminfo")
     sys_class_net: Path = Path("/sys/class/net")
     storage_timeout_s: StrictFloat = Field(default=2.0, gt=0, le=60)
+    #: The report answers at once from the last look; a look is taken this often in the background.
+    period_s: StrictFloat = Field(default=2.0, gt=0, le=60)
 
 
 class NetworkConfig(_Section):

@@ -15,11 +15,13 @@ from typing import IO, Any
 
 from hostagent.config import AgentConfig
 from hostagent.host import HostView
+from hostagent.http_server import ConnectionLimits, guarded_protocol
 from hostagent.hypervisor import Hypervisor
 from hostagent.persist import DiskStore
 from hostagent.protocol import ProtocolState
 from hostagent.runner import Operations
 from hostagent.server import Guard, create_app
+from hostagent.snapshot import Snapshots
 from models.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -57,7 +59,25 @@ def read_token(path: Path) -> bytes:
         raise InvalidInput(
             "token_file", f"{path} is empty; put a token in it: {_MAKE_TOKEN.format(path=path)}"
         )
+    if is_weak_token(token):
+        raise InvalidInput(
+            "token_file",
+            f"{path} holds a weak token (at least {MIN_TOKEN_LEN} printable characters, "
+            f"{MIN_DISTINCT} of them distinct): use the one `autorecovery hosts enroll` wrote, "
+            f"or {_MAKE_TOKEN.format(path=path)}",
+        )
     return token
+
+
+#: What the agent accepts as a token: enrolment writes 64 hex characters.
+MIN_TOKEN_LEN = 32
+MIN_DISTINCT = 10
+
+
+def is_weak_token(token: bytes) -> bool:
+    """True for a token too short, with spaces or control bytes, or repeating a few characters."""
+    printable = all(0x21 <= byte <= 0x7E for byte in token)
+    return len(token) < MIN_TOKEN_LEN or not printable or len(set(token)) < MIN_DISTINCT
 
 
 def check_tls(cert: Path, key: Path) -> None:
@@ -106,16 +126,30 @@ class Agent:
     host: HostView
     ops: Operations
     app: Guard
+    #: The host's last look; ``start`` it before serving (``run`` does).
+    looks: Snapshots
 
 
-def build_agent(config: AgentConfig, hypervisor: Hypervisor, token: bytes) -> Agent:
-    """Assemble the agent from its parts (the composition root; tests pass a test-driver hypervisor)."""
+def build_agent(
+    config: AgentConfig, hypervisor: Hypervisor, token: bytes, *, new_state: bool = False
+) -> Agent:
+    """Assemble the agent from its parts (the composition root; tests pass a test-driver hypervisor).
+
+    ``new_state``: create a new state (a new ``state_id``, fences from 0), keeping an old file
+    aside; only on the operator's explicit request. Without it a missing or unusable state
+    refuses to start (``InvalidInput`` naming ``state_dir``).
+    """
     config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    state = ProtocolState(DiskStore(config.state_dir), utcnow, keep_results=config.init.keep_results)
+    store = DiskStore(config.state_dir)
+    if new_state:
+        state_id = store.create()
+        log.warning("host %s: new agent state %s created (--new-state)", config.host_id, state_id)
+    state = ProtocolState(store, utcnow, keep_results=config.init.keep_results)
     host = HostView(config, hypervisor, utcnow)
     ops = Operations(state, config.host_id)
-    app = Guard(create_app(host, ops, config.server.max_body_bytes), token)
-    return Agent(config, host, ops, app)
+    looks = Snapshots(host, config.probes.period_s)
+    app = Guard(create_app(host, ops, config.server.max_body_bytes, looks), token)
+    return Agent(config, host, ops, app, looks)
 
 
 def listen(bind: str, port: int) -> socket.socket:
@@ -129,7 +163,7 @@ def listen(bind: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as exc:
         raise InvalidInput("server.bind", f"cannot listen on {bind}:{port}: {exc.strerror or exc}") from None
-    sock.listen(128)
+    sock.listen(1024)
     return sock
 
 
@@ -158,7 +192,9 @@ def check(config: AgentConfig) -> int:
     return 1
 
 
-def run(config: AgentConfig, *, bind: str | None = None, port: int | None = None) -> None:
+def run(
+    config: AgentConfig, *, bind: str | None = None, port: int | None = None, new_state: bool = False
+) -> None:
     """Run the agent until SIGTERM or SIGINT; print the address it listens on once it does."""
     import uvicorn
 
@@ -174,7 +210,8 @@ def run(config: AgentConfig, *, bind: str | None = None, port: int | None = None
         }
     lock = lock_state_dir(config.state_dir)
     hypervisor = LibvirtHypervisor(config.libvirt.uri)
-    agent = build_agent(config, hypervisor, token)
+    agent = build_agent(config, hypervisor, token, new_state=new_state)
+    agent.looks.start()  # the first look before the first request: a report never waits for one
     sock = listen(bind or config.server.bind, config.server.port if port is None else port)
     host, actual_port = sock.getsockname()[:2]
     scheme = "https" if tls else "http"
@@ -190,9 +227,26 @@ def run(config: AgentConfig, *, bind: str | None = None, port: int | None = None
         actual_port,
         config.libvirt.uri,
     )
+    limits = ConnectionLimits(
+        header_timeout_s=config.server.header_timeout_s,
+        max_connections=config.server.max_connections,
+        max_pending=config.server.max_connections // 2,
+        max_pending_per_client=config.server.max_pending_per_client,
+    ).fitted_to_open_files()
+    log.info(
+        "host %s: at most %d connections, %d still sending their request head, %gs for a head",
+        config.host_id,
+        limits.max_connections,
+        limits.max_pending,
+        limits.header_timeout_s,
+    )
     server = uvicorn.Server(
         uvicorn.Config(
             agent.app,
+            http=guarded_protocol(limits),
+            # Accept a few at a time: the limits run between accept bursts, never past the fd limit.
+            backlog=64,
+            timeout_keep_alive=5,
             log_config=None,
             access_log=False,
             server_header=False,
@@ -203,6 +257,7 @@ def run(config: AgentConfig, *, bind: str | None = None, port: int | None = None
     try:
         server.run(sockets=[sock])
     finally:
+        agent.looks.stop()
         hypervisor.close()
         lock.close()
         sock.close()

@@ -15,11 +15,18 @@ class HypervisorError(TransientError):
 
 @dataclass(frozen=True, slots=True)
 class ObjectState:
-    """A libvirt network or storage pool: defined? active? (a pool also has its target path)."""
+    """A libvirt network or storage pool: defined? active? and what starting it needs.
+
+    A pool has its ``kind`` (libvirt's pool type: ``dir``, ``fs``, ``netfs``, ``logical``, …), its
+    target path and its source devices; a network the host devices it forwards to (``sources``:
+    interface names), which must exist for it to start.
+    """
 
     defined: bool
     active: bool = False
     target: Path | None = None
+    kind: str | None = None
+    sources: tuple[str, ...] = ()
 
 
 class Hypervisor(Protocol):
@@ -41,6 +48,10 @@ class Hypervisor(Protocol):
 
     def running_domains(self) -> int:
         """How many VMs run."""
+        ...
+
+    def kvm_unavailable(self) -> str | None:
+        """Why the hypervisor offers no kvm domain, or None when it does (or cannot tell)."""
         ...
 
     def network(self, name: str) -> ObjectState:

@@ -22,6 +22,65 @@ def _silence(_ctx: object, _error: object) -> None:
 
 libvirt.registerErrorHandler(_silence, None)
 
+#: Keepalive: a daemon that misses this many probes, one every interval, is dead to the client,
+#: which then fails the calls stuck on it (a hung libvirtd frees the threads that wait for it).
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_COUNT = 3
+
+_EVENT_LOOP = threading.Lock()
+_event_loop_started = False
+
+
+def _ensure_event_loop() -> None:
+    """Run libvirt's default event loop in a daemon thread (keepalive needs one); once a process."""
+    global _event_loop_started  # noqa: PLW0603 - one loop per process, started on first use
+    with _EVENT_LOOP:
+        if _event_loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def loop() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=loop, name="libvirt events", daemon=True).start()
+        _event_loop_started = True
+
+
+#: libvirt's CPU feature names that the kernel (/proc/cpuinfo) spells otherwise, beyond the rule
+#: (dots and dashes become underscores).
+#: (Compared on a real libvirt 9.0 host: its expanded host CPU against /proc/cpuinfo.)
+_CPUINFO_NAMES = {
+    "pclmuldq": "pclmulqdq",
+    "tsc-deadline": "tsc_deadline_timer",
+    "avx512bitalg": "avx512_bitalg",
+    "avx512vbmi2": "avx512_vbmi2",
+    "avx512vnni": "avx512_vnni",
+    "tsx-ldtrk": "tsxldtrk",
+    "invtsc": "nonstop_tsc",
+}
+
+
+def cpuinfo_spelling(name: str) -> str:
+    """A libvirt CPU feature name as /proc/cpuinfo spells it (``sse4.2`` -> ``sse4_2``)."""
+    return _CPUINFO_NAMES.get(name, name.replace(".", "_").replace("-", "_"))
+
+
+def network_devices(xml: ET.Element) -> tuple[str, ...]:
+    """The host interfaces a libvirt network needs to start: what it forwards to, if anything.
+
+    An isolated or NAT network makes its own bridge (nothing outside it); ``forward dev=`` and
+    ``forward/interface`` name host devices; ``forward mode="bridge"`` uses an existing bridge.
+    """
+    forward = xml.find("forward")
+    if forward is None:
+        return ()
+    names = [forward.get("dev", "")] + [i.get("dev", "") for i in forward.findall("interface")]
+    bridge = xml.find("bridge")
+    if forward.get("mode") == "bridge" and bridge is not None:
+        names.append(bridge.get("name", ""))
+    return tuple(sorted({n for n in names if n}))
+
 
 class LibvirtHypervisor:
     """One libvirt connection, opened on first use and reopened when it dies."""
@@ -46,10 +105,15 @@ class LibvirtHypervisor:
                     pass
                 log.warning("libvirt connection %s lost; reconnecting", self.uri)
                 self._conn = None
+            _ensure_event_loop()
             try:
                 self._conn = libvirt.open(self.uri)
             except libvirt.libvirtError as exc:
                 raise HypervisorError(f"libvirt {self.uri}: {exc}") from exc
+            try:
+                self._conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
+            except libvirt.libvirtError as exc:  # drivers without a daemon (test:///) have none
+                log.debug("libvirt %s: no keepalive: %s", self.uri, exc)
             return self._conn
 
     def close(self) -> None:
@@ -80,12 +144,47 @@ class LibvirtHypervisor:
         return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
 
     def cpu_flags(self) -> frozenset[str]:
-        """The host CPU features libvirt's capabilities list (beyond those its model implies)."""
-        root = ET.fromstring(self._call("capabilities", self.connection().getCapabilities))  # noqa: S314
-        features = root.find("host/cpu/features")
-        named = {f.get("name", "") for f in root.findall("host/cpu/feature")}
-        listed = {child.tag for child in features} if features is not None else set()
-        return frozenset((named | listed) - {""})
+        """The host CPU's features, those its model implies included, in /proc/cpuinfo spelling.
+
+        libvirt lists a host CPU as a model plus extra features; expanding it
+        (``baselineCPU`` with ``EXPAND_FEATURES``) names every feature, which libvirt spells its
+        own way (``sse4.2``, ``pclmuldq``): clusters use the kernel's (``sse4_2``, ``pclmulqdq``).
+        """
+        conn = self.connection()
+        caps = self._call("capabilities", conn.getCapabilities)
+        root = ET.fromstring(caps)  # noqa: S314
+        cpu = root.find("host/cpu")
+        names: set[str] = set()
+        if cpu is not None:
+            names = {f.get("name", "") for f in cpu.findall("feature")}
+            try:
+                expanded = conn.baselineCPU(
+                    [ET.tostring(cpu, encoding="unicode")], libvirt.VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES
+                )
+            except libvirt.libvirtError as exc:  # drivers without a CPU map (test:///): as listed
+                log.debug("libvirt %s: cannot expand the host CPU: %s", self.uri, exc)
+            else:
+                names |= {
+                    f.get("name", "")
+                    for f in ET.fromstring(expanded).findall("feature")  # noqa: S314
+                    if f.get("policy") != "disable"
+                }
+        features = root.find("host/cpu/features")  # the test driver's form
+        if features is not None:
+            names |= {child.tag for child in features}
+        return frozenset(cpuinfo_spelling(n) for n in names if n)
+
+    def kvm_unavailable(self) -> str | None:
+        """Why libvirt's domain capabilities offer no kvm domain; None when they do or cannot tell."""
+        try:
+            xml = self.connection().getDomainCapabilities(None, None, None, "kvm", 0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+                return None  # a driver without domain capabilities (test:///)
+            return f"libvirt offers no kvm domain: {exc.get_error_message() or exc}"
+        if ET.fromstring(xml).findtext("domain") != "kvm":  # noqa: S314
+            return "libvirt's domain capabilities offer no kvm domain"
+        return None
 
     def running_domains(self) -> int:
         """How many libvirt domains are active."""
@@ -111,11 +210,13 @@ class LibvirtHypervisor:
         )
 
     def network(self, name: str) -> ObjectState:
-        """Whether network ``name`` is defined and active."""
+        """Whether network ``name`` is defined and active, and the host devices it forwards to."""
         net = self._network(name)
         if net is None:
             return ObjectState(defined=False)
-        return ObjectState(defined=True, active=self._call(f"network {name}", net.isActive) == 1)
+        active = self._call(f"network {name}", net.isActive) == 1
+        xml = ET.fromstring(self._call(f"network {name}", net.XMLDesc, 0))  # noqa: S314
+        return ObjectState(defined=True, active=active, sources=network_devices(xml))
 
     def pool(self, name: str) -> ObjectState:
         """Whether pool ``name`` is defined and active, and its target path."""
@@ -125,7 +226,14 @@ class LibvirtHypervisor:
         active = self._call(f"storage pool {name}", pool.isActive) == 1
         xml = ET.fromstring(self._call(f"storage pool {name}", pool.XMLDesc, 0))  # noqa: S314
         path = xml.findtext("target/path")
-        return ObjectState(defined=True, active=active, target=Path(path) if path else None)
+        devices = tuple(d.get("path", "") for d in xml.findall("source/device") if d.get("path"))
+        return ObjectState(
+            defined=True,
+            active=active,
+            target=Path(path) if path else None,
+            kind=xml.get("type"),
+            sources=devices,
+        )
 
     def start_network(self, name: str) -> None:
         """Start network ``name`` unless it is active."""

@@ -8,6 +8,8 @@ the agent (the thread stays stuck in the kernel, but only one per path at a time
 from __future__ import annotations
 
 import os
+import pwd
+import stat
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
@@ -36,6 +38,41 @@ OK = Check(True)
 def has_kvm_device(path: Path) -> bool:
     """True when the kvm device exists."""
     return path.exists()
+
+
+def kvm_device_problem(path: Path, qemu_user: str) -> str | None:
+    """Why QEMU cannot use the kvm device, or None when it can.
+
+    The device must exist, and ``qemu_user`` (QEMU's user in qemu.conf; empty: not checked)
+    must be allowed to open it read-write by its mode, owner and group (ACLs are not read).
+    """
+    try:
+        info = path.stat()
+    except OSError as exc:
+        return f"{path} is missing (kvm module not loaded?)" if isinstance(exc, FileNotFoundError) else (
+            f"{path}: {exc.strerror or exc}"
+        )
+    if not qemu_user:
+        return None
+    try:
+        user = pwd.getpwnam(qemu_user)
+    except KeyError:
+        return f"QEMU's user {qemu_user} does not exist on this host (probes.qemu_user)"
+    if user.pw_uid == 0:
+        return None
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid == user.pw_uid:
+        allowed = mode & 0o600 == 0o600
+    elif info.st_gid in os.getgrouplist(qemu_user, user.pw_gid):
+        allowed = mode & 0o060 == 0o060
+    else:
+        allowed = mode & 0o006 == 0o006
+    if allowed:
+        return None
+    return (
+        f"{path} (mode {mode:04o}, owner {info.st_uid}, group {info.st_gid}) cannot be opened "
+        f"read-write by QEMU's user {qemu_user}"
+    )
 
 
 def read_cpu_flags(path: Path) -> frozenset[str] | None:

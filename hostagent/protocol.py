@@ -30,8 +30,9 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from hostagent.persist import StateStore
-from models.errors import AgentBusy, StaleFence
+from hostagent.persist import NEW_STATE_ADVICE, StateStore
+from models.errors import AgentBusy, InvalidInput, PermanentError, StaleFence
+from models.fencing import MAX_FENCE
 
 INIT_SCOPE = "init"
 #: Records of ended operations kept (on disk for the agent) for the status routes.
@@ -132,6 +133,66 @@ class InitBusy(AgentBusy):
         return {"error": "busy", **self.holder.running_body()}
 
 
+class ActivationReused(PermanentError):
+    """An activation id already names an operation with another fence (409 activation_id_reused).
+
+    An activation id names one operation: the product sends it again only with the same fence
+    (a retry). Another fence under the same id is refused, so the first run's record is never
+    overwritten and ``GET /init/{activation_id}`` keeps telling how that run ended.
+    """
+
+    def __init__(self, known: InitRecord) -> None:
+        super().__init__(f"{known.scope} {known.activation_id} already ran with fence {known.fence}")
+        self.known = known
+
+    def body(self) -> dict[str, Any]:
+        """The 409 answer's body."""
+        return {"error": "activation_id_reused", **self.known.running_body()}
+
+
+def read_document(document: object) -> tuple[str, dict[str, int], list[InitRecord]]:
+    """The ``state_id``, fences and records of a state document, checked strictly.
+
+    ``{}``, a missing ``state_id``, a negative, boolean or out-of-range fence, a wrong type: the
+    agent refuses to serve rather than start at fence 0 (SPEC Appendix B, "Agent state").
+
+    Raises:
+        InvalidInput: ``state_dir``, naming the entry (``state_id``, ``fences.init``, ``records[2]``).
+    """
+    if not isinstance(document, dict):
+        raise _mistyped("document", "a JSON object")
+    state_id = document.get("state_id")
+    if not isinstance(state_id, str) or not 1 <= len(state_id) <= 200:
+        raise _mistyped("state_id", "a string (the agent state's id)")
+    fences = document.get("fences")
+    if not isinstance(fences, dict):
+        raise _mistyped("fences", "an object of scope to fence")
+    for scope, fence in fences.items():
+        if isinstance(fence, bool) or not isinstance(fence, int) or not 0 <= fence <= MAX_FENCE:
+            raise _mistyped(f"fences.{scope}", "an integer 0 … 2⁶³−1")
+    rows = document.get("records")
+    if not isinstance(rows, list):
+        raise _mistyped("records", "a list")
+    return state_id, {str(k): int(v) for k, v in fences.items()}, [_record(i, r) for i, r in enumerate(rows)]
+
+
+def _record(i: int, row: object) -> InitRecord:
+    """One saved init record, or InvalidInput naming ``records[i]``."""
+    try:
+        if not isinstance(row, dict) or isinstance(row.get("fence"), bool):
+            raise TypeError("not an object")
+        record = InitRecord.from_dict(row)
+        if record.started_at.tzinfo is None or not isinstance(row["scope"], str):
+            raise TypeError("no time zone")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise _mistyped(f"records[{i}]", f"an init record ({type(exc).__name__}: {exc})") from None
+    return record
+
+
+def _mistyped(entry: str, expected: str) -> InvalidInput:
+    return InvalidInput("state_dir", f"the state file's {entry} must be {expected}; {NEW_STATE_ADVICE}")
+
+
 class ProtocolState:
     """Accepts or refuses operations by fence and by what runs; remembers recent results.
 
@@ -146,9 +207,7 @@ class ProtocolState:
         self._clock = clock
         self._keep = keep_results
         self._lock = threading.Lock()
-        document = store.load()
-        self._fences: dict[str, int] = {str(k): int(v) for k, v in document.get("fences", {}).items()}
-        records = [InitRecord.from_dict(r) for r in document.get("records", [])]
+        self.state_id, self._fences, records = read_document(store.load())
         self._records = {(r.scope, r.activation_id): r for r in records}
         self._close_interrupted()
 
@@ -163,12 +222,18 @@ class ProtocolState:
             self._save(self._fences, self._records)
 
     def _save(self, fences: dict[str, int], records: dict[tuple[str, str], InitRecord]) -> None:
-        self._store.save({"fences": fences, "records": [r.to_dict() for r in records.values()]})
+        self._store.save(
+            {"state_id": self.state_id, "fences": fences, "records": [r.to_dict() for r in records.values()]}
+        )
 
     def highest(self, scope: str = INIT_SCOPE) -> int:
         """The highest fence accepted in ``scope`` (0 when none)."""
         with self._lock:
             return self._fences.get(scope, 0)
+
+    def agent_body(self) -> dict[str, Any]:
+        """The report's ``agent`` field: which state this is, and its highest host fence."""
+        return {"state_id": self.state_id, "highest_fence": self.highest()}
 
     def running(self) -> InitRecord | None:
         """The operation running on the host, if any."""
@@ -202,12 +267,16 @@ class ProtocolState:
         Raises:
             StaleFence: ``fence`` is below the highest accepted in ``scope``.
             InitBusy: another operation runs on the host.
+            ActivationReused: ``activation_id`` already names an operation with another fence.
+            OSError: the state could not be saved (nothing was accepted).
         """
         with self._lock:
             key = (scope, activation_id)
             known = self._records.get(key)
             if known is not None and known.fence == fence:
                 return known, False
+            if known is not None:
+                raise ActivationReused(known)
             highest = self._fences.get(scope, 0)
             if fence < highest:
                 raise StaleFence(f"fence {fence} is below the highest accepted ({highest})", highest)

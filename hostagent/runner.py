@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from typing import TypeVar
 
 from hostagent.protocol import InitRecord, ProtocolState
 from models.assessment import Problem
@@ -14,6 +15,7 @@ from models.domain import Reason
 log = logging.getLogger(__name__)
 
 Work = Callable[[], Problem | None]
+T = TypeVar("T")
 
 
 class Operations:
@@ -28,6 +30,9 @@ class Operations:
         self.host_id = host_id
         self._lock = threading.Lock()
         self._futures: dict[tuple[str, str], Future[InitRecord]] = {}
+        #: Why the state could not be saved last time (None once a save succeeds): the report
+        #: says so, and every init is refused (503 ``state_unwritable``) while it lasts.
+        self.state_error: str | None = None
 
     def submit(
         self, scope: str, fence: int, activation_id: str, work: Work
@@ -39,7 +44,7 @@ class Operations:
         """
         key = (scope, activation_id)
         with self._lock:
-            record, is_new = self.state.begin(scope, fence, activation_id)
+            record, is_new = self.saving(lambda: self.state.begin(scope, fence, activation_id))
             if not is_new:
                 return record, self._futures.get(key) if record.is_running else None
             future: Future[InitRecord] = Future()
@@ -52,6 +57,21 @@ class Operations:
         thread.daemon = True
         thread.start()
         return record, future
+
+    def saving(self, change: Callable[[], T]) -> T:
+        """Run a change of the state; keep ``state_error`` up to date with how its save went.
+
+        Raises:
+            OSError: the state could not be saved (the change did not happen).
+        """
+        try:
+            result = change()
+        except OSError as exc:
+            self.state_error = f"cannot save the agent's state: {exc.strerror or exc}"
+            log.error("host %s: %s", self.host_id, self.state_error)
+            raise
+        self.state_error = None
+        return result
 
     def _run(self, record: InitRecord, work: Work, future: Future[InitRecord]) -> None:
         try:
@@ -66,7 +86,8 @@ class Operations:
                 reason=None if problem is None else problem.reason.value,
                 detail=None if problem is None else problem.detail,
             )
-        except OSError:
+        except OSError as exc:
+            self.state_error = f"cannot save the agent's state: {exc.strerror or exc}"
             log.exception(
                 "host %s: could not save the end of %s %s", self.host_id, record.scope, record.activation_id
             )

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from models.domain import SILENT_REASONS, Cluster, Reason, Report
+from models.domain import REPAIRABLE_REASONS, SILENT_REASONS, Cluster, Reason, Report
 from models.report import is_bad_report
 
 _VERSION_PART = re.compile(r"\D*(\d+)(.*)")
@@ -22,11 +22,13 @@ class Problem:
     reason: Reason
     detail: str
     subject: str | None = None
+    #: The host's agent says its own init repairs it (a stopped pool or network, backing present).
+    repairable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Assessment:
-    """The problems found in a host's latest report; recoverable when there are none."""
+    """The problems found in a host's latest report; recoverable when none, or init repairs each."""
 
     problems: tuple[Problem, ...]
     report_age_s: float | None
@@ -35,6 +37,22 @@ class Assessment:
     def is_healthy(self) -> bool:
         """True when nothing keeps the host out of service."""
         return not self.problems
+
+    @property
+    def is_repairable(self) -> bool:
+        """True when there are problems and an init repairs every one of them.
+
+        Only a storage domain or a network can be: whatever an agent says, kvm, version, CPU
+        flags and a host that cannot be heard are never repaired by an init.
+        """
+        return bool(self.problems) and all(
+            p.repairable and p.reason in REPAIRABLE_REASONS for p in self.problems
+        )
+
+    @property
+    def is_recoverable(self) -> bool:
+        """True when an init may bring the host back: nothing wrong, or only what init repairs."""
+        return self.is_healthy or self.is_repairable
 
     @property
     def is_silent(self) -> bool:
@@ -89,21 +107,25 @@ def assess(
         return Assessment((Problem(Reason.STALE_REPORT, detail),), age_s)
 
     problems: list[Problem] = []
+    repairable = report.repairable  # storage domains and networks only (``REPAIRABLE_REASONS``)
     if not report.kvm:
         problems.append(Problem(Reason.KVM_NOT_RUNNING, _told(report, "kvm", "kvm is not running")))
     for sd in sorted(cluster.storage_domains):
         state = report.storage_domains.get(sd)
         if state is not True:
             seen = "not reported" if state is None else "unreachable"
-            detail = _told(report, f"storage_domain:{sd}", f"storage domain {sd} {seen}")
-            problems.append(Problem(Reason.STORAGE_DOMAIN_UNREACHABLE, detail, sd))
+            key = f"storage_domain:{sd}"
+            detail = _told(report, key, f"storage domain {sd} {seen}")
+            fixable = state is False and key in repairable
+            problems.append(Problem(Reason.STORAGE_DOMAIN_UNREACHABLE, detail, sd, fixable))
     for net in sorted(cluster.required_networks):
         state = report.networks.get(net)
         if state is None:
             problems.append(Problem(Reason.NETWORK_UNREACHABLE, f"network {net} not configured", net))
         elif not state:
-            detail = _told(report, f"network:{net}", f"network {net} link down")
-            problems.append(Problem(Reason.NETWORK_INTERFACE_DOWN, detail, net))
+            key = f"network:{net}"
+            detail = _told(report, key, f"network {net} link down")
+            problems.append(Problem(Reason.NETWORK_INTERFACE_DOWN, detail, net, key in repairable))
     if version_tuple(report.version) < version_tuple(cluster.min_version):
         problems.append(
             Problem(

@@ -26,6 +26,10 @@ _EVENTS = {
     "activation_abandoned": "an activation gave no result in time and was taken from its holder",
     "init_held": "no init is sent to the host until an earlier init's outcome is known",
     "init_outcome_asked": "the agent was asked how an init whose answer was lost ended",
+    "agent_fence_ahead": "security event: the host's agent claimed a fence the product never issued; "
+    "the host is held until an admin clears it",
+    "agent_fence_pushed": "the product told a new or lagging agent state its fence before an init",
+    "agent_hold_cleared": "an admin cleared an agent_fence_ahead hold (the agent was told the fence)",
     # Hosts.
     "host_registered": "a host was registered (unassigned until its first report)",
     "host_deleted": "a host was forgotten (its audit entries stay)",

@@ -45,6 +45,12 @@ SILENT_REASONS = frozenset(
 )
 
 
+#: Reasons an init can repair (it starts pools and networks), when the agent says it will.
+REPAIRABLE_REASONS = frozenset(
+    {Reason.STORAGE_DOMAIN_UNREACHABLE, Reason.NETWORK_UNREACHABLE, Reason.NETWORK_INTERFACE_DOWN}
+)
+
+
 class Trigger(StrEnum):
     """Who asked for an activation."""
 
@@ -120,6 +126,10 @@ class Host:
     init_hold_until: datetime | None = None
     #: Registered with ``adopt``: its first clean report marks it up without an init.
     adopt: bool = False
+    #: Held for a security event (``agent_fence_ahead``) until an admin clears it.
+    agent_hold: str | None = None
+    #: The agent state (``agent.state_id``) that last learnt the product's fence.
+    agent_state_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +139,14 @@ class RunningInit:
     activation_id: str
     fence: int
     started_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentState:
+    """The agent's own state as its report says (v2 field ``agent``): which state, what fence."""
+
+    state_id: str
+    highest_fence: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +176,11 @@ class Report:
     #: What the agent says is wrong, per object (``kvm``, ``storage_domain:<id>``,
     #: ``network:<name>``): shown after the product's own words in a problem's detail.
     details: Mapping[str, str] = field(default_factory=dict)
+    #: The agent's state (``state_id``, ``highest_fence``), when the agent reports it.
+    agent: AgentState | None = None
+    #: Objects the agent says are down only in a way its own init repairs (a pool or network
+    #: defined but stopped while what backs it is there): keys as in ``details``.
+    repairable: frozenset[str] = frozenset()
 
 
 def domains_by_status(domains: Mapping[str, StorageDomain], status: DomainStatus) -> frozenset[str]:

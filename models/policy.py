@@ -37,9 +37,36 @@ class Skip(StrEnum):
     STORAGE_DOMAIN_INACTIVE = "storage_domain_inactive"
     UNTRACKED_INIT = "untracked_init"
     INIT_OUTCOME_UNKNOWN = "init_outcome_unknown"
+    AGENT_FENCE_AHEAD = "agent_fence_ahead"
 
 
 ACTIVATE = "activate"
+#: Activate to repair: every problem left is one the host's own init repairs (SPEC §2 "Repair").
+REPAIR = "repair"
+
+#: Decisions the policy reaches only on a fresh report with no problem, and only on a problem.
+#: ``record_decisions`` stores which a host's latest decision is; PostgreSQL derives from it when
+#: a fault cleared and how long the host took to come up (no code is copied into SQL).
+CLEAN_DECISIONS = frozenset(
+    {
+        Skip.HEALTHY.value,
+        ACTIVATE,
+        Skip.CAPPED.value,
+        Skip.PAUSED.value,
+        Skip.OBSERVER_UNHEALTHY.value,
+        Skip.BACKOFF.value,
+        Skip.STORAGE_DOMAIN_INACTIVE.value,
+    }
+)
+UNCLEAN_DECISIONS = frozenset(
+    {
+        Skip.HAS_PROBLEMS.value,
+        Skip.AGENT_UNREACHABLE.value,
+        Skip.STALE_REPORT.value,
+        Skip.NO_REPORT.value,
+        REPAIR,  # the report still shows what the init is sent to repair
+    }
+)
 
 #: Statuses that monitoring follows and from which the tick may bring a host back (an
 #: unassigned host, registered and never activated, is brought in by the same init).
@@ -78,8 +105,20 @@ class Decision:
 
     @property
     def is_activate(self) -> bool:
-        """True when the host should be activated now."""
-        return self.code == ACTIVATE
+        """True when the host should be activated now (to repair it, or with nothing wrong)."""
+        return self.code in (ACTIVATE, REPAIR)
+
+    @property
+    def is_repair(self) -> bool:
+        """True when the activation is sent to repair what the report shows."""
+        return self.code == REPAIR
+
+    @property
+    def is_clean(self) -> bool | None:
+        """True when reached only on a clean fresh report, False only on a problem, else None."""
+        if self.code in CLEAN_DECISIONS:
+            return True
+        return False if self.code in UNCLEAN_DECISIONS else None
 
 
 def transition(host: Host, assessment: Assessment) -> Transition | None:
@@ -157,8 +196,9 @@ def decide(
     """Decide whether to activate ``host`` now.
 
     Automatic activation needs a recoverable status, autorecovery on, no quarantine, no
-    activation in flight, a fresh report with no problem, no pause, a healthy observer and no
-    backoff. A manual activation skips the flag, the holds and the problem checks: the admin
+    activation in flight, a fresh report with no problem (or only problems the host's init
+    repairs: then the decision is ``repair``), no pause, a healthy observer and no backoff.
+    A manual activation skips the flag, the holds and the problem checks: the admin
     asks, the agent answers. Caps are applied afterwards, across hosts (``safety.admit``).
     """
 
@@ -173,6 +213,13 @@ def decide(
         return skip(Skip.MAINTENANCE, "host is in maintenance; only an admin activates it")
     if host.status is HostStatus.INITIALIZING or host.in_flight:
         return skip(Skip.ACTIVATION_IN_FLIGHT, "an activation is queued or running")
+    if host.agent_hold is not None:
+        # A security hold, for an admin too: the agent claimed a fence the product never issued.
+        return skip(
+            Skip.AGENT_FENCE_AHEAD,
+            "held: its agent claimed a fence the product never issued (a security event); restore "
+            "the agent's state, then clear the hold (autorecovery hosts clear-agent-hold)",
+        )
     if now is not None and host.init_hold_until is not None and now < host.init_hold_until:
         # A safety hold, for an admin too: a second init must never overlap one still running.
         return skip(
@@ -196,7 +243,7 @@ def decide(
             "quarantined for flapping since "
             f"{host.quarantined_at.isoformat()}; an admin clears it or activates the host",
         )
-    if not assessment.is_healthy:
+    if not assessment.is_recoverable:
         return _problem_decision(host.id, assessment)
     waiting = sorted(cluster.storage_domains & gates.inactive_domains) if cluster else []
     if waiting:
@@ -216,6 +263,8 @@ def decide(
             f"{host.failures} failed attempt(s) in a row; next attempt after "
             f"{host.next_attempt_at.isoformat()}",
         )
+    if assessment.is_repairable:
+        return Decision(host.id, REPAIR, "init repairs what keeps it out: " + _problems_text(assessment))
     return Decision(host.id, ACTIVATE, "fresh report shows no problem")
 
 

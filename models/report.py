@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from models.domain import Report, RunningInit
+from models.domain import AgentState, Report, RunningInit
 from models.errors import BadReport
 
 MAX_ID_LEN = 200
@@ -128,6 +128,18 @@ def _running_init(data: Mapping[str, Any]) -> RunningInit | None:
     )
 
 
+def parse_agent_state(value: object) -> AgentState | None:
+    """The report's ``agent`` field: null/absent, or ``{"state_id", "highest_fence"}``."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise BadReport("agent", "must be null or an object")
+    return AgentState(
+        state_id=_text(value, "state_id", "agent.state_id"),
+        highest_fence=_int(value, "highest_fence", MAX_FENCE, "agent.highest_fence"),
+    )
+
+
 def parse_details(value: object) -> dict[str, str]:
     """The optional ``details`` field: what the agent says is wrong, per object, in plain text.
 
@@ -150,6 +162,21 @@ def parse_details(value: object) -> dict[str, str]:
         check_text(label, text)
         found[key] = "".join(c if c.isprintable() else printable(c) for c in text)
     return found
+
+
+def parse_repairable(value: object) -> frozenset[str]:
+    """The optional ``repairable`` field: keys (as in ``details``) of objects init repairs."""
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list) or not all(isinstance(key, str) for key in value):
+        raise BadReport("repairable", "must be a list of strings")
+    if len(value) > MAX_DETAILS:
+        raise BadReport("repairable", f"must have at most {MAX_DETAILS} entries")
+    for key in value:
+        if len(key) > 2 * MAX_ID_LEN:
+            raise BadReport("repairable", f"keys must be at most {2 * MAX_ID_LEN} characters")
+        check_text("repairable", key)
+    return frozenset(value)
 
 
 def parse_time(value: object, name: str = "reported_at") -> datetime:
@@ -237,14 +264,14 @@ def parse_report(
         protocol=_protocol(data),
         init=_running_init(data),
         details=parse_details(data.get("details")),
+        agent=parse_agent_state(data.get("agent")),
+        repairable=parse_repairable(data.get("repairable")),
     )
 
 
 def check_host(host_id: str, expected_host_id: str) -> None:
     if host_id != expected_host_id:
-        raise BadReport(
-            "host_id", f"is {printable(host_id)!r}, expected {printable(expected_host_id)!r}"
-        )
+        raise BadReport("host_id", f"is {printable(host_id)!r}, expected {printable(expected_host_id)!r}")
 
 
 BAD_REPORT_PREFIX = "bad report: "
@@ -257,9 +284,7 @@ def unreachable_report(host_id: str, at: datetime, error: str) -> Report:
 
 def bad_report(host_id: str, at: datetime, exc: BadReport) -> Report:
     """Build the observation recorded when an agent's report was unusable; names the field."""
-    return Report(
-        host_id=host_id, reported_at=at, agent_reachable=False, error=BAD_REPORT_PREFIX + str(exc)
-    )
+    return Report(host_id=host_id, reported_at=at, agent_reachable=False, error=BAD_REPORT_PREFIX + str(exc))
 
 
 def is_bad_report(report: Report) -> bool:

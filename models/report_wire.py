@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from models.domain import Report, RunningInit
+from models.domain import AgentState, Report, RunningInit
 from models.errors import BadReport
 from models.report import (
     DEFAULT_MAX_SKEW_S,
@@ -28,6 +28,7 @@ from models.report import (
     check_host,
     check_not_ahead,
     parse_details,
+    parse_repairable,
     parse_report,
     parse_time,
 )
@@ -42,6 +43,13 @@ class InitWire(msgspec.Struct):
     activation_id: _Id
     fence: Annotated[int, msgspec.Meta(ge=0, le=MAX_FENCE)]
     started_at: str | None = None
+
+
+class AgentWire(msgspec.Struct):
+    """The agent's own state a v2 agent reports (``agent``): its state id and highest fence."""
+
+    state_id: _Id
+    highest_fence: Annotated[int, msgspec.Meta(ge=0, le=MAX_FENCE)]
 
 
 class ReportWire(msgspec.Struct):
@@ -64,6 +72,8 @@ class ReportWire(msgspec.Struct):
     protocol: Annotated[int, msgspec.Meta(ge=1)] = 1
     init: InitWire | None = None
     details: dict[str, str] | None = None
+    agent: AgentWire | None = None
+    repairable: list[str] | None = None
 
 
 #: What a report looks like (the OpenAPI examples).
@@ -166,6 +176,8 @@ def _has_bad_text(wire: ReportWire) -> bool:
     names = [wire.host_id, wire.version, *wire.cpu_flags, *wire.networks, *wire.storage_domains]
     if wire.init is not None:
         names.append(wire.init.activation_id)
+    if wire.agent is not None:
+        names.append(wire.agent.state_id)
     text = "\n".join(names)
     if "\x00" in text:
         return True
@@ -208,4 +220,6 @@ def _from_wire(
         protocol=wire.protocol,
         init=init,
         details=parse_details(wire.details),
+        agent=None if wire.agent is None else AgentState(wire.agent.state_id, wire.agent.highest_fence),
+        repairable=parse_repairable(wire.repairable),
     )

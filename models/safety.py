@@ -152,6 +152,7 @@ def is_flapping(recent_ends: int, limit: int) -> bool:
 #: A host's own holds, in the order they are shown: what keeps it from automatic activation
 #: whatever its status (an up host can carry a quarantine that stops its next recovery).
 HOST_HOLDS = (
+    "agent_fence_ahead",
     "maintenance",
     "autorecovery_off",
     "quarantine",
@@ -174,6 +175,7 @@ def host_holds(host: Host, now: datetime) -> tuple[str, ...]:
         and (host.error_until is None or now < host.error_until),
         "backoff": host.next_attempt_at is not None and now < host.next_attempt_at,
         "init_outcome_unknown": host.init_hold_until is not None and now < host.init_hold_until,
+        "agent_fence_ahead": host.agent_hold is not None,
     }
     return tuple(kind for kind in HOST_HOLDS if carried[kind])
 

@@ -7,6 +7,7 @@ builds its own container (pool, Redis, agent client) in ``worker_process_init``.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery import Celery
@@ -28,6 +29,7 @@ ACTIVATION_QUEUE = "activation"
 TICK_TASK = "autorecovery.monitoring_tick"
 BATCH_TASK = "autorecovery.monitoring_batch"
 PRUNE_TASK = "autorecovery.prune"
+HOUSEKEEPING_TASK = "autorecovery.housekeeping"
 ACTIVATION_TASK = "autorecovery.init_vds_on_up"
 STORAGE_TASK = "autorecovery.activate_storage_domain"
 
@@ -55,6 +57,7 @@ def make_app(settings: Settings) -> Celery:
             TICK_TASK: {"queue": MONITORING_QUEUE},
             BATCH_TASK: {"queue": MONITORING_QUEUE},
             PRUNE_TASK: {"queue": MONITORING_QUEUE},
+            HOUSEKEEPING_TASK: {"queue": MONITORING_QUEUE},
             ACTIVATION_TASK: {"queue": ACTIVATION_QUEUE},
             STORAGE_TASK: {"queue": ACTIVATION_QUEUE},
         },
@@ -81,6 +84,11 @@ def make_app(settings: Settings) -> Celery:
                 "soft_time_limit": settings.tick_deadline_s,
                 "time_limit": settings.tick_deadline_s + 10,
             },
+            HOUSEKEEPING_TASK: {
+                "send_events": False,
+                "soft_time_limit": settings.tick_deadline_s,
+                "time_limit": settings.housekeeping_time_limit_s,
+            },
         },
         worker_prefetch_multiplier=1,
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
@@ -97,17 +105,22 @@ def make_app(settings: Settings) -> Celery:
 settings = get_settings()
 app = make_app(settings)
 _container: Container | None = None
+_container_pid = 0
 
 
 def _send_activation(task: str, activation_id: str, target: dict[str, str], trigger: str, actor: str) -> None:
-    """Send an activation task whose Celery task id is the activation id."""
+    """Send an activation task whose Celery task id is the activation id.
+
+    The message expires when the housekeeping may send it again: a deep queue is not re-sent
+    into duplicate runs, since the old message can no longer start.
+    """
     try:
         app.send_task(
             task,
             kwargs={**target, "activation_id": activation_id, "trigger": trigger, "actor": actor},
             task_id=activation_id,
             queue=ACTIVATION_QUEUE,
-            expires=settings.activation_queued_ttl_s,
+            expires=settings.activation_message_ttl_s,
         )
     except OperationalError as exc:
         raise BrokerUnavailable(f"broker refused the {task} message: {exc}") from exc
@@ -134,13 +147,28 @@ def send_monitoring_batch(spec: BatchSpec) -> None:
 
 
 def container() -> Container:
-    """Return this process's container, building it on first use."""
-    global _container
-    if _container is None:
+    """Return this process's container, building it on first use.
+
+    A container is never shared across a fork: a pool process that inherited one (built in the
+    worker's parent) builds its own, since the inherited pool has no threads in it.
+    """
+    global _container, _container_pid
+    if _container is None or _container_pid != os.getpid():
         _container = build(
             settings, enqueue_activation, enqueue_storage_activation, send_batch=send_monitoring_batch
         )
+        _container_pid = os.getpid()
     return _container
+
+
+def built_container() -> Container | None:
+    """Return this process's container if it built one, else None (and build nothing).
+
+    The worker's parent process runs failure handlers of tasks whose pool process was killed
+    (hard time limit): it must not build a pool there, which the processes it forks afterwards
+    would inherit.
+    """
+    return _container if _container_pid == os.getpid() else None
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]
@@ -155,6 +183,7 @@ def _init_process(**_: Any) -> None:
 @worker_process_shutdown.connect  # type: ignore[untyped-decorator]
 def _close_process(**_: Any) -> None:
     global _container
-    if _container is not None:
+    if built_container() is not None:
+        assert _container is not None
         _container.close()
-        _container = None
+    _container = None

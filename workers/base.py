@@ -20,7 +20,7 @@ from celery import Task
 
 from autorecovery.services.activation import LockBusyRetry, Outcome
 from models.errors import ActivationFailed, TransientError
-from workers import container
+from workers import built_container
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,19 @@ class ActivationTask(Task):  # type: ignore[misc]
         """Give up on an activation that did not record its own end."""
         if isinstance(exc, ActivationFailed):
             return
-        service = getattr(container(), self.service_name)
+        deps = built_container()
+        if deps is None:
+            # The worker's parent, after a hard time limit killed the pool process: it builds
+            # no pool (forked processes would inherit it broken). The lease runs out and the
+            # housekeeping reaps the activation.
+            log.warning(
+                "%s: activation %s ended by %s; left to the housekeeping",
+                kwargs.get(self.object_kwarg),
+                task_id,
+                type(exc).__name__,
+            )
+            return
+        service = getattr(deps, self.service_name)
         error = (
             f"retries exhausted: {exc}" if isinstance(exc, TransientError) else f"{type(exc).__name__}: {exc}"
         )

@@ -12,7 +12,16 @@ from celery import Task
 
 from autorecovery.adapters import keys
 from autorecovery.services.monitoring import BatchSpec
-from workers import ACTIVATION_TASK, BATCH_TASK, PRUNE_TASK, STORAGE_TASK, TICK_TASK, app, container
+from workers import (
+    ACTIVATION_TASK,
+    BATCH_TASK,
+    HOUSEKEEPING_TASK,
+    PRUNE_TASK,
+    STORAGE_TASK,
+    TICK_TASK,
+    app,
+    container,
+)
 from workers.base import ActivationTask
 
 log = logging.getLogger(__name__)
@@ -63,6 +72,20 @@ def monitoring_batch(self: Task, tick_id: str, idx: int, lo: str, hi: str | None
         return None
     summary = {**result.as_dict(), "task_id": tick_id}
     publish_tick(deps.redis, summary, last=True)
+    return summary
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name=HOUSEKEEPING_TASK, bind=True, ignore_result=True
+)
+def housekeeping(self: Task) -> dict[str, Any]:
+    """Reap stuck activations, re-send lost ones, push fences; a run already going stops this one."""
+    deps = container()
+    summary = {**deps.housekeeping.run(self.request.id).as_dict(), "finished_at": time.time()}
+    try:
+        deps.redis.set(keys.last_housekeeping(), json.dumps(summary), ex=LAST_TICK_TTL_S)
+    except redis.RedisError as exc:
+        log.warning("cannot publish the summary of housekeeping %s: %s", self.request.id, exc)
     return summary
 
 

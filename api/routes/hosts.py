@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Admin, Fleet, HostId, HostPusher, Onboarding, Viewer, Views, error_responses
+from api.deps import Admin, AgentHolds, Fleet, HostId, HostPusher, Onboarding, Viewer, Views, error_responses
 from api.errors import ApiError
 from api.responses import HostBatchOut, HostDetail, HostPage
 from api.schemas import AutorecoveryIn, HostBatchIn, HostIn, HostQuery, MaintenanceIn
@@ -132,6 +132,13 @@ def set_maintenance(
     reason = body.reason if body else None
     fleet.set_maintenance(host_id, who.name, reason)
     return {"host_id": host_id, "status": "maintenance", "detail": reason or "set by an admin"}
+
+
+@router.post("/hosts/{host_id}/clear-agent-hold", responses=error_responses(401, 403, 404, 409, 422))
+def clear_agent_hold(host_id: HostId, who: Admin, holds: AgentHolds) -> dict[str, Any]:
+    """Clear an ``agent_fence_ahead`` hold once the agent's state is restored: its agent is told
+    the product's fence first (409 while it still claims a higher one)."""
+    return holds.clear(host_id, who.name)
 
 
 @router.post(

@@ -25,6 +25,11 @@ def tick_history() -> str:
     return f"{PREFIX}tick:history"
 
 
+def last_housekeeping() -> str:
+    """Key holding the latest housekeeping run's summary (JSON), for tests and operators."""
+    return f"{PREFIX}housekeeping:last"
+
+
 def beat_prefix() -> str:
     """Prefix of beat's schedule and leader lock (celery-redbeat's keys)."""
     return f"{PREFIX}beat"

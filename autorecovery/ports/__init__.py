@@ -16,6 +16,7 @@ from autorecovery.ports.repositories import (
     ActivationsRepo,
     AuditRepo,
     HostsRepo,
+    RetentionRepo,
     SafetyRepo,
     StorageRepo,
     TicksRepo,
@@ -36,6 +37,7 @@ class Repos:
     storage: StorageRepo
     vmruns: VmRunsRepo
     ticks: TicksRepo
+    retention: RetentionRepo
 
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "HostRow",
     "HostState",
     "HostsRepo",
+    "RetentionRepo",
     "Lock",
     "Repos",
     "SafetyRepo",

@@ -21,6 +21,8 @@ class HostState(TypedDict):
     in_flight_id: str | None
     #: When its report stopped being clean (kept by a PostgreSQL trigger), if it is not now.
     last_clean_at: datetime | None
+    #: Why the host is held for a security event (``agent_fence_ahead``), in words.
+    agent_hold_detail: str | None
     #: When its agent last answered with a usable report (kept by a PostgreSQL trigger), if ever.
     report_heard_at: datetime | None
     #: What the tick needs to tell whether anything changed (``models.changes``): the store's

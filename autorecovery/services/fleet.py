@@ -205,7 +205,8 @@ class FleetService:
         found = assess(loaded.report, effective_cluster(cluster, maintenance), now, self.report_max_age_s)
         # A silent host (no report, stale, unanswered, unreadable) shows nothing of itself: an init
         # is how an admin finds out, so only a fresh report's problems ask for force.
-        return [p for p in found.problems if p.reason not in SILENT_REASONS]
+        # What the host's own init repairs (a stopped pool or network) needs no force either.
+        return [p for p in found.problems if p.reason not in SILENT_REASONS and not p.repairable]
 
     def _queue(
         self, conn: Conn, activation_id: str, host_id: str, actor: str, now: datetime, problems: list[Problem]

@@ -50,6 +50,11 @@ def held_by(host: Host, row: Mapping[str, object], gates: Gates, now: datetime) 
         )
 
     own = {
+        "agent_fence_ahead": (
+            str(row.get("agent_hold_detail") or "its agent claims a fence the product never issued"),
+            None,
+            None,
+        ),
         "maintenance": ("an admin put it in maintenance", host.status_changed_at, None),
         "autorecovery_off": ("autorecovery is off; only an admin activates it", None, None),
         "quarantine": (str(row.get("quarantine_reason") or "flapping"), host.quarantined_at, None),

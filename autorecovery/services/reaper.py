@@ -1,9 +1,11 @@
-"""The tick's housekeeping: reap stuck activations, re-send lost ones, tell agents new fences.
+"""Housekeeping: reap stuck activations, re-send lost ones, tell agents new fences.
 
-One call per tick (``Reaper.run``). Every lease is compared on PostgreSQL's clock, so clock skew
-between machines neither abandons live work nor reaps a just-queued activation. Whenever an
-activation is taken from its holder the store bumps the host's fence and marks it pending; the
-agent then learns it here (``POST /fence``), best effort, retried each tick until it answers.
+One call per housekeeping run (``Reaper.run``, from ``HousekeepingService``). Every lease is
+compared on PostgreSQL's clock, so clock skew between machines neither abandons live work nor reaps
+a just-queued activation. Whenever an activation is taken from its holder the store bumps the host's
+fence and marks it pending; the agent then learns it here (``POST /fence``), best effort, round-
+robin: an agent that does not answer is asked again after a backoff, so dead agents do not hold up
+the live ones.
 """
 
 from __future__ import annotations
@@ -25,19 +27,23 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class ReaperConfig:
-    """How long leases last, when a queued activation is sent again, how many fences per tick."""
+    """How long leases last, when a queued activation is sent again, how many fences per run."""
 
     queued_ttl_s: float
     running_ttl_s: float
     resend_after_s: float = 20.0
     max_resends: int = 2
+    #: Fence pushes per run, at most (each one call, with the agent call's timeout).
     fence_batch: int = 200
     fence_concurrency: int = 32
+    #: An agent that did not answer is asked again after this, doubling up to the maximum.
+    fence_backoff_s: float = 10.0
+    fence_backoff_max_s: float = 300.0
 
 
 @dataclass
 class ReapCounts:
-    """What one tick's housekeeping did, for the tick summary."""
+    """What one housekeeping run did, for its summary."""
 
     reaped: int = 0
     resent: int = 0
@@ -63,7 +69,7 @@ class Reaper:
         self.repos = repos
 
     def run(self, now: datetime) -> ReapCounts:
-        """Do one tick's housekeeping; ``now`` (the caller's clock) only stamps the audit."""
+        """Do one housekeeping run; ``now`` (the caller's clock) only stamps the audit."""
         counts = ReapCounts(reaped=self._reap(now), resent=self._resend(now))
         counts.fences_pushed, counts.fences_failed = self._push_fences()
         return counts
@@ -117,18 +123,30 @@ class Reaper:
         return sent
 
     def _push_fences(self) -> tuple[int, int]:
-        """Tell agents the fences they have not learnt; return (pushed, failed)."""
+        """Tell agents the fences they have not learnt; return (pushed, failed).
+
+        Pushed ``fence_concurrency`` at a time, each round recorded as it ends: an agent told
+        early in a run is not left marked while slow agents of the same run time out.
+        """
         with self.db.transaction() as conn:
             pending = self.repos.hosts.pending_fences(conn, self.cfg.fence_batch)
         if not pending:
             return 0, 0
         workers = max(1, min(self.cfg.fence_concurrency, len(pending)))
+        pushed = failed = 0
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fence") as pool:
-            answered = [p for p, ok in zip(pending, pool.map(self._push_one, pending), strict=True) if ok]
-        if answered:
-            with self.db.transaction() as conn:
-                self.repos.hosts.clear_fence_pending(conn, answered)
-        return len(answered), len(pending) - len(answered)
+            for start in range(0, len(pending), workers):
+                chunk = pending[start : start + workers]
+                answers = list(pool.map(self._push_one, chunk))
+                answered = [p for p, ok in zip(chunk, answers, strict=True) if ok]
+                missed = [p.host_id for p, ok in zip(chunk, answers, strict=True) if not ok]
+                with self.db.transaction() as conn:
+                    self.repos.hosts.clear_fence_pending(conn, answered)
+                    self.repos.hosts.fence_push_failed(
+                        conn, missed, self.cfg.fence_backoff_s, self.cfg.fence_backoff_max_s
+                    )
+                pushed, failed = pushed + len(answered), failed + len(missed)
+        return pushed, failed
 
     def _push_one(self, push: FencePush) -> bool:
         """Raise one agent's fence; True when it answered (a v1 agent, with no route, too)."""

@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from types import ModuleType
 from typing import Any
 
-from autorecovery.adapters.store import Database, audit
-from autorecovery.adapters.store import retention as store
+from autorecovery.adapters.store import PG_REPOS, Database
+from autorecovery.ports import Repos
 from autorecovery.services import Clock
 
 log = logging.getLogger(__name__)
@@ -36,19 +35,18 @@ class RetentionPolicy:
             "charges": self.vm_runs_days,
             "vm_runs": self.vm_runs_days,
         }
-        return {kind: now - timedelta(seconds=days[kind] * DAY_S) for kind in store.KINDS}
+        # Charges before VM runs: a run's remaining (newer) charges go with it.
+        return {kind: now - timedelta(seconds=n * DAY_S) for kind, n in days.items()}
 
 
 class RetentionService:
     """Deletes history past its retention, batch by batch, and audits one summary."""
 
-    def __init__(
-        self, db: Database, clock: Clock, policy: RetentionPolicy, repo: ModuleType = store
-    ) -> None:
+    def __init__(self, db: Database, clock: Clock, policy: RetentionPolicy, repos: Repos = PG_REPOS) -> None:
         self.db = db
         self.clock = clock
         self.policy = policy
-        self.repo = repo
+        self.repos = repos
 
     def prune(self, *, dry_run: bool = False, actor: str = "auto") -> dict[str, Any]:
         """Delete (or, with ``dry_run``, count) what is past retention.
@@ -68,7 +66,7 @@ class RetentionService:
         }
         if not dry_run:
             with self.db.transaction() as conn:
-                audit.add(
+                self.repos.audit.add(
                     conn,
                     at=self.clock(),
                     object_type="retention",
@@ -84,12 +82,11 @@ class RetentionService:
     def _prune_kind(self, kind: str, before: datetime, dry_run: bool) -> int:
         if dry_run:
             with self.db.transaction() as conn:
-                return int(self.repo.count_older(conn, kind, before))
+                return int(self.repos.retention.count_older(conn, kind, before))
         total = 0
         while True:
             with self.db.transaction() as conn:
-                deleted = int(self.repo.delete_batch(conn, kind, before, self.policy.batch_size))
+                deleted = int(self.repos.retention.delete_batch(conn, kind, before, self.policy.batch_size))
             total += deleted
             if deleted < self.policy.batch_size:
                 return total
-

@@ -126,7 +126,10 @@ def plan_hosts(
                 "action": "activate" if code == ev.decision.code and ev.decision.is_activate else "skip",
                 "code": code,
                 "detail": detail,
-                "problems": [{"reason": p.reason.value, "detail": p.detail} for p in ev.assessment.problems],
+                "problems": [
+                    {"reason": p.reason.value, "detail": p.detail, "repairable": p.repairable}
+                    for p in ev.assessment.problems
+                ],
             }
         )
     return out

@@ -247,7 +247,10 @@ def host_detail(row: HostRow, ev: Evaluation, now: datetime) -> dict[str, Any]:
         **_host_fields(host),
         "report_age_s": heard_age_s(state, now),
         "report": report_as_dict(report) if report else None,
-        "problems": [{"reason": p.reason.value, "detail": p.detail} for p in ev.assessment.problems],
+        "problems": [
+            {"reason": p.reason.value, "detail": p.detail, "repairable": p.repairable}
+            for p in ev.assessment.problems
+        ],
         "last_decision": {
             "code": state["last_decision"],
             "detail": state["last_decision_detail"],

@@ -361,3 +361,16 @@ def cmd_hosts_holds(api: ApiClient, args: argparse.Namespace, out: Output) -> in
     )
     out.say(f"{args.host_id}: " + "; ".join(parts))
     return Exit.OK
+
+
+def cmd_hosts_clear_agent_hold(api: ApiClient, args: argparse.Namespace, out: Output) -> int:
+    """Clear an ``agent_fence_ahead`` hold (after the agent's state was restored)."""
+    answer = api.call("POST", host_path(args.host_id) + "/clear-agent-hold")
+    if out.json_mode:
+        out.data(answer)
+    else:
+        out.say(
+            f"{args.host_id}: agent hold cleared; its agent was told fence {answer.get('fence')} "
+            f"(it now accepts from {answer.get('agent_highest')})"
+        )
+    return Exit.OK

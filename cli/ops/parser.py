@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from cli.enroll import add_enroll_command
 from cli.ops.audit import cmd_audit
 from cli.ops.client import ApiClient, ApiFailure, resolve
 from cli.ops.hosts import (
@@ -13,6 +14,7 @@ from cli.ops.hosts import (
     HOLDS,
     cmd_hosts_activate,
     cmd_hosts_autorecovery,
+    cmd_hosts_clear_agent_hold,
     cmd_hosts_holds,
     cmd_hosts_list,
     cmd_hosts_maintenance,
@@ -199,6 +201,17 @@ def add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         holds.add_argument("host_id", metavar="ID")
         holds.set_defaults(handler=run_command(cmd_hosts_holds))
 
+    clear = hsub.add_parser(
+        "clear-agent-hold",
+        parents=common,
+        epilog=codes,
+        help="after an agent_fence_ahead event and the agent's state restored: tell the agent the "
+        "product's fence and clear the hold (refused while the agent still claims more)",
+    )
+    clear.add_argument("host_id", metavar="ID")
+    clear.set_defaults(handler=run_command(cmd_hosts_clear_agent_hold))
+
+    add_enroll_command(hsub)
     add_onboarding_commands(sub, hsub, common, run_command, CODES)
     _add_storage_commands(sub, common)
     _add_placement_commands(sub, common)

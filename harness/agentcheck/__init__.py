@@ -1,10 +1,13 @@
 """``autorecovery agent-check``: a conformance test of a host agent (protocol v2, or v1).
 
-It reads the report, checks authentication, then (unless told not to) runs a few inits on the
-host and raises the agent's highest fence by two: see ``harness.agentcheck.inits``.
+It reads the report and checks authentication, changing nothing on the agent. With
+``fence_checks`` (``--fence-checks``: before the host is registered) it also runs a few inits
+on the host and raises the agent's highest fence by two: see ``harness.agentcheck.inits``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from harness.agentcheck.config import CheckConfig
 from harness.agentcheck.http import AgentHttp
@@ -18,6 +21,10 @@ from harness.agentcheck.inits import (
 )
 from harness.agentcheck.report import check_auth, check_report, is_v2
 from harness.agentcheck.results import Result, Results, Verdict
+
+#: Why the state-changing checks are skipped by default: a registered host's next activation
+#: would otherwise meet a fence the product never issued (agent_fence_ahead).
+READ_ONLY = "changes the agent's state: run with --fence-checks, before the host is registered"
 
 __all__ = ["CheckConfig", "Result", "Results", "Verdict", "run_checks"]
 
@@ -36,14 +43,21 @@ def run_checks(cfg: CheckConfig) -> tuple[Results, list[str]]:
             return out, notes
         v2 = is_v2(report)
         check_auth(http, cfg, v2, out)
-        _check_calls(http, cfg, v2, out, notes)
+        if not cfg.fence_checks:
+            for name in ("fence.read", *INIT_CHECKS, *FENCE_CHECKS):
+                out.skipped(name, READ_ONLY)
+            notes.append("nothing (read-only checks; --fence-checks runs the init and fence checks)")
+            return out, notes
+        _check_calls(http, cfg, v2, out, notes, report)
     finally:
         http.close()
     return out, notes
 
 
-def _check_calls(http: AgentHttp, cfg: CheckConfig, v2: bool, out: Results, notes: list[str]) -> None:
-    highest = read_highest(http, v2, out)
+def _check_calls(
+    http: AgentHttp, cfg: CheckConfig, v2: bool, out: Results, notes: list[str], report: dict[str, Any]
+) -> None:
+    highest = read_highest(http, v2, out, report)
     if highest is None and not v2 and cfg.run_inits:
         highest = probe_highest_v1(http, out)
     if highest is None:

@@ -20,7 +20,10 @@ class CheckConfig:
         url: the agent's base URL (what the product registers as ``agent_url``).
         token: the agent's bearer token; None skips the authentication checks.
         host_id: the id the host is registered with; None skips the host id check.
-        run_inits: send inits (they run on the host); False skips every init check.
+        fence_checks: run the init and fence checks, which change the agent's state (its
+            highest fence; inits run on the host): only before the host is registered. False
+            (the default) checks the report and authentication only and changes nothing.
+        run_inits: with ``fence_checks``, send inits (they run on the host); False skips them.
         fence_base: the lowest fence the checks use; None: one above the agent's highest.
         timeout_s: per-request timeout.
         init_wait_s: how long to wait for a test init to end.
@@ -31,6 +34,7 @@ class CheckConfig:
     url: str
     token: str | None = None
     host_id: str | None = None
+    fence_checks: bool = False
     run_inits: bool = True
     fence_base: int | None = None
     timeout_s: float = 10.0

@@ -41,11 +41,17 @@ class InitRun:
     was_running: bool
 
 
-def read_highest(http: AgentHttp, v2: bool, out: Results) -> int | None:
-    """Learn the agent's highest fence without raising it (v2: ``POST /fence`` with 0)."""
+def read_highest(http: AgentHttp, v2: bool, out: Results, report: dict[str, Any] | None = None) -> int | None:
+    """Learn the agent's highest fence without raising it: the report's ``agent.highest_fence``,
+    else (an older v2 agent) ``POST /fence`` with 0."""
     if not v2:
         out.skipped("fence.read", "v1 agent: no /fence")
         return None
+    agent = (report or {}).get("agent")
+    known = _count(agent.get("highest_fence")) if isinstance(agent, dict) else None
+    if known is not None:
+        out.passed("fence.read", f"highest fence accepted so far (report's agent.highest_fence): {known}")
+        return known
     reply = http.call("POST", "/fence", {"fence": 0})
     highest = _count(reply.obj.get("highest"))
     if reply.status != 200 or highest is None:

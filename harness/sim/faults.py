@@ -25,6 +25,16 @@ class FaultKind(StrEnum):
     REPORT_DELAY = "report_delay"
     VERSION = "version"
     VM_FAIL = "vm_fail"
+    #: A storage pool stopped while its storage is there: init (or a connect) starts it again.
+    POOL_STOPPED = "pool_stopped"
+    #: A libvirt network stopped while its device is there: init starts it again.
+    NET_STOPPED = "net_stopped"
+
+
+#: Fault kinds that name a storage domain or a network in ``target``.
+TARGETED = frozenset({FaultKind.SD_DOWN, FaultKind.NIC_DOWN, FaultKind.POOL_STOPPED, FaultKind.NET_STOPPED})
+#: Of those, the kinds whose target is a storage domain.
+ON_STORAGE = frozenset({FaultKind.SD_DOWN, FaultKind.POOL_STOPPED})
 
 
 #: Which optional parameters each fault kind takes; anything else given is refused.
@@ -39,6 +49,8 @@ PARAMETERS: dict[FaultKind, frozenset[str]] = {
     FaultKind.REPORT_DELAY: frozenset({"seconds"}),
     FaultKind.VERSION: frozenset({"version"}),
     FaultKind.VM_FAIL: frozenset({"detail"}),
+    FaultKind.POOL_STOPPED: frozenset({"target"}),
+    FaultKind.NET_STOPPED: frozenset({"target"}),
 }
 
 
@@ -54,9 +66,9 @@ FLAGS: dict[FaultKind, str] = {
 class FaultSpec:
     """One fault to inject, with the parameters its kind needs.
 
-    ``target`` is the storage domain (sd_down) or network (nic_down); ``seconds`` the delay
-    (init_delay, report_delay); ``version`` the version the host reports; ``reason`` and
-    ``detail`` what a failing init answers.
+    ``target`` is the storage domain (sd_down, pool_stopped) or network (nic_down, net_stopped);
+    ``seconds`` the delay (init_delay, report_delay); ``version`` the version the host reports;
+    ``reason`` and ``detail`` what a failing init answers.
     """
 
     kind: FaultKind
@@ -115,6 +127,9 @@ class Fault:
     report_delay_s: float = 0.0
     #: VM launches fail here (something monitoring cannot see: a broken qemu, say).
     vm_fail: str | None = None
+    #: Storage domains whose pool is stopped, and networks stopped: what init repairs.
+    pool_stopped: set[str] = field(default_factory=set)
+    net_stopped: set[str] = field(default_factory=set)
 
     @property
     def is_clear(self) -> bool:
@@ -123,11 +138,9 @@ class Fault:
 
     def active(self) -> dict[str, object]:
         """Return only the faults that are set, as JSON-ready data."""
-        shown: dict[str, object] = {}
-        if self.sd_down:
-            shown["sd_down"] = sorted(self.sd_down)
-        if self.nic_down:
-            shown["nic_down"] = sorted(self.nic_down)
+        shown: dict[str, object] = {
+            kind.value: sorted(self.targets(kind)) for kind in sorted(TARGETED) if self.targets(kind)
+        }
         shown.update({flag: True for flag in FLAGS.values() if getattr(self, flag)})
         if self.version is not None:
             shown["version"] = self.version
@@ -141,13 +154,25 @@ class Fault:
             shown["vm_fail"] = self.vm_fail
         return shown
 
+    def targets(self, kind: FaultKind) -> set[str]:
+        """The storage domains or networks a targeted fault kind is set on (the field of its name)."""
+        found: set[str] = getattr(self, kind.value)
+        return found
+
+    def repair(self) -> list[str]:
+        """Do what an init does: start every stopped pool and network; return what it started."""
+        started = [f"storage_domain:{sd}" for sd in sorted(self.pool_stopped)]
+        started += [f"network:{net}" for net in sorted(self.net_stopped)]
+        self.pool_stopped.clear()
+        self.net_stopped.clear()
+        return started
+
     def apply(self, spec: FaultSpec) -> None:
         """Add one fault (already checked with ``FaultSpec.check``)."""
         kind = spec.kind
-        if kind is FaultKind.SD_DOWN and spec.target:
-            self.sd_down.add(spec.target)
-        elif kind is FaultKind.NIC_DOWN and spec.target:
-            self.nic_down.add(spec.target)
+        if kind in TARGETED:
+            if spec.target:
+                self.targets(kind).add(spec.target)
         elif kind in FLAGS:
             setattr(self, FLAGS[kind], True)
         elif kind is FaultKind.INIT_FAIL:
@@ -164,10 +189,9 @@ class Fault:
 
     def clear(self, kind: FaultKind | None = None, target: str | None = None) -> None:
         """Clear one kind of fault (one target of it when given), or every fault."""
-        if kind is None or kind is FaultKind.SD_DOWN:
-            _discard(self.sd_down, target)
-        if kind is None or kind is FaultKind.NIC_DOWN:
-            _discard(self.nic_down, target)
+        for targeted in TARGETED:
+            if kind is None or kind is targeted:
+                _discard(self.targets(targeted), target)
         for flag_kind, flag in FLAGS.items():
             if kind is None or kind is flag_kind:
                 setattr(self, flag, False)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from harness.sim.calls import Answer, FencedCalls
-from harness.sim.faults import FaultKind, FaultSpec
+from harness.sim.faults import ON_STORAGE, TARGETED, FaultKind, FaultSpec
 from harness.sim.hosts import SimCluster, SimHost
 from harness.sim.record import ConnectCall, InitCall
 from models.errors import InvalidInput, NotFound
@@ -171,9 +171,9 @@ class Fleet:
             InvalidInput: naming the parameter that is missing, unused or unknown.
         """
         spec.check()
-        if spec.kind is FaultKind.SD_DOWN and spec.target not in self._by_sd:
+        if spec.kind in ON_STORAGE and spec.target not in self._by_sd:
             raise InvalidInput("target", f"unknown storage domain {spec.target}")
-        if spec.kind is FaultKind.NIC_DOWN and spec.target not in self._networks:
+        if spec.kind in TARGETED - ON_STORAGE and spec.target not in self._networks:
             raise InvalidInput("target", f"unknown network {spec.target}")
         ids = list(host_ids)
         for host_id in ids:
@@ -189,8 +189,8 @@ class Fleet:
         Raises:
             InvalidInput: naming ``target`` when it is given without a kind that takes one.
         """
-        if target is not None and kind not in (FaultKind.SD_DOWN, FaultKind.NIC_DOWN):
-            raise InvalidInput("target", "only sd_down and nic_down faults take a target")
+        if target is not None and kind not in TARGETED:
+            raise InvalidInput("target", "only faults on a storage domain or a network take a target")
         ids = list(host_ids)
         for host_id in ids:
             self.host(host_id).fault.clear(kind, target)
@@ -256,7 +256,8 @@ class Fleet:
         def make_call(now: datetime) -> InitCall:
             # Whether monitoring could see a problem when the init arrived: the bar is zero such
             # inits from automatic activations.
-            faulted = host.problem(cluster) is not None or host.fault.silent
+            # What init repairs (a stopped pool or network) is not such a problem.
+            faulted = host.problem(cluster, repairable=False) is not None or host.fault.silent
             return InitCall(
                 host_id, fence, activation_id, now, faulted=faulted, reports_before=list(host.served)
             )
@@ -265,7 +266,12 @@ class Fleet:
             await _hang_while(lambda: host.fault.init_hang)
             if host.fault.init_delay_s > 0:
                 await asyncio.sleep(host.fault.init_delay_s)
-            return host.fault.init_fail or host.problem(cluster)
+            if host.fault.init_fail:
+                return host.fault.init_fail  # an init that repairs nothing
+            started = host.fault.repair()
+            if started:
+                logger.info("host %s: init started %s", host_id, ", ".join(started))
+            return host.problem(cluster)
 
         v2 = self.is_v2(host_id)
         return await self.calls.submit(
@@ -308,6 +314,7 @@ class Fleet:
             if host.fault.init_delay_s > 0:
                 await asyncio.sleep(host.fault.init_delay_s)
             if host.storage_domains[sd_id] and sd_id not in host.fault.sd_down:
+                host.fault.pool_stopped.discard(sd_id)  # a connect starts a stopped pool
                 return None
             return "storage_domain_unreachable", f"storage domain {sd_id} unreachable from host {host_id}"
 

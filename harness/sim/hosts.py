@@ -53,39 +53,61 @@ class SimHost:
     served: deque[tuple[datetime, str | None]] = field(default_factory=lambda: deque(maxlen=SERVED_KEPT))
 
     def serve(self, now: datetime, cluster: SimCluster) -> dict[str, object]:
-        """Build the report served at ``now`` and remember what it showed."""
-        problem = self.problem(cluster)
+        """Build the report served at ``now`` and remember what it showed.
+
+        What init repairs (a stopped pool or network, marked ``repairable``) is not recorded as a
+        problem: an automatic init on such a report is the repair, not a broken rule.
+        """
+        problem = self.problem(cluster, repairable=False)
         self.served.append((now, None if problem is None else f"{problem[0]}: {problem[1]}"))
         return self.report(now)
 
     def report(self, now: datetime) -> dict[str, object]:
-        """Build the agent protocol v1 report, with faults applied."""
+        """Build the agent protocol v1 report, with faults applied (plus ``repairable``/``details``)."""
         fault = self.fault
         kvm = self.kvm and not fault.kvm_down
-        return {
+        down = self._broken_sds()
+        stopped = {sd for sd in fault.pool_stopped if sd in self.storage_domains and sd not in down}
+        nets_down = {n for n, up in self.networks.items() if not up or n in fault.nic_down}
+        nets_stopped = {n for n in fault.net_stopped if n in self.networks and n not in nets_down}
+        body: dict[str, object] = {
             "host_id": self.id,
             "reported_at": format_time(now),
             "kvm": kvm,
             "version": fault.version or self.version,
             "cpu_flags": list(self.cpu_flags),
-            "networks": {n: up and n not in fault.nic_down for n, up in self.networks.items()},
-            "storage_domains": {
-                sd: ok and sd not in fault.sd_down for sd, ok in self.storage_domains.items()
-            },
+            "networks": {n: n not in nets_down and n not in nets_stopped for n in self.networks},
+            "storage_domains": {sd: sd not in down and sd not in stopped for sd in self.storage_domains},
             "vms_running": self.vms_running if kvm else 0,
             "mem_free_mb": self.mem_free_mb,
         }
+        if stopped or nets_stopped:
+            body["repairable"] = [f"storage_domain:{sd}" for sd in sorted(stopped)] + [
+                f"network:{n}" for n in sorted(nets_stopped)
+            ]
+            body["details"] = {f"storage_domain:{sd}": f"pool of {sd} is inactive" for sd in stopped} | {
+                f"network:{n}": f"libvirt network {n} is inactive" for n in nets_stopped
+            }
+        return body
 
-    def problem(self, cluster: SimCluster) -> tuple[str, str] | None:
-        """Return the first (reason, detail) its monitoring would show, or None when healthy."""
+    def _broken_sds(self) -> set[str]:
+        return {sd for sd, ok in self.storage_domains.items() if not ok or sd in self.fault.sd_down}
+
+    def problem(self, cluster: SimCluster, *, repairable: bool = True) -> tuple[str, str] | None:
+        """Return the first (reason, detail) its monitoring would show, or None when healthy.
+
+        ``repairable=False`` leaves out what init repairs (a stopped pool or network).
+        """
         fault = self.fault
         if not self.kvm or fault.kvm_down:
             return "kvm_not_running", "kvm is not running"
+        stopped = fault.pool_stopped if repairable else set()
         for sd in sorted(self.storage_domains):
-            if not self.storage_domains[sd] or sd in fault.sd_down:
+            if not self.storage_domains[sd] or sd in fault.sd_down or sd in stopped:
                 return "storage_domain_unreachable", f"storage domain {sd} unreachable"
+        nets_stopped = fault.net_stopped if repairable else set()
         for net in sorted(self.networks):
-            if not self.networks[net] or net in fault.nic_down:
+            if not self.networks[net] or net in fault.nic_down or net in nets_stopped:
                 return "network_interface_down", f"network {net} link down"
         version = fault.version or self.version
         if version_tuple(version) < version_tuple(cluster.min_version):

@@ -18,18 +18,20 @@ Control routes:
 - ``POST /control/faults`` with::
 
       {"fault": "sd_down" | "nic_down" | "kvm_down" | "silent" | "init_fail" | "init_delay"
-                | "init_hang" | "report_delay" | "version",
+                | "init_hang" | "report_delay" | "version" | "vm_fail" | "pool_stopped"
+                | "net_stopped",
        "hosts": ["h-0001", ...], "cluster": "c-1", "storage_domain": "sd-c-1-1", "all": false,
        "target": "sd-c-1-1" | "vmnet", "reason": "...", "detail": "...", "seconds": 5.0,
        "version": "4.4"}
 
   The selectors ``hosts``, ``cluster``, ``storage_domain`` combine with AND; give at least one,
-  or ``"all": true``. Parameters: ``target`` for sd_down (defaults to ``storage_domain``) and
-  nic_down; ``seconds`` for init_delay and report_delay; ``version`` for version; optional
-  ``reason`` and ``detail`` for init_fail. A parameter the fault does not take is refused.
+  or ``"all": true``. Parameters: ``target`` for sd_down and pool_stopped (defaults to
+  ``storage_domain``), nic_down and net_stopped; ``seconds`` for init_delay and report_delay;
+  ``version`` for version; optional ``reason`` and ``detail`` for init_fail. A parameter the
+  fault does not take is refused.
   -> 200 ``{"fault": kind, "count": n, "hosts": [ids]}``; 422 naming the field otherwise.
 - ``POST /control/clear`` with the same selectors (none: every host) and optional ``fault``
-  and ``target`` (sd_down/nic_down; sd_down defaults to ``storage_domain``) to clear only that
+  and ``target`` (sd_down/pool_stopped default to ``storage_domain``) to clear only that
   -> ``{"fault": kind | null, "count", "hosts"}``.
 - ``GET  /control/inits[?host_id=]`` and ``GET /control/connects[?host_id=&sd_id=]`` ->
   ``{"calls": [...], "count": n}``.
@@ -53,13 +55,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from harness.sim.agentapi import BearerGuard, add_agent_routes
-from harness.sim.faults import MAX_DELAY_S, FaultKind, FaultSpec
+from harness.sim.faults import MAX_DELAY_S, ON_STORAGE, FaultKind, FaultSpec
 from harness.sim.fleet import Fleet
 from harness.sim.state import SimState, json_response
 from hostagent.protocol import InitBusy
 from models.errors import InvalidInput, NotFound, StaleFence
 
 logger = logging.getLogger(__name__)
+
 
 class Selection(BaseModel):
     """Which hosts a control call applies to; selectors combine with AND."""
@@ -184,7 +187,7 @@ def _add_control_routes(app: FastAPI, state: SimState) -> None:
     @app.post("/control/faults")
     async def inject(body: FaultBody) -> Response:
         target = body.target
-        if body.fault is FaultKind.SD_DOWN and target is None:
+        if body.fault in ON_STORAGE and target is None:
             target = body.storage_domain
         spec = FaultSpec(body.fault, target, body.reason, body.detail, body.seconds, body.version)
         spec.check()
@@ -198,7 +201,7 @@ def _add_control_routes(app: FastAPI, state: SimState) -> None:
         is_everyone = sel.hosts is None and sel.cluster is None and sel.storage_domain is None
         ids = fleet.select(sel.hosts, sel.cluster, sel.storage_domain, is_everyone)
         target = sel.target
-        if sel.fault is FaultKind.SD_DOWN and target is None:
+        if sel.fault in ON_STORAGE and target is None:
             target = sel.storage_domain
         ids = fleet.clear(ids, sel.fault, target)
         return json_response({"fault": sel.fault, "count": len(ids), "hosts": ids})

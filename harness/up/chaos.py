@@ -9,7 +9,18 @@ from typing import Any
 
 from harness.sim import SimulatorClient
 
-CHAOS_FAULTS = ("sd_down", "nic_down", "kvm_down", "silent", "init_delay", "shared_sd_down", "vm_fail")
+CHAOS_FAULTS = (
+    "sd_down",
+    "nic_down",
+    "kvm_down",
+    "silent",
+    "init_delay",
+    "shared_sd_down",
+    "vm_fail",
+    # What init repairs: the product brings the host back at once, without waiting for a clear.
+    "pool_stopped",
+    "net_stopped",
+)
 
 
 @dataclass
@@ -60,9 +71,9 @@ class Chaos:
     ) -> None:
         """One fault on one host, with the target or delay its kind takes."""
         params: dict[str, Any] = {}
-        if kind == "sd_down":
+        if kind in ("sd_down", "pool_stopped"):
             params["target"] = self.rng.choice(cluster["storage_domains"])
-        elif kind == "nic_down":
+        elif kind in ("nic_down", "net_stopped"):
             params["target"] = self.rng.choice(cluster["required_networks"])
         elif kind == "init_delay":
             params["seconds"] = self.rng.uniform(1.0, 4.0)

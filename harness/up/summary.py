@@ -15,14 +15,14 @@ from autorecovery.services.views import FleetViews
 from harness.sim import SimulatorClient
 from harness.up.chaos import Chaos
 from harness.up.verdict import EXAMPLES, Check, group_down, judge_inits
-from models.policy import ACTIVATE, Skip
+from models.policy import ACTIVATE, REPAIR, Skip
 
 #: Decisions that hold a host that could come back: safety at work, not a failure to recover.
 HELD_BY_SAFETY = frozenset(
     {Skip.QUARANTINED, Skip.BACKOFF, Skip.PAUSED, Skip.ERROR_PERIOD, Skip.OBSERVER_UNHEALTHY, Skip.CAPPED}
 )
 #: Decisions of a host that is recoverable: the product should bring it back.
-RECOVERABLE = frozenset({ACTIVATE, Skip.ACTIVATION_IN_FLIGHT, Skip.LOCK_BUSY})
+RECOVERABLE = frozenset({ACTIVATE, REPAIR, Skip.ACTIVATION_IN_FLIGHT, Skip.LOCK_BUSY})
 
 
 def classify(plan: Iterable[dict[str, Any]]) -> dict[str, dict[str, str]]:
@@ -63,12 +63,23 @@ def summarise(
                  AND details ? 'report_at'""",
             {"t": started},
         ).fetchall()
+        repair_ids = {
+            r["id"]
+            for r in run(
+                conn,
+                """SELECT details->>'activation_id' AS id FROM audit_log
+                   WHERE event = 'activation_queued' AND reason = 'repair' AND at >= %(t)s""",
+                {"t": started},
+            ).fetchall()
+        }
     auto_ids = {a["id"] for a in acts if a["trigger"] == "auto"}
     checks = {str(r["details"]["activation_id"]): Check.from_audit(r["details"]) for r in checked}
     judged = judge_inits((c for c in sim.inits() if c["activation_id"] in auto_ids), checks)
     return {
         "faults_injected": chaos.injected if chaos else 0,
         "recoveries": sum(1 for a in acts if a["state"] == "succeeded"),
+        # Hosts brought back by an init that repaired them (a stopped pool or network).
+        "repairs": sum(1 for a in acts if a["state"] == "succeeded" and a["id"] in repair_ids),
         "activations": len(acts),
         "auto_inits_on_a_report_with_a_problem": judged.broken,
         "faults_between_check_and_init": judged.raced,
@@ -78,12 +89,19 @@ def summarise(
     }
 
 
+def _repairs(summary: dict[str, Any]) -> str:
+    """`` (N repairs)`` when some recoveries repaired a stopped pool or network."""
+    repairs = summary.get("repairs", 0)
+    return f" ({repairs} by repair: a stopped pool or network started by init)" if repairs else ""
+
+
 def summary_lines(summary: dict[str, Any]) -> list[str]:
     """The end-of-run summary in a few lines: counts, and the hosts down grouped by why."""
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(summary["hosts_by_status"].items()))
     lines = [
         f"faults injected {summary['faults_injected']}, activations {summary['activations']}, "
-        f"recoveries {summary['recoveries']}, overlapping inits {summary['overlapping_inits']}",
+        f"recoveries {summary['recoveries']}{_repairs(summary)}, "
+        f"overlapping inits {summary['overlapping_inits']}",
         f"hosts: {statuses}",
     ]
     groups = (

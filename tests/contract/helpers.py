@@ -100,7 +100,7 @@ def backdate(backend: Backend, table: str, activation_id: str, seconds: float) -
     """
     if backend.name == "memory":
         row = getattr(backend.db.state, table)[activation_id]
-        for column in ("queued_at", "started_at", "sent_at"):
+        for column in ("queued_at", "started_at", "sent_at", "ended_at"):
             if row.get(column) is not None:
                 row[column] -= timedelta(seconds=seconds)
         return
@@ -109,6 +109,10 @@ def backdate(backend: Backend, table: str, activation_id: str, seconds: float) -
 
 
 _BACKDATE = {
+    "ticks": """
+        UPDATE ticks SET started_at = started_at - make_interval(secs => %(s)s),
+            ended_at = ended_at - make_interval(secs => %(s)s)
+        WHERE id = %(id)s""",
     "activations": """
         UPDATE activations SET queued_at = queued_at - make_interval(secs => %(s)s),
             started_at = started_at - make_interval(secs => %(s)s),

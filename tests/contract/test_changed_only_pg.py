@@ -133,7 +133,6 @@ def run_scenario(
                     "gate",
                     "observed",
                     "decisions",
-                    "reaped",
                     "pulled",
                 )
             }
@@ -164,6 +163,12 @@ def _mutate(conn: Any, rng: random.Random, hosts: dict[str, str], now: datetime,
     if rng.random() < 0.2:
         PG_REPOS.safety.quarantine(conn, rng.choice(ids), now, "flapping")
     out = [row["id"] for row in conn.execute("SELECT id FROM hosts WHERE status <> 'up' ORDER BY id")]
+    if out and rng.random() < 0.5:  # an agent claims a fence never issued, or an admin clears it
+        conn.execute(
+            "UPDATE hosts SET agent_hold = CASE WHEN agent_hold IS NULL THEN 'agent_fence_ahead' END"
+            " WHERE id = %(id)s",
+            {"id": rng.choice(out)},
+        )
     for host_id in rng.sample(out, min(len(out), 3)):  # failed activations back off
         conn.execute(
             "UPDATE hosts SET failures = failures + 1, next_attempt_at = %(at)s WHERE id = %(id)s",

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from autorecovery.adapters.store import Database
+from autorecovery.adapters.store import Database, hosts
+from models.policy import CLEAN_DECISIONS, UNCLEAN_DECISIONS, Decision
 from tests.contract.helpers import at
 
 pytestmark = pytest.mark.integration
@@ -21,9 +22,7 @@ def decide(db: Database, code: str, when: float, status: str | None = None) -> d
             conn.execute(
                 "UPDATE hosts SET status = %s, status_changed_at = %s WHERE id = 'h-1'", (status, at(when))
             )
-        conn.execute(
-            "UPDATE hosts SET last_decision = %s, last_decision_at = %s WHERE id = 'h-1'", (code, at(when))
-        )
+        hosts.record_decisions(conn, [Decision("h-1", code, f"decided at {when}")], at(when))
         row = conn.execute("SELECT clean_since, last_clean_at FROM hosts WHERE id = 'h-1'").fetchone()
     assert row is not None
     return dict(row)
@@ -34,7 +33,7 @@ def recovery(db: Database) -> tuple[int, float]:
     with db.transaction() as conn:
         n = conn.execute(
             "SELECT coalesce(sum(n), 0) AS n FROM metric_histogram_buckets "
-            "WHERE name = 'autorecovery_recovery_seconds' AND le = 'Infinity'"
+            "WHERE name = 'autorecovery_recovery_seconds'"
         ).fetchone()
         s = conn.execute(
             "SELECT coalesce(sum(value), 0) AS s FROM metric_counters "
@@ -72,3 +71,14 @@ def test_fault_cleared_to_up_is_observed_once_and_last_clean_is_kept(pg_database
     assert count == before[0] + 1
     assert total - before[1] == pytest.approx(12.0)  # report at 19 s, up at 31 s
     assert decide(db, "healthy", 40)["clean_since"] is None
+
+
+def test_the_cleanness_trigger_copies_no_decision_code(pg_database: Database) -> None:
+    """Which decisions are clean is the models' (recorded with each decision), not the trigger's."""
+    with pg_database.transaction() as conn:
+        row = conn.execute(
+            "SELECT pg_get_functiondef('autorecovery_host_cleanness'::regproc) AS body"
+        ).fetchone()
+    assert row is not None
+    copied = [code for code in sorted(CLEAN_DECISIONS | UNCLEAN_DECISIONS) if f"'{code}'" in row["body"]]
+    assert copied == []

@@ -134,6 +134,33 @@ def test_clear_fence_pending_only_for_the_fence_the_agent_learnt(backend: Backen
     assert host(backend, "h2").fence == 4
 
 
+# --- issue 14: housekeeping in a task of its own --------------------------------------------------
+
+
+def test_an_agent_that_failed_waits_its_backoff_while_the_others_get_their_turn(backend: Backend) -> None:
+    seed(backend, "dead", "live")
+    with tx(backend) as conn:
+        backend.repos.hosts.raise_fence(conn, "dead", 0, 1)
+        backend.repos.hosts.raise_fence(conn, "live", 0, 1)
+        assert [p.host_id for p in backend.repos.hosts.pending_fences(conn, 1)] == ["dead"]
+        assert backend.repos.hosts.fence_push_failed(conn, ["dead"], 60.0, 300.0) == 1
+    assert [p.host_id for p in pending(backend)] == ["live"]  # the dead one waits a minute
+    with tx(backend) as conn:
+        backend.repos.hosts.clear_fence_pending(conn, [FencePush("live", "http://live", 1)])
+        assert backend.repos.hosts.fence_push_failed(conn, ["live"], 60.0, 300.0) == 0  # told already
+    assert pending(backend) == []
+
+
+def test_one_housekeeping_run_at_a_time(backend: Backend) -> None:
+    with tx(backend) as conn:
+        assert backend.repos.ticks.claim_housekeeping(conn, "run-1", 60.0)
+        assert not backend.repos.ticks.claim_housekeeping(conn, "run-2", 60.0)
+        assert not backend.repos.ticks.release_housekeeping(conn, "run-2")
+        assert backend.repos.ticks.release_housekeeping(conn, "run-1")
+        assert backend.repos.ticks.claim_housekeeping(conn, "run-2", 0.0)  # a lease that runs out
+        assert backend.repos.ticks.claim_housekeeping(conn, "run-3", 60.0)
+
+
 # --- defect 8: CHECK constraints ----------------------------------------------------------------
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import psycopg
@@ -156,6 +158,37 @@ def test_follow_monitoring_moves_domains_by_what_up_hosts_reach(backend: Backend
         at(141),
     )
     assert domain(backend, "sd-1").last_seen_at == at(120)  # u1's report is stale now
+
+
+def test_a_tick_racing_an_admins_maintenance_leaves_the_domain_in_maintenance(backend: Backend) -> None:
+    if backend.name == "memory":
+        pytest.skip("the fake runs one transaction at a time: the race needs two connections")
+    fleet(backend, {"u1": "up"}, ("sd-1",))
+    with tx(backend) as conn:
+        backend.repos.storage.set_status(conn, "sd-1", "inactive", "unreached", T0)
+    reports(backend, 100, u1={"sd-1": True})  # an up host reaches it: the tick would activate it
+    moved: list[Any] = []
+    admin_holds = threading.Event()
+
+    def tick() -> None:
+        admin_holds.wait(10)
+        with tx(backend) as conn:  # its snapshot still shows the domain inactive
+            moved.extend(
+                backend.repos.storage.follow_monitoring(
+                    conn, now=at(120), fresh_after=at(90), inactive_before=at(60)
+                )
+            )
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    with tx(backend) as conn:  # the admin's maintenance, committed while the tick waits on its row
+        backend.repos.storage.set_status(conn, "sd-1", "maintenance", "by hand", at(110))
+        admin_holds.set()
+        time.sleep(0.5)
+    ticker.join(10)
+    assert domain(backend, "sd-1").status is DomainStatus.MAINTENANCE
+    assert [m for m in moved if m["id"] == "sd-1"] == []
+    assert [e for e in audit(backend, event="status_changed") if e["details"].get("to") == "active"] == []
 
 
 def test_reachable_inactive_and_connect_targets(backend: Backend) -> None:
@@ -358,3 +391,42 @@ def test_raise_fence_moves_a_domains_fence_up_only_from_the_given_one(backend: B
     with tx(backend) as conn:
         assert backend.repos.storage.raise_fence(conn, "sd-1", 3, 1)
     assert domain(backend, "sd-1").fence == 3
+
+
+def test_a_domain_a_host_can_repair_is_reactivated_through_that_host(backend: Backend) -> None:
+    fleet(backend, {"u1": "up", "n1": "non_operational", "n2": "non_operational"})
+    with tx(backend) as conn:
+        backend.repos.storage.set_status(conn, "sd-1", "inactive", "gone", T0)
+    # n1's pool is stopped with its target there (repairable), n2 reaches the domain, u1 does not.
+    with tx(backend) as conn:
+        backend.repos.hosts.upsert_reports(
+            conn,
+            [
+                report(
+                    "n1",
+                    at(100),
+                    storage_domains={"sd-1": False},
+                    repairable=frozenset({"storage_domain:sd-1"}),
+                ),
+                report("n2", at(100), storage_domains={"sd-1": True}),
+                report("u1", at(100), storage_domains={"sd-1": False}, repairable=frozenset({"network:x"})),
+            ],
+            at(100),
+        )
+    with tx(backend) as conn:
+        assert backend.repos.storage.reachable_inactive(conn, at(90)) == ["sd-1"]
+        targets = backend.repos.storage.connect_targets(conn, "sd-1", at(90))
+    # The host that reaches it first, then the one that can repair it; never one that can do neither.
+    assert [t["id"] for t in targets] == ["n2", "n1"]
+    with tx(backend) as conn:
+        backend.repos.hosts.upsert_reports(
+            conn, [report("n2", at(101), storage_domains={"sd-1": False})], at(101)
+        )
+    with tx(backend) as conn:
+        assert backend.repos.storage.reachable_inactive(conn, at(90)) == ["sd-1"]
+        assert [t["id"] for t in backend.repos.storage.connect_targets(conn, "sd-1", at(90))] == ["n1"]
+        backend.repos.hosts.upsert_reports(
+            conn, [report("n1", at(102), storage_domains={"sd-1": False})], at(102)
+        )
+    with tx(backend) as conn:
+        assert backend.repos.storage.reachable_inactive(conn, at(90)) == []

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from tests.contract.conftest import Backend
-from tests.contract.helpers import seed, tx
+from tests.contract.helpers import backdate, seed, tx
 
 SPACING = {"min_spacing_s": 0.0, "deadline_s": 60.0}
 
@@ -102,6 +103,21 @@ def test_an_empty_fleet_closes_without_batches(backend: Backend) -> None:
 
 
 @pytest.mark.integration
+def test_a_finished_tick_is_kept_for_its_retention_not_an_hour(backend: Backend) -> None:
+    with tx(backend) as conn:
+        backend.repos.ticks.claim(conn, "old", batch_size=10, min_spacing_s=0, deadline_s=60)
+        assert backend.repos.ticks.start_closing(conn, "old")
+        backend.repos.ticks.close(conn, "old", {})
+    backdate(backend, "ticks", "old", 2 * 3600)
+    with tx(backend) as conn:
+        assert backend.repos.ticks.claim(conn, "new", batch_size=10, min_spacing_s=0, deadline_s=60).tick_id
+        assert backend.repos.ticks.get(conn, "old") is not None  # pruned after 30 days, by retention
+        hour_ago = datetime.now(UTC) - timedelta(hours=1)
+        assert backend.repos.retention.count_older(conn, "ticks", hour_ago) == 1
+        assert backend.repos.retention.delete_batch(conn, "ticks", hour_ago, 10) == 1
+        assert backend.repos.ticks.get(conn, "old") is None
+
+
 def test_batches_finishing_at_once_close_their_tick_exactly_once(request: pytest.FixtureRequest) -> None:
     """On PostgreSQL, 16 batches finishing in 8 threads at once: exactly one of them closes."""
     from autorecovery.adapters.store import PG_REPOS, Database

@@ -65,6 +65,7 @@ class MemoryState:
     charges: dict[int, dict[str, Any]] = field(default_factory=dict)
     charge_seq: int = 0
     ticks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    housekeeping: dict[str, Any] = field(default_factory=lambda: {"holder": None, "until": None})
 
 
 class MemoryConn:
@@ -128,8 +129,8 @@ class MemoryDatabase:
         yield self
 
     @contextmanager
-    def pipeline(self, conn: object) -> Iterator[MemoryConn]:
-        """Stands in for ``Database.pipeline``: one transaction."""
+    def pipeline(self, conn: object, *, atomic: bool = False) -> Iterator[MemoryConn]:
+        """Stands in for ``Database.pipeline``: one transaction (atomic or not)."""
         with self.transaction() as memory_conn:
             yield memory_conn
 

@@ -27,11 +27,14 @@ def _domain(row: dict[str, Any]) -> StorageDomain:
 
 
 def _reaches(report: dict[str, Any], sd_id: str, fresh_after: datetime) -> bool:
-    """A fresh answered report that says the domain is reachable (JSON ``true``, nothing else)."""
+    """A fresh answered report that says the domain is reachable (JSON ``true``) or repairable."""
     return (
         report["agent_reachable"]
         and report["reported_at"] >= fresh_after
-        and report["storage_domains"].get(sd_id) is True
+        and (
+            report["storage_domains"].get(sd_id) is True
+            or f"storage_domain:{sd_id}" in report["repairable"]
+        )
     )
 
 
@@ -178,7 +181,8 @@ class MemoryStorage(Repo):
             and h["id"] in st.reports
             and _reaches(st.reports[h["id"]], sd_id, fresh_after)
         ]
-        return sorted(found, key=lambda h: (h["status"] != "up", h["id"]))
+        reaching = {h: r["storage_domains"].get(sd_id) is True for h, r in st.reports.items()}
+        return sorted(found, key=lambda h: (h["status"] != "up", not reaching[h["id"]], h["id"]))
 
     def queue_activation(
         self, conn: Any, activation_id: str, sd_id: str, *, trigger: str, actor: str, now: datetime

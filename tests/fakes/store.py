@@ -47,6 +47,7 @@ from tests.fakes.memory import (
     check,
     in_flight_hosts,
 )
+from tests.fakes.retention import MemoryRetention
 from tests.fakes.safety import MemorySafety
 from tests.fakes.storage import MemoryStorage
 from tests.fakes.ticks import MemoryTicks
@@ -75,6 +76,9 @@ HOST_COLUMNS = (
     "init_hold_until",
     "adopt",
     "last_clean_at",
+    "agent_hold",
+    "agent_hold_detail",
+    "agent_state_id",
 )
 #: Columns of ``reports`` that the host query joins as ``r_<column>``.
 REPORT_COLUMNS = (
@@ -91,6 +95,7 @@ REPORT_COLUMNS = (
     "mem_free_mb",
     "error",
     "init",
+    "repairable",
     "heard_at",
 )
 
@@ -105,6 +110,7 @@ def memory_repos(db: MemoryDatabase) -> Repos:
         storage=MemoryStorage(db),
         vmruns=MemoryVmRuns(db),
         ticks=MemoryTicks(db),
+        retention=MemoryRetention(db),
     )
 
 
@@ -218,7 +224,13 @@ class MemoryHosts(Repo):
             "subject": None,
             "error_until": None,
             "agent_fence_pending": False,
+            "last_decision_clean": None,
+            "fence_push_failures": 0,
+            "fence_push_after": None,
             "init_hold_until": None,
+            "agent_hold": None,
+            "agent_hold_detail": None,
+            "agent_state_id": None,
             # Kept by a PostgreSQL trigger from the decisions (migration 0006); not faked.
             "last_clean_at": None,
         }
@@ -369,6 +381,7 @@ class MemoryHosts(Repo):
                 "error": data["error"],
                 "init": as_json(data["init"]),
                 "digest": data["digest"],
+                "repairable": list(data["repairable"]),
             }
             old = st.reports.get(data["host_id"])
             # Migration 0010's trigger: when the agent last answered with a usable report.
@@ -430,7 +443,12 @@ class MemoryHosts(Repo):
             if host is None or d.host_id in written:
                 continue
             if host["last_decision"] != d.code or host["last_decision_detail"] != d.detail:
-                host.update(last_decision=d.code, last_decision_detail=d.detail, last_decision_at=now)
+                host.update(
+                    last_decision=d.code,
+                    last_decision_detail=d.detail,
+                    last_decision_clean=d.is_clean,
+                    last_decision_at=now,
+                )
                 written.add(d.host_id)
         return len(written)
 
@@ -482,13 +500,19 @@ class MemoryHosts(Repo):
         return True
 
     def pending_fences(self, conn: Any, limit: int) -> list[FencePush]:
-        """Return up to ``limit`` hosts whose agent has not learnt their fence yet, by id."""
+        """Return up to ``limit`` due hosts whose agent has not learnt their fence: new first."""
         st = self._state(conn)
-        marked = [h for h in _sorted_hosts(st) if h["agent_fence_pending"]][:limit]
-        return [FencePush(h["id"], h["agent_url"], int(h["fence"])) for h in marked]
+        now = self._db.clock()
+        due = [
+            h
+            for h in _sorted_hosts(st)
+            if h["agent_fence_pending"] and (h["fence_push_after"] is None or h["fence_push_after"] <= now)
+        ]
+        due.sort(key=lambda h: (h["fence_push_after"] is not None, h["fence_push_after"] or now, h["id"]))
+        return [FencePush(h["id"], h["agent_url"], int(h["fence"])) for h in due[:limit]]
 
     def clear_fence_pending(self, conn: Any, pushed: Sequence[FencePush]) -> int:
-        """Clear the mark of hosts whose agent learnt the fence, unless it moved on since."""
+        """Clear the mark (and backoff) of hosts whose agent learnt the fence, unless it moved on."""
         if not pushed:
             return 0
         st = self._state(conn, jsonb=[[p.host_id, p.fence] for p in pushed])
@@ -496,9 +520,25 @@ class MemoryHosts(Repo):
         for p in pushed:
             host = st.hosts.get(p.host_id)
             if host is not None and host["fence"] == p.fence and host["agent_fence_pending"]:
-                host["agent_fence_pending"] = False
+                host.update(agent_fence_pending=False, fence_push_failures=0, fence_push_after=None)
                 cleared += 1
         return cleared
+
+    def fence_push_failed(
+        self, conn: Any, failed: Sequence[str], backoff_s: float, backoff_max_s: float
+    ) -> int:
+        """Ask these hosts' agents again after a doubling backoff, up to a maximum."""
+        st = self._state(conn, plain=list(failed))
+        marked = 0
+        for host_id in failed:
+            host = st.hosts.get(host_id)
+            if host is None or not host["agent_fence_pending"]:
+                continue
+            wait_s = min(backoff_max_s, backoff_s * 2 ** min(host["fence_push_failures"], 30))
+            host["fence_push_failures"] += 1
+            host["fence_push_after"] = self._db.clock() + timedelta(seconds=wait_s)
+            marked += 1
+        return marked
 
     def hold_init(self, conn: Any, host_id: str, until: datetime) -> bool:
         """Give a host no new init before ``until``; never shortens a hold."""
@@ -508,6 +548,33 @@ class MemoryHosts(Repo):
         held = host["init_hold_until"]
         host["init_hold_until"] = until if held is None else max(held, until)
         return True
+
+    def issued_fence(self, conn: Any, host_id: str) -> int | None:
+        """The highest fence the product ever issued for a host, or None: no such host."""
+        host = self._state(conn, plain=[host_id]).hosts.get(host_id)
+        return None if host is None else int(host["fence"])
+
+    def hold_agent(self, conn: Any, host_id: str, hold: str, detail: str) -> bool:
+        """Hold a host for a security event until an admin clears it; True when newly held."""
+        host = self._state(conn, plain=[host_id, hold, detail]).hosts.get(host_id)
+        if host is None or host["agent_hold"] is not None:
+            return False
+        host.update(agent_hold=hold, agent_hold_detail=detail)
+        return True
+
+    def clear_agent_hold(self, conn: Any, host_id: str) -> bool:
+        """Clear a host's security hold and forget its agent state."""
+        host = self._state(conn, plain=[host_id]).hosts.get(host_id)
+        if host is None or host["agent_hold"] is None:
+            return False
+        host.update(agent_hold=None, agent_hold_detail=None, agent_state_id=None)
+        return True
+
+    def set_agent_state(self, conn: Any, host_id: str, state_id: str) -> None:
+        """Record the agent state that has learnt the product's fence."""
+        host = self._state(conn, plain=[host_id, state_id]).hosts.get(host_id)
+        if host is not None:
+            host["agent_state_id"] = state_id
 
     def delete_host(self, conn: Any, host_id: str) -> bool:
         """Delete a host with no activation in flight; return True when deleted."""

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from autorecovery.adapters.store.ticks import KEEP_TICKS_S, BatchDone, BatchStart, TickClaim, _refusal
+from autorecovery.adapters.store.ticks import BatchDone, BatchStart, TickClaim, _refusal
 from tests.fakes.memory import Repo
 
 
@@ -55,8 +55,6 @@ class MemoryTicks(Repo):
             "summary": None,
             "done": {},
         }
-        for old in [t for t in ticks.values() if t["started_at"] < now - timedelta(seconds=KEEP_TICKS_S)]:
-            del ticks[old["id"]]
         return TickClaim(tick_id, took_over=took_over, bounds=bounds)
 
     def abandon(self, conn: Any, tick_id: str, detail: str) -> bool:
@@ -103,6 +101,11 @@ class MemoryTicks(Repo):
         """``finish_batch``, read later."""
         done = self.finish_batch(conn, tick_id, idx, summary, candidates)
         return lambda: done
+
+    def hold_running(self, conn: Any, tick_id: str) -> bool:
+        """True while the tick is running (the memory database runs one transaction at a time)."""
+        tick = self._ticks(conn).get(tick_id)
+        return tick is not None and tick["state"] == "running"
 
     def finish_batch(
         self, conn: Any, tick_id: str, idx: int, summary: dict[str, Any], candidates: list[dict[str, Any]]
@@ -152,3 +155,20 @@ class MemoryTicks(Repo):
         """One tick's row (without its batches)."""
         tick = self._ticks(conn).get(tick_id)
         return None if tick is None else {k: copy.deepcopy(v) for k, v in tick.items() if k != "done"}
+
+    def claim_housekeeping(self, conn: Any, holder: str, lease_s: float) -> bool:
+        """Take the housekeeping lease unless another run holds it."""
+        lease = self._state(conn).housekeeping
+        now = self._now()
+        if lease["until"] is not None and lease["until"] > now:
+            return False
+        lease.update(holder=holder, until=now + timedelta(seconds=lease_s))
+        return True
+
+    def release_housekeeping(self, conn: Any, holder: str) -> bool:
+        """Give the lease back if this holder still has it."""
+        lease = self._state(conn).housekeeping
+        if lease["holder"] != holder:
+            return False
+        lease["until"] = None
+        return True

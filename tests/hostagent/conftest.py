@@ -67,6 +67,7 @@ def serve_agent(config: AgentConfig) -> Iterator[RunningAgent]:
 
     hypervisor = LibvirtHypervisor(config.libvirt.uri)
     agent = build_agent(config, hypervisor, TOKEN.encode())
+    agent.looks.start()
     sock = listen("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(agent.app, log_config=None, access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -76,6 +77,7 @@ def serve_agent(config: AgentConfig) -> Iterator[RunningAgent]:
         yield RunningAgent(f"http://127.0.0.1:{sock.getsockname()[1]}", agent, hypervisor)
     finally:
         server.should_exit = True
+        agent.looks.stop()
         thread.join(10)
         sock.close()
         hypervisor.close()

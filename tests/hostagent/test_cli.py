@@ -27,7 +27,7 @@ def test_without_libvirt_the_agent_says_how_to_install_it(tmp_path: Path) -> Non
         f"sys.exit(cli.main(['agent', '--config', '{tmp_path / 'agent.toml'}']))"
     )
     assert done.returncode == 1
-    assert "the agent needs libvirt: pip install 'autorecovery[agent]'" in done.stderr
+    assert "needs libvirt: pip install autorecovery-agent" in done.stderr
 
 
 def test_agent_help_lists_config_bind_and_port() -> None:

@@ -210,7 +210,7 @@ def test_a_hung_libvirt_reads_kvm_down_in_time_and_costs_one_thread(tree: HostTr
     started = time.monotonic()
     seen = view.observe()
     assert time.monotonic() - started < 3
-    assert seen.kvm is False and "did not answer within 0.3s" in seen.problems["kvm"].detail
+    assert seen.kvm is False and "does not answer within 0.3 s" in seen.problems["kvm"].detail
     assert seen.storage_domains == {"sd-1": False, "sd-2": False} and seen.networks["vmnet"] is False
     problem = view.verdict(seen)
     assert problem is not None and problem.reason is Reason.KVM_NOT_RUNNING

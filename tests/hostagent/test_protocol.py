@@ -26,7 +26,7 @@ class Clock:
 
 @pytest.fixture(params=["memory", "disk"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> StateStore:
-    return MemoryStore() if request.param == "memory" else DiskStore(tmp_path)
+    return MemoryStore() if request.param == "memory" else _disk(tmp_path)
 
 
 def test_a_fence_below_the_highest_is_refused_and_equal_or_higher_accepted(store: StateStore) -> None:
@@ -98,7 +98,7 @@ def test_status_body_says_running_then_done() -> None:
 
 
 def test_the_fence_is_on_disk_before_begin_returns(tmp_path: Path) -> None:
-    state = ProtocolState(DiskStore(tmp_path), Clock())
+    state = ProtocolState(_disk(tmp_path), Clock())
     state.begin(INIT_SCOPE, 12, "a1")
     on_disk = json.loads((tmp_path / "state.json").read_text())
     assert on_disk["fences"] == {"init": 12}
@@ -107,12 +107,12 @@ def test_the_fence_is_on_disk_before_begin_returns(tmp_path: Path) -> None:
 
 
 def test_a_restarted_state_refuses_old_fences_and_answers_for_recent_inits(tmp_path: Path) -> None:
-    first = ProtocolState(DiskStore(tmp_path), Clock())
+    first = ProtocolState(_disk(tmp_path), Clock())
     first.finish(first.begin(INIT_SCOPE, 5, "a1")[0], ok=True)
     first.raise_fence(6)
     running, _ = first.begin(INIT_SCOPE, 7, "a2")  # the process "dies" with a2 running
 
-    second = ProtocolState(DiskStore(tmp_path), Clock())
+    second = ProtocolState(_disk(tmp_path), Clock())
     with pytest.raises(StaleFence):
         second.begin(INIT_SCOPE, 6, "a3")
     done = second.lookup(INIT_SCOPE, "a1")
@@ -131,8 +131,16 @@ def test_ended_results_are_bounded_and_the_oldest_go_first(store: StateStore) ->
     assert len(store.load()["records"]) == 3
 
 
+def _disk(directory: Path) -> DiskStore:
+    """A disk store with a state (created once, as ``--new-state`` does on first install)."""
+    store = DiskStore(directory)
+    if not store.path.exists():
+        store.create()
+    return store
+
+
 def test_a_state_file_that_is_not_json_stops_the_agent(tmp_path: Path) -> None:
     (tmp_path / "state.json").write_text('{"fences": {"init": 4')
     with pytest.raises(InvalidInput) as caught:
-        ProtocolState(DiskStore(tmp_path), Clock())
+        ProtocolState(_disk(tmp_path), Clock())
     assert caught.value.field == "state_dir" and "highest fence" in caught.value.message

@@ -33,9 +33,17 @@ def test_report_speaks_protocol_2_with_no_init_running(running: RunningAgent) ->
 def test_init_starts_a_destroyed_pool_and_answers_ok(running: RunningAgent) -> None:
     running.conn.storagePoolLookupByName("pool-sd1").destroy()
     with running.client() as client:
-        assert client.get("/report").json()["details"]["storage_domain:sd-1"].endswith("is inactive")
-        assert client.post("/init", json={"fence": 1, "activation_id": "a1"}).json() == {"ok": True}
+        # The report answers from the last snapshot: the next look shows the stopped pool,
+        # repairable (its directory is there).
         assert client.get("/report").json()["storage_domains"]["sd-1"] is True
+        running.agent.looks.refresh()
+        body = client.get("/report").json()
+        assert body["details"]["storage_domain:sd-1"].endswith("is inactive")
+        assert body["repairable"] == ["storage_domain:sd-1"]
+        assert client.post("/init", json={"fence": 1, "activation_id": "a1"}).json() == {"ok": True}
+        # The init's own look is the snapshot now: the report shows what the init did.
+        body = client.get("/report").json()
+        assert body["storage_domains"]["sd-1"] is True and body["repairable"] == []
 
 
 def test_init_that_cannot_bring_a_network_up_answers_the_reason(
@@ -216,6 +224,7 @@ def test_the_product_reads_the_report_as_a_clean_host(running: RunningAgent) -> 
     )
     assert assess(report, cluster, datetime.now(UTC), 60).is_healthy
     running.conn.networkLookupByName("vmnet").destroy()
+    running.agent.looks.refresh()
     with running.client() as client:
         problem = assess(
             parse_report(client.get("/report").json(), "h-001"), cluster, datetime.now(UTC), 60

@@ -131,15 +131,34 @@ def sim(request: pytest.FixtureRequest, fleet_service: Any) -> Iterator[Callable
         server.stop()
 
 
+def housekeeping(app_module: Any, deps: Any, timeout_s: float = 30.0) -> dict[str, Any]:
+    """Send one housekeeping run through the broker and return its summary."""
+    run_id = app_module.app.send_task(app_module.HOUSEKEEPING_TASK, queue="monitoring").id
+    found: dict[str, Any] = {}
+
+    def done() -> bool:
+        raw = deps.redis.get(keys.last_housekeeping())
+        found.clear()
+        found.update(json.loads(raw) if raw else {})
+        return found.get("run_id") == run_id
+
+    wait_for(done, timeout_s, f"housekeeping run {run_id}")
+    return found
+
+
 def send_ticks(app_module: Any, deps: Any, copies: int = 1,
                timeout_s: float = 30.0) -> list[dict[str, Any]]:
-    """Send ``copies`` monitoring ticks at once through the broker; wait for all to finish.
+    """Run the housekeeping, then send ``copies`` monitoring ticks at once; wait for all to finish.
+
+    Beat sends both each interval; here the housekeeping (reaping, re-sends, fence pushes) ends
+    before the ticks start, so that a test sees its effects in the same round.
 
     One tick runs per interval: copies sent together are duplicates, and all but one stop. When
     none ran (they came too soon after the previous tick), they are sent again. Returns the
     summaries of the round in which one ran.
     """
     deadline = time.monotonic() + timeout_s
+    housekeeping(app_module, deps, timeout_s)
     while True:
         summaries = _tick_round(app_module, deps, copies, deadline - time.monotonic())
         if any(s.get("skipped") is None for s in summaries):

@@ -286,10 +286,10 @@ def test_a_frozen_holder_reaped_past_its_lock_runs_no_init_on_a_real_agent(
                 proc.stop()
 
 
-def test_a_stopped_pool_is_never_started_by_an_automatic_activation_only_by_a_forced_one(
+def test_a_stopped_pool_is_repaired_by_an_automatic_activation(
     api: ApiServer, tmp_path: Path, product_env: Any, logs: Path, app_module: Any, deps: Any
 ) -> None:
-    """Confirms a limit: a stopped pool reads unreachable, so only ``force`` sends the init.
+    """A stopped pool whose directory is there: the agent marks it repairable, the product repairs.
 
     The agent runs in this process (real code, real HTTP) so that the test can stop the pool
     through the agent's own libvirt connection, which a test:/// node requires.
@@ -309,25 +309,21 @@ def test_a_stopped_pool_is_never_started_by_an_automatic_activation_only_by_a_fo
             assert agent.client().get(f"/init/{_only_activation(deps, 'kvm-s')}").json()["ok"] is True
 
             agent.conn.storagePoolLookupByName("pool-sd1").destroy()
-            tick_until(app_module, deps, lambda: shown(api, "kvm-s")["status"] == "non_operational",
-                       "the host out")
-            assert shown(api, "kvm-s")["reason"] == "storage_domain_unreachable"
-            assert "pool pool-sd1 is inactive" in agent.client().get("/report").json()["details"][
-                "storage_domain:sd-1"]
-            # The init would start the pool, but the report is not clean: no automatic activation.
-            for _ in range(4):
-                send_ticks(app_module, deps)
-            assert shown(api, "kvm-s")["status"] == "non_operational"
-            assert _activation_count(deps, "kvm-s") == 1
-
-            with api.client("alice") as admin:
-                refused = admin.post("/api/v1/hosts/kvm-s/activate")
-                assert refused.status_code == 409 and refused.json()["error"] == "host_has_problems"
-                forced = admin.post("/api/v1/hosts/kvm-s/activate", params={"force": "true", "wait_s": "20"})
-            assert forced.status_code == 200, forced.text
-            assert shown(api, "kvm-s")["status"] == "up"
+            agent.agent.looks.refresh()  # the next snapshot (the agent takes one every 2 s anyway)
+            assert agent.client().get("/report").json()["repairable"] == ["storage_domain:sd-1"]
+            # One tick takes the host out and sends the repair; the init starts the pool.
+            tick_until(app_module, deps, lambda: _activation_count(deps, "kvm-s") == 2, "the repair")
+            wait_for(lambda: shown(api, "kvm-s")["status"] == "up", 20, "the host repaired")
             assert agent.conn.storagePoolLookupByName("pool-sd1").isActive() == 1
-            assert _activation_count(deps, "kvm-s") == 2
+            with deps.db.transaction() as conn:
+                rows = conn.execute(
+                    "SELECT event, actor, reason FROM audit_log WHERE object_id = 'kvm-s' ORDER BY id"
+                ).fetchall()
+            events = [(r["event"], r["actor"], r["reason"]) for r in rows]
+            assert ("status_changed", "auto", "storage_domain_unreachable") in events
+            assert ("activation_queued", "auto", "repair") in events
+            # No admin acted: every activation was the product's own.
+            assert not [e for e in events if e[0].startswith("activation") and e[1] != "auto"]
         finally:
             worker.stop()
 

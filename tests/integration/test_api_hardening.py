@@ -31,13 +31,19 @@ RSS_BOUND_MIB = 40
 UPLOAD_BYTES = 200 * 1024 * 1024
 CHUNK = b"x" * (64 * 1024)
 HEADER_TIMEOUT_S = 2.0
+BODY_TIMEOUT_S = 4.0
 
 
 @pytest.fixture(scope="module")
 def edge(servers: Servers, logs: Path) -> Iterator[ApiServer]:
     """An API process of its own, so that its peak memory is this module's alone."""
     server = start_api(
-        servers, logs, make_tokens(), name="api-edge", AUTORECOVERY_API_HEADER_TIMEOUT_S=str(HEADER_TIMEOUT_S)
+        servers,
+        logs,
+        make_tokens(),
+        name="api-edge",
+        AUTORECOVERY_API_HEADER_TIMEOUT_S=str(HEADER_TIMEOUT_S),
+        AUTORECOVERY_API_BODY_TIMEOUT_S=str(BODY_TIMEOUT_S),
     )
     yield server
     server.stop()
@@ -178,6 +184,39 @@ def test_connections_that_drip_their_headers_are_closed(edge: ApiServer) -> None
     assert len(closed) == len(socks), f"{len(socks) - len(closed)} slow connections still open"
     assert took < HEADER_TIMEOUT_S + 3
     with edge.client() as http:  # a normal request is unaffected
+        assert http.head("/healthz").status_code == 200
+
+
+def test_slow_uploads_with_a_reporter_token_are_closed_after_the_body_timeout(edge: ApiServer) -> None:
+    head = (
+        "POST /api/v1/hosts/h-0001/report HTTP/1.1\r\nHost: api\r\n"
+        f"Authorization: Bearer {edge.tokens['rita']}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 4000\r\n\r\n"
+    ).encode()
+    socks = [socket.create_connection(_address(edge), timeout=10) for _ in range(100)]
+    started = time.monotonic()
+    closed: set[int] = set()
+    try:
+        for sock in socks:
+            sock.sendall(head + b'{"host_id": ')
+        while len(closed) < len(socks) and time.monotonic() - started < BODY_TIMEOUT_S + 10:
+            for i, sock in enumerate(socks):
+                if i in closed:
+                    continue
+                try:
+                    sock.sendall(b" ")  # a byte now and then, never the whole body
+                    if select.select([sock], [], [], 0)[0] and sock.recv(1024) == b"":
+                        closed.add(i)
+                except OSError:
+                    closed.add(i)
+            time.sleep(0.5)
+        took = time.monotonic() - started
+    finally:
+        for sock in socks:
+            sock.close()
+    assert len(closed) == len(socks), f"{len(socks) - len(closed)} slow uploads still open"
+    assert BODY_TIMEOUT_S - 1 < took < BODY_TIMEOUT_S + 4, took
+    with edge.client() as http:
         assert http.head("/healthz").status_code == 200
 
 

@@ -1,10 +1,11 @@
 """An activation taken from its holder raises the agent's fence over HTTP (``POST /fence``), and
-a later tick retries while the agent does not answer."""
+a later housekeeping run retries while the agent does not answer."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,7 +15,7 @@ import pytest
 
 from autorecovery.services.fleet import HostSpec
 from models.domain import Cluster
-from tests.integration.conftest import host_status, send_ticks
+from tests.integration.conftest import host_status, housekeeping
 
 HOST = "f-1"
 
@@ -95,16 +96,17 @@ def test_a_reaped_activation_raises_the_agents_fence_once_it_answers(
             " now() - interval '1 hour')",
             (HOST,),
         )
-    [first] = send_ticks(app_module, deps)
+    first = housekeeping(app_module, deps)
     assert (first["reaped"], first["fences_pushed"], first["fences_failed"]) == (1, 0, 1)
     row = host_status(deps, HOST)
     assert (row["fence"], row["agent_fence_pending"]) == (5, True)
 
     agent.down = False
-    [second] = send_ticks(app_module, deps)
+    time.sleep(1.1)  # its backoff: one tick interval after the first failure
+    second = housekeeping(app_module, deps)
     assert (second["fences_pushed"], second["fences_failed"]) == (1, 0)
     assert agent.calls[0] == ("/fence", {"fence": 5})  # before any new init
     assert host_status(deps, HOST)["agent_fence_pending"] is False
-    [third] = send_ticks(app_module, deps)
+    third = housekeeping(app_module, deps)
     assert third["fences_pushed"] == 0
     assert [c for c in agent.calls if c[0] == "/fence"] == [("/fence", {"fence": 5})]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import host_status, send_ticks
+from tests.integration.conftest import host_status, send_ticks, statuses
 from tests.support.processes import start_worker, wait_for
 from tests.support.servers import Servers
 
@@ -64,3 +65,42 @@ def test_a_lost_activation_message_is_sent_again_and_the_host_comes_up(
     assert (act["state"], act["outcome"]) == ("succeeded", "up")  # the same activation, re-sent
     assert act["sends"] >= 2 and resent and resent[0]["details"]["activation_id"] == activation_id
     assert [c["activation_id"] for c in client.inits(HOST)] == [activation_id]  # one init, no twin
+
+
+def _runs_per_activation(log: str) -> dict[str, int]:
+    """How many times each activation task ran to an end in a worker's log."""
+    ended = re.findall(r"Task autorecovery\.init_vds_on_up\[([0-9a-f-]+)\] (?:succeeded|raised|retry)", log)
+    return {task_id: ended.count(task_id) for task_id in set(ended)}
+
+
+def test_a_deep_queue_is_not_re_sent_into_duplicate_runs(
+    sim: Any, servers: Servers, logs: Path, app_module: Any, deps: Any
+) -> None:
+    hosts = 16
+    client = sim(hosts=hosts)
+    client.inject("init_delay", all_hosts=True, seconds=0.5)
+    # One process for 16 inits of 0.5 s: the last message waits about 8 s in the broker, twice
+    # the re-send delay.
+    env = servers.env(AUTORECOVERY_RESEND_QUEUED_AFTER_S="4")
+    ticker = start_worker(env, logs, concurrency=1, queues="monitoring", name="deep-ticker")
+    activator = start_worker(env, logs, concurrency=1, queues="activation", name="deep-activator")
+    try:
+
+        def all_up() -> bool:
+            send_ticks(app_module, deps)
+            return set(statuses(deps).values()) == {"up"}
+
+        wait_for(all_up, 90, "the fleet up")
+        time.sleep(2.0)  # a re-sent message still queued would run now
+        runs = _runs_per_activation(activator.log())
+    finally:
+        ticker.stop()
+        activator.stop()
+    with deps.db.transaction() as conn:
+        resent = conn.execute(
+            "SELECT count(*) AS n FROM audit_log WHERE event = 'activation_resent'"
+        ).fetchone()
+    print(f"{resent['n']} re-sends, {len(runs)} activation runs")
+    assert {task_id: n for task_id, n in runs.items() if n > 1} == {}
+    inits = [c["activation_id"] for c in client.inits()]
+    assert len(inits) == len(set(inits)) >= hosts

@@ -16,6 +16,7 @@ another process cannot destroy the agent's pools; remove a pool's directory inst
 from __future__ import annotations
 
 import os
+import pwd
 import sys
 import time
 from dataclasses import dataclass
@@ -25,12 +26,15 @@ from typing import Any
 import pytest
 
 from hostagent.config import AgentConfig, parse_config
+from hostagent.persist import DiskStore
 from tests.support.processes import REPO, Proc, spawn
 
 NODE_TEMPLATE = Path(__file__).with_name("agent_node.xml")
 TOKEN = "agent-test-token-0123456789abcdef"  # noqa: S105 - the tests' own token
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CPUINFO = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu vme vmx sse4_2 avx\n\nprocessor\t: 1\n"
+#: The tree's /dev/kvm is a file the test's user owns: QEMU's user, for the agent's kvm check.
+QEMU_USER = pwd.getpwuid(os.getuid()).pw_name
 MEMINFO = "MemTotal:       16384000 kB\nMemFree:         1024000 kB\nMemAvailable:    8192000 kB\n"
 
 
@@ -91,6 +95,7 @@ class HostTree:
                 "meminfo": str(self.root / "proc" / "meminfo"),
                 "sys_class_net": str(self.root / "sys" / "class" / "net"),
                 "storage_timeout_s": 1.0,
+                "qemu_user": QEMU_USER,
             },
             "networks": {
                 "ovirtmgmt": {"libvirt_network": "ovirtmgmt", "interface": "eth0"},
@@ -121,6 +126,7 @@ port = 0
 uri = "{self.uri}"
 
 [probes]
+qemu_user = "{QEMU_USER}"
 kvm_device = "dev/kvm"
 cpuinfo = "proc/cpuinfo"
 meminfo = "proc/meminfo"
@@ -167,6 +173,9 @@ def make_tree(root: Path) -> HostTree:
     token = root / "token"
     token.write_text(TOKEN + "\n")
     token.chmod(0o600)
+    # Installed as an operator would: the agent's state created once (``--new-state``).
+    (root / "state").mkdir(mode=0o700)
+    DiskStore(root / "state").create()
     return tree
 
 

@@ -2,9 +2,11 @@
 
 Each kind is one way an agent can answer badly (deep, huge, a gzip bomb, a drip, a redirect,
 HTML, invalid UTF-8, an over-long integer, another host's id, a date ahead); ``good`` answers a
-clean report and correct v2 answers (init, status, fence, connect); any other kind answers
-every route the same bad way. Every request's
-``Authorization`` header is recorded.
+clean report and correct v2 answers (init, status, fence, connect); a wedge (``wedge-max``,
+``wedge-2e80``, ``wedge-plus``) reports clean and answers every init ``stale_fence`` with a
+highest fence the product never issued (2⁶³−1, 2⁸⁰, one above the fence sent) until its host
+is ``restored`` (then it accepts as a fresh agent state would); any other kind answers every
+route the same bad way. Every request's ``Authorization`` header is recorded.
 """
 
 from __future__ import annotations
@@ -62,6 +64,10 @@ class MisbehavingAgents:
     ) -> None:
         self._tls = tls
         self.auth: list[tuple[str, str | None]] = []
+        #: Wedge hosts whose agent state an admin restored: they accept fences again.
+        self.restored: set[str] = set()
+        #: Fences each wedge host accepted (inits and pushes), in order.
+        self.accepted: dict[str, list[tuple[str, int]]] = {}
         self.in_flight = 0
         self.most_in_flight = 0
         self._bomb = _gzip_bomb()
@@ -109,12 +115,32 @@ class MisbehavingAgents:
         response: web.StreamResponse = await handler(request)
         return response
 
+    async def _wedge(self, request: web.Request, route: str) -> web.StreamResponse:
+        """A wedge: claim a fence never issued, until restored (then a fresh state's answers)."""
+        kind, host = request.match_info["kind"], request.match_info["host"]
+        fence = int((await request.json())["fence"])
+        if host in self.restored:
+            seen = self.accepted.setdefault(host, [])
+            highest = max([f for _, f in seen], default=0)
+            if route == "init" and fence < highest:
+                return web.json_response({"error": "stale_fence", "highest": highest}, status=409)
+            seen.append((route, fence))
+            return web.json_response({"ok": True} if route == "init" else {"highest": max(highest, fence)})
+        claim = {"wedge-max": 2**63 - 1, "wedge-2e80": 2**80}.get(kind, fence + 1)
+        if route == "fence":
+            return web.json_response({"highest": claim})
+        return web.json_response({"error": "stale_fence", "highest": claim}, status=409)
+
     async def _ok(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["kind"].startswith("wedge"):
+            return await self._wedge(request, "init")
         if request.match_info["kind"] != "good":  # a misbehaving agent answers every call so
             return await self._report(request)
         return web.json_response({"ok": True})
 
     async def _fence(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["kind"].startswith("wedge"):
+            return await self._wedge(request, "fence")
         if request.match_info["kind"] != "good":
             return await self._report(request)
         return web.json_response({"highest": 9})
@@ -128,7 +154,7 @@ class MisbehavingAgents:
     async def _report(self, request: web.Request) -> web.StreamResponse:
         kind, host = request.match_info["kind"], request.match_info["host"]
         now = datetime.now(UTC)
-        if kind == "good":
+        if kind == "good" or kind.startswith("wedge"):
             return web.json_response(report(host))
         if kind == "slow":  # a good report after a pause, counting requests served at once
             self.in_flight += 1

@@ -14,6 +14,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from harness.agentcheck import READ_ONLY
 from harness.sim import FaultKind, FaultSpec, Fleet, RunningSimulator, start_in_thread
 from harness.sim.record import format_time
 from harness.sim.runner import start_app_in_thread
@@ -30,8 +31,13 @@ def token_file(tmp_path: Path) -> Path:
     return path
 
 
-def _agent_check(url: str, *args: str) -> tuple[int, dict[str, tuple[str, str]], str]:
-    """Run the CLI; return its exit code, each check's (verdict, why) and the whole output."""
+def _agent_check(
+    url: str, *args: str, fence_checks: bool = True
+) -> tuple[int, dict[str, tuple[str, str]], str]:
+    """Run the CLI (``--fence-checks`` unless told not to); return its exit code, each check's
+    (verdict, why) and the whole output."""
+    if fence_checks:
+        args = ("--fence-checks", *args)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
         [sys.executable, "-m", "cli", "agent-check", url, "--init-wait", "10", *args],
@@ -53,6 +59,21 @@ def sim() -> Iterator[tuple[Fleet, RunningSimulator]]:
     server = start_in_thread(fleet, token=TOKEN)
     yield fleet, server
     server.stop()
+
+
+def test_by_default_nothing_on_the_agent_changes(
+    sim: tuple[Fleet, RunningSimulator], token_file: Path
+) -> None:
+    fleet, server = sim
+    fleet.raise_fence("h-0001", 41)
+    url = f"{server.base_url}/agents/h-0001"
+    code, checks, output = _agent_check(url, "--token-file", str(token_file), fence_checks=False)
+    assert code == 0, output
+    assert checks["report.shape"][0] == "PASS" and checks["auth.wrong"][0] == "PASS"
+    for name in ("fence.read", "init.run", "init.busy", "fence.raise", "fence.enforced"):
+        assert checks[name] == ("SKIP", READ_ONLY), (name, checks[name])
+    assert "agent-check changed the agent: nothing" in output
+    assert fleet.highest_fence("h-0001") == 41 and fleet.calls.inits == []
 
 
 def test_v2_simulator_passes_every_check(sim: tuple[Fleet, RunningSimulator], token_file: Path) -> None:

@@ -445,3 +445,15 @@ def test_init_builds_no_deprecated_backoff(make_client: Callable[..., HttpAgentC
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert client.init(TARGET, 1, "a") == InitResult(ok=True)
+
+
+def test_a_503_outcome_unknown_is_an_unknown_outcome_and_other_503s_ran_nothing(
+    make_client: Callable[..., HttpAgentClient],
+) -> None:
+    stopping = {"error": "outcome_unknown", "activation_id": "a", "fence": 7, "started_at": None}
+    with pytest.raises(InitOutcomeUnknown, match="stopped while the init ran"):
+        make_client(answer(503, stopping)).init(TARGET, 7, "a")
+    with pytest.raises(AgentUnavailable, match="HTTP 503 state_unwritable"):
+        make_client(answer(503, {"error": "state_unwritable", "detail": "x"})).init(TARGET, 7, "a")
+    with pytest.raises(AgentUnavailable, match="HTTP 503$"):
+        make_client(answer(503, text="<html>down</html>")).init(TARGET, 7, "a")

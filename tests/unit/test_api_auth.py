@@ -14,8 +14,8 @@ from api.auth import Principal, Role, load_tokens, parse_tokens
 from autorecovery.settings import Settings
 from models.errors import InvalidInput
 
-ALICE = "alice-secret-0123456789"
-VIC = "vic-secret-0123456789ab"
+ALICE = "alice-7Rk2pQ9xVm4LsT8w"
+VIC = "vic-N5hJ3cW8zKq6Yd2fBx7"
 GOOD = f"alice:admin:{ALICE}, vic:viewer:{VIC}"
 
 
@@ -30,7 +30,7 @@ def test_parse_reads_names_roles_and_tokens() -> None:
 
 
 def test_a_token_may_contain_colons() -> None:
-    assert parse_tokens("ci:admin:abc:def:0123456789xyz").authenticate("abc:def:0123456789xyz")
+    assert parse_tokens("ci:admin:k7R:q2Z:9vXm4LsT8wN3hJ5c").authenticate("k7R:q2Z:9vXm4LsT8wN3hJ5c")
 
 
 @pytest.mark.parametrize(
@@ -56,7 +56,7 @@ def test_bad_entries_name_the_variable_and_never_the_token(raw: str, words: str)
 
 
 def test_authenticate_compares_every_token_even_after_a_match(monkeypatch: pytest.MonkeyPatch) -> None:
-    table = parse_tokens(f"a:admin:{ALICE},b:viewer:{VIC},c:viewer:third-token-0123456789")
+    table = parse_tokens(f"a:admin:{ALICE},b:viewer:{VIC},c:viewer:third-G4tM9rX2bPe7Ln5v")
     compared: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
 

@@ -29,8 +29,8 @@ from models.errors import (
 )
 from tests.fakes import fake_adapters
 
-ALICE = "alice-secret-0123456789"
-VIC = "vic-secret-0123456789ab"
+ALICE = "alice-7Rk2pQ9xVm4LsT8w"
+VIC = "vic-N5hJ3cW8zKq6Yd2fBx7"
 ADMIN = {"Authorization": f"Bearer {ALICE}"}
 VIEWER = {"Authorization": f"Bearer {VIC}"}
 JSON = {"content-type": "application/json"}
@@ -48,6 +48,9 @@ class World:
             api_tokens=f"alice:admin:{ALICE},vic:viewer:{VIC}",
             report_max_age_s=30.0,
             charge_limit=3,
+            # Explicit: the integration suite, run first, puts its own caps in the environment.
+            cluster_cap="25%",
+            fleet_cap=50,
         )
         self.container = build_services(settings, fake_adapters(), self._enqueue, self._enqueue_domain)
         self.db = self.container.db

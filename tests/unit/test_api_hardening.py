@@ -18,7 +18,7 @@ from autorecovery.settings import Settings
 from models.errors import InvalidInput
 from tests.unit.test_api_errors import ADMIN, ALICE, VIC, VIEWER, World, shape
 
-RITA = "rita-reporter-0123456789"
+RITA = "rita-Hq3Zt8Vn2Wp6Xk9Jc4Ry"
 REPORTER = {"Authorization": f"Bearer {RITA}"}
 TOKENS = f"alice:admin:{ALICE},vic:viewer:{VIC},rita:reporter:{RITA}:h-1|h-7"
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -57,7 +57,9 @@ def world() -> World:
         ("change-me-0123456789abcdefABCDEF", "placeholder"),
         ("aaaaaaaaaaaaaaaa", "repeats itself"),
         ("abababababababababababababababab", "repeats itself"),
-        ("abcdefghijklmnopqrst", "bits of entropy"),
+        ("abcdefghijklmnopqrst", "guessable parts"),
+        ("Password1Password1Password1", "guessable parts"),
+        ("1qaz2wsx3edc4rfv5tgb6yhn7ujm8ik9ol0p", "guessable parts"),
     ],
 )
 def test_placeholder_and_weak_tokens_refuse_to_start(token: str, words: str) -> None:

@@ -14,6 +14,7 @@ import pytest
 import models
 
 MODELS_DIR = Path(models.__file__).parent
+ROOT = MODELS_DIR.parent
 MODULES = sorted(MODELS_DIR.rglob("*.py"))
 
 #: Top-level packages ``models/`` may never import.
@@ -204,3 +205,17 @@ def test_the_server_entrypoints_never_import_the_cli_or_the_tools() -> None:
 )
 def test_the_import_checker_sees(source: str) -> None:
     assert [name for name in _imports_of(source) if name.split(".")[0] in ENTRYPOINTS + TOOLS] != []
+
+
+def test_services_are_built_only_by_the_composition_root() -> None:
+    """Entrypoints and tools get their services from ``autorecovery/bootstrap.py``, never build them."""
+    built = []
+    for folder in ("cli", "api", "workers", "harness", "bench", "autorecovery"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if path == ROOT / "autorecovery" / "bootstrap.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                called = node.func if isinstance(node, ast.Call) else None
+                if isinstance(called, ast.Name) and called.id.endswith("Service"):
+                    built.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.func.id}")
+    assert built == []

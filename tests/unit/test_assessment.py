@@ -502,3 +502,113 @@ def test_silence_is_the_only_problem_and_is_deterministic(report: Report | None,
 @given(a=VERSIONS, b=VERSIONS)
 def test_version_order_matches_padded_numeric_order(a: str, b: str) -> None:
     assert (version_tuple(a) >= version_tuple(b)) == version_at_least(a, b)
+
+
+# --- repairable problems (SPEC §2 "Repair", Appendix B) -----------------------------------------
+
+SD1_DOWN = {"storage_domains": {"sd-1": False, "sd-2": True}}
+MGMT_DOWN = {"networks": {"mgmt": False, "vmnet": True}}
+SD1 = "storage_domain:sd-1"
+
+REPAIR_TABLE: list[tuple[str, dict[str, Any], bool, list[bool]]] = [
+    # (name, report changes, is_repairable, each problem's repairable flag)
+    ("pool stopped, marked", {**SD1_DOWN, "repairable": frozenset({SD1})}, True, [True]),
+    ("pool stopped, not marked", SD1_DOWN, False, [False]),
+    ("network stopped, marked", {**MGMT_DOWN, "repairable": frozenset({"network:mgmt"})}, True, [True]),
+    (
+        "both marked",
+        {**SD1_DOWN, **MGMT_DOWN, "repairable": frozenset({SD1, "network:mgmt"})},
+        True,
+        [True, True],
+    ),
+    ("one of two marked", {**SD1_DOWN, **MGMT_DOWN, "repairable": frozenset({SD1})}, False, [True, False]),
+    ("kvm marked: never repairable", {"kvm": False, "repairable": frozenset({"kvm"})}, False, [False]),
+    (
+        "repairable pool, but kvm down too",
+        {**SD1_DOWN, "kvm": False, "repairable": frozenset({SD1, "kvm"})},
+        False,
+        [False, True],
+    ),
+    (
+        "repairable pool, cpu flag missing",
+        {**SD1_DOWN, "cpu_flags": frozenset(), "repairable": frozenset({SD1})},
+        False,
+        [True, False],
+    ),
+    (
+        "domain not reported at all: nothing to repair",
+        {"storage_domains": {"sd-2": True}, "repairable": frozenset({SD1})},
+        False,
+        [False],
+    ),
+    ("marked but reachable: no problem", {"repairable": frozenset({SD1})}, False, []),
+]
+
+
+@pytest.mark.parametrize(
+    ("changes", "repairable", "flags"), [r[1:] for r in REPAIR_TABLE], ids=[r[0] for r in REPAIR_TABLE]
+)
+def test_repairable_table(changes: dict[str, Any], repairable: bool, flags: list[bool]) -> None:
+    a = assess(replace(GOOD, **changes), CLUSTER, NOW, MAX_AGE_S)
+    assert [p.repairable for p in a.problems] == flags
+    assert a.is_repairable is repairable
+    assert a.is_recoverable is (repairable or not flags)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    marked=st.frozensets(
+        st.sampled_from(["kvm", SD1, "storage_domain:sd-2", "network:mgmt", "network:vmnet", "x"])
+    ),
+    sd1=st.sampled_from([True, False, None]),
+    mgmt=st.sampled_from([True, False, None]),
+    kvm=st.booleans(),
+    reachable=st.booleans(),
+    age_s=st.floats(-60, 60, allow_nan=False),
+)
+def test_repairable_only_when_init_repairs_every_problem(
+    marked: frozenset[str], sd1: bool | None, mgmt: bool | None, kvm: bool, reachable: bool, age_s: float
+) -> None:
+    domains = {"sd-2": True} | ({} if sd1 is None else {"sd-1": sd1})
+    networks = {"vmnet": True} | ({} if mgmt is None else {"mgmt": mgmt})
+    report = replace(
+        GOOD,
+        reported_at=NOW - timedelta(seconds=age_s),
+        agent_reachable=reachable,
+        kvm=kvm,
+        storage_domains=domains,
+        networks=networks,
+        repairable=marked,
+    )
+    a = assess(report, CLUSTER, NOW, MAX_AGE_S)
+    unmarked = replace(a, problems=tuple(replace(p, repairable=False) for p in a.problems))
+    # Marks never change what is wrong, only whether init repairs it.
+    assert [(p.reason, p.detail) for p in a.problems] == [(p.reason, p.detail) for p in unmarked.problems]
+    if a.is_repairable:
+        assert a.problems and not a.is_silent and kvm
+        assert sd1 is not False or SD1 in marked
+        assert mgmt is not False or "network:mgmt" in marked
+        assert sd1 is not None and mgmt is not None
+    if kvm and sd1 is not None and mgmt is not None and not a.is_silent and (sd1, mgmt) != (True, True):
+        expected = (sd1 or SD1 in marked) and (mgmt or "network:mgmt" in marked)
+        assert a.is_repairable is expected
+
+
+def test_repairable_parses_and_is_a_bad_report_when_mistyped() -> None:
+    body = {
+        "host_id": "h-001",
+        "reported_at": "2026-11-24T12:00:00Z",
+        "kvm": True,
+        "version": "4.5.2",
+        "cpu_flags": ["vmx"],
+        "networks": {},
+        "storage_domains": {"sd-1": False},
+        "vms_running": 0,
+        "mem_free_mb": 1,
+    }
+    assert parse_report(body, "h-001").repairable == frozenset()
+    assert parse_report({**body, "repairable": [SD1]}, "h-001").repairable == frozenset({SD1})
+    for bad in ("storage_domain:sd-1", [1], ["x\x00"], ["k"] * 257):
+        with pytest.raises(BadReport) as info:
+            parse_report({**body, "repairable": bad}, "h-001")
+        assert info.value.field == "repairable"

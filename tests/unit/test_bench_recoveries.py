@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -150,6 +151,9 @@ def _results(base_s: float | None, hung_s: float | None, duplicates: int = 0) ->
         "hung_ratio_at_least": 12.0 if hung_s is None else None,
         "baseline_same_hosts_median_s": 4.0,
         "hung_median_ratio": 1.25,
+        "load_avg_start": 7.5,
+        "load_avg_end": 8.0,
+        "commit": "abc1234",
     }
 
 
@@ -160,7 +164,52 @@ def test_the_readme_says_whether_the_goal_was_met_and_the_hung_ratio() -> None:
     assert verdict(_results(None, 10.5)) == "not met"
     text = render_recoveries(_results(11.0, 10.5))
     assert "**1.05x** the baseline's time" in text and "**met** in this run" in text
+    assert "noisy (load average 7.5 at the start, 8 at the end; code at commit `abc1234`):" in text
     late = render_recoveries(_results(11.0, None))
     assert "of the other 900 hosts 895 were up 120 s" in late and "more than 12.0x" in late
     assert "not all up after 120 s (895 up)" in late
     assert "was up after 5.0 s against 4.0 s: **1.25x**" in late
+
+
+def test_the_worker_log_gives_each_task_names_share_of_the_slots() -> None:
+    log = "\n".join(
+        [
+            "[2026-12-07 03:17:03,730: INFO/ForkPoolWorker-2] Task autorecovery.monitoring_batch"
+            "[e0df393f-555d] succeeded in 1.5s: None",
+            "[2026-12-07 03:17:04,000: INFO/ForkPoolWorker-1] Task autorecovery.init_vds_on_up"
+            "[a1] succeeded in 0.25s: {'outcome': 'up'}",
+            "[2026-12-07 03:17:04,100: WARNING/ForkPoolWorker-1] host h-0001: something",
+            "[2026-12-07 03:17:05,000: INFO/MainProcess] Task autorecovery.monitoring_tick[t] received",
+        ]
+    )
+    runs = stats.logged_runs(log)
+    assert [(name, round(end - start, 3)) for name, start, end in runs] == [
+        ("autorecovery.monitoring_batch", 1.5),
+        ("autorecovery.init_vds_on_up", 0.25),
+    ]
+    start = runs[0][1]
+    shares = stats.busy_by_name(runs, 2, start, start + 10)
+    assert shares == {
+        "autorecovery.init_vds_on_up": pytest.approx(0.0125),
+        "autorecovery.monitoring_batch": pytest.approx(0.075),
+    }
+
+
+def test_the_bench_settings_pass_the_products_validator_with_defaults_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from autorecovery.settings import load_settings
+    from bench.recoveries import settings, without_test_settings
+    from tests.support.servers import TEST_SETTINGS
+
+    for name in list(os.environ):
+        if name.startswith("AUTORECOVERY_"):
+            monkeypatch.delenv(name)
+    chosen = settings(2.0, 1000)
+    env = without_test_settings({**TEST_SETTINGS, **chosen, "PATH": "/bin"}, chosen)
+    assert env["PATH"] == "/bin" and "AUTORECOVERY_ACTIVATION_QUEUED_TTL_S" not in env
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    loaded = load_settings()
+    assert (loaded.tick_interval_s, loaded.fleet_cap, loaded.cluster_cap) == (2.0, 1000, "100%")
+    assert loaded.activation_queued_ttl_s == 60.0  # the product's default, not the tests' 20 s

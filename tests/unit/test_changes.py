@@ -10,7 +10,7 @@ import pytest
 
 from models.assessment import assess
 from models.changes import ASSESSED, NOT_ASSESSED, report_digest, valid_until
-from models.domain import Cluster, Host, HostStatus, Report, RunningInit
+from models.domain import AgentState, Cluster, Host, HostStatus, Report, RunningInit
 from models.policy import decide
 from models.safety import Gates, Pause
 
@@ -36,6 +36,8 @@ CHANGED: dict[str, Any] = {
     "protocol": 2,
     "init": RunningInit("act-1", 3, NOW),
     "details": {"kvm": "module not loaded"},
+    "agent": AgentState("state-2", 7),
+    "repairable": frozenset({"storage_domain:sd-1"}),
 }
 
 

@@ -10,7 +10,7 @@ import pytest
 from cli.ops.client import ApiFailure, Exit, resolve
 from cli.ops.onboarding import Line, check_line, read_lines
 
-TOKEN = "alice-secret-0123456789"  # noqa: S105 - a test token
+TOKEN = "alice-7Rk2pQ9xVm4LsT8w"  # noqa: S105 - a test token
 
 
 def test_csv_lines_keep_their_numbers(tmp_path: Path) -> None:

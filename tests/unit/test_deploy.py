@@ -134,15 +134,29 @@ def test_only_the_api_gets_tokens_and_only_flower_its_password() -> None:
     assert "\nAUTORECOVERY_API_TOKENS" not in common and "\nFLOWER_BASIC_AUTH" not in common
 
 
+def _worker_commands() -> dict[str, str]:
+    """How each deploy file starts each worker pool, as one line."""
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    found = {}
+    units = {"worker": "autorecovery-worker@.service", "monitor": "autorecovery-monitor@.service"}
+    for pool, unit in units.items():
+        found[f"compose {pool}"] = " ".join(compose[pool]["command"])
+        found[f"systemd {pool}"] = (SYSTEMD / unit).read_text().replace("\\\n", " ")
+        pod = _docs(K8S / f"{pool}.yaml")[0]["spec"]["template"]["spec"]
+        found[f"kubernetes {pool}"] = " ".join(pod["containers"][0]["command"])
+    return found
+
+
 def test_worker_concurrency_is_pinned_everywhere() -> None:
-    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
-    sources = [
-        " ".join(compose["services"]["worker"]["command"]),
-        (SYSTEMD / "autorecovery-worker@.service").read_text(),
-        " ".join(_docs(K8S / "worker.yaml")[0]["spec"]["template"]["spec"]["containers"][0]["command"]),
-    ]
-    for text in sources:
+    for text in _worker_commands().values():
         assert "--concurrency=4" in text
+
+
+def test_activations_and_monitoring_run_in_separate_pools_everywhere() -> None:
+    """A tick's batches never queue behind activations: each pool consumes one queue."""
+    for where, text in _worker_commands().items():
+        queue = "activation" if where.endswith("worker") else "monitoring"
+        assert re.search(rf"-Q {queue}\b(?!,)", text), (where, text)
 
 
 def test_compose_and_kubernetes_use_the_one_image() -> None:
@@ -155,7 +169,7 @@ def test_compose_and_kubernetes_use_the_one_image() -> None:
 
 
 def test_units_verify(tmp_path: Path) -> None:
-    """`systemd-analyze verify` finds nothing but the absent /opt/autorecovery binaries."""
+    """`systemd-analyze verify` finds nothing but the absent /opt/autorecovery(-agent) binaries."""
     analyze = shutil.which("systemd-analyze")
     assert analyze, "systemd-analyze is needed (apt-get install systemd)"
     units = []
@@ -167,7 +181,7 @@ def test_units_verify(tmp_path: Path) -> None:
                           check=False)
     problems = [
         line for line in (done.stdout + done.stderr).splitlines()
-        if line and "/opt/autorecovery/bin/" not in line
+        if line and "/opt/autorecovery/bin/" not in line and "/opt/autorecovery-agent/bin/" not in line
     ]
     assert problems == []
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from autorecovery.flower_auth import FLOWER_VAR, check_flower_auth
+from autorecovery.secret_strength import weak_token_reason
 from harness.up.prepare import flower_auth
 from models.errors import InvalidInput
 
@@ -27,7 +28,11 @@ STRONG = "0f3a9c1e7b24d58a6e0c93f1b7d2a4c8e51f09b3d6a7c2e48f1b0d9a3c5e7f21"  # o
         ("operator:aaaaaaaaaaaaaaaaaaaaaaaa", "repeats itself"),
         ("operator:abababababababababababababababab", "repeats itself"),
         ("operator:Tr0ub4dor&3", "at least 16"),
-        ("operator:abcdefghijklmnopqrst", "bits of entropy"),
+        ("operator:abcdefghijklmnopqrst", "guessable parts"),  # a sequence
+        ("operator:Password1Password1Password1", "guessable parts"),  # dictionary word, repeated
+        ("operator:qwertyuiopasdfghjklzxcvbnm1234567890", "guessable parts"),  # keyboard walk
+        ("operator:1qaz2wsx3edc4rfv5tgb6yhn7ujm8ik9ol0p", "guessable parts"),  # keyboard columns
+        ("operator:correcthorsebatterystaplecorrecthorse", "guessable parts"),  # words
         ("operator:correct horse battery staple", "no spaces"),
         ("operator:", "at least 16"),
     ],
@@ -39,6 +44,20 @@ def test_a_weak_password_is_refused_naming_the_variable_and_the_user(raw: str, w
     assert words in refused.value.message and "user 'operator'" in refused.value.message
     password = raw.partition(":")[2]
     assert not password or password not in str(refused.value)
+
+
+def test_a_user_given_twice_is_refused() -> None:
+    other = "7d1e5a9c3b0f48e2a6c4d8b1f9e3a07c5b2d6f8e1a4c9b3d7f0e2a5c8b6d1f4e"
+    with pytest.raises(InvalidInput) as refused:
+        check_flower_auth(f"operator:{STRONG},operator:{other}")
+    assert "entry 2" in refused.value.message and "given twice" in refused.value.message
+    assert STRONG not in str(refused.value) and other not in str(refused.value)
+
+
+def test_random_secrets_are_never_taken_for_guessable() -> None:
+    for _ in range(200):
+        for secret in (secrets.token_hex(32), secrets.token_hex(16), secrets.token_urlsafe(24)):
+            assert weak_token_reason(secret) is None, secret
 
 
 @pytest.mark.parametrize("raw", ["", "   "])

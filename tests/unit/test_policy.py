@@ -15,6 +15,7 @@ from models.domain import SILENT_REASONS, Cluster, Host, HostStatus, Reason, Rep
 from models.policy import (
     ACTIVATE,
     RECOVERABLE_STATUSES,
+    REPAIR,
     Decision,
     Skip,
     Transition,
@@ -50,6 +51,12 @@ TWO = Assessment(
     ),
     3.0,
 )
+POOL_STOPPED = Problem(
+    Reason.STORAGE_DOMAIN_UNREACHABLE, "storage domain sd-1 unreachable: pool p is inactive", "sd-1", True
+)
+NET_STOPPED = Problem(Reason.NETWORK_INTERFACE_DOWN, "network mgmt link down", "mgmt", True)
+REPAIRABLE = Assessment((POOL_STOPPED, NET_STOPPED), 3.0)
+PARTLY = Assessment((POOL_STOPPED, Problem(Reason.KVM_NOT_RUNNING, "kvm is not running")), 3.0)
 UNREACHABLE = Assessment((Problem(Reason.AGENT_UNREACHABLE, "ConnectTimeout"),), 0.0)
 STALE = Assessment((Problem(Reason.STALE_REPORT, "latest report is 90s old (limit 30s)"),), 90.0)
 NO_REPORT = Assessment((Problem(Reason.NO_REPORT, "no monitoring report yet"),), None)
@@ -178,6 +185,13 @@ DECISIONS: list[tuple[str, Host, Assessment, Trigger, str]] = [
     ("autorecovery off, manual, with a problem", host(autorecovery=False), KVM, MANUAL, ACTIVATE),
     ("error waits out its period", host(S.ERROR), HEALTHY, AUTO, Skip.ERROR_PERIOD),
     ("error, manual", host(S.ERROR), HEALTHY, MANUAL, ACTIVATE),
+    ("every problem repairable", host(), REPAIRABLE, AUTO, REPAIR),
+    ("unassigned, every problem repairable", host(S.UNASSIGNED), REPAIRABLE, AUTO, REPAIR),
+    ("one problem init cannot repair", host(), PARTLY, AUTO, Skip.HAS_PROBLEMS),
+    ("up, repairable: taken out first", host(S.UP), REPAIRABLE, AUTO, Skip.HAS_PROBLEMS),
+    ("repairable, autorecovery off", host(autorecovery=False), REPAIRABLE, AUTO, Skip.AUTORECOVERY_OFF),
+    ("repairable, in flight", host(in_flight=True), REPAIRABLE, AUTO, Skip.ACTIVATION_IN_FLIGHT),
+    ("repairable, manual", host(), REPAIRABLE, MANUAL, ACTIVATE),
 ]
 
 
@@ -188,7 +202,8 @@ def test_decide_table(h: Host, a: Assessment, trigger: Trigger, code: str) -> No
     d = decide(h, a, trigger)
     assert d.host_id == "h1"
     assert d.code == code
-    assert d.is_activate is (code == ACTIVATE)
+    assert d.is_activate is (code in (ACTIVATE, REPAIR))
+    assert d.is_repair is (code == REPAIR)
     assert d.detail
 
 
@@ -352,6 +367,9 @@ def reports(draw: st.DrawFn) -> Report | None:
         networks=draw(st.dictionaries(NAMES, st.integers(0, 4).map(bool))),
         storage_domains=draw(st.dictionaries(NAMES, st.integers(0, 4).map(bool))),
         error=draw(st.sampled_from([None, "ConnectTimeout", "bad report: kvm: must be a boolean"])),
+        repairable=draw(
+            st.frozensets(st.sampled_from(["kvm", "storage_domain:a", "storage_domain:b", "network:a"]))
+        ),
     )
 
 
@@ -360,7 +378,11 @@ def assessments(draw: st.DrawFn) -> Assessment:
     """Either what ``assess`` makes of a random report, or any list of problems at all."""
     if draw(st.booleans()):
         return assess(draw(reports()), draw(clusters()), NOW, MAX_AGE_S)
-    problems = draw(st.lists(st.builds(Problem, REASONS, st.sampled_from(["x", "y"])), max_size=3))
+    problems = draw(
+        st.lists(
+            st.builds(Problem, REASONS, st.sampled_from(["x", "y"]), st.none(), st.booleans()), max_size=3
+        )
+    )
     return Assessment(tuple(problems), draw(st.one_of(st.none(), st.floats(-100, 100))))
 
 
@@ -373,8 +395,9 @@ def is_stale(report: Report | None) -> bool:
 def test_never_automatic_with_a_problem_in_maintenance_off_or_in_flight(h: Host, a: Assessment) -> None:
     d = decide(h, a, AUTO)
     if d.is_activate:
-        assert a.is_healthy
-        assert not a.problems
+        assert a.is_healthy or (d.is_repair and a.is_repairable)
+        assert not a.is_silent
+        assert d.is_repair is bool(a.problems)
         assert h.status in RECOVERABLE_STATUSES
         assert h.status is not S.MAINTENANCE
         assert h.autorecovery
@@ -390,10 +413,12 @@ def test_never_automatic_on_a_stale_or_silent_report(
     if is_stale(report) or (report is not None and not report.agent_reachable):
         assert not ev.decision.is_activate
         assert not recheck(h, ev.assessment, AUTO).is_activate
-    if ev.decision.is_activate:
+    if ev.decision.is_activate and not ev.decision.is_repair:
         assert ev.assessment.is_healthy
         assert ev.transition is None
-        assert h.status in RECOVERABLE_STATUSES and h.autorecovery and not h.in_flight
+    if ev.decision.is_activate:
+        assert ev.assessment.is_recoverable
+        assert h.status in RECOVERABLE_STATUSES | {S.UP} and h.autorecovery and not h.in_flight
 
 
 @settings(max_examples=200, deadline=None)
@@ -419,7 +444,7 @@ def test_recheck_never_activates_more_than_decide_on_an_idle_host(
     if h.status is not S.UP:
         assert recheck(h, a, trigger) == decide(idle, a, trigger)
     if recheck(h, a, AUTO).is_activate:
-        assert a.is_healthy
+        assert a.is_recoverable
 
 
 @settings(max_examples=150, deadline=None)
@@ -444,12 +469,13 @@ def test_one_predicate_takes_a_host_out_and_brings_it_back(
     down = replace(h, status=status, autorecovery=True, in_flight=False)
     recoverable = decide(down, a, AUTO).is_activate
     assert goes_out == bool(a.problems)
-    assert recoverable == (not a.problems)
-    assert goes_out != recoverable
-    # A host taken out under A is not brought back under the same A.
+    assert recoverable == (not a.problems or a.is_repairable)
+    # A host goes out, and comes back only by an init that repairs what took it out.
+    assert goes_out != recoverable or a.is_repairable
     if goes_out:
         taken_out = replace(apply(up, transition(up, a)), autorecovery=True, in_flight=False)
-        assert not decide(taken_out, a, AUTO).is_activate
+        assert decide(taken_out, a, AUTO).is_activate is a.is_repairable
+        assert decide(taken_out, a, AUTO).is_repair is a.is_repairable
 
 
 @settings(max_examples=200, deadline=None)

@@ -11,7 +11,8 @@ import pytest
 from autorecovery.adapters.agents.fake import FakeAgentClient
 from autorecovery.adapters.store import Repos
 from autorecovery.services.fleet import FleetService, HostSpec
-from autorecovery.services.monitoring import TickConfig
+from autorecovery.services.housekeeping import HousekeepingResult
+from autorecovery.services.monitoring import TickConfig, TickResult
 from models.domain import Cluster
 from models.safety import CapPolicy
 from tests.fakes import FixedClock, MemoryDatabase, RecordingEnqueuer, fake_container, memory_repos
@@ -34,6 +35,18 @@ TICK = TickConfig(
 
 
 @dataclass
+class Run:
+    """One interval's housekeeping run and tick: their counts read as one."""
+
+    housekeeping: HousekeepingResult
+    tick: TickResult
+
+    def __getattr__(self, name: str) -> Any:
+        source = self.housekeeping if hasattr(self.housekeeping, name) else self.tick
+        return getattr(source, name)
+
+
+@dataclass
 class World:
     """One database (with its own clock) and services whose clocks a test may skew."""
 
@@ -43,9 +56,11 @@ class World:
     agents: FakeAgentClient
     enqueue: RecordingEnqueuer
 
-    def tick(self, skew: timedelta = timedelta(0), cfg: TickConfig = TICK) -> Any:
+    def tick(self, skew: timedelta = timedelta(0), cfg: TickConfig = TICK) -> Run:
+        """A housekeeping run, then a tick, as beat sends them each interval."""
         clock = FixedClock(self.db_clock() + skew)
-        return fake_container(self.db, clock, self.agents, self.enqueue, tick=cfg).monitoring.tick()
+        services = fake_container(self.db, clock, self.agents, self.enqueue, tick=cfg)
+        return Run(services.housekeeping.run(), services.monitoring.tick())
 
     def fleet(self, skew: timedelta = timedelta(0)) -> FleetService:
         clock = FixedClock(self.db_clock() + skew)
@@ -187,16 +202,19 @@ def test_a_reaped_activation_raises_the_agents_fence_in_the_same_tick(w: World) 
     assert w.tick().fences_pushed == 0  # told once
 
 
-def test_an_unreachable_agent_is_told_by_a_later_tick(w: World) -> None:
+def test_an_unreachable_agent_is_told_by_a_later_run_after_a_doubling_backoff(w: World) -> None:
     _, fence = begin_stuck(w, "h1")
     w.agents.unavailable.add("h1")
     w.later(71)
     result = w.tick()
     assert (result.fences_pushed, result.fences_failed) == (0, 1)
     assert w.host_row("h1")["pending"] is True
-    w.later(10)
+    w.later(10)  # one interval: asked again
     assert w.tick().fences_failed == 1
     w.agents.unavailable.discard("h1")
+    w.later(10)  # two failures: it waits two intervals
+    result = w.tick()
+    assert (result.fences_pushed, result.fences_failed) == (0, 0)  # not asked yet
     w.later(10)
     assert w.tick().fences_pushed == 1
     assert w.agents.fence_calls == [("h1", fence + 1)]

@@ -185,3 +185,32 @@ def test_bad_details_are_a_bad_report_naming_the_field(details: object, field: s
         with pytest.raises(BadReport) as info:
             parse()
         assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    "repairable", [None, [], ["storage_domain:sd-1", "network:mgmt"], "x", [3], ["a\x00"]], ids=repr
+)
+def test_both_decoders_read_repairable_alike(repairable: object) -> None:
+    body: dict[str, Any] = {
+        "host_id": "h1",
+        "reported_at": "2026-11-24T12:00:00Z",
+        "kvm": True,
+        "version": "4.5",
+        "cpu_flags": [],
+        "networks": {},
+        "storage_domains": {},
+        "vms_running": 0,
+        "mem_free_mb": 1,
+        "repairable": repairable,
+    }
+    now = datetime(2026, 11, 24, 12, tzinfo=UTC)
+    answers: list[object] = []
+    for parse in (
+        lambda: parse_report(body, "h1", now=now),
+        lambda: decode_report(json.dumps(body).encode(), "h1", now=now),
+    ):
+        try:
+            answers.append(parse().repairable)
+        except BadReport as exc:
+            answers.append(exc.field)
+    assert answers[0] == answers[1]

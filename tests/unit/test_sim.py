@@ -382,3 +382,44 @@ def test_simulator_client_drives_the_control_interface(client: httpx.Client) -> 
     with pytest.raises(SimulatorError) as raised:
         sim.inject("sd_down", hosts=["h-0001"])
     assert raised.value.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("fault", "target", "key", "section"),
+    [
+        ("pool_stopped", "sd-shared", "storage_domain:sd-shared", "storage_domains"),
+        ("net_stopped", "vmnet", "network:vmnet", "networks"),
+    ],
+)
+def test_what_init_repairs_is_marked_repairable_and_an_init_repairs_it(
+    client: httpx.Client, fleet: Fleet, fault: str, target: str, key: str, section: str
+) -> None:
+    body = {"fault": fault, "hosts": ["h-0001"], "target": target}
+    assert client.post("/control/faults", json=body).status_code == 200
+    report = client.get("/agents/h-0001/report").json()
+    assert report[section][target] is False
+    assert report["repairable"] == [key] and "inactive" in report["details"][key]
+    assessed = assess(parse_report(report, "h-0001"), _cluster(fleet, "c-1"), datetime.now(UTC), 30)
+    assert assessed.is_repairable
+    assert client.post("/agents/h-0001/init", json={"fence": 1, "activation_id": "a1"}).json() == {"ok": True}
+    [call] = client.get("/control/inits", params={"host_id": "h-0001"}).json()["calls"]
+    assert call["faulted"] is False  # a repairable fault is not one monitoring forbids an init for
+    report = client.get("/agents/h-0001/report").json()
+    assert report[section][target] is True and "repairable" not in report
+    assert client.get("/control/fleet").json()["hosts"][0]["faults"] == {}
+
+
+def test_a_stopped_pool_whose_storage_is_gone_is_not_repairable(client: httpx.Client, fleet: Fleet) -> None:
+    for fault in ("pool_stopped", "sd_down"):
+        assert (
+            client.post(
+                "/control/faults", json={"fault": fault, "hosts": ["h-0001"], "target": "sd-shared"}
+            ).status_code
+            == 200
+        )
+    report = client.get("/agents/h-0001/report").json()
+    assert "repairable" not in report
+    init = client.post("/agents/h-0001/init", json={"fence": 1, "activation_id": "a1"}).json()
+    assert init["ok"] is False and init["reason"] == "storage_domain_unreachable"
+    [call] = client.get("/control/inits", params={"host_id": "h-0001"}).json()["calls"]
+    assert call["faulted"] is True

@@ -205,3 +205,25 @@ def test_statements_per_batch_stay_constant_with_the_fleet_size() -> None:
         per_batch.append(result.statements / result.batches)
     # A constant per batch plus a constant per tick: the average falls towards the per-batch cost.
     assert per_batch[1] <= per_batch[0]
+
+
+def test_a_late_batch_of_an_abandoned_tick_writes_no_status_change() -> None:
+    f = make()
+    f.add("h1", "h2", status=HostStatus.UP)
+    f.monitoring.tick("t1")
+    [spec] = f.sent.specs
+    pull = f.agents.pull_reports
+
+    def abandoned_meanwhile(targets: Any, now: Any) -> Any:
+        # The batch pulls its reports past the deadline: the next tick takes over meanwhile.
+        with f.db.transaction() as conn:
+            assert f.repos.ticks.abandon(conn, "t1", "taken over")
+        return pull(targets, now)
+
+    f.agents.pull_reports = abandoned_meanwhile  # type: ignore[method-assign]
+    f.agents.unavailable.update({"h1", "h2"})
+    f.clock.advance(60)
+    assert f.monitoring.run_batch(spec) is None
+    with f.db.transaction() as conn:
+        statuses = {h: f.repos.hosts.get_host(conn, h).host.status for h in ("h1", "h2")}  # type: ignore[union-attr]
+    assert statuses == {"h1": HostStatus.UP, "h2": HostStatus.UP}

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
-from models.agent_url import AgentUrlPolicy
+from models.agent_url import AgentUrlPolicy, IPNetwork
 from models.errors import InvalidInput
 
 
@@ -128,3 +130,21 @@ def check_target(policy: AgentUrlPolicy, url: str) -> None:
     refused = _verdict(policy, url)
     if refused is not None:
         raise _refusal(refused)
+
+
+def may_send_credential(url: str, plain_http_networks: Sequence[IPNetwork] = ()) -> bool:
+    """True when an agent credential may go to ``url``: https, or plain http to a loopback
+    address or to an address (given as such, not a name) in ``plain_http_networks``."""
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return True
+    host = (parts.hostname or "").lower().rstrip(".")
+    if host in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False  # a name over plain http: where it resolves to is not checked here
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback or any(address in net for net in plain_http_networks)

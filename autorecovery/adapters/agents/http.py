@@ -16,14 +16,19 @@ import ssl
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from autorecovery.adapters.agents import InitResult, InitStatus, Target
-from autorecovery.adapters.agents.addresses import PolicyResolver, RefusedAddress, check_target
+from autorecovery.adapters.agents.addresses import (
+    PolicyResolver,
+    RefusedAddress,
+    check_target,
+    may_send_credential,
+)
 from autorecovery.adapters.agents.answers import (
     busy_holder,
     error_code,
@@ -33,7 +38,8 @@ from autorecovery.adapters.agents.answers import (
 )
 from autorecovery.adapters.agents.body import ACCEPT_ENCODING, DEFAULT_MAX_BYTES, BoundedBody
 from autorecovery.adapters.agents.session import AgentSession
-from models.agent_url import AgentUrlPolicy
+from models.agent_url import AgentUrlPolicy, IPNetwork
+from models.credentials import AgentCredentials
 from models.domain import Report
 from models.errors import AgentBusy, AgentUnavailable, BadReport, InitOutcomeUnknown, StaleFence
 from models.report import DEFAULT_MAX_SKEW_S, bad_report, unreachable_report
@@ -45,7 +51,11 @@ _CHUNK = 64 * 1024
 
 
 class HttpAgentClient:
-    """The real agent client; the agent token is sent on every call and never shown.
+    """The real agent client; each host's credential is sent on its calls only, and never shown.
+
+    A credential goes only over https://, to a loopback address, or to an address in
+    ``plain_http_networks``; any other call is refused before it is made. A key rotation is a
+    second attempt of the same call with the previous key's token, after a 401 to the first.
 
     ``dns`` replaces the system's name resolution (tests and benchmarks name agents without
     touching /etc/hosts); the URL policy checks its answers like any other.
@@ -63,6 +73,8 @@ class HttpAgentClient:
         max_report_bytes: int = DEFAULT_MAX_BYTES,
         max_skew_s: float = DEFAULT_MAX_SKEW_S,
         url_policy: AgentUrlPolicy = AgentUrlPolicy(),  # noqa: B008 - frozen
+        credentials: AgentCredentials | None = None,
+        plain_http_networks: tuple[IPNetwork, ...] = (),
         dns_ttl_s: float = 60.0,
         keepalive_s: float = 30.0,
         dns: AbstractResolver | None = None,
@@ -75,8 +87,9 @@ class HttpAgentClient:
         self.max_skew_s = max_skew_s
         self.url_policy = url_policy
         self._headers = {"Accept-Encoding": ACCEPT_ENCODING}
-        if token:
-            self._headers["Authorization"] = f"Bearer {token}"
+        # No credential here: each host's goes in its own calls' headers (``_auth``).
+        self.credentials = credentials or AgentCredentials(fleet_token=token or None)
+        self.plain_http_networks = plain_http_networks
         self.resolver = PolicyResolver(url_policy, ttl_s=dns_ttl_s, inner=dns)
         self.session = AgentSession(
             resolver=self.resolver,
@@ -87,11 +100,24 @@ class HttpAgentClient:
         )
 
     def __repr__(self) -> str:
-        return f"HttpAgentClient(concurrency={self.concurrency}, token={'set' if self._auth else 'unset'})"
+        return f"HttpAgentClient(concurrency={self.concurrency}, {self.credentials!r})"
 
-    @property
-    def _auth(self) -> bool:
-        return "Authorization" in self._headers
+    def _auth(self, target: Target, url: str) -> list[dict[str, str]]:
+        """Headers to try in turn (the previous key's token only after a 401).
+
+        Raises:
+            RefusedAddress: a credential would go over plain http to a non-loopback address
+                outside ``plain_http_networks``.
+        """
+        tokens = self.credentials.tokens(target.host_id)
+        if not tokens:
+            return [{}]
+        if not may_send_credential(url, self.plain_http_networks):
+            raise RefusedAddress(
+                f"{url}: the agent credential goes only over https://, to a loopback address, or to "
+                "AUTORECOVERY_AGENT_PLAIN_HTTP_NETWORKS"
+            )
+        return [{"Authorization": f"Bearer {token}"} for token in tokens]
 
     def close(self) -> None:
         """Close the kept-alive connections and stop the client's event loop."""
@@ -114,7 +140,7 @@ class HttpAgentClient:
         url = _url(target, "/report")
         try:
             status, location, raw = await self._exchange(
-                session, "GET", url, None, self.report_timeout_s, {200}
+                session, target, "GET", url, None, self.report_timeout_s, {200}
             )
         except BadReport as exc:
             return self._bad(target, now, exc)
@@ -148,6 +174,7 @@ class HttpAgentClient:
     async def _exchange(
         self,
         session: aiohttp.ClientSession,
+        target: Target,
         method: str,
         url: str,
         body: dict[str, Any] | None,
@@ -166,10 +193,29 @@ class HttpAgentClient:
             aiohttp.ClientError, TimeoutError: as aiohttp raises.
         """
         check_target(self.url_policy, url)
+        attempts = self._auth(target, url)
+        for headers in attempts[:-1]:  # a key rotation: try the current key's token first
+            status, location, raw = await self._exchange_once(
+                session, method, url, body, timeout_s, read, headers
+            )
+            if status != 401:
+                return status, location, raw
+        return await self._exchange_once(session, method, url, body, timeout_s, read, attempts[-1])
+
+    async def _exchange_once(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None,
+        timeout_s: float,
+        read: set[int],
+        headers: dict[str, str],
+    ) -> tuple[int, str | None, bytes]:
         timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(timeout_s, self.report_timeout_s))
         try:
             async with session.request(
-                method, url, json=body, allow_redirects=False, timeout=timeout
+                method, url, json=body, allow_redirects=False, timeout=timeout, headers=headers
             ) as resp:
                 if resp.status not in read:
                     return resp.status, resp.headers.get("Location"), b""
@@ -185,10 +231,16 @@ class HttpAgentClient:
             raise TimeoutError(f"no complete answer within {timeout_s:g}s") from exc
 
     def _call_once(
-        self, method: str, url: str, body: dict[str, Any] | None, timeout_s: float, read: set[int]
+        self,
+        target: Target,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None,
+        timeout_s: float,
+        read: set[int],
     ) -> tuple[int, str | None, bytes]:
         async def call() -> tuple[int, str | None, bytes]:  # the session lives on the loop thread
-            return await self._exchange(self.session.call, method, url, body, timeout_s, read)
+            return await self._exchange(self.session.call, target, method, url, body, timeout_s, read)
 
         return self.session.run(call())
 
@@ -196,21 +248,26 @@ class HttpAgentClient:
 
     def init(self, target: Target, fence: int, activation_id: str) -> InitResult:
         """POST /init with the fencing token, retrying connection failures with backoff."""
-        return self._fenced_post(_url(target, "/init"), {"fence": fence, "activation_id": activation_id})
+        return self._fenced_post(
+            target, _url(target, "/init"), {"fence": fence, "activation_id": activation_id}
+        )
 
     def connect_storage_domain(
         self, target: Target, sd_id: str, fence: int, activation_id: str
     ) -> InitResult:
         """POST /storage-domains/{id}/connect with the domain's fencing token."""
         return self._fenced_post(
+            target,
             _url(target, f"/storage-domains/{sd_id}/connect"),
             {"fence": fence, "activation_id": activation_id},
         )
 
-    def _call(self, method: str, url: str, body: dict[str, Any] | None, read: set[int]) -> tuple[int, object]:
+    def _call(
+        self, target: Target, method: str, url: str, body: dict[str, Any] | None, read: set[int]
+    ) -> tuple[int, object]:
         """A short v2 call; AgentUnavailable when it fails or its answer is over the limits."""
         try:
-            status, _, raw = self._call_once(method, url, body, self.report_timeout_s, read)
+            status, _, raw = self._call_once(target, method, url, body, self.report_timeout_s, read)
         except (aiohttp.ClientError, OSError, BadReport) as exc:
             raise AgentUnavailable(f"{url}: {failure_text(exc)}") from exc
         return status, json_object(raw, url) if status in read else None
@@ -218,7 +275,7 @@ class HttpAgentClient:
     def init_status(self, target: Target, activation_id: str) -> InitStatus | None:
         """GET /init/{activation_id}: how a v2 agent's init went; None when it has no record."""
         url = _url(target, f"/init/{activation_id}")
-        status, data = self._call("GET", url, None, {200})
+        status, data = self._call(target, "GET", url, None, {200})
         if status == 404:
             return None
         if status != 200 or not isinstance(data, dict):
@@ -238,7 +295,7 @@ class HttpAgentClient:
     def raise_fence(self, target: Target, fence: int) -> int | None:
         """POST /fence: raise the highest fence the agent accepts; None from a v1 agent."""
         url = _url(target, "/fence")
-        status, data = self._call("POST", url, {"fence": fence}, {200})
+        status, data = self._call(target, "POST", url, {"fence": fence}, {200})
         if status in (404, 405):
             return None
         value = highest(data) if status == 200 else None
@@ -246,7 +303,7 @@ class HttpAgentClient:
             raise AgentUnavailable(f"{url}: answer has no integer 'highest' (HTTP {status})")
         return value
 
-    def _send_fenced(self, url: str, body: dict[str, Any]) -> tuple[int, bytes]:
+    def _send_fenced(self, target: Target, url: str, body: dict[str, Any]) -> tuple[int, bytes]:
         """POST a fenced call, sending it again only while it cannot have reached the agent."""
 
         @retry(
@@ -259,7 +316,7 @@ class HttpAgentClient:
         )
         def post() -> tuple[int, str | None, bytes]:
             try:
-                return self._call_once("POST", url, body, self.init_timeout_s, {200, 409})
+                return self._call_once(target, "POST", url, body, self.init_timeout_s, {200, 409, 503})
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 if _is_refused(exc):
                     raise
@@ -278,16 +335,15 @@ class HttpAgentClient:
             raise AgentUnavailable(f"{url}: answer {exc}") from exc
         return status, raw
 
-    def _fenced_post(self, url: str, body: dict[str, Any]) -> InitResult:
-        status, raw = self._send_fenced(url, body)
+    def _fenced_post(self, target: Target, url: str, body: dict[str, Any]) -> InitResult:
+        status, raw = self._send_fenced(target, url, body)
+        if status == 503:
+            _unavailable(raw, url)
         if status not in (200, 409):
             raise AgentUnavailable(f"{url}: HTTP {status}")
         data = json_object(raw, url)
         if status == 409:
-            text = raw[:200].decode("utf-8", "replace")
-            if error_code(data) == "busy":
-                raise AgentBusy(f"agent is busy: {text}", *busy_holder(data))
-            raise StaleFence(f"agent refused fence {body['fence']}: {text}", highest(data))
+            _refused(data, raw, body["fence"])
         if not isinstance(data.get("ok"), bool):
             raise AgentUnavailable(f"{url}: answer has no boolean 'ok'")
         if data["ok"]:
@@ -305,6 +361,30 @@ class _NotConnected(Exception):
 
 def _is_refused(exc: BaseException) -> bool:
     return isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, RefusedAddress)
+
+
+def _refused(data: dict[str, Any], raw: bytes, fence: int) -> NoReturn:
+    """Read a 409 to an init: busy, or the fence refused."""
+    text = raw[:200].decode("utf-8", "replace")
+    if error_code(data) == "busy":
+        raise AgentBusy(f"agent is busy: {text}", *busy_holder(data))
+    raise StaleFence(f"agent refused fence {fence}: {text}", highest(data))
+
+
+def _unavailable(raw: bytes, url: str) -> NoReturn:
+    """Read a 503 to an init: an unknown outcome, or nothing run.
+
+    An agent that stops while the init runs says ``outcome_unknown``: ask the status route,
+    never read it as "not accepted". Any other 503 (``state_unwritable``, a proxy's page) ran
+    nothing.
+    """
+    try:
+        code = error_code(json_object(raw, url))
+    except AgentUnavailable:
+        code = None
+    if code == "outcome_unknown":
+        raise InitOutcomeUnknown(f"{url}: the agent stopped while the init ran")
+    raise AgentUnavailable(f"{url}: HTTP 503 {code or ''}".rstrip())
 
 
 def _url(target: Target, path: str) -> str:

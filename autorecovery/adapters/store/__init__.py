@@ -7,7 +7,7 @@ run against both.
 
 from __future__ import annotations
 
-from autorecovery.adapters.store import activations, audit, hosts, safety, storage, ticks, vmruns
+from autorecovery.adapters.store import activations, audit, hosts, retention, safety, storage, ticks, vmruns
 from autorecovery.adapters.store.db import Database, migrate
 from autorecovery.ports import Repos
 
@@ -19,6 +19,7 @@ PG_REPOS = Repos(
     storage=storage,
     vmruns=vmruns,
     ticks=ticks,
+    retention=retention,
 )
 
 __all__ = ["PG_REPOS", "Database", "Repos", "migrate"]

@@ -139,6 +139,7 @@ def begin(conn: Conn, activation_id: str, now: datetime | None = None) -> int | 
         WITH a AS (SELECT id, host_id FROM activations
                    WHERE id = %(id)s AND state IN ('queued', 'running') FOR UPDATE),
         f AS (UPDATE hosts h SET fence = h.fence + 1 FROM a WHERE h.id = a.host_id
+              AND h.fence < 9223372036854775807  -- bigint: no fence past it is ever issued
               RETURNING h.fence)
         UPDATE activations SET state = 'running', fence = f.fence, started_at = now()
         FROM f, a WHERE activations.id = a.id
@@ -210,7 +211,7 @@ def reap(conn: Conn, *, now: datetime, queued_ttl_s: float, running_ttl_s: float
             FROM stale WHERE a.id = stale.id
             RETURNING a.id, a.host_id, stale.state AS was),
         hosts_reset AS (
-            UPDATE hosts h SET fence = h.fence + 1,
+            UPDATE hosts h SET fence = LEAST(h.fence, 9223372036854775806) + 1,
                 -- only a running one had a holder that may still reach the agent
                 agent_fence_pending = h.agent_fence_pending OR ab.was = 'running',
                 status = CASE WHEN h.status = 'initializing' THEN 'non_operational' ELSE h.status END,
@@ -243,7 +244,8 @@ def reset_orphans(conn: Conn, *, now: datetime, before: datetime) -> list[str]:
         """
         WITH orphans AS (
             UPDATE hosts h SET status = 'non_operational', reason = 'activation_failed',
-                detail = 'initializing with no activation in flight', fence = h.fence + 1,
+                detail = 'initializing with no activation in flight',
+                fence = LEAST(h.fence, 9223372036854775806) + 1,
                 agent_fence_pending = true,
                 status_changed_at = %(now)s, subject = NULL
             WHERE h.status = 'initializing' AND h.status_changed_at < %(before)s

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import resources
 from typing import Any, LiteralString
 
@@ -38,6 +39,9 @@ class StatementCounter:
 
 
 STATEMENTS = StatementCounter()
+
+#: Seconds a failed connection is retried before the pool gives up on it (a new request retries).
+RECONNECT_S = 2.0
 
 
 def run(
@@ -98,7 +102,13 @@ def _translated() -> Iterator[None]:
 
 
 class Database:
-    """A psycopg pool; ``transaction()`` is the unit of work a service owns."""
+    """A psycopg pool; ``transaction()`` is the unit of work a service owns.
+
+    The pool is built lazily in the process that uses it: one inherited through ``fork`` has
+    no maintenance threads in the child and would never hand out a connection, so a process
+    that finds the pool built by another process builds its own (the parent's is left alone:
+    closing it here would close the parent's sockets).
+    """
 
     def __init__(
         self,
@@ -106,30 +116,60 @@ class Database:
         *,
         max_size: int = 10,
         timeout_s: float = 10.0,
+        reconnect_s: float = RECONNECT_S,
+        connect_timeout_s: int = 5,
         configure: Callable[[Conn], None] | None = None,
     ) -> None:
         """``configure`` runs on each new connection (tests and benchmarks trace the protocol)."""
         self.conninfo = conninfo
-        self._pool: ConnectionPool[Conn] = ConnectionPool(
-            conninfo,
+        self.max_size = max_size
+        self.timeout_s = timeout_s
+        self.reconnect_s = reconnect_s
+        self.connect_timeout_s = connect_timeout_s
+        self.configure = configure
+        self._pool: ConnectionPool[Conn] | None = None
+        self._pid = 0
+
+    def _new_pool(self) -> ConnectionPool[Conn]:
+        # A short reconnect_timeout: psycopg_pool retries a failed connection with a doubling
+        # delay until it gives up, so after a long outage its next attempt may come a minute
+        # after PostgreSQL is back. Given up early, the next request starts a fresh attempt.
+        return ConnectionPool(
+            self.conninfo,
             min_size=1,
-            max_size=max_size,
-            timeout=timeout_s,
-            kwargs={"row_factory": dict_row},
+            max_size=self.max_size,
+            timeout=self.timeout_s,
+            reconnect_timeout=self.reconnect_s,
+            kwargs={"row_factory": dict_row, "connect_timeout": self.connect_timeout_s},
             open=False,
             check=_check_unless_fresh,
             reset=_mark_fresh,
-            configure=_configured(configure),
+            configure=_configured(self.configure),
             name="autorecovery",
         )
 
+    @property
+    def pool(self) -> ConnectionPool[Conn]:
+        """This process's pool, opened (without waiting) on first use after a fork."""
+        if self._pool is None or self._pid != os.getpid():
+            if self._pool is not None:
+                log.info("process %s: pool built by process %s; building its own", os.getpid(), self._pid)
+            self._pool = self._new_pool()
+            self._pid = os.getpid()
+            self._pool.open(wait=False)
+        return self._pool
+
     def open(self, wait_s: float | None = None) -> None:
         """Open the pool; with ``wait_s``, wait until a connection works."""
+        self._pool = self._new_pool()
+        self._pid = os.getpid()
         self._pool.open(wait=wait_s is not None, timeout=wait_s or 30.0)
 
     def close(self) -> None:
-        """Close every connection of the pool."""
-        self._pool.close()
+        """Close every connection of the pool (only in the process that built it)."""
+        if self._pool is not None and self._pid == os.getpid():
+            self._pool.close()
+        self._pool = None
 
     @contextmanager
     def transaction(self) -> Iterator[Conn]:
@@ -138,7 +178,7 @@ class Database:
         Raises:
             StoreUnavailable: PostgreSQL could not be reached or dropped the connection.
         """
-        with _translated(), self._pool.connection() as conn, conn.transaction():
+        with _translated(), self._connection() as conn, conn.transaction():
             yield conn
 
     @contextmanager
@@ -148,16 +188,20 @@ class Database:
         Raises:
             StoreUnavailable: as ``transaction``.
         """
-        with _translated(), self._pool.connection() as conn:
+        with _translated(), self._connection() as conn:
             yield conn
 
     @contextmanager
-    def pipeline(self, conn: Conn) -> Iterator[Conn]:
+    def pipeline(self, conn: Conn, *, atomic: bool = False) -> Iterator[Conn]:
         """Send the statements of the block together: one round trip up to each read of a result.
 
         The statements up to a read (or the end of the block) run as one implicit transaction:
         all or nothing, like ``transaction``. Read what the block's statements return after it,
         or last inside it: reading earlier sends what was queued and starts a new transaction.
+        With ``atomic`` the whole block is one transaction, reads inside it included: a row
+        lock taken by its first statement holds until the block ends. Its BEGIN goes with the
+        block's first statements and its COMMIT with the last (psycopg's ``transaction()`` would
+        wait for each: two more round trips); a block that raises is rolled back.
 
         Raises:
             StoreUnavailable: as ``transaction``.
@@ -166,10 +210,38 @@ class Database:
             conn.autocommit = True  # statements between syncs form the transaction, not BEGIN
             try:
                 with conn.pipeline():
+                    if atomic:
+                        conn.execute("BEGIN")
                     yield conn
+                    if atomic:
+                        conn.execute("COMMIT")
+            except BaseException:
+                if atomic and not conn.closed:
+                    with suppress(psycopg.Error):
+                        conn.rollback()  # nothing of the block stays, whatever was sent
+                raise
             finally:
                 if not conn.closed:
                     conn.autocommit = False
+
+    @contextmanager
+    def _connection(self) -> Iterator[Conn]:
+        # Asked in slices: each new request lets the pool start a new connection attempt once
+        # the previous one gave up (after reconnect_s), so a returning PostgreSQL is found within
+        # about a slice, not at the end of a long backoff.
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            wait_s = min(self.reconnect_s, deadline - time.monotonic())
+            try:
+                conn = self.pool.getconn(timeout=max(wait_s, 0.01))
+                break
+            except PoolTimeout:
+                if time.monotonic() >= deadline:
+                    raise
+        try:
+            yield conn
+        finally:
+            self.pool.putconn(conn)
 
     def ping(self) -> bool:
         """Return True when PostgreSQL answers."""

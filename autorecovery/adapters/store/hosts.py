@@ -18,10 +18,15 @@ from autorecovery.adapters.store.clusters import get_cluster as get_cluster
 from autorecovery.adapters.store.clusters import upsert_cluster as upsert_cluster
 from autorecovery.adapters.store.db import Conn, run
 from autorecovery.adapters.store.fences import FencePush as FencePush
+from autorecovery.adapters.store.fences import clear_agent_hold as clear_agent_hold
 from autorecovery.adapters.store.fences import clear_fence_pending as clear_fence_pending
+from autorecovery.adapters.store.fences import fence_push_failed as fence_push_failed
+from autorecovery.adapters.store.fences import hold_agent as hold_agent
 from autorecovery.adapters.store.fences import hold_init as hold_init
+from autorecovery.adapters.store.fences import issued_fence as issued_fence
 from autorecovery.adapters.store.fences import pending_fences as pending_fences
 from autorecovery.adapters.store.fences import raise_fence as raise_fence
+from autorecovery.adapters.store.fences import set_agent_state as set_agent_state
 from autorecovery.adapters.store.rows import host_row, report_to_json
 from autorecovery.ports import HostRow as HostRow  # re-exported: callers import it from here
 from models.domain import Report
@@ -33,6 +38,7 @@ SELECT h.id, h.cluster_id, h.agent_url, h.status, h.reason, h.detail, h.autoreco
        h.status_changed_at, h.fence, h.last_decision, h.last_decision_detail, h.last_decision_at,
        h.failures, h.next_attempt_at, h.quarantined_at, h.quarantine_reason, h.subject,
        h.error_until, h.init_hold_until, h.adopt, h.last_clean_at,
+       h.agent_hold, h.agent_hold_detail, h.agent_state_id,
        EXISTS (SELECT 1 FROM activations a
                WHERE a.host_id = h.id AND a.state IN ('queued', 'running')) AS in_flight,
        (SELECT a.id FROM activations a
@@ -41,7 +47,8 @@ SELECT h.id, h.cluster_id, h.agent_url, h.status, h.reason, h.detail, h.autoreco
        r.agent_reachable AS r_agent_reachable, r.kvm AS r_kvm, r.version AS r_version,
        r.cpu_flags AS r_cpu_flags, r.networks AS r_networks,
        r.storage_domains AS r_storage_domains, r.vms_running AS r_vms_running,
-       r.mem_free_mb AS r_mem_free_mb, r.error AS r_error, r.init AS r_init, r.heard_at AS r_heard_at"""
+       r.mem_free_mb AS r_mem_free_mb, r.error AS r_error, r.init AS r_init, r.heard_at AS r_heard_at,
+       r.repairable AS r_repairable"""
 _HOST_WITH_REPORT = (
     _HOST_COLUMNS
     + """
@@ -362,15 +369,16 @@ def queue_reports(conn: Conn, reports: Sequence[Report], received_at: datetime) 
         """
         INSERT INTO reports (host_id, reported_at, received_at, source, agent_reachable, kvm,
                              version, cpu_flags, networks, storage_domains, vms_running,
-                             mem_free_mb, error, init, digest)
+                             mem_free_mb, error, init, repairable, digest)
         SELECT r.host_id, r.reported_at, r.received_at, r.source, r.agent_reachable, r.kvm,
                r.version, ARRAY(SELECT jsonb_array_elements_text(r.cpu_flags)), r.networks,
-               r.storage_domains, r.vms_running, r.mem_free_mb, r.error, r.init, r.digest
+               r.storage_domains, r.vms_running, r.mem_free_mb, r.error, r.init,
+               ARRAY(SELECT jsonb_array_elements_text(r.repairable)), r.digest
         FROM jsonb_to_recordset(%(rows)s) AS r(
             host_id text, reported_at timestamptz, received_at timestamptz, source text,
             agent_reachable boolean, kvm boolean, version text, cpu_flags jsonb, networks jsonb,
             storage_domains jsonb, vms_running integer, mem_free_mb integer, error text,
-            init jsonb, digest text)
+            init jsonb, repairable jsonb, digest text)
         JOIN hosts h ON h.id = r.host_id
         ON CONFLICT (host_id) DO UPDATE SET
             reported_at = EXCLUDED.reported_at, received_at = EXCLUDED.received_at,
@@ -378,7 +386,8 @@ def queue_reports(conn: Conn, reports: Sequence[Report], received_at: datetime) 
             kvm = EXCLUDED.kvm, version = EXCLUDED.version, cpu_flags = EXCLUDED.cpu_flags,
             networks = EXCLUDED.networks, storage_domains = EXCLUDED.storage_domains,
             vms_running = EXCLUDED.vms_running, mem_free_mb = EXCLUDED.mem_free_mb,
-            error = EXCLUDED.error, init = EXCLUDED.init, digest = EXCLUDED.digest
+            error = EXCLUDED.error, init = EXCLUDED.init, repairable = EXCLUDED.repairable,
+            digest = EXCLUDED.digest
         WHERE LEAST(reports.reported_at, reports.received_at) <= EXCLUDED.reported_at
         """,
         {"rows": Jsonb([report_to_json(r, received_at) for r in reports])},
@@ -442,20 +451,29 @@ def apply_transitions(conn: Conn, changes: Sequence[Transition], now: datetime, 
 
 
 def record_decisions(conn: Conn, decisions: Sequence[Decision], now: datetime) -> int:
-    """Store each host's latest decision, writing only those that changed."""
+    """Store each host's latest decision, writing only those that changed.
+
+    With it goes whether the decision means a clean report (``Decision.is_clean``), from which a
+    trigger keeps when the host's fault cleared (migration 0016).
+    """
     if not decisions:
         return 0
     cur = run(
         conn,
         """
         UPDATE hosts h SET last_decision = v.code, last_decision_detail = v.detail,
-            last_decision_at = %(now)s
-        FROM jsonb_to_recordset(%(rows)s) AS v(host_id text, code text, detail text)
+            last_decision_clean = v.clean, last_decision_at = %(now)s
+        FROM jsonb_to_recordset(%(rows)s) AS v(host_id text, code text, detail text, clean boolean)
         WHERE h.id = v.host_id AND (h.last_decision IS DISTINCT FROM v.code
                                     OR h.last_decision_detail IS DISTINCT FROM v.detail)
         """,
         {
-            "rows": Jsonb([{"host_id": d.host_id, "code": d.code, "detail": d.detail} for d in decisions]),
+            "rows": Jsonb(
+                [
+                    {"host_id": d.host_id, "code": d.code, "detail": d.detail, "clean": d.is_clean}
+                    for d in decisions
+                ]
+            ),
             "now": now,
         },
     )
@@ -545,15 +563,19 @@ __all__ = [
     "batch_after",
     "batch_between",
     "batch_changed",
+    "clear_agent_hold",
     "clear_fence_pending",
+    "fence_push_failed",
     "count_by_status",
     "delete_cluster",
     "delete_host",
     "existing_ids",
     "get_cluster",
     "get_host",
+    "hold_agent",
     "hold_init",
     "insert_host",
+    "issued_fence",
     "list_hosts",
     "pending_fences",
     "queue_reports",
@@ -561,6 +583,7 @@ __all__ = [
     "raise_fence",
     "record_decisions",
     "record_evaluations",
+    "set_agent_state",
     "set_agent_url",
     "set_autorecovery",
     "set_status",

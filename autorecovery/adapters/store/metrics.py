@@ -36,6 +36,7 @@ def safety_gauges(conn: Conn, now: datetime) -> dict[str, Any]:
             (SELECT count(*) FROM hosts WHERE quarantined_at IS NOT NULL) AS quarantined,
             (SELECT count(*) FROM hosts WHERE next_attempt_at > %(now)s) AS in_backoff,
             (SELECT count(*) FROM hosts WHERE last_decision = 'capped') AS capped,
+            (SELECT count(*) FROM hosts WHERE agent_hold IS NOT NULL) AS agent_fence_ahead,
             (SELECT count(*) FROM incidents WHERE closed_at IS NULL) AS incidents_open,
             o.gate, o.silent_hosts, o.observed_hosts, o.last_full_tick_at
         FROM (SELECT 1) AS one LEFT JOIN observer o ON o.id = 1
@@ -141,7 +142,8 @@ def fleet_gauges(conn: Conn) -> dict[str, Any]:
     for r in run(
         conn,
         """
-        SELECT b.name, b.le, coalesce(sum(h.n), 0) AS n
+        SELECT b.name, b.le,
+               sum(coalesce(sum(h.n), 0)) OVER (PARTITION BY b.name ORDER BY b.le) AS n
         FROM metric_histogram_bounds b
         LEFT JOIN metric_histogram_buckets h ON h.name = b.name AND h.le = b.le
         GROUP BY b.name, b.le ORDER BY 1, 2

@@ -40,6 +40,8 @@ def host_from_row(row: dict[str, Any]) -> Host:
         error_until=row.get("error_until"),
         init_hold_until=row.get("init_hold_until"),
         adopt=bool(row.get("adopt", False)),
+        agent_hold=row.get("agent_hold"),
+        agent_state_id=row.get("agent_state_id"),
     )
 
 
@@ -54,6 +56,7 @@ def host_state_from_row(row: dict[str, Any]) -> HostState:
         report_received_at=row.get("r_received_at"),
         in_flight_id=row.get("in_flight_id"),
         last_clean_at=row.get("last_clean_at"),
+        agent_hold_detail=row.get("agent_hold_detail"),
         report_heard_at=row.get("r_heard_at"),
         host_key=row.get("host_key"),
         report_digest=row.get("r_digest"),
@@ -87,6 +90,7 @@ def report_from_row(row: dict[str, Any]) -> Report | None:
         error=row["r_error"],
         source=row["r_source"],
         init=_init_from_json(row.get("r_init")),
+        repairable=frozenset(row.get("r_repairable") or ()),
     )
 
 
@@ -120,6 +124,7 @@ def report_as_dict(report: Report) -> dict[str, Any]:
         "vms_running": report.vms_running,
         "mem_free_mb": report.mem_free_mb,
         "error": report.error,
+        "repairable": sorted(report.repairable),
     }
 
 

@@ -263,6 +263,7 @@ def held_hosts(conn: Conn, now: datetime, examples: int) -> list[dict[str, Any]]
                 WHERE status = 'error' AND (error_until IS NULL OR error_until > %(now)s)
             UNION ALL SELECT id, status, 'backoff' FROM hosts WHERE next_attempt_at > %(now)s
             UNION ALL SELECT id, status, 'init_outcome_unknown' FROM hosts WHERE init_hold_until > %(now)s
+            UNION ALL SELECT id, status, 'agent_fence_ahead' FROM hosts WHERE agent_hold IS NOT NULL
         ) AS held
         GROUP BY hold, status ORDER BY hold, status
         """,

@@ -136,6 +136,9 @@ def follow_monitoring(
                               ELSE 'no up host reached it since '
                                    || coalesce(cur.last_seen_at::text, 'registration') END
             FROM cur WHERE d.id = cur.id AND (cur.is_seen OR cur.new_status <> cur.old_status)
+              -- Re-checked on the row as committed meanwhile: a status an admin set while this
+              -- statement waited for the row (maintenance) is left alone, not overwritten.
+              AND d.status = cur.old_status
             RETURNING d.id, cur.old_status, cur.new_status, d.detail),
         aud AS (
             INSERT INTO audit_log (at, object_type, object_id, event, actor, reason, details)
@@ -150,12 +153,17 @@ def follow_monitoring(
 
 
 def reachable_inactive(conn: Conn, fresh_after: datetime) -> list[str]:
-    """Inactive domains with autorecovery on that some host's fresh report reaches again."""
+    """Inactive domains with autorecovery on that some host's fresh report reaches again.
+
+    A report that marks the domain ``repairable`` (its pool is stopped, its target there) counts:
+    the connect through that host repairs it.
+    """
     rows = run(
         conn,
         """
         SELECT DISTINCT d.id FROM storage_domains d
-        JOIN reports r ON r.storage_domains -> d.id = 'true'::jsonb
+        JOIN reports r ON (r.storage_domains -> d.id = 'true'::jsonb
+                           OR 'storage_domain:' || d.id = ANY(r.repairable))
         WHERE d.status = 'inactive' AND d.autorecovery AND r.agent_reachable
           AND r.reported_at >= %(fresh)s
           AND NOT EXISTS (SELECT 1 FROM sd_activations a WHERE a.sd_id = d.id
@@ -168,7 +176,7 @@ def reachable_inactive(conn: Conn, fresh_after: datetime) -> list[str]:
 
 
 def connect_targets(conn: Conn, sd_id: str, fresh_after: datetime) -> list[dict[str, Any]]:
-    """Hosts of the domain's clusters whose fresh report reaches it: up hosts first."""
+    """Hosts of the domain's clusters whose fresh report reaches it (or can repair it): up hosts first."""
     return run(
         conn,
         """
@@ -176,8 +184,10 @@ def connect_targets(conn: Conn, sd_id: str, fresh_after: datetime) -> list[dict[
         JOIN clusters c ON c.id = h.cluster_id AND %(sd)s = ANY(c.storage_domains)
         JOIN reports r ON r.host_id = h.id
         WHERE r.agent_reachable AND r.reported_at >= %(fresh)s
-          AND r.storage_domains -> %(sd)s = 'true'::jsonb AND h.status <> 'maintenance'
-        ORDER BY (h.status = 'up') DESC, h.id
+          AND (r.storage_domains -> %(sd)s = 'true'::jsonb
+               OR 'storage_domain:' || %(sd)s = ANY(r.repairable))
+          AND h.status <> 'maintenance'
+        ORDER BY (h.status = 'up') DESC, r.storage_domains -> %(sd)s = 'true'::jsonb DESC, h.id
         """,
         {"sd": sd_id, "fresh": fresh_after},
     ).fetchall()
@@ -235,6 +245,7 @@ def begin_activation(conn: Conn, activation_id: str, now: datetime | None = None
         WITH a AS (SELECT id, sd_id FROM sd_activations
                    WHERE id = %(id)s AND state IN ('queued', 'running') FOR UPDATE),
         f AS (UPDATE storage_domains d SET fence = d.fence + 1 FROM a WHERE d.id = a.sd_id
+              AND d.fence < 9223372036854775807  -- bigint: no fence past it is ever issued
               RETURNING d.fence)
         UPDATE sd_activations SET state = 'running', fence = f.fence, started_at = now()
         FROM f, a WHERE sd_activations.id = a.id RETURNING sd_activations.fence
@@ -302,7 +313,8 @@ def reap_activations(conn: Conn, *, now: datetime, queued_ttl_s: float, running_
         ab AS (UPDATE sd_activations a SET state = 'abandoned', outcome = 'abandoned',
                    ended_at = %(now)s
                FROM stale WHERE a.id = stale.id RETURNING a.sd_id),
-        f AS (UPDATE storage_domains d SET fence = d.fence + 1 FROM ab WHERE d.id = ab.sd_id
+        f AS (UPDATE storage_domains d SET fence = LEAST(d.fence, 9223372036854775806) + 1
+              FROM ab WHERE d.id = ab.sd_id
               RETURNING d.id)
         SELECT count(*) AS n FROM f
         """,

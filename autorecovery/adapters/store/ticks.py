@@ -18,8 +18,6 @@ from autorecovery.adapters.store.db import Conn, run
 TICK_CLAIM_LOCK = 0x61725F7469636B  # "ar_tick"
 #: Statements ``finish_batch`` runs for a batch that is recorded (counted in the tick's summary).
 FINISH_BATCH_STATEMENTS = 2
-#: Finished ticks older than this are deleted when a new one is claimed.
-KEEP_TICKS_S = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +77,6 @@ def claim(conn: Conn, tick_id: str, *, batch_size: int, min_spacing_s: float, de
         "INSERT INTO ticks (id, state, batches) VALUES (%(id)s, 'running', %(n)s)",
         {"id": tick_id, "n": len(bounds)},
     )
-    run(
-        conn,
-        "DELETE FROM ticks WHERE started_at < clock_timestamp() - make_interval(secs => %(keep)s)",
-        {"keep": KEEP_TICKS_S},
-    )
     return TickClaim(tick_id, took_over=took_over, bounds=bounds)
 
 
@@ -127,6 +120,16 @@ def batch_refusal(conn: Conn, tick_id: str, idx: int) -> str | None:
     if row["state"] != "running":
         return f"tick {tick_id} is {row['state']}"
     return None
+
+
+def hold_running(conn: Conn, tick_id: str) -> bool:
+    """Lock a tick's row for this transaction; True while it is still running.
+
+    A batch records its hosts' changes under this lock, so an abandon (a takeover) either comes
+    first and the late batch writes nothing, or waits until the batch is recorded.
+    """
+    row = run(conn, "SELECT state FROM ticks WHERE id = %(id)s FOR UPDATE", {"id": tick_id}).fetchone()
+    return row is not None and row["state"] == "running"
 
 
 def finish_batch(
@@ -272,3 +275,27 @@ def note(conn: Conn, tick_id: str, summary: dict[str, Any]) -> None:
 def get(conn: Conn, tick_id: str) -> dict[str, Any] | None:
     """One tick's row."""
     return run(conn, "SELECT * FROM ticks WHERE id = %(id)s", {"id": tick_id}).fetchone()
+
+
+def claim_housekeeping(conn: Conn, holder: str, lease_s: float) -> bool:
+    """Take the housekeeping lease for ``lease_s`` unless another run holds it; True when taken."""
+    cur = run(
+        conn,
+        """
+        UPDATE housekeeping_lease
+        SET holder = %(holder)s, until = clock_timestamp() + make_interval(secs => %(lease)s)
+        WHERE until <= clock_timestamp()
+        """,
+        {"holder": holder, "lease": lease_s},
+    )
+    return cur.rowcount == 1
+
+
+def release_housekeeping(conn: Conn, holder: str) -> bool:
+    """Give the housekeeping lease back, if this holder still has it."""
+    cur = run(
+        conn,
+        "UPDATE housekeeping_lease SET until = '-infinity' WHERE holder = %(holder)s",
+        {"holder": holder},
+    )
+    return cur.rowcount == 1

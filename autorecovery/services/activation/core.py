@@ -22,6 +22,7 @@ from autorecovery.services import Clock
 from autorecovery.services.activation.kinds import ActivationRef, Closing, Kind, LockBusyRetry, Outcome, Run
 from models.domain import IN_FLIGHT_STATES, ActivationState, Reason, Trigger
 from models.errors import LockLost, LockServiceUnavailable, StaleFence, StoreUnavailable
+from models.fencing import next_fence
 from models.policy import Skip
 
 log = logging.getLogger(__name__)
@@ -273,7 +274,7 @@ class FencedActivations:
                 return False
             if ref.fence is not None:
                 kind.release(conn, ref, error, now)
-                kind.raise_fence(conn, object_id, ref.fence, ref.fence + 1)
+                kind.raise_fence(conn, object_id, ref.fence, next_fence(ref.fence))
             self.audit(
                 conn,
                 kind,

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from autorecovery.adapters.agents import InitResult, InitStatus, Target
+from autorecovery.services.activation import agent_fence
 from autorecovery.services.activation.kinds import Closing, Outcome, Run
 from models.assessment import assess
 from models.domain import ActivationState, Cluster, Host, HostStatus, Reason
@@ -66,7 +67,6 @@ class HostEnd:
     """A host's new status when its activation closes (None: left as it is)."""
 
     status: HostStatus | None = None
-    raise_fence_to: int | None = None
     #: No new init to the host before this time (an init's outcome was not seen).
     hold_until: datetime | None = None
 
@@ -81,7 +81,7 @@ def run_init(kind: HostKind, run: Run, subject: Subject) -> Outcome:
     try:
         result = kind.agents.init(subject.target, run.fence, run.activation_id)
     except StaleFence as exc:
-        return _refused(kind, run, subject, exc)
+        return agent_fence.refused(kind, run, subject, exc)
     except AgentBusy as exc:
         # Another init runs on the host: a hold, not a failure; the host goes back as it was.
         log.info("host %s: agent busy with activation %s; not charged", run.object_id, exc.activation_id)
@@ -108,18 +108,6 @@ def _earlier_init(kind: HostKind, run: Run, subject: Subject) -> InitStatus | No
         return kind.agents.init_status(subject.target, run.activation_id)
     except AgentUnavailable:
         return None  # a v2 agent refuses an overlapping init itself (busy)
-
-
-def _refused(kind: HostKind, run: Run, subject: Subject, exc: StaleFence) -> Outcome:
-    log.warning(
-        "host %s: agent refused fence %s (highest accepted %s)", run.object_id, run.fence, exc.highest
-    )
-    # If PostgreSQL still has our fence, its counter is behind the agent's (a restored
-    # database): record the failure and move the counter past the agent's.
-    detail = f"agent refused fence {run.fence}: {exc}"
-    closing = Closing(ActivationState.FAILED, "stale_fence", detail, reason=Reason.ACTIVATION_FAILED.value)
-    end = HostEnd(HostStatus.NON_OPERATIONAL, raise_fence_to=exc.highest)
-    return kind.core.close(kind, run, closing, kind.writes(run, subject, closing, end))
 
 
 def _after_unseen(

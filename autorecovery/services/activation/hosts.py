@@ -16,6 +16,7 @@ from autorecovery.adapters import keys
 from autorecovery.adapters.agents import AgentClient
 from autorecovery.adapters.store.db import Conn
 from autorecovery.services import Clock
+from autorecovery.services.activation import agent_fence
 from autorecovery.services.activation.accounting import Accounting
 from autorecovery.services.activation.core import CloseWrites, FencedActivations
 from autorecovery.services.activation.host_init import HostEnd, InitWait, Subject, run_init
@@ -171,6 +172,9 @@ class HostKind(Naming):
             return self._skip(run, subject, decision, assessment)
         subject = replace(subject, protocol=report.protocol)
         self.core.guard(self, run)
+        held = agent_fence.tell_agent(self, run, subject, report.agent)
+        if held is not None:
+            return held
         self._mark_initializing(run, subject, checked=(now, report.reported_at))
         failpoints.hit(self.failpoints, "stop_before_init")
         try:
@@ -286,8 +290,6 @@ class HostKind(Naming):
                 self.accounting.settle(
                     conn, run, subject.host.status, now, succeeded=closing.state == ActivationState.SUCCEEDED
                 )
-            if end.raise_fence_to is not None:
-                self.repos.hosts.raise_fence(conn, run.object_id, run.fence, end.raise_fence_to)
             if end.hold_until is not None:
                 self.hold(conn, run.object_id, run.actor, end.hold_until, run.activation_id)
 

@@ -20,7 +20,7 @@ from autorecovery.services.monitoring.batch import AUTO_ACTOR
 from autorecovery.services.monitoring.config import TickConfig, TickResult, is_quiet
 from models.domain import Trigger
 from models.errors import BrokerUnavailable
-from models.policy import AUTO_ACTIVATABLE, Decision, Skip
+from models.policy import AUTO_ACTIVATABLE, REPAIR, Decision, Skip
 from models.safety import FLEET, Candidate, admit, observer_block
 
 log = logging.getLogger(__name__)
@@ -114,16 +114,23 @@ class Closer:
             in_flight = self.repos.safety.in_flight_by_cluster(conn)
             sizes = self.repos.safety.cluster_sizes(conn)
             admission = admit([c for c, _ in candidates], in_flight, sizes, self.cfg.caps)
-            created = self.repos.activations.create_many(
-                conn,
-                [(str(uuid.uuid4()), c.host_id) for c in admission.admitted],
-                trigger=Trigger.AUTO.value,
-                actor=AUTO_ACTOR,
-                now=now,
-                statuses=[s.value for s in AUTO_ACTIVATABLE],
-                reason="fresh report shows no problem",
-            )
             decided = {c.host_id: d for c, d in candidates}
+            created = []
+            # A repair is audited as one (``activation_queued`` with reason ``repair``).
+            for is_repair, reason in ((False, "fresh report shows no problem"), (True, REPAIR)):
+                created += self.repos.activations.create_many(
+                    conn,
+                    [
+                        (str(uuid.uuid4()), c.host_id)
+                        for c in admission.admitted
+                        if decided[c.host_id].is_repair is is_repair
+                    ],
+                    trigger=Trigger.AUTO.value,
+                    actor=AUTO_ACTOR,
+                    now=now,
+                    statuses=[s.value for s in AUTO_ACTIVATABLE],
+                    reason=reason,
+                )
             decisions = [decided[c.host_id] for c in admission.admitted]
             decisions += [Decision(c.host_id, Skip.CAPPED.value, why) for c, why in admission.capped]
             self.repos.hosts.record_decisions(conn, decisions, now)

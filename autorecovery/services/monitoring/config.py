@@ -34,15 +34,18 @@ class TickConfig:
     resend_after_s: float = 20.0
     max_resends: int = 2
     max_clock_skew_s: float = 30.0
+    fence_backoff_max_s: float = 300.0
 
     @property
     def reaper(self) -> ReaperConfig:
-        """What the tick's housekeeping needs of these settings."""
+        """What the housekeeping needs of these settings (its fence backoff starts at one interval)."""
         return ReaperConfig(
             queued_ttl_s=self.queued_ttl_s,
             running_ttl_s=self.reap_running_after_s,
             resend_after_s=self.resend_after_s,
             max_resends=self.max_resends,
+            fence_backoff_s=self.tick_interval_s,
+            fence_backoff_max_s=self.fence_backoff_max_s,
         )
 
     @property
@@ -69,7 +72,7 @@ class BatchSpec:
 BatchSender = Callable[[BatchSpec], None]
 
 #: What the coordinator did once per tick, kept with the tick until its last batch closes it.
-COORDINATOR_COUNTS = ("reaped", "resent", "fences_pushed", "fences_failed", "statements")
+COORDINATOR_COUNTS = ("statements",)
 
 #: The counts a batch adds to its tick's summary.
 BATCH_COUNTS = ("hosts", "pulled", "evaluated", "transitions", "silent", "observed", "statements")
@@ -88,10 +91,6 @@ class TickResult:
     transitions: int = 0
     enqueued: int = 0
     capped: int = 0
-    reaped: int = 0
-    resent: int = 0
-    fences_pushed: int = 0
-    fences_failed: int = 0
     silent: int = 0
     silent_ids: list[str] = field(default_factory=list)
     observed: int = 0
@@ -114,10 +113,6 @@ class TickResult:
             "transitions": self.transitions,
             "enqueued": self.enqueued,
             "capped": self.capped,
-            "reaped": self.reaped,
-            "resent": self.resent,
-            "fences_pushed": self.fences_pushed,
-            "fences_failed": self.fences_failed,
             "silent": self.silent,
             "silent_ids": self.silent_ids,
             "observed": self.observed,

@@ -1,10 +1,11 @@
 """The monitoring tick as a coordinator and batches that any worker process runs.
 
 ``tick`` claims one tick per interval (a duplicate beat or redelivery notices and stops; a tick
-still running is not piled on), does the per-tick housekeeping, cuts the fleet into batches and
-sends them. ``run_batch`` pulls, stores, transitions and decides one batch; the batch that
-completes its tick closes it (observer gate, incidents, storage domains, one admission under the
-caps). Without a batch sender the batches run inline, one after the other, in this process.
+still running is not piled on), cuts the fleet into batches and sends them: claim plus dispatch (the
+housekeeping runs in a task of its own, ``services/housekeeping.py``). ``run_batch`` pulls, stores,
+transitions and decides one batch; the batch that completes its tick closes it (observer gate,
+incidents, storage domains, one admission under the caps). Without a batch sender the batches run
+inline, one after the other, in this process.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from autorecovery.adapters.agents import AgentClient
 from autorecovery.adapters.store import PG_REPOS, Repos
 from autorecovery.adapters.store.db import STATEMENTS, Conn, Database
 from autorecovery.adapters.store.hosts import BatchWindow
-from autorecovery.adapters.store.ticks import FINISH_BATCH_STATEMENTS, BatchStart
+from autorecovery.adapters.store.ticks import FINISH_BATCH_STATEMENTS, BatchDone, BatchStart
 from autorecovery.services import Clock, Enqueuer
 from autorecovery.services.monitoring.batch import Context, assess_batch, load_context, record_batch
 from autorecovery.services.monitoring.closing import Closer
@@ -29,7 +30,6 @@ from autorecovery.services.monitoring.config import (
     TickConfig,
     TickResult,
 )
-from autorecovery.services.reaper import Reaper
 from models.errors import BrokerUnavailable, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,6 @@ class MonitoringService:
         self.cfg = cfg
         self.clock = clock
         self.send_batch = send_batch
-        self.reaper = Reaper(db, agents, enqueue, cfg.reaper, repos)
         self.closer = Closer(db, repos, enqueue, cfg, clock, redis_ping, queue_domains)
         self._inline: list[TickResult] = []
         #: The context of the last tick this process ran a batch of: (tick id, (context, key)).
@@ -93,11 +92,8 @@ class MonitoringService:
             raise
 
     def _start(self, result: TickResult, bounds: tuple[str, ...], statements_before: int) -> TickResult:
-        """Housekeeping once per tick, then the batches: sent, or run here."""
+        """Keep the tick's context and note the claim, then the batches: sent, or run here."""
         self._keep_context(result.tick_id)
-        housekeeping = self.reaper.run(self.clock())
-        result.reaped, result.resent = housekeeping.reaped, housekeeping.resent
-        result.fences_pushed, result.fences_failed = housekeeping.fences_pushed, housekeeping.fences_failed
         result.statements = STATEMENTS.count - statements_before + 1  # and the note below
         with self.db.transaction() as conn:
             self.repos.ticks.note(conn, result.tick_id, result.as_dict())
@@ -148,12 +144,13 @@ class MonitoringService:
             log.error("tick %s abandoned: %s", tick_id, detail)
 
     def _run_batch(self, spec: BatchSpec) -> TickResult | None:
-        """Read, pull, evaluate what changed, write: one pooled connection, four round trips.
+        """Read, pull, evaluate what changed, write: one pooled connection, five round trips.
 
         Checking the pooled connection is one; reading the batch (its changed hosts, the counts
-        of the settled ones, whether to run, the tick's context) one pipeline; writing it
-        (reports, decisions, evaluations, transitions) another, whose count of transitions goes
-        in the batch's summary, recorded in its tick by a third.
+        of the settled ones, whether to run, the tick's context) one pipeline; writing it is one
+        transaction in a pipeline: the tick's row lock and state first (a batch of a tick that
+        ended writes nothing), then reports, decisions, evaluations and transitions, whose count
+        goes in the batch's summary, recorded in its tick with the commit.
         """
         statements_before = STATEMENTS.count
         with self.db.held() as held:
@@ -171,19 +168,27 @@ class MonitoringService:
             found = assess_batch(batch, settled, context, key, self.agents, self.cfg, self.clock)
             now = self.clock()
             outcome = found.outcome
-            with self.db.pipeline(held) as conn:
-                transitions = record_batch(conn, self.repos, batch, found, now)
-            outcome.counts["transitions"] = transitions()
-            # The statements that record the batch in its tick are counted too.
-            outcome.counts["statements"] = STATEMENTS.count - statements_before + FINISH_BATCH_STATEMENTS
-            with self.db.pipeline(held) as conn:
-                finishing = self.repos.ticks.queue_finish_batch(
-                    conn, spec.tick_id, spec.idx, outcome.counts, outcome.candidates
-                )
-            done = finishing()
+            done = BatchDone(recorded=False, closes=False)
+            with self.db.pipeline(held, atomic=True) as conn:
+                # Under the tick's row lock, first: a batch whose tick ended meanwhile (abandoned,
+                # taken over) writes nothing; an abandon that comes later waits for this one.
+                if self.repos.ticks.hold_running(conn, spec.tick_id):
+                    transitions = record_batch(conn, self.repos, batch, found, now)
+                    outcome.counts["transitions"] = transitions()
+                    # The statements that record the batch in its tick are counted too.
+                    outcome.counts["statements"] = (
+                        STATEMENTS.count - statements_before + FINISH_BATCH_STATEMENTS
+                    )
+                    finishing = self.repos.ticks.queue_finish_batch(
+                        conn, spec.tick_id, spec.idx, outcome.counts, outcome.candidates
+                    )
+                else:
+                    finishing = None
+            if finishing is not None:
+                done = finishing()
         if not done.recorded:
             log.info(
-                "tick %s: batch %d ran after its tick ended; its results stay unadmitted",
+                "tick %s: batch %d ran after its tick ended; nothing of it is written",
                 spec.tick_id,
                 spec.idx,
             )

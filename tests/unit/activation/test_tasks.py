@@ -78,6 +78,7 @@ def harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Harness]]
     def make(script: Callable[[int], Outcome], task_name: str = ACTIVATION_TASK) -> Harness:
         service = ScriptedService(script)
         monkeypatch.setattr(workers, "_container", SimpleNamespace(activation=service, storage=service))
+        monkeypatch.setattr(workers, "_container_pid", os.getpid())  # built in this process
         task = workers.app.tasks[task_name]
         countdowns: list[float] = []
         real_retry = task.retry

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from datetime import datetime
 
 import pytest
@@ -12,7 +13,8 @@ from autorecovery.adapters.agents import InitResult, Target
 from autorecovery.adapters.agents.fake import FakeAgentClient
 from autorecovery.adapters.locks import ObjectLock, holder_token
 from autorecovery.services.activation import LockBusyRetry, Outcome
-from models.domain import Report
+from models.domain import AgentState, Report
+from models.errors import Conflict, StaleFence
 from tests.fakes.ports import good_report
 from tests.unit.services.world import T0, TICK, S, World, queued_out_host
 
@@ -152,28 +154,93 @@ def test_a_host_unhealthy_after_init_is_not_reported_up(world: World) -> None:
     assert world.audit(event="activation_succeeded") == []
 
 
-def test_an_agent_ahead_of_the_database_fails_the_activation_and_advances_the_fence(
-    world: World,
+@pytest.mark.parametrize("claimed", [2, 43, 2**63 - 1, 2**80, None])
+def test_an_agent_claiming_a_fence_never_issued_holds_the_host_and_never_moves_the_fence(
+    world: World, claimed: int | None
 ) -> None:
-    # PostgreSQL still holds our fence, so nobody newer owns the host: the agent's counter is
-    # ahead (a restored database). The failure is recorded and the counter moves past the agent's.
+    # PostgreSQL still holds our fence (1): nothing higher was ever issued, so whatever the agent
+    # claims (just above, bigint's max, past it, nothing) is a security event, not a number.
     act_id = queued_out_host(world)
-    world.agents.highest_fence["h1"] = 43
+    world.agents.highest_fence["h1"] = 43 if claimed is None else claimed
+    original = world.agents.init
+
+    def refuse(target: Target, fence: int, activation_id: str) -> InitResult:
+        if claimed is None:
+            raise StaleFence("agent refused fence", None)
+        return original(target, fence, activation_id)
+
+    world.agents.init = refuse  # type: ignore[method-assign]
     out = world.activation.run(act_id, "h1")
-    assert out.outcome == "stale_fence"
-    assert world.agents.init_calls == []
+    assert out.outcome == "agent_fence_ahead"
     h1 = world.host("h1")
-    assert (h1.status, h1.reason, h1.fence) == (S.NON_OPERATIONAL, "activation_failed", 43)
-    assert world.act(act_id).state == "failed"
+    assert (h1.status, h1.reason, h1.fence, h1.agent_hold) == (
+        S.NON_OPERATIONAL,
+        "agent_fence_ahead",
+        1,
+        "agent_fence_ahead",
+    )
+    assert h1.failures == 0  # a security event, not the host's failure
+    assert world.act(act_id).state == "abandoned"
+    [event] = world.audit(event="agent_fence_ahead")
+    assert event["details"]["issued"] == 1
     assert holder_token(world.redis, keys.host_lock("h1")) is None
-    # The failure backs the host off (one tick at most); then the next activation gets a fence
-    # the agent accepts.
-    assert world.host("h1").failures == 1
+    # Held, for an admin too, until cleared.
     world.clock.advance(TICK.tick_interval_s)
     world.healthy("h1")
     act2 = world.queue("h1", "act-2")
-    assert world.activation.run(act2, "h1").outcome == "up"
-    assert world.agents.init_calls[-1][1] == 44
+    assert world.activation.run(act2, "h1").outcome == "agent_fence_ahead"
+    assert world.host("h1").fence == 2
+
+
+def test_clearing_an_agent_hold_needs_the_agent_restored_and_pushes_the_product_fence(world: World) -> None:
+    act_id = queued_out_host(world)
+    world.agents.highest_fence["h1"] = 2**63 - 1
+    assert world.activation.run(act_id, "h1").outcome == "agent_fence_ahead"
+    holds = world.container.agent_holds
+    with pytest.raises(Conflict, match="still claims fence 9223372036854775807"):
+        holds.clear("h1", "alice")
+    assert world.host("h1").agent_hold == "agent_fence_ahead"
+    del world.agents.highest_fence["h1"]  # the admin restored the agent's state (a new one)
+    answer = holds.clear("h1", "alice")
+    assert (answer["fence"], answer["agent_highest"]) == (1, 1)
+    assert world.agents.fence_calls[-1] == ("h1", 1)
+    assert world.host("h1").agent_hold is None
+    assert world.audit(event="agent_hold_cleared")[0]["actor"] == "alice"
+    with pytest.raises(Conflict, match="not held"):
+        holds.clear("h1", "alice")
+    world.clock.advance(TICK.tick_interval_s)
+    world.healthy("h1")
+    assert world.activation.run(world.queue("h1", "act-2"), "h1").outcome == "up"
+    assert world.agents.init_calls[-1][1] == 2
+
+
+def test_a_report_ahead_of_the_product_holds_the_host_before_any_init(world: World) -> None:
+    act_id = queued_out_host(world)
+    world.agents.reports["h1"] = replace(world.agents.reports["h1"], agent=AgentState("state-a", 2**63 - 1))
+    assert world.activation.run(act_id, "h1").outcome == "agent_fence_ahead"
+    assert world.agents.init_calls == world.agents.fence_calls == []
+    assert world.host("h1").agent_hold == "agent_fence_ahead"
+
+
+def test_a_new_agent_state_is_told_the_product_fence_before_the_init(world: World) -> None:
+    act_id = queued_out_host(world)
+    world.agents.reports["h1"] = replace(world.agents.reports["h1"], agent=AgentState("state-a", 0))
+    assert world.activation.run(act_id, "h1").outcome == "up"
+    assert world.agents.fence_calls == [("h1", 1)]
+    assert world.host("h1").agent_state_id == "state-a"
+    [pushed] = world.audit(event="agent_fence_pushed")
+    assert pushed["reason"] == "agent_state_new"
+    # Same state, not behind: no push. A new state (its file lost): pushed again, before the init.
+    for state, pushes in (("state-a", 1), ("state-b", 2)):
+        world.set_status("h1", S.NON_OPERATIONAL, "kvm_not_running")
+        world.clock.advance(TICK.tick_interval_s)
+        world.healthy("h1")
+        world.agents.reports["h1"] = replace(
+            world.agents.reports["h1"], agent=AgentState(state, 0 if state == "state-b" else 2)
+        )
+        act = world.queue("h1", f"act-{state}")
+        assert world.activation.run(act, "h1").outcome == "up"
+        assert len(world.agents.fence_calls) == pushes
 
 
 def test_a_stale_holder_refused_by_the_agent_writes_nothing(world: World) -> None:

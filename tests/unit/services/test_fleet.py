@@ -265,7 +265,9 @@ def test_plan_says_what_the_tick_would_do_and_changes_nothing(world: World) -> N
         "non_operational",
         "has_problems",
     )
-    assert plan["h2"]["problems"] == [{"reason": "kvm_not_running", "detail": "kvm is not running"}]
+    assert plan["h2"]["problems"] == [
+        {"reason": "kvm_not_running", "detail": "kvm is not running", "repairable": False}
+    ]
     assert (plan["h3"]["action"], plan["h3"]["code"]) == ("skip", "no_report")
     assert (plan["h4"]["action"], plan["h4"]["code"]) == ("skip", "maintenance")
     assert [p["host_id"] for p in world.views.plan(cluster_id="c1", limit=2)] == ["h1", "h2"]

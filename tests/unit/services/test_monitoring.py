@@ -173,12 +173,11 @@ def test_the_reaper_abandons_a_stuck_activation_and_fences_its_holder(world: Wor
         fence = world.repos.activations.begin(conn, act_id, world.clock())
         assert world.repos.hosts.set_status(conn, "h1", "initializing", None, "x", world.clock(), fence=fence)
     world.clock.advance(60)  # not yet past the running limit (70 s)
-    assert world.monitoring.tick().reaped == 0
+    assert world.housekeeping.run().reaped == 0
     assert world.act(act_id).state == "running"
     world.clock.advance(20)
     world.healthy("h1")
-    result = world.monitoring.tick()
-    assert result.reaped == 1
+    assert world.housekeeping.run().reaped == 1
     act = world.act(act_id)
     assert (act.state, act.outcome) == ("abandoned", "abandoned")
     h1 = world.host("h1")
@@ -189,7 +188,8 @@ def test_the_reaper_abandons_a_stuck_activation_and_fences_its_holder(world: Wor
     # The old holder's token writes nothing now.
     with world.db.transaction() as conn:
         assert not world.repos.hosts.set_status(conn, "h1", "up", None, "late", world.clock(), fence=fence)
-    # And the host, recoverable, is not left behind: the same tick queued a new activation.
+    # And the host, recoverable, is not left behind: the next tick queues a new activation.
+    world.monitoring.tick()
     assert world.enqueue.hosts() == ["h1"]
     assert world.host("h1").in_flight
 
@@ -200,8 +200,9 @@ def test_the_reaper_expires_a_queued_activation_that_never_ran(world: World) -> 
     act_id = world.queue("h1")
     world.clock.advance(61)
     world.agents.reports["h1"] = good_report("h1", world.clock(), kvm=False)
-    assert world.monitoring.tick().reaped == 1
+    assert world.housekeeping.run().reaped == 1
     assert world.act(act_id).detail == "no result in time (was queued)"
+    world.monitoring.tick()
     assert world.host("h1").status is S.NON_OPERATIONAL
 
 

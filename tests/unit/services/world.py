@@ -15,6 +15,7 @@ from autorecovery.bootstrap import Adapters, Container, Tuning, build_services
 from autorecovery.ports import HostState
 from autorecovery.services.activation import ActivationService, RecoverySafety
 from autorecovery.services.fleet import FleetService, HostSpec
+from autorecovery.services.housekeeping import HousekeepingService
 from autorecovery.services.monitoring import MonitoringService, TickConfig
 from autorecovery.services.safety import SafetyService
 from autorecovery.services.views import FleetViews
@@ -55,6 +56,10 @@ class World:
     @property
     def monitoring(self) -> MonitoringService:
         return self.container.monitoring
+
+    @property
+    def housekeeping(self) -> HousekeepingService:
+        return self.container.housekeeping
 
     @property
     def activation(self) -> ActivationService:
