@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test test-unit bench demo clean
+.PHONY: install lint test test-slow test-unit bench demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not slow"
+
+# The slow real-service tier (tests/conftest.py lists it); CI runs it after `make test`.
+test-slow: $(STAMP)
+	$(BIN)/pytest -m slow
 
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit

@@ -252,15 +252,18 @@ def build_services(
     """Wire every service over ``adapters`` (real or fake)."""
     db, repos, clock, agents = adapters.db, adapters.repos, adapters.clock, adapters.agents
     tick = tuning.tick or tick_config(settings)
+    wait = tuning.wait or InitWait(init_max_s=settings.init_max_s, poll_s=settings.init_poll_s)
     storage = StorageService(
         db,
-        adapters.redis,
+        adapters.lock,
         agents,
         enqueue_domain,
         clock=clock,
         lock_ttl_s=settings.lock_ttl_s,
         report_max_age_s=settings.report_max_age_s,
         repos=repos,
+        hold_s=wait.init_max_s,
+        poll_s=wait.poll_s,
     )
     fleet = FleetService(
         db,
@@ -294,14 +297,14 @@ def build_services(
         ),
         activation=ActivationService(
             db,
-            adapters.redis,
+            adapters.lock,
             agents,
             lock_ttl_s=settings.lock_ttl_s,
             report_max_age_s=settings.report_max_age_s,
             clock=clock,
             repos=repos,
             failpoints=settings.failpoints,
-            wait=tuning.wait or InitWait(init_max_s=settings.effective_init_max_s),
+            wait=wait,
             safety=tuning.recovery or recovery_safety(settings),
             rng=tuning.rng,
         ),

@@ -48,12 +48,21 @@ class Settings(BaseSettings):
         description="an idle connection to an agent is kept this long (above the tick interval: "
         "each tick reuses the last one's)",
     )
-    init_timeout_s: float = Field(20.0, gt=0, description="timeout of an agent's init call")
-    init_max_s: float | None = Field(
-        None,
+    init_timeout_s: float = Field(
+        20.0,
         gt=0,
-        description="longest an init may run (unset: the init timeout): after an unseen outcome a v2 "
-        "agent is asked until then, a v1 agent's host gets no new init until then",
+        description="timeout of one init call (a v1 agent's init blocks for at most this; a v2 agent "
+        "answers at once that it runs it)",
+    )
+    init_max_s: float = Field(
+        120.0,
+        gt=0,
+        description="longest an init may run: an init whose outcome is not known (running, or its "
+        "answer unseen) holds its host initializing, with no second init, this long after the "
+        "answer was seen or missed; then the activation is abandoned, uncharged, and backed off",
+    )
+    init_poll_s: float = Field(
+        2.0, gt=0, description="how often a sent init's outcome is asked for (the check step's countdown)"
     )
     agent_retries: int = Field(3, ge=0, le=10, description="retries of a failed agent call")
     agent_max_report_bytes: int = Field(
@@ -93,9 +102,14 @@ class Settings(BaseSettings):
         "(link-local, metadata and the product's own ports are refused regardless)",
     )
 
-    lock_ttl_s: float = Field(40.0, gt=0, description="host lock TTL, renewed while running")
-    activation_soft_limit_s: float = Field(25.0, gt=0, description="activation soft time limit")
-    activation_time_limit_s: float = Field(30.0, gt=0, description="activation hard time limit")
+    lock_ttl_s: float = Field(
+        40.0,
+        gt=0,
+        description="TTL of an object's lock, taken for one step of its activation (never renewed: "
+        "above the step's hard time limit)",
+    )
+    activation_soft_limit_s: float = Field(25.0, gt=0, description="soft time limit of one activation step")
+    activation_time_limit_s: float = Field(30.0, gt=0, description="hard time limit of one activation step")
     activation_queued_ttl_s: float = Field(60.0, gt=0, description="a queued activation expires")
     resend_queued_after_s: float = Field(
         20.0,
@@ -261,19 +275,23 @@ class Settings(BaseSettings):
             (
                 "activation_time_limit_s",
                 self.activation_time_limit_s < self.lock_ttl_s,
-                "must be below AUTORECOVERY_LOCK_TTL_S, so that a lock never expires under a "
-                "running activation",
+                "must be below AUTORECOVERY_LOCK_TTL_S, so that a lock never expires under a running step",
             ),
             (
                 "init_timeout_s",
-                self.init_timeout_s <= self.effective_init_max_s,
+                self.init_timeout_s < self.activation_soft_limit_s,
+                "must be below AUTORECOVERY_ACTIVATION_SOFT_LIMIT_S, so that a step's init call ends "
+                "within its time limits",
+            ),
+            (
+                "init_timeout_s",
+                self.init_timeout_s <= self.init_max_s,
                 "must not be above AUTORECOVERY_INIT_MAX_S (the longest an init may run)",
             ),
             (
-                "init_max_s" if self.init_max_s is not None else "init_timeout_s",
-                self.effective_init_max_s < self.activation_soft_limit_s,
-                "must be below AUTORECOVERY_ACTIVATION_SOFT_LIMIT_S, so that an activation can wait "
-                "for an init's outcome within its time limits",
+                "init_poll_s",
+                self.init_poll_s < self.init_max_s,
+                "must be below AUTORECOVERY_INIT_MAX_S (an init is asked about before its deadline)",
             ),
             (
                 "retention_vm_runs_days",
@@ -388,13 +406,9 @@ class Settings(BaseSettings):
         return self.tick_deadline_s + 10
 
     @property
-    def effective_init_max_s(self) -> float:
-        """The longest an init may run: its own setting, else the init call's timeout."""
-        return self.init_max_s if self.init_max_s is not None else self.init_timeout_s
-
-    @property
     def reap_running_after_s(self) -> float:
-        """How long a running activation may go before the tick declares it abandoned."""
+        """How long a step may hold a record (``sending``, or ``sent`` past its deadline) before
+        it is abandoned: its process is dead once its hard limit and its lock have expired."""
         return self.activation_time_limit_s + self.lock_ttl_s
 
 

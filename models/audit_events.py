@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from models.domain import ActivationState
+from models.domain import IN_FLIGHT_STATES, ActivationState
 
 _EVENTS = {
     # Activations (host or storage domain): the record's life, one entry per step.
@@ -24,6 +24,8 @@ _EVENTS = {
     "activation_failed": "the activation ended and the host is not up; the reason says why",
     "activation_skipped": "the activation was not run (host already up, lock busy, problems back, ...)",
     "activation_abandoned": "an activation gave no result in time and was taken from its holder",
+    "init_sent": "the init went to the agent, its outcome not known yet: the record holds the host",
+    "connect_sent": "a storage domain's connect went to a host, its answer unseen: the record holds it",
     "init_held": "no init is sent to the host until an earlier init's outcome is known",
     "init_outcome_asked": "the agent was asked how an init whose answer was lost ended",
     "agent_fence_ahead": "security event: the host's agent claimed a fence the product never issued; "
@@ -60,9 +62,15 @@ _EVENTS = {
 #: Audit event names and what each means, in the order above.
 AUDIT_EVENTS: Mapping[str, str] = MappingProxyType(_EVENTS)
 
-#: Activation states that close an activation: each is audited as ``activation_<state>``.
-CLOSING_STATES = tuple(
-    s for s in ActivationState if s not in (ActivationState.QUEUED, ActivationState.RUNNING)
+#: Activation states that close an activation.
+CLOSING_STATES = tuple(s for s in ActivationState if s not in IN_FLIGHT_STATES)
+
+#: The event that audits an activation's close, by its closing state (``done``: it succeeded).
+CLOSING_EVENTS: Mapping[str, str] = MappingProxyType(
+    {
+        s.value: "activation_succeeded" if s is ActivationState.DONE else f"activation_{s.value}"
+        for s in CLOSING_STATES
+    }
 )
 
 

@@ -62,14 +62,18 @@ class ActivationState(StrEnum):
     """Life of one activation record."""
 
     QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
+    #: The fence is issued and the init is being sent, under the object's lock.
+    SENDING = "sending"
+    #: The agent has the init (or may have it: its answer was not seen); the record holds the
+    #: object until the outcome is known or its deadline passes.
+    SENT = "sent"
+    DONE = "done"
     FAILED = "failed"
     SKIPPED = "skipped"
     ABANDONED = "abandoned"
 
 
-IN_FLIGHT_STATES = (ActivationState.QUEUED, ActivationState.RUNNING)
+IN_FLIGHT_STATES = (ActivationState.QUEUED, ActivationState.SENDING, ActivationState.SENT)
 
 
 class DomainStatus(StrEnum):

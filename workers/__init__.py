@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from typing import Any
 
 from celery import Celery
@@ -31,7 +32,11 @@ BATCH_TASK = "autorecovery.monitoring_batch"
 PRUNE_TASK = "autorecovery.prune"
 HOUSEKEEPING_TASK = "autorecovery.housekeeping"
 ACTIVATION_TASK = "autorecovery.init_vds_on_up"
+CHECK_TASK = "autorecovery.check_init"
 STORAGE_TASK = "autorecovery.activate_storage_domain"
+STORAGE_CHECK_TASK = "autorecovery.check_storage_domain"
+#: The tasks of an activation's steps: each has its own limits below the object's lock TTL.
+STEP_TASKS = (ACTIVATION_TASK, CHECK_TASK, STORAGE_TASK, STORAGE_CHECK_TASK)
 
 
 def make_app(settings: Settings) -> Celery:
@@ -58,19 +63,16 @@ def make_app(settings: Settings) -> Celery:
             BATCH_TASK: {"queue": MONITORING_QUEUE},
             PRUNE_TASK: {"queue": MONITORING_QUEUE},
             HOUSEKEEPING_TASK: {"queue": MONITORING_QUEUE},
-            ACTIVATION_TASK: {"queue": ACTIVATION_QUEUE},
-            STORAGE_TASK: {"queue": ACTIVATION_QUEUE},
+            **{task: {"queue": ACTIVATION_QUEUE} for task in STEP_TASKS},
         },
         task_annotations={
-            ACTIVATION_TASK: {
-                "soft_time_limit": settings.activation_soft_limit_s,
-                "time_limit": settings.activation_time_limit_s,
-                "max_retries": settings.task_max_retries,
-            },
-            STORAGE_TASK: {
-                "soft_time_limit": settings.activation_soft_limit_s,
-                "time_limit": settings.activation_time_limit_s,
-                "max_retries": settings.task_max_retries,
+            **{
+                task: {
+                    "soft_time_limit": settings.activation_soft_limit_s,
+                    "time_limit": settings.activation_time_limit_s,
+                    "max_retries": settings.task_max_retries,
+                }
+                for task in STEP_TASKS
             },
             TICK_TASK: {
                 # Ticks and their batches (thousands a day) stay out of Flower, so its bounded
@@ -124,6 +126,25 @@ def _send_activation(task: str, activation_id: str, target: dict[str, str], trig
         )
     except OperationalError as exc:
         raise BrokerUnavailable(f"broker refused the {task} message: {exc}") from exc
+
+
+def send_check(
+    task: str, activation_id: str, target: dict[str, str], trigger: str, actor: str, countdown_s: float
+) -> str:
+    """Send the next step of a sent activation (same kwargs as its first step), due in
+    ``countdown_s``; return its task id (its own, listed as one of the activation's steps)."""
+    task_id = str(uuid.uuid4())
+    try:
+        app.send_task(
+            task,
+            kwargs={**target, "activation_id": activation_id, "trigger": trigger, "actor": actor},
+            task_id=task_id,
+            queue=ACTIVATION_QUEUE,
+            countdown=countdown_s,
+        )
+    except OperationalError as exc:
+        raise BrokerUnavailable(f"broker refused the {task} message: {exc}") from exc
+    return task_id
 
 
 def enqueue_activation(activation_id: str, host_id: str, trigger: str, actor: str) -> None:

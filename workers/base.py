@@ -1,4 +1,5 @@
-"""The task base of activations: Celery's own retry policy, give-up and failure reporting.
+"""The task base of activation steps: Celery's own retry policy, give-up, failure reporting,
+and the next step of a sent activation (a task with a countdown, never a waiting process).
 
 Transient errors are retried with exponential backoff and full jitter (``autoretry_for``,
 ``retry_backoff``, ``retry_jitter``, ``max_retries``). A lock held by another delivery of the same
@@ -19,8 +20,8 @@ from billiard.einfo import ExceptionInfo
 from celery import Task
 
 from autorecovery.services.activation import LockBusyRetry, Outcome
-from models.errors import ActivationFailed, TransientError
-from workers import built_container
+from models.errors import ActivationFailed, BrokerUnavailable, TransientError
+from workers import built_container, send_check
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class ActivationTask(Task):  # type: ignore[misc]
     #: The kwarg naming the activated object, and the container's service that activates it.
     object_kwarg = "host_id"
     service_name = "activation"
+    #: The task of the activation's later steps (ask, close).
+    check_task = "autorecovery.check_init"
 
     def settle(self, activate: Callable[[], Outcome]) -> dict[str, Any]:
         """Run the activation; map a busy lock to a retry and a failed outcome to a failure."""
@@ -53,12 +56,34 @@ class ActivationTask(Task):  # type: ignore[misc]
             countdown = exc.retry_after_s + random.uniform(0, BUSY_JITTER_S)  # noqa: S311
             log.info("%s: retrying in %.1fs: %s", self.request.id, countdown, exc)
             raise self.retry(exc=exc, countdown=countdown) from exc
+        if outcome.check_in_s is not None:
+            self._next_step(outcome.check_in_s)
         if outcome.failed:
             raise ActivationFailed(
                 f"{outcome.id_field[:-3]} {outcome.object_id}: activation "
                 f"{outcome.activation_id} {outcome.outcome}: {outcome.detail}"
             )
         return outcome.as_dict()
+
+    def _next_step(self, countdown_s: float) -> None:
+        """Send the activation's next step with the same kwargs (host, activation, trigger, actor).
+
+        If the broker refuses it, the record still holds the object: the reaper closes it past
+        its deadline.
+        """
+        kwargs = self.request.kwargs or {}
+        target = {self.object_kwarg: kwargs[self.object_kwarg]}
+        try:
+            send_check(
+                self.check_task,
+                kwargs["activation_id"],
+                target,
+                kwargs.get("trigger", "auto"),
+                kwargs.get("actor", "auto"),
+                countdown_s,
+            )
+        except BrokerUnavailable as exc:
+            log.warning("%s: next step of activation %s not sent: %s", target, kwargs["activation_id"], exc)
 
     def on_failure(
         self,

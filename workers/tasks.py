@@ -15,8 +15,10 @@ from autorecovery.services.monitoring import BatchSpec
 from workers import (
     ACTIVATION_TASK,
     BATCH_TASK,
+    CHECK_TASK,
     HOUSEKEEPING_TASK,
     PRUNE_TASK,
+    STORAGE_CHECK_TASK,
     STORAGE_TASK,
     TICK_TASK,
     app,
@@ -90,23 +92,63 @@ def housekeeping(self: Task) -> dict[str, Any]:
 
 
 @app.task(  # type: ignore[untyped-decorator]
-    name=ACTIVATION_TASK, bind=True, base=ActivationTask, object_kwarg="host_id", service_name="activation"
+    name=ACTIVATION_TASK,
+    bind=True,
+    base=ActivationTask,
+    object_kwarg="host_id",
+    service_name="activation",
+    check_task=CHECK_TASK,
 )
 def init_vds_on_up(
     self: ActivationTask, host_id: str, activation_id: str, trigger: str = "auto", actor: str = "auto"
 ) -> dict[str, Any]:
-    """Activate one host under its lock and fencing token."""
-    return self.settle(lambda: container().activation.run(activation_id, host_id))
+    """First step of a host's activation: its lock and fence, re-check, send the init."""
+    return self.settle(lambda: container().activation.run(activation_id, host_id, self.request.id))
 
 
 @app.task(  # type: ignore[untyped-decorator]
-    name=STORAGE_TASK, bind=True, base=ActivationTask, object_kwarg="sd_id", service_name="storage"
+    name=CHECK_TASK,
+    bind=True,
+    base=ActivationTask,
+    object_kwarg="host_id",
+    service_name="activation",
+    check_task=CHECK_TASK,
+)
+def check_init(
+    self: ActivationTask, host_id: str, activation_id: str, trigger: str = "auto", actor: str = "auto"
+) -> dict[str, Any]:
+    """A later step of a host's activation: ask how its init went, close it, or ask again later."""
+    return self.settle(lambda: container().activation.check(activation_id, host_id, self.request.id))
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name=STORAGE_TASK,
+    bind=True,
+    base=ActivationTask,
+    object_kwarg="sd_id",
+    service_name="storage",
+    check_task=STORAGE_CHECK_TASK,
 )
 def activate_storage_domain(
     self: ActivationTask, sd_id: str, activation_id: str, trigger: str = "auto", actor: str = "auto"
 ) -> dict[str, Any]:
-    """Activate one storage domain under its lock and fencing token."""
-    return self.settle(lambda: container().storage.run(activation_id, sd_id))
+    """First step of a storage domain's activation: its lock and fence, re-check, connect."""
+    return self.settle(lambda: container().storage.run(activation_id, sd_id, self.request.id))
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name=STORAGE_CHECK_TASK,
+    bind=True,
+    base=ActivationTask,
+    object_kwarg="sd_id",
+    service_name="storage",
+    check_task=STORAGE_CHECK_TASK,
+)
+def check_storage_domain(
+    self: ActivationTask, sd_id: str, activation_id: str, trigger: str = "auto", actor: str = "auto"
+) -> dict[str, Any]:
+    """A later step of a storage domain's activation: close a sent connect at its deadline."""
+    return self.settle(lambda: container().storage.check(activation_id, sd_id, self.request.id))
 
 
 @app.task(name=PRUNE_TASK, ignore_result=True)  # type: ignore[untyped-decorator]

@@ -1,4 +1,4 @@
-"""Per-object Redis locks with a random token, a TTL, owner-only release, and renewal.
+"""Per-object Redis locks with a random token, a TTL and owner-only release.
 
 Built on redis-py's ``Lock`` (atomic Lua scripts for release and extend by the owner's token).
 A busy lock is a normal result (``acquire`` returns False), never an exception.
@@ -7,7 +7,6 @@ A busy lock is a normal result (``acquire`` returns False), never an exception.
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from types import TracebackType
 
@@ -25,9 +24,8 @@ class ObjectLock:
     def __init__(self, client: redis.Redis, key: str, ttl_s: float) -> None:
         self.key = key
         self.ttl_s = ttl_s
-        # thread_local=False: the renewal thread must see the token the owner acquired with.
+        self._client = client
         self._lock = client.lock(key, timeout=ttl_s, blocking=False, thread_local=False)
-        self._renewer: _Renewer | None = None
 
     @property
     def token(self) -> str | None:
@@ -61,7 +59,6 @@ class ObjectLock:
 
     def release(self) -> None:
         """Release the lock if we still own it; a lost lock is logged, not raised."""
-        self.stop_renewing()
         try:
             self._lock.release()
         except (LockNotOwnedError, LockError):
@@ -69,34 +66,21 @@ class ObjectLock:
         except redis.RedisError as exc:
             log.warning("lock %s: release failed (%s); it expires in %ss", self.key, exc, self.ttl_s)
 
-    def start_renewing(self) -> None:
-        """Renew the lock every third of its TTL until released."""
-        self._renewer = _Renewer(self)
-        self._renewer.start()
+    def holder(self) -> str | None:
+        """The token of whoever holds the lock now, None when free."""
+        return holder_token(self._client, self.key)
 
-    def stop_renewing(self) -> None:
-        """Stop the renewal thread, if any."""
-        if self._renewer is not None:
-            self._renewer.stop()
-            self._renewer = None
+    def remaining_ttl_s(self) -> float | None:
+        """Seconds until the held lock expires by itself; None when free."""
+        return remaining_ttl_s(self._client, self.key)
 
     def is_owned(self) -> bool:
-        """Ask Redis now whether the lock is still ours; False when lost or Redis cannot say.
-
-        The renewal thread notices a loss only at its next renewal: a side effect needs this.
-        """
-        if self.is_lost:
-            return False
+        """Ask Redis now whether the lock is still ours; False when lost or Redis cannot say."""
         try:
             return bool(self._lock.owned())
         except redis.RedisError as exc:
             log.warning("lock %s: cannot check ownership: %s", self.key, exc)
             return False
-
-    @property
-    def is_lost(self) -> bool:
-        """True when a renewal found the lock no longer ours."""
-        return self._renewer is not None and self._renewer.lost.is_set()
 
     def __enter__(self) -> ObjectLock:
         return self
@@ -129,22 +113,3 @@ def remaining_ttl_s(client: redis.Redis, key: str) -> float | None:
         raise LockServiceUnavailable(f"cannot read lock {key}: {exc}") from exc
     # -2: no such key (free); -1: a key without expiry, which no lock of ours leaves.
     return None if pttl == -2 else max(pttl, 0) / 1000.0
-
-
-class _Renewer(threading.Thread):
-    def __init__(self, lock: ObjectLock) -> None:
-        super().__init__(name=f"renew:{lock.key}", daemon=True)
-        self._owner = lock
-        self._stopped = threading.Event()
-        self.lost = threading.Event()
-
-    def run(self) -> None:
-        interval = max(self._owner.ttl_s / 3.0, 0.05)
-        while not self._stopped.wait(interval):
-            if not self._owner.renew():
-                log.warning("lock %s lost while running; writes stay fenced", self._owner.key)
-                self.lost.set()
-                return
-
-    def stop(self) -> None:
-        self._stopped.set()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from autorecovery.adapters.agents import AgentClient
+from autorecovery.ports.agents import AgentClient
 from autorecovery.ports.repositories import (
     ActivationsRepo,
     AuditRepo,
@@ -22,8 +22,8 @@ from autorecovery.ports.repositories import (
     TicksRepo,
     VmRunsRepo,
 )
-from autorecovery.ports.rows import DomainActivationRow, HostRow, HostState
-from autorecovery.ports.runtime import Enqueuer, Lock
+from autorecovery.ports.rows import ActivationRow, DomainActivationRow, FencePush, HostRow, HostState, StepRow
+from autorecovery.ports.runtime import Enqueuer, Lock, LockFactory
 
 
 @dataclass(frozen=True)
@@ -41,18 +41,22 @@ class Repos:
 
 
 __all__ = [
+    "ActivationRow",
     "ActivationsRepo",
     "AgentClient",
     "AuditRepo",
     "DomainActivationRow",
     "Enqueuer",
+    "FencePush",
     "HostRow",
     "HostState",
     "HostsRepo",
     "RetentionRepo",
     "Lock",
+    "LockFactory",
     "Repos",
     "SafetyRepo",
+    "StepRow",
     "StorageRepo",
     "TicksRepo",
     "VmRunsRepo",

@@ -9,19 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from autorecovery.ports.rows import DomainActivationRow, HostRow
+from autorecovery.ports.rows import (
+    ActivationRow,
+    BatchDone,
+    BatchStart,
+    BatchWindow,
+    Conn,
+    DomainActivationRow,
+    Evaluated,
+    FencePush,
+    HostRow,
+    SettledCount,
+    StepRow,
+    TickClaim,
+)
 from models.domain import Cluster, Report, StorageDomain
 from models.placement import Attempt
 from models.policy import Decision, Transition
 from models.safety import Pause
-
-if TYPE_CHECKING:
-    from autorecovery.adapters.store.activations import ActivationRow
-    from autorecovery.adapters.store.db import Conn
-    from autorecovery.adapters.store.hosts import BatchWindow, Evaluated, FencePush, SettledCount
-    from autorecovery.adapters.store.ticks import BatchDone, BatchStart, TickClaim
 
 
 class HostsRepo(Protocol):
@@ -80,6 +87,7 @@ class HostsRepo(Protocol):
     ) -> bool: ...
     def set_agent_url(self, conn: Conn, host_id: str, agent_url: str) -> str | None: ...
     def raise_fence(self, conn: Conn, host_id: str, fence: int, at_least: int) -> bool: ...
+    def hold_init(self, conn: Conn, host_id: str, until: datetime) -> bool: ...
     def delete_host(self, conn: Conn, host_id: str) -> bool: ...
     def count_by_status(self, conn: Conn) -> dict[str, int]: ...
     def pending_fences(self, conn: Conn, limit: int) -> list[FencePush]: ...
@@ -111,6 +119,17 @@ class ActivationsRepo(Protocol):
     def in_flight(self, conn: Conn, host_id: str) -> ActivationRow | None: ...
     def recent(self, conn: Conn, host_id: str, limit: int = 10) -> list[ActivationRow]: ...
     def begin(self, conn: Conn, activation_id: str, now: datetime) -> int | None: ...
+    def mark_sent(
+        self,
+        conn: Conn,
+        activation_id: str,
+        *,
+        fence: int,
+        answer: str,
+        protocol: int,
+        hold_s: float,
+        was_status: str | None = None,
+    ) -> bool: ...
     def finish(
         self,
         conn: Conn,
@@ -134,6 +153,11 @@ class ActivationsRepo(Protocol):
         self, conn: Conn, pairs: Sequence[tuple[str, str]], now: datetime, error: str
     ) -> None: ...
     def count_by_outcome(self, conn: Conn) -> list[dict[str, Any]]: ...
+    def unknown_streak(self, conn: Conn, host_id: str) -> int: ...
+    def add_step(
+        self, conn: Conn, activation_id: str, step: str, task_id: str | None, outcome: str
+    ) -> None: ...
+    def steps(self, conn: Conn, activation_ids: Sequence[str]) -> list[StepRow]: ...
 
 
 class AuditRepo(Protocol):
@@ -183,6 +207,7 @@ class SafetyRepo(Protocol):
     def record_failure(
         self, conn: Conn, host_id: str, fence: int, next_attempt_at: datetime
     ) -> int | None: ...
+    def postpone(self, conn: Conn, host_id: str, fence: int, next_attempt_at: datetime) -> bool: ...
     def failures_of(self, conn: Conn, host_id: str) -> int: ...
     def clear_holds(
         self, conn: Conn, host_id: str, *, quarantine: bool, now: datetime | None = None
@@ -225,6 +250,11 @@ class StorageRepo(Protocol):
     def in_flight(self, conn: Conn, sd_id: str) -> DomainActivationRow | None: ...
     def get_activation(self, conn: Conn, activation_id: str) -> DomainActivationRow | None: ...
     def begin_activation(self, conn: Conn, activation_id: str, now: datetime) -> int | None: ...
+    def mark_activation_sent(
+        self, conn: Conn, activation_id: str, *, fence: int, answer: str, target: str, hold_s: float
+    ) -> bool: ...
+    def abandon_for_maintenance(self, conn: Conn, sd_id: str, now: datetime) -> str | None: ...
+    def raise_fence(self, conn: Conn, sd_id: str, fence: int, at_least: int) -> bool: ...
     def finish_activation(
         self,
         conn: Conn,

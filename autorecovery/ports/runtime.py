@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Protocol
 
 
@@ -16,44 +15,49 @@ class Enqueuer(Protocol):
 
 
 class Lock(Protocol):
-    """A per-object lock with an owner's token, a TTL and renewal (``adapters/locks.py``)."""
+    """A per-object lock with an owner's token and a TTL (``adapters/locks.py``).
+
+    It guards one short step of an activation (begin and send; close): the step's time limit is
+    below the TTL, so it needs no renewal. The activation's record and fence are its lease.
+    """
 
     @property
-    def token(self) -> str | None:
-        """The owner's token, once acquired."""
+    def key(self) -> str:
+        """The lock's key."""
         ...
 
-    @property
-    def is_lost(self) -> bool:
-        """True when a renewal found the lock no longer ours."""
+    def acquire(self, owner: str = "") -> bool:
+        """Try once to take the lock (``owner`` prefixes the token); False when someone holds it.
+
+        Raises:
+            LockServiceUnavailable: Redis did not answer.
+        """
         ...
 
-    def acquire(self) -> bool:
-        """Try once to take the lock; False when someone else holds it."""
+    def is_owned(self) -> bool:
+        """Ask Redis now whether the lock is still ours; False when lost or Redis cannot say."""
         ...
 
-    def renew(self) -> bool:
-        """Reset the TTL if still owned; False when lost."""
+    def holder(self) -> str | None:
+        """The token of whoever holds the lock now, None when free.
+
+        Raises:
+            LockServiceUnavailable: Redis did not answer.
+        """
+        ...
+
+    def remaining_ttl_s(self) -> float | None:
+        """Seconds until the held lock expires by itself; None when free."""
         ...
 
     def release(self) -> None:
         """Release the lock if still owned."""
         ...
 
-    def start_renewing(self) -> None:
-        """Renew in the background until released."""
-        ...
 
-    def stop_renewing(self) -> None:
-        """Stop renewing."""
-        ...
+class LockFactory(Protocol):
+    """Makes the lock on one key (``Adapters.lock``; fakeredis in unit tests)."""
 
-    def __enter__(self) -> Lock:
-        """Use the lock in a ``with`` block that releases it."""
-        ...
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        """Release the lock."""
+    def __call__(self, key: str, ttl_s: float, /) -> Lock:
+        """The lock on ``key`` with a TTL of ``ttl_s``."""
         ...

@@ -35,9 +35,9 @@ from models.safety import FLEET
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from autorecovery.adapters.store.activations import ActivationRow
     from autorecovery.adapters.store.db import Conn
     from autorecovery.ports import HostRow
+    from autorecovery.ports.rows import ActivationRow
 
 log = logging.getLogger(__name__)
 

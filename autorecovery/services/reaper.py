@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from autorecovery.adapters.agents import AgentClient, Target
 from autorecovery.adapters.store import PG_REPOS, Repos
 from autorecovery.adapters.store.db import Database
-from autorecovery.adapters.store.hosts import FencePush
+from autorecovery.ports.rows import FencePush
 from autorecovery.services import Enqueuer
 from models.errors import AgentUnavailable, BrokerUnavailable
 
@@ -27,7 +27,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class ReaperConfig:
-    """How long leases last, when a queued activation is sent again, how many fences per run."""
+    """How long leases last, when a queued activation is sent again, how many fences per tick.
+
+    ``running_ttl_s`` is how long a step may hold a record: a ``sending`` one that long after it
+    began, or a ``sent`` one that long past its deadline, has lost its holder (its process is
+    past its hard time limit and its lock's TTL) and is reaped.
+    """
 
     queued_ttl_s: float
     running_ttl_s: float

@@ -14,12 +14,10 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-import redis
-
 from autorecovery.adapters.agents import AgentClient
 from autorecovery.adapters.store import PG_REPOS, Repos
 from autorecovery.adapters.store.db import Database
-from autorecovery.ports import DomainActivationRow
+from autorecovery.ports import DomainActivationRow, LockFactory
 from autorecovery.services import Clock, Enqueuer
 from autorecovery.services.activation.core import FencedActivations
 from autorecovery.services.activation.domains import DomainKind
@@ -52,7 +50,7 @@ class StorageService:
     def __init__(
         self,
         db: Database,
-        redis_client: redis.Redis,
+        lock: LockFactory,
         agents: AgentClient,
         enqueue: Enqueuer,
         *,
@@ -60,17 +58,20 @@ class StorageService:
         lock_ttl_s: float,
         report_max_age_s: float,
         repos: Repos = PG_REPOS,
+        hold_s: float = 20.0,
+        poll_s: float = 1.0,
     ) -> None:
         self.db = db
-        self.redis = redis_client
         self.agents = agents
         self.enqueue = enqueue
         self.clock = clock
         self.lock_ttl_s = lock_ttl_s
         self.report_max_age_s = report_max_age_s
         self.repos = repos
-        self.core = FencedActivations(db, redis_client, clock=clock, lock_ttl_s=lock_ttl_s)
-        self.domains = DomainKind(self.core, repos, agents, clock=clock, report_max_age_s=report_max_age_s)
+        self.core = FencedActivations(db, lock, clock=clock, lock_ttl_s=lock_ttl_s, poll_s=poll_s)
+        self.domains = DomainKind(
+            self.core, repos, agents, clock=clock, report_max_age_s=report_max_age_s, hold_s=hold_s
+        )
 
     # -- operator operations -----------------------------------------------------------------
 
@@ -104,21 +105,24 @@ class StorageService:
     def set_maintenance(self, sd_id: str, actor: str, reason: str | None) -> None:
         """Put a domain in maintenance: only an admin takes it out again.
 
-        Raises:
-            Conflict: an activation of the domain is queued or running.
+        An activation in flight is abandoned and the domain's fence bumped in the same
+        transaction, so that its holder (sending, or waiting for a connect) writes nothing.
         """
         now = self.clock()
         with self.db.transaction() as conn:
             sd = self.repos.storage.get(conn, sd_id)
             if sd is None:
                 raise NotFound("storage_domain", sd_id)
-            if self.repos.storage.in_flight(conn, sd_id) is not None:
-                raise Conflict(f"storage domain {sd_id} is being activated")
+            abandoned = self.repos.storage.abandon_for_maintenance(conn, sd_id, now)
             self.repos.storage.set_status(
                 conn, sd_id, DomainStatus.MAINTENANCE.value, reason or "set by an admin", now
             )
             details = {"from": sd.status.value, "to": "maintenance", "detail": reason}
             trail = Trail(self.repos, conn, now, actor)
+            if abandoned is not None:
+                trail.storage_domain(
+                    sd_id, "activation_abandoned", {"activation_id": abandoned}, reason="maintenance"
+                )
             trail.storage_domain(sd_id, "status_changed", details, reason="maintenance")
 
     def request_activation(self, sd_id: str, actor: str) -> str:
@@ -197,14 +201,18 @@ class StorageService:
 
     # -- the activation (on the fenced core) -----------------------------------------------
 
-    def run(self, activation_id: str, sd_id: str) -> Outcome:
-        """Activate a domain under its lock and fence: connect it through a host that reaches it.
+    def run(self, activation_id: str, sd_id: str, task_id: str | None = None) -> Outcome:
+        """The first step: under the domain's lock and fence, connect it through a host.
 
         Raises:
             LockBusyRetry: another delivery of this activation holds the domain's lock.
             TransientError: Redis or PostgreSQL failed before the outcome was recorded.
         """
-        return self.core.run(self.domains, activation_id, sd_id)
+        return self.core.run(self.domains, activation_id, sd_id, task_id)
+
+    def check(self, activation_id: str, sd_id: str, task_id: str | None = None) -> Outcome:
+        """A later step of a sent connect: close it at its deadline, else look again later."""
+        return self.core.check(self.domains, activation_id, sd_id, task_id)
 
     def give_up(self, activation_id: str, sd_id: str, error: str) -> bool:
         """Close a domain activation whose retries ran out, unless a live holder has its lock."""

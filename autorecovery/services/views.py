@@ -59,6 +59,7 @@ class FleetViews:
             cluster = self.repos.hosts.get_cluster(conn, loaded.host.cluster_id)
             running = self.repos.activations.in_flight(conn, host_id)
             recent = self.repos.activations.recent(conn, host_id)
+            steps = self.repos.activations.steps(conn, [a.id for a in recent])
             view = load_view(conn, self.repos, now)
         if cluster is None:
             raise NotFound("cluster", loaded.host.cluster_id)
@@ -69,7 +70,10 @@ class FleetViews:
             "holds": holds(loaded, view, now),
             **hold_view(loaded.host, loaded.report, ev.assessment, loaded.state, view.gates, now),
             "activation": running.as_dict() if running else None,
-            "recent_activations": [a.as_dict() for a in recent],
+            "recent_activations": [
+                {**a.as_dict(), "steps": [s.as_dict() for s in steps if s.activation_id == a.id]}
+                for a in recent
+            ],
         }
 
     def list_hosts(

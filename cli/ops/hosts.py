@@ -217,7 +217,21 @@ def cmd_hosts_show(api: ApiClient, args: argparse.Namespace, out: Output) -> int
                 when(a.get("ended_at")),
             )
         out.out.print(table)
+        _print_steps(out, recent)
     return Exit.OK
+
+
+def _print_steps(out: Output, recent: list[dict[str, Any]]) -> None:
+    """Each step of the recent activations with its task id (what Flower lists)."""
+    rows = [(a["id"], s) for a in recent for s in a.get("steps") or []]
+    if not rows:
+        return
+    out.out.print()
+    table = new_table("ACTIVATION", "STEP", "TASK", "OUTCOME", "AT", title="activation steps")
+    for activation_id, step in rows:
+        task = cell(step.get("task_id"))
+        table.add_row(cell(activation_id), cell(step["step"]), task, cell(step["outcome"]), when(step["at"]))
+    out.out.print(table)
 
 
 def _hold_lines(h: dict[str, Any]) -> list[tuple[str, str]]:
@@ -295,7 +309,7 @@ def wait_for_activation(
             "it goes on without us: follow it with "
             f"`autorecovery hosts show {host_id}`, or wait longer with --timeout",
         )
-    if state == "succeeded" or host.get("status") == "up":
+    if state == "done" or host.get("status") == "up":
         out.say(Text("✓ ", style="green"), (host_id, "bold"), " is up")
         return Exit.OK
     outcome = record.get("outcome")

@@ -24,7 +24,7 @@ STATUS_STYLE = {
     "non_responsive": "yellow",
     "error": "magenta",
     "maintenance": "blue",
-    "succeeded": "green",
+    "done": "green",
     "failed": "red",
     "skipped": "yellow",
     "abandoned": "red",

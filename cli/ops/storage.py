@@ -135,7 +135,7 @@ def wait_for_domain(
         if running and running.get("id") == activation_id:
             record = dict(running)
         else:
-            record = {**record, "state": "succeeded" if domain.get("status") == "active" else "failed"}
+            record = {**record, "state": "done" if domain.get("status") == "active" else "failed"}
         return str(record["state"]), f"domain {domain.get('status')}"
 
     label = Text.assemble((sd_id, "bold"), f": activation {activation_id}")
@@ -154,7 +154,7 @@ def wait_for_domain(
             "it goes on without us: follow it with "
             f"`autorecovery storage-domains show {sd_id}`, or wait longer with --timeout",
         )
-    if state == "succeeded":
+    if state == "done":
         out.say(Text("✓ ", style="green"), (sd_id, "bold"), " is active")
         return Exit.OK
     why = _failure_detail(api, sd_id, activation_id)

@@ -1,4 +1,4 @@
-"""Following an activation until it ends: a status line while it is queued or running."""
+"""Following an activation until it ends: a status line while it is in flight."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from cli.ops.render import Output, status_cell
 DEFAULT_WAIT_S = 120.0
 #: Seconds between two looks at an activation while waiting (tests make it shorter).
 POLL_S = 0.5
-IN_FLIGHT = frozenset({"queued", "running"})
+IN_FLIGHT = frozenset({"queued", "sending", "sent"})
 
 #: Returns the activation's state and a note on its object, e.g. ``("running", "host up")``.
 Look = Callable[[], tuple[str, str]]

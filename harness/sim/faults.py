@@ -21,7 +21,10 @@ class FaultKind(StrEnum):
     SILENT = "silent"
     INIT_FAIL = "init_fail"
     INIT_DELAY = "init_delay"
+    #: An init that never answers (a hung libvirtd) until the fault is cleared; then it runs.
     INIT_HANG = "init_hang"
+    #: A storage-domain connect that never answers (a hung mount) until the fault is cleared.
+    CONNECT_HANG = "connect_hang"
     REPORT_DELAY = "report_delay"
     VERSION = "version"
     VM_FAIL = "vm_fail"
@@ -46,6 +49,7 @@ PARAMETERS: dict[FaultKind, frozenset[str]] = {
     FaultKind.INIT_FAIL: frozenset({"reason", "detail"}),
     FaultKind.INIT_DELAY: frozenset({"seconds"}),
     FaultKind.INIT_HANG: frozenset(),
+    FaultKind.CONNECT_HANG: frozenset(),
     FaultKind.REPORT_DELAY: frozenset({"seconds"}),
     FaultKind.VERSION: frozenset({"version"}),
     FaultKind.VM_FAIL: frozenset({"detail"}),
@@ -54,11 +58,12 @@ PARAMETERS: dict[FaultKind, frozenset[str]] = {
 }
 
 
-#: Faults that are on or off, and the ``Fault`` field that holds each.
+#: Faults that are on or off, and the ``Fault`` attribute each sets.
 FLAGS: dict[FaultKind, str] = {
     FaultKind.KVM_DOWN: "kvm_down",
     FaultKind.SILENT: "silent",
     FaultKind.INIT_HANG: "init_hang",
+    FaultKind.CONNECT_HANG: "connect_hang",
 }
 
 
@@ -122,8 +127,8 @@ class Fault:
     silent: bool = False
     init_fail: tuple[str, str] | None = None
     init_delay_s: float = 0.0
-    #: An init that never answers (a hung libvirtd) until the fault is cleared; then it runs.
     init_hang: bool = False
+    connect_hang: bool = False
     report_delay_s: float = 0.0
     #: VM launches fail here (something monitoring cannot see: a broken qemu, say).
     vm_fail: str | None = None

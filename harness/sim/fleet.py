@@ -311,6 +311,7 @@ class Fleet:
             return ConnectCall(host_id, sd_id, fence, now, activation_id=activation_id)
 
         async def work() -> tuple[str, str] | None:
+            await _hang_while(lambda: host.fault.connect_hang)
             if host.fault.init_delay_s > 0:
                 await asyncio.sleep(host.fault.init_delay_s)
             if host.storage_domains[sd_id] and sd_id not in host.fault.sd_down:
@@ -337,12 +338,12 @@ class Fleet:
         self.calls.reset(fences)
 
 
-#: How often a hung init looks whether its fault was cleared.
+#: How often a hung init or connect looks whether its fault was cleared.
 HANG_POLL_S = 0.05
 
 
 async def _hang_while(is_hung: Callable[[], bool]) -> None:
-    """Answer nothing while ``is_hung`` (a hung libvirtd); go on once it is cleared."""
+    """Answer nothing while ``is_hung`` (a hung libvirtd or mount); go on once it is cleared."""
     while is_hung():
         await asyncio.sleep(HANG_POLL_S)
 

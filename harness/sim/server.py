@@ -7,9 +7,9 @@ token, every agent route needs ``Authorization: Bearer <token>`` (401 ``{"error"
 "unauthorized"}``); control routes never do. An unknown host (or a domain the host does not
 have) is 404 ``{"detail": ...}``, a bad body 422. A ``silent`` host answers nothing until the
 client gives up. ``init_delay`` slows init and connect (a long one is a hung init); it keeps
-running after its caller gives up, as on a real host. ``init_hang`` makes an init answer
-nothing and never end until the fault is cleared, as on a host with a hung libvirtd; then it
-runs. ``report_delay`` slows the report.
+running after its caller gives up, as on a real host. ``init_hang`` (``connect_hang``) makes an
+init (a storage connect) answer nothing and never end until the fault is cleared, as on a host
+with a hung libvirtd (mount); then it runs. ``report_delay`` slows the report.
 
 Control routes:
 
@@ -18,7 +18,7 @@ Control routes:
 - ``POST /control/faults`` with::
 
       {"fault": "sd_down" | "nic_down" | "kvm_down" | "silent" | "init_fail" | "init_delay"
-                | "init_hang" | "report_delay" | "version" | "vm_fail" | "pool_stopped"
+                | "init_hang" | "connect_hang" | "report_delay" | "version" | "vm_fail" | "pool_stopped"
                 | "net_stopped",
        "hosts": ["h-0001", ...], "cluster": "c-1", "storage_domain": "sd-c-1-1", "all": false,
        "target": "sd-c-1-1" | "vmnet", "reason": "...", "detail": "...", "seconds": 5.0,

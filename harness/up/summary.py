@@ -77,9 +77,9 @@ def summarise(
     judged = judge_inits((c for c in sim.inits() if c["activation_id"] in auto_ids), checks)
     return {
         "faults_injected": chaos.injected if chaos else 0,
-        "recoveries": sum(1 for a in acts if a["state"] == "succeeded"),
+        "recoveries": sum(1 for a in acts if a["state"] == "done"),
         # Hosts brought back by an init that repaired them (a stopped pool or network).
-        "repairs": sum(1 for a in acts if a["state"] == "succeeded" and a["id"] in repair_ids),
+        "repairs": sum(1 for a in acts if a["state"] == "done" and a["id"] in repair_ids),
         "activations": len(acts),
         "auto_inits_on_a_report_with_a_problem": judged.broken,
         "faults_between_check_and_init": judged.raced,

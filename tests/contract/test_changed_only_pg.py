@@ -176,7 +176,7 @@ def _mutate(conn: Any, rng: random.Random, hosts: dict[str, str], now: datetime,
         )
     if step % 2 == 1:  # some queued activations end (their hosts stay out: the init failed)
         conn.execute(
-            "UPDATE activations SET state = 'succeeded', outcome = 'up', ended_at = %(now)s"
+            "UPDATE activations SET state = 'done', outcome = 'up', ended_at = %(now)s"
             " WHERE id IN (SELECT id FROM activations WHERE state = 'queued' ORDER BY host_id LIMIT 3)",
             {"now": now},
         )

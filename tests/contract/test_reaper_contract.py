@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from autorecovery.adapters.store.hosts import FencePush
+from autorecovery.ports.rows import FencePush
 from models.domain import RunningInit
 from tests.contract.conftest import Backend
 from tests.contract.helpers import at, audit, backdate, host, is_db_now, queue, report, seed, tx

@@ -492,13 +492,13 @@ def test_begin_bumps_the_host_fence_each_time(backend: Backend) -> None:
     with tx(backend) as conn:
         act = backend.repos.activations.get(conn, "a1")
     assert act is not None
-    assert (act.state, act.fence) == ("running", 1) and is_db_now(act.started_at)
+    assert (act.state, act.fence) == ("sending", 1) and is_db_now(act.started_at)
     with tx(backend) as conn:  # a retried task begins again under a new token
         assert backend.repos.activations.begin(conn, "a1", at(2)) == 2
         assert backend.repos.activations.begin(conn, "ghost", at(2)) is None
         assert (
             backend.repos.activations.finish(
-                conn, "a1", state="succeeded", outcome="up", reason=None, detail="ok", now=at(3), fence=2
+                conn, "a1", state="done", outcome="up", reason=None, detail="ok", now=at(3), fence=2
             )
             is True
         )
@@ -528,7 +528,7 @@ def test_finish_without_a_fence_closes_only_an_activation_that_never_began(backe
             )
             is True
         )
-        assert backend.repos.activations.get(conn, "a1").state == "running"
+        assert backend.repos.activations.get(conn, "a1").state == "sending"
 
 
 def test_finish_checks_state_and_fence(backend: Backend) -> None:
@@ -565,7 +565,7 @@ def test_finish_checks_state_and_fence(backend: Backend) -> None:
         )
         assert (
             backend.repos.activations.finish(
-                conn, "a1", state="succeeded", outcome="up", reason=None, detail=None, now=at(3), fence=None
+                conn, "a1", state="done", outcome="up", reason=None, detail=None, now=at(3), fence=None
             )
             is False
         )
@@ -624,14 +624,14 @@ def test_reap_abandons_stuck_activations_and_bumps_fences(backend: Backend) -> N
         reaped = backend.repos.activations.reap(conn, now=at(100), queued_ttl_s=40, running_ttl_s=60)
     assert sorted((r["id"], r["host_id"], r["was"]) for r in reaped) == [
         ("aq-old", "old-q", "queued"),
-        ("ar-old", "old-r", "running"),
-        ("ar2-old", "old-r2", "running"),
+        ("ar-old", "old-r", "sending"),
+        ("ar2-old", "old-r2", "sending"),
     ]
     with tx(backend) as conn:
         aq = backend.repos.activations.get(conn, "aq-old")
         ar = backend.repos.activations.get(conn, "ar-old")
         assert backend.repos.activations.get(conn, "aq-new").state == "queued"
-        assert backend.repos.activations.get(conn, "ar-new").state == "running"
+        assert backend.repos.activations.get(conn, "ar-new").state == "sending"
     assert aq is not None and ar is not None
     assert (aq.state, aq.outcome, aq.detail, aq.ended_at) == (
         "abandoned",
@@ -639,7 +639,7 @@ def test_reap_abandons_stuck_activations_and_bumps_fences(backend: Backend) -> N
         "no result in time (was queued)",
         at(100),
     )
-    assert ar.detail == "no result in time (was running)"
+    assert ar.detail == "no result in time (was sending)"
     # The initializing host goes back out, with a reason; the others keep their status.
     r = host(backend, "old-r")
     assert (r.status, r.reason, r.detail, r.status_changed_at, r.fence) == (
@@ -661,7 +661,7 @@ def test_reap_abandons_stuck_activations_and_bumps_fences(backend: Backend) -> N
             backend.repos.activations.finish(
                 conn,
                 "ar-old",
-                state="succeeded",
+                state="done",
                 outcome="up",
                 reason=None,
                 detail=None,
@@ -673,8 +673,8 @@ def test_reap_abandons_stuck_activations_and_bumps_fences(backend: Backend) -> N
     entries = audit(backend, event="activation_abandoned")
     assert sorted((e["object_id"], e["details"]["was"], e["details"]["activation_id"]) for e in entries) == [
         ("old-q", "queued", "aq-old"),
-        ("old-r", "running", "ar-old"),
-        ("old-r2", "running", "ar2-old"),
+        ("old-r", "sending", "ar-old"),
+        ("old-r2", "sending", "ar2-old"),
     ]
     assert {(e["actor"], e["reason"], e["at"]) for e in entries} == {("auto", "no_result_in_time", at(100))}
     with tx(backend) as conn:  # nothing left to reap
@@ -694,7 +694,7 @@ def test_mark_enqueue_failed_closes_only_queued_ones(backend: Backend) -> None:
         a2 = backend.repos.activations.get(conn, "a2")
     assert a1 is not None and a2 is not None
     assert (a1.state, a1.outcome, a1.detail, a1.ended_at) == ("failed", "not_enqueued", "broker down", at(2))
-    assert a2.state == "running"
+    assert a2.state == "sending"
     entries = audit(backend, event="activation_not_enqueued")
     assert [(e["object_id"], e["actor"], e["reason"], e["details"]) for e in entries] == [
         ("h1", "auto", "broker_unavailable", {"activation_id": "a1", "error": "broker down"}),
@@ -765,7 +765,7 @@ def test_count_by_outcome(backend: Backend) -> None:
     with tx(backend) as conn:
         assert backend.repos.activations.count_by_outcome(conn) == [
             {"trigger": "auto", "outcome": "lock_busy", "n": 1},
-            {"trigger": "auto", "outcome": "running", "n": 1},
+            {"trigger": "auto", "outcome": "sending", "n": 1},
             {"trigger": "manual", "outcome": "queued", "n": 1},
         ]
 

@@ -51,7 +51,7 @@ def seeded(pg_database: Database) -> Database:
                 (f"a-{i}", when),
             )
             conn.execute(
-                "UPDATE activations SET state = 'succeeded', outcome = 'up', started_at = %(t)s,"
+                "UPDATE activations SET state = 'done', outcome = 'up', started_at = %(t)s,"
                 " ended_at = %(t)s WHERE id = %(id)s",
                 {"t": when, "id": f"a-{i}"},
             )

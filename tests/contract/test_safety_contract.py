@@ -247,7 +247,7 @@ def test_in_flight_by_cluster_counts_queued_and_running(backend: Backend) -> Non
     queue(backend, [("x1", "a1"), ("x2", "a2"), ("x3", "a3"), ("y1", "b1")])
     with tx(backend) as conn:
         backend.repos.activations.begin(conn, "x2", at(1))
-    finish(backend, "x3", "succeeded", 2)
+    finish(backend, "x3", "done", 2)
     with tx(backend) as conn:
         assert backend.repos.safety.in_flight_by_cluster(conn) == {"c1": 2, "c2": 1}
         assert backend.repos.safety.cluster_sizes(conn) == {"c1": 4, "c2": 2}  # c3 has no host
@@ -313,13 +313,13 @@ def test_auto_ends_since_counts_automatic_recoveries_and_failures(backend: Backe
     seed(backend, "h1", "h2")
     for i, (trigger, state, ended) in enumerate(
         [
-            ("auto", "succeeded", 15),  # the first up ever (after registration): no recovery
-            ("auto", "succeeded", 10),
+            ("auto", "done", 15),  # the first up ever (after registration): no recovery
+            ("auto", "done", 10),
             ("auto", "failed", 20),
             ("auto", "failed", 5),  # before the window
             ("auto", "skipped", 30),  # never reached the agent
             ("auto", "abandoned", 30),
-            ("manual", "succeeded", 30),  # an admin's
+            ("manual", "done", 30),  # an admin's
         ]
     ):
         queue(backend, [(f"a{i}", "h1")], now=at(i), trigger=trigger, actor=trigger)
@@ -337,7 +337,7 @@ def test_auto_ends_since_counts_automatic_recoveries_and_failures(backend: Backe
 def test_clearing_the_quarantine_restarts_the_flap_count(backend: Backend) -> None:
     seed(backend, "h1")
     queue(backend, [("first-up", "h1")], now=at(0))
-    finish(backend, "first-up", "succeeded", 1)
+    finish(backend, "first-up", "done", 1)
     for i in range(3):
         queue(backend, [(f"a{i}", "h1")], now=at(i * 10))
         finish(backend, f"a{i}", "failed", i * 10 + 5)  # ended at 5, 15, 25
@@ -348,7 +348,7 @@ def test_clearing_the_quarantine_restarts_the_flap_count(backend: Backend) -> No
         backend.repos.safety.clear_holds(conn, "h1", quarantine=True, now=at(15))
         assert backend.repos.safety.auto_ends_since(conn, "h1", at(0)) == 1  # only after at(15)
     queue(backend, [("a3", "h1")], now=at(30))
-    finish(backend, "a3", "succeeded", 35)
+    finish(backend, "a3", "done", 35)
     with tx(backend) as conn:
         assert backend.repos.safety.auto_ends_since(conn, "h1", at(0)) == 2
 

@@ -26,6 +26,10 @@ SD_ACTIVATION_KEYS = {
     "queued_at",
     "started_at",
     "ended_at",
+    "answer",
+    "target",
+    "deadline_at",
+    "past_deadline",
 }
 
 
@@ -252,10 +256,10 @@ def test_domain_activations_queue_once_and_are_fenced(backend: Backend) -> None:
     assert fence == 1 and domain(backend, "sd-1").fence == 1
     with tx(backend) as conn:
         assert not backend.repos.storage.finish_activation(
-            conn, "x1", state="succeeded", outcome="active", detail="ok", now=at(4), fence=2
+            conn, "x1", state="done", outcome="active", detail="ok", now=at(4), fence=2
         )
         assert backend.repos.storage.finish_activation(
-            conn, "x1", state="succeeded", outcome="active", detail="ok", now=at(4), fence=1
+            conn, "x1", state="done", outcome="active", detail="ok", now=at(4), fence=1
         )
         assert not backend.repos.storage.finish_activation(
             conn, "x1", state="failed", outcome="x", detail="x", now=at(5), fence=None
@@ -264,7 +268,7 @@ def test_domain_activations_queue_once_and_are_fenced(backend: Backend) -> None:
         assert backend.repos.storage.in_flight(conn, "sd-1") is None
         assert backend.repos.storage.begin_activation(conn, "x1", at(6)) is None
     assert (done["state"], done["outcome"], done["detail"], done["ended_at"]) == (
-        "succeeded",
+        "done",
         "active",
         "ok",
         at(4),

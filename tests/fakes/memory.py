@@ -22,13 +22,14 @@ from psycopg import errors as pg_errors
 from autorecovery.adapters.store.db import STATEMENTS
 from models.errors import StoreUnavailable
 
-IN_FLIGHT = ("queued", "running")
+IN_FLIGHT = ("queued", "sending", "sent")
 #: The CHECK constraints of migration 0004, as the fake enforces them.
 ALLOWED = {
     "hosts.status": frozenset(
         {"up", "initializing", "non_operational", "non_responsive", "error", "maintenance", "unassigned"}
     ),
-    "activations.state": frozenset({"queued", "running", "succeeded", "failed", "skipped", "abandoned"}),
+    "activations.state": frozenset({"queued", "sending", "sent", "done", "failed", "skipped", "abandoned"}),
+    "activations.answer": frozenset({"running", "unknown"}),
     "storage_domains.status": frozenset({"active", "inactive", "maintenance"}),
     "trigger": frozenset({"auto", "manual"}),
 }
@@ -43,6 +44,7 @@ class MemoryState:
     hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
     reports: dict[str, dict[str, Any]] = field(default_factory=dict)
     activations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    activation_steps: list[dict[str, Any]] = field(default_factory=list)
     audit: list[dict[str, Any]] = field(default_factory=list)
     audit_seq: int = 0
     pauses: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -115,6 +115,15 @@ class MemorySafety(Repo):
         host.update(failures=host["failures"] + 1, next_attempt_at=next_attempt_at)
         return int(host["failures"])
 
+    def postpone(self, conn: Any, host_id: str, fence: int, next_attempt_at: datetime) -> bool:
+        """Set when to try a host next (never sooner than set) without counting a failure."""
+        host = self._state(conn, plain=[host_id]).hosts.get(host_id)
+        if host is None or host["fence"] != fence:
+            return False
+        was = host["next_attempt_at"]
+        host["next_attempt_at"] = next_attempt_at if was is None else max(was, next_attempt_at)
+        return True
+
     def failures_of(self, conn: Any, host_id: str) -> int:
         """Return a host's failed automatic activations in a row."""
         host = self._state(conn, plain=[host_id]).hosts.get(host_id)
@@ -149,7 +158,7 @@ class MemorySafety(Repo):
         if host is None:
             return 0
         cleared = host["holds_cleared_at"]
-        ups = [a for a in st.activations.values() if a["host_id"] == host_id and a["state"] == "succeeded"]
+        ups = [a for a in st.activations.values() if a["host_id"] == host_id and a["state"] == "done"]
         first = min(ups, key=lambda a: (a["queued_at"], a["id"]))["id"] if ups else None
         return sum(
             1
@@ -157,7 +166,7 @@ class MemorySafety(Repo):
             if a["host_id"] == host_id
             and a["id"] != first
             and a["trigger"] == "auto"
-            and a["state"] in ("succeeded", "failed")
+            and a["state"] in ("done", "failed")
             and a["ended_at"] is not None
             and a["ended_at"] >= since
             and (cleared is None or a["ended_at"] > cleared)

@@ -225,24 +225,58 @@ class MemoryStorage(Repo):
         """Return the domain's queued or running activation, or None."""
         for row in self._state(conn, plain=[sd_id]).sd_activations.values():
             if row["sd_id"] == sd_id and row["state"] in IN_FLIGHT:
-                return cast(DomainActivationRow, copy.deepcopy(row))
+                return self.get_activation(conn, row["id"])
         return None
 
     def get_activation(self, conn: Any, activation_id: str) -> DomainActivationRow | None:
         """Return one domain activation, or None."""
         row = self._state(conn, plain=[activation_id]).sd_activations.get(activation_id)
-        return cast(DomainActivationRow, copy.deepcopy(row)) if row else None
+        if row is None:
+            return None
+        out = {"answer": None, "target": None, "deadline_at": None, **copy.deepcopy(row)}
+        out["past_deadline"] = out["deadline_at"] is not None and out["deadline_at"] <= self._db.clock()
+        return cast(DomainActivationRow, out)
 
     def begin_activation(self, conn: Any, activation_id: str, now: datetime | None = None) -> int | None:
-        """Mark the activation running and issue its fence (the domain's, bumped)."""
+        """Mark the activation sending and issue its fence (the domain's, bumped)."""
         st = self._state(conn, plain=[activation_id])
         row = st.sd_activations.get(activation_id)
-        if row is None or row["state"] not in IN_FLIGHT:
+        if row is None or row["state"] not in ("queued", "sending"):
             return None
         domain = st.storage_domains[row["sd_id"]]
         domain["fence"] += 1
-        row.update(state="running", fence=domain["fence"], started_at=self._db.clock())
+        row.update(state="sending", fence=domain["fence"], started_at=self._db.clock())
         return int(domain["fence"])
+
+    def mark_activation_sent(
+        self, conn: Any, activation_id: str, *, fence: int, answer: str, target: str, hold_s: float
+    ) -> bool:
+        """Record a connect sent whose outcome is not known; it holds the domain for ``hold_s``."""
+        row = self._state(conn, plain=[activation_id, answer, target]).sd_activations.get(activation_id)
+        if row is None or row["state"] != "sending" or row["fence"] != fence:
+            return False
+        check("activations.answer", answer)
+        deadline = self._db.clock() + timedelta(seconds=hold_s)
+        row.update(state="sent", answer=answer, target=target, deadline_at=deadline)
+        return True
+
+    def abandon_for_maintenance(self, conn: Any, sd_id: str, now: datetime) -> str | None:
+        """Abandon the domain's activation in flight and bump its fence; return its id, if any."""
+        st = self._state(conn, plain=[sd_id])
+        domain = st.storage_domains.get(sd_id)
+        if domain is None:
+            return None
+        domain["fence"] += 1
+        for row in st.sd_activations.values():
+            if row["sd_id"] == sd_id and row["state"] in IN_FLIGHT:
+                row.update(
+                    state="abandoned",
+                    outcome="maintenance",
+                    ended_at=now,
+                    detail="an admin put the domain in maintenance",
+                )
+                return str(row["id"])
+        return None
 
     def finish_activation(
         self,
@@ -283,10 +317,15 @@ class MemoryStorage(Repo):
         running_before = self._db.clock() - timedelta(seconds=running_ttl_s)
         bumped = 0
         for row in st.sd_activations.values():
-            stale = (row["state"] == "queued" and row["queued_at"] < queued_before) or (
-                row["state"] == "running"
-                and row["started_at"] is not None
-                and row["started_at"] < running_before
+            deadline = row.get("deadline_at")
+            stale = (
+                (row["state"] == "queued" and row["queued_at"] < queued_before)
+                or (
+                    row["state"] == "sending"
+                    and row["started_at"] is not None
+                    and row["started_at"] < running_before
+                )
+                or (row["state"] == "sent" and deadline is not None and deadline < running_before)
             )
             if not stale:
                 continue

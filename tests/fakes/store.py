@@ -20,18 +20,20 @@ from typing import Any
 
 from psycopg import errors as pg_errors
 
-from autorecovery.adapters.store.activations import ActivationRow
 from autorecovery.adapters.store.hosts import (
     _NOT_EVALUATED as NOT_EVALUATED,
 )
-from autorecovery.adapters.store.hosts import (
+from autorecovery.adapters.store.hosts import _window_params as window_params
+from autorecovery.adapters.store.rows import cluster_from_row, host_row, report_to_json
+from autorecovery.ports import HostRow, Repos
+from autorecovery.ports.rows import (
+    ActivationRow,
     BatchWindow,
     Evaluated,
     FencePush,
     SettledCount,
+    StepRow,
 )
-from autorecovery.adapters.store.rows import cluster_from_row, host_row, report_to_json
-from autorecovery.ports import HostRow, Repos
 from models.changes import evaluation_key
 from models.domain import Cluster, HostStatus, Report
 from models.policy import Decision, Transition
@@ -253,7 +255,7 @@ class MemoryHosts(Repo):
     ) -> Callable[[], tuple[list[HostRow], list[SettledCount]]]:
         """The hosts of a batch to evaluate, and the counts of the settled ones."""
         st = self._state(conn, plain=[lo, hi, window.tick_id])
-        p = window.params()
+        p = window_params(window)
         tick = st.ticks.get(window.tick_id)
         context = tick.get("context_key") if tick else None
         chosen = [h for h in _sorted_hosts(st) if h["id"] >= lo and (hi is None or h["id"] < hi)]
@@ -615,8 +617,13 @@ class MemoryHosts(Repo):
         return "deleted"
 
 
-def _activation(row: dict[str, Any]) -> ActivationRow:
-    return ActivationRow(**{k: row[k] for k in ActivationRow.__dataclass_fields__})
+ACTIVATION_DEFAULTS = {"answer": None, "protocol": None, "was_status": None, "deadline_at": None}
+
+
+def _activation(row: dict[str, Any], now: datetime) -> ActivationRow:
+    deadline = row.get("deadline_at")
+    full = {**ACTIVATION_DEFAULTS, **row, "past_deadline": deadline is not None and deadline <= now}
+    return ActivationRow(**{k: full[k] for k in ActivationRow.__dataclass_fields__})
 
 
 class MemoryActivations(Repo):
@@ -679,33 +686,87 @@ class MemoryActivations(Repo):
     def get(self, conn: Any, activation_id: str) -> ActivationRow | None:
         """Return one activation, or None."""
         row = self._state(conn, plain=[activation_id]).activations.get(activation_id)
-        return _activation(row) if row else None
+        return _activation(row, self._db.clock()) if row else None
 
     def in_flight(self, conn: Any, host_id: str) -> ActivationRow | None:
         """Return the host's queued or running activation, or None."""
         for row in self._state(conn, plain=[host_id]).activations.values():
             if row["host_id"] == host_id and row["state"] in IN_FLIGHT:
-                return _activation(row)
+                return _activation(row, self._db.clock())
         return None
 
     def recent(self, conn: Any, host_id: str, limit: int = 10) -> list[ActivationRow]:
         """Return the host's latest activations, newest first."""
         rows = [r for r in self._state(conn, plain=[host_id]).activations.values() if r["host_id"] == host_id]
         rows.sort(key=lambda r: r["queued_at"], reverse=True)
-        return [_activation(r) for r in rows[:limit]]
+        return [_activation(r, self._db.clock()) for r in rows[:limit]]
 
     def begin(self, conn: Any, activation_id: str, now: datetime | None = None) -> int | None:
-        """Mark the activation running and issue its fencing token (the host's fence, bumped)."""
+        """Mark the activation sending and issue its fencing token (the host's fence, bumped)."""
         st = self._state(conn, plain=[activation_id])
         row = st.activations.get(activation_id)
-        if row is None or row["state"] not in IN_FLIGHT:
+        if row is None or row["state"] not in ("queued", "sending"):
             return None
         host = st.hosts.get(row["host_id"])
         if host is None:
             return None
         host["fence"] += 1
-        row.update(state="running", fence=host["fence"], started_at=self._db.clock())
+        row.update(state="sending", fence=host["fence"], started_at=self._db.clock())
         return int(host["fence"])
+
+    def mark_sent(
+        self,
+        conn: Any,
+        activation_id: str,
+        *,
+        fence: int,
+        answer: str,
+        protocol: int,
+        hold_s: float,
+        was_status: str | None = None,
+    ) -> bool:
+        """Record that the init went to the agent while the activation holds ``fence``."""
+        row = self._state(conn, plain=[activation_id, answer, was_status]).activations.get(activation_id)
+        if row is None or row["state"] != "sending" or row["fence"] != fence:
+            return False
+        check("activations.answer", answer)
+        row.update(
+            state="sent",
+            answer=answer,
+            protocol=protocol,
+            was_status=was_status,
+            deadline_at=self._db.clock() + timedelta(seconds=hold_s),
+        )
+        return True
+
+    def unknown_streak(self, conn: Any, host_id: str) -> int:
+        """Count the host's latest closed activations in a row whose init outcome was never seen."""
+        rows = [a for a in self._state(conn, plain=[host_id]).activations.values() if a["host_id"] == host_id]
+        ends = [a["ended_at"] for a in rows if a["state"] in ("done", "failed") and a["ended_at"]]
+        since = max(ends) if ends else None
+        return sum(
+            1 for a in rows if a["outcome"] == "outcome_unknown" and (since is None or a["ended_at"] > since)
+        )
+
+    def add_step(self, conn: Any, activation_id: str, step: str, task_id: str | None, outcome: str) -> None:
+        """Record one step of an activation (its task id and what it came to)."""
+        st = self._state(conn, plain=[activation_id, step, task_id, outcome])
+        if activation_id not in st.activations:
+            return
+        st.activation_steps.append(
+            {
+                "activation_id": activation_id,
+                "step": step,
+                "task_id": task_id,
+                "outcome": outcome[:200],
+                "at": self._db.clock(),
+            }
+        )
+
+    def steps(self, conn: Any, activation_ids: Sequence[str]) -> list[StepRow]:
+        """Return the steps of these activations, oldest first."""
+        wanted = set(activation_ids)
+        return [StepRow(**s) for s in self._state(conn).activation_steps if s["activation_id"] in wanted]
 
     def finish(
         self,
@@ -779,7 +840,12 @@ class MemoryActivations(Repo):
             a
             for a in st.activations.values()
             if (a["state"] == "queued" and a["queued_at"] < queued_before)
-            or (a["state"] == "running" and a["started_at"] is not None and a["started_at"] < running_before)
+            or (a["state"] == "sending" and a["started_at"] is not None and a["started_at"] < running_before)
+            or (
+                a["state"] == "sent"
+                and a.get("deadline_at") is not None
+                and a["deadline_at"] < running_before
+            )
         ]
         out: list[dict[str, Any]] = []
         for a in stale:
@@ -790,7 +856,7 @@ class MemoryActivations(Repo):
             host = st.hosts.get(a["host_id"])
             if host is not None:
                 host["fence"] += 1
-                host["agent_fence_pending"] = host["agent_fence_pending"] or was == "running"
+                host["agent_fence_pending"] = host["agent_fence_pending"] or was != "queued"
                 if host["status"] == "initializing":
                     host.update(
                         status="non_operational",

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from autorecovery.adapters.store.ticks import BatchDone, BatchStart, TickClaim, _refusal
+from autorecovery.adapters.store.ticks import _refusal
+from autorecovery.ports.rows import BatchDone, BatchStart, TickClaim
 from tests.fakes.memory import Repo
 
 

@@ -208,12 +208,14 @@ def statuses(deps: Any) -> dict[str, str]:
 
 
 def settle(deps: Any, timeout_s: float = 30.0) -> None:
-    """Wait until no activation is queued or running."""
+    """Wait until no activation (of a host or a storage domain) is in flight."""
 
     def idle() -> bool:
         with deps.db.transaction() as conn:
             row = conn.execute(
-                "SELECT count(*) AS n FROM activations WHERE state IN ('queued', 'running')"
+                "SELECT (SELECT count(*) FROM activations WHERE state IN ('queued', 'sending', 'sent'))"
+                " + (SELECT count(*) FROM sd_activations WHERE state IN ('queued', 'sending', 'sent'))"
+                " AS n"
             ).fetchone()
         return row is not None and row["n"] == 0
 

@@ -197,7 +197,7 @@ def test_two_real_agents_a_lost_pool_directory_takes_a_host_out_and_an_init_brin
                 "SELECT id, state, outcome FROM activations WHERE host_id = %s ORDER BY queued_at",
                 (a.host_id,),
             ).fetchall()
-        assert [(x["id"], x["state"]) for x in acts] == [(r["activation_id"], "succeeded") for r in inits]
+        assert [(x["id"], x["state"]) for x in acts] == [(r["activation_id"], "done") for r in inits]
         # The audit log: up, out for the storage domain, then an activation that succeeded.
         events = [(e["event"], e["reason"]) for e in audit(deps, object_id=a.host_id)]
         out_at = events.index(("status_changed", "storage_domain_unreachable"))
@@ -212,7 +212,7 @@ def test_two_real_agents_a_lost_pool_directory_takes_a_host_out_and_an_init_brin
 def _running_activation(deps: Any, host_id: str) -> tuple[str, int]:
     with deps.db.transaction() as conn:
         row = conn.execute(
-            "SELECT id, fence FROM activations WHERE host_id = %s AND state = 'running'", (host_id,)
+            "SELECT id, fence FROM activations WHERE host_id = %s AND state = 'sending'", (host_id,)
         ).fetchone()
     assert row is not None and row["fence"] is not None, host_id
     return str(row["id"]), int(row["fence"])

@@ -83,7 +83,7 @@ def test_racing_manual_activations_and_ticks_activate_once(
         ran = conn.execute(
             "SELECT * FROM activations WHERE host_id = %s AND NOT id = ANY(%s)", (HOST, before)
         ).fetchall()
-    assert [(r["state"], r["id"]) for r in ran] == [("succeeded", calls[0]["activation_id"])]
+    assert [(r["state"], r["id"]) for r in ran] == [("done", calls[0]["activation_id"])]
     winner = ran[0]
     for event in ("activation_queued", "activation_started", "activation_succeeded"):
         [entry] = [
@@ -132,7 +132,7 @@ def test_autorecovery_off_only_a_manual_activation_brings_the_host_back(
 
         done = http.post(f"/api/v1/hosts/{HOST}/activate", params={"wait_s": 20})
         assert done.status_code == 200, done.text
-        assert (done.json()["state"], done.json()["outcome"]) == ("succeeded", "up")
+        assert (done.json()["state"], done.json()["outcome"]) == ("done", "up")
         assert host_status(deps, HOST)["status"] == "up"
         assert http.get(f"/api/v1/hosts/{HOST}").json()["autorecovery"] is False
         again = http.post(f"/api/v1/hosts/{HOST}/activate")
@@ -183,6 +183,6 @@ def test_activation_of_an_unknown_host_is_404_and_wait_returns_202_while_running
         assert (missing.status_code, missing.json()["field"]) == (404, "host_id")
         running = http.post(f"/api/v1/hosts/{HOST}/activate", params={"wait_s": 0.5, "force": "true"})
         assert running.status_code == 202, running.text
-        assert running.json()["state"] in ("queued", "running")
+        assert running.json()["state"] in ("queued", "sending", "sent")
         settle(deps)
         assert http.get(f"/api/v1/hosts/{HOST}").json()["status"] == "up"

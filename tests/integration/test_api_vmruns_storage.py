@@ -317,24 +317,32 @@ def test_storage_domain_autorecovery_off_and_on_is_audited(api: ApiServer, fleet
     assert events[-2:] == [("autorecovery_disabled", "alice"), ("autorecovery_enabled", "bob")]
 
 
-def test_activation_and_maintenance_are_refused_while_an_activation_is_in_flight(
+def test_activation_is_refused_while_one_is_in_flight_and_maintenance_takes_the_domain_from_it(
     api: ApiServer, fleet: Any, deps: Any
 ) -> None:
-    with deps.db.transaction() as conn:  # as the tick leaves an automatic activation it queued
+    with deps.db.transaction() as conn:  # as the tick leaves an automatic activation it began
         conn.execute("UPDATE storage_domains SET status = 'inactive' WHERE id = 'sd-1'")
         conn.execute(
-            "INSERT INTO sd_activations (id, sd_id, trigger, actor, state, queued_at) "
-            "VALUES ('sda-held', 'sd-1', 'auto', 'auto', 'running', now())"
+            "INSERT INTO sd_activations (id, sd_id, trigger, actor, state, fence, queued_at) "
+            "VALUES ('sda-held', 'sd-1', 'auto', 'auto', 'sending', 1, now())"
         )
+        conn.execute("UPDATE storage_domains SET fence = 1 WHERE id = 'sd-1'")
     before = state(deps)
     with api.client("alice") as http:
         again = http.post("/api/v1/storage-domains/sd-1/activate")
         assert (again.status_code, again.json()["error"]) == (409, "activation_in_flight"), again.text
         assert again.json()["holder"]["id"] == "sda-held" and "auto by auto" in again.json()["message"]
-        busy = http.post("/api/v1/storage-domains/sd-1/maintenance", json={"reason": "x"})
-        assert (busy.status_code, busy.json()["error"]) == (409, "conflict"), busy.text
-    assert state(deps) == before
-    assert _domain(api, "sd-1")["activation"]["id"] == "sda-held"
+        assert state(deps) == before
+        # An admin's maintenance abandons the activation and bumps the domain's fence: its
+        # holder (fence 1) can write nothing after this.
+        taken = http.post("/api/v1/storage-domains/sd-1/maintenance", json={"reason": "x"})
+        assert taken.status_code == 200, taken.text
+    with deps.db.transaction() as conn:
+        held = conn.execute("SELECT state, outcome FROM sd_activations WHERE id = 'sda-held'").fetchone()
+        sd = conn.execute("SELECT status, fence FROM storage_domains WHERE id = 'sd-1'").fetchone()
+    assert held is not None and (held["state"], held["outcome"]) == ("abandoned", "maintenance")
+    assert sd is not None and (sd["status"], sd["fence"]) == ("maintenance", 2)
+    assert _domain(api, "sd-1")["activation"] is None
 
 
 # -- The CLI over the same API ---------------------------------------------------------------
@@ -462,10 +470,11 @@ def test_storage_domain_routes_maintenance_then_activation_through_the_worker(
     connects = client.connects(sd_id="sd-c-1-1")
     assert [c["outcome"] for c in connects] == ["ok"]
     events = [(e["event"], e["actor"]) for e in audit(deps, object_id="sd-c-1-1")]
-    assert events[-4:] == [
+    assert events[-5:] == [
         ("status_changed", "bob"),
         ("activation_queued", "bob"),
         ("activation_started", "bob"),
+        ("connect_sent", "bob"),  # the agent (v2) answered at once; a later step saw it done
         ("activation_succeeded", "bob"),
     ]
     [succeeded] = audit(deps, object_id="sd-c-1-1", event="activation_succeeded")

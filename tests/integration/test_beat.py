@@ -35,7 +35,7 @@ def test_two_beats_bring_the_fleet_up_once(
     assert client.overlaps()["count"] == 0
     with deps.db.transaction() as conn:
         rows = conn.execute(
-            "SELECT host_id, count(*) AS n FROM activations WHERE state = 'succeeded' "
+            "SELECT host_id, count(*) AS n FROM activations WHERE state = 'done' "
             "GROUP BY host_id"
         ).fetchall()
     per_host = {r["host_id"]: r["n"] for r in rows}

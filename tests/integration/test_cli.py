@@ -84,7 +84,7 @@ def test_list_and_show(sim: Any, worker: Any, tick: Any, deps: Any, cli: Cli) ->
     settle(deps)
     shown = expect(cli("hosts", "show", "h-0002", "--json", who="vic"), Exit.OK).json()
     assert (shown["id"], shown["status"], shown["problems"]) == ("h-0002", "up", [])
-    assert shown["recent_activations"][0]["state"] == "succeeded"
+    assert shown["recent_activations"][0]["state"] == "done"
     assert "h-0002" in expect(cli("hosts", "show", "h-0002"), Exit.OK).out
 
     missing = expect(cli("hosts", "show", "h-9999"), Exit.NOT_FOUND)
@@ -131,7 +131,7 @@ def test_autorecovery_off_then_manual_activation_with_wait(
 
     waited = expect(cli("hosts", "activate", "h-0001", "--wait", "--timeout", "30"), Exit.OK)
     assert "h-0001 is up" in waited.out
-    assert "succeeded" in waited.err  # the progress lines
+    assert "done" in waited.err  # the progress lines
     row = host_status(deps, "h-0001")
     assert (row["status"], row["autorecovery"]) == ("up", False)
 

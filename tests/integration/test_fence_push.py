@@ -92,7 +92,7 @@ def test_a_reaped_activation_raises_the_agents_fence_once_it_answers(
         conn.execute("UPDATE hosts SET fence = 4, status = 'initializing' WHERE id = %s", (HOST,))
         conn.execute(
             "INSERT INTO activations (id, host_id, trigger, actor, state, fence, queued_at, started_at)"
-            " VALUES ('paused', %s, 'auto', 'auto', 'running', 4, now() - interval '1 hour',"
+            " VALUES ('paused', %s, 'auto', 'auto', 'sending', 4, now() - interval '1 hour',"
             " now() - interval '1 hour')",
             (HOST,),
         )

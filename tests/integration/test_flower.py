@@ -129,22 +129,39 @@ def test_a_failed_activation_is_a_failure_in_flower_not_a_success(
     settle(deps)
     assert host_status(deps, "h-0001")["reason"] == "kvm_not_running"
 
-    info: dict[str, Any] = {}
+    def finished(step_task_id: str) -> dict[str, Any]:
+        info: dict[str, Any] = {}
 
-    def finished_in_flower() -> bool:
-        found = flower.get(f"/api/task/info/{task_id}")
-        if found.status_code != 200:
-            return False
-        info.update(found.json())
-        return info.get("state") in ("SUCCESS", "FAILURE")
+        def in_flower() -> bool:
+            found = flower.get(f"/api/task/info/{step_task_id}")
+            if found.status_code != 200:
+                return False
+            info.update(found.json())
+            return info.get("state") in ("SUCCESS", "FAILURE")
 
-    wait_for(finished_in_flower, 30, f"Flower to show task {task_id} finished")
-    assert info["state"] == "FAILURE", info
-    assert "ActivationFailed" in str(info.get("exception")), info
-    assert "kvm module missing" in str(info.get("exception")), info
+        wait_for(in_flower, 30, f"Flower to show task {step_task_id} finished")
+        return info
+
     with deps.db.transaction() as conn:
         row = conn.execute("SELECT state, outcome FROM activations WHERE id = %s", (task_id,)).fetchone()
+        steps = conn.execute(
+            "SELECT step, task_id, outcome FROM activation_steps WHERE activation_id = %s ORDER BY id",
+            (task_id,),
+        ).fetchall()
     assert row is not None and (row["state"], row["outcome"]) == ("failed", "failed")
+    # The first step (the activation's own task id) sent the init (v2: answered at once); the
+    # step that closed the activation failed is the one Flower shows as a FAILURE.
+    assert (steps[0]["step"], steps[0]["task_id"], steps[0]["outcome"]) == ("send", task_id, "sent")
+    assert finished(task_id)["state"] == "SUCCESS"
+    closing = steps[-1]
+    assert (closing["step"], closing["outcome"]) == ("check", "failed")
+    info = finished(closing["task_id"])
+    assert info["state"] == "FAILURE", info
+    assert info["name"] == "autorecovery.check_init"
+    assert "ActivationFailed" in str(info.get("exception")), info
+    assert "kvm module missing" in str(info.get("exception")), info
+    kwargs = ast.literal_eval(info["kwargs"])  # every step names its host, activation, trigger, actor
+    assert kwargs == {"host_id": "h-0001", "activation_id": task_id, "trigger": "manual", "actor": "alice"}
 def test_beats_ticks_stay_out_of_flower_and_activations_stay_in(
     sim: Any, worker: Proc, deps: Any, flower: Flower, servers: Servers, logs: Path
 ) -> None:

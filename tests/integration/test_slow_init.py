@@ -2,7 +2,8 @@
 
 Two workers, duplicate ticks every half second, every init slower than
 ``AUTORECOVERY_INIT_TIMEOUT_S``: the product does not see the outcome, so it holds each host for
-``AUTORECOVERY_INIT_MAX_S`` after the init instead of counting a failure and sending another.
+``AUTORECOVERY_INIT_MAX_S`` (its activation ``sent``, outcome unknown) instead of counting a
+failure and sending another.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ SLOW = {
     "AUTORECOVERY_LOCK_TTL_S": "10",
 }
 INIT_DELAY_S = 3.0
+
+
+def _held_unknown(deps: Any) -> set[str]:
+    """Hosts an activation held as ``sent`` with its init's answer unseen."""
+    with deps.db.transaction() as conn:
+        rows = conn.execute("SELECT host_id FROM activations WHERE answer = 'unknown'").fetchall()
+    return {r["host_id"] for r in rows}
 
 
 def _abandoned_unknown(deps: Any) -> int:
@@ -48,9 +56,9 @@ def test_slow_inits_on_v1_agents_never_overlap_and_every_host_ends_up(
             time.sleep(0.5)
         assert client.overlaps()["count"] == 0
         assert _abandoned_unknown(deps) >= len(hosts)
+        assert _held_unknown(deps) == set(hosts)  # each held by its record, init_max_s
         for host_id in hosts:
             row = host_status(deps, host_id)
-            assert row["init_hold_until"] is not None, host_id
             assert (row["failures"], row["quarantined_at"]) == (0, None), host_id
 
         # Inits fast again: once each hold is over, the next activation brings the host up.
@@ -91,7 +99,7 @@ def test_slow_inits_on_v2_agents_are_asked_about_never_repeated_and_every_host_e
                 "SELECT object_id, details FROM audit_log WHERE event = 'init_outcome_asked'"
             ).fetchall()
         assert {a["object_id"] for a in asked} == set(hosts)
-        assert all("outcome unknown, asked the agent, done: ok" in str(a["details"]) for a in asked)
+        assert all("asked the agent, done: ok" in str(a["details"]) for a in asked)
         for host_id in hosts:
             row = host_status(deps, host_id)
             assert (row["init_hold_until"], row["failures"], row["quarantined_at"]) == (None, 0, None)
@@ -115,8 +123,17 @@ def _kill_during_init(
     wait_for(lambda: len(client.inits("h-0001")) == 1, 10, "the init call")
     [child] = proc.children()
     os.kill(child, signal.SIGKILL)  # the pool process dies mid-init; its message is requeued
+
     # The redelivery waits for the dead holder's lock (its TTL), then takes over.
-    wait_for(lambda: host_status(deps, "h-0001")["status"] == "up", 60, "the takeover")
+    def up() -> bool:
+        send_ticks(app_module, deps)
+        return bool(host_status(deps, "h-0001")["status"] == "up")
+
+    try:
+        wait_for(up, 60, "the takeover", interval_s=0.5)
+    except AssertionError:
+        proc.stop()
+        raise
     return client, proc
 
 
@@ -131,10 +148,14 @@ def test_a_worker_killed_during_init_on_a_v1_agent_is_taken_over_once_its_lock_e
 ) -> None:
     client, proc = _kill_during_init(sim, servers, logs, app_module, deps, protocol=1)
     try:
-        assert _activations(deps) == [("succeeded", "up")]
-        # A v1 agent cannot be asked: the takeover inits again, with a higher fence, after the first.
+        # A v1 agent cannot be asked: the takeover finds the host initializing (the dead holder
+        # may have sent its init), holds it by the record for init_max_s (outcome unknown,
+        # uncharged), and only a later activation inits again, with a higher fence.
+        assert sorted(_activations(deps)) == [("abandoned", "outcome_unknown"), ("done", "up")]
         fences = [c["fence"] for c in client.inits("h-0001")]
         assert len(fences) == 2 and fences[1] > fences[0]
+        row = host_status(deps, "h-0001")
+        assert (row["failures"], row["quarantined_at"]) == (0, None)
         assert client.overlaps()["count"] == 0
         assert "LockBusyRetry" in proc.log() or "retrying in" in proc.log()
     finally:
@@ -146,7 +167,7 @@ def test_a_worker_killed_during_init_on_a_v2_agent_is_finished_by_asking_not_by_
 ) -> None:
     client, proc = _kill_during_init(sim, servers, logs, app_module, deps, protocol=2)
     try:
-        assert _activations(deps) == [("succeeded", "up")]
+        assert _activations(deps) == [("done", "up")]
         # The init went on on the host after its caller died; the takeover asked how it went.
         assert [c["outcome"] for c in client.inits("h-0001")] == ["ok"]
         assert client.overlaps()["count"] == 0

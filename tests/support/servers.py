@@ -73,6 +73,9 @@ TEST_SETTINGS = {
     "AUTORECOVERY_REPORT_MAX_AGE_S": "5",
     "AUTORECOVERY_AGENT_TIMEOUT_S": "1",
     "AUTORECOVERY_INIT_TIMEOUT_S": "3",
+    # An init whose outcome is not known holds its host this long; its agent is asked this often.
+    "AUTORECOVERY_INIT_MAX_S": "10",
+    "AUTORECOVERY_INIT_POLL_S": "0.3",
     "AUTORECOVERY_AGENT_RETRIES": "1",
     "AUTORECOVERY_ACTIVATION_SOFT_LIMIT_S": "5",
     "AUTORECOVERY_ACTIVATION_TIME_LIMIT_S": "6",

@@ -188,6 +188,18 @@ def test_the_application_never_imports_an_entrypoint_or_a_tool() -> None:
     assert _imports_into(APPLICATION, ENTRYPOINTS + TOOLS) == []
 
 
+def test_the_ports_own_their_types_and_import_no_adapter() -> None:
+    """``autorecovery/ports`` declares rows, connections and protocols; adapters implement them."""
+    root = MODELS_DIR.parent
+    found = [
+        f"{path.relative_to(root)}: {name}"
+        for path in sorted((root / "autorecovery" / "ports").rglob("*.py"))
+        for name in _imports_of(path.read_text(encoding="utf-8"), str(path))
+        if name.startswith(("autorecovery.adapters", "autorecovery.services"))
+    ]
+    assert found == []
+
+
 def test_the_server_entrypoints_never_import_the_cli_or_the_tools() -> None:
     """Only the CLI reaches the tools (``autorecovery up``, ``sim``, ``agent-check``)."""
     assert _imports_into(("api", "workers"), ("cli", *TOOLS)) == []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from models.audit_events import AUDIT_EVENTS, CLOSING_STATES
+from models.audit_events import AUDIT_EVENTS, CLOSING_EVENTS
 
 ROOT = Path(__file__).resolve().parents[2] / "autorecovery"
 #: ``INSERT INTO audit_log (...) SELECT <at>, '<object type>', <id>, '<event>'`` in the stores' SQL.
@@ -19,13 +19,17 @@ _SQL = re.compile(
 #: Calls whose argument at this position is the event: ``Trail.host(id, event, ...)``,
 #: ``core.audit(conn, kind, id, event, ...)``, ``accounting._audit(conn, id, now, event, ...)``.
 _EVENT_ARG = {"host": 1, "cluster": 1, "storage_domain": 1, "pause": 1, "audit": 3, "_audit": 3}
-_FORMATTED = {"activation_{closing.state}": [f"activation_{s.value}" for s in CLOSING_STATES]}
+_FORMATTED: dict[str, list[str]] = {}
+#: Tables of events, read by key: ``CLOSING_EVENTS[closing.state]`` can be any of its values.
+_TABLES = {"CLOSING_EVENTS": list(CLOSING_EVENTS.values())}
 
 
 def _strings(node: ast.AST) -> list[str]:
     """The event names an expression can be: its string constants, and what an f-string expands to."""
     if isinstance(node, ast.Constant):
         return [node.value] if isinstance(node.value, str) else []
+    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id in _TABLES:
+        return list(_TABLES[node.value.id])
     if isinstance(node, ast.JoinedStr):
         text = ast.unparse(node)[2:-1]
         assert text in _FORMATTED, f"an event built as f'{text}': list what it can be in _FORMATTED"

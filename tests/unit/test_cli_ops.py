@@ -359,16 +359,16 @@ def waiting_api(*answers: dict[str, Any]) -> Api:
 
 
 def test_wait_exits_0_when_the_host_comes_up(capsys: pytest.CaptureFixture[str]) -> None:
-    api = waiting_api(detail("initializing", activation("running")),
-                      detail("up", None, [activation("succeeded", "up")]))
+    api = waiting_api(detail("initializing", activation("sent")),
+                      detail("up", None, [activation("done", "up")]))
     code, out, err = run(["hosts", "activate", "h-0001", "--wait", "--api-url", URL], api, capsys)
     assert code == Exit.OK
     assert "h-0001 is up" in out
-    assert "running" in err and "succeeded" in err  # state changes, one line each
+    assert "sent" in err and "done" in err  # state changes, one line each
 
 
 def test_wait_exits_1_when_the_activation_fails(capsys: pytest.CaptureFixture[str]) -> None:
-    api = waiting_api(detail("initializing", activation("running")),
+    api = waiting_api(detail("initializing", activation("sent")),
                       detail("non_operational", None,
                              [activation("failed", "failed", "init refused by agent")]))
     code, _, err = run(["hosts", "activate", "h-0001", "--wait", "--api-url", URL], api, capsys)
@@ -383,20 +383,20 @@ def test_wait_exits_1_when_skipped_and_the_host_is_not_up(capsys: pytest.Capture
 
 
 def test_wait_exits_3_on_timeout(capsys: pytest.CaptureFixture[str]) -> None:
-    api = waiting_api(detail("initializing", activation("running")))
+    api = waiting_api(detail("initializing", activation("sent")))
     code, _, err = run(["hosts", "activate", "h-0001", "--wait", "--timeout", "0.1", "--api-url", URL],
                        api, capsys)
     assert code == Exit.TIMEOUT
-    assert "still running" in err and "--timeout" in err
+    assert "still sent" in err and "--timeout" in err
 
 
 def test_wait_json_prints_the_activation_and_the_host(capsys: pytest.CaptureFixture[str]) -> None:
-    api = waiting_api(detail("up", None, [activation("succeeded", "up")]))
+    api = waiting_api(detail("up", None, [activation("done", "up")]))
     code, out, err = run(["hosts", "activate", "h-0001", "--wait", "--json", "--api-url", URL],
                          api, capsys)
     assert code == Exit.OK and err == ""
     body = json.loads(out)
-    assert body["activation"]["state"] == "succeeded" and body["host"]["status"] == "up"
+    assert body["activation"]["state"] == "done" and body["host"]["status"] == "up"
 
 
 def test_wait_on_a_conflict_exits_5_without_waiting(capsys: pytest.CaptureFixture[str]) -> None:
@@ -646,3 +646,14 @@ def test_plan_and_show_say_what_holds_hosts(capsys: pytest.CaptureFixture[str]) 
                   "backoff-reset", "storage work", "quiet_period: waiting", "last clean",
                   "2026-11-24 11:59:00", "went out for"]:
         assert shown in out, shown
+
+
+def test_show_lists_each_step_of_an_activation_with_its_task_id(capsys: pytest.CaptureFixture[str]) -> None:
+    done = {**activation("done", "up"), "steps": [
+        {"step": "send", "task_id": "act-1", "outcome": "sent", "at": "2026-11-24T12:00:00+00:00"},
+        {"step": "check", "task_id": "task-b7", "outcome": "up", "at": "2026-11-24T12:00:02+00:00"},
+    ]}
+    api = Api({("GET", "/api/v1/hosts/h-0001"): (200, detail("up", None, [done]))})
+    code, out, _ = run(["hosts", "show", "h-0001", "--api-url", URL], api, capsys)
+    assert code == Exit.OK
+    assert "activation steps" in out and "task-b7" in out and "check" in out

@@ -37,7 +37,7 @@ def detail(status: str = "inactive", activation: dict[str, Any] | None = None) -
     return {**domain(status=status), "clusters": ["c-1", "c-2"], "activation": activation}
 
 
-def sd_activation(state: str = "running") -> dict[str, Any]:
+def sd_activation(state: str = "sending") -> dict[str, Any]:
     return {
         "id": "sda-1",
         "sd_id": "sd-1",
@@ -144,7 +144,7 @@ def test_show_tells_the_clusters_and_the_activation(capsys: pytest.CaptureFixtur
     api = Api({("GET", "/api/v1/storage-domains/sd-1"): (200, detail(activation=sd_activation()))})
     code, out, _ = run(["storage-domains", "show", "sd-1", "--api-url", URL], api, capsys)
     assert code == Exit.OK
-    assert "c-1, c-2" in out and "sda-1 running — manual by alice, fence 4" in out
+    assert "c-1, c-2" in out and "sda-1 sending — manual by alice, fence 4" in out
     assert "no up host reached it" in out
 
 
@@ -276,14 +276,14 @@ def _following(*states: str, end: str) -> Api:
 
 
 def test_wait_exits_0_when_the_domain_is_active(capsys: pytest.CaptureFixture[str]) -> None:
-    api = _following("queued", "running", end="active")
+    api = _following("queued", "sending", end="active")
     code, out, err = run(["storage-domains", "activate", "sd-1", "--wait", "--api-url", URL], api, capsys)
     assert code == Exit.OK and "sd-1 is active" in out
-    assert "queued" in err and "running" in err and "succeeded" in err
+    assert "queued" in err and "sending" in err and "done" in err
 
 
 def test_wait_exits_1_with_the_reason_when_it_failed(capsys: pytest.CaptureFixture[str]) -> None:
-    api = _following("running", end="inactive")
+    api = _following("sending", end="inactive")
     code, _, err = run(["storage-domains", "activate", "sd-1", "--wait", "--api-url", URL], api, capsys)
     assert code == Exit.FAILED
     assert "sd-1 is not active: activation failed (no host could connect it (tried: h-1))" in err
@@ -297,15 +297,15 @@ def test_wait_exits_1_with_the_reason_when_it_failed(capsys: pytest.CaptureFixtu
 
 
 def test_wait_exits_3_on_timeout_and_json_prints_both(capsys: pytest.CaptureFixture[str]) -> None:
-    api = _following(*(["running"] * 1000), end="active")
+    api = _following(*(["sending"] * 1000), end="active")
     code, out, err = run(
         ["storage-domains", "activate", "sd-1", "--wait", "--timeout", "0.05", "--json", "--api-url", URL],
         api,
         capsys,
     )
-    assert code == Exit.TIMEOUT and "still running" in err
+    assert code == Exit.TIMEOUT and "still sending" in err
     body = json.loads(out)
-    assert body["activation"]["state"] == "running" and body["storage_domain"]["id"] == "sd-1"
+    assert body["activation"]["state"] == "sending" and body["storage_domain"]["id"] == "sd-1"
 
 
 def test_timeout_without_wait_is_refused_before_any_request(capsys: pytest.CaptureFixture[str]) -> None:

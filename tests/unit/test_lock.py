@@ -30,17 +30,12 @@ def client(server: fakeredis.FakeServer) -> Iterator[fakeredis.FakeRedis]:
 
 @pytest.fixture
 def locks(client: fakeredis.FakeRedis) -> Iterator[Callable[..., ObjectLock]]:
-    """Make locks on ``KEY``; any renewal thread left running is stopped at the end."""
-    made: list[ObjectLock] = []
+    """Make locks on ``KEY``."""
 
     def make(ttl_s: float = 10.0, key: str = KEY) -> ObjectLock:
-        lock = ObjectLock(client, key, ttl_s)
-        made.append(lock)
-        return lock
+        return ObjectLock(client, key, ttl_s)
 
     yield make
-    for lock in made:
-        lock.stop_renewing()
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float = 3.0) -> bool:
@@ -136,39 +131,18 @@ def test_renew_before_acquire_is_false(locks: Callable[..., ObjectLock]) -> None
     assert locks().renew() is False
 
 
-def test_renewal_thread_keeps_the_lock_beyond_its_ttl(
-    client: fakeredis.FakeRedis, locks: Callable[..., ObjectLock]
-) -> None:
-    lock, other = locks(ttl_s=0.2), locks()
-    assert lock.acquire()
-    lock.start_renewing()
-    time.sleep(0.7)  # over three TTLs
-    assert holder_token(client, KEY) == lock.token
-    assert other.acquire() is False
-    assert lock.is_lost is False
-    lock.release()
-    assert holder_token(client, KEY) is None
-    assert other.acquire() is True
-
-
-def test_renewal_thread_notices_a_lost_lock(
-    client: fakeredis.FakeRedis, locks: Callable[..., ObjectLock]
-) -> None:
-    lock, thief = locks(ttl_s=0.3), locks()
-    assert lock.acquire()
-    lock.start_renewing()
-    client.delete(KEY)
-    assert thief.acquire()
-    assert wait_until(lambda: lock.is_lost)
-    lock.release()  # not ours any more: the thief keeps it
-    assert holder_token(client, KEY) == thief.token
+def test_holder_and_remaining_ttl_are_read_from_redis(locks: Callable[..., ObjectLock]) -> None:
+    lock, other = locks(ttl_s=5.0), locks()
+    assert (other.holder(), other.remaining_ttl_s()) == (None, None)
+    assert lock.acquire(owner="act-1")
+    assert (other.holder() or "").startswith("act-1:")
+    assert 4.0 < (other.remaining_ttl_s() or 0.0) <= 5.0
 
 
 def test_context_manager_releases(client: fakeredis.FakeRedis, locks: Callable[..., ObjectLock]) -> None:
     lock = locks()
     assert lock.acquire()
     with lock:
-        lock.start_renewing()
         assert holder_token(client, KEY) == lock.token
     assert holder_token(client, KEY) is None
 

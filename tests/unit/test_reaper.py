@@ -123,7 +123,7 @@ def test_a_tick_on_a_machine_minutes_ahead_reaps_no_live_work(w: World) -> None:
     with w.db.transaction() as conn:  # a worker whose clock is minutes behind begins it
         assert w.repos.activations.begin(conn, running, T0 - SKEW) == 1
     assert w.tick(skew=SKEW).reaped == 0
-    assert (w.act(queued).state, w.act(running).state) == ("queued", "running")
+    assert (w.act(queued).state, w.act(running).state) == ("queued", "sending")
     # The leases do run out on the database's clock, whatever the tick's skew.
     w.later(71)
     assert w.tick(skew=-SKEW).reaped == 2

@@ -30,7 +30,9 @@ def test_defaults_are_valid() -> None:
     assert s.data_dir == Path(".autorecovery")
     assert (s.tick_interval_s, s.batch_size, s.report_max_age_s) == (10.0, 500, 30.0)
     assert s.activation_soft_limit_s < s.activation_time_limit_s < s.lock_ttl_s
-    assert s.init_timeout_s <= s.effective_init_max_s < s.activation_soft_limit_s
+    assert s.init_timeout_s < s.activation_soft_limit_s
+    assert s.init_timeout_s < s.init_max_s  # a v1 hold outlasts the call that missed its answer
+    assert s.init_poll_s < s.init_max_s
     assert s.visibility_timeout_s > s.activation_time_limit_s
     assert s.reap_running_after_s == s.activation_time_limit_s + s.lock_ttl_s
 
@@ -93,8 +95,8 @@ CROSS_ERRORS = [
     ({"AUTORECOVERY_ACTIVATION_SOFT_LIMIT_S": "30"}, "AUTORECOVERY_ACTIVATION_SOFT_LIMIT_S"),
     ({"AUTORECOVERY_ACTIVATION_TIME_LIMIT_S": "25"}, "AUTORECOVERY_ACTIVATION_TIME_LIMIT_S"),
     ({"AUTORECOVERY_INIT_TIMEOUT_S": "25"}, "AUTORECOVERY_INIT_TIMEOUT_S"),
-    ({"AUTORECOVERY_INIT_MAX_S": "25"}, "AUTORECOVERY_INIT_MAX_S"),
     ({"AUTORECOVERY_INIT_MAX_S": "10"}, "AUTORECOVERY_INIT_TIMEOUT_S"),
+    ({"AUTORECOVERY_INIT_POLL_S": "120"}, "AUTORECOVERY_INIT_POLL_S"),
     ({"AUTORECOVERY_VISIBILITY_TIMEOUT_S": "30"}, "AUTORECOVERY_VISIBILITY_TIMEOUT_S"),
 ]
 

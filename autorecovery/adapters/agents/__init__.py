@@ -1,94 +1,11 @@
-"""Host agent clients: the port, its HTTP adapter and an in-memory fake for unit tests."""
+"""Host agent clients: the HTTP adapter and an in-memory fake for unit tests.
+
+The port they implement (``AgentClient``) and its values are ``autorecovery.ports.agents``,
+re-exported here for the adapters' callers.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol
+from autorecovery.ports.agents import AgentClient, InitResult, InitStatus, Target
 
-from models.domain import Report
-
-
-@dataclass(frozen=True, slots=True)
-class InitResult:
-    """What an agent answered to an init or a storage-domain connect call."""
-
-    ok: bool
-    reason: str | None = None
-    detail: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """A host to pull a report from."""
-
-    host_id: str
-    agent_url: str
-
-
-@dataclass(frozen=True, slots=True)
-class InitStatus:
-    """What a v2 agent says of one init it ran or runs (``GET /init/{activation_id}``)."""
-
-    activation_id: str
-    fence: int
-    running: bool
-    ok: bool | None = None
-    reason: str | None = None
-    detail: str | None = None
-
-    def result(self) -> InitResult | None:
-        """The init's result once it is done, else None."""
-        if self.running:
-            return None
-        return InitResult(ok=bool(self.ok), reason=self.reason, detail=self.detail)
-
-
-class AgentClient(Protocol):
-    """Talks agent protocol v2 (and v1) to many hosts."""
-
-    def pull_reports(self, targets: Sequence[Target], now: datetime) -> list[Report]:
-        """Pull every target's report at once; an unanswered or bad one becomes an observation."""
-        ...
-
-    def get_report(self, target: Target, now: datetime) -> Report:
-        """Pull one host's report; never raises for an agent failure (see ``pull_reports``)."""
-        ...
-
-    def init(self, target: Target, fence: int, activation_id: str) -> InitResult:
-        """Ask the agent to initialise its host under ``fence``.
-
-        Raises:
-            StaleFence: the agent has accepted a higher fence.
-            AgentBusy: another init runs on the host (v2); nothing was started.
-            InitOutcomeUnknown: the call may have reached the agent but no answer was seen (read
-                timeout, connection lost after sending); the init may still be running.
-            AgentUnavailable: the call never reached the agent (connect failed), after bounded
-                retries.
-        """
-        ...
-
-    def init_status(self, target: Target, activation_id: str) -> InitStatus | None:
-        """Ask a v2 agent how an init went; None when it has no record of it (404).
-
-        Raises:
-            AgentUnavailable: no answer.
-        """
-        ...
-
-    def raise_fence(self, target: Target, fence: int) -> int | None:
-        """Raise the highest fence the agent accepts (v2 ``POST /fence``); return it.
-
-        Returns None when the agent does not have the route (v1).
-
-        Raises:
-            AgentUnavailable: no answer.
-        """
-        ...
-
-    def connect_storage_domain(
-        self, target: Target, sd_id: str, fence: int, activation_id: str
-    ) -> InitResult:
-        """Ask the agent to connect a storage domain under ``fence`` (errors as ``init``)."""
-        ...
+__all__ = ["AgentClient", "InitResult", "InitStatus", "Target"]

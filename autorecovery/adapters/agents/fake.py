@@ -30,6 +30,8 @@ class FakeAgentClient:
     status_script: dict[str, list[InitStatus | None]] = field(default_factory=dict)
     status_calls: list[tuple[str, str]] = field(default_factory=list)
     connect_calls: list[tuple[str, str, int, str]] = field(default_factory=list)
+    #: Hosts whose agent answers a connect at once (v2 respond-async): ``start_connect`` is None.
+    async_connects: set[str] = field(default_factory=set)
     pulls: int = 0
 
     def pull_reports(self, targets: Sequence[Target], now: datetime) -> list[Report]:
@@ -56,6 +58,19 @@ class FakeAgentClient:
             raise self.init_errors[target.host_id]
         return self.init_results.get(target.host_id, InitResult(ok=True))
 
+    def start_init(self, target: Target, fence: int, activation_id: str) -> InitResult | None:
+        """As ``init``, but answer at once that it runs (v2 respond-async): None.
+
+        Unless a status is scripted for the activation, the init is then done with the host's
+        ``init_results`` answer when asked.
+        """
+        result = self.init(target, fence, activation_id)
+        if activation_id not in self.status_script and activation_id not in self.statuses:
+            self.statuses[activation_id] = InitStatus(
+                activation_id, fence, running=False, ok=result.ok, reason=result.reason, detail=result.detail
+            )
+        return None
+
     def init_status(self, target: Target, activation_id: str) -> InitStatus | None:
         """Answer from ``status_script``, then ``statuses``; None when the agent has no record."""
         if target.host_id in self.unavailable:
@@ -64,6 +79,20 @@ class FakeAgentClient:
         script = self.status_script.get(activation_id)
         if script:
             return script.pop(0)
+        return self.statuses.get(activation_id)
+
+    def start_connect(
+        self, target: Target, sd_id: str, fence: int, activation_id: str
+    ) -> InitResult | None:
+        """As ``connect_storage_domain``; a host in ``async_connects`` answers None (it runs it)."""
+        result = self.connect_storage_domain(target, sd_id, fence, activation_id)
+        return None if target.host_id in self.async_connects else result
+
+    def connect_status(self, target: Target, sd_id: str, activation_id: str) -> InitStatus | None:
+        """Answer from ``statuses`` (keyed by activation id, as inits); None: no record."""
+        if target.host_id in self.unavailable:
+            raise AgentUnavailable(f"{target.host_id}: ConnectTimeout")
+        self.status_calls.append((target.host_id, activation_id))
         return self.statuses.get(activation_id)
 
     def raise_fence(self, target: Target, fence: int) -> int | None:

@@ -16,7 +16,7 @@ import ssl
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, overload
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
@@ -180,11 +180,12 @@ class HttpAgentClient:
         body: dict[str, Any] | None,
         timeout_s: float,
         read: set[int],
+        extra: dict[str, str] | None = None,
     ) -> tuple[int, str | None, bytes]:
         """One bounded call: the status, the Location header, and the body when status in ``read``.
 
         ``timeout_s`` bounds the whole call, a dripping body included; connecting is bounded by
-        the report timeout.
+        the report timeout. ``extra`` headers (``Prefer``) go with the authorisation.
 
         Raises:
             RefusedAddress: the URL policy forbids the agent's URL (its name's addresses are
@@ -193,7 +194,7 @@ class HttpAgentClient:
             aiohttp.ClientError, TimeoutError: as aiohttp raises.
         """
         check_target(self.url_policy, url)
-        attempts = self._auth(target, url)
+        attempts = [{**h, **(extra or {})} for h in self._auth(target, url)]
         for headers in attempts[:-1]:  # a key rotation: try the current key's token first
             status, location, raw = await self._exchange_once(
                 session, method, url, body, timeout_s, read, headers
@@ -238,9 +239,12 @@ class HttpAgentClient:
         body: dict[str, Any] | None,
         timeout_s: float,
         read: set[int],
+        extra: dict[str, str] | None = None,
     ) -> tuple[int, str | None, bytes]:
         async def call() -> tuple[int, str | None, bytes]:  # the session lives on the loop thread
-            return await self._exchange(self.session.call, target, method, url, body, timeout_s, read)
+            return await self._exchange(
+                self.session.call, target, method, url, body, timeout_s, read, extra
+            )
 
         return self.session.run(call())
 
@@ -251,6 +255,11 @@ class HttpAgentClient:
         return self._fenced_post(
             target, _url(target, "/init"), {"fence": fence, "activation_id": activation_id}
         )
+
+    def start_init(self, target: Target, fence: int, activation_id: str) -> InitResult | None:
+        """POST /init with ``Prefer: respond-async``: None when the agent runs it (202)."""
+        body = {"fence": fence, "activation_id": activation_id}
+        return self._fenced_post(target, _url(target, "/init"), body, respond_async=True)
 
     def connect_storage_domain(
         self, target: Target, sd_id: str, fence: int, activation_id: str
@@ -274,7 +283,26 @@ class HttpAgentClient:
 
     def init_status(self, target: Target, activation_id: str) -> InitStatus | None:
         """GET /init/{activation_id}: how a v2 agent's init went; None when it has no record."""
-        url = _url(target, f"/init/{activation_id}")
+        return self._status(target, _url(target, f"/init/{activation_id}"), activation_id)
+
+    def start_connect(
+        self, target: Target, sd_id: str, fence: int, activation_id: str
+    ) -> InitResult | None:
+        """POST /storage-domains/{id}/connect with ``Prefer: respond-async``: None on 202."""
+        return self._fenced_post(
+            target,
+            _url(target, f"/storage-domains/{sd_id}/connect"),
+            {"fence": fence, "activation_id": activation_id},
+            respond_async=True,
+        )
+
+    def connect_status(self, target: Target, sd_id: str, activation_id: str) -> InitStatus | None:
+        """GET /storage-domains/{sd_id}/connect/{activation_id}: how a connect went."""
+        return self._status(
+            target, _url(target, f"/storage-domains/{sd_id}/connect/{activation_id}"), activation_id
+        )
+
+    def _status(self, target: Target, url: str, activation_id: str) -> InitStatus | None:
         status, data = self._call(target, "GET", url, None, {200})
         if status == 404:
             return None
@@ -303,7 +331,9 @@ class HttpAgentClient:
             raise AgentUnavailable(f"{url}: answer has no integer 'highest' (HTTP {status})")
         return value
 
-    def _send_fenced(self, target: Target, url: str, body: dict[str, Any]) -> tuple[int, bytes]:
+    def _send_fenced(
+        self, target: Target, url: str, body: dict[str, Any], extra: dict[str, str] | None
+    ) -> tuple[int, bytes]:
         """POST a fenced call, sending it again only while it cannot have reached the agent."""
 
         @retry(
@@ -316,7 +346,9 @@ class HttpAgentClient:
         )
         def post() -> tuple[int, str | None, bytes]:
             try:
-                return self._call_once(target, "POST", url, body, self.init_timeout_s, {200, 409, 503})
+                return self._call_once(
+                    target, "POST", url, body, self.init_timeout_s, {200, 202, 409, 503}, extra
+                )
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 if _is_refused(exc):
                     raise
@@ -335,20 +367,42 @@ class HttpAgentClient:
             raise AgentUnavailable(f"{url}: answer {exc}") from exc
         return status, raw
 
-    def _fenced_post(self, target: Target, url: str, body: dict[str, Any]) -> InitResult:
-        status, raw = self._send_fenced(target, url, body)
-        if status == 503:
-            _unavailable(raw, url)
-        if status not in (200, 409):
-            raise AgentUnavailable(f"{url}: HTTP {status}")
-        data = json_object(raw, url)
-        if status == 409:
-            _refused(data, raw, body["fence"])
-        if not isinstance(data.get("ok"), bool):
-            raise AgentUnavailable(f"{url}: answer has no boolean 'ok'")
-        if data["ok"]:
-            return InitResult(ok=True)
-        return InitResult(ok=False, reason=str(data.get("reason") or "general"), detail=data.get("detail"))
+    @overload
+    def _fenced_post(self, target: Target, url: str, body: dict[str, Any]) -> InitResult: ...
+    @overload
+    def _fenced_post(
+        self, target: Target, url: str, body: dict[str, Any], *, respond_async: bool
+    ) -> InitResult | None: ...
+
+    def _fenced_post(
+        self, target: Target, url: str, body: dict[str, Any], *, respond_async: bool = False
+    ) -> InitResult | None:
+        extra = {"Prefer": "respond-async"} if respond_async else None
+        status, raw = self._send_fenced(target, url, body, extra)
+        if respond_async and status == 202:
+            return None  # the agent runs the init; its outcome is asked for later
+        return _init_answer(url, body, status, raw)
+
+
+def _init_answer(url: str, body: dict[str, Any], status: int, raw: bytes) -> InitResult:
+    """Read an agent's answer to an init or connect call.
+
+    Raises:
+        StaleFence, AgentBusy: its 409 answers. InitOutcomeUnknown: a 503 ``outcome_unknown``.
+        AgentUnavailable: any other answer but a result.
+    """
+    if status == 503:
+        _unavailable(raw, url)
+    if status not in (200, 409):
+        raise AgentUnavailable(f"{url}: HTTP {status}")
+    data = json_object(raw, url)
+    if status == 409:
+        _refused(data, raw, body["fence"])
+    if not isinstance(data.get("ok"), bool):
+        raise AgentUnavailable(f"{url}: answer has no boolean 'ok'")
+    if data["ok"]:
+        return InitResult(ok=True)
+    return InitResult(ok=False, reason=str(data.get("reason") or "general"), detail=data.get("detail"))
 
 
 class _NotConnected(Exception):

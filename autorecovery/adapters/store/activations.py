@@ -1,50 +1,25 @@
-"""Activation records: one queued or running per host, fenced writes, and the reaper."""
+"""Activation records: one in flight per host, fenced writes, their steps, and the reaper.
+
+In flight means ``queued``, ``sending`` (fence issued, the init being sent) or ``sent`` (the
+agent has the init, or may have it; the record holds the host until ``deadline_at``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
 from autorecovery.adapters.store.db import Conn, run
+from autorecovery.ports.rows import ActivationRow as ActivationRow
+from autorecovery.ports.rows import StepRow as StepRow
 
+IN_FLIGHT = ("queued", "sending", "sent")
 
-@dataclass(frozen=True, slots=True)
-class ActivationRow:
-    """One activation as stored."""
-
-    id: str
-    host_id: str
-    trigger: str
-    actor: str
-    state: str
-    fence: int | None
-    outcome: str | None
-    reason: str | None
-    detail: str | None
-    queued_at: datetime
-    started_at: datetime | None
-    ended_at: datetime | None
-
-    def as_dict(self) -> dict[str, Any]:
-        """Present the activation as JSON."""
-        return {
-            "id": self.id,
-            "host_id": self.host_id,
-            "trigger": self.trigger,
-            "actor": self.actor,
-            "state": self.state,
-            "fence": self.fence,
-            "outcome": self.outcome,
-            "reason": self.reason,
-            "detail": self.detail,
-            "queued_at": self.queued_at.isoformat(),
-            "started_at": self.started_at.isoformat() if self.started_at else None,
-            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
-        }
+#: Every column of an activation, and whether its deadline has passed on PostgreSQL's clock.
+SELECT = "SELECT *, coalesce(deadline_at <= now(), false) AS past_deadline FROM activations"
 
 
 def _row(row: dict[str, Any]) -> ActivationRow:
@@ -101,16 +76,16 @@ def create_many(
 
 def get(conn: Conn, activation_id: str) -> ActivationRow | None:
     """Return one activation, or None."""
-    row = run(conn, "SELECT * FROM activations WHERE id = %(id)s", {"id": activation_id}).fetchone()
+    row = run(conn, SELECT + " WHERE id = %(id)s", {"id": activation_id}).fetchone()
     return _row(row) if row else None
 
 
 def in_flight(conn: Conn, host_id: str) -> ActivationRow | None:
-    """Return the host's queued or running activation, or None."""
+    """Return the host's activation in flight, or None."""
     row = run(
         conn,
-        "SELECT * FROM activations WHERE host_id = %(id)s AND state IN ('queued', 'running')",
-        {"id": host_id},
+        SELECT + " WHERE host_id = %(id)s AND state = ANY(%(states)s)",
+        {"id": host_id, "states": list(IN_FLIGHT)},
     ).fetchone()
     return _row(row) if row else None
 
@@ -119,35 +94,70 @@ def recent(conn: Conn, host_id: str, limit: int = 10) -> list[ActivationRow]:
     """Return the host's latest activations, newest first."""
     rows = run(
         conn,
-        "SELECT * FROM activations WHERE host_id = %(id)s ORDER BY queued_at DESC LIMIT %(n)s",
+        SELECT + " WHERE host_id = %(id)s ORDER BY queued_at DESC LIMIT %(n)s",
         {"id": host_id, "n": limit},
     ).fetchall()
     return [_row(r) for r in rows]
 
 
 def begin(conn: Conn, activation_id: str, now: datetime | None = None) -> int | None:
-    """Mark the activation running and issue its fencing token (the host's fence, bumped).
+    """Mark the activation ``sending`` and issue its fencing token (the host's fence, bumped).
 
-    ``started_at`` (the lease the reaper checks) is PostgreSQL's clock; ``now`` is not used.
+    A ``sending`` one is begun again (its holder died or was retried: a new token); a ``sent``
+    one never is (its init may run). ``started_at`` (the lease the reaper checks) is
+    PostgreSQL's clock; ``now`` is not used.
 
     Returns:
-        The fencing token, or None when the activation is no longer queued or running.
+        The fencing token, or None when the activation is no longer queued or sending.
     """
     row = run(
         conn,
         """
         WITH a AS (SELECT id, host_id FROM activations
-                   WHERE id = %(id)s AND state IN ('queued', 'running') FOR UPDATE),
+                   WHERE id = %(id)s AND state IN ('queued', 'sending') FOR UPDATE),
         f AS (UPDATE hosts h SET fence = h.fence + 1 FROM a WHERE h.id = a.host_id
               AND h.fence < 9223372036854775807  -- bigint: no fence past it is ever issued
               RETURNING h.fence)
-        UPDATE activations SET state = 'running', fence = f.fence, started_at = now()
+        UPDATE activations SET state = 'sending', fence = f.fence, started_at = now()
         FROM f, a WHERE activations.id = a.id
         RETURNING activations.fence
         """,
         {"id": activation_id},
     ).fetchone()
     return None if row is None else int(row["fence"])
+
+
+def mark_sent(
+    conn: Conn,
+    activation_id: str,
+    *,
+    fence: int,
+    answer: str,
+    protocol: int,
+    hold_s: float,
+    was_status: str | None = None,
+) -> bool:
+    """Record that the init went to the agent (``answer``: 'running' or 'unknown'), while the
+    activation still holds ``fence``; it holds the host until ``hold_s`` from now (PostgreSQL's
+    clock, measured when the answer was seen, not when the init was sent). ``was_status`` is the
+    host's status before ``initializing``, for the close."""
+    cur = run(
+        conn,
+        """
+        UPDATE activations SET state = 'sent', answer = %(answer)s, protocol = %(protocol)s,
+            was_status = %(was)s, deadline_at = now() + make_interval(secs => %(hold)s)
+        WHERE id = %(id)s AND state = 'sending' AND fence = %(fence)s
+        """,
+        {
+            "id": activation_id,
+            "fence": fence,
+            "answer": answer,
+            "protocol": protocol,
+            "hold": hold_s,
+            "was": was_status,
+        },
+    )
+    return cur.rowcount == 1
 
 
 def finish(
@@ -171,7 +181,7 @@ def finish(
         """
         UPDATE activations SET state = %(state)s, outcome = %(outcome)s, reason = %(reason)s,
             detail = %(detail)s, ended_at = %(now)s
-        WHERE id = %(id)s AND state IN ('queued', 'running')
+        WHERE id = %(id)s AND state IN ('queued', 'sending', 'sent')
           AND (fence = %(fence)s OR (%(fence)s::bigint IS NULL AND state = 'queued'
                                      AND fence IS NULL))
         """,
@@ -189,13 +199,16 @@ def finish(
 
 
 def reap(conn: Conn, *, now: datetime, queued_ttl_s: float, running_ttl_s: float) -> list[dict[str, Any]]:
-    """Abandon activations stuck queued or running too long, in one statement.
+    """Abandon activations past their lease, in one statement.
 
+    A lease: ``queued`` for ``queued_ttl_s``; ``sending`` for ``running_ttl_s`` after it began
+    (its holder died: a step never outlives its time limit and lock); ``sent`` for
+    ``running_ttl_s`` past its deadline (the step that closes it at the deadline was lost).
     The leases are compared on PostgreSQL's clock, so a caller's skewed clock can neither abandon
     live work nor reap a just-queued activation; ``now`` only stamps the end and the audit.
-    Bumps each host's fence so that a paused holder can write nothing afterwards (and, for a
-    running one, marks it for the agent, see ``hosts.pending_fences``), returns an ``initializing`` host to
-    non_operational (activation_failed), and audits each.
+    Bumps each host's fence so that a paused holder can write nothing afterwards (and, for one
+    that began, marks it for the agent, see ``hosts.pending_fences``), returns an
+    ``initializing`` host to non_operational (activation_failed), and audits each.
     """
     return run(
         conn,
@@ -203,7 +216,8 @@ def reap(conn: Conn, *, now: datetime, queued_ttl_s: float, running_ttl_s: float
         WITH stale AS (
             SELECT id, host_id, state FROM activations
             WHERE (state = 'queued' AND queued_at < now() - make_interval(secs => %(queued_ttl)s))
-               OR (state = 'running' AND started_at < now() - make_interval(secs => %(running_ttl)s))
+               OR (state = 'sending' AND started_at < now() - make_interval(secs => %(running_ttl)s))
+               OR (state = 'sent' AND deadline_at < now() - make_interval(secs => %(running_ttl)s))
             FOR UPDATE SKIP LOCKED),
         ab AS (
             UPDATE activations a SET state = 'abandoned', outcome = 'abandoned', ended_at = %(now)s,
@@ -212,8 +226,8 @@ def reap(conn: Conn, *, now: datetime, queued_ttl_s: float, running_ttl_s: float
             RETURNING a.id, a.host_id, stale.state AS was),
         hosts_reset AS (
             UPDATE hosts h SET fence = LEAST(h.fence, 9223372036854775806) + 1,
-                -- only a running one had a holder that may still reach the agent
-                agent_fence_pending = h.agent_fence_pending OR ab.was = 'running',
+                -- only one that began had a holder that may still reach the agent
+                agent_fence_pending = h.agent_fence_pending OR ab.was <> 'queued',
                 status = CASE WHEN h.status = 'initializing' THEN 'non_operational' ELSE h.status END,
                 reason = CASE WHEN h.status = 'initializing' THEN 'activation_failed' ELSE h.reason END,
                 detail = CASE WHEN h.status = 'initializing'
@@ -250,7 +264,7 @@ def reset_orphans(conn: Conn, *, now: datetime, before: datetime) -> list[str]:
                 status_changed_at = %(now)s, subject = NULL
             WHERE h.status = 'initializing' AND h.status_changed_at < %(before)s
               AND NOT EXISTS (SELECT 1 FROM activations a WHERE a.host_id = h.id
-                              AND a.state IN ('queued', 'running'))
+                              AND a.state IN ('queued', 'sending', 'sent'))
             RETURNING h.id)
         INSERT INTO audit_log (at, object_type, object_id, event, actor, reason, details)
         SELECT %(now)s, 'host', id, 'status_changed', 'auto', 'activation_failed',
@@ -308,6 +322,47 @@ def resend_queued(conn: Conn, *, now: datetime, after_s: float, max_resends: int
         """,
         {"now": now, "after": after_s, "max": max_resends},
     ).fetchall()
+
+
+def unknown_streak(conn: Conn, host_id: str) -> int:
+    """Count the host's latest closed activations in a row whose init outcome was never seen."""
+    row = run(
+        conn,
+        """
+        SELECT count(*) AS n FROM activations
+        WHERE host_id = %(id)s AND outcome = 'outcome_unknown'
+          AND ended_at > coalesce((SELECT max(ended_at) FROM activations
+                                   WHERE host_id = %(id)s AND state IN ('done', 'failed')),
+                                  '-infinity')
+        """,
+        {"id": host_id},
+    ).fetchone()
+    return int(row["n"]) if row else 0
+
+
+def add_step(conn: Conn, activation_id: str, step: str, task_id: str | None, outcome: str) -> None:
+    """Record one step of an activation (its task id and what it came to); at PostgreSQL's clock."""
+    run(
+        conn,
+        """
+        INSERT INTO activation_steps (activation_id, step, task_id, outcome)
+        SELECT id, %(step)s, %(task)s, %(outcome)s FROM activations WHERE id = %(id)s
+        """,
+        {"id": activation_id, "step": step, "task": task_id, "outcome": outcome[:200]},
+    )
+
+
+def steps(conn: Conn, activation_ids: Sequence[str]) -> list[StepRow]:
+    """Return the steps of these activations, oldest first."""
+    rows = run(
+        conn,
+        """
+        SELECT activation_id, step, task_id, outcome, at FROM activation_steps
+        WHERE activation_id = ANY(%(ids)s) ORDER BY id
+        """,
+        {"ids": list(activation_ids)},
+    ).fetchall()
+    return [StepRow(**r) for r in rows]
 
 
 def count_by_outcome(conn: Conn) -> list[dict[str, Any]]:

@@ -18,11 +18,11 @@ from psycopg.rows import dict_row
 from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from autorecovery.ports.rows import Conn as Conn  # the port owns the type
 from models.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-Conn = psycopg.Connection[dict[str, Any]]
 
 
 class StatementCounter:

@@ -8,12 +8,12 @@ whose init outcome was not seen is held.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from psycopg.types.json import Jsonb
 
 from autorecovery.adapters.store.db import Conn, run
+from autorecovery.ports.rows import FencePush
 
 
 def raise_fence(conn: Conn, host_id: str, fence: int, at_least: int) -> bool:
@@ -31,15 +31,6 @@ def raise_fence(conn: Conn, host_id: str, fence: int, at_least: int) -> bool:
         {"id": host_id, "fence": fence, "to": at_least},
     )
     return cur.rowcount == 1
-
-
-@dataclass(frozen=True, slots=True)
-class FencePush:
-    """A fence the host's agent has not been told yet."""
-
-    host_id: str
-    agent_url: str
-    fence: int
 
 
 def pending_fences(conn: Conn, limit: int) -> list[FencePush]:

@@ -6,7 +6,6 @@ The hosts repository also serves clusters (``clusters.py``) and fences (``fences
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,7 +16,6 @@ from autorecovery.adapters.store.clusters import delete_cluster as delete_cluste
 from autorecovery.adapters.store.clusters import get_cluster as get_cluster
 from autorecovery.adapters.store.clusters import upsert_cluster as upsert_cluster
 from autorecovery.adapters.store.db import Conn, run
-from autorecovery.adapters.store.fences import FencePush as FencePush
 from autorecovery.adapters.store.fences import clear_agent_hold as clear_agent_hold
 from autorecovery.adapters.store.fences import clear_fence_pending as clear_fence_pending
 from autorecovery.adapters.store.fences import fence_push_failed as fence_push_failed
@@ -28,7 +26,11 @@ from autorecovery.adapters.store.fences import pending_fences as pending_fences
 from autorecovery.adapters.store.fences import raise_fence as raise_fence
 from autorecovery.adapters.store.fences import set_agent_state as set_agent_state
 from autorecovery.adapters.store.rows import host_row, report_to_json
+from autorecovery.ports import FencePush as FencePush
 from autorecovery.ports import HostRow as HostRow  # re-exported: callers import it from here
+from autorecovery.ports.rows import BatchWindow as BatchWindow
+from autorecovery.ports.rows import Evaluated as Evaluated
+from autorecovery.ports.rows import SettledCount as SettledCount
 from models.domain import Report
 from models.policy import Decision, Transition
 from models.safety import SILENT_EXAMPLES, UNOBSERVED_STATUSES
@@ -40,9 +42,9 @@ SELECT h.id, h.cluster_id, h.agent_url, h.status, h.reason, h.detail, h.autoreco
        h.error_until, h.init_hold_until, h.adopt, h.last_clean_at,
        h.agent_hold, h.agent_hold_detail, h.agent_state_id,
        EXISTS (SELECT 1 FROM activations a
-               WHERE a.host_id = h.id AND a.state IN ('queued', 'running')) AS in_flight,
+               WHERE a.host_id = h.id AND a.state IN ('queued', 'sending', 'sent')) AS in_flight,
        (SELECT a.id FROM activations a
-        WHERE a.host_id = h.id AND a.state IN ('queued', 'running')) AS in_flight_id,
+        WHERE a.host_id = h.id AND a.state IN ('queued', 'sending', 'sent')) AS in_flight_id,
        r.reported_at AS r_reported_at, r.received_at AS r_received_at, r.source AS r_source,
        r.agent_reachable AS r_agent_reachable, r.kvm AS r_kvm, r.version AS r_version,
        r.cpu_flags AS r_cpu_flags, r.networks AS r_networks,
@@ -67,7 +69,7 @@ _BATCH_KEYED = """
 FROM hosts h LEFT JOIN reports r ON r.host_id = h.id
 CROSS JOIN LATERAL (
     SELECT (SELECT a.id FROM activations a
-            WHERE a.host_id = h.id AND a.state IN ('queued', 'running') LIMIT 1) AS in_flight_id) f
+            WHERE a.host_id = h.id AND a.state IN ('queued', 'sending', 'sent') LIMIT 1) AS in_flight_id) f
 CROSS JOIN LATERAL (
     SELECT md5(jsonb_build_array(to_jsonb(h) - %(not_evaluated)s::text[], f.in_flight_id)::text)
         AS host_key) k
@@ -144,48 +146,20 @@ def batch_between(conn: Conn, lo: str, hi: str | None) -> list[HostRow]:
     return _host_rows(rows)
 
 
-@dataclass(frozen=True, slots=True)
-class BatchWindow:
-    """What tells a settled host from one to evaluate: the tick, its time and limits.
-
-    The key of the tick's context is read from the tick's row (``ticks.keep_context``).
-    """
-
-    now: datetime
-    #: A report pushed within this many seconds before ``now`` is not pulled (``needs_pull``).
-    pushed_within_s: float
-    max_clock_skew_s: float
-    max_report_age_s: float
-    #: Times that run out within this margin after ``now`` count as run out.
-    margin_s: float
-    tick_id: str
-
-    def params(self) -> dict[str, Any]:
-        """The statement parameters."""
-        later = self.now + timedelta(seconds=self.margin_s)
-        return {
-            "tick_id": self.tick_id,
-            "later": later,
-            "pushed_after": self.now - timedelta(seconds=self.pushed_within_s),
-            "pushed_before": self.now + timedelta(seconds=self.max_clock_skew_s),
-            "fresh_after": later - timedelta(seconds=self.max_report_age_s),
-            "fresh_before": self.now + timedelta(seconds=self.max_report_age_s),
-            "not_evaluated": _NOT_EVALUATED,
-            "unobserved": sorted(s.value for s in UNOBSERVED_STATUSES),
-            "examples": SILENT_EXAMPLES,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class SettledCount:
-    """Hosts of a batch whose last evaluation holds, by the decision it made."""
-
-    code: str
-    hosts: int
-    observed: int
-    silent: int
-    #: The first of the silent ones, by id (``models.safety.silent_examples``).
-    silent_ids: list[str]
+def _window_params(window: BatchWindow) -> dict[str, Any]:
+    """The statement parameters of a batch's window."""
+    later = window.now + timedelta(seconds=window.margin_s)
+    return {
+        "tick_id": window.tick_id,
+        "later": later,
+        "pushed_after": window.now - timedelta(seconds=window.pushed_within_s),
+        "pushed_before": window.now + timedelta(seconds=window.max_clock_skew_s),
+        "fresh_after": later - timedelta(seconds=window.max_report_age_s),
+        "fresh_before": window.now + timedelta(seconds=window.max_report_age_s),
+        "not_evaluated": _NOT_EVALUATED,
+        "unobserved": sorted(s.value for s in UNOBSERVED_STATUSES),
+        "examples": SILENT_EXAMPLES,
+    }
 
 
 def batch_changed(
@@ -196,7 +170,7 @@ def batch_changed(
     Returns a function that gives both once read: in a pipeline both statements go in one round
     trip, so nothing is fetched before it is called.
     """
-    params = {"lo": lo, "hi": hi, **window.params()}
+    params = {"lo": lo, "hi": hi, **_window_params(window)}
     where = _OPEN if hi is None else _BOUNDED
     changed = run(
         conn,
@@ -239,17 +213,6 @@ def batch_changed(
         return rows, counts
 
     return read
-
-
-@dataclass(frozen=True, slots=True)
-class Evaluated:
-    """What the store keeps of one host's evaluation (``key`` None: evaluate it again next tick)."""
-
-    host_id: str
-    key: str | None
-    until: datetime | None
-    code: str
-    silent: bool
 
 
 def record_evaluations(conn: Conn, evaluated: Sequence[Evaluated]) -> None:
@@ -541,7 +504,7 @@ def delete_host(conn: Conn, host_id: str) -> bool:
         """
         DELETE FROM hosts WHERE id = %(id)s AND NOT EXISTS (
             SELECT 1 FROM activations a WHERE a.host_id = %(id)s
-                AND a.state IN ('queued', 'running'))
+                AND a.state IN ('queued', 'sending', 'sent'))
         """,
         {"id": host_id},
     )

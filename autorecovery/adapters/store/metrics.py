@@ -76,7 +76,7 @@ def safety_gauges(conn: Conn, now: datetime) -> dict[str, Any]:
             SELECT c.id AS cluster_id, count(a.id) AS n
             FROM clusters c
             LEFT JOIN hosts h ON h.cluster_id = c.id
-            LEFT JOIN activations a ON a.host_id = h.id AND a.state IN ('queued', 'running')
+            LEFT JOIN activations a ON a.host_id = h.id AND a.state IN ('queued', 'sending', 'sent')
             GROUP BY c.id ORDER BY c.id
             """,
         ).fetchall()
@@ -107,7 +107,7 @@ def error_and_storage_gauges(conn: Conn, charges_since: datetime) -> dict[str, A
     }
     found["sd_in_flight"] = int(
         run(
-            conn, "SELECT count(*) AS n FROM sd_activations WHERE state IN ('queued', 'running')"
+            conn, "SELECT count(*) AS n FROM sd_activations WHERE state IN ('queued', 'sending', 'sent')"
         ).fetchone()["n"]  # type: ignore[index]
     )
     return found

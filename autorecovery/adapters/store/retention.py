@@ -22,20 +22,20 @@ _STATEMENTS: dict[str, tuple[LiteralString, LiteralString]] = {
     ),
     "activations": (
         "SELECT count(*) AS n FROM activations WHERE ended_at < %(before)s"
-        " AND state NOT IN ('queued', 'running')",
+        " AND state NOT IN ('queued', 'sending', 'sent')",
         """
         DELETE FROM activations WHERE id IN (
             SELECT id FROM activations WHERE ended_at < %(before)s
-              AND state NOT IN ('queued', 'running') LIMIT %(limit)s)
+              AND state NOT IN ('queued', 'sending', 'sent') LIMIT %(limit)s)
         """,
     ),
     "sd_activations": (
         "SELECT count(*) AS n FROM sd_activations WHERE ended_at < %(before)s"
-        " AND state NOT IN ('queued', 'running')",
+        " AND state NOT IN ('queued', 'sending', 'sent')",
         """
         DELETE FROM sd_activations WHERE id IN (
             SELECT id FROM sd_activations WHERE ended_at < %(before)s
-              AND state NOT IN ('queued', 'running') LIMIT %(limit)s)
+              AND state NOT IN ('queued', 'sending', 'sent') LIMIT %(limit)s)
         """,
     ),
     "charges": (

@@ -93,7 +93,7 @@ def in_flight_by_cluster(conn: Conn) -> dict[str, int]:
         conn,
         """
         SELECT h.cluster_id, count(*) AS n FROM activations a JOIN hosts h ON h.id = a.host_id
-        WHERE a.state IN ('queued', 'running') GROUP BY h.cluster_id
+        WHERE a.state IN ('queued', 'sending', 'sent') GROUP BY h.cluster_id
         """,
     ).fetchall()
     return {row["cluster_id"]: int(row["n"]) for row in rows}
@@ -124,6 +124,19 @@ def record_failure(conn: Conn, host_id: str, fence: int, next_attempt_at: dateti
         {"id": host_id, "fence": fence, "next": next_attempt_at},
     ).fetchone()
     return None if row is None else int(row["failures"])
+
+
+def postpone(conn: Conn, host_id: str, fence: int, next_attempt_at: datetime) -> bool:
+    """Set when to try a host next (never sooner than set) without counting a failure."""
+    cur = run(
+        conn,
+        """
+        UPDATE hosts SET next_attempt_at = GREATEST(next_attempt_at, %(next)s)
+        WHERE id = %(id)s AND fence = %(fence)s
+        """,
+        {"id": host_id, "fence": fence, "next": next_attempt_at},
+    )
+    return cur.rowcount == 1
 
 
 def failures_of(conn: Conn, host_id: str) -> int:
@@ -175,11 +188,11 @@ def auto_ends_since(conn: Conn, host_id: str, since: datetime) -> int:
         conn,
         """
         SELECT count(*) AS n FROM activations a JOIN hosts h ON h.id = a.host_id
-        WHERE a.host_id = %(id)s AND a.trigger = 'auto' AND a.state IN ('succeeded', 'failed')
+        WHERE a.host_id = %(id)s AND a.trigger = 'auto' AND a.state IN ('done', 'failed')
           AND a.ended_at >= %(since)s
           AND (h.holds_cleared_at IS NULL OR a.ended_at > h.holds_cleared_at)
           AND a.id IS DISTINCT FROM (
-              SELECT f.id FROM activations f WHERE f.host_id = a.host_id AND f.state = 'succeeded'
+              SELECT f.id FROM activations f WHERE f.host_id = a.host_id AND f.state = 'done'
               ORDER BY f.queued_at, f.id LIMIT 1)
         """,
         {"id": host_id, "since": since},

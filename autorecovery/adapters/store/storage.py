@@ -167,7 +167,7 @@ def reachable_inactive(conn: Conn, fresh_after: datetime) -> list[str]:
         WHERE d.status = 'inactive' AND d.autorecovery AND r.agent_reachable
           AND r.reported_at >= %(fresh)s
           AND NOT EXISTS (SELECT 1 FROM sd_activations a WHERE a.sd_id = d.id
-                          AND a.state IN ('queued', 'running'))
+                          AND a.state IN ('queued', 'sending', 'sent'))
         ORDER BY d.id
         """,
         {"fresh": fresh_after},
@@ -191,6 +191,10 @@ def connect_targets(conn: Conn, sd_id: str, fresh_after: datetime) -> list[dict[
         """,
         {"sd": sd_id, "fresh": fresh_after},
     ).fetchall()
+
+
+#: A domain activation's columns, and whether its deadline has passed on PostgreSQL's clock.
+SD_SELECT = "SELECT *, coalesce(deadline_at <= now(), false) AS past_deadline FROM sd_activations"
 
 
 def queue_activation(
@@ -222,7 +226,7 @@ def in_flight(conn: Conn, sd_id: str) -> DomainActivationRow | None:
     """Return the domain's queued or running activation, or None."""
     row = run(
         conn,
-        "SELECT * FROM sd_activations WHERE sd_id = %(sd)s AND state IN ('queued', 'running')",
+        SD_SELECT + " WHERE sd_id = %(sd)s AND state IN ('queued', 'sending', 'sent')",
         {"sd": sd_id},
     ).fetchone()
     return cast("DomainActivationRow | None", row)
@@ -230,12 +234,12 @@ def in_flight(conn: Conn, sd_id: str) -> DomainActivationRow | None:
 
 def get_activation(conn: Conn, activation_id: str) -> DomainActivationRow | None:
     """Return one domain activation, or None."""
-    row = run(conn, "SELECT * FROM sd_activations WHERE id = %(id)s", {"id": activation_id}).fetchone()
+    row = run(conn, SD_SELECT + " WHERE id = %(id)s", {"id": activation_id}).fetchone()
     return cast("DomainActivationRow | None", row)
 
 
 def begin_activation(conn: Conn, activation_id: str, now: datetime | None = None) -> int | None:
-    """Mark the activation running and issue its fence (the domain's, bumped).
+    """Mark the activation ``sending`` and issue its fence (the domain's, bumped).
 
     ``started_at`` (the lease the reaper checks) is PostgreSQL's clock; ``now`` is not used.
     """
@@ -243,16 +247,50 @@ def begin_activation(conn: Conn, activation_id: str, now: datetime | None = None
         conn,
         """
         WITH a AS (SELECT id, sd_id FROM sd_activations
-                   WHERE id = %(id)s AND state IN ('queued', 'running') FOR UPDATE),
+                   WHERE id = %(id)s AND state IN ('queued', 'sending') FOR UPDATE),
         f AS (UPDATE storage_domains d SET fence = d.fence + 1 FROM a WHERE d.id = a.sd_id
               AND d.fence < 9223372036854775807  -- bigint: no fence past it is ever issued
               RETURNING d.fence)
-        UPDATE sd_activations SET state = 'running', fence = f.fence, started_at = now()
+        UPDATE sd_activations SET state = 'sending', fence = f.fence, started_at = now()
         FROM f, a WHERE sd_activations.id = a.id RETURNING sd_activations.fence
         """,
         {"id": activation_id},
     ).fetchone()
     return None if row is None else int(row["fence"])
+
+
+def mark_activation_sent(
+    conn: Conn, activation_id: str, *, fence: int, answer: str, target: str, hold_s: float
+) -> bool:
+    """Record a connect sent through host ``target`` whose outcome is not known (``answer``);
+    the record holds the domain until ``hold_s`` from now (PostgreSQL's clock)."""
+    cur = run(
+        conn,
+        """
+        UPDATE sd_activations SET state = 'sent', answer = %(answer)s, target = %(target)s,
+            deadline_at = now() + make_interval(secs => %(hold)s)
+        WHERE id = %(id)s AND state = 'sending' AND fence = %(fence)s
+        """,
+        {"id": activation_id, "fence": fence, "answer": answer, "target": target, "hold": hold_s},
+    )
+    return cur.rowcount == 1
+
+
+def abandon_for_maintenance(conn: Conn, sd_id: str, now: datetime) -> str | None:
+    """Abandon the domain's activation in flight and bump its fence, so that its holder writes
+    nothing (an admin puts the domain in maintenance); return the activation's id, if any."""
+    row = run(
+        conn,
+        """
+        WITH f AS (UPDATE storage_domains SET fence = fence + 1 WHERE id = %(sd)s RETURNING id)
+        UPDATE sd_activations a SET state = 'abandoned', outcome = 'maintenance', ended_at = %(now)s,
+            detail = 'an admin put the domain in maintenance'
+        FROM f WHERE a.sd_id = f.id AND a.state IN ('queued', 'sending', 'sent')
+        RETURNING a.id
+        """,
+        {"sd": sd_id, "now": now},
+    ).fetchone()
+    return None if row is None else str(row["id"])
 
 
 def finish_activation(
@@ -271,7 +309,7 @@ def finish_activation(
         """
         UPDATE sd_activations SET state = %(state)s, outcome = %(outcome)s, detail = %(detail)s,
             ended_at = %(now)s
-        WHERE id = %(id)s AND state IN ('queued', 'running')
+        WHERE id = %(id)s AND state IN ('queued', 'sending', 'sent')
           AND (fence = %(fence)s OR (%(fence)s::bigint IS NULL AND state = 'queued'
                                      AND fence IS NULL))
         """,
@@ -308,7 +346,8 @@ def reap_activations(conn: Conn, *, now: datetime, queued_ttl_s: float, running_
         WITH stale AS (
             SELECT id, sd_id FROM sd_activations
             WHERE (state = 'queued' AND queued_at < now() - make_interval(secs => %(queued_ttl)s))
-               OR (state = 'running' AND started_at < now() - make_interval(secs => %(running_ttl)s))
+               OR (state = 'sending' AND started_at < now() - make_interval(secs => %(running_ttl)s))
+               OR (state = 'sent' AND deadline_at < now() - make_interval(secs => %(running_ttl)s))
             FOR UPDATE SKIP LOCKED),
         ab AS (UPDATE sd_activations a SET state = 'abandoned', outcome = 'abandoned',
                    ended_at = %(now)s

@@ -7,35 +7,19 @@ run on different machines whose clocks need not agree.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
 from autorecovery.adapters.store.db import Conn, run
+from autorecovery.ports.rows import BatchDone as BatchDone
+from autorecovery.ports.rows import BatchStart as BatchStart
+from autorecovery.ports.rows import TickClaim as TickClaim
 
 #: Serialises tick claims (two coordinators at once, from duplicate beats or redeliveries).
 TICK_CLAIM_LOCK = 0x61725F7469636B  # "ar_tick"
 #: Statements ``finish_batch`` runs for a batch that is recorded (counted in the tick's summary).
 FINISH_BATCH_STATEMENTS = 2
-
-
-@dataclass(frozen=True, slots=True)
-class TickClaim:
-    """What a coordinator got: a tick to run (with its batch bounds), or why not."""
-
-    tick_id: str | None
-    refused: str | None = None
-    took_over: str | None = None
-    bounds: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class BatchDone:
-    """What finishing a batch meant for its tick."""
-
-    recorded: bool
-    closes: bool
 
 
 def claim(conn: Conn, tick_id: str, *, batch_size: int, min_spacing_s: float, deadline_s: float) -> TickClaim:
@@ -178,16 +162,6 @@ def queue_finish_batch(
         return BatchDone(recorded=recorded, closes=recorded and closes)
 
     return read
-
-
-@dataclass(frozen=True, slots=True)
-class BatchStart:
-    """What a batch learns of its tick as it starts: why not to run, or the tick's context."""
-
-    refused: str | None
-    context_key: str | None = None
-    #: The context as the coordinator kept it (None when not asked for, or not kept).
-    context: dict[str, Any] | None = None
 
 
 def keep_context(conn: Conn, tick_id: str, context: dict[str, Any], key: str) -> None:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import random
 
-import redis
-
 from autorecovery.adapters.agents import AgentClient
 from autorecovery.adapters.store import PG_REPOS, Repos
 from autorecovery.adapters.store.db import Database
+from autorecovery.ports import LockFactory
 from autorecovery.services import Clock
 from autorecovery.services.activation.accounting import Accounting, RecoverySafety
 from autorecovery.services.activation.core import FencedActivations
@@ -24,12 +23,12 @@ __all__ = ["ActivationService", "FencedActivations", "InitWait", "LockBusyRetry"
 
 
 class ActivationService:
-    """Runs host activations (``init_vds_on_up``) on the fenced core."""
+    """Runs the steps of host activations (``init_vds_on_up``, ``check_init``) on the fenced core."""
 
     def __init__(
         self,
         db: Database,
-        redis_client: redis.Redis,
+        lock: LockFactory,
         agents: AgentClient,
         *,
         lock_ttl_s: float,
@@ -41,7 +40,7 @@ class ActivationService:
         rng: random.Random | None = None,
         wait: InitWait = InitWait(),  # noqa: B008 - frozen, shared safely
     ) -> None:
-        self.core = FencedActivations(db, redis_client, clock=clock, lock_ttl_s=lock_ttl_s)
+        self.core = FencedActivations(db, lock, clock=clock, lock_ttl_s=lock_ttl_s, poll_s=wait.poll_s)
         accounting = Accounting(repos, safety, rng or random.Random())  # noqa: S311 - jitter
         self.hosts = HostKind(
             self.core,
@@ -54,14 +53,22 @@ class ActivationService:
             wait=wait,
         )
 
-    def run(self, activation_id: str, host_id: str) -> Outcome:
-        """Run one host activation to its end.
+    def run(self, activation_id: str, host_id: str, task_id: str | None = None) -> Outcome:
+        """The first step: begin, re-check, send the init; close on an answer, else leave it sent.
 
         Raises:
             LockBusyRetry: another delivery of this activation holds the host's lock.
             TransientError: Redis or PostgreSQL failed before the outcome was recorded.
         """
-        return self.core.run(self.hosts, activation_id, host_id)
+        return self.core.run(self.hosts, activation_id, host_id, task_id)
+
+    def check(self, activation_id: str, host_id: str, task_id: str | None = None) -> Outcome:
+        """A later step of a sent init: ask the agent, close under the fence, or ask again later.
+
+        Raises:
+            TransientError: Redis or PostgreSQL failed before the outcome was recorded.
+        """
+        return self.core.check(self.hosts, activation_id, host_id, task_id)
 
     def give_up(self, activation_id: str, host_id: str, error: str) -> bool:
         """Close an activation whose retries ran out, unless a live holder has its lock."""

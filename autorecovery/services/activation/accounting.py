@@ -1,7 +1,9 @@
 """What a host's activation result counts for: backoff, reset and flap quarantine.
 
-Only real results count (succeeded, failed); infrastructure outcomes (lock lost, gave up,
-outcome unknown, busy) are never charged to the host.
+Only real results count (done, failed); infrastructure outcomes (lock lost, gave up, outcome
+unknown, busy) are never charged to the host. Repeated unknown outcomes still back an automatic
+activation off as failures do (``defer_unknown``), without a charge: a host whose init always
+outlasts the timeout is not sent a new init every ``init_max_s`` forever.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from autorecovery.adapters.store.db import Conn
-from autorecovery.services.activation.kinds import Run
+from autorecovery.services.activation.kinds import HostStore, Run
 from models.domain import HostStatus, Trigger
 from models.safety import backoff_delay_s, is_flapping
 
@@ -33,7 +35,7 @@ class RecoverySafety:
 class Accounting:
     """Charges and resets after a host's activation, in the closing transaction."""
 
-    def __init__(self, repos: Any, safety: RecoverySafety, rng: random.Random) -> None:
+    def __init__(self, repos: HostStore, safety: RecoverySafety, rng: random.Random) -> None:
         self.repos = repos
         self.safety = safety
         self.rng = rng
@@ -107,6 +109,36 @@ class Accounting:
             {"failures": failures, "delay_s": round(delay, 3), "activation_id": run.activation_id},
         )
         log.info("host %s: backing off %.1fs after %s failure(s)", host_id, delay, failures)
+
+    def defer_unknown(self, conn: Conn, run: Run, now: datetime) -> None:
+        """Back an automatic activation off after unknown outcomes in a row; charge nothing.
+
+        Call after the activation is closed ``outcome_unknown`` in this transaction (it counts).
+        """
+        if run.trigger is not Trigger.AUTO:
+            return
+        host_id = run.object_id
+        unknown = max(self.repos.activations.unknown_streak(conn, host_id), 1)
+        delay = backoff_delay_s(
+            unknown, self.safety.backoff_base_s, self.safety.backoff_max_s, self.rng.random()
+        )
+        if not self.repos.safety.postpone(conn, host_id, run.fence, now + timedelta(seconds=delay)):
+            return
+        self._audit(
+            conn,
+            host_id,
+            now,
+            "backoff",
+            "auto",
+            f"{unknown} unknown init outcome(s) in a row",
+            {
+                "unknown": unknown,
+                "delay_s": round(delay, 3),
+                "activation_id": run.activation_id,
+                "charged": False,
+            },
+        )
+        log.info("host %s: backing off %.1fs after %s unknown init outcome(s)", host_id, delay, unknown)
 
     def _check_flapping(self, conn: Conn, host_id: str, now: datetime) -> None:
         since = now - timedelta(seconds=self.safety.flap_window_s)

@@ -1,9 +1,18 @@
-"""The fenced-activation core: one skeleton for hosts and storage domains.
+"""The fenced-activation core: one state machine for hosts and storage domains.
 
-lock → begin (the fencing token) → renew → the kind's work, each side effect behind ``guard`` →
-fenced close. A busy lock is a skip (another activation) or a retry (another delivery of this
+An activation is a record, ``queued → sending → sent → done | failed | abandoned`` (or
+``skipped``), advanced by short steps, each under the object's lock (whose TTL outlives the
+step's time limit, so it is never renewed):
+
+- ``run`` (send): lock → begin (``sending``, the fencing token) → the kind's work, each side
+  effect behind ``guard`` → a fenced close, or ``sent`` with a deadline;
+- ``check``: lock → the kind's ``settle`` of a ``sent`` record (ask the agent, close under the
+  same fence, or ask again later; at its deadline the outcome is unknown).
+
+No step waits on an agent longer than one call's timeout: a hung agent holds its own record and
+nothing else. A busy lock is a skip (another activation) or a retry (another delivery of this
 one); giving up happens only under the lock, so it never closes a live holder's activation.
-Infrastructure outcomes (lock lost, gave up) end ``abandoned`` and charge nobody.
+Infrastructure outcomes (lock lost, gave up, outcome unknown) end ``abandoned`` and charge nobody.
 """
 
 from __future__ import annotations
@@ -11,15 +20,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-import redis
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from autorecovery.adapters.locks import ObjectLock, holder_token, remaining_ttl_s
 from autorecovery.adapters.store.db import Conn, Database
+from autorecovery.ports import Lock, LockFactory
 from autorecovery.services import Clock
 from autorecovery.services.activation.kinds import ActivationRef, Closing, Kind, LockBusyRetry, Outcome, Run
+from models.audit_events import CLOSING_EVENTS
 from models.domain import IN_FLIGHT_STATES, ActivationState, Reason, Trigger
 from models.errors import LockLost, LockServiceUnavailable, StaleFence, StoreUnavailable
 from models.fencing import next_fence
@@ -29,6 +38,27 @@ log = logging.getLogger(__name__)
 
 CloseWrites = Callable[[Conn, datetime], None]
 
+
+class SendingKind(Kind, Protocol):
+    """A kind whose init can be left ``sent`` (its outcome asked for, or held until a deadline)."""
+
+    def mark_sent(
+        self,
+        conn: Conn,
+        activation_id: str,
+        *,
+        fence: int,
+        answer: str,
+        protocol: int,
+        hold_s: float,
+        was_status: str | None,
+    ) -> bool:
+        """Move ``sending`` to ``sent`` while it holds ``fence``."""
+        ...
+
+
+#: The outcome of a step that found nothing to do (another delivery did it): it writes nothing.
+DUPLICATE = "duplicate"
 #: Shortest wait before a redelivery looks at a busy lock again.
 MIN_BUSY_WAIT_S = 1.0
 
@@ -39,38 +69,51 @@ class FencedActivations:
     def __init__(
         self,
         db: Database,
-        redis_client: redis.Redis,
+        lock: LockFactory,
         *,
         clock: Clock,
         lock_ttl_s: float,
+        poll_s: float = 1.0,
         close_attempts: int = 4,
         close_wait_max_s: float = 2.0,
     ) -> None:
         self.db = db
-        self.redis = redis_client
+        self.lock = lock
         self.clock = clock
         self.lock_ttl_s = lock_ttl_s
+        self.poll_s = poll_s
         self.close_attempts = close_attempts
         self.close_wait_max_s = close_wait_max_s
 
-    def run(self, kind: Kind, activation_id: str, object_id: str) -> Outcome:
-        """Run one activation to its end under the object's lock.
+    def run(self, kind: Kind, activation_id: str, object_id: str, task_id: str | None = None) -> Outcome:
+        """The first step (send): begin, re-check, send; close, or leave it ``sent``.
 
         Raises:
             LockBusyRetry: another delivery of this activation holds the lock; try again later.
             TransientError: Redis or PostgreSQL failed before the outcome was recorded.
         """
+        outcome = self._send(kind, activation_id, object_id)
+        if outcome.outcome != DUPLICATE:  # a duplicate delivery writes nothing
+            kind.record_step(activation_id, "send", task_id, outcome.outcome)
+        return outcome
+
+    def _send(self, kind: Kind, activation_id: str, object_id: str) -> Outcome:
         with self.db.transaction() as conn:
             ref = kind.load(conn, activation_id)
+        if ref is not None and ref.state == ActivationState.SENT:
+            # A redelivered first step (its worker died after recording it sent): make sure
+            # the activation is asked about, never send again.
+            return kind.outcome(
+                activation_id, object_id, "sent", "init already sent", ref.fence, check_in_s=self.poll_s
+            )
         if ref is None or ref.state not in IN_FLIGHT_STATES:
             state = ref.state if ref else "missing"
             log.info("%s %s: activation %s is %s; nothing to do", kind.noun, object_id, activation_id, state)
-            return kind.outcome(activation_id, object_id, "duplicate", f"activation is {state}")
-        lock = ObjectLock(self.redis, kind.lock_key(object_id), self.lock_ttl_s)
+            return kind.outcome(activation_id, object_id, DUPLICATE, f"activation is {state}")
+        lock = self.lock(kind.lock_key(object_id), self.lock_ttl_s)
         if not lock.acquire(owner=activation_id):
-            return self._busy(kind, ref, lock.key)
+            return self._busy(kind, ref, lock)
         try:
-            lock.start_renewing()
             run = self._begin(kind, ref, lock)
             if run is None:
                 return kind.outcome(activation_id, object_id, "duplicate", "activation closed before start")
@@ -83,11 +126,66 @@ class FencedActivations:
         finally:
             lock.release()
 
-    def _busy(self, kind: Kind, ref: ActivationRef, key: str) -> Outcome:
+    def check(self, kind: Kind, activation_id: str, object_id: str, task_id: str | None = None) -> Outcome:
+        """A later step of a ``sent`` activation: ask, close under its fence, or ask again later.
+
+        Raises:
+            TransientError: Redis or PostgreSQL failed before the outcome was recorded.
+        """
+        outcome = self._check(kind, activation_id, object_id)
+        if outcome.outcome != DUPLICATE:
+            kind.record_step(activation_id, "check", task_id, outcome.outcome)
+        return outcome
+
+    def _check(self, kind: Kind, activation_id: str, object_id: str) -> Outcome:
+        with self.db.transaction() as conn:
+            ref = kind.load(conn, activation_id)
+        if ref is None or ref.state != ActivationState.SENT or ref.fence is None:
+            state = ref.state if ref else "missing"
+            return kind.outcome(activation_id, object_id, DUPLICATE, f"activation is {state}")
+        lock = self.lock(kind.lock_key(object_id), self.lock_ttl_s)
+        if not lock.acquire(owner=activation_id):
+            # Another step of this activation (a duplicate delivery) holds it: ask again later.
+            return kind.outcome(
+                activation_id,
+                object_id,
+                "sent",
+                "lock busy; asked again later",
+                ref.fence,
+                check_in_s=self.poll_s,
+            )
+        try:
+            run = Run(
+                ref.id,
+                ref.object_id,
+                ref.fence,
+                Trigger(ref.trigger),
+                ref.actor,
+                lock,
+                state=ActivationState.SENT,
+            )
+            try:
+                self.guard(kind, run)
+                return kind.settle(run, ref)
+            except LockLost as exc:
+                return kind.outcome(
+                    activation_id,
+                    object_id,
+                    "sent",
+                    f"asked again later: {exc}",
+                    ref.fence,
+                    check_in_s=self.poll_s,
+                )
+            except StaleFence as exc:
+                return self.wrote_nothing(kind, run, exc)
+        finally:
+            lock.release()
+
+    def _busy(self, kind: Kind, ref: ActivationRef, lock: Lock) -> Outcome:
         """A busy lock: wait for another delivery of this activation, skip for another one."""
-        holder = holder_token(self.redis, key)
-        if ref.state == ActivationState.RUNNING or (holder or "").startswith(f"{ref.id}:"):
-            wait_s = max(remaining_ttl_s(self.redis, key) or 0.0, MIN_BUSY_WAIT_S)
+        holder = lock.holder()
+        if ref.state == ActivationState.SENDING or (holder or "").startswith(f"{ref.id}:"):
+            wait_s = max(lock.remaining_ttl_s() or 0.0, MIN_BUSY_WAIT_S)
             raise LockBusyRetry(
                 f"{kind.noun} {ref.object_id}: activation {ref.id} is held by another delivery",
                 retry_after_s=wait_s,
@@ -113,7 +211,7 @@ class FencedActivations:
         log.info("%s %s: activation %s skipped: %s", kind.noun, ref.object_id, ref.id, detail)
         return kind.outcome(ref.id, ref.object_id, Skip.LOCK_BUSY.value, detail)
 
-    def _begin(self, kind: Kind, ref: ActivationRef, lock: ObjectLock) -> Run | None:
+    def _begin(self, kind: Kind, ref: ActivationRef, lock: Lock) -> Run | None:
         """Issue the fencing token, audited."""
         now = self.clock()
         with self.db.transaction() as conn:
@@ -145,7 +243,7 @@ class FencedActivations:
             Trigger(ref.trigger),
             ref.actor,
             lock,
-            resumed=ref.state == ActivationState.RUNNING,
+            resumed=ref.state == ActivationState.SENDING,
         )
 
     def guard(self, kind: Kind, run: Run) -> None:
@@ -159,8 +257,57 @@ class FencedActivations:
             raise LockLost(f"{kind.noun} {run.object_id}: the lock was lost")
         with self.db.transaction() as conn:
             ref = kind.load(conn, run.activation_id)
-        if ref is None or ref.state != ActivationState.RUNNING or ref.fence != run.fence:
-            raise StaleFence(f"activation {run.activation_id} no longer runs with fence {run.fence}")
+        if ref is None or ref.state != run.state or ref.fence != run.fence:
+            raise StaleFence(
+                f"activation {run.activation_id} is no longer {run.state} with fence {run.fence}"
+            )
+
+    def mark_sent(
+        self, kind: SendingKind, run: Run, *, answer: str, protocol: int, hold_s: float, was: str | None
+    ) -> Outcome:
+        """Record the init sent (``answer``: 'running' or 'unknown'); it holds the object until
+        ``hold_s`` from now, and its next step is due in ``poll_s``.
+
+        Raises:
+            StaleFence: the activation no longer holds its fence.
+        """
+        with self.db.transaction() as conn:
+            if not kind.mark_sent(
+                conn,
+                run.activation_id,
+                fence=run.fence,
+                answer=answer,
+                protocol=protocol,
+                hold_s=hold_s,
+                was_status=was,
+            ):
+                raise StaleFence(f"activation {run.activation_id} no longer holds fence {run.fence}")
+            self.audit(
+                conn,
+                kind,
+                run.object_id,
+                "init_sent",
+                run.actor,
+                f"agent answer: {answer}",
+                {"activation_id": run.activation_id, "fence": run.fence, "hold_s": hold_s},
+            )
+        log.info(
+            "%s %s: activation %s sent (fence %s, agent answer %s); held %gs at most",
+            kind.noun,
+            run.object_id,
+            run.activation_id,
+            run.fence,
+            answer,
+            hold_s,
+        )
+        return kind.outcome(
+            run.activation_id,
+            run.object_id,
+            "sent",
+            f"init sent; agent answer: {answer}",
+            run.fence,
+            check_in_s=self.poll_s,
+        )
 
     def close(self, kind: Kind, run: Run, closing: Closing, writes: CloseWrites | None = None) -> Outcome:
         """Close the activation under its fence, with the kind's own writes, in one transaction.
@@ -211,7 +358,7 @@ class FencedActivations:
                 conn,
                 kind,
                 run.object_id,
-                f"activation_{closing.state}",
+                CLOSING_EVENTS[closing.state],
                 run.actor,
                 closing.outcome,
                 {"activation_id": run.activation_id, "fence": run.fence, "detail": closing.detail},
@@ -243,7 +390,7 @@ class FencedActivations:
         A live holder (another delivery) keeps its activation. The fence is bumped, so that a
         paused attempt can write nothing afterwards. Nothing is charged to the object.
         """
-        lock = ObjectLock(self.redis, kind.lock_key(object_id), self.lock_ttl_s)
+        lock = self.lock(kind.lock_key(object_id), self.lock_ttl_s)
         try:
             if not lock.acquire(owner=activation_id):
                 log.warning(
@@ -298,7 +445,7 @@ class FencedActivations:
         details: dict[str, Any],
     ) -> None:
         """Add one audit entry about the activated object."""
-        kind.repos.audit.add(
+        kind.audit_log.add(
             conn,
             at=self.clock(),
             object_type=kind.object_type,
@@ -308,3 +455,4 @@ class FencedActivations:
             reason=reason,
             details=details,
         )
+

@@ -1,26 +1,30 @@
-"""The init of a host through its agent, and the close on its answer.
+"""The init of a host through its agent, in short steps, and the close on its outcome.
 
-An init whose answer was not seen (read timeout, lost connection, soft time limit) is never a
-failed init: a v2 agent is asked (``init_status``) until the init is done or ``init_max_s`` has
-passed, the host staying ``initializing`` under the renewed lock; a v1 agent's host gets no new
-init for ``init_max_s``. A busy agent is a hold. None of these is charged to the host.
+Send (the first step): a v2 agent gets ``POST /init`` with ``Prefer: respond-async`` and answers
+at once that it runs the init; a v1 agent gets a blocking call capped at one call's timeout. An
+init whose outcome is not known yet (running, or its answer unseen: read timeout, lost
+connection) leaves the activation ``sent``: the record holds the host ``initializing`` until its
+deadline, ``init_max_s`` after the answer was seen (PostgreSQL's clock), and no process waits.
+
+Check (each later step): a v2 agent is asked ``GET /init/{id}``; done → close as the agent says,
+``up`` only on a clean fresh report; not known yet → ask again in ``poll_s``; past the deadline
+→ abandoned, outcome unknown: nobody is charged, but repeated unknown outcomes on a host back it
+off as failures do (a v1 host whose init always outlasts the timeout is not re-sent forever).
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from autorecovery.adapters.agents import InitResult, InitStatus, Target
 from autorecovery.services.activation import agent_fence
-from autorecovery.services.activation.kinds import Closing, Outcome, Run
+from autorecovery.services.activation.kinds import ActivationRef, Closing, Outcome, Run
 from models.assessment import assess
 from models.domain import ActivationState, Cluster, Host, HostStatus, Reason
-from models.errors import AgentBusy, AgentUnavailable, InitOutcomeUnknown, LockLost, StaleFence
+from models.errors import AgentBusy, AgentUnavailable, InitOutcomeUnknown, StaleFence
 from models.safety import Gates
 
 if TYPE_CHECKING:
@@ -30,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: Agent protocol version that can be asked how an init went.
 ASKABLE_PROTOCOL = 2
+RUNNING = "running"
+UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +61,10 @@ class Subject:
 
 @dataclass(frozen=True, slots=True)
 class InitWait:
-    """How long an init whose answer was not seen is waited for, and how often one asks."""
+    """How long an init's outcome may stay unknown, and how often its agent is asked."""
 
     init_max_s: float = 20.0
     poll_s: float = 1.0
-    sleep: Callable[[float], None] = time.sleep
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,17 +74,21 @@ class HostEnd:
     status: HostStatus | None = None
     #: No new init to the host before this time (an init's outcome was not seen).
     hold_until: datetime | None = None
+    #: The init's outcome was never seen: back the host off (an automatic one), uncharged.
+    unknown: bool = False
 
 
-def run_init(kind: HostKind, run: Run, subject: Subject) -> Outcome:
-    """Send the init (the caller has just guarded it) and close on the answer."""
-    earlier = _earlier_init(kind, run, subject)
-    if earlier is not None:
-        log.info("host %s: activation %s resumed; the agent knows its init", run.object_id, run.activation_id)
-        return _after_unseen(kind, run, subject, kind.clock(), earlier)
-    sent_at = kind.clock()
+def send_init(kind: HostKind, run: Run, subject: Subject) -> Outcome:
+    """Send the init (the caller has just guarded it); close on an answer, else leave it sent."""
+    if run.resumed:
+        earlier = _earlier_init(kind, run, subject)
+        if earlier is not None:
+            return earlier
     try:
-        result = kind.agents.init(subject.target, run.fence, run.activation_id)
+        if subject.is_askable:
+            result = kind.agents.start_init(subject.target, run.fence, run.activation_id)
+        else:
+            result = kind.agents.init(subject.target, run.fence, run.activation_id)
     except StaleFence as exc:
         return agent_fence.refused(kind, run, subject, exc)
     except AgentBusy as exc:
@@ -96,31 +105,81 @@ def run_init(kind: HostKind, run: Run, subject: Subject) -> Outcome:
         result = InitResult(ok=False, reason=Reason.ACTIVATION_FAILED.value, detail=str(exc))
     except InitOutcomeUnknown as exc:
         log.warning("host %s: activation %s init outcome unknown: %s", run.object_id, run.activation_id, exc)
-        return _after_unseen(kind, run, subject, sent_at, None)
+        return _sent(kind, run, subject, UNKNOWN)
+    if result is None:
+        return _sent(kind, run, subject, RUNNING)
     return conclude(kind, run, subject, result)
 
 
-def _earlier_init(kind: HostKind, run: Run, subject: Subject) -> InitStatus | None:
-    """What a v2 agent knows of an init an earlier attempt of this activation may have sent."""
-    if not (run.resumed and subject.is_askable):
-        return None
+def _sent(kind: HostKind, run: Run, subject: Subject, answer: str) -> Outcome:
+    return kind.core.mark_sent(
+        kind,
+        run,
+        answer=answer,
+        protocol=subject.protocol,
+        hold_s=kind.wait.init_max_s,
+        was=subject.host.status.value,
+    )
+
+
+def _earlier_init(kind: HostKind, run: Run, subject: Subject) -> Outcome | None:
+    """A resumed activation whose earlier attempt may have sent its init: never send another.
+
+    A v2 agent is asked; a v1 host left ``initializing`` (the earlier attempt got that far) is
+    held as an unseen init. None: nothing was sent, send now.
+    """
+    if subject.is_askable:
+        try:
+            status = kind.agents.init_status(subject.target, run.activation_id)
+        except AgentUnavailable:
+            return None  # a v2 agent refuses an overlapping init itself (busy)
+        if status is None:
+            return None
+        log.info("host %s: activation %s resumed; the agent knows its init", run.object_id, run.activation_id)
+        result = status.result()
+        return _sent(kind, run, subject, RUNNING) if result is None else _asked(kind, run, subject, result)
+    if subject.host.status is HostStatus.INITIALIZING:
+        return _sent(kind, run, subject, UNKNOWN)
+    return None
+
+
+def settle(kind: HostKind, run: Run, ref: ActivationRef) -> Outcome:
+    """Ask a v2 agent how the init went and close; past the deadline the outcome is unknown."""
+    subject = kind.subject(run)
+    if subject is None:
+        closing = Closing(
+            ActivationState.SKIPPED, "host_missing", "host or its cluster is no longer registered"
+        )
+        return kind.core.close(kind, run, closing)
+    # The host is initializing now; what it was before counts for the close (back from error).
+    was = replace(subject.host, status=HostStatus(ref.was_status)) if ref.was_status else subject.host
+    subject = replace(subject, host=was, protocol=ref.protocol)
+    status = _ask(kind, run, subject) if subject.is_askable else None
+    result = status.result() if status is not None else None
+    if result is not None:
+        return _asked(kind, run, subject, result)
+    if ref.past_deadline:
+        how = "asked the agent until its deadline" if subject.is_askable else "v1 agent: held"
+        return _unknown(kind, run, subject, f"init outcome unknown; {how} ({kind.wait.init_max_s:g}s)")
+    return kind.outcome(
+        run.activation_id,
+        run.object_id,
+        "sent",
+        "init running" if status is not None else "init outcome not known yet",
+        run.fence,
+        check_in_s=kind.core.poll_s,
+    )
+
+
+def _ask(kind: HostKind, run: Run, subject: Subject) -> InitStatus | None:
     try:
         return kind.agents.init_status(subject.target, run.activation_id)
-    except AgentUnavailable:
-        return None  # a v2 agent refuses an overlapping init itself (busy)
+    except AgentUnavailable as exc:
+        log.info("host %s: init status unanswered: %s", run.object_id, exc)
+        return None
 
 
-def _after_unseen(
-    kind: HostKind, run: Run, subject: Subject, sent_at: datetime, status: InitStatus | None
-) -> Outcome:
-    """Learn an unseen init's result from a v2 agent, or hold the host; never a failure."""
-    try:
-        result = wait_for_result(kind, run, subject, sent_at, status) if subject.is_askable else None
-    except LockLost as exc:
-        return _unknown(kind, run, subject, sent_at, f"lock lost while waiting for the init: {exc}")
-    if result is None:
-        how = "asked the agent until" if subject.is_askable else "v1 agent: no new init for"
-        return _unknown(kind, run, subject, sent_at, f"init outcome unknown; {how} {kind.wait.init_max_s:g}s")
+def _asked(kind: HostKind, run: Run, subject: Subject, result: InitResult) -> Outcome:
     with kind.core.db.transaction() as conn:
         kind.core.audit(
             conn,
@@ -132,38 +191,18 @@ def _after_unseen(
             {
                 "activation_id": run.activation_id,
                 "fence": run.fence,
-                "detail": "outcome unknown, asked the agent, done: " + ("ok" if result.ok else "failed"),
+                "detail": "asked the agent, done: " + ("ok" if result.ok else "failed"),
             },
         )
     return conclude(kind, run, subject, result)
 
 
-def wait_for_result(
-    kind: HostKind, run: Run, subject: Subject, sent_at: datetime, status: InitStatus | None
-) -> InitResult | None:
-    """Ask the agent how the init went until it is done or ``init_max_s`` after it was sent."""
-    deadline = sent_at + timedelta(seconds=kind.wait.init_max_s)
-    while True:
-        if status is not None and not status.running:
-            return status.result()
-        if kind.clock() >= deadline:
-            return None
-        kind.wait.sleep(kind.wait.poll_s)
-        kind.core.guard(kind, run)
-        try:
-            status = kind.agents.init_status(subject.target, run.activation_id)
-        except AgentUnavailable as exc:
-            log.info("host %s: init status unanswered: %s", run.object_id, exc)
-            status = None
-
-
-def _unknown(kind: HostKind, run: Run, subject: Subject, sent_at: datetime, detail: str) -> Outcome:
-    """Close with the init's outcome unknown: host out, no charge, held (v1) for the longest init."""
+def _unknown(kind: HostKind, run: Run, subject: Subject, detail: str) -> Outcome:
+    """Close with the init's outcome unknown: host out, not charged, backed off (automatic)."""
     closing = Closing(
         ActivationState.ABANDONED, "outcome_unknown", detail, reason=Reason.ACTIVATION_FAILED.value
     )
-    hold = None if subject.is_askable else sent_at + timedelta(seconds=kind.wait.init_max_s)
-    end = HostEnd(HostStatus.NON_OPERATIONAL, hold_until=hold)
+    end = HostEnd(HostStatus.NON_OPERATIONAL, unknown=True)
     return kind.core.close(kind, run, closing, kind.writes(run, subject, closing, end))
 
 
@@ -189,7 +228,7 @@ def conclude(kind: HostKind, run: Run, subject: Subject, result: InitResult) -> 
             assessment.primary.reason.value,
             assessment.primary.detail,
         )
-    closing = Closing(ActivationState.SUCCEEDED, "up", "agent init ok; report clean")
+    closing = Closing(ActivationState.DONE, "up", "agent init ok; report clean")
     return kind.core.close(kind, run, closing, kind.writes(run, subject, closing, HostEnd(HostStatus.UP)))
 
 

@@ -1,7 +1,8 @@
 """Host activations (``init_vds_on_up``) as a configuration of the fenced-activation core.
 
-Re-check on a fresh report, set ``initializing``, call the agent's init, end ``up`` or
-``non_operational`` with the agent's reason. Each side effect is preceded by the core's guard.
+Send: re-check on a fresh report, set ``initializing``, send the agent's init; check: ask how it
+went; end ``up`` or ``non_operational`` with the agent's reason (``host_init``). Each side
+effect is preceded by the core's guard.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from autorecovery import failpoints
 from autorecovery.adapters import keys
 from autorecovery.adapters.agents import AgentClient
 from autorecovery.adapters.store.db import Conn
+from autorecovery.ports import AuditRepo
 from autorecovery.services import Clock
-from autorecovery.services.activation import agent_fence
+from autorecovery.services.activation import agent_fence, host_init
 from autorecovery.services.activation.accounting import Accounting
 from autorecovery.services.activation.core import CloseWrites, FencedActivations
-from autorecovery.services.activation.host_init import HostEnd, InitWait, Subject, run_init
-from autorecovery.services.activation.kinds import ActivationRef, Closing, Naming, Outcome, Run
+from autorecovery.services.activation.host_init import HostEnd, InitWait, Subject
+from autorecovery.services.activation.kinds import ActivationRef, Closing, HostStore, Naming, Outcome, Run
 from models.assessment import Assessment, assess
 from models.domain import (
     ActivationState,
@@ -30,7 +32,7 @@ from models.domain import (
     domains_by_status,
     effective_cluster,
 )
-from models.errors import LockLost, StaleFence
+from models.errors import AutorecoveryError, LockLost, StaleFence
 from models.policy import Decision, recheck
 from models.safety import Gates
 
@@ -47,7 +49,7 @@ class HostKind(Naming):
     def __init__(
         self,
         core: FencedActivations,
-        repos: Any,
+        repos: HostStore,
         agents: AgentClient,
         accounting: Accounting,
         *,
@@ -67,6 +69,11 @@ class HostKind(Naming):
 
     # -- records ---------------------------------------------------------------------------
 
+    @property
+    def audit_log(self) -> AuditRepo:
+        """Host events go to the audit log."""
+        return self.repos.audit
+
     def lock_key(self, object_id: str) -> str:
         """The host's lock."""
         return keys.host_lock(object_id)
@@ -76,33 +83,72 @@ class HostKind(Naming):
         row = self.repos.activations.get(conn, activation_id)
         if row is None:
             return None
-        return ActivationRef(row.id, row.host_id, row.state, row.fence, row.trigger, row.actor, row.outcome)
+        return ActivationRef(
+            row.id,
+            row.host_id,
+            row.state,
+            row.fence,
+            row.trigger,
+            row.actor,
+            row.outcome,
+            answer=row.answer,
+            protocol=row.protocol or 1,
+            was_status=row.was_status,
+            past_deadline=row.past_deadline,
+        )
 
     def begin(self, conn: Conn, activation_id: str, now: datetime) -> int | None:
         """Issue the host's next fence to the activation."""
-        fence: int | None = self.repos.activations.begin(conn, activation_id, now)
-        return fence
+        return self.repos.activations.begin(conn, activation_id, now)
+
+    def mark_sent(
+        self,
+        conn: Conn,
+        activation_id: str,
+        *,
+        fence: int,
+        answer: str,
+        protocol: int,
+        hold_s: float,
+        was_status: str | None,
+    ) -> bool:
+        """Record the init sent; the record holds the host for ``hold_s``."""
+        return self.repos.activations.mark_sent(
+            conn,
+            activation_id,
+            fence=fence,
+            answer=answer,
+            protocol=protocol,
+            hold_s=hold_s,
+            was_status=was_status,
+        )
+
+    def record_step(self, activation_id: str, step: str, task_id: str | None, outcome: str) -> None:
+        """Record one step of the activation with its task id (best effort: a view, not a lease)."""
+        try:
+            with self.core.db.transaction() as conn:
+                self.repos.activations.add_step(conn, activation_id, step, task_id, outcome)
+        except AutorecoveryError as exc:
+            log.warning("activation %s: step %s not recorded: %s", activation_id, step, exc)
 
     def finish(
         self, conn: Conn, activation_id: str, closing: Closing, now: datetime, fence: int | None
     ) -> bool:
         """Close a host activation (fenced)."""
-        return bool(
-            self.repos.activations.finish(
-                conn,
-                activation_id,
-                state=closing.state,
-                outcome=closing.outcome,
-                reason=closing.reason,
-                detail=closing.detail,
-                now=now,
-                fence=fence,
-            )
+        return self.repos.activations.finish(
+            conn,
+            activation_id,
+            state=closing.state,
+            outcome=closing.outcome,
+            reason=closing.reason,
+            detail=closing.detail,
+            now=now,
+            fence=fence,
         )
 
     def raise_fence(self, conn: Conn, object_id: str, fence: int, at_least: int) -> bool:
         """Move the host's fence up."""
-        return bool(self.repos.hosts.raise_fence(conn, object_id, fence, at_least))
+        return self.repos.hosts.raise_fence(conn, object_id, fence, at_least)
 
     def release(self, conn: Conn, ref: ActivationRef, error: str, now: datetime) -> None:
         """After a give-up, a host left initializing is out again, and held: an init may run."""
@@ -154,8 +200,8 @@ class HostKind(Naming):
     # -- the work --------------------------------------------------------------------------
 
     def work(self, run: Run) -> Outcome:
-        """Re-check on a fresh report, set initializing, init, and close."""
-        subject = self._load(run)
+        """Re-check on a fresh report, set initializing, send the init; close, or leave it sent."""
+        subject = self.subject(run)
         if subject is None:
             return self.core.close(
                 self,
@@ -187,13 +233,14 @@ class HostKind(Naming):
                 run.activation_id,
             )
             return self.core.close(self, run, Closing.lock_lost(str(exc)), self.restore(run, subject))
-        return self.init(run, subject)
+        return host_init.send_init(self, run, subject)
 
-    def init(self, run: Run, subject: Subject) -> Outcome:
-        """Call the agent's init and close on its answer."""
-        return run_init(self, run, subject)
+    def settle(self, run: Run, ref: ActivationRef) -> Outcome:
+        """A later step of a sent init: ask, close, or ask again later."""
+        return host_init.settle(self, run, ref)
 
-    def _load(self, run: Run) -> Subject | None:
+    def subject(self, run: Run) -> Subject | None:
+        """Load the host, its effective cluster and the gates; None when it is gone."""
         with self.core.db.transaction() as conn:
             loaded = self.repos.hosts.get_host(conn, run.object_id)
             cluster = self.repos.hosts.get_cluster(conn, loaded[0].cluster_id) if loaded else None
@@ -286,10 +333,12 @@ class HostKind(Naming):
         def write(conn: Conn, now: datetime) -> None:
             if end.status is not None:
                 self._set_status(conn, run, closing, end.status, now)
-            if closing.state in (ActivationState.SUCCEEDED, ActivationState.FAILED):
+            if closing.state in (ActivationState.DONE, ActivationState.FAILED):
                 self.accounting.settle(
-                    conn, run, subject.host.status, now, succeeded=closing.state == ActivationState.SUCCEEDED
+                    conn, run, subject.host.status, now, succeeded=closing.state == ActivationState.DONE
                 )
+            if end.unknown:
+                self.accounting.defer_unknown(conn, run, now)
             if end.hold_until is not None:
                 self.hold(conn, run.object_id, run.actor, end.hold_until, run.activation_id)
 

@@ -1,4 +1,4 @@
-"""What the fenced-activation core knows of an activation, and what a kind of object supplies."""
+"""What the activation core knows of an activation, and what a kind of object supplies."""
 
 from __future__ import annotations
 
@@ -6,8 +6,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from autorecovery.adapters.locks import ObjectLock
 from autorecovery.adapters.store.db import Conn
+from autorecovery.ports import (
+    ActivationsRepo,
+    AuditRepo,
+    HostsRepo,
+    Lock,
+    SafetyRepo,
+    StorageRepo,
+    VmRunsRepo,
+)
 from models.domain import ActivationState, Reason, Trigger
 from models.errors import LockServiceUnavailable
 
@@ -31,20 +39,32 @@ class ActivationRef:
     trigger: str
     actor: str
     outcome: str | None = None
+    #: What the agent answered while ``sent``: 'running', or 'unknown' (its answer unseen).
+    answer: str | None = None
+    #: The agent protocol the init was sent with (2: it can be asked how it went).
+    protocol: int = 1
+    #: The object's status before the activation changed it (recorded with ``sent``).
+    was_status: str | None = None
+    #: The record's deadline (PostgreSQL's clock) had passed when it was read.
+    past_deadline: bool = False
+    #: The host a storage domain's connect went through (while ``sent``).
+    target: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """One activation in progress under its lock and fence."""
+    """One step of an activation under its object's lock and its fence."""
 
     activation_id: str
     object_id: str
     fence: int
     trigger: Trigger
     actor: str
-    lock: ObjectLock
+    lock: Lock
     #: An earlier attempt of this activation began it (its worker died or it was retried).
     resumed: bool = False
+    #: The state the record must still be in for this step to act (``sending`` or ``sent``).
+    state: str = ActivationState.SENDING
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +89,7 @@ class Closing:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How one activation ended (the task's return value)."""
+    """What one step of an activation came to (the task's return value)."""
 
     activation_id: str
     object_id: str
@@ -79,6 +99,8 @@ class Outcome:
     #: The activation ended failed: the task then ends in a failure state, after recording it.
     failed: bool = field(default=False, compare=False)
     id_field: str = field(default="host_id", compare=False)
+    #: The activation is ``sent``: its next step (ask, close) is due in this many seconds.
+    check_in_s: float | None = field(default=None, compare=False)
 
     @property
     def host_id(self) -> str:
@@ -110,19 +132,31 @@ class Naming:
         fence: int | None = None,
         *,
         failed: bool = False,
+        check_in_s: float | None = None,
     ) -> Outcome:
         """Build an outcome naming the object as this kind does."""
         return Outcome(
-            activation_id, object_id, outcome, detail, fence, failed=failed, id_field=self.id_field
+            activation_id,
+            object_id,
+            outcome,
+            detail,
+            fence,
+            failed=failed,
+            id_field=self.id_field,
+            check_in_s=check_in_s,
         )
 
 
 class Kind(Protocol):
-    """A kind of activated object (hosts, storage domains): its records, lock and work."""
+    """A kind of activated object (hosts, storage domains): its records, lock and steps."""
 
     noun: str
     object_type: str
-    repos: Any
+
+    @property
+    def audit_log(self) -> AuditRepo:
+        """Where the kind's events are audited."""
+        ...
 
     def lock_key(self, object_id: str) -> str:
         """Redis key of the object's lock."""
@@ -133,7 +167,7 @@ class Kind(Protocol):
         ...
 
     def begin(self, conn: Conn, activation_id: str, now: datetime) -> int | None:
-        """Mark it running and issue its fence; None when it is no longer in flight."""
+        """Mark it ``sending`` and issue its fence; None when it is no longer queued or sending."""
         ...
 
     def finish(
@@ -159,10 +193,72 @@ class Kind(Protocol):
         fence: int | None = None,
         *,
         failed: bool = False,
+        check_in_s: float | None = None,
     ) -> Outcome:
         """Build an outcome naming the object as this kind does."""
         ...
 
     def work(self, run: Run) -> Outcome:
-        """Do the activation's work once begun; raise LockLost or StaleFence to stop."""
+        """The first step once begun: re-check, send; raise LockLost or StaleFence to stop."""
+        ...
+
+    def settle(self, run: Run, ref: ActivationRef) -> Outcome:
+        """A later step of a ``sent`` activation: ask the agent, close, or ask again later."""
+        ...
+
+    def record_step(self, activation_id: str, step: str, task_id: str | None, outcome: str) -> None:
+        """Record one step of the activation (for ``hosts show``); best effort."""
+        ...
+
+
+class HostStore(Protocol):
+    """The repositories a host activation uses (``Repos`` is one; so is the in-memory fake)."""
+
+    @property
+    def hosts(self) -> HostsRepo:
+        """Hosts, their status, fences and holds."""
+        ...
+
+    @property
+    def activations(self) -> ActivationsRepo:
+        """Activation records and their steps."""
+        ...
+
+    @property
+    def audit(self) -> AuditRepo:
+        """The audit log."""
+        ...
+
+    @property
+    def safety(self) -> SafetyRepo:
+        """Backoff, quarantine and pauses."""
+        ...
+
+    @property
+    def storage(self) -> StorageRepo:
+        """Storage domains (the gates a host waits on)."""
+        ...
+
+    @property
+    def vmruns(self) -> VmRunsRepo:
+        """Charges (cleared when a host is back from error)."""
+        ...
+
+
+class DomainStore(Protocol):
+    """The repositories a storage-domain activation uses."""
+
+    @property
+    def hosts(self) -> HostsRepo:
+        """The hosts a connect goes through."""
+        ...
+
+    @property
+    def storage(self) -> StorageRepo:
+        """Storage domains, their activation records and fences."""
+        ...
+
+    @property
+    def audit(self) -> AuditRepo:
+        """The audit log."""
         ...

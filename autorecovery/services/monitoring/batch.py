@@ -12,8 +12,8 @@ from typing import Any
 from autorecovery.adapters.agents import AgentClient, Target
 from autorecovery.adapters.store import Repos
 from autorecovery.adapters.store.db import Conn
-from autorecovery.adapters.store.hosts import Evaluated, HostRow, SettledCount
 from autorecovery.ports import HostState
+from autorecovery.ports.rows import Evaluated, HostRow, SettledCount
 from autorecovery.services import Clock
 from autorecovery.services.monitoring.config import TickConfig, needs_pull
 from models import changes

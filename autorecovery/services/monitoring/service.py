@@ -18,8 +18,8 @@ from collections.abc import Callable
 from autorecovery.adapters.agents import AgentClient
 from autorecovery.adapters.store import PG_REPOS, Repos
 from autorecovery.adapters.store.db import STATEMENTS, Conn, Database
-from autorecovery.adapters.store.hosts import BatchWindow
-from autorecovery.adapters.store.ticks import FINISH_BATCH_STATEMENTS, BatchDone, BatchStart
+from autorecovery.adapters.store.ticks import FINISH_BATCH_STATEMENTS
+from autorecovery.ports.rows import BatchDone, BatchStart, BatchWindow
 from autorecovery.services import Clock, Enqueuer
 from autorecovery.services.monitoring.batch import Context, assess_batch, load_context, record_batch
 from autorecovery.services.monitoring.closing import Closer

@@ -14,9 +14,9 @@ from autorecovery.adapters import keys
 from autorecovery.adapters.agents.fake import FakeAgentClient
 from autorecovery.adapters.locks import ObjectLock
 from autorecovery.adapters.store import Repos
-from autorecovery.adapters.store.activations import ActivationRow
 from autorecovery.bootstrap import Tuning, build_services
-from autorecovery.services.activation import ActivationService, InitWait
+from autorecovery.ports.rows import ActivationRow
+from autorecovery.services.activation import ActivationService, InitWait, Outcome
 from autorecovery.services.fleet import FleetService, HostSpec
 from autorecovery.services.storage import StorageService
 from models.domain import Cluster, Host, HostStatus, StorageDomain
@@ -65,6 +65,16 @@ class World:
         self.agents.reports[host_id] = good_report(host_id, T0 - timedelta(seconds=1))
         return activation_id
 
+    def activate(self, activation_id: str = "act-1", host_id: str = "h1", max_steps: int = 1000) -> Outcome:
+        """Run the first step, then each later step when due, until the activation is closed."""
+        out = self.activation.run(activation_id, host_id, "send-task")
+        steps = 0
+        while out.check_in_s is not None and steps < max_steps:
+            self.clock.advance(out.check_in_s)
+            out = self.activation.check(activation_id, host_id, f"check-task-{steps}")
+            steps += 1
+        return out
+
     def begin(self, activation_id: str) -> int:
         """Begin an activation as another delivery would (it gets the fence)."""
         with self.db.transaction() as conn:
@@ -111,10 +121,11 @@ class World:
         return [e["event"] for e in reversed(entries)]
 
 
-def make_world(lock_ttl_s: float = LOCK_TTL_S) -> World:
+def make_world(lock_ttl_s: float = LOCK_TTL_S, init_max_s: float = INIT_MAX_S) -> World:
     """A fresh world; ``lock_ttl_s`` short for tests where a lock must expire in real time.
 
-    Waiting for an init's outcome moves the fixed clock instead of sleeping.
+    ``World.activate`` runs an activation's steps as the tasks would, moving the fixed clock by
+    each step's countdown.
     """
     clock = FixedClock(T0)
     agents = FakeAgentClient()
@@ -122,7 +133,7 @@ def make_world(lock_ttl_s: float = LOCK_TTL_S) -> World:
     enqueue = RecordingEnqueuer()
     # Copied, not validated: a lock shorter than the activation's time limits is the point here.
     settings = UNIT_SETTINGS.model_copy(update={"lock_ttl_s": lock_ttl_s, "report_max_age_s": MAX_AGE_S})
-    wait = InitWait(init_max_s=INIT_MAX_S, poll_s=1.0, sleep=clock.advance)
+    wait = InitWait(init_max_s=init_max_s, poll_s=1.0)
     services = build_services(settings, adapters, enqueue, enqueue, Tuning(wait=wait))
     return World(
         db=adapters.db,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,7 +36,7 @@ def test_a_duplicate_that_finds_the_lock_busy_waits_and_its_give_up_leaves_the_l
     closed = world.activation.give_up(act_id, "h1", "retries exhausted: lock busy")
 
     act, h1 = world.act(act_id), world.host()
-    assert (act.state, act.fence, closed) == ("running", fence, False)
+    assert (act.state, act.fence, closed) == ("sending", fence, False)
     assert (h1.status, h1.fence) == (S.INITIALIZING, fence)
     assert "activation_abandoned" not in world.events()
     assert holder_token(world.redis, world.host_lock()) == holder.token
@@ -81,7 +83,7 @@ def test_a_busy_skip_that_closed_nothing_audits_nothing(world: World) -> None:
     world.repos.activations.finish = begun_meanwhile  # type: ignore[attr-defined]
     out = world.activation.run(act_id, "h1")
     assert out.outcome == "duplicate"
-    assert world.act(act_id).state == "running"
+    assert world.act(act_id).state == "sending"
     assert "activation_skipped" not in world.events()
     holder.release()
 
@@ -157,40 +159,17 @@ def test_a_holder_that_lost_its_lock_and_was_reaped_writes_nothing(world: World)
     assert world.agents.init_calls == []
 
 
-def test_the_lock_is_renewed_while_an_activation_outlasts_its_ttl() -> None:
-    world = make_world(lock_ttl_s=0.3)
-    act_id = world.out_host()
-    original = world.agents.get_report
-
-    def slow_report(target: Target, now: datetime) -> Report:
-        time.sleep(0.8)  # longer than the lock's TTL: only renewal keeps it ours
-        return original(target, now)
-
-    world.agents.get_report = slow_report  # type: ignore[method-assign]
-    assert world.activation.run(act_id, "h1").outcome == "up"
-    assert len(world.agents.init_calls) == 1
-    world.redis.close()
-
-
-def test_a_lock_that_expired_without_renewal_stops_the_init() -> None:
+def test_a_lock_that_expired_under_a_paused_step_stops_the_init() -> None:
     world = make_world(lock_ttl_s=0.3)
     act_id = world.out_host()
     original = world.agents.get_report
 
     def paused(target: Target, now: datetime) -> Report:
-        time.sleep(0.5)
+        time.sleep(0.5)  # a frozen process: the lock (never renewed) expires under the step
         return original(target, now)
 
-    # The renewer is stopped as a frozen process's would be: the lock expires under the run.
-    from autorecovery.adapters import locks
-
-    real = locks.ObjectLock.start_renewing
-    locks.ObjectLock.start_renewing = lambda self: None  # type: ignore[method-assign]
-    try:
-        world.agents.get_report = paused  # type: ignore[method-assign]
-        assert world.activation.run(act_id, "h1").outcome == "lock_lost"
-    finally:
-        locks.ObjectLock.start_renewing = real  # type: ignore[method-assign]
+    world.agents.get_report = paused  # type: ignore[method-assign]
+    assert world.activation.run(act_id, "h1").outcome == "lock_lost"
     assert world.agents.init_calls == []
     world.redis.close()
 
@@ -219,7 +198,7 @@ def test_a_store_failure_while_closing_retries_the_close_not_the_init(world: Wor
     failures = [StoreUnavailable("PostgreSQL failed: connection lost")]
 
     def flaky(conn: Any, activation_id: str, **kw: Any) -> bool:
-        if kw["state"] == "succeeded" and failures:
+        if kw["state"] == "done" and failures:
             raise failures.pop()
         return bool(finish(conn, activation_id, **kw))
 
@@ -227,7 +206,7 @@ def test_a_store_failure_while_closing_retries_the_close_not_the_init(world: Wor
     out = world.activation.run(act_id, "h1")
     assert out.outcome == "up"
     assert world.agents.init_calls == [("h1", 1, act_id)]
-    assert (world.host().status, world.act(act_id).state) == (S.UP, "succeeded")
+    assert (world.host().status, world.act(act_id).state) == (S.UP, "done")
 
 
 def test_an_init_failure_marks_the_outcome_failed_for_the_task(world: World) -> None:
@@ -237,3 +216,47 @@ def test_an_init_failure_marks_the_outcome_failed_for_the_task(world: World) -> 
     assert (out.outcome, out.failed) == ("failed", True)
     assert world.activation.run("act-x", "h1").failed is False
     assert isinstance(world.agents, FakeAgentClient)
+
+
+# --- defect 9: paths no test caught -------------------------------------------------------------
+
+
+def test_a_close_whose_commit_succeeded_but_whose_answer_was_lost_is_recorded_once(world: World) -> None:
+    """The retried close finds its own committed end: up, not a lost fence, written once."""
+    act_id = world.out_host()
+    finish = world.repos.activations.finish
+    transaction = world.db.transaction
+    closing: list[bool] = []
+
+    def watched_finish(conn: Any, activation_id: str, **kw: Any) -> bool:
+        closing.append(kw["state"] == "done")
+        return bool(finish(conn, activation_id, **kw))
+
+    @contextmanager
+    def lossy_transaction() -> Iterator[Any]:
+        with transaction() as conn:
+            yield conn
+        if closing == [True]:  # the close committed; the connection dies before it is told
+            closing.append(False)
+            raise StoreUnavailable("PostgreSQL failed: connection lost after COMMIT")
+
+    world.repos.activations.finish = watched_finish  # type: ignore[attr-defined]
+    world.db.transaction = lossy_transaction  # type: ignore[method-assign]
+    out = world.activation.run(act_id, "h1")
+    assert (out.outcome, out.failed) == ("up", False)
+    assert world.events().count("activation_succeeded") == 1
+    assert (world.host().status, world.act(act_id).state) == (S.UP, "done")
+    assert world.agents.init_calls == [("h1", 1, act_id)]
+
+
+def test_giving_up_before_initializing_puts_nothing_back_and_holds_nothing(world: World) -> None:
+    """A give-up before the host was marked initializing: no init can run, so no hold; the host
+    keeps its status and reason, and the fence moves past the abandoned holder's."""
+    act_id = world.out_host()
+    fence = world.begin(act_id)  # its holder began, then died before initializing
+    assert world.activation.give_up(act_id, "h1", "SoftTimeLimitExceeded: ") is True
+    h1 = world.host()
+    assert (h1.status, h1.reason, h1.detail) == (S.NON_OPERATIONAL, "kvm_not_running", "kvm off")
+    assert (h1.init_hold_until, h1.failures, h1.fence) == (None, 0, fence + 1)
+    assert "init_held" not in world.events() and "status_changed" not in world.events()[-3:]
+    assert world.act(act_id).state == "abandoned"

@@ -1,7 +1,9 @@
-"""Agent protocol v2 in the activation: an unseen init outcome, a busy agent, stale holders.
+"""An activation is a record advanced by short steps: sent inits, unseen outcomes, busy agents.
 
-None of these is a failed init or charged to the host; a v2 agent is asked how its init went,
-a v1 agent's host is held so that no second init overlaps one that may still run.
+None of these is a failed init or charged to the host; a v2 agent is asked how its init went (a
+later step each time, never a waiting process), a v1 agent's host is held by its ``sent``
+record so that no second init overlaps one that may still run, and repeated unknown outcomes
+back the host off without a charge.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from autorecovery.adapters.agents import InitStatus, Target
+from autorecovery.settings import Settings
 from models.assessment import assess
 from models.domain import HostStatus, Report, Trigger
 from models.errors import AgentBusy, InitOutcomeUnknown
 from models.policy import Skip, decide
 from tests.fakes.ports import good_report
-from tests.unit.activation.conftest import CLUSTER, INIT_MAX_S, MAX_AGE_S, T0, World
+from tests.unit.activation.conftest import CLUSTER, INIT_MAX_S, MAX_AGE_S, T0, World, make_world
 
 S = HostStatus
 UNSEEN = InitOutcomeUnknown("h1: ReadTimeout after 20s")
@@ -32,17 +35,21 @@ def status(running: bool, ok: bool | None = None, reason: str | None = None) -> 
 
 def assert_not_charged(world: World) -> None:
     h1 = world.host()
-    assert (h1.failures, h1.next_attempt_at, h1.quarantined_at) == (0, None, None)
+    assert (h1.failures, h1.quarantined_at) == (0, None)
+    assert "quarantined" not in world.events()
+
+
+def assert_not_backed_off(world: World) -> None:
+    assert world.host().next_attempt_at is None
     assert "backoff" not in world.events()
 
 
-# --- v2: ask the agent -------------------------------------------------------------------------
+# --- v2: sent at once, asked by later steps ------------------------------------------------------
 
 
-def test_v2_unknown_then_done_ok_brings_the_host_up_after_asking(world: World) -> None:
+def test_v2_init_is_sent_at_once_and_a_later_step_brings_the_host_up(world: World) -> None:
     act_id = world.out_host()
     speaks(world, 2)
-    world.agents.init_errors["h1"] = UNSEEN
     world.agents.status_script[act_id] = [status(True), None, status(False, ok=True)]
     seen: list[str] = []
     set_status = world.repos.hosts.set_status
@@ -52,65 +59,93 @@ def test_v2_unknown_then_done_ok_brings_the_host_up_after_asking(world: World) -
         return bool(set_status(conn, host_id, status_, *a, **kw))
 
     world.repos.hosts.set_status = watch  # type: ignore[attr-defined]
-    out = world.activation.run(act_id, "h1")
+    first = world.activation.run(act_id, "h1", "task-1")
+    assert (first.outcome, first.check_in_s) == ("sent", 1.0)  # the step ends; nobody waits
+    act = world.act(act_id)
+    assert (act.state, act.answer, act.protocol) == ("sent", "running", 2)
+    assert act.deadline_at == T0 + timedelta(seconds=INIT_MAX_S)
+    assert world.host().status is S.INITIALIZING
+    out = world.activate(act_id)
     assert out.outcome == "up"
     assert seen == ["initializing", "up"]  # initializing all along while asking
     assert len(world.agents.init_calls) == 1
     assert len(world.agents.status_calls) == 3
-    asked = [e for e in world.events() if e == "init_outcome_asked"]
-    assert asked == ["init_outcome_asked"]
+    assert [e for e in world.events() if e == "init_outcome_asked"] == ["init_outcome_asked"]
     assert world.host().status is S.UP
+    with world.db.transaction() as conn:
+        steps = world.repos.activations.steps(conn, [act_id])
+    assert [(s.step, s.task_id, s.outcome) for s in steps][:2] == [
+        ("send", "task-1", "sent"),
+        ("send", "send-task", "sent"),  # a redelivered first step sends nothing, asks again
+    ]
+    assert [(s.step, s.outcome) for s in steps][-1] == ("check", "up")
 
 
-def test_v2_unknown_then_done_failed_is_the_agents_failure(world: World) -> None:
+def test_v2_done_failed_is_the_agents_failure(world: World) -> None:
     act_id = world.out_host()
     speaks(world, 2)
-    world.agents.init_errors["h1"] = UNSEEN
     world.agents.status_script[act_id] = [status(False, ok=False, reason="storage_domain_unreachable")]
-    out = world.activation.run(act_id, "h1")
+    out = world.activate(act_id)
     assert (out.outcome, out.failed) == ("failed", True)
     h1 = world.host()
     assert (h1.status, h1.reason) == (S.NON_OPERATIONAL, "storage_domain_unreachable")
     assert h1.failures == 1  # a real result, seen: it counts
 
 
-def test_v2_unknown_until_init_max_is_not_a_failure_and_not_charged(world: World) -> None:
+def test_v2_unknown_until_its_deadline_is_abandoned_uncharged_and_backed_off(world: World) -> None:
     act_id = world.out_host()
     speaks(world, 2)
     world.agents.init_errors["h1"] = UNSEEN
     world.agents.statuses[act_id] = status(True)
-    out = world.activation.run(act_id, "h1")
+    out = world.activate(act_id)
     assert (out.outcome, out.failed) == ("outcome_unknown", False)
     assert world.clock() >= T0 + timedelta(seconds=INIT_MAX_S)
     assert len(world.agents.status_calls) >= INIT_MAX_S - 1
+    assert len(world.agents.init_calls) == 1
     act, h1 = world.act(act_id), world.host()
     assert act.state == "abandoned"
     assert (h1.status, h1.reason, h1.init_hold_until) == (S.NON_OPERATIONAL, "activation_failed", None)
     assert_not_charged(world)
+    assert h1.next_attempt_at is not None and h1.next_attempt_at > world.clock()
 
 
 def test_a_resumed_v2_activation_asks_before_sending_a_new_init(world: World) -> None:
     act_id = world.out_host()
     speaks(world, 2)
-    world.begin(act_id)  # an earlier attempt sent its init, then its close failed
+    world.begin(act_id)  # an earlier attempt sent its init, then its worker died
     world.agents.statuses[act_id] = status(False, ok=True)
-    assert world.activation.run(act_id, "h1").outcome == "up"
+    assert world.activate(act_id).outcome == "up"
     assert world.agents.init_calls == []
 
 
-# --- v1: hold the host ---------------------------------------------------------------------------
+def test_a_step_whose_lock_another_holds_asks_nothing_and_writes_nothing(world: World) -> None:
+    act_id = world.out_host()
+    speaks(world, 2)
+    world.agents.statuses[act_id] = status(True)
+    assert world.activation.run(act_id, "h1").outcome == "sent"
+    other = world.hold(world.host_lock(), owner=act_id)  # a duplicate delivery of the next step
+    out = world.activation.check(act_id, "h1")
+    assert (out.outcome, out.check_in_s) == ("sent", 1.0)
+    assert world.agents.status_calls == []
+    assert world.act(act_id).state == "sent"
+    other.release()
+    world.agents.statuses[act_id] = status(False, ok=True)
+    assert world.activate(act_id).outcome == "up"
 
 
-def test_v1_unknown_holds_the_host_and_no_second_init_is_sent(world: World) -> None:
+# --- v1: the record holds the host ---------------------------------------------------------------
+
+
+def test_v1_unknown_holds_the_host_by_its_record_and_no_second_init_is_sent(world: World) -> None:
     act_id = world.out_host()
     world.agents.init_errors["h1"] = UNSEEN
     out = world.activation.run(act_id, "h1")
-    assert (out.outcome, out.failed) == ("outcome_unknown", False)
-    h1 = world.host()
-    assert h1.init_hold_until == T0 + timedelta(seconds=INIT_MAX_S)
+    assert (out.outcome, out.failed) == ("sent", False)
+    act, h1 = world.act(act_id), world.host()
+    assert (act.state, act.answer, act.protocol) == ("sent", "unknown", 1)
+    assert h1.status is S.INITIALIZING
     assert world.agents.status_calls == []
     assert_not_charged(world)
-    assert "init_held" in world.events()
 
     # The tick's decision and an admin's activation both respect the hold, and say why.
     del world.agents.init_errors["h1"]
@@ -118,21 +153,80 @@ def test_v1_unknown_holds_the_host_and_no_second_init_is_sent(world: World) -> N
     report = good_report("h1", world.clock())
     world.agents.reports["h1"] = report
     decision = decide(
-        h1, assess(report, CLUSTER, world.clock(), MAX_AGE_S), Trigger.MANUAL, now=world.clock()
+        world.host(), assess(report, CLUSTER, world.clock(), MAX_AGE_S), Trigger.MANUAL, now=world.clock()
     )
-    assert decision.code == Skip.INIT_OUTCOME_UNKNOWN.value
-    assert "no new init before" in decision.detail
-    world.out_host(activation_id="act-2")
-    assert world.activation.run("act-2", "h1").outcome == Skip.INIT_OUTCOME_UNKNOWN.value
+    assert decision.code == Skip.ACTIVATION_IN_FLIGHT.value
+    with world.db.transaction() as conn:
+        assert (
+            world.repos.activations.create_many(
+                conn,
+                [("act-2", "h1")],
+                trigger="manual",
+                actor="alice",
+                now=world.clock(),
+                statuses=[s.value for s in S],
+                reason="test",
+            )
+            == []
+        )
+    assert world.activation.check(act_id, "h1").outcome == "sent"  # still held
     assert len(world.agents.init_calls) == 1
 
-    # Once the longest init is over, the host comes back.
+    # Once the longest init is over, the record closes: out, uncharged, backed off.
     world.clock.advance(INIT_MAX_S)
+    out = world.activation.check(act_id, "h1")
+    assert (out.outcome, out.failed, out.check_in_s) == ("outcome_unknown", False, None)
+    assert world.host().status is S.NON_OPERATIONAL
+    assert_not_charged(world)
+    assert "backoff" in world.events()
+    world.out_host(activation_id="act-3", trigger="manual")
     world.agents.reports["h1"] = good_report("h1", world.clock())
-    world.out_host(activation_id="act-3")
-    world.agents.reports["h1"] = good_report("h1", world.clock())
-    assert world.activation.run("act-3", "h1").outcome == "up"
+    assert world.activate("act-3").outcome == "up"
     assert len(world.agents.init_calls) == 2
+
+
+def test_defect_3_with_default_settings_the_v1_hold_outlasts_the_call_that_missed_its_answer() -> None:
+    defaults = Settings.model_construct()
+    world = make_world(init_max_s=defaults.init_max_s)
+    act_id = world.out_host()
+
+    def slow_unseen(target: Target, fence: int, activation_id: str) -> Any:
+        world.clock.advance(defaults.init_timeout_s)  # the call blocks for its whole timeout
+        raise UNSEEN
+
+    world.agents.init = slow_unseen  # type: ignore[method-assign]
+    assert world.activation.run(act_id, "h1").outcome == "sent"
+    act = world.act(act_id)
+    assert act.deadline_at == world.clock() + timedelta(seconds=defaults.init_max_s)
+    assert act.past_deadline is False
+    world.clock.advance(defaults.init_max_s - 1)
+    assert world.activation.check(act_id, "h1").outcome == "sent"  # still held
+
+
+def test_defect_7_repeated_unknown_outcomes_back_a_v1_host_off_like_failures_uncharged(
+    world: World,
+) -> None:
+    delays = []
+    for n in range(1, 4):
+        act_id = world.out_host(activation_id=f"act-{n}")
+        world.agents.reports["h1"] = good_report("h1", world.clock())
+        world.agents.init_errors["h1"] = UNSEEN  # its init always outlasts the timeout
+        assert world.activate(act_id).outcome == "outcome_unknown"
+        h1 = world.host()
+        assert h1.next_attempt_at is not None
+        delays.append((h1.next_attempt_at - world.clock()).total_seconds())
+        with world.db.transaction() as conn:
+            entries = world.repos.audit.query(conn, object_id="h1", event="backoff", limit=1)
+        assert entries[0]["reason"] == f"{n} unknown init outcome(s) in a row"
+        assert entries[0]["details"]["charged"] is False
+        report = good_report("h1", world.clock())
+        decision = decide(
+            h1, assess(report, CLUSTER, world.clock(), MAX_AGE_S), Trigger.AUTO, now=world.clock()
+        )
+        assert decision.code == Skip.BACKOFF.value  # the tick sends no new init yet
+        world.clock.advance(delays[-1])
+    assert delays[0] < delays[2]  # it grows as failures' backoff does
+    assert_not_charged(world)
 
 
 def test_give_up_of_an_initializing_host_holds_it(world: World) -> None:
@@ -143,6 +237,7 @@ def test_give_up_of_an_initializing_host_holds_it(world: World) -> None:
     assert world.activation.give_up(act_id, "h1", "SoftTimeLimitExceeded: ") is True
     assert world.host().init_hold_until == T0 + timedelta(seconds=INIT_MAX_S)
     assert_not_charged(world)
+    assert_not_backed_off(world)
 
 
 # --- busy ------------------------------------------------------------------------------------------
@@ -158,6 +253,7 @@ def test_a_busy_agent_is_a_hold_not_a_failure(world: World) -> None:
     assert (h1.status, h1.reason) == (S.NON_OPERATIONAL, "kvm_not_running")  # back as it was
     assert world.act(act_id).state == "abandoned"
     assert_not_charged(world)
+    assert_not_backed_off(world)
 
 
 # --- stale holders: checked in Redis and PostgreSQL right before each agent call ------------------
@@ -178,18 +274,17 @@ def test_a_holder_reaped_in_postgresql_with_its_redis_lock_still_held_calls_no_a
     assert world.agents.init_calls == [] and failpoint == ""
 
 
-def test_a_lock_lost_while_asking_stops_asking_and_holds_nothing_it_cannot(world: World) -> None:
+def test_a_sent_record_reaped_past_its_deadline_is_closed_by_nobody_else(world: World) -> None:
     act_id = world.out_host()
     speaks(world, 2)
-    world.agents.init_errors["h1"] = UNSEEN
-
-    def lost_after_first_ask(seconds: float) -> None:
-        world.clock.advance(seconds)
-        world.redis.delete(world.host_lock())
-
-    world.activation.hosts.wait = replace(world.activation.hosts.wait, sleep=lost_after_first_ask)
-    out = world.activation.run(act_id, "h1")
-    assert out.outcome == "outcome_unknown"
-    assert world.agents.status_calls == []  # the guard stopped the first status call
+    world.agents.statuses[act_id] = status(True)
+    assert world.activation.run(act_id, "h1").outcome == "sent"
+    world.clock.advance(INIT_MAX_S + 1)
+    with world.db.transaction() as conn:
+        reaped = world.repos.activations.reap(conn, now=world.clock(), queued_ttl_s=60, running_ttl_s=0)
+    assert [r["was"] for r in reaped] == ["sent"]
+    h1 = world.host()
+    assert (h1.status, h1.fence) == (S.NON_OPERATIONAL, 2)  # fence bumped past the holder's
+    world.agents.statuses[act_id] = status(False, ok=True)
+    assert world.activation.check(act_id, "h1").outcome == "duplicate"
     assert world.host().status is S.NON_OPERATIONAL
-    assert_not_charged(world)

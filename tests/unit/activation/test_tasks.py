@@ -32,7 +32,11 @@ class ScriptedService:
     runs: int = 0
     given_up: list[tuple[str, str, str]] = field(default_factory=list)
 
-    def run(self, activation_id: str, object_id: str) -> Outcome:
+    def run(self, activation_id: str, object_id: str, task_id: str | None = None) -> Outcome:
+        self.runs += 1
+        return self.script(self.runs)
+
+    def check(self, activation_id: str, object_id: str, task_id: str | None = None) -> Outcome:
         self.runs += 1
         return self.script(self.runs)
 

@@ -27,7 +27,7 @@ def test_activation_happy_path_brings_the_host_up(world: World) -> None:
     h1 = world.host("h1")
     assert (h1.status, h1.reason, h1.fence, h1.in_flight) == (S.UP, None, 1, False)
     act = world.act(act_id)
-    assert (act.state, act.outcome, act.fence) == ("succeeded", "up", 1)
+    assert (act.state, act.outcome, act.fence) == ("done", "up", 1)
     assert act.started_at == T0 and act.ended_at == T0
     assert world.agents.init_calls == [("h1", 1, act_id)]
     assert world.events("h1")[-5:] == [
@@ -84,7 +84,7 @@ def test_a_busy_lock_on_a_running_activation_is_retried(world: World) -> None:
     assert holder.acquire()
     with pytest.raises(LockBusyRetry):
         world.activation.run(act_id, "h1")
-    assert world.act(act_id).state == "running"
+    assert world.act(act_id).state == "sending"
     holder.release()
 
 
@@ -345,3 +345,16 @@ def test_give_up_returns_an_initializing_host_to_non_operational(world: World) -
     before = copy.deepcopy(world.db.state)
     world.activation.give_up(act_id, "h1", "again")
     assert world.db.state == before
+
+
+def test_the_host_view_lists_each_step_of_an_activation_with_its_task_id(world: World) -> None:
+    act_id = queued_out_host(world)
+    world.agents.reports["h1"] = replace(world.agents.reports["h1"], protocol=2)
+    assert world.activation.run(act_id, "h1", act_id).outcome == "sent"  # v2: answered at once
+    assert world.activation.check(act_id, "h1", "check-1").outcome == "up"
+    [shown] = world.views.describe("h1")["recent_activations"]
+    assert (shown["id"], shown["state"]) == (act_id, "done")
+    assert [(s["step"], s["task_id"], s["outcome"]) for s in shown["steps"]] == [
+        ("send", act_id, "sent"),
+        ("check", "check-1", "up"),
+    ]

@@ -174,7 +174,7 @@ def test_the_reaper_abandons_a_stuck_activation_and_fences_its_holder(world: Wor
         assert world.repos.hosts.set_status(conn, "h1", "initializing", None, "x", world.clock(), fence=fence)
     world.clock.advance(60)  # not yet past the running limit (70 s)
     assert world.housekeeping.run().reaped == 0
-    assert world.act(act_id).state == "running"
+    assert world.act(act_id).state == "sending"
     world.clock.advance(20)
     world.healthy("h1")
     assert world.housekeeping.run().reaped == 1
@@ -184,7 +184,7 @@ def test_the_reaper_abandons_a_stuck_activation_and_fences_its_holder(world: Wor
     assert h1.fence == (fence or 0) + 1
     assert (h1.reason, h1.detail) == ("activation_failed", "activation abandoned: no result in time")
     [entry] = world.audit(event="activation_abandoned")
-    assert entry["details"] == {"activation_id": act_id, "was": "running"}
+    assert entry["details"] == {"activation_id": act_id, "was": "sending"}
     # The old holder's token writes nothing now.
     with world.db.transaction() as conn:
         assert not world.repos.hosts.set_status(conn, "h1", "up", None, "late", world.clock(), fence=fence)

@@ -10,9 +10,9 @@ import fakeredis
 
 from autorecovery.adapters.agents.fake import FakeAgentClient
 from autorecovery.adapters.store import Repos
-from autorecovery.adapters.store.activations import ActivationRow
 from autorecovery.bootstrap import Adapters, Container, Tuning, build_services
 from autorecovery.ports import HostState
+from autorecovery.ports.rows import ActivationRow
 from autorecovery.services.activation import ActivationService, RecoverySafety
 from autorecovery.services.fleet import FleetService, HostSpec
 from autorecovery.services.housekeeping import HousekeepingService
