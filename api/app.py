@@ -25,6 +25,7 @@ from api.metrics import (
     read_safety,
 )
 from api.probes import BrokerProbe, Cached
+from api.push import ReportPush
 from api.routes import activation, audit, clusters, health, hosts, reports, safety, storage, vmruns
 from autorecovery import __version__
 from autorecovery.adapters.queues import QueueDepth
@@ -118,5 +119,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         app.include_router(module.router, prefix=API_PREFIX, max_body_size=MAX_BODY_BYTES)
     app.include_router(health.router)
     docs.install(app)
+    # Inside the Guard: single-report pushes skip the framework (``api.push``).
+    app.add_middleware(ReportPush, max_bytes=hosts.MAX_REPORT_BYTES)
     app.add_middleware(Guard, tokens=tokens)
     return app

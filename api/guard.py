@@ -31,6 +31,8 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 TOKEN_PARAMS = frozenset({"token", "access_token", "api_key", "apikey", "auth", "authorization", "bearer"})
 _REPORT_PATH = re.compile(r"^/api/v1/hosts/([^/]+)/report$")
 BULK_REPORTS_PATH = API_PREFIX + "/reports"
+#: Where the Guard leaves the authenticated caller in the ASGI scope (``api.push`` reads it).
+PRINCIPAL_SCOPE_KEY = "autorecovery.principal"
 
 
 def is_protected(path: str) -> bool:
@@ -122,7 +124,10 @@ class Guard:
         principal = self.tokens.authenticate(token)
         if principal is None:
             return unauthorized("the bearer token is not valid", invalid=True)
-        return forbidden(principal, scope["method"], path)
+        refused = forbidden(principal, scope["method"], path)
+        if refused is None:
+            scope[PRINCIPAL_SCOPE_KEY] = principal
+        return refused
 
 
 def too_large(scope: Scope) -> errors.ApiError:

@@ -8,9 +8,8 @@ import asyncio
 import logging
 from typing import Any
 
-import h11
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from api.app import create_app
 from autorecovery.settings import Settings, load_settings
@@ -18,35 +17,82 @@ from autorecovery.settings import Settings, load_settings
 log = logging.getLogger(__name__)
 
 
-class HeaderTimeoutProtocol(H11Protocol):
-    """uvicorn's h11 protocol, closing a connection whose request head is not in within a time.
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol (llhttp, in C) with a limit and a clock on each request head.
 
-    uvicorn's keep-alive timeout starts only after a response and any byte cancels it, so a
-    client that drips a header line every few seconds would hold the connection forever.
+    ``max_head_bytes``: a request head (request line and headers) larger than this is answered
+    431 and the connection closed, counted as it arrives, so an 8 MB header is never buffered.
+    ``header_timeout_s``: a connection whose request head is not complete within this time is
+    closed; uvicorn's keep-alive timeout starts only after a response and any byte cancels it,
+    so a client dripping a header line every few seconds would otherwise hold it forever.
+    ``body_timeout_s``: a request whose body is not complete within this time after its head is
+    closed (a slow upload would hold a worker slot).
     """
 
     header_timeout_s: float = 10.0
+    max_head_bytes: int = 64 * 1024
     #: A request's body must be in within this after its head (a slow upload holds a worker slot).
     body_timeout_s: float = 30.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Start the clock for the first request's head."""
         super().connection_made(transport)
+        self._in_head = True
+        self._refused = False
+        self._boundaries = 0
+        self._head_bytes = 0
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._arm_header_timer()
 
     def data_received(self, data: bytes) -> None:
-        """Stop the clock once a request's head is in; start it again for the next request."""
+        """Count the bytes of a request head as they come; start its clock when one begins."""
+        if self._refused:
+            return
+        self._boundaries = 0
         super().data_received(data)
-        if self.conn.their_state is h11.IDLE:
+        if not self._in_head or self.transport.is_closing():
+            return
+        if self._boundaries:  # a head or body ended in this piece: what follows is not counted
             self._arm_header_timer()
-        else:
-            self._disarm_header_timer()
-        if self.conn.their_state is h11.SEND_BODY:
-            self._arm_body_timer()
-        else:
-            self._disarm_body_timer()
+            return
+        self._head_bytes += len(data)
+        if self._head_bytes > self.max_head_bytes:
+            self._refuse_head()
+            return
+        self._arm_header_timer()
+
+    def on_message_begin(self) -> None:
+        """A request starts: its head is counted from here."""
+        super().on_message_begin()
+        self._in_head = True
+
+    def on_headers_complete(self) -> None:
+        """The head is in: stop its clock and start the body's (until the request is complete)."""
+        self._in_head = False
+        self._boundaries += 1
+        self._head_bytes = 0
+        self._disarm_header_timer()
+        self._arm_body_timer()
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.max_head_bytes:
+            self._refuse_head()
+            return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        """Pass a body on, unless its head was refused."""
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        """The next bytes, if any, start the next request's head."""
+        if self._refused:
+            return
+        self._disarm_body_timer()
+        super().on_message_complete()
+        self._in_head = True
+        self._boundaries += 1
 
     def on_response_complete(self) -> None:
         """After a response, the keep-alive timeout guards an idle connection, not this clock."""
@@ -59,8 +105,19 @@ class HeaderTimeoutProtocol(H11Protocol):
         self._disarm_body_timer()
         super().connection_lost(exc)
 
+    def _refuse_head(self) -> None:
+        self._refused = True
+        self._disarm_header_timer()
+        self._disarm_body_timer()
+        body = b'{"error":"too_large","field":"headers","message":"headers: too large"}'
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+        )
+        self.transport.close()
+
     def _arm_header_timer(self) -> None:
-        if self._header_timer is None:
+        if getattr(self, "_header_timer", None) is None:
             self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
 
     def _disarm_header_timer(self) -> None:
@@ -80,8 +137,8 @@ class HeaderTimeoutProtocol(H11Protocol):
             self._body_timer = None
 
     def _body_timeout(self) -> None:
-        self._body_timer = None
-        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+        self._body_timer = None  # disarmed when the request is complete: it is not
+        if not self.transport.is_closing():
             log.info(
                 "closing a connection from %s: request body not in within %.0fs",
                 self.client,
@@ -91,7 +148,7 @@ class HeaderTimeoutProtocol(H11Protocol):
 
     def _header_timeout(self) -> None:
         self._header_timer = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+        if self._in_head and not self.transport.is_closing():
             log.info(
                 "closing a connection from %s: no request head within %.0fs",
                 self.client,
@@ -114,15 +171,18 @@ class RedactQuery(logging.Filter):
 def uvicorn_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
     """The uvicorn configuration of the API, from the settings."""
     protocol = type(
-        "BoundedH11Protocol",
-        (HeaderTimeoutProtocol,),
-        {"header_timeout_s": settings.api_header_timeout_s, "body_timeout_s": settings.api_body_timeout_s},
+        "BoundedProtocol",
+        (BoundedHttpToolsProtocol,),
+        {
+            "header_timeout_s": settings.api_header_timeout_s,
+            "max_head_bytes": settings.api_max_header_bytes,
+            "body_timeout_s": settings.api_body_timeout_s,
+        },
     )
     options: dict[str, Any] = {
         "host": settings.api_host,
         "port": settings.api_port,
         "http": protocol,
-        "h11_max_incomplete_event_size": settings.api_max_header_bytes,
         "timeout_keep_alive": settings.api_keep_alive_s,
         "limit_concurrency": settings.api_max_connections,
         "server_header": False,

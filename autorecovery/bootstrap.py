@@ -174,6 +174,8 @@ def connect(settings: Settings) -> Adapters:
         max_report_bytes=settings.agent_max_report_bytes,
         max_skew_s=settings.max_clock_skew_s,
         url_policy=settings.agent_url_policy(),
+        dns_ttl_s=settings.agent_dns_ttl_s,
+        keepalive_s=settings.agent_keepalive_s,
     )
 
     def close() -> None:

@@ -37,6 +37,17 @@ class Settings(BaseSettings):
     report_max_age_s: float = Field(30.0, gt=0, description="older reports are stale")
     agent_timeout_s: float = Field(2.0, gt=0, description="timeout of a report pull")
     agent_concurrency: int = Field(200, ge=1, le=5_000, description="report pulls at once")
+    agent_dns_ttl_s: float = Field(
+        60.0,
+        ge=0,
+        description="an agent's name is resolved (and its addresses checked) once per this long",
+    )
+    agent_keepalive_s: float = Field(
+        30.0,
+        gt=0,
+        description="an idle connection to an agent is kept this long (above the tick interval: "
+        "each tick reuses the last one's)",
+    )
     init_timeout_s: float = Field(
         20.0,
         gt=0,

@@ -161,3 +161,80 @@ def median_tick(app_module: Any, deps: Any, worker: Proc, runs: int = 3) -> dict
     chosen["wall_s_all"] = [round(t["wall_s"], 3) for t in ticks]
     chosen["wall_s_spread"] = statistics.pstdev([t["wall_s"] for t in ticks])
     return chosen
+
+
+def limit_client(env: dict[str, str], tmp: Path, agent_urls: list[str], batch_size: int) -> dict[str, Any]:
+    """CPU and wall of the limit client (``bench.limit``) over the same agents, median of 3 rounds."""
+    urls_file = tmp / "agent-urls.txt"
+    urls_file.write_text("\n".join(agent_urls))
+    proc = spawn(
+        [
+            sys.executable,
+            "-m",
+            "bench.limit",
+            str(urls_file),
+            "--rounds",
+            "4",
+            "--batch-size",
+            str(batch_size),
+        ],
+        env,
+        tmp,
+        "limit",
+    )
+    proc.popen.wait(600)
+    answer = json.loads(proc.log().strip().splitlines()[-1])
+    cpu = sorted(answer["cpu_s"][1:])  # the first round opens the connections
+    wall = sorted(answer["wall_s"][1:])
+    return {"reports": answer["reports"], "cpu_s": cpu[len(cpu) // 2], "wall_s": wall[len(wall) // 2]}
+
+
+def sql_floor(db: Any) -> dict[str, Any]:
+    """What PostgreSQL itself takes to write every stored report's time (``UPDATE … FROM unnest``)."""
+    now = datetime.now(UTC)
+    with db.transaction() as conn:
+        ids = [r["host_id"] for r in conn.execute("SELECT host_id FROM reports ORDER BY host_id").fetchall()]
+    best = None
+    for _ in range(3):
+        with db.transaction() as conn:
+            started = time.perf_counter()
+            conn.execute(
+                "UPDATE reports r SET reported_at = v.at FROM unnest(%(ids)s::text[], %(ats)s::timestamptz[])"
+                " AS v(id, at) WHERE r.host_id = v.id",
+                {"ids": ids, "ats": [now] * len(ids)},
+            )
+            took = time.perf_counter() - started
+        best = took if best is None else min(best, took)
+    assert best is not None
+    return {"rows": len(ids), "wall_s": best, "us_per_row": 1e6 * best / max(len(ids), 1)}
+
+
+def batch_round_trips(deps: Any) -> dict[str, Any]:
+    """Round trips to PostgreSQL of one batch of a steady pushed fleet, counted on the wire."""
+    from dataclasses import replace
+
+    from autorecovery.adapters.store import Database
+    from autorecovery.bootstrap import build_services
+    from bench.roundtrips import RoundTrips
+
+    trips = RoundTrips()
+    db = Database(deps.db.conninfo, max_size=2, configure=trips.configure)
+    db.open(wait_s=10.0)
+    specs: list[Any] = []
+    try:
+        with deps.db.transaction() as conn:
+            conn.execute("DELETE FROM ticks")
+        monitoring = build_services(
+            deps.settings, replace(deps.adapters, db=db), send_batch=specs.append
+        ).monitoring
+        monitoring.tick()
+        found = []
+        for spec in specs[:3]:
+            trips.take()
+            monitoring.run_batch(spec)
+            found.append(trips.take())
+        with deps.db.transaction() as conn:
+            conn.execute("DELETE FROM ticks")
+    finally:
+        db.close()
+    return {"per_batch": found, "batch_size": deps.settings.batch_size}

@@ -9,7 +9,12 @@ processes, and worker time is their CPU time read from /proc. Measured in one ru
 - a pulling tick over ``--hosts`` hosts with 1, 2 and 4 worker processes (median of 3 ticks);
 - faults appearing and clearing (2 worker processes);
 - the naive baseline: one Celery task per host (2 worker processes);
-- a tick over ``--push-hosts`` hosts whose reports were pushed, with 1 and 2 worker processes.
+- the limit client: bare aiohttp + msgspec fetching and decoding the same reports (1 process);
+- a pulling tick with agents named by DNS names beside the same by IP (1 worker process);
+- a tick over ``--push-hosts`` hosts whose reports were pushed, with 1 and 2 worker processes,
+  beside PostgreSQL's own floor for the same rows (``UPDATE … FROM unnest``);
+- the round trips of one 500-host batch, counted on the wire;
+- single and bulk pushes through the API (API CPU from /proc).
 Prints a table, writes bench/results/latest.json and rewrites the README's figures from it.
 """
 
@@ -26,12 +31,16 @@ from typing import Any
 from rich.console import Console
 
 from bench import readme
+from bench.api import api_push_rates
 from bench.fleet import (
     add_push_fleet,
+    batch_round_trips,
     cpu_seconds,
+    limit_client,
     median_tick,
     push_all,
     simulator_rate,
+    sql_floor,
     start_simulator,
     tick_through,
 )
@@ -50,8 +59,11 @@ def _pulling(
     sim_proc, sim = start_simulator(env, tmp, args.hosts)
     try:
         fleet = sim.fleet()
+        urls = [h["agent_url"] for h in fleet["hosts"]]
         console.print(f"the simulator's own serving rate ({args.hosts} agents, 2 load processes) …")
-        out: dict[str, Any] = {"sim_rate": simulator_rate(env, tmp, [h["agent_url"] for h in fleet["hosts"]])}
+        out: dict[str, Any] = {"sim_rate": simulator_rate(env, tmp, urls)}
+        console.print("the limit client (bare aiohttp + msgspec, same reports, 1 process) …")
+        out["limit"] = limit_client(env, tmp, urls, args.batch_size)
         console.print(f"registering {args.hosts} simulated hosts …")
         register_fleet(deps.fleet, fleet, actor="bench")
         with deps.db.transaction() as conn:  # steady state: the fleet is up
@@ -68,9 +80,36 @@ def _pulling(
                     out["faults"] = _faults(args, sim, fleet, workers, deps, worker)
             finally:
                 worker.stop()
+        console.print("agents named by DNS names beside agents named by IP (1 worker process) …")
+        out["named"] = _named(env, tmp, deps, workers)
     finally:
         sim_proc.stop()
     return out
+
+
+def _named(env: dict[str, str], tmp: Path, deps: Any, workers: Any) -> dict[str, Any]:
+    """A pulling tick with every agent named by its own DNS name, beside the same by IP, back to back."""
+    from bench.named import SUFFIX
+
+    found: dict[str, Any] = {}
+    for kind, app in (("ip", "workers"), ("named", "bench.named")):
+        if kind == "named":
+            with deps.db.transaction() as conn:  # http://127.0.0.1:port/agents/h-1 -> http://h-1.agents…
+                conn.execute(
+                    "UPDATE hosts SET agent_url = replace(agent_url, '127.0.0.1', id || %(suffix)s)",
+                    {"suffix": SUFFIX},
+                )
+        worker = start_worker(env, tmp, queues="monitoring", concurrency=1, name=f"{kind}1", app=app)
+        try:
+            found[kind] = median_tick(workers, deps, worker)
+        finally:
+            worker.stop()
+    with deps.db.transaction() as conn:
+        conn.execute(
+            "UPDATE hosts SET agent_url = replace(agent_url, id || %(suffix)s, '127.0.0.1')",
+            {"suffix": SUFFIX},
+        )
+    return found
 
 
 def _faults(
@@ -134,6 +173,11 @@ def _pushed(
             out[str(processes)] = median_tick(workers, deps, worker)
         finally:
             worker.stop()
+    console.print("PostgreSQL's own floor for the same rows (UPDATE … FROM unnest) …")
+    out["floor"] = sql_floor(deps.db)
+    console.print("round trips of one 500-host batch, counted on the wire …")
+    push_all(deps.db)
+    out["round_trips"] = batch_round_trips(deps)
     return out
 
 
@@ -161,12 +205,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "faults": args.faults,
         "cores": os.cpu_count(),
         "command": "python -m bench.tick",
+        "load": {"start": os.getloadavg()[0]},
     }
     try:
         results.update(_pulling(args, env, tmp, deps, workers))
         console.print("naive baseline (one Celery task per host, 2 worker processes) …")
         results["naive"] = _naive(env, tmp, deps)
         results["push"] = _pushed(args, env, tmp, deps, workers)
+        console.print("API pushes: single reports and bulk, API CPU from /proc …")
+        results["api"] = api_push_rates(env, tmp, deps.db)
+        results["load"]["end"] = os.getloadavg()[0]
     finally:
         deps.close()
         servers.close()

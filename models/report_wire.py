@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
@@ -37,18 +37,29 @@ _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LEN)]
 _Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
 
 
-class _InitWire(msgspec.Struct):
+class InitWire(msgspec.Struct):
+    """The init a v2 agent reports running (``init``)."""
+
     activation_id: _Id
     fence: Annotated[int, msgspec.Meta(ge=0, le=MAX_FENCE)]
     started_at: str | None = None
 
 
-class _AgentWire(msgspec.Struct):
+class AgentWire(msgspec.Struct):
+    """The agent's own state a v2 agent reports (``agent``): its state id and highest fence."""
+
     state_id: _Id
     highest_fence: Annotated[int, msgspec.Meta(ge=0, le=MAX_FENCE)]
 
 
-class _ReportWire(msgspec.Struct):
+class ReportWire(msgspec.Struct):
+    """A monitoring report on the wire (agent protocol v1 and v2): the one definition of its shape.
+
+    Pulled reports and both push routes decode with it; the API's OpenAPI schema is generated
+    from it (``report_schema``). A field added here is a field of the protocol: give it a default
+    (older agents do not send it) and read it in ``_from_wire``. Unknown fields are ignored.
+    """
+
     host_id: _Id
     reported_at: str
     kvm: bool
@@ -59,13 +70,48 @@ class _ReportWire(msgspec.Struct):
     vms_running: _Count
     mem_free_mb: _Count
     protocol: Annotated[int, msgspec.Meta(ge=1)] = 1
-    init: _InitWire | None = None
+    init: InitWire | None = None
     details: dict[str, str] | None = None
-    agent: _AgentWire | None = None
+    agent: AgentWire | None = None
     repairable: list[str] | None = None
 
 
-_DECODER = msgspec.json.Decoder(_ReportWire)
+#: What a report looks like (the OpenAPI examples).
+REPORT_EXAMPLE: dict[str, Any] = {
+    "host_id": "h-0001",
+    "reported_at": "2026-11-24T12:00:00Z",
+    "kvm": True,
+    "version": "4.5.2",
+    "cpu_flags": ["vmx", "sse4_2"],
+    "networks": {"mgmt": True},
+    "storage_domains": {"sd-1": True},
+    "vms_running": 3,
+    "mem_free_mb": 12000,
+}
+
+
+def report_schema() -> dict[str, Any]:
+    """The JSON Schema of a report, generated from ``ReportWire`` (nested definitions inlined)."""
+    generated = msgspec.json.schema(ReportWire)
+    definitions = generated.pop("$defs", {})
+
+    def inline(node: object) -> object:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(definitions[ref.removeprefix("#/$defs/")])
+            # A null default says nothing an optional field does not (and OpenAPI drops it).
+            return {k: inline(v) for k, v in node.items() if not (k == "default" and v is None)}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    schema = inline(generated)
+    assert isinstance(schema, dict)
+    return {**schema, "examples": [REPORT_EXAMPLE]}
+
+
+_DECODER = msgspec.json.Decoder(ReportWire)
 _UNTYPED = msgspec.json.Decoder()
 _STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
@@ -125,7 +171,7 @@ def _decode_untyped(raw: bytes) -> object:
         raise BadReport("body", f"cannot be decoded as UTF-8 JSON ({exc})") from None
 
 
-def _has_bad_text(wire: _ReportWire) -> bool:
+def _has_bad_text(wire: ReportWire) -> bool:
     """True when any name holds a NUL or a lone surrogate (checked at once: the common case)."""
     names = [wire.host_id, wire.version, *wire.cpu_flags, *wire.networks, *wire.storage_domains]
     if wire.init is not None:
@@ -143,7 +189,7 @@ def _has_bad_text(wire: _ReportWire) -> bool:
 
 
 def _from_wire(
-    wire: _ReportWire, expected_host_id: str, now: datetime, max_skew_s: float, source: str
+    wire: ReportWire, expected_host_id: str, now: datetime, max_skew_s: float, source: str
 ) -> Report:
     if _has_bad_text(wire):  # the validator names which one
         data = msgspec.to_builtins(wire)

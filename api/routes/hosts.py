@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -11,8 +10,9 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import Admin, AgentHolds, Fleet, HostId, HostPusher, Onboarding, Viewer, Views, error_responses
 from api.errors import ApiError
 from api.responses import HostBatchOut, HostDetail, HostPage
-from api.schemas import AutorecoveryIn, HostBatchIn, HostIn, HostQuery, MaintenanceIn, ReportIn
+from api.schemas import AutorecoveryIn, HostBatchIn, HostIn, HostQuery, MaintenanceIn
 from autorecovery.services.fleet import HostSpec
+from models.report_wire import report_schema
 
 router = APIRouter(tags=["hosts"])
 
@@ -21,7 +21,7 @@ MAX_REPORT_BYTES = 256 * 1024
 _REPORT_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": ReportIn.model_json_schema()}},
+        "content": {"application/json": {"schema": report_schema()}},  # the one report schema
     }
 }
 
@@ -154,10 +154,6 @@ async def push_report(host_id: HostId, request: Request, who: HostPusher, fleet:
     a bad report is refused naming the field, stores nothing, and leaves a ``report_rejected``
     audit entry.
     """
-    raw = await request.body()
-    try:
-        body: object = json.loads(raw)
-    except (ValueError, RecursionError):
-        body = None  # refused by parse_report as "report: must be a JSON object", and audited
-    report, stored = await run_in_threadpool(fleet.receive_report, host_id, body, who.name)
+    raw = await request.body()  # decoded by the report's one schema (models.report_wire)
+    report, stored = await run_in_threadpool(fleet.receive_report, host_id, raw, who.name)
     return {"host_id": host_id, "reported_at": report.reported_at.isoformat(), "stored": stored}

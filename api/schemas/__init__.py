@@ -7,7 +7,6 @@ from api.schemas.bodies import (
     HostBatchIn,
     HostIn,
     MaintenanceIn,
-    ReportIn,
     ReportsIn,
     VmRunIn,
 )
@@ -43,7 +42,6 @@ __all__ = [
     "MaintenanceIn",
     "PauseIn",
     "PlanQuery",
-    "ReportIn",
     "ReportsIn",
     "VmRunIn",
     "parse_rfc3339",

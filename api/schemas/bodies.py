@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
@@ -25,6 +23,7 @@ from api.schemas.common import (
     NameList,
     Text,
 )
+from models.report_wire import REPORT_EXAMPLE, report_schema
 
 
 class ClusterIn(Input):
@@ -159,53 +158,29 @@ class VmRunIn(Input):
     attempts: list[AttemptIn] = Field(min_length=1, max_length=MAX_ATTEMPTS)
 
 
-class ReportIn(BaseModel):
-    """A monitoring report (agent protocol v1); documented here, validated by ``parse_report``.
-
-    Unknown fields are ignored, as the protocol says.
-    """
-
-    model_config = ConfigDict(
-        extra="allow",
-        json_schema_extra={
-            "examples": [
-                {
-                    "host_id": "h-0001",
-                    "reported_at": "2026-11-24T12:00:00Z",
-                    "kvm": True,
-                    "version": "4.5.2",
-                    "cpu_flags": ["vmx", "sse4_2"],
-                    "networks": {"mgmt": True},
-                    "storage_domains": {"sd-1": True},
-                    "vms_running": 3,
-                    "mem_free_mb": 12000,
-                }
-            ]
-        },
-    )
-
-    host_id: str
-    reported_at: datetime
-    kvm: bool
-    version: str
-    cpu_flags: list[str]
-    networks: dict[str, bool]
-    storage_domains: dict[str, bool]
-    vms_running: int = Field(ge=0, le=2**31 - 1)
-    mem_free_mb: int = Field(ge=0, le=2**31 - 1)
-
-
 class ReportsIn(Input):
-    """Reports of many hosts pushed at once (agent protocol v1 each, like ``ReportIn``).
+    """Reports of many hosts pushed at once (each a report as ``models.report_wire.ReportWire``).
 
     Each report is judged on its own; the answer says which were accepted and why others were
     refused.
     """
 
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"reports": [ReportIn.model_json_schema()["examples"][0]]}]}
-    )
+    model_config = ConfigDict(json_schema_extra=lambda schema: _with_reports(schema))
 
     reports: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BULK_REPORTS)
+
+
+def _with_reports(schema: dict[str, Any]) -> None:
+    """Each report is any object, judged on its own against the one report schema (``ReportWire``).
+
+    A report that does not match is refused in the answer's results, not the whole push (422):
+    the envelope accepts any object, and says which schema each is judged by.
+    """
+    schema["properties"]["reports"]["items"] = {
+        "type": "object",
+        "description": "a report, judged on its own against the single push's report schema "
+        f"({report_schema()['title']}); one that does not match is refused in the results",
+    }
+    schema["examples"] = [{"reports": [REPORT_EXAMPLE]}]
 
 

@@ -7,17 +7,21 @@ in-memory fakes in ``tests/fakes`` implement the same protocols; mypy checks bot
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 from autorecovery.ports.rows import (
     ActivationRow,
     BatchDone,
+    BatchStart,
+    BatchWindow,
     Conn,
     DomainActivationRow,
+    Evaluated,
     FencePush,
     HostRow,
+    SettledCount,
     StepRow,
     TickClaim,
 )
@@ -41,6 +45,13 @@ class HostsRepo(Protocol):
     def get_host(self, conn: Conn, host_id: str, *, for_update: bool = False) -> HostRow | None: ...
     def batch_after(self, conn: Conn, after: str, limit: int) -> list[HostRow]: ...
     def batch_between(self, conn: Conn, lo: str, hi: str | None) -> list[HostRow]: ...
+    def batch_changed(
+        self, conn: Conn, lo: str, hi: str | None, window: BatchWindow
+    ) -> Callable[[], tuple[list[HostRow], list[SettledCount]]]: ...
+    def record_evaluations(self, conn: Conn, evaluated: Sequence[Evaluated]) -> None: ...
+    def touch_reports(
+        self, conn: Conn, reports: Sequence[tuple[Report, str]], received_at: datetime
+    ) -> None: ...
     def list_hosts(
         self,
         conn: Conn,
@@ -52,10 +63,16 @@ class HostsRepo(Protocol):
         after: str = "",
     ) -> list[HostRow]: ...
     def upsert_reports(self, conn: Conn, reports: Sequence[Report], received_at: datetime) -> int: ...
+    def queue_reports(
+        self, conn: Conn, reports: Sequence[Report], received_at: datetime
+    ) -> Callable[[], int]: ...
     def apply_transitions(
         self, conn: Conn, changes: Sequence[Transition], now: datetime, actor: str
     ) -> list[str]: ...
     def record_decisions(self, conn: Conn, decisions: Sequence[Decision], now: datetime) -> int: ...
+    def queue_transitions(
+        self, conn: Conn, changes: Sequence[Transition], now: datetime, actor: str
+    ) -> Callable[[], list[str]]: ...
     def set_autorecovery(self, conn: Conn, host_id: str, enabled: bool) -> bool | None: ...
     def set_status(
         self,
@@ -287,6 +304,13 @@ class TicksRepo(Protocol):
     ) -> TickClaim: ...
     def abandon(self, conn: Conn, tick_id: str, detail: str) -> bool: ...
     def batch_refusal(self, conn: Conn, tick_id: str, idx: int) -> str | None: ...
+    def batch_start(
+        self, conn: Conn, tick_id: str, idx: int, *, with_context: bool
+    ) -> Callable[[], BatchStart]: ...
+    def queue_finish_batch(
+        self, conn: Conn, tick_id: str, idx: int, summary: dict[str, Any], candidates: list[dict[str, Any]]
+    ) -> Callable[[], BatchDone]: ...
+    def keep_context(self, conn: Conn, tick_id: str, context: dict[str, Any], key: str) -> None: ...
     def hold_running(self, conn: Conn, tick_id: str) -> bool: ...
     def finish_batch(
         self, conn: Conn, tick_id: str, idx: int, summary: dict[str, Any], candidates: list[dict[str, Any]]

@@ -31,6 +31,15 @@ class HostState(TypedDict):
     agent_hold_detail: str | None
     #: When its agent last answered with a usable report (kept by a PostgreSQL trigger), if ever.
     report_heard_at: datetime | None
+    #: What the tick needs to tell whether anything changed (``models.changes``): the store's
+    #: hash of the host's row, its report's digest, and the key, time and outcome of its last
+    #: evaluation.
+    host_key: str | None
+    report_digest: str | None
+    eval_key: str | None
+    eval_until: datetime | None
+    eval_code: str | None
+    eval_silent: bool | None
 
 
 class HostRow(NamedTuple):
@@ -155,3 +164,53 @@ class BatchDone:
 
     recorded: bool
     closes: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BatchWindow:
+    """What tells a settled host from one to evaluate: the tick, its time and limits.
+
+    The key of the tick's context is read from the tick's row (``ticks.keep_context``).
+    """
+
+    now: datetime
+    #: A report pushed within this many seconds before ``now`` is not pulled (``needs_pull``).
+    pushed_within_s: float
+    max_clock_skew_s: float
+    max_report_age_s: float
+    #: Times that run out within this margin after ``now`` count as run out.
+    margin_s: float
+    tick_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SettledCount:
+    """Hosts of a batch whose last evaluation holds, by the decision it made."""
+
+    code: str
+    hosts: int
+    observed: int
+    silent: int
+    #: The first of the silent ones, by id (``models.safety.silent_examples``).
+    silent_ids: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluated:
+    """What the store keeps of one host's evaluation (``key`` None: evaluate it again next tick)."""
+
+    host_id: str
+    key: str | None
+    until: datetime | None
+    code: str
+    silent: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStart:
+    """What a batch learns of its tick as it starts: why not to run, or the tick's context."""
+
+    refused: str | None
+    context_key: str | None = None
+    #: The context as the coordinator kept it (None when not asked for, or not kept).
+    context: dict[str, Any] | None = None

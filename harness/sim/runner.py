@@ -45,6 +45,10 @@ def build_server(
     return _server(create_app(fleet, token=token), host, port)
 
 
+#: How long the simulator keeps an idle connection.
+KEEP_ALIVE_S = 75
+
+
 def _server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
     config = uvicorn.Config(
         app,
@@ -53,6 +57,9 @@ def _server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        # Idle connections are kept longer than a tick, as by an agent behind aiohttp's server
+        # (75 s): each tick reuses the connections of the last one.
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
     return uvicorn.Server(config)
 

@@ -6,14 +6,21 @@ named by AUTORECOVERY_DATABASE_URL (the embedded one when unset), migrated, drop
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pytest
+import redis
 
+from autorecovery.adapters.agents import AgentClient
 from autorecovery.adapters.store import PG_REPOS, Database, Repos
+from autorecovery.bootstrap import Adapters, Tuning, build_services
+from autorecovery.services.monitoring import BatchSpec, MonitoringService, TickConfig
+from autorecovery.settings import Settings
 from tests.fakes import MemoryDatabase, memory_repos
+from tests.fakes.ports import RecordingEnqueuer
 from tests.support.servers import Servers, start_servers
 
 
@@ -60,3 +67,30 @@ def backend(request: pytest.FixtureRequest) -> Backend:
             " observed_hosts = 0, updated_at = NULL"
         )
     return Backend("postgres", pg, PG_REPOS)
+
+
+#: Builds the monitoring service as the composition root does, over PostgreSQL, the session's
+#: Redis and the given agents and clock: ``build_monitoring(db, agents, clock, tick_config)``.
+MonitoringFactory = Callable[..., Any]
+
+
+@pytest.fixture
+def build_monitoring(pg_servers: Servers) -> Iterator[MonitoringFactory]:
+    clients: list[redis.Redis] = []
+
+    def build(
+        db: Database,
+        agents: AgentClient,
+        clock: Callable[[], datetime],
+        tick: TickConfig,
+        send_batch: Callable[[BatchSpec], None] | None = None,
+    ) -> MonitoringService:
+        clients.append(redis.Redis.from_url(pg_servers.redis_url))
+        adapters = Adapters(db=db, redis=clients[-1], agents=agents, repos=PG_REPOS, clock=clock)
+        tuning = Tuning(tick=tick, redis_ping=lambda: True)
+        enqueue = RecordingEnqueuer()
+        return build_services(Settings(), adapters, enqueue, tuning=tuning, send_batch=send_batch).monitoring
+
+    yield build
+    for client in clients:
+        client.close()

@@ -123,6 +123,19 @@ class MemoryDatabase:
                 conn.closed = True
                 self._owner = None
 
+    @contextmanager
+    def held(self) -> Iterator[MemoryDatabase]:
+        """Stands in for ``Database.held``: nothing to hold."""
+        if self.unavailable:
+            raise StoreUnavailable("memory store set unavailable by the test")
+        yield self
+
+    @contextmanager
+    def pipeline(self, conn: object, *, atomic: bool = False) -> Iterator[MemoryConn]:
+        """Stands in for ``Database.pipeline``: one transaction (atomic or not)."""
+        with self.transaction() as memory_conn:
+            yield memory_conn
+
     def open(self, wait_s: float | None = None) -> None:
         """Nothing to open."""
 

@@ -12,18 +12,32 @@ Ids are ordered by code point, as under PostgreSQL's ``C`` collation.
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg import errors as pg_errors
 
+from autorecovery.adapters.store.hosts import (
+    _NOT_EVALUATED as NOT_EVALUATED,
+)
+from autorecovery.adapters.store.hosts import _window_params as window_params
 from autorecovery.adapters.store.rows import cluster_from_row, host_row, report_to_json
 from autorecovery.ports import HostRow, Repos
-from autorecovery.ports.rows import ActivationRow, FencePush, StepRow
-from models.domain import Cluster, Report
+from autorecovery.ports.rows import (
+    ActivationRow,
+    BatchWindow,
+    Evaluated,
+    FencePush,
+    SettledCount,
+    StepRow,
+)
+from models.changes import evaluation_key
+from models.domain import Cluster, HostStatus, Report
 from models.policy import Decision, Transition
+from models.safety import is_observed, silent_examples
 from tests.fakes.memory import (
     IN_FLIGHT,
     INT4_MAX,
@@ -102,16 +116,31 @@ def memory_repos(db: MemoryDatabase) -> Repos:
     )
 
 
-def _host_rows(st: MemoryState, hosts: Sequence[dict[str, Any]]) -> list[HostRow]:
+def _in_flight_id(st: MemoryState, host_id: str) -> str | None:
+    return next(
+        (a["id"] for a in st.activations.values() if a["host_id"] == host_id and a["state"] in IN_FLIGHT),
+        None,
+    )
+
+
+def _host_key(st: MemoryState, h: dict[str, Any]) -> str:
+    """The fake's hash of a host's row and activation in flight (any hash will do, consistently)."""
+    kept = sorted((k, v) for k, v in h.items() if k not in NOT_EVALUATED)
+    text = repr((kept, _in_flight_id(st, h["id"])))
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+
+def _host_rows(st: MemoryState, hosts: Sequence[dict[str, Any]], *, keyed: bool = False) -> list[HostRow]:
     busy = in_flight_hosts(st)
     out: list[HostRow] = []
     for h in hosts:
         row = {k: h[k] for k in HOST_COLUMNS}
+        if keyed:
+            report = st.reports.get(h["id"])
+            row.update({name: h.get(name) for name in NOT_EVALUATED if name.startswith("eval_")})
+            row.update(host_key=_host_key(st, h), r_digest=report.get("digest") if report else None)
         row["in_flight"] = h["id"] in busy
-        row["in_flight_id"] = next(
-            (a["id"] for a in st.activations.values() if a["host_id"] == h["id"] and a["state"] in IN_FLIGHT),
-            None,
-        )
+        row["in_flight_id"] = _in_flight_id(st, h["id"])
         report = st.reports.get(h["id"])
         for col in REPORT_COLUMNS:
             row["r_" + col] = report[col] if report else None
@@ -221,6 +250,71 @@ class MemoryHosts(Repo):
         chosen = [h for h in _sorted_hosts(st) if h["id"] >= lo and (hi is None or h["id"] < hi)]
         return _host_rows(st, chosen)
 
+    def batch_changed(
+        self, conn: Any, lo: str, hi: str | None, window: BatchWindow
+    ) -> Callable[[], tuple[list[HostRow], list[SettledCount]]]:
+        """The hosts of a batch to evaluate, and the counts of the settled ones."""
+        st = self._state(conn, plain=[lo, hi, window.tick_id])
+        p = window_params(window)
+        tick = st.ticks.get(window.tick_id)
+        context = tick.get("context_key") if tick else None
+        chosen = [h for h in _sorted_hosts(st) if h["id"] >= lo and (hi is None or h["id"] < hi)]
+        changed: list[dict[str, Any]] = []
+        counts: dict[str, list[Any]] = {}
+        for h in chosen:
+            r = st.reports.get(h["id"])
+            settled = (
+                r is not None
+                and context is not None
+                and r["source"] == "push"
+                and p["pushed_after"] <= r["reported_at"] <= p["pushed_before"]
+                and p["fresh_after"] <= r["reported_at"] <= p["fresh_before"]
+                and h.get("eval_until") is not None
+                and h["eval_until"] > p["later"]
+                and h.get("eval_key") == evaluation_key(_host_key(st, h), r.get("digest"), context)
+            )
+            if not settled:
+                changed.append(h)
+                continue
+            count = counts.setdefault(h["eval_code"], [0, 0, 0, []])
+            observed = is_observed(HostStatus(h["status"]))
+            count[0] += 1
+            count[1] += observed
+            if observed and h["eval_silent"]:
+                count[2] += 1
+                count[3] = silent_examples(count[3], [h["id"]])
+        rows = _host_rows(st, changed, keyed=True)
+        settled_counts = [SettledCount(code, *counts[code]) for code in sorted(counts)]
+        return lambda: (rows, settled_counts)
+
+    def record_evaluations(self, conn: Any, evaluated: Sequence[Evaluated]) -> None:
+        """Keep the key, time and outcome of each host's evaluation."""
+        if not evaluated:
+            return
+        st = self._state(conn, jsonb=[[e.host_id, e.key, e.code] for e in evaluated])
+        for e in evaluated:
+            host = st.hosts.get(e.host_id)
+            if host is not None:
+                host.update(eval_key=e.key, eval_until=e.until, eval_code=e.code, eval_silent=e.silent)
+
+    def touch_reports(self, conn: Any, reports: Sequence[tuple[Report, str]], received_at: datetime) -> None:
+        """Move the time (and counts) of stored reports whose assessed content is unchanged."""
+        if not reports:
+            return
+        st = self._state(conn, jsonb=[[r.host_id, r.source] for r, _ in reports])
+        for r, digest in reports:
+            old = st.reports.get(r.host_id)
+            if old is None or old.get("digest") != digest:
+                continue
+            if min(old["reported_at"], old["received_at"]) <= r.reported_at:
+                old.update(
+                    reported_at=r.reported_at,
+                    received_at=received_at,
+                    source=r.source,
+                    vms_running=r.vms_running,
+                    mem_free_mb=r.mem_free_mb,
+                )
+
     def batch_after(self, conn: Any, after: str, limit: int) -> list[HostRow]:
         """Return the next ``limit`` hosts after id ``after``, with their latest reports."""
         st = self._state(conn, plain=[after])
@@ -248,6 +342,11 @@ class MemoryHosts(Repo):
             and (autorecovery is None or h["autorecovery"] == autorecovery)
         ][:limit]
         return _host_rows(st, chosen)
+
+    def queue_reports(self, conn: Any, reports: Sequence[Report], received_at: datetime) -> Callable[[], int]:
+        """``upsert_reports``, read later."""
+        written = self.upsert_reports(conn, reports, received_at)
+        return lambda: written
 
     def upsert_reports(self, conn: Any, reports: Sequence[Report], received_at: datetime) -> int:
         """Store the latest report of many hosts in one statement; never replace a newer one."""
@@ -283,6 +382,7 @@ class MemoryHosts(Repo):
                 "mem_free_mb": data["mem_free_mb"],
                 "error": data["error"],
                 "init": as_json(data["init"]),
+                "digest": data["digest"],
                 "repairable": list(data["repairable"]),
             }
             old = st.reports.get(data["host_id"])
@@ -326,6 +426,13 @@ class MemoryHosts(Repo):
             )
             changed.append(c.host_id)
         return changed
+
+    def queue_transitions(
+        self, conn: Any, changes: Sequence[Transition], now: datetime, actor: str
+    ) -> Callable[[], list[str]]:
+        """``apply_transitions``, read later."""
+        changed = self.apply_transitions(conn, changes, now, actor)
+        return lambda: changed
 
     def record_decisions(self, conn: Any, decisions: Sequence[Decision], now: datetime) -> int:
         """Store each host's latest decision, writing only those that changed."""

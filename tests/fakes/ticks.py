@@ -6,10 +6,12 @@ Its clock is the memory database's (PostgreSQL's ``clock_timestamp()``): see ``M
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from autorecovery.adapters.store.ticks import BatchDone, TickClaim, _refusal
+from autorecovery.adapters.store.ticks import _refusal
+from autorecovery.ports.rows import BatchDone, BatchStart, TickClaim
 from tests.fakes.memory import Repo
 
 
@@ -74,6 +76,32 @@ class MemoryTicks(Repo):
         if tick["state"] != "running":
             return f"tick {tick_id} is {tick['state']}"
         return None
+
+    def keep_context(self, conn: Any, tick_id: str, context: dict[str, Any], key: str) -> None:
+        """Keep the cluster context a tick's batches evaluate against, and its key."""
+        tick = self._ticks(conn).get(tick_id)
+        if tick is not None:
+            tick.update(context=copy.deepcopy(context), context_key=key)
+
+    def batch_start(
+        self, conn: Any, tick_id: str, idx: int, *, with_context: bool
+    ) -> Callable[[], BatchStart]:
+        """``batch_refusal`` and the tick's context at once."""
+        refused = self.batch_refusal(conn, tick_id, idx)
+        if refused is not None:
+            start = BatchStart(refused)
+        else:
+            tick = self._ticks(conn)[tick_id]
+            context = copy.deepcopy(tick.get("context")) if with_context else None
+            start = BatchStart(None, tick.get("context_key"), context)
+        return lambda: start
+
+    def queue_finish_batch(
+        self, conn: Any, tick_id: str, idx: int, summary: dict[str, Any], candidates: list[dict[str, Any]]
+    ) -> Callable[[], BatchDone]:
+        """``finish_batch``, read later."""
+        done = self.finish_batch(conn, tick_id, idx, summary, candidates)
+        return lambda: done
 
     def hold_running(self, conn: Any, tick_id: str) -> bool:
         """True while the tick is running (the memory database runs one transaction at a time)."""

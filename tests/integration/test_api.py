@@ -264,7 +264,7 @@ BAD_REPORTS: list[tuple[dict[str, Any] | None, str]] = [
     ({"networks": {"mgmt": "up"}}, "networks.mgmt"),
     ({"version": "4.5\u0000"}, "version"),
     ({"cpu_flags": "vmx"}, "cpu_flags"),
-    (None, "report"),
+    (None, "body"),  # not JSON at all: the body, as for a pulled report
 ]
 
 

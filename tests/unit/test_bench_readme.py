@@ -24,6 +24,21 @@ def test_the_results_carry_every_figure_the_readme_shows() -> None:
     assert results["sim_rate"]["reports_per_s"] > 0 and results["naive"]["broker_messages"] > 0
 
 
+def test_the_results_carry_the_limits_the_readme_compares() -> None:
+    results = json.loads(readme.LATEST.read_text(encoding="utf-8"))
+    assert results["limit"]["cpu_s"] > 0 and results["limit"]["reports"] == results["hosts"]
+    assert results["named"]["ip"]["pulled"] == results["named"]["named"]["pulled"] == results["hosts"]
+    assert results["push"]["floor"]["rows"] >= results["push"]["hosts"] > 0
+    assert results["push"]["round_trips"]["per_batch"] and all(
+        n > 0 for n in results["push"]["round_trips"]["per_batch"]
+    )
+    assert (
+        results["api"]["single"]["api_cpu_ms_per_request"] > 0
+        and results["api"]["bulk"]["api_cpu_us_per_report"] > 0
+    )
+    assert {"start", "end"} <= set(results["load"])
+
+
 def test_the_readme_recovery_block_is_rendered_from_the_committed_results() -> None:
     results = json.loads(readme.LATEST_RECOVERIES.read_text(encoding="utf-8"))
     shown = readme.block(start=readme.RECOVERIES_START, end=readme.RECOVERIES_END)

@@ -1,4 +1,8 @@
-"""Agent protocol v2 over HTTP: bounded concurrent pulls (aiohttp), single calls (httpx).
+"""Agent protocol v2 over HTTP (aiohttp): bounded concurrent pulls and single calls, one client.
+
+One ``AgentSession`` per process holds the event loop, the connections and the resolver: a tick
+reuses the connections of the last one, and a name is resolved once per TTL; every address a
+connection uses went through the URL policy (``PolicyResolver``).
 
 Whatever one agent answers (huge, compressed past reason, deep, slow, redirecting, dated ahead,
 not JSON) becomes that host's observation: nothing an agent sends escapes ``pull_reports``.
@@ -9,21 +13,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn, overload
 
 import aiohttp
-import httpx
+from aiohttp.abc import AbstractResolver
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from autorecovery.adapters.agents import InitResult, InitStatus, Target
 from autorecovery.adapters.agents.addresses import (
     PolicyResolver,
     RefusedAddress,
-    check_resolved,
     check_target,
     may_send_credential,
 )
@@ -35,6 +37,7 @@ from autorecovery.adapters.agents.answers import (
     json_object,
 )
 from autorecovery.adapters.agents.body import ACCEPT_ENCODING, DEFAULT_MAX_BYTES, BoundedBody
+from autorecovery.adapters.agents.session import AgentSession
 from models.agent_url import AgentUrlPolicy, IPNetwork
 from models.credentials import AgentCredentials
 from models.domain import Report
@@ -51,7 +54,11 @@ class HttpAgentClient:
     """The real agent client; each host's credential is sent on its calls only, and never shown.
 
     A credential goes only over https://, to a loopback address, or to an address in
-    ``plain_http_networks``; any other call is refused before it is made.
+    ``plain_http_networks``; any other call is refused before it is made. A key rotation is a
+    second attempt of the same call with the previous key's token, after a 401 to the first.
+
+    ``dns`` replaces the system's name resolution (tests and benchmarks name agents without
+    touching /etc/hosts); the URL policy checks its answers like any other.
     """
 
     def __init__(
@@ -68,6 +75,9 @@ class HttpAgentClient:
         url_policy: AgentUrlPolicy = AgentUrlPolicy(),  # noqa: B008 - frozen
         credentials: AgentCredentials | None = None,
         plain_http_networks: tuple[IPNetwork, ...] = (),
+        dns_ttl_s: float = 60.0,
+        keepalive_s: float = 30.0,
+        dns: AbstractResolver | None = None,
     ) -> None:
         self.report_timeout_s = report_timeout_s
         self.init_timeout_s = init_timeout_s
@@ -77,14 +87,16 @@ class HttpAgentClient:
         self.max_skew_s = max_skew_s
         self.url_policy = url_policy
         self._headers = {"Accept-Encoding": ACCEPT_ENCODING}
+        # No credential here: each host's goes in its own calls' headers (``_auth``).
         self.credentials = credentials or AgentCredentials(fleet_token=token or None)
         self.plain_http_networks = plain_http_networks
-        self._ssl = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(init_timeout_s, connect=report_timeout_s),
+        self.resolver = PolicyResolver(url_policy, ttl_s=dns_ttl_s, inner=dns)
+        self.session = AgentSession(
+            resolver=self.resolver,
+            ssl_context=ssl.create_default_context(cafile=str(ca_file) if ca_file else None),
+            concurrency=concurrency,
+            keepalive_s=keepalive_s,
             headers=self._headers,
-            verify=self._ssl,
-            follow_redirects=False,
         )
 
     def __repr__(self) -> str:
@@ -108,8 +120,8 @@ class HttpAgentClient:
         return [{"Authorization": f"Bearer {token}"} for token in tokens]
 
     def close(self) -> None:
-        """Close the pooled connections."""
-        self._client.close()
+        """Close the kept-alive connections and stop the client's event loop."""
+        self.session.close()
 
     # --- reports ----------------------------------------------------------------------------------
 
@@ -117,65 +129,36 @@ class HttpAgentClient:
         """Pull every target's report concurrently; one dead agent costs one timeout, not more."""
         if not targets:
             return []
-        return asyncio.run(self._pull_all(targets, now))
+        return self.session.run(self._pull_all(targets, now))
 
     async def _pull_all(self, targets: Sequence[Target], now: datetime) -> list[Report]:
-        # aiohttp, not httpx, for the bulk pull: httpcore's pool costs O(connections) per
-        # request, which made a 500-host batch cost seconds of CPU instead of tens of ms.
-        resolver = PolicyResolver(self.url_policy)
-        connector = aiohttp.TCPConnector(limit=self.concurrency, ssl=self._ssl, resolver=resolver)
-        # total bounds the whole pull of one host, its body included: a drip cannot hold it.
-        timeout = aiohttp.ClientTimeout(total=self.report_timeout_s)
-        try:
-            async with aiohttp.ClientSession(
-                connector=connector, timeout=timeout, headers=self._headers, auto_decompress=False
-            ) as session:
-                return list(await asyncio.gather(*(self._pull_one(session, t, now) for t in targets)))
-        finally:
-            await resolver.close()  # a resolver passed in is not the connector's to close
+        # aiohttp, not httpx: httpcore's pool costs O(connections) per request.
+        session = self.session.pull
+        return list(await asyncio.gather(*(self._pull_one(session, t, now) for t in targets)))
 
     async def _pull_one(self, session: aiohttp.ClientSession, target: Target, now: datetime) -> Report:
         url = _url(target, "/report")
         try:
-            check_target(self.url_policy, url)
-            attempts = self._auth(target, url)
-            for n, headers in enumerate(attempts, 1):
-                async with session.get(url, allow_redirects=False, headers=headers) as resp:
-                    if resp.status == 401 and n < len(attempts):
-                        continue  # a key rotation: this agent still holds the previous key's token
-                    if resp.status != 200:
-                        return _not_ok(target, now, resp.status, resp.headers.get("Location"))
-                    body = BoundedBody(
-                        resp.headers.get("Content-Encoding"), self.max_report_bytes, resp.content_length
-                    )
-                    async for chunk in resp.content.iter_chunked(_CHUNK):
-                        body.feed(chunk)
-                    raw = body.content()
-                    break
+            status, location, raw = await self._exchange(
+                session, target, "GET", url, None, self.report_timeout_s, {200}
+            )
         except BadReport as exc:
             return self._bad(target, now, exc)
-        except TimeoutError:  # the whole pull, a dripping body included
-            detail = f"no complete answer within {self.report_timeout_s:g}s"
-            return unreachable_report(target.host_id, now, detail)
         except (aiohttp.ClientError, OSError) as exc:
             return unreachable_report(target.host_id, now, failure_text(exc))
         except Exception as exc:  # one host's boundary: nothing it sends may fail the batch
             log.exception("host %s: unexpected failure pulling its report", target.host_id)
             return unreachable_report(target.host_id, now, f"unexpected: {failure_text(exc)}")
-        return self._decode(target, now, raw)
-
-    def get_report(self, target: Target, now: datetime) -> Report:
-        """Pull one report synchronously (the activation's fresh re-check), with the same limits."""
-        url = _url(target, "/report")
-        try:
-            status, location, raw = self._exchange(target, "GET", url, None, self.report_timeout_s, {200})
-        except BadReport as exc:
-            return self._bad(target, now, exc)
-        except (httpx.HTTPError, OSError) as exc:
-            return unreachable_report(target.host_id, now, failure_text(exc))
         if status != 200:
             return _not_ok(target, now, status, location)
         return self._decode(target, now, raw)
+
+    def get_report(self, target: Target, now: datetime) -> Report:
+        """Pull one report (the activation's fresh re-check), with the same limits as a pull."""
+        return self.session.run(self._get_report(target, now))
+
+    async def _get_report(self, target: Target, now: datetime) -> Report:
+        return await self._pull_one(self.session.call, target, now)
 
     def _decode(self, target: Target, now: datetime, raw: bytes) -> Report:
         try:
@@ -188,8 +171,9 @@ class HttpAgentClient:
         log.warning("host %s: bad report: %s", target.host_id, exc)
         return bad_report(target.host_id, now, exc)
 
-    def _exchange(
+    async def _exchange(
         self,
+        session: aiohttp.ClientSession,
         target: Target,
         method: str,
         url: str,
@@ -200,23 +184,28 @@ class HttpAgentClient:
     ) -> tuple[int, str | None, bytes]:
         """One bounded call: the status, the Location header, and the body when status in ``read``.
 
-        ``extra`` headers (``Prefer``) go with the authorisation.
+        ``timeout_s`` bounds the whole call, a dripping body included; connecting is bounded by
+        the report timeout. ``extra`` headers (``Prefer``) go with the authorisation.
 
         Raises:
-            RefusedAddress: the URL policy forbids the agent's address.
+            RefusedAddress: the URL policy forbids the agent's URL (its name's addresses are
+                refused inside aiohttp, as a ``ClientConnectorError``).
             BadReport: the body is over the limits.
-            httpx.HTTPError: as httpx raises; a drip past ``timeout_s`` is a ``ReadTimeout``.
+            aiohttp.ClientError, TimeoutError: as aiohttp raises.
         """
-        check_resolved(self.url_policy, url)
+        check_target(self.url_policy, url)
         attempts = [{**h, **(extra or {})} for h in self._auth(target, url)]
         for headers in attempts[:-1]:  # a key rotation: try the current key's token first
-            status, location, raw = self._exchange_once(method, url, body, timeout_s, read, headers)
+            status, location, raw = await self._exchange_once(
+                session, method, url, body, timeout_s, read, headers
+            )
             if status != 401:
                 return status, location, raw
-        return self._exchange_once(method, url, body, timeout_s, read, attempts[-1])
+        return await self._exchange_once(session, method, url, body, timeout_s, read, attempts[-1])
 
-    def _exchange_once(
+    async def _exchange_once(
         self,
+        session: aiohttp.ClientSession,
         method: str,
         url: str,
         body: dict[str, Any] | None,
@@ -224,22 +213,40 @@ class HttpAgentClient:
         read: set[int],
         headers: dict[str, str],
     ) -> tuple[int, str | None, bytes]:
-        deadline = time.monotonic() + timeout_s
-        timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, self.report_timeout_s))
-        with self._client.stream(method, url, json=body, timeout=timeout, headers=headers) as resp:
-            if resp.status_code not in read:
-                return resp.status_code, resp.headers.get("Location"), b""
-            declared = resp.headers.get("Content-Length")
-            reader = BoundedBody(
-                resp.headers.get("Content-Encoding"),
-                self.max_report_bytes,
-                int(declared) if declared and declared.isdigit() else None,
+        timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(timeout_s, self.report_timeout_s))
+        try:
+            async with session.request(
+                method, url, json=body, allow_redirects=False, timeout=timeout, headers=headers
+            ) as resp:
+                if resp.status not in read:
+                    return resp.status, resp.headers.get("Location"), b""
+                reader = BoundedBody(
+                    resp.headers.get("Content-Encoding"), self.max_report_bytes, resp.content_length
+                )
+                async for chunk in resp.content.iter_chunked(_CHUNK):
+                    reader.feed(chunk)
+                return resp.status, None, reader.content()
+        except aiohttp.ServerTimeoutError:
+            raise  # connecting timed out: the caller may try again
+        except TimeoutError as exc:  # the whole call, a dripping body included
+            raise TimeoutError(f"no complete answer within {timeout_s:g}s") from exc
+
+    def _call_once(
+        self,
+        target: Target,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None,
+        timeout_s: float,
+        read: set[int],
+        extra: dict[str, str] | None = None,
+    ) -> tuple[int, str | None, bytes]:
+        async def call() -> tuple[int, str | None, bytes]:  # the session lives on the loop thread
+            return await self._exchange(
+                self.session.call, target, method, url, body, timeout_s, read, extra
             )
-            for chunk in resp.iter_raw():  # as received: a size would wait for it to fill
-                reader.feed(chunk)
-                if time.monotonic() > deadline:  # httpx bounds each read, not the whole body
-                    raise httpx.ReadTimeout(f"no complete answer within {timeout_s:g}s")
-            return resp.status_code, None, reader.content()
+
+        return self.session.run(call())
 
     # --- v2 calls ---------------------------------------------------------------------------------
 
@@ -269,8 +276,8 @@ class HttpAgentClient:
     ) -> tuple[int, object]:
         """A short v2 call; AgentUnavailable when it fails or its answer is over the limits."""
         try:
-            status, _, raw = self._exchange(target, method, url, body, self.report_timeout_s, read)
-        except (httpx.HTTPError, OSError, BadReport) as exc:
+            status, _, raw = self._call_once(target, method, url, body, self.report_timeout_s, read)
+        except (aiohttp.ClientError, OSError, BadReport) as exc:
             raise AgentUnavailable(f"{url}: {failure_text(exc)}") from exc
         return status, json_object(raw, url) if status in read else None
 
@@ -324,6 +331,42 @@ class HttpAgentClient:
             raise AgentUnavailable(f"{url}: answer has no integer 'highest' (HTTP {status})")
         return value
 
+    def _send_fenced(
+        self, target: Target, url: str, body: dict[str, Any], extra: dict[str, str] | None
+    ) -> tuple[int, bytes]:
+        """POST a fenced call, sending it again only while it cannot have reached the agent."""
+
+        @retry(
+            # Only failures to connect: a request that may have reached the agent is not sent
+            # twice (a second init with the same fence would run beside the first).
+            retry=retry_if_exception_type(_NotConnected),
+            stop=stop_after_attempt(self.retries + 1),
+            wait=wait_exponential_jitter(multiplier=0.2, max=5.0),
+            reraise=True,
+        )
+        def post() -> tuple[int, str | None, bytes]:
+            try:
+                return self._call_once(
+                    target, "POST", url, body, self.init_timeout_s, {200, 202, 409, 503}, extra
+                )
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                if _is_refused(exc):
+                    raise
+                raise _NotConnected(exc) from exc
+
+        try:
+            status, _, raw = post()
+        except _NotConnected as exc:
+            raise AgentUnavailable(f"{url}: {failure_text(exc.cause)}") from exc.cause
+        except (RefusedAddress, aiohttp.ClientConnectorError) as exc:  # the URL policy: never sent
+            raise AgentUnavailable(f"{url}: {failure_text(exc)}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            # The request may have reached the agent: its outcome is unknown, not a failure.
+            raise InitOutcomeUnknown(f"{url}: {failure_text(exc)}") from exc
+        except BadReport as exc:
+            raise AgentUnavailable(f"{url}: answer {exc}") from exc
+        return status, raw
+
     @overload
     def _fenced_post(self, target: Target, url: str, body: dict[str, Any]) -> InitResult: ...
     @overload
@@ -334,29 +377,8 @@ class HttpAgentClient:
     def _fenced_post(
         self, target: Target, url: str, body: dict[str, Any], *, respond_async: bool = False
     ) -> InitResult | None:
-        @retry(
-            # Only failures to connect: a request that may have reached the agent is not sent
-            # twice (a second init with the same fence would run beside the first).
-            retry=retry_if_exception_type((httpx.ConnectError, httpx.ConnectTimeout)),
-            stop=stop_after_attempt(self.retries + 1),
-            wait=wait_exponential_jitter(multiplier=0.2, max=5.0),
-            reraise=True,
-        )
-        def post() -> tuple[int, str | None, bytes]:
-            headers = {"Prefer": "respond-async"} if respond_async else None
-            return self._exchange(
-                target, "POST", url, body, self.init_timeout_s, {200, 202, 409, 503}, headers
-            )
-
-        try:
-            status, _, raw = post()
-        except (httpx.ConnectError, httpx.ConnectTimeout, RefusedAddress) as exc:
-            raise AgentUnavailable(f"{url}: {failure_text(exc)}") from exc
-        except (httpx.HTTPError, OSError) as exc:
-            # The request may have reached the agent: its outcome is unknown, not a failure.
-            raise InitOutcomeUnknown(f"{url}: {failure_text(exc)}") from exc
-        except BadReport as exc:
-            raise AgentUnavailable(f"{url}: answer {exc}") from exc
+        extra = {"Prefer": "respond-async"} if respond_async else None
+        status, raw = self._send_fenced(target, url, body, extra)
         if respond_async and status == 202:
             return None  # the agent runs the init; its outcome is asked for later
         return _init_answer(url, body, status, raw)
@@ -381,6 +403,18 @@ def _init_answer(url: str, body: dict[str, Any], status: int, raw: bytes) -> Ini
     if data["ok"]:
         return InitResult(ok=True)
     return InitResult(ok=False, reason=str(data.get("reason") or "general"), detail=data.get("detail"))
+
+
+class _NotConnected(Exception):
+    """A call that never reached the agent (connect refused or timed out): safe to send again."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _is_refused(exc: BaseException) -> bool:
+    return isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, RefusedAddress)
 
 
 def _refused(data: dict[str, Any], raw: bytes, fence: int) -> NoReturn:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from importlib import resources
 from typing import Any, LiteralString
 
+import msgspec
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from autorecovery.ports.rows import Conn as Conn  # the port owns the type
@@ -49,6 +52,55 @@ def run(
     return conn.execute(query, params)
 
 
+#: A pooled connection given back this recently is not checked again when taken (a round trip
+#: saved on busy paths); one idle longer is, so a PostgreSQL restart while idle is noticed.
+RECHECK_AFTER_S = 1.0
+_FRESH: dict[int, float] = {}
+
+
+def _check_unless_fresh(conn: Conn) -> None:
+    if time.monotonic() - _FRESH.pop(id(conn), 0.0) < RECHECK_AFTER_S and not conn.broken:
+        return
+    ConnectionPool.check_connection(conn)
+
+
+def _mark_fresh(conn: Conn) -> None:
+    """Called as a connection goes back to the pool, after a block that used it without error."""
+    _FRESH[id(conn)] = time.monotonic()
+
+
+def _dumps(obj: Any) -> bytes | str:
+    try:
+        return msgspec.json.encode(obj)
+    except UnicodeEncodeError:  # a lone surrogate: PostgreSQL refuses it, as a DataError
+        return json.dumps(obj)
+
+
+def _configured(extra: Callable[[Conn], None] | None) -> Callable[[Conn], None]:
+    """Set up a new connection: JSON through msgspec (a tick reads and writes thousands of
+    ``jsonb`` values; the standard library's codec was a tenth of a batch's CPU), then ``extra``.
+    """
+
+    def configure(conn: Conn) -> None:
+        set_json_loads(msgspec.json.decode, conn)
+        set_json_dumps(_dumps, conn)
+        if extra is not None:
+            extra(conn)
+
+    return configure
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Turn the pool's and the driver's connection failures into StoreUnavailable."""
+    try:
+        yield
+    except PoolTimeout as exc:
+        raise StoreUnavailable(f"no PostgreSQL connection available: {exc}") from exc
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(f"PostgreSQL failed: {exc}") from exc
+
+
 class Database:
     """A psycopg pool; ``transaction()`` is the unit of work a service owns.
 
@@ -66,12 +118,15 @@ class Database:
         timeout_s: float = 10.0,
         reconnect_s: float = RECONNECT_S,
         connect_timeout_s: int = 5,
+        configure: Callable[[Conn], None] | None = None,
     ) -> None:
+        """``configure`` runs on each new connection (tests and benchmarks trace the protocol)."""
         self.conninfo = conninfo
         self.max_size = max_size
         self.timeout_s = timeout_s
         self.reconnect_s = reconnect_s
         self.connect_timeout_s = connect_timeout_s
+        self.configure = configure
         self._pool: ConnectionPool[Conn] | None = None
         self._pid = 0
 
@@ -87,7 +142,9 @@ class Database:
             reconnect_timeout=self.reconnect_s,
             kwargs={"row_factory": dict_row, "connect_timeout": self.connect_timeout_s},
             open=False,
-            check=ConnectionPool.check_connection,
+            check=_check_unless_fresh,
+            reset=_mark_fresh,
+            configure=_configured(self.configure),
             name="autorecovery",
         )
 
@@ -121,13 +178,51 @@ class Database:
         Raises:
             StoreUnavailable: PostgreSQL could not be reached or dropped the connection.
         """
-        try:
-            with self._connection() as conn, conn.transaction():
-                yield conn
-        except PoolTimeout as exc:
-            raise StoreUnavailable(f"no PostgreSQL connection available: {exc}") from exc
-        except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"PostgreSQL failed: {exc}") from exc
+        with _translated(), self._connection() as conn, conn.transaction():
+            yield conn
+
+    @contextmanager
+    def held(self) -> Iterator[Conn]:
+        """Hold one pooled connection for several ``pipeline`` blocks (one pool check for all).
+
+        Raises:
+            StoreUnavailable: as ``transaction``.
+        """
+        with _translated(), self._connection() as conn:
+            yield conn
+
+    @contextmanager
+    def pipeline(self, conn: Conn, *, atomic: bool = False) -> Iterator[Conn]:
+        """Send the statements of the block together: one round trip up to each read of a result.
+
+        The statements up to a read (or the end of the block) run as one implicit transaction:
+        all or nothing, like ``transaction``. Read what the block's statements return after it,
+        or last inside it: reading earlier sends what was queued and starts a new transaction.
+        With ``atomic`` the whole block is one transaction, reads inside it included: a row
+        lock taken by its first statement holds until the block ends. Its BEGIN goes with the
+        block's first statements and its COMMIT with the last (psycopg's ``transaction()`` would
+        wait for each: two more round trips); a block that raises is rolled back.
+
+        Raises:
+            StoreUnavailable: as ``transaction``.
+        """
+        with _translated():
+            conn.autocommit = True  # statements between syncs form the transaction, not BEGIN
+            try:
+                with conn.pipeline():
+                    if atomic:
+                        conn.execute("BEGIN")
+                    yield conn
+                    if atomic:
+                        conn.execute("COMMIT")
+            except BaseException:
+                if atomic and not conn.closed:
+                    with suppress(psycopg.Error):
+                        conn.rollback()  # nothing of the block stays, whatever was sent
+                raise
+            finally:
+                if not conn.closed:
+                    conn.autocommit = False
 
     @contextmanager
     def _connection(self) -> Iterator[Conn]:

@@ -5,8 +5,8 @@ The hosts repository also serves clusters (``clusters.py``) and fences (``fences
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -28,10 +28,14 @@ from autorecovery.adapters.store.fences import set_agent_state as set_agent_stat
 from autorecovery.adapters.store.rows import host_row, report_to_json
 from autorecovery.ports import FencePush as FencePush
 from autorecovery.ports import HostRow as HostRow  # re-exported: callers import it from here
+from autorecovery.ports.rows import BatchWindow as BatchWindow
+from autorecovery.ports.rows import Evaluated as Evaluated
+from autorecovery.ports.rows import SettledCount as SettledCount
 from models.domain import Report
 from models.policy import Decision, Transition
+from models.safety import SILENT_EXAMPLES, UNOBSERVED_STATUSES
 
-_HOST_WITH_REPORT = """
+_HOST_COLUMNS = """
 SELECT h.id, h.cluster_id, h.agent_url, h.status, h.reason, h.detail, h.autorecovery,
        h.status_changed_at, h.fence, h.last_decision, h.last_decision_detail, h.last_decision_at,
        h.failures, h.next_attempt_at, h.quarantined_at, h.quarantine_reason, h.subject,
@@ -46,10 +50,42 @@ SELECT h.id, h.cluster_id, h.agent_url, h.status, h.reason, h.detail, h.autoreco
        r.cpu_flags AS r_cpu_flags, r.networks AS r_networks,
        r.storage_domains AS r_storage_domains, r.vms_running AS r_vms_running,
        r.mem_free_mb AS r_mem_free_mb, r.error AS r_error, r.init AS r_init, r.heard_at AS r_heard_at,
-       r.repairable AS r_repairable
+       r.repairable AS r_repairable"""
+_HOST_WITH_REPORT = (
+    _HOST_COLUMNS
+    + """
 FROM hosts h LEFT JOIN reports r ON r.host_id = h.id
 """
+)
 
+#: Columns of ``hosts`` that are not what an evaluation reads: its own bookkeeping.
+_NOT_EVALUATED = ["eval_key", "eval_until", "eval_code", "eval_silent", "last_decision_at"]
+
+#: A batch's hosts with the store's hash of each host's row and activation in flight
+#: (``host_key``, see ``models.changes``), and whether its last evaluation still holds
+#: (``settled``): the report was pushed within the tick (so it is not pulled), is fresh, the
+#: evaluation's time has not run out, and its key is the key of what the host is now.
+_BATCH_KEYED = """
+FROM hosts h LEFT JOIN reports r ON r.host_id = h.id
+CROSS JOIN LATERAL (
+    SELECT (SELECT a.id FROM activations a
+            WHERE a.host_id = h.id AND a.state IN ('queued', 'sending', 'sent') LIMIT 1) AS in_flight_id) f
+CROSS JOIN LATERAL (
+    SELECT md5(jsonb_build_array(to_jsonb(h) - %(not_evaluated)s::text[], f.in_flight_id)::text)
+        AS host_key) k
+CROSS JOIN LATERAL (
+    SELECT coalesce(r.source = 'push'
+                    AND r.reported_at BETWEEN %(pushed_after)s AND %(pushed_before)s
+                    AND r.reported_at BETWEEN %(fresh_after)s AND %(fresh_before)s
+                    AND h.eval_until > %(later)s
+                    AND h.eval_key = md5(k.host_key || '|' || coalesce(r.digest, '-') || '|'
+                                         || (SELECT t.context_key FROM ticks t
+                                             WHERE t.id = %(tick_id)s)), false) AS settled) s
+"""
+#: A batch's range of ids, as index bounds: an ``OR`` with the missing upper bound made the
+#: prepared (generic) plan scan the whole table for every batch.
+_BOUNDED = " WHERE h.id >= %(lo)s AND h.id < %(hi)s"
+_OPEN = " WHERE h.id >= %(lo)s"
 
 
 def _host_rows(rows: list[dict[str, Any]]) -> list[HostRow]:
@@ -104,11 +140,150 @@ def batch_between(conn: Conn, lo: str, hi: str | None) -> list[HostRow]:
     """Return the hosts with ``lo <= id < hi`` (no upper bound when ``hi`` is None), with reports."""
     rows = run(
         conn,
-        _HOST_WITH_REPORT
-        + " WHERE h.id >= %(lo)s AND (%(hi)s::text IS NULL OR h.id < %(hi)s) ORDER BY h.id",
+        _HOST_WITH_REPORT + " WHERE h.id >= %(lo)s AND (%(hi)s::text IS NULL OR h.id < %(hi)s) ORDER BY h.id",
         {"lo": lo, "hi": hi},
     ).fetchall()
     return _host_rows(rows)
+
+
+def _window_params(window: BatchWindow) -> dict[str, Any]:
+    """The statement parameters of a batch's window."""
+    later = window.now + timedelta(seconds=window.margin_s)
+    return {
+        "tick_id": window.tick_id,
+        "later": later,
+        "pushed_after": window.now - timedelta(seconds=window.pushed_within_s),
+        "pushed_before": window.now + timedelta(seconds=window.max_clock_skew_s),
+        "fresh_after": later - timedelta(seconds=window.max_report_age_s),
+        "fresh_before": window.now + timedelta(seconds=window.max_report_age_s),
+        "not_evaluated": _NOT_EVALUATED,
+        "unobserved": sorted(s.value for s in UNOBSERVED_STATUSES),
+        "examples": SILENT_EXAMPLES,
+    }
+
+
+def batch_changed(
+    conn: Conn, lo: str, hi: str | None, window: BatchWindow
+) -> Callable[[], tuple[list[HostRow], list[SettledCount]]]:
+    """Queue the reads of a batch: its hosts to evaluate, and the counts of the settled ones.
+
+    Returns a function that gives both once read: in a pipeline both statements go in one round
+    trip, so nothing is fetched before it is called.
+    """
+    params = {"lo": lo, "hi": hi, **_window_params(window)}
+    where = _OPEN if hi is None else _BOUNDED
+    changed = run(
+        conn,
+        _HOST_COLUMNS
+        + """, k.host_key, r.digest AS r_digest, h.eval_key, h.eval_until, h.eval_code,
+               h.eval_silent"""
+        + _BATCH_KEYED
+        + where
+        + " AND NOT s.settled ORDER BY h.id",
+        params,
+    )
+    settled = run(
+        conn,
+        """
+        SELECT h.eval_code AS code, count(*) AS hosts,
+               count(*) FILTER (WHERE h.status <> ALL(%(unobserved)s)) AS observed,
+               count(*) FILTER (WHERE h.status <> ALL(%(unobserved)s) AND h.eval_silent) AS silent,
+               (array_agg(h.id ORDER BY h.id)
+                    FILTER (WHERE h.status <> ALL(%(unobserved)s) AND h.eval_silent))[1:%(examples)s]
+                   AS silent_ids
+        """
+        + _BATCH_KEYED
+        + where
+        + " AND s.settled GROUP BY h.eval_code ORDER BY h.eval_code",
+        params,
+    )
+
+    def read() -> tuple[list[HostRow], list[SettledCount]]:
+        rows = _host_rows(changed.fetchall())
+        counts = [
+            SettledCount(
+                row["code"],
+                int(row["hosts"]),
+                int(row["observed"]),
+                int(row["silent"]),
+                row["silent_ids"] or [],
+            )
+            for row in settled.fetchall()
+        ]
+        return rows, counts
+
+    return read
+
+
+def record_evaluations(conn: Conn, evaluated: Sequence[Evaluated]) -> None:
+    """Keep the key, time and outcome of each host's evaluation (queued: nothing is fetched)."""
+    if not evaluated:
+        return
+    run(
+        conn,
+        """
+        UPDATE hosts h SET eval_key = v.key, eval_until = v.until, eval_code = v.code,
+            eval_silent = v.silent
+        FROM jsonb_to_recordset(%(rows)s)
+            AS v(host_id text, key text, until timestamptz, code text, silent boolean)
+        WHERE h.id = v.host_id
+          AND (h.eval_key, h.eval_until, h.eval_code, h.eval_silent)
+              IS DISTINCT FROM (v.key, v.until, v.code, v.silent)
+        """,
+        {
+            "rows": Jsonb(
+                [
+                    {
+                        "host_id": e.host_id,
+                        "key": e.key,
+                        "until": e.until.isoformat() if e.until else None,
+                        "code": e.code,
+                        "silent": e.silent,
+                    }
+                    for e in evaluated
+                ]
+            )
+        },
+    )
+
+
+def touch_reports(conn: Conn, reports: Sequence[tuple[Report, str]], received_at: datetime) -> None:
+    """Move the time (and counts) of stored reports whose assessed content (digest) is unchanged.
+
+    What staleness needs of a pulled report that changed nothing the policy reads; a stored
+    report with another digest (a push came in between) or a newer time is left alone.
+    Queued: nothing is fetched.
+    """
+    if not reports:
+        return
+    run(
+        conn,
+        """
+        UPDATE reports SET reported_at = v.reported_at, received_at = %(received)s,
+            source = v.source, vms_running = v.vms_running, mem_free_mb = v.mem_free_mb
+        FROM jsonb_to_recordset(%(rows)s) AS v(
+            host_id text, reported_at timestamptz, source text, vms_running integer,
+            mem_free_mb integer, digest text)
+        WHERE reports.host_id = v.host_id AND reports.digest = v.digest
+          AND LEAST(reports.reported_at, reports.received_at) <= v.reported_at
+        """,
+        {
+            "received": received_at,
+            "rows": Jsonb(
+                [
+                    {
+                        "host_id": r.host_id,
+                        "reported_at": r.reported_at.isoformat(),
+                        "source": r.source,
+                        "vms_running": r.vms_running,
+                        "mem_free_mb": r.mem_free_mb,
+                        "digest": digest,
+                    }
+                    for r, digest in reports
+                ]
+            ),
+        },
+    )
 
 
 def list_hosts(
@@ -142,23 +317,31 @@ def upsert_reports(conn: Conn, reports: Sequence[Report], received_at: datetime)
     A stored report counts as of when it was received if it claims a later time: a report dated
     in the future (stored before such reports were refused) must not block every correct one.
     """
+    return queue_reports(conn, reports, received_at)()
+
+
+def queue_reports(conn: Conn, reports: Sequence[Report], received_at: datetime) -> Callable[[], int]:
+    """Send ``upsert_reports``' statement; return a function that reads how many were stored.
+
+    In a pipeline nothing waits until that function is called.
+    """
     if not reports:
-        return 0
+        return lambda: 0
     cur = run(
         conn,
         """
         INSERT INTO reports (host_id, reported_at, received_at, source, agent_reachable, kvm,
                              version, cpu_flags, networks, storage_domains, vms_running,
-                             mem_free_mb, error, init, repairable)
+                             mem_free_mb, error, init, repairable, digest)
         SELECT r.host_id, r.reported_at, r.received_at, r.source, r.agent_reachable, r.kvm,
                r.version, ARRAY(SELECT jsonb_array_elements_text(r.cpu_flags)), r.networks,
                r.storage_domains, r.vms_running, r.mem_free_mb, r.error, r.init,
-               ARRAY(SELECT jsonb_array_elements_text(r.repairable))
+               ARRAY(SELECT jsonb_array_elements_text(r.repairable)), r.digest
         FROM jsonb_to_recordset(%(rows)s) AS r(
             host_id text, reported_at timestamptz, received_at timestamptz, source text,
             agent_reachable boolean, kvm boolean, version text, cpu_flags jsonb, networks jsonb,
             storage_domains jsonb, vms_running integer, mem_free_mb integer, error text,
-            init jsonb, repairable jsonb)
+            init jsonb, repairable jsonb, digest text)
         JOIN hosts h ON h.id = r.host_id
         ON CONFLICT (host_id) DO UPDATE SET
             reported_at = EXCLUDED.reported_at, received_at = EXCLUDED.received_at,
@@ -166,19 +349,25 @@ def upsert_reports(conn: Conn, reports: Sequence[Report], received_at: datetime)
             kvm = EXCLUDED.kvm, version = EXCLUDED.version, cpu_flags = EXCLUDED.cpu_flags,
             networks = EXCLUDED.networks, storage_domains = EXCLUDED.storage_domains,
             vms_running = EXCLUDED.vms_running, mem_free_mb = EXCLUDED.mem_free_mb,
-            error = EXCLUDED.error, init = EXCLUDED.init, repairable = EXCLUDED.repairable
+            error = EXCLUDED.error, init = EXCLUDED.init, repairable = EXCLUDED.repairable,
+            digest = EXCLUDED.digest
         WHERE LEAST(reports.reported_at, reports.received_at) <= EXCLUDED.reported_at
         """,
         {"rows": Jsonb([report_to_json(r, received_at) for r in reports])},
     )
-    return cur.rowcount
+    return lambda: cur.rowcount
 
 
-def apply_transitions(conn: Conn, changes: Sequence[Transition], now: datetime, actor: str) -> list[str]:
-    """Apply status changes guarded by the expected status, auditing each; return changed ids."""
+def queue_transitions(
+    conn: Conn, changes: Sequence[Transition], now: datetime, actor: str
+) -> Callable[[], list[str]]:
+    """Send ``apply_transitions``' statement; return a function that reads the changed ids.
+
+    In a pipeline nothing waits until that function is called.
+    """
     if not changes:
-        return []
-    rows = run(
+        return list
+    cur = run(
         conn,
         """
         WITH v AS (
@@ -215,8 +404,13 @@ def apply_transitions(conn: Conn, changes: Sequence[Transition], now: datetime, 
             "now": now,
             "actor": actor,
         },
-    ).fetchall()
-    return [row["object_id"] for row in rows]
+    )
+    return lambda: [row["object_id"] for row in cur.fetchall()]
+
+
+def apply_transitions(conn: Conn, changes: Sequence[Transition], now: datetime, actor: str) -> list[str]:
+    """Apply status changes guarded by the expected status, auditing each; return changed ids."""
+    return queue_transitions(conn, changes, now, actor)()
 
 
 def record_decisions(conn: Conn, decisions: Sequence[Decision], now: datetime) -> int:
@@ -255,9 +449,7 @@ def set_autorecovery(conn: Conn, host_id: str, enabled: bool) -> bool | None:
     The row is locked before it is read: an ``UPDATE … FROM hosts old`` would read the value
     of its snapshot, before a concurrent writer's, and audit a previous value that never was.
     """
-    row = run(
-        conn, "SELECT autorecovery FROM hosts WHERE id = %(id)s FOR UPDATE", {"id": host_id}
-    ).fetchone()
+    row = run(conn, "SELECT autorecovery FROM hosts WHERE id = %(id)s FOR UPDATE", {"id": host_id}).fetchone()
     if row is None:
         return None
     run(conn, "UPDATE hosts SET autorecovery = %(on)s WHERE id = %(id)s", {"id": host_id, "on": enabled})
@@ -298,9 +490,7 @@ def set_agent_url(conn: Conn, host_id: str, agent_url: str) -> str | None:
 
     Locks the row before reading it, like ``set_autorecovery``.
     """
-    row = run(
-        conn, "SELECT agent_url FROM hosts WHERE id = %(id)s FOR UPDATE", {"id": host_id}
-    ).fetchone()
+    row = run(conn, "SELECT agent_url FROM hosts WHERE id = %(id)s FOR UPDATE", {"id": host_id}).fetchone()
     if row is None:
         return None
     run(conn, "UPDATE hosts SET agent_url = %(url)s WHERE id = %(id)s", {"id": host_id, "url": agent_url})
@@ -335,6 +525,7 @@ __all__ = [
     "apply_transitions",
     "batch_after",
     "batch_between",
+    "batch_changed",
     "clear_agent_hold",
     "clear_fence_pending",
     "fence_push_failed",
@@ -350,12 +541,16 @@ __all__ = [
     "issued_fence",
     "list_hosts",
     "pending_fences",
+    "queue_reports",
+    "queue_transitions",
     "raise_fence",
     "record_decisions",
+    "record_evaluations",
     "set_agent_state",
     "set_agent_url",
     "set_autorecovery",
     "set_status",
     "upsert_cluster",
+    "touch_reports",
     "upsert_reports",
 ]

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from autorecovery.ports import HostRow, HostState
+from models.changes import report_digest
 from models.domain import Cluster, Host, HostStatus, Report, RunningInit
 
 
@@ -57,6 +58,12 @@ def host_state_from_row(row: dict[str, Any]) -> HostState:
         last_clean_at=row.get("last_clean_at"),
         agent_hold_detail=row.get("agent_hold_detail"),
         report_heard_at=row.get("r_heard_at"),
+        host_key=row.get("host_key"),
+        report_digest=row.get("r_digest"),
+        eval_key=row.get("eval_key"),
+        eval_until=row.get("eval_until"),
+        eval_code=row.get("eval_code"),
+        eval_silent=row.get("eval_silent"),
     )
 
 
@@ -128,4 +135,5 @@ def report_to_json(report: Report, received_at: datetime) -> dict[str, Any]:
         "received_at": received_at.isoformat(),
         **report_as_dict(report),
         "init": _init_to_json(report.init),
+        "digest": report_digest(report),
     }

@@ -6,18 +6,20 @@ run on different machines whose clocks need not agree.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
 from autorecovery.adapters.store.db import Conn, run
 from autorecovery.ports.rows import BatchDone as BatchDone
+from autorecovery.ports.rows import BatchStart as BatchStart
 from autorecovery.ports.rows import TickClaim as TickClaim
 
 #: Serialises tick claims (two coordinators at once, from duplicate beats or redeliveries).
 TICK_CLAIM_LOCK = 0x61725F7469636B  # "ar_tick"
 #: Statements ``finish_batch`` runs for a batch that is recorded (counted in the tick's summary).
-FINISH_BATCH_STATEMENTS = 3
+FINISH_BATCH_STATEMENTS = 2
 
 
 def claim(conn: Conn, tick_id: str, *, batch_size: int, min_spacing_s: float, deadline_s: float) -> TickClaim:
@@ -121,34 +123,82 @@ def finish_batch(
 
     The tick's row is locked first, so two batches finishing at once see each other.
     """
-    tick = run(
-        conn, "SELECT state, batches FROM ticks WHERE id = %(id)s FOR UPDATE", {"id": tick_id}
-    ).fetchone()
-    if tick is None or tick["state"] != "running":
-        return BatchDone(recorded=False, closes=False)
+    return queue_finish_batch(conn, tick_id, idx, summary, candidates)()
+
+
+def queue_finish_batch(
+    conn: Conn, tick_id: str, idx: int, summary: dict[str, Any], candidates: list[dict[str, Any]]
+) -> Callable[[], BatchDone]:
+    """Send ``finish_batch``'s statements; return a function that reads what they did.
+
+    In a pipeline nothing waits until that function is called.
+    """
     inserted = run(
         conn,
         """
+        WITH tick AS (SELECT id FROM ticks WHERE id = %(id)s AND state = 'running' FOR UPDATE)
         INSERT INTO tick_batches (tick_id, idx, summary, candidates)
-        VALUES (%(id)s, %(idx)s, %(summary)s, %(candidates)s)
+        SELECT tick.id, %(idx)s, %(summary)s, %(candidates)s FROM tick
         ON CONFLICT DO NOTHING RETURNING idx
         """,
         {"id": tick_id, "idx": idx, "summary": Jsonb(summary), "candidates": Jsonb(candidates)},
-    ).fetchone()
-    if inserted is None:
-        return BatchDone(recorded=False, closes=False)
+    )
     # A statement of its own (a fresh snapshot) while we hold the row: it sees every batch that
-    # finished before us.
+    # finished before us. A batch that was not recorded (tick over, or a duplicate) finds the
+    # tick closing already, or not complete.
     closing = run(
         conn,
         """
         UPDATE ticks SET state = 'closing'
-        WHERE id = %(id)s AND batches <= (SELECT count(*) FROM tick_batches WHERE tick_id = %(id)s)
+        WHERE id = %(id)s AND state = 'running'
+          AND batches <= (SELECT count(*) FROM tick_batches WHERE tick_id = %(id)s)
         RETURNING id
         """,
         {"id": tick_id},
-    ).fetchone()
-    return BatchDone(recorded=True, closes=closing is not None)
+    )
+    def read() -> BatchDone:
+        recorded = inserted.fetchone() is not None
+        closes = closing.fetchone() is not None
+        return BatchDone(recorded=recorded, closes=recorded and closes)
+
+    return read
+
+
+def keep_context(conn: Conn, tick_id: str, context: dict[str, Any], key: str) -> None:
+    """Keep the cluster context a tick's batches evaluate against, and its key."""
+    run(
+        conn,
+        "UPDATE ticks SET context = %(context)s, context_key = %(key)s WHERE id = %(id)s",
+        {"id": tick_id, "context": Jsonb(context), "key": key},
+    )
+
+
+def batch_start(conn: Conn, tick_id: str, idx: int, *, with_context: bool) -> Callable[[], BatchStart]:
+    """Send the query of ``batch_refusal``, the tick's context key (and context, ``with_context``).
+
+    Returns a function that reads them: in a pipeline nothing waits until it is called.
+    """
+    cur = run(
+        conn,
+        """
+        SELECT t.state, t.context_key, CASE WHEN %(with)s THEN t.context END AS context,
+               EXISTS (SELECT 1 FROM tick_batches b WHERE b.tick_id = t.id AND b.idx = %(idx)s) AS done
+        FROM ticks t WHERE t.id = %(id)s
+        """,
+        {"id": tick_id, "idx": idx, "with": with_context},
+    )
+
+    def read() -> BatchStart:
+        row = cur.fetchone()
+        if row is None:
+            return BatchStart(f"tick {tick_id} is unknown")
+        if row["done"]:
+            return BatchStart(f"batch {idx} of tick {tick_id} already ran")
+        if row["state"] != "running":
+            return BatchStart(f"tick {tick_id} is {row['state']}")
+        return BatchStart(None, row["context_key"], row["context"])
+
+    return read
 
 
 def start_closing(conn: Conn, tick_id: str) -> bool:

@@ -75,7 +75,7 @@ BatchSender = Callable[[BatchSpec], None]
 COORDINATOR_COUNTS = ("statements",)
 
 #: The counts a batch adds to its tick's summary.
-BATCH_COUNTS = ("hosts", "pulled", "transitions", "silent", "observed", "statements")
+BATCH_COUNTS = ("hosts", "pulled", "evaluated", "transitions", "silent", "observed", "statements")
 
 
 @dataclass
@@ -86,6 +86,8 @@ class TickResult:
     hosts: int = 0
     batches: int = 0
     pulled: int = 0
+    #: Hosts evaluated (the others' inputs had not changed: their last evaluation was counted).
+    evaluated: int = 0
     transitions: int = 0
     enqueued: int = 0
     capped: int = 0
@@ -107,6 +109,7 @@ class TickResult:
             "hosts": self.hosts,
             "batches": self.batches,
             "pulled": self.pulled,
+            "evaluated": self.evaluated,
             "transitions": self.transitions,
             "enqueued": self.enqueued,
             "capped": self.capped,

@@ -17,10 +17,11 @@ from collections.abc import Callable
 
 from autorecovery.adapters.agents import AgentClient
 from autorecovery.adapters.store import PG_REPOS, Repos
-from autorecovery.adapters.store.db import STATEMENTS, Database
-from autorecovery.adapters.store.ticks import FINISH_BATCH_STATEMENTS, BatchDone
+from autorecovery.adapters.store.db import STATEMENTS, Conn, Database
+from autorecovery.adapters.store.ticks import FINISH_BATCH_STATEMENTS
+from autorecovery.ports.rows import BatchDone, BatchStart, BatchWindow
 from autorecovery.services import Clock, Enqueuer
-from autorecovery.services.monitoring.batch import assess_batch, load_context, record_batch
+from autorecovery.services.monitoring.batch import Context, assess_batch, load_context, record_batch
 from autorecovery.services.monitoring.closing import Closer
 from autorecovery.services.monitoring.config import (
     COORDINATOR_COUNTS,
@@ -57,6 +58,8 @@ class MonitoringService:
         self.send_batch = send_batch
         self.closer = Closer(db, repos, enqueue, cfg, clock, redis_ping, queue_domains)
         self._inline: list[TickResult] = []
+        #: The context of the last tick this process ran a batch of: (tick id, (context, key)).
+        self._tick_context: tuple[str, tuple[Context, str | None]] | None = None
 
     def tick(self, tick_id: str | None = None) -> TickResult:
         """Claim a tick and send its batches; inline, run them and return the whole tick.
@@ -89,7 +92,8 @@ class MonitoringService:
             raise
 
     def _start(self, result: TickResult, bounds: tuple[str, ...], statements_before: int) -> TickResult:
-        """Note the claim, then the batches: sent, or run here."""
+        """Keep the tick's context and note the claim, then the batches: sent, or run here."""
+        self._keep_context(result.tick_id)
         result.statements = STATEMENTS.count - statements_before + 1  # and the note below
         with self.db.transaction() as conn:
             self.repos.ticks.note(conn, result.tick_id, result.as_dict())
@@ -140,30 +144,48 @@ class MonitoringService:
             log.error("tick %s abandoned: %s", tick_id, detail)
 
     def _run_batch(self, spec: BatchSpec) -> TickResult | None:
+        """Read, pull, evaluate what changed, write: one pooled connection, five round trips.
+
+        Checking the pooled connection is one; reading the batch (its changed hosts, the counts
+        of the settled ones, whether to run, the tick's context) one pipeline; writing it is one
+        transaction in a pipeline: the tick's row lock and state first (a batch of a tick that
+        ended writes nothing), then reports, decisions, evaluations and transitions, whose count
+        goes in the batch's summary, recorded in its tick with the commit.
+        """
         statements_before = STATEMENTS.count
-        with self.db.transaction() as conn:
-            refused = self.repos.ticks.batch_refusal(conn, spec.tick_id, spec.idx)
-            if refused is None:
-                context = load_context(conn, self.repos, self.clock())
-                batch = self.repos.hosts.batch_between(conn, spec.lo, spec.hi)
-        if refused is not None:
-            log.info("tick %s: batch %d not run: %s", spec.tick_id, spec.idx, refused)
-            return None
-        pulled, evaluations, outcome = assess_batch(batch, context, self.agents, self.cfg, self.clock)
-        now = self.clock()
-        with self.db.transaction() as conn:
-            # Under the tick's row lock: a batch whose tick ended meanwhile writes nothing.
-            if self.repos.ticks.hold_running(conn, spec.tick_id):
-                outcome.counts["transitions"] = record_batch(
-                    conn, self.repos, batch, pulled, evaluations, now
+        with self.db.held() as held:
+            with self.db.pipeline(held) as conn:
+                read = self.repos.hosts.batch_changed(conn, spec.lo, spec.hi, self._window(spec.tick_id))
+                starting = self.repos.ticks.batch_start(
+                    conn, spec.tick_id, spec.idx, with_context=self._cached(spec.tick_id) is None
                 )
-                # The statements that record the batch in its tick are counted too.
-                outcome.counts["statements"] = STATEMENTS.count - statements_before + FINISH_BATCH_STATEMENTS
-                done = self.repos.ticks.finish_batch(
-                    conn, spec.tick_id, spec.idx, outcome.counts, outcome.candidates
-                )
-            else:
-                done = BatchDone(recorded=False, closes=False)
+            start = starting()
+            if start.refused is not None:
+                log.info("tick %s: batch %d not run: %s", spec.tick_id, spec.idx, start.refused)
+                return None
+            batch, settled = read()
+            context, key = self._context(spec.tick_id, start, held)
+            found = assess_batch(batch, settled, context, key, self.agents, self.cfg, self.clock)
+            now = self.clock()
+            outcome = found.outcome
+            done = BatchDone(recorded=False, closes=False)
+            with self.db.pipeline(held, atomic=True) as conn:
+                # Under the tick's row lock, first: a batch whose tick ended meanwhile (abandoned,
+                # taken over) writes nothing; an abandon that comes later waits for this one.
+                if self.repos.ticks.hold_running(conn, spec.tick_id):
+                    transitions = record_batch(conn, self.repos, batch, found, now)
+                    outcome.counts["transitions"] = transitions()
+                    # The statements that record the batch in its tick are counted too.
+                    outcome.counts["statements"] = (
+                        STATEMENTS.count - statements_before + FINISH_BATCH_STATEMENTS
+                    )
+                    finishing = self.repos.ticks.queue_finish_batch(
+                        conn, spec.tick_id, spec.idx, outcome.counts, outcome.candidates
+                    )
+                else:
+                    finishing = None
+            if finishing is not None:
+                done = finishing()
         if not done.recorded:
             log.info(
                 "tick %s: batch %d ran after its tick ended; nothing of it is written",
@@ -171,6 +193,42 @@ class MonitoringService:
                 spec.idx,
             )
         return self._close(spec.tick_id) if done.closes else None
+
+    def _window(self, tick_id: str) -> BatchWindow:
+        # Settled means settled until the evaluation's time, after the pull: a margin of one
+        # interval, so that a hold or report ending during the pull is evaluated anew.
+        return BatchWindow(
+            now=self.clock(),
+            pushed_within_s=self.cfg.tick_interval_s,
+            max_clock_skew_s=self.cfg.max_clock_skew_s,
+            max_report_age_s=self.cfg.report_max_age_s,
+            margin_s=self.cfg.tick_interval_s,
+            tick_id=tick_id,
+        )
+
+    def _cached(self, tick_id: str) -> tuple[Context, str | None] | None:
+        cached = self._tick_context
+        return cached[1] if cached is not None and cached[0] == tick_id else None
+
+    def _context(self, tick_id: str, start: BatchStart, held: Conn) -> tuple[Context, str | None]:
+        """The tick's context: as this process has it, as the coordinator kept it, or read now."""
+        found = self._cached(tick_id)
+        if found is None:
+            if start.context is not None:
+                found = Context.from_json(start.context), start.context_key
+            else:  # kept by no coordinator (one of an older version): evaluate every host
+                with self.db.pipeline(held) as conn:
+                    found = load_context(conn, self.repos, self.clock()), None
+            self._tick_context = (tick_id, found)
+        return found
+
+    def _keep_context(self, tick_id: str) -> None:
+        """Read the tick's context once, for every batch of the tick, in whatever process."""
+        with self.db.transaction() as conn:
+            context = load_context(conn, self.repos, self.clock())
+            key = context.key
+            self.repos.ticks.keep_context(conn, tick_id, context.as_json(), key)
+        self._tick_context = (tick_id, (context, key))
 
     def _close(self, tick_id: str) -> TickResult:
         started = time.perf_counter()

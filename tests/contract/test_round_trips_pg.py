@@ -1,0 +1,127 @@
+"""A 500-host batch costs at most 5 round trips to PostgreSQL, counted on the wire (libpq trace)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from autorecovery.adapters.agents.fake import FakeAgentClient
+from autorecovery.adapters.store import PG_REPOS, Database
+from autorecovery.adapters.store import db as db_module
+from autorecovery.services.monitoring import BatchSpec, TickConfig
+from bench.roundtrips import RoundTrips
+from models.domain import Cluster, Report
+from tests.contract.conftest import MonitoringFactory
+from tests.fakes.ports import FixedClock
+from tests.support.servers import Servers
+
+pytestmark = pytest.mark.integration
+
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+CLUSTER = Cluster("c1", frozenset({"mgmt"}), frozenset({"sd-1"}))
+HOSTS = 1000
+CFG = TickConfig(
+    batch_size=500, report_max_age_s=30.0, tick_interval_s=10.0, queued_ttl_s=60.0, reap_running_after_s=60.0
+)
+
+
+@pytest.fixture
+def traced(pg_servers: Servers) -> Iterator[tuple[Database, RoundTrips]]:
+    trips = RoundTrips()
+    db = Database(pg_servers.database_url, max_size=1, configure=trips.configure)
+    db.open(wait_s=10.0)
+    with db.transaction() as conn:
+        conn.execute(
+            "TRUNCATE audit_log, activations, reports, hosts, clusters, pauses, incidents,"
+            " storage_domains, sd_activations, vm_runs, charges, ticks RESTART IDENTITY CASCADE"
+        )
+    yield db, trips
+    db.close()
+
+
+def _report(host_id: str, now: datetime, source: str) -> Report:
+    return Report(
+        host_id=host_id,
+        reported_at=now,
+        kvm=True,
+        version="4.5.2",
+        networks={"mgmt": True},
+        storage_domains={"sd-1": True},
+        source=source,
+    )
+
+
+@pytest.mark.parametrize("mode", ["push", "pull"])
+def test_a_batch_makes_at_most_five_round_trips(
+    traced: tuple[Database, RoundTrips], build_monitoring: MonitoringFactory, mode: str
+) -> None:
+    db, trips = traced
+    clock = FixedClock(NOW)
+    ids = [f"h-{i:05d}" for i in range(HOSTS)]
+    agents = FakeAgentClient()
+    sent: list[BatchSpec] = []
+    service = build_monitoring(db, agents, clock, CFG, sent.append)
+    with db.transaction() as conn:
+        PG_REPOS.hosts.upsert_cluster(conn, CLUSTER)
+        for host_id in ids:
+            PG_REPOS.hosts.insert_host(conn, host_id, "c1", "http://agent:1", NOW, adopt=True)
+    per_batch: list[int] = []
+    for _ in range(3):  # the first tick changes every host (adopted: up); then a steady fleet
+        now = clock()
+        reports = [_report(h, now, mode) for h in ids]
+        if mode == "push":
+            with db.transaction() as conn:
+                PG_REPOS.hosts.upsert_reports(conn, reports, now)
+        else:
+            agents.reports = {r.host_id: r for r in reports}
+        sent.clear()
+        service.tick()
+        assert len(sent) == 2
+        trips.take()
+        assert service.run_batch(sent[0]) is None  # the first batch: it does not close the tick
+        per_batch.append(trips.take())
+        service.run_batch(sent[1])
+        clock.advance(CFG.tick_interval_s)
+    assert max(per_batch) <= 5, per_batch
+    # One pipeline to read; one transaction to write: the tick's row lock and state first (a
+    # batch of a tick that ended writes nothing), then the writes, read only when a status
+    # changed (the first tick: their count goes in the summary), then the batch recorded in its
+    # tick with the commit; and a pool check when the connection was idle for a while (not here:
+    # the coordinator just gave it back).
+    assert per_batch == [4, 3, 3]
+
+
+def test_the_counter_sees_transactions_and_pipelines(
+    traced: tuple[Database, RoundTrips], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, trips = traced
+    monkeypatch.setattr(db_module, "RECHECK_AFTER_S", 0.0)  # every checkout checks
+    trips.take()
+    with db.transaction() as conn:  # pool check, BEGIN, two statements, COMMIT
+        conn.execute("SELECT 1")
+        conn.execute("SELECT %(x)s::int", {"x": 2})
+    assert trips.take() == 5
+    with db.held() as held:  # pool check, then one round trip for the whole pipeline
+        with db.pipeline(held) as conn:
+            first = conn.execute("SELECT 1 AS x")
+            second = conn.execute("SELECT %(x)s::int AS y", {"x": 2})
+        assert first.fetchone() == {"x": 1} and second.fetchone() == {"y": 2}
+    assert trips.take() == 2
+
+
+def test_a_connection_idle_for_a_while_is_checked_again(traced: tuple[Database, RoundTrips]) -> None:
+    db, trips = traced
+    with db.transaction() as conn:
+        conn.execute("SELECT 1")
+    trips.take()
+    with db.transaction() as conn:  # just given back: no check (BEGIN, statement, COMMIT)
+        conn.execute("SELECT 1")
+    assert trips.take() == 3
+    time.sleep(db_module.RECHECK_AFTER_S + 0.1)
+    with db.transaction() as conn:  # idle past the limit: checked first
+        conn.execute("SELECT 1")
+    assert trips.take() == 4
