@@ -51,6 +51,24 @@ def _tick(producer: Celery, client: redis.Redis, timeout_s: float = 30.0) -> dic
         time.sleep(0.2)
 
 
+def _housekeeping(producer: Celery, client: redis.Redis, timeout_s: float = 30.0) -> None:
+    """Send one housekeeping run through the private broker and wait for its summary.
+
+    Beat sends it every interval beside the tick: it re-sends queued activations whose message
+    was lost and reaps those whose step was lost (as ``send_ticks`` does for the shared broker).
+    """
+    run_id = producer.send_task("autorecovery.housekeeping", queue="monitoring").id
+
+    def done() -> bool:
+        try:
+            raw = client.get(keys.last_housekeeping())
+        except redis.RedisError:
+            return False
+        return bool(raw) and json.loads(raw).get("run_id") == run_id
+
+    wait_for(done, timeout_s, f"housekeeping run {run_id}")
+
+
 def test_redis_killed_under_running_activations_loses_nothing_and_overlaps_nothing(
     sim: Any, servers: Any, logs: Path, deps: Any, private_redis: PrivateRedis
 ) -> None:
@@ -81,6 +99,7 @@ def test_redis_killed_under_running_activations_loses_nothing_and_overlaps_nothi
         while time.monotonic() < deadline and set(statuses(deps).values()) != {"up"}:
             # The worker may still be reconnecting to the broker: a tick can go missing.
             with contextlib.suppress(AssertionError):
+                _housekeeping(producer, locks, timeout_s=15)
                 _tick(producer, locks, timeout_s=15)
             time.sleep(0.5)
         assert set(statuses(deps).values()) == {"up"}, statuses(deps)
