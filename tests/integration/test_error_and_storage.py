@@ -120,11 +120,20 @@ def test_a_lightly_loaded_host_with_charges_ranks_below_a_busier_clean_one(
     assert [p["host_id"] for p in runs.placement("c-1")] == ["h-0002", "h-0001"]
 
 
+#: How long a domain no up host reaches stays active. While every host is down, a domain revived
+#: through a non-up host must still be active when the hosts' activations re-check it: its connect
+#: closes in the check step (AUTORECOVERY_INIT_POLL_S after the send step, after that round's host
+#: re-checks), so the hosts pass on the next round, a tick interval (1 s here) or more later. A
+#: window of one interval expired between the two rounds: the domains flapped back to inactive
+#: round after round and no host ever saw all of its domains active.
+SD_INACTIVE_AFTER_S = 3.0
+
+
 def test_shared_domain_lost_by_every_host_is_activated_once_then_hosts_return(
     sim: Any, worker_with: Any, app_module: Any, deps: Any
 ) -> None:
     client = sim(hosts=6, clusters=2, shared_storage_domain=True)
-    worker_with(AUTORECOVERY_SD_INACTIVE_AFTER_S="1")
+    worker_with(AUTORECOVERY_SD_INACTIVE_AFTER_S=str(SD_INACTIVE_AFTER_S))
     _up(app_module, deps)
     # A domain in maintenance is never touched.
     deps.storage.set_maintenance("sd-c-1-2", "alice", "array firmware upgrade")
@@ -132,7 +141,7 @@ def test_shared_domain_lost_by_every_host_is_activated_once_then_hosts_return(
     client.inject("sd_down", storage_domain="sd-shared")
     send_ticks(app_module, deps)
     assert set(statuses(deps).values()) == {"non_operational"}
-    time.sleep(1.2)
+    time.sleep(SD_INACTIVE_AFTER_S + 0.2)
     send_ticks(app_module, deps)
     assert deps.storage.get("sd-shared")["status"] == "inactive"
 
