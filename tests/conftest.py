@@ -1,6 +1,6 @@
 """The suite's tiers: `make test` runs all but the slow real-service tier, `make test-slow` that tier.
 
-The slow tier is listed here, in one place: outages held for a minute, a real libvirtd, clean
+The slow tier is listed here, in one place: outages (Redis killed, PostgreSQL away a minute), a real libvirtd, clean
 installs into new virtual environments, generated API traffic and the 200-host storm. CI runs
 both tiers (`.ci/run`); the README says how long each takes.
 """
@@ -13,6 +13,7 @@ import pytest
 SLOW = (
     "tests/integration/test_real_libvirtd.py",
     "tests/integration/test_pg_outage.py",
+    "tests/integration/test_restarts.py",
     "tests/integration/test_beat_outage.py",
     "tests/integration/test_image_files.py",
     "tests/integration/test_api_schemathesis.py",
