@@ -1,8 +1,8 @@
 """The suite's tiers: `make test` runs all but the slow real-service tier, `make test-slow` that tier.
 
-The slow tier is listed here, in one place: outages (Redis killed, PostgreSQL away a minute), a real libvirtd, clean
-installs into new virtual environments, generated API traffic and the 200-host storm. CI runs
-both tiers (`.ci/run`); the README says how long each takes.
+The slow tier is listed here, in one place: outages (Redis killed, PostgreSQL away a minute),
+a real libvirtd, clean installs into new virtual environments, generated API traffic and the
+200-host storm. CI runs both tiers (`.ci/run`); the README says how long each takes.
 """
 
 from __future__ import annotations
