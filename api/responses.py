@@ -35,8 +35,8 @@ class Decision(BaseModel):
     at: str | None = None
 
 
-class HostSummary(BaseModel):
-    """A host in a list."""
+class HostFields(BaseModel):
+    """What a host's list row and its detail both say first."""
 
     id: str
     cluster: str
@@ -50,6 +50,11 @@ class HostSummary(BaseModel):
         description="seconds since the agent last answered with a usable report (a failed pull "
         "does not count); null: never"
     )
+
+
+class HostSummary(HostFields):
+    """A host in a list."""
+
     in_flight: bool
     last_decision: str | None
     holds: list[str] = Field(
@@ -156,21 +161,9 @@ class SafetyState(BaseModel):
     holds: list[HeldHosts] = Field(description="hosts by the holds they carry, up hosts included")
 
 
-class HostDetail(BaseModel):
+class HostDetail(HostFields):
     """A host with its latest assessment, last decision, and why it is not back."""
 
-    id: str
-    cluster: str
-    agent_url: str
-    status: str
-    reason: str | None
-    detail: str | None
-    autorecovery: bool
-    status_changed_at: str | None
-    report_age_s: float | None = Field(
-        description="seconds since the agent last answered with a usable report (a failed pull "
-        "does not count); null: never"
-    )
     report: dict[str, Any] | None
     problems: list[Problem]
     last_decision: Decision
