@@ -11,6 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from models.assessment import Assessment, assess
+from models.clock import stamp
 from models.domain import Cluster, Host, HostStatus, Reason, Report, Trigger
 from models.safety import NO_GATES, Gates
 
@@ -225,13 +226,13 @@ def decide(
         return skip(
             Skip.INIT_OUTCOME_UNKNOWN,
             "an earlier init's outcome was not seen and it may still run on the host (v1 agent); "
-            f"no new init before {host.init_hold_until.isoformat()}",
+            f"no new init before {stamp(host.init_hold_until)}",
         )
     if trigger is Trigger.MANUAL:
         return Decision(host.id, ACTIVATE, "activation requested by an admin")
     if host.status is HostStatus.ERROR:
         if now is None or host.error_until is None or now < host.error_until:
-            until = host.error_until.isoformat() if host.error_until else "an admin activates it"
+            until = stamp(host.error_until) if host.error_until else "an admin activates it"
             return skip(Skip.ERROR_PERIOD, f"in error for failed VM launches until {until}")
     elif host.status not in RECOVERABLE_STATUSES:
         return skip(Skip.HAS_PROBLEMS, f"status {host.status.value} is not recovered automatically")
@@ -241,7 +242,7 @@ def decide(
         return skip(
             Skip.QUARANTINED,
             "quarantined for flapping since "
-            f"{host.quarantined_at.isoformat()}; an admin clears it or activates the host",
+            f"{stamp(host.quarantined_at)}; an admin clears it or activates the host",
         )
     if not assessment.is_recoverable:
         return _problem_decision(host.id, assessment)
@@ -261,7 +262,7 @@ def decide(
         return skip(
             Skip.BACKOFF,
             f"{host.failures} failed attempt(s) in a row; next attempt after "
-            f"{host.next_attempt_at.isoformat()}",
+            f"{stamp(host.next_attempt_at)}",
         )
     if assessment.is_repairable:
         return Decision(host.id, REPAIR, "init repairs what keeps it out: " + _problems_text(assessment))
@@ -326,7 +327,7 @@ def untracked_init(host: Host, report: Report | None, tracked: str | None) -> De
     init = report.init if report is not None and report.agent_reachable else None
     if init is None or (host.in_flight and tracked in (None, init.activation_id)):
         return None
-    since = f" since {init.started_at.isoformat()}" if init.started_at else ""
+    since = f" since {stamp(init.started_at)}" if init.started_at else ""
     return Decision(
         host.id,
         Skip.UNTRACKED_INIT.value,

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from models.clock import stamp
 from models.domain import Host, HostStatus
 
 FLEET = "fleet"
@@ -37,7 +38,7 @@ class Pause:
 
     def describe(self) -> str:
         """Say who paused, why and until when."""
-        until = f" until {self.expires_at.isoformat()}" if self.expires_at else ""
+        until = f" until {stamp(self.expires_at)}" if self.expires_at else ""
         where = "fleet-wide" if self.scope == FLEET else f"cluster {self.scope}"
         return f"paused {where} by {self.owner}{until}: {self.reason}"
 

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 from rich.console import Console
@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.ops.client import ApiFailure
+from models.clock import stamp
 
 STATUS_STYLE = {
     "unassigned": "dim",
@@ -126,9 +127,7 @@ def when(iso: str | None) -> Text:
         at = datetime.fromisoformat(iso)
     except ValueError:
         return Text(iso)
-    if at.tzinfo is None:  # the API sends zoned times; a naive one is taken as UTC
-        at = at.replace(tzinfo=UTC)
-    return Text(at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
+    return Text(stamp(at))  # the API sends zoned times; a naive one is taken as UTC
 
 
 def reason_text(code: str | None, detail: str | None) -> str:

@@ -82,7 +82,7 @@ def test_an_untracked_init_holds_a_host_that_would_be_activated() -> None:
     assert code == Skip.UNTRACKED_INIT.value
     assert detail == (
         "its agent reports an init the product does not track (activation a-elsewhere, fence 7 "
-        "since 2026-11-24T11:59:20+00:00); no automatic activation until it ends"
+        "since 2026-11-24 11:59:20 UTC); no automatic activation until it ends"
     )
 
 
