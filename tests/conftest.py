@@ -3,7 +3,8 @@
 The slow tier is listed here, in one place: outages (Redis killed, PostgreSQL away a minute),
 a real libvirtd, clean installs into new virtual environments, generated API traffic, the
 200-host storm, and the scenarios that wait out ticks, locks and timeouts on purpose (hung agents,
-inits slower than every timeout, frozen holders, a beat taking over from a dead one). CI runs both tiers (`.ci/run`); the README says how long each takes.
+inits slower than every timeout, frozen holders, a beat taking over from a dead one). CI runs
+both tiers (`.ci/run`); the README says how long each takes.
 """
 
 from __future__ import annotations
