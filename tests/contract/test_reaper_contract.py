@@ -223,3 +223,32 @@ def test_a_reports_running_init_is_stored_and_the_tracking_activation_named(back
         _, h2_report, h2_row = backend.repos.hosts.get_host(conn, "h2")
     assert h1_report.init == running and h2_report.init is None
     assert (h1_row["in_flight_id"], h2_row["in_flight_id"]) == ("a1", None)
+
+
+# --- review: a reaped init that may still run holds its host -------------------------------------
+
+
+def test_a_reaped_sending_activation_of_an_initializing_host_holds_it(backend: Backend) -> None:
+    seed(backend, "sent-init", "not-yet", "queued")
+    queue(backend, [("a1", "sent-init"), ("a2", "not-yet"), ("a3", "queued")])
+    with tx(backend) as conn:
+        for act_id in ("a1", "a2"):
+            assert backend.repos.activations.begin(conn, act_id, at(1)) == 1
+        # a1's holder set initializing (and sent its init) before its worker was lost.
+        assert backend.repos.hosts.set_status(conn, "sent-init", "initializing", None, "x", at(1), fence=1)
+        backend.repos.hosts.set_status(conn, "queued", "initializing", None, "x", at(1))
+    for act_id in ("a1", "a2", "a3"):
+        backdate(backend, "activations", act_id, 100)
+    with tx(backend) as conn:
+        reaped = backend.repos.activations.reap(
+            conn, now=at(5), queued_ttl_s=60, running_ttl_s=60, init_hold_s=120
+        )
+    assert sorted(r["was"] for r in reaped) == ["queued", "sending", "sending"]
+    assert host(backend, "sent-init").init_hold_until == at(125)
+    assert host(backend, "sent-init").status.value == "non_operational"
+    assert host(backend, "not-yet").init_hold_until is None  # never initializing: nothing sent
+    assert host(backend, "queued").init_hold_until is None  # never began: nothing sent
+    held = audit(backend, event="init_held")
+    assert [(e["object_id"], e["actor"], e["details"]["activation_id"]) for e in held] == [
+        ("sent-init", "auto", "a1")
+    ]
