@@ -252,3 +252,14 @@ def test_a_reaped_sending_activation_of_an_initializing_host_holds_it(backend: B
     assert [(e["object_id"], e["actor"], e["details"]["activation_id"]) for e in held] == [
         ("sent-init", "auto", "a1")
     ]
+
+
+def test_an_activation_the_broker_refused_is_no_flap_and_keeps_its_actor(backend: Backend) -> None:
+    seed(backend, "h1", "h2")
+    queue(backend, [("a1", "h1")])  # the tick's
+    queue(backend, [("a2", "h2")], trigger="manual", actor="alice")  # an admin's
+    with tx(backend) as conn:
+        backend.repos.activations.mark_enqueue_failed(conn, [("a1", "h1"), ("a2", "h2")], at(2), "down")
+        assert backend.repos.safety.auto_ends_since(conn, "h1", at(-3600)) == 0
+    entries = audit(backend, event="activation_not_enqueued")
+    assert sorted((e["object_id"], e["actor"]) for e in entries) == [("h1", "auto"), ("h2", "alice")]

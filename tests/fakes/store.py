@@ -913,7 +913,7 @@ class MemoryActivations(Repo):
                 object_type="host",
                 object_id=row["host_id"],
                 event="activation_not_enqueued",
-                actor="auto",
+                actor=row["actor"],
                 reason="broker_unavailable",
                 details={"activation_id": activation_id, "error": error},
             )

@@ -303,9 +303,9 @@ def mark_enqueue_failed(conn: Conn, pairs: Sequence[tuple[str, str]], now: datet
         WITH f AS (
             UPDATE activations SET state = 'failed', outcome = 'not_enqueued', detail = %(err)s,
                 ended_at = %(now)s
-            WHERE id = ANY(%(ids)s) AND state = 'queued' RETURNING id, host_id)
+            WHERE id = ANY(%(ids)s) AND state = 'queued' RETURNING id, host_id, actor)
         INSERT INTO audit_log (at, object_type, object_id, event, actor, reason, details)
-        SELECT %(now)s, 'host', f.host_id, 'activation_not_enqueued', 'auto', 'broker_unavailable',
+        SELECT %(now)s, 'host', f.host_id, 'activation_not_enqueued', f.actor, 'broker_unavailable',
                jsonb_build_object('activation_id', f.id, 'error', %(err)s)
         FROM f
         """,
