@@ -143,7 +143,13 @@ class ActivationsRepo(Protocol):
         fence: int | None,
     ) -> bool: ...
     def reap(
-        self, conn: Conn, *, now: datetime, queued_ttl_s: float, running_ttl_s: float
+        self,
+        conn: Conn,
+        *,
+        now: datetime,
+        queued_ttl_s: float,
+        running_ttl_s: float,
+        init_hold_s: float = 0.0,
     ) -> list[dict[str, Any]]: ...
     def resend_queued(
         self, conn: Conn, *, now: datetime, after_s: float, max_resends: int

@@ -44,6 +44,8 @@ class ReaperConfig:
     #: An agent that did not answer is asked again after this, doubling up to the maximum.
     fence_backoff_s: float = 10.0
     fence_backoff_max_s: float = 300.0
+    #: A host whose ``sending`` record is reaped may still run its init: no new init for this long.
+    init_hold_s: float = 120.0
 
 
 @dataclass
@@ -84,7 +86,11 @@ class Reaper:
         cfg = self.cfg
         with self.db.transaction() as conn:
             reaped = self.repos.activations.reap(
-                conn, now=now, queued_ttl_s=cfg.queued_ttl_s, running_ttl_s=cfg.running_ttl_s
+                conn,
+                now=now,
+                queued_ttl_s=cfg.queued_ttl_s,
+                running_ttl_s=cfg.running_ttl_s,
+                init_hold_s=cfg.init_hold_s,
             )
             orphans = self.repos.activations.reset_orphans(
                 conn, now=now, before=now - timedelta(seconds=cfg.running_ttl_s)

@@ -223,3 +223,43 @@ def test_a_reports_running_init_is_stored_and_the_tracking_activation_named(back
         _, h2_report, h2_row = backend.repos.hosts.get_host(conn, "h2")
     assert h1_report.init == running and h2_report.init is None
     assert (h1_row["in_flight_id"], h2_row["in_flight_id"]) == ("a1", None)
+
+
+# --- review: a reaped init that may still run holds its host -------------------------------------
+
+
+def test_a_reaped_sending_activation_of_an_initializing_host_holds_it(backend: Backend) -> None:
+    seed(backend, "sent-init", "not-yet", "queued")
+    queue(backend, [("a1", "sent-init"), ("a2", "not-yet"), ("a3", "queued")])
+    with tx(backend) as conn:
+        for act_id in ("a1", "a2"):
+            assert backend.repos.activations.begin(conn, act_id, at(1)) == 1
+        # a1's holder set initializing (and sent its init) before its worker was lost.
+        assert backend.repos.hosts.set_status(conn, "sent-init", "initializing", None, "x", at(1), fence=1)
+        backend.repos.hosts.set_status(conn, "queued", "initializing", None, "x", at(1))
+    for act_id in ("a1", "a2", "a3"):
+        backdate(backend, "activations", act_id, 100)
+    with tx(backend) as conn:
+        reaped = backend.repos.activations.reap(
+            conn, now=at(5), queued_ttl_s=60, running_ttl_s=60, init_hold_s=120
+        )
+    assert sorted(r["was"] for r in reaped) == ["queued", "sending", "sending"]
+    assert host(backend, "sent-init").init_hold_until == at(125)
+    assert host(backend, "sent-init").status.value == "non_operational"
+    assert host(backend, "not-yet").init_hold_until is None  # never initializing: nothing sent
+    assert host(backend, "queued").init_hold_until is None  # never began: nothing sent
+    held = audit(backend, event="init_held")
+    assert [(e["object_id"], e["actor"], e["details"]["activation_id"]) for e in held] == [
+        ("sent-init", "auto", "a1")
+    ]
+
+
+def test_an_activation_the_broker_refused_is_no_flap_and_keeps_its_actor(backend: Backend) -> None:
+    seed(backend, "h1", "h2")
+    queue(backend, [("a1", "h1")])  # the tick's
+    queue(backend, [("a2", "h2")], trigger="manual", actor="alice")  # an admin's
+    with tx(backend) as conn:
+        backend.repos.activations.mark_enqueue_failed(conn, [("a1", "h1"), ("a2", "h2")], at(2), "down")
+        assert backend.repos.safety.auto_ends_since(conn, "h1", at(-3600)) == 0
+    entries = audit(backend, event="activation_not_enqueued")
+    assert sorted((e["object_id"], e["actor"]) for e in entries) == [("h1", "auto"), ("h2", "alice")]

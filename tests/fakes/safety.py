@@ -167,6 +167,7 @@ class MemorySafety(Repo):
             and a["id"] != first
             and a["trigger"] == "auto"
             and a["state"] in ("done", "failed")
+            and a.get("outcome") != "not_enqueued"
             and a["ended_at"] is not None
             and a["ended_at"] >= since
             and (cleared is None or a["ended_at"] > cleared)

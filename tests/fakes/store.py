@@ -830,7 +830,13 @@ class MemoryActivations(Repo):
         return out
 
     def reap(
-        self, conn: Any, *, now: datetime, queued_ttl_s: float, running_ttl_s: float
+        self,
+        conn: Any,
+        *,
+        now: datetime,
+        queued_ttl_s: float,
+        running_ttl_s: float,
+        init_hold_s: float = 0.0,
     ) -> list[dict[str, Any]]:
         """Abandon activations stuck queued or running too long (leases on the database's clock)."""
         st = self._state(conn)
@@ -864,6 +870,20 @@ class MemoryActivations(Repo):
                         detail="activation abandoned: no result in time",
                         status_changed_at=now,
                     )
+                    if was == "sending" and init_hold_s > 0:
+                        until = now + timedelta(seconds=init_hold_s)
+                        held = host.get("init_hold_until")
+                        host["init_hold_until"] = until if held is None else max(held, until)
+                        add_audit(
+                            st,
+                            at=now,
+                            object_type="host",
+                            object_id=a["host_id"],
+                            event="init_held",
+                            actor="auto",
+                            reason="init_outcome_unknown",
+                            details={"activation_id": a["id"], "until": until.isoformat()},
+                        )
             add_audit(
                 st,
                 at=now,
@@ -893,7 +913,7 @@ class MemoryActivations(Repo):
                 object_type="host",
                 object_id=row["host_id"],
                 event="activation_not_enqueued",
-                actor="auto",
+                actor=row["actor"],
                 reason="broker_unavailable",
                 details={"activation_id": activation_id, "error": error},
             )

@@ -40,6 +40,8 @@ FAST = {
     "AUTORECOVERY_ACTIVATION_SOFT_LIMIT_S": "2",
     "AUTORECOVERY_ACTIVATION_TIME_LIMIT_S": "3",
     "AUTORECOVERY_LOCK_TTL_S": "4",
+    # A reaped holder's host is held this long (its init may have been sent): short here.
+    "AUTORECOVERY_INIT_MAX_S": "6",
 }
 
 

@@ -16,6 +16,8 @@ FAST = {
     "AUTORECOVERY_ACTIVATION_SOFT_LIMIT_S": "2",
     "AUTORECOVERY_ACTIVATION_TIME_LIMIT_S": "3",
     "AUTORECOVERY_LOCK_TTL_S": "4",
+    # A reaped holder's host is held this long (its init may have been sent): short here.
+    "AUTORECOVERY_INIT_MAX_S": "6",
 }
 
 
@@ -52,6 +54,9 @@ def test_frozen_holder_is_fenced_out(
         assert deps.redis.get("autorecovery:lock:host:h-0001") is None
         send_ticks(app_module, deps)
         assert host_status(deps, "h-0001")["reason"] == "activation_failed"
+        # The holder had set initializing: its init may have been sent, so the host is held.
+        assert host_status(deps, "h-0001")["init_hold_until"] is not None
+        time.sleep(float(FAST["AUTORECOVERY_INIT_MAX_S"]) + 0.5)
 
         # A second worker activates the host with a newer fence.
         second = start_worker(servers.env(**FAST), logs, queues="activation", name="second")

@@ -418,10 +418,18 @@ def _is_refused(exc: BaseException) -> bool:
 
 
 def _refused(data: dict[str, Any], raw: bytes, fence: int) -> NoReturn:
-    """Read a 409 to an init: busy, or the fence refused."""
+    """Read a 409 to an init: busy, the activation known under another fence, or the fence refused.
+
+    ``activation_id_reused``: the agent ran (or runs) this activation's init from an earlier
+    attempt, begun under an older fence; it is the same init, not a new one, and no fence of the
+    agent's is ahead: its outcome is asked for (``GET /init/{id}``), as after a lost answer.
+    """
     text = raw[:200].decode("utf-8", "replace")
-    if error_code(data) == "busy":
+    code = error_code(data)
+    if code == "busy":
         raise AgentBusy(f"agent is busy: {text}", *busy_holder(data))
+    if code == "activation_id_reused":
+        raise InitOutcomeUnknown(f"the agent knows this activation under another fence: {text}")
     raise StaleFence(f"agent refused fence {fence}: {text}", highest(data))
 
 

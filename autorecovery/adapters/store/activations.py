@@ -198,7 +198,9 @@ def finish(
     return cur.rowcount == 1
 
 
-def reap(conn: Conn, *, now: datetime, queued_ttl_s: float, running_ttl_s: float) -> list[dict[str, Any]]:
+def reap(
+    conn: Conn, *, now: datetime, queued_ttl_s: float, running_ttl_s: float, init_hold_s: float = 0.0
+) -> list[dict[str, Any]]:
     """Abandon activations past their lease, in one statement.
 
     A lease: ``queued`` for ``queued_ttl_s``; ``sending`` for ``running_ttl_s`` after it began
@@ -208,13 +210,19 @@ def reap(conn: Conn, *, now: datetime, queued_ttl_s: float, running_ttl_s: float
     live work nor reap a just-queued activation; ``now`` only stamps the end and the audit.
     Bumps each host's fence so that a paused holder can write nothing afterwards (and, for one
     that began, marks it for the agent, see ``hosts.pending_fences``), returns an
-    ``initializing`` host to non_operational (activation_failed), and audits each.
+    ``initializing`` host to non_operational (activation_failed), and audits each. A host
+    left initializing by a ``sending`` record may still run its init (the holder died during or
+    after the call; a v1 agent refuses no second init), so it is held ``init_hold_s`` from ``now``
+    (``init_held``, audited), as a give-up holds it.
     """
     return run(
         conn,
         """
         WITH stale AS (
-            SELECT id, host_id, state FROM activations
+            SELECT id, host_id, state,
+                   (SELECT h.status = 'initializing' FROM hosts h WHERE h.id = activations.host_id)
+                       AS initializing
+            FROM activations
             WHERE (state = 'queued' AND queued_at < now() - make_interval(secs => %(queued_ttl)s))
                OR (state = 'sending' AND started_at < now() - make_interval(secs => %(running_ttl)s))
                OR (state = 'sent' AND deadline_at < now() - make_interval(secs => %(running_ttl)s))
@@ -223,7 +231,8 @@ def reap(conn: Conn, *, now: datetime, queued_ttl_s: float, running_ttl_s: float
             UPDATE activations a SET state = 'abandoned', outcome = 'abandoned', ended_at = %(now)s,
                 detail = 'no result in time (was ' || stale.state || ')'
             FROM stale WHERE a.id = stale.id
-            RETURNING a.id, a.host_id, stale.state AS was),
+            RETURNING a.id, a.host_id, stale.state AS was,
+                      (stale.state = 'sending' AND stale.initializing AND %(hold)s > 0) AS held),
         hosts_reset AS (
             UPDATE hosts h SET fence = LEAST(h.fence, 9223372036854775806) + 1,
                 -- only one that began had a holder that may still reach the agent
@@ -233,17 +242,26 @@ def reap(conn: Conn, *, now: datetime, queued_ttl_s: float, running_ttl_s: float
                 detail = CASE WHEN h.status = 'initializing'
                               THEN 'activation abandoned: no result in time' ELSE h.detail END,
                 status_changed_at = CASE WHEN h.status = 'initializing' THEN %(now)s
-                                         ELSE h.status_changed_at END
+                                         ELSE h.status_changed_at END,
+                init_hold_until = CASE WHEN ab.held
+                    THEN GREATEST(h.init_hold_until, %(now)s + make_interval(secs => %(hold)s))
+                    ELSE h.init_hold_until END
             FROM ab WHERE h.id = ab.host_id
             RETURNING h.id),
         aud AS (
             INSERT INTO audit_log (at, object_type, object_id, event, actor, reason, details)
             SELECT %(now)s, 'host', ab.host_id, 'activation_abandoned', 'auto', 'no_result_in_time',
                    jsonb_build_object('activation_id', ab.id, 'was', ab.was)
-            FROM ab)
+            FROM ab),
+        held AS (
+            INSERT INTO audit_log (at, object_type, object_id, event, actor, reason, details)
+            SELECT %(now)s, 'host', ab.host_id, 'init_held', 'auto', 'init_outcome_unknown',
+                   jsonb_build_object('activation_id', ab.id,
+                                      'until', %(now)s + make_interval(secs => %(hold)s))
+            FROM ab WHERE ab.held)
         SELECT id, host_id, was FROM ab
         """,
-        {"now": now, "queued_ttl": queued_ttl_s, "running_ttl": running_ttl_s},
+        {"now": now, "queued_ttl": queued_ttl_s, "running_ttl": running_ttl_s, "hold": init_hold_s},
     ).fetchall()
 
 
@@ -285,9 +303,9 @@ def mark_enqueue_failed(conn: Conn, pairs: Sequence[tuple[str, str]], now: datet
         WITH f AS (
             UPDATE activations SET state = 'failed', outcome = 'not_enqueued', detail = %(err)s,
                 ended_at = %(now)s
-            WHERE id = ANY(%(ids)s) AND state = 'queued' RETURNING id, host_id)
+            WHERE id = ANY(%(ids)s) AND state = 'queued' RETURNING id, host_id, actor)
         INSERT INTO audit_log (at, object_type, object_id, event, actor, reason, details)
-        SELECT %(now)s, 'host', f.host_id, 'activation_not_enqueued', 'auto', 'broker_unavailable',
+        SELECT %(now)s, 'host', f.host_id, 'activation_not_enqueued', f.actor, 'broker_unavailable',
                jsonb_build_object('activation_id', f.id, 'error', %(err)s)
         FROM f
         """,

@@ -182,13 +182,15 @@ def auto_ends_since(conn: Conn, host_id: str, since: datetime) -> int:
     its holds were last cleared.
 
     The host's first success ever (the one that brought it up after registration) is no
-    recovery and is not counted.
+    recovery and is not counted; nor is an activation whose message the broker refused
+    (``not_enqueued``): it never reached the host, and a broker outage is nobody's flapping.
     """
     row = run(
         conn,
         """
         SELECT count(*) AS n FROM activations a JOIN hosts h ON h.id = a.host_id
         WHERE a.host_id = %(id)s AND a.trigger = 'auto' AND a.state IN ('done', 'failed')
+          AND a.outcome IS DISTINCT FROM 'not_enqueued'
           AND a.ended_at >= %(since)s
           AND (h.holds_cleared_at IS NULL OR a.ended_at > h.holds_cleared_at)
           AND a.id IS DISTINCT FROM (

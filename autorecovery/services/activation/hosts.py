@@ -261,7 +261,12 @@ class HostKind(Naming):
         if stuck:
             reason = problem.reason.value if problem else Reason.ACTIVATION_FAILED.value
         closing = Closing(ActivationState.SKIPPED, decision.code, decision.detail, reason=reason)
-        end = HostEnd(HostStatus.NON_OPERATIONAL if stuck else None)
+        end = HostEnd(None)
+        if stuck:
+            # Initializing: the earlier attempt may have sent its init, which may still run (a v1
+            # agent refuses no second one): no new init before the longest init time is over.
+            hold = self.clock() + timedelta(seconds=self.wait.init_max_s)
+            end = HostEnd(HostStatus.NON_OPERATIONAL, hold_until=hold)
         return self.core.close(self, run, closing, self.writes(run, subject, closing, end))
 
     def _mark_initializing(self, run: Run, subject: Subject, *, checked: tuple[datetime, datetime]) -> None:

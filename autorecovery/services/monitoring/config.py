@@ -35,6 +35,8 @@ class TickConfig:
     max_resends: int = 2
     max_clock_skew_s: float = 30.0
     fence_backoff_max_s: float = 300.0
+    #: The longest an init may run (AUTORECOVERY_INIT_MAX_S): a reaped init's host is held this long.
+    init_max_s: float = 120.0
 
     @property
     def reaper(self) -> ReaperConfig:
@@ -46,6 +48,7 @@ class TickConfig:
             max_resends=self.max_resends,
             fence_backoff_s=self.tick_interval_s,
             fence_backoff_max_s=self.fence_backoff_max_s,
+            init_hold_s=self.init_max_s,
         )
 
     @property

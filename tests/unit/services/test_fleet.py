@@ -139,6 +139,8 @@ def test_request_activation_with_the_broker_down_closes_the_record(world: World)
         world.fleet.request_activation("h1", "alice")
     [act] = world.activations("h1")
     assert (act.state, act.outcome) == ("failed", "not_enqueued")
+    [entry] = world.audit(object_id="h1", event="activation_not_enqueued")
+    assert entry["actor"] == "alice"  # the admin's activation, not the system's
     world.enqueue.failing = False
     assert world.fleet.request_activation("h1", "alice")  # the host is not held by the dead record
 
