@@ -94,20 +94,49 @@ def test_steps_are_listed_per_activation_in_order(backend: Backend) -> None:
     assert is_db_now(steps[0].at)
 
 
-def test_unknown_outcomes_in_a_row_count_since_the_last_real_result(backend: Backend) -> None:
-    seed(backend, "h1")
-    for n, (state, outcome) in enumerate(
-        [("abandoned", "outcome_unknown"), ("failed", "failed"), ("abandoned", "outcome_unknown"),
-         ("abandoned", "lock_lost"), ("abandoned", "outcome_unknown")]
-    ):
+def _closed_in_order(backend: Backend, ends: list[tuple[str, str]]) -> None:
+    """Queue and close one activation of h1 per (state, outcome), a second apart."""
+    for n, (state, outcome) in enumerate(ends):
         queue(backend, [(f"a{n}", "h1")])
         with tx(backend) as conn:
             assert backend.repos.activations.finish(
                 conn, f"a{n}", state=state, outcome=outcome, reason=None, detail="x", now=at(n), fence=None
             )
+
+
+def test_unknown_outcomes_in_a_row_count_since_the_last_real_result(backend: Backend) -> None:
+    seed(backend, "h1")
+    _closed_in_order(
+        backend,
+        [
+            ("abandoned", "outcome_unknown"),
+            ("failed", "failed"),
+            ("abandoned", "outcome_unknown"),
+            ("abandoned", "lock_lost"),
+            ("abandoned", "outcome_unknown"),
+        ],
+    )
     with tx(backend) as conn:
         assert backend.repos.activations.unknown_streak(conn, "h1") == 2
         assert backend.repos.activations.unknown_streak(conn, "h2") == 0
+
+
+def test_unpushed_fences_count_with_unknown_outcomes_and_unsent_activations_reset_nothing(
+    backend: Backend,
+) -> None:
+    seed(backend, "h1")
+    _closed_in_order(
+        backend,
+        [
+            ("abandoned", "outcome_unknown"),
+            ("abandoned", "fence_not_pushed"),
+            ("failed", "not_enqueued"),
+            ("abandoned", "outcome_unknown"),
+        ],
+    )
+    with tx(backend) as conn:
+        # A message the broker refused never reached the host: no result, the streak goes on.
+        assert backend.repos.activations.unknown_streak(conn, "h1") == 3
 
 
 def test_postpone_sets_the_next_attempt_without_a_failure_and_never_sooner(backend: Backend) -> None:

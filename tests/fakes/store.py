@@ -740,12 +740,19 @@ class MemoryActivations(Repo):
         return True
 
     def unknown_streak(self, conn: Any, host_id: str) -> int:
-        """Count the host's latest closed activations in a row whose init outcome was never seen."""
+        """Count the host's latest closed activations in a row that ended on the infrastructure."""
         rows = [a for a in self._state(conn, plain=[host_id]).activations.values() if a["host_id"] == host_id]
-        ends = [a["ended_at"] for a in rows if a["state"] in ("done", "failed") and a["ended_at"]]
+        ends = [
+            a["ended_at"]
+            for a in rows
+            if a["state"] in ("done", "failed") and a["outcome"] != "not_enqueued" and a["ended_at"]
+        ]
         since = max(ends) if ends else None
         return sum(
-            1 for a in rows if a["outcome"] == "outcome_unknown" and (since is None or a["ended_at"] > since)
+            1
+            for a in rows
+            if a["outcome"] in ("outcome_unknown", "fence_not_pushed")
+            and (since is None or a["ended_at"] > since)
         )
 
     def add_step(self, conn: Any, activation_id: str, step: str, task_id: str | None, outcome: str) -> None:

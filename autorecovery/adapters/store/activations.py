@@ -343,14 +343,19 @@ def resend_queued(conn: Conn, *, now: datetime, after_s: float, max_resends: int
 
 
 def unknown_streak(conn: Conn, host_id: str) -> int:
-    """Count the host's latest closed activations in a row whose init outcome was never seen."""
+    """Count the host's latest closed activations in a row that ended on the infrastructure.
+
+    Those whose init outcome was never seen, or whose agent could not be told the fence, since
+    the host's last real result; an activation the broker refused (``not_enqueued``) is neither.
+    """
     row = run(
         conn,
         """
         SELECT count(*) AS n FROM activations
-        WHERE host_id = %(id)s AND outcome = 'outcome_unknown'
+        WHERE host_id = %(id)s AND outcome IN ('outcome_unknown', 'fence_not_pushed')
           AND ended_at > coalesce((SELECT max(ended_at) FROM activations
-                                   WHERE host_id = %(id)s AND state IN ('done', 'failed')),
+                                   WHERE host_id = %(id)s AND state IN ('done', 'failed')
+                                     AND outcome IS DISTINCT FROM 'not_enqueued'),
                                   '-infinity')
         """,
         {"id": host_id},

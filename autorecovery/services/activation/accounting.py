@@ -110,10 +110,11 @@ class Accounting:
         )
         log.info("host %s: backing off %.1fs after %s failure(s)", host_id, delay, failures)
 
-    def defer_unknown(self, conn: Conn, run: Run, now: datetime) -> None:
+    def defer_unknown(self, conn: Conn, run: Run, now: datetime, outcome: str = "outcome_unknown") -> None:
         """Back an automatic activation off after unknown outcomes in a row; charge nothing.
 
-        Call after the activation is closed ``outcome_unknown`` in this transaction (it counts).
+        Call after the activation is closed ``outcome_unknown`` (or ``fence_not_pushed``, an agent
+        that could not be told the fence) in this transaction (it counts).
         """
         if run.trigger is not Trigger.AUTO:
             return
@@ -130,9 +131,12 @@ class Accounting:
             now,
             "backoff",
             "auto",
-            f"{unknown} unknown init outcome(s) in a row",
+            f"{unknown} unknown init outcome(s) in a row"
+            if outcome == "outcome_unknown"
+            else f"{unknown} unknown init outcome(s) or unpushed fence(s) in a row",
             {
                 "unknown": unknown,
+                "outcome": outcome,
                 "delay_s": round(delay, 3),
                 "activation_id": run.activation_id,
                 "charged": False,

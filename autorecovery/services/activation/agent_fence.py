@@ -14,11 +14,12 @@ product" and "Agent state"):
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from autorecovery.services.activation import host_init
 from autorecovery.services.activation.kinds import Closing, Outcome, Run
-from models.domain import ActivationState, AgentState, HostStatus
+from models.domain import ActivationState, AgentState, HostStatus, Reason
 from models.errors import AgentUnavailable, StaleFence
 from models.fencing import AGENT_FENCE_AHEAD, is_agent_ahead
 
@@ -94,6 +95,24 @@ def refused(kind: HostKind, run: Run, subject: Subject, exc: StaleFence) -> Outc
     return kind.core.wrote_nothing(kind, run, exc)  # a fence the product issued superseded ours
 
 
+def _not_pushed(kind: HostKind, run: Run, subject: Subject, error: str) -> Outcome:
+    """Close an activation whose agent could not be told the fence: abandoned, nobody charged.
+
+    An infrastructure problem, backed off as unknown outcomes are (an automatic activation), so
+    that each tick does not start, and bump the fence of, another activation. A host an earlier
+    attempt of this activation left ``initializing`` is out again, and held (an init may run).
+    """
+    detail = f"could not push fence {run.fence} to a new or lagging agent state: {error}"
+    stuck = subject.host.status is HostStatus.INITIALIZING
+    reason = Reason.ACTIVATION_FAILED.value if stuck else "fence_not_pushed"
+    closing = Closing(ActivationState.ABANDONED, "fence_not_pushed", detail, reason=reason)
+    end = host_init.HostEnd(None, unknown=True)
+    if stuck:
+        hold = kind.clock() + timedelta(seconds=kind.wait.init_max_s)
+        end = host_init.HostEnd(HostStatus.NON_OPERATIONAL, hold_until=hold, unknown=True)
+    return kind.core.close(kind, run, closing, kind.writes(run, subject, closing, end))
+
+
 def tell_agent(kind: HostKind, run: Run, subject: Subject, agent: AgentState | None) -> Outcome | None:
     """Before the init: push the product's fence to a new or lagging agent state; None to go on.
 
@@ -116,9 +135,7 @@ def tell_agent(kind: HostKind, run: Run, subject: Subject, agent: AgentState | N
     else:
         error = "the agent has no POST /fence"
     if highest is None:
-        detail = f"could not push fence {run.fence} to a new or lagging agent state: {error}"
-        closing = Closing(ActivationState.ABANDONED, "fence_not_pushed", detail, reason="fence_not_pushed")
-        return kind.core.close(kind, run, closing)
+        return _not_pushed(kind, run, subject, error)
     if hold_if_ahead(kind, run, highest, "fence", refused=False):
         return _close_held(kind, run, subject, initializing=False)
     with kind.core.db.transaction() as conn:

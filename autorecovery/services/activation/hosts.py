@@ -343,7 +343,7 @@ class HostKind(Naming):
                     conn, run, subject.host.status, now, succeeded=closing.state == ActivationState.DONE
                 )
             if end.unknown:
-                self.accounting.defer_unknown(conn, run, now)
+                self.accounting.defer_unknown(conn, run, now, closing.outcome)
             if end.hold_until is not None:
                 self.hold(conn, run.object_id, run.actor, end.hold_until, run.activation_id)
 
