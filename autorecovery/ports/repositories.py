@@ -130,6 +130,7 @@ class ActivationsRepo(Protocol):
         hold_s: float,
         was_status: str | None = None,
     ) -> bool: ...
+    def note_was_status(self, conn: Conn, activation_id: str, *, fence: int, was_status: str) -> bool: ...
     def finish(
         self,
         conn: Conn,

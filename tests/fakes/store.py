@@ -739,6 +739,15 @@ class MemoryActivations(Repo):
         )
         return True
 
+    def note_was_status(self, conn: Any, activation_id: str, *, fence: int, was_status: str) -> bool:
+        """Keep the host's status before its first ``initializing`` on the ``sending`` activation."""
+        row = self._state(conn, plain=[activation_id, was_status]).activations.get(activation_id)
+        if row is None or row["state"] != "sending" or row["fence"] != fence:
+            return False
+        if row.get("was_status") is None:
+            row["was_status"] = was_status
+        return True
+
     def unknown_streak(self, conn: Any, host_id: str) -> int:
         """Count the host's latest closed activations in a row that ended on the infrastructure."""
         rows = [a for a in self._state(conn, plain=[host_id]).activations.values() if a["host_id"] == host_id]

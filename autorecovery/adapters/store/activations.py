@@ -160,6 +160,22 @@ def mark_sent(
     return cur.rowcount == 1
 
 
+def note_was_status(conn: Conn, activation_id: str, *, fence: int, was_status: str) -> bool:
+    """Keep the host's status before its first ``initializing`` on the ``sending`` activation.
+
+    Only the first attempt's is kept: a retried attempt finds the host ``initializing`` already.
+    """
+    cur = run(
+        conn,
+        """
+        UPDATE activations SET was_status = coalesce(was_status, %(was)s)
+        WHERE id = %(id)s AND state = 'sending' AND fence = %(fence)s
+        """,
+        {"id": activation_id, "fence": fence, "was": was_status},
+    )
+    return cur.rowcount == 1
+
+
 def finish(
     conn: Conn,
     activation_id: str,

@@ -47,6 +47,13 @@ class Subject:
     gates: Gates
     #: Agent protocol of the host's fresh report (2: the agent can be asked about an init).
     protocol: int = 1
+    #: A resumed activation's host status before its earlier attempt set ``initializing``.
+    was_status: HostStatus | None = None
+
+    @property
+    def before(self) -> HostStatus:
+        """The host's status before this activation (what its close counts from: back from error)."""
+        return self.was_status or self.host.status
 
     @property
     def target(self) -> Target:
@@ -118,7 +125,7 @@ def _sent(kind: HostKind, run: Run, subject: Subject, answer: str) -> Outcome:
         answer=answer,
         protocol=subject.protocol,
         hold_s=kind.wait.init_max_s,
-        was=subject.host.status.value,
+        was=subject.before.value,
     )
 
 

@@ -246,11 +246,14 @@ class HostKind(Naming):
             cluster = self.repos.hosts.get_cluster(conn, loaded[0].cluster_id) if loaded else None
             pauses = self.repos.safety.list_pauses(conn)
             domains = self.repos.storage.all_domains(conn)
+            # A resumed activation finds its host initializing: what it was is on the record.
+            row = self.repos.activations.get(conn, run.activation_id) if run.resumed else None
         if loaded is None or cluster is None:
             return None
         maintenance = domains_by_status(domains, DomainStatus.MAINTENANCE)
         gates = Gates(pauses=pauses, inactive_domains=domains_by_status(domains, DomainStatus.INACTIVE))
-        return Subject(loaded[0], effective_cluster(cluster, maintenance), gates)
+        was = HostStatus(row.was_status) if row is not None and row.was_status else None
+        return Subject(loaded[0], effective_cluster(cluster, maintenance), gates, was_status=was)
 
     def _skip(self, run: Run, subject: Subject, decision: Decision, assessment: Assessment) -> Outcome:
         # An earlier attempt of this activation may have left the host initializing: it returns
@@ -273,6 +276,11 @@ class HostKind(Naming):
         """Set initializing; the audit entry says when the fresh report was checked and dated."""
         checked_at, report_at = checked
         with self.core.db.transaction() as conn:
+            if subject.host.status is not HostStatus.INITIALIZING:
+                # Kept for a retried attempt of this activation, which finds the host initializing.
+                self.repos.activations.note_was_status(
+                    conn, run.activation_id, fence=run.fence, was_status=subject.host.status.value
+                )
             self._status(
                 conn,
                 run,
@@ -340,7 +348,7 @@ class HostKind(Naming):
                 self._set_status(conn, run, closing, end.status, now)
             if closing.state in (ActivationState.DONE, ActivationState.FAILED):
                 self.accounting.settle(
-                    conn, run, subject.host.status, now, succeeded=closing.state == ActivationState.DONE
+                    conn, run, subject.before, now, succeeded=closing.state == ActivationState.DONE
                 )
             if end.unknown:
                 self.accounting.defer_unknown(conn, run, now, closing.outcome)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from autorecovery.adapters.locks import holder_token
 from autorecovery.services.activation import LockBusyRetry
 from models.domain import HostStatus, Report
 from models.errors import StoreUnavailable
+from tests.fakes.ports import good_report
 from tests.unit.activation.conftest import LOCK_TTL_S, World, make_world
 
 S = HostStatus
@@ -260,3 +262,37 @@ def test_giving_up_before_initializing_puts_nothing_back_and_holds_nothing(world
     assert (h1.init_hold_until, h1.failures, h1.fence) == (None, 0, fence + 1)
     assert "init_held" not in world.events() and "status_changed" not in world.events()[-3:]
     assert world.act(act_id).state == "abandoned"
+
+
+# --- a retried activation counts from the host's status before its first attempt -------------------
+
+
+@pytest.mark.parametrize("agent_ran_it", [False, True], ids=["sent-again", "asked"])
+def test_a_host_back_from_error_through_a_retried_activation_has_its_charges_cleared(
+    world: World, agent_ran_it: bool
+) -> None:
+    act_id = world.out_host()
+    with world.db.transaction() as conn:  # its error period (failed VM launches) is over
+        assert world.repos.hosts.set_status(conn, "h1", "up", None, None, world.clock())
+        until = world.clock() + timedelta(seconds=1)
+        assert world.repos.vmruns.enter_error(conn, ["h1"], until, world.clock(), "VMs failed") == ["h1"]
+    world.clock.advance(2)
+    world.agents.reports["h1"] = good_report("h1", world.clock())
+    world.agents.reports["h1"] = replace(world.agents.reports["h1"], protocol=2)
+    start_init = world.agents.start_init
+
+    def worker_lost(target: Target, fence: int, activation_id: str) -> InitResult | None:
+        if agent_ran_it:
+            start_init(target, fence, activation_id)
+        raise SystemExit("worker lost mid-send")  # the first attempt dies after initializing
+
+    world.agents.start_init = worker_lost  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        world.activation.run(act_id, "h1")
+    assert (world.act(act_id).state, world.host().status) == ("sending", S.INITIALIZING)
+    world.agents.start_init = start_init  # type: ignore[method-assign]
+
+    assert world.activate(act_id).outcome == "up"  # the retried attempt
+    with world.db.transaction() as conn:
+        [entry] = world.repos.audit.query(conn, object_id="h1", event="charges_cleared", limit=5)
+    assert entry["reason"] == "recovered_from_error"
