@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from billiard.einfo import ExceptionInfo
@@ -21,7 +22,7 @@ from celery import Task
 
 from autorecovery.services.activation import LockBusyRetry, Outcome
 from models.errors import ActivationFailed, BrokerUnavailable, TransientError
-from workers import built_container, send_check
+from workers import built_container, send_check, settings
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,44 @@ class ActivationTask(Task):  # type: ignore[misc]
                 f"{outcome.activation_id} {outcome.outcome}: {outcome.detail}"
             )
         return outcome.as_dict()
+
+    def retry(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: datetime | None = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Any:
+        """Retry (Celery's ``Task.retry``) with a message that can still start when it is due.
+
+        Celery copies the first message's absolute ``expires`` into the retry, which a lock-busy
+        wait or a backoff outlasts: the retry would be dropped as revoked, and nothing would give
+        the activation up. Once the activation has begun, the housekeeping never sends it again
+        (it re-sends only ``queued`` ones), so the retry expires ``activation_message_ttl_s``
+        after it is due. A queued one (or one whose state cannot be read) keeps the first
+        expiry: its re-send comes only once that has passed, and the two never both run.
+        """
+        if "expires" not in options and self.request.expires is not None and not self._is_queued():
+            wait_s = self.default_retry_delay if countdown is None else countdown
+            due = eta or datetime.now(UTC) + timedelta(seconds=wait_s)
+            options["expires"] = due + timedelta(seconds=settings.activation_message_ttl_s)
+        return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+
+    def _is_queued(self) -> bool:
+        """Whether this activation may still be re-sent; True when that cannot be read."""
+        deps = built_container()
+        activation_id = (self.request.kwargs or {}).get("activation_id")
+        if deps is None or activation_id is None:
+            return True
+        try:
+            return bool(getattr(deps, self.service_name).is_queued(activation_id))
+        except Exception:  # PostgreSQL down: keep the first expiry (the safe side)
+            log.warning("%s: activation state unreadable; retry keeps its first expiry", activation_id)
+            return True
 
     def _next_step(self, countdown_s: float) -> None:
         """Send the activation's next step with the same kwargs (host, activation, trigger, actor).

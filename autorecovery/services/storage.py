@@ -214,6 +214,10 @@ class StorageService:
         """A later step of a sent connect: close it at its deadline, else look again later."""
         return self.core.check(self.domains, activation_id, sd_id, task_id)
 
+    def is_queued(self, activation_id: str) -> bool:
+        """True while the domain's activation has not begun (a retry must not outlive its message)."""
+        return self.core.is_queued(self.domains, activation_id)
+
     def give_up(self, activation_id: str, sd_id: str, error: str) -> bool:
         """Close a domain activation whose retries ran out, unless a live holder has its lock."""
         return self.core.give_up(self.domains, activation_id, sd_id, error)

@@ -70,6 +70,10 @@ class ActivationService:
         """
         return self.core.check(self.hosts, activation_id, host_id, task_id)
 
+    def is_queued(self, activation_id: str) -> bool:
+        """True while the activation has not begun (a retry of its message must not outlive it)."""
+        return self.core.is_queued(self.hosts, activation_id)
+
     def give_up(self, activation_id: str, host_id: str, error: str) -> bool:
         """Close an activation whose retries ran out, unless a live holder has its lock."""
         return self.core.give_up(self.hosts, activation_id, host_id, error)

@@ -246,6 +246,12 @@ class FencedActivations:
             resumed=ref.state == ActivationState.SENDING,
         )
 
+    def is_queued(self, kind: Kind, activation_id: str) -> bool:
+        """True while the activation has not begun: only then may the housekeeping re-send it."""
+        with self.db.transaction() as conn:
+            ref = kind.load(conn, activation_id)
+        return ref is not None and ref.state == ActivationState.QUEUED
+
     def guard(self, kind: Kind, run: Run) -> None:
         """Check, right before a side effect, that this activation may still act.
 

@@ -296,3 +296,11 @@ def test_a_host_back_from_error_through_a_retried_activation_has_its_charges_cle
     with world.db.transaction() as conn:
         [entry] = world.repos.audit.query(conn, object_id="h1", event="charges_cleared", limit=5)
     assert entry["reason"] == "recovered_from_error"
+
+
+def test_an_activation_is_queued_until_it_begins(world: World) -> None:
+    act_id = world.out_host()
+    assert world.activation.is_queued(act_id)
+    world.begin(act_id)
+    assert not world.activation.is_queued(act_id)
+    assert not world.activation.is_queued("no-such-activation")

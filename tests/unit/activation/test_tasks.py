@@ -10,12 +10,13 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Retry, SoftTimeLimitExceeded
 
 from autorecovery.services.activation import LockBusyRetry, Outcome
 from models.errors import ActivationFailed, StoreUnavailable
@@ -30,6 +31,8 @@ class ScriptedService:
 
     script: Callable[[int], Outcome]
     runs: int = 0
+    #: What ``is_queued`` answers (the activation has not begun), or raises.
+    queued: bool | Exception = False
     given_up: list[tuple[str, str, str]] = field(default_factory=list)
 
     def run(self, activation_id: str, object_id: str, task_id: str | None = None) -> Outcome:
@@ -39,6 +42,11 @@ class ScriptedService:
     def check(self, activation_id: str, object_id: str, task_id: str | None = None) -> Outcome:
         self.runs += 1
         return self.script(self.runs)
+
+    def is_queued(self, activation_id: str) -> bool:
+        if isinstance(self.queued, Exception):
+            raise self.queued
+        return self.queued
 
     def give_up(self, activation_id: str, object_id: str, error: str) -> bool:
         self.given_up.append((activation_id, object_id, error))
@@ -154,3 +162,57 @@ def test_the_storage_task_gives_up_its_domain(harness: Callable[..., Harness]) -
     h = harness(raising(SoftTimeLimitExceeded()), STORAGE_TASK)
     assert h.apply(sd_id="sd-1").state == "FAILURE"
     assert [g[1] for g in h.service.given_up] == ["sd-1"]
+
+
+# --- a retry's message can still start when it is due ----------------------------------------------
+
+
+def _retried_expiry(h: Harness, countdown_s: float) -> tuple[datetime, datetime, Any]:
+    """Retry a first step whose message (20 s TTL) was sent just now; its due time and expiry.
+
+    Celery's ``Task.retry`` copies the request's absolute ``expires`` into the retried message,
+    and a worker drops a message past it as revoked, without ``on_failure``.
+    """
+    sent = datetime.now(UTC)
+    first = (sent + timedelta(seconds=20)).isoformat()
+    kwargs = {"host_id": "h1", "activation_id": "act-1"}
+    h.task.push_request(
+        id="act-1",
+        kwargs=kwargs,
+        expires=first,
+        delivery_info={},
+        retries=0,
+        is_eager=True,
+        called_directly=False,
+    )
+    try:
+        retry = h.task.retry(
+            exc=LockBusyRetry("held", retry_after_s=countdown_s), countdown=countdown_s, throw=False
+        )
+    finally:
+        h.task.pop_request()
+    assert isinstance(retry, Retry)
+    expires = retry.sig.options["expires"]
+    return sent + timedelta(seconds=countdown_s), first, expires
+
+
+@pytest.mark.parametrize("countdown_s", [40.0, 30.0])  # a lock-busy wait; a transient backoff's cap
+def test_a_retry_of_a_begun_activation_expires_after_it_is_due(
+    harness: Callable[..., Harness], countdown_s: float
+) -> None:
+    h = harness(outcome("up"))
+    due, _, expires = _retried_expiry(h, countdown_s)
+    expires_at = expires if isinstance(expires, datetime) else datetime.fromisoformat(expires)
+    assert expires_at > due + timedelta(seconds=10), "the retry would be dropped as revoked"
+
+
+@pytest.mark.parametrize("queued", [True, StoreUnavailable("PostgreSQL down")], ids=["queued", "unreadable"])
+def test_a_retry_of_a_queued_activation_keeps_its_first_expiry(
+    harness: Callable[..., Harness], queued: bool | Exception
+) -> None:
+    # The housekeeping re-sends a queued activation once its message can no longer start: a
+    # retry outliving that message could run beside the re-sent one.
+    h = harness(outcome("up"))
+    h.service.queued = queued
+    _, first, expires = _retried_expiry(h, 40.0)
+    assert expires == first
