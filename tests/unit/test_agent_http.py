@@ -341,13 +341,13 @@ def test_init_409_is_a_stale_fence_and_is_not_retried(make_client: Callable[...,
 @pytest.mark.parametrize(
     "handler",
     [
-        answer(500, {"error": "x"}),
+        answer(404, {"error": "x"}),  # a server error is an unknown outcome (test above)
         answer(200, text="not json"),
         answer(200, {"status": "fine"}),
         answer(200, {"ok": "yes"}),
         answer(200, ["ok"]),
     ],
-    ids=["http 500", "not json", "no ok", "ok not a boolean", "not an object"],
+    ids=["http 404", "not json", "no ok", "ok not a boolean", "not an object"],
 )
 def test_init_with_a_broken_answer_is_agent_unavailable(
     make_client: Callable[..., HttpAgentClient], handler: Handler
@@ -445,6 +445,18 @@ def test_init_builds_no_deprecated_backoff(make_client: Callable[..., HttpAgentC
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert client.init(TARGET, 1, "a") == InitResult(ok=True)
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_a_server_error_to_an_init_is_an_unknown_outcome_not_a_failure(
+    make_client: Callable[..., HttpAgentClient], status: int
+) -> None:
+    # A proxy timing out mid-init, or a handler that crashed while the init ran: it may run.
+    client = make_client(answer(status, text="<html>Gateway Timeout</html>"))
+    with pytest.raises(InitOutcomeUnknown, match=f"HTTP {status}"):
+        client.init(TARGET, 7, "a")
+    with pytest.raises(InitOutcomeUnknown, match=f"HTTP {status}"):
+        client.start_init(TARGET, 7, "a")
 
 
 def test_a_503_outcome_unknown_is_an_unknown_outcome_and_other_503s_ran_nothing(

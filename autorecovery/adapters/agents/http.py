@@ -388,11 +388,15 @@ def _init_answer(url: str, body: dict[str, Any], status: int, raw: bytes) -> Ini
     """Read an agent's answer to an init or connect call.
 
     Raises:
-        StaleFence, AgentBusy: its 409 answers. InitOutcomeUnknown: a 503 ``outcome_unknown``.
+        StaleFence, AgentBusy: its 409 answers. InitOutcomeUnknown: a 503 ``outcome_unknown``,
+            or another server error (500, 502, 504…: the init may have crashed the handler, or a
+            proxy gave up waiting for it): its outcome was not seen, never "not accepted".
         AgentUnavailable: any other answer but a result.
     """
     if status == 503:
         _unavailable(raw, url)
+    if 500 <= status < 600:
+        raise InitOutcomeUnknown(f"{url}: HTTP {status}: the init may have run")
     if status not in (200, 409):
         raise AgentUnavailable(f"{url}: HTTP {status}")
     data = json_object(raw, url)
