@@ -14,6 +14,11 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 FIELD = "agent_url"
+#: Why an agent URL carries no ``user:pass@``, and where an agent's credential goes instead.
+NO_CREDENTIALS = (
+    "must not carry credentials (user:pass@): an agent's credential is its per-host token "
+    "(AUTORECOVERY_AGENT_KEY_FILE, handed to the agent at enrolment; docs/agent.md, Enrolment)"
+)
 #: Link-local ranges (cloud metadata services live there) and metadata addresses outside them.
 FORBIDDEN_NETWORKS: tuple[tuple[IPNetwork, str], ...] = (
     (ipaddress.ip_network("169.254.0.0/16"), "a link-local address (cloud metadata lives there)"),
@@ -69,6 +74,17 @@ def endpoint(url: str | None, default_port: int) -> tuple[str, int] | None:
     return parts.hostname.lower().rstrip("."), port
 
 
+def redact_url(url: str) -> str:
+    """The URL with any ``user:pass@`` removed, for logs and messages (never shows a secret)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+
+
 @dataclass(frozen=True, slots=True)
 class AgentUrlPolicy:
     """Where agents may be: an optional allow-list of networks, and the product's own endpoints."""
@@ -99,6 +115,8 @@ class AgentUrlPolicy:
             raise InvalidInput(FIELD, f"is not a valid URL: {exc}") from None
         if parts.scheme not in ("http", "https"):
             raise InvalidInput(FIELD, f"must be http:// or https://, not {parts.scheme or 'no'} scheme")
+        if "@" in parts.netloc:
+            raise InvalidInput(FIELD, NO_CREDENTIALS)
         host = (parts.hostname or "").lower().rstrip(".")
         if not host:
             raise InvalidInput(FIELD, "must name a host")

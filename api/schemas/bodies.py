@@ -23,6 +23,7 @@ from api.schemas.common import (
     NameList,
     Text,
 )
+from models.agent_url import NO_CREDENTIALS
 from models.report_wire import REPORT_EXAMPLE, report_schema
 
 
@@ -78,8 +79,8 @@ class HostIn(Input):
             raise ValueError(f"is not a valid URL: {exc}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http(s) URL with a host")
-        if parts.username is not None or parts.password is not None:
-            raise ValueError("must not carry credentials")
+        if "@" in parts.netloc:
+            raise ValueError(NO_CREDENTIALS)
         if port == 0:
             raise ValueError("must not name port 0")
         if parts.query or parts.fragment:

@@ -22,6 +22,7 @@ from urllib.parse import quote, urlsplit
 from cli.ops.client import ApiClient, ApiFailure, Exit
 from cli.ops.hosts import host_path
 from cli.ops.render import Output, cell, new_table
+from models.agent_url import NO_CREDENTIALS
 
 #: Hosts per API call of an import (the API takes up to 5,000 in one transaction).
 BATCH = 1000
@@ -122,6 +123,19 @@ def _first_filled(text: str, first: int, last: int) -> int:
     return last
 
 
+def _url_problem(url: Any) -> str | None:
+    """What is wrong with an entry's agent URL, or None."""
+    if (
+        not isinstance(url, str)
+        or urlsplit(url).scheme not in ("http", "https")
+        or not urlsplit(url).hostname
+    ):
+        return "must be an http(s) URL with a host"
+    if "@" in urlsplit(url).netloc:
+        return NO_CREDENTIALS
+    return None
+
+
 def check_line(line: Line, adopt: bool) -> tuple[dict[str, Any] | None, list[str]]:
     """Turn an entry into the API's host body, or say everything wrong with it."""
     data, problems = line.data, []
@@ -133,12 +147,9 @@ def check_line(line: Line, adopt: bool) -> tuple[dict[str, Any] | None, list[str
         if not isinstance(data.get(name), str) or not _ID.fullmatch(data[name]):
             problems.append(f"{name}: must be 1-128 characters of A-Z a-z 0-9 . _ -")
     url = data.get("agent_url")
-    if (
-        not isinstance(url, str)
-        or urlsplit(url).scheme not in ("http", "https")
-        or not urlsplit(url).hostname
-    ):
-        problems.append("agent_url: must be an http(s) URL with a host")
+    url_problem = _url_problem(url)
+    if url_problem is not None:
+        problems.append(f"agent_url: {url_problem}")
     flag = data.get("adopt")
     if "adopt" not in data or (not line.typed and flag == ""):  # no column, or left empty: --adopt
         flag = adopt

@@ -459,6 +459,27 @@ def test_a_server_error_to_an_init_is_an_unknown_outcome_not_a_failure(
         client.start_init(TARGET, 7, "a")
 
 
+def test_an_agent_url_with_credentials_is_never_called_nor_shown(
+    make_client: Callable[..., HttpAgentClient],
+) -> None:
+    # Registered before registration refused it: refused at the call, and no message shows it.
+    calls: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(200, json={"ok": True})
+
+    client = make_client(handle)
+    target = Target("h-001", "http://admin:s3cret@agent-1:9000/")
+    with pytest.raises(AgentUnavailable) as info:
+        client.init(target, 1, "a")
+    assert "s3cret" not in str(info.value) and "admin" not in str(info.value)
+    assert "agent-1:9000/init" in str(info.value) and "must not carry credentials" in str(info.value)
+    report = client.get_report(target, NOW)
+    assert report.agent_reachable is False and "s3cret" not in (report.error or "")
+    assert calls == []
+
+
 def test_a_503_outcome_unknown_is_an_unknown_outcome_and_other_503s_ran_nothing(
     make_client: Callable[..., HttpAgentClient],
 ) -> None:

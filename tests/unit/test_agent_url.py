@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.agent_url import AgentUrlPolicy, endpoint
+from models.agent_url import AgentUrlPolicy, endpoint, redact_url
 from models.errors import InvalidInput
 
 SERVICES = [
@@ -41,6 +41,8 @@ REFUSED = [
     ("http://0.0.0.0:9000", "not a host address"),
     ("http://rabbit.internal:5672", "own services"),
     ("http://127.0.0.1:8800", "own services"),
+    ("http://admin:s3cret@10.0.0.1:9000", "must not carry credentials"),
+    ("https://tok3n@hv-01.example.net:8443/", "per-host token"),
 ]
 
 
@@ -66,3 +68,22 @@ def test_an_allow_list_admits_only_its_networks_and_never_link_local() -> None:
     with pytest.raises(InvalidInput, match="link-local"):
         AgentUrlPolicy.build(["0.0.0.0/0"], []).check_url("http://169.254.169.254/")
     policy.check_url("http://agents.example.net:9000")  # names are checked when resolved
+
+
+def test_a_refused_url_with_credentials_neither_echoes_them_nor_fails_to_say_where_they_go() -> None:
+    with pytest.raises(InvalidInput) as info:
+        POLICY.check_url("http://admin:s3cret@10.0.0.1:9000")
+    assert "s3cret" not in info.value.message and "admin" not in info.value.message
+    assert "docs/agent.md" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://admin:s3cret@10.0.0.1:9000/init", "http://***@10.0.0.1:9000/init"),
+        ("https://tok3n@hv-01.example.net/", "https://***@hv-01.example.net/"),
+        ("http://10.0.0.1:9000/init", "http://10.0.0.1:9000/init"),
+    ],
+)
+def test_redact_url_removes_any_credentials(url: str, shown: str) -> None:
+    assert redact_url(url) == shown

@@ -323,3 +323,16 @@ def test_registering_a_forbidden_agent_url_is_a_422_naming_agent_url(world: Worl
     assert shape(answer) == (422, "invalid_input", "agent_url")
     assert world.events() == SETUP_EVENTS
     assert world.call("GET", "/api/v1/hosts/h-9", headers=ADMIN).status_code == 404
+
+
+def test_registering_an_agent_url_with_credentials_is_refused_with_where_they_go(world: World) -> None:
+    body = {"id": "h-9", "cluster": "c-1", "agent_url": "http://admin:s3cret@10.0.0.9:9000"}
+    answer = world.call("POST", "/api/v1/hosts", headers=ADMIN, json=body)
+    assert shape(answer) == (422, "invalid_input", "agent_url")
+    assert "per-host token" in answer.text and "docs/agent.md" in answer.text
+    assert "s3cret" not in answer.text
+    # The service refuses it too (the CLI's server-side commands, a changed URL): nothing written.
+    world.fleet.agent_urls = AgentUrlPolicy.build([], [])
+    with pytest.raises(InvalidInput, match="must not carry credentials"):
+        world.fleet.register_hosts([HostSpec("h-9", "c-1", body["agent_url"])], "admin")
+    assert world.events() == SETUP_EVENTS

@@ -11,6 +11,7 @@ import pytest
 
 from cli.ops import Exit
 from cli.ops.onboarding import Line, check_line, read_lines
+from models.agent_url import NO_CREDENTIALS
 from tests.unit.test_cli_ops import URL, Api, clean_env, run  # noqa: F401 - clean_env is autouse
 
 AGENT = "http://10.0.0.{}:8901"
@@ -137,3 +138,11 @@ def test_clusters_add_says_created_or_replaced(
     api = Api({("POST", "/api/v1/clusters"): (status, body)})
     code, out, _ = run(["clusters", "add", "c-1", "--min-version", "4.5", "--api-url", URL], api, capsys)
     assert code == Exit.OK and f"cluster c-1: {word}" in out, out
+
+
+def test_an_agent_url_with_credentials_is_refused_with_where_they_go() -> None:
+    data = {"id": "h-1", "cluster": "c-1", "agent_url": "http://admin:s3cret@10.0.0.9:9000"}
+    body, problems = check_line(Line(2, data, typed=True), adopt=False)
+    assert body is None
+    assert problems == [f"agent_url: {NO_CREDENTIALS}"]
+    assert "s3cret" not in problems[0] and "per-host token" in problems[0]

@@ -38,7 +38,7 @@ from autorecovery.adapters.agents.answers import (
 )
 from autorecovery.adapters.agents.body import ACCEPT_ENCODING, DEFAULT_MAX_BYTES, BoundedBody
 from autorecovery.adapters.agents.session import AgentSession
-from models.agent_url import AgentUrlPolicy, IPNetwork
+from models.agent_url import AgentUrlPolicy, IPNetwork, redact_url
 from models.credentials import AgentCredentials
 from models.domain import Report
 from models.errors import AgentBusy, AgentUnavailable, BadReport, InitOutcomeUnknown, StaleFence
@@ -193,7 +193,7 @@ class HttpAgentClient:
             BadReport: the body is over the limits.
             aiohttp.ClientError, TimeoutError: as aiohttp raises.
         """
-        check_target(self.url_policy, url)
+        check_target(self.url_policy, target.agent_url)  # as registered: a user:pass@ is refused
         attempts = [{**h, **(extra or {})} for h in self._auth(target, url)]
         for headers in attempts[:-1]:  # a key rotation: try the current key's token first
             status, location, raw = await self._exchange_once(
@@ -454,7 +454,8 @@ def _unavailable(raw: bytes, url: str) -> NoReturn:
 
 
 def _url(target: Target, path: str) -> str:
-    return target.agent_url.rstrip("/") + path
+    """The URL of an agent's route, as called and as every message names it (no ``user:pass@``)."""
+    return redact_url(target.agent_url).rstrip("/") + path
 
 
 def _not_ok(target: Target, now: datetime, status: int, location: str | None) -> Report:
