@@ -1,4 +1,4 @@
-"""Review: the agent's 409 ``activation_id_reused`` is no stale fence and no security event.
+"""The agent's 409 ``activation_id_reused`` is no stale fence and no security event.
 
 A resumed activation (its first attempt sent the v2 init, then its step was retried) is begun
 again with a new fence under the same activation id. When asking the agent about the earlier

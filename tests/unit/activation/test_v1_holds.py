@@ -1,4 +1,4 @@
-"""Review: every path that takes a v1 init's activation away while that init may still run holds
+"""Every path that takes a v1 init's activation away while that init may still run holds
 the host (SPEC Appendix B: "the product then protects it by holding the host for the longest init
 time after any init whose outcome it did not see"), so that no second init overlaps it.
 """
