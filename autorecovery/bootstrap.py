@@ -111,6 +111,7 @@ def tick_config(settings: Settings) -> TickConfig:
         max_resends=settings.resend_max,
         max_clock_skew_s=settings.max_clock_skew_s,
         fence_backoff_max_s=settings.fence_push_backoff_max_s,
+        pushed_batch_size=settings.pushed_batch_size,
     )
 
 

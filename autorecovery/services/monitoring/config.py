@@ -35,6 +35,8 @@ class TickConfig:
     max_resends: int = 2
     max_clock_skew_s: float = 30.0
     fence_backoff_max_s: float = 300.0
+    #: Hosts per batch when they pushed their reports (no HTTP to spread; ``PushedCut``).
+    pushed_batch_size: int = 10_000
 
     @property
     def reaper(self) -> ReaperConfig:
