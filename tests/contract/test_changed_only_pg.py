@@ -84,14 +84,14 @@ def _report(host_id: str, cluster: Cluster, now: datetime, rng: random.Random, s
 
 
 def run_scenario(
-    db: Database, build: MonitoringFactory, seed: int, *, full: bool, ticks: int = 14
+    db: Database, build: MonitoringFactory, seed: int, *, full: bool, ticks: int = 14, cfg: TickConfig = CFG
 ) -> dict[str, Any]:
     """Run the seeded scenario; return what it left (per-tick counts, hosts, audit)."""
     _reset(db)
     rng = random.Random(seed)
     clock = FixedClock(START)
     agents = FakeAgentClient()
-    service = build(db, agents, clock, CFG)
+    service = build(db, agents, clock, cfg)
     hosts = {f"h-{i:03d}": rng.choice(sorted(CLUSTERS)) for i in range(40)}
     pushers = {h for h in hosts if rng.random() < 0.6}
     latest: dict[str, Report] = {}
@@ -102,6 +102,7 @@ def run_scenario(
             PG_REPOS.hosts.insert_host(conn, host_id, cluster_id, f"http://{host_id}:1", START, adopt=True)
     trace: list[Any] = []
     evaluated: list[int] = []
+    batches: list[int] = []
     for step in range(ticks):
         now = clock()
         for host_id, cluster_id in hosts.items():
@@ -139,6 +140,7 @@ def run_scenario(
             }
         )
         evaluated.append(result.evaluated)
+        batches.append(result.batches)
         clock.advance(CFG.tick_interval_s)
     with db.transaction() as conn:
         host_rows = conn.execute(
@@ -149,7 +151,7 @@ def run_scenario(
             "SELECT at, object_id, event, actor, reason, details - 'activation_id' AS details"
             " FROM audit_log ORDER BY at, object_id, event, id"
         ).fetchall()
-    return {"trace": trace, "hosts": host_rows, "audit": audit, "evaluated": evaluated}
+    return {"trace": trace, "hosts": host_rows, "audit": audit, "evaluated": evaluated, "batches": batches}
 
 
 def _mutate(conn: Any, rng: random.Random, hosts: dict[str, str], now: datetime, step: int) -> None:
@@ -188,7 +190,9 @@ def test_a_changed_only_tick_decides_as_a_full_tick(
     pg: Database, build_monitoring: MonitoringFactory, seed: int
 ) -> None:
     changed = run_scenario(pg, build_monitoring, seed, full=False)
-    full = run_scenario(pg, build_monitoring, seed, full=True)
+    # The full run cuts every batch by count alone: the hosts that pushed share no bigger batch.
+    by_count = replace(CFG, pushed_batch_size=CFG.batch_size)
+    full = run_scenario(pg, build_monitoring, seed, full=True, cfg=by_count)
     assert changed["trace"] == full["trace"]
     assert changed["hosts"] == full["hosts"]
     assert changed["audit"] == full["audit"]
@@ -197,6 +201,7 @@ def test_a_changed_only_tick_decides_as_a_full_tick(
     assert any(t["enqueued"] for t in changed["trace"])
     # Fewer evaluations, the same outcome: the full run evaluates every host every tick.
     assert sum(changed["evaluated"]) < sum(full["evaluated"]) == sum(t["hosts"] for t in full["trace"])
+    assert max(changed["batches"]) < min(full["batches"])  # the hosts that pushed shared batches
 
 
 def test_a_steady_pushing_fleet_evaluates_nothing_and_writes_no_host(
