@@ -34,6 +34,12 @@ class Settings(BaseSettings):
 
     tick_interval_s: float = Field(10.0, gt=0, description="seconds between monitoring ticks")
     batch_size: int = Field(500, ge=1, le=10_000, description="hosts per tick batch")
+    pushed_batch_size: int = Field(
+        10_000,
+        ge=1,
+        le=100_000,
+        description="hosts per tick batch when they pushed their reports (none to pull)",
+    )
     report_max_age_s: float = Field(30.0, gt=0, description="older reports are stale")
     agent_timeout_s: float = Field(2.0, gt=0, description="timeout of a report pull")
     agent_concurrency: int = Field(200, ge=1, le=5_000, description="report pulls at once")
