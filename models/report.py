@@ -1,8 +1,11 @@
 """Validate an agent's report (agent protocol v1 and v2) into a ``Report``, naming the field on error.
 
-``parse_report`` holds every rule and takes bodies already decoded (the API's pushed reports);
-raw bodies go through ``models.report_wire.decode_report``, a typed fast path that falls back
-on ``parse_report`` for its messages.
+Every report the product takes (pulled, pushed one at a time or in bulk) is decoded by
+``models.report_wire.decode_report`` with ``ReportWire``, the one definition of its shape.
+``parse_report`` runs only once ``ReportWire`` has refused a body, to name the field and say what
+is wrong in words (msgspec's errors say ``$.networks[...]``, not which network); a property test
+(tests/unit/test_report_decode.py) keeps the two refusing the same bodies, naming the same field.
+The conformance checker and the shape tests also call it on decoded bodies.
 """
 
 from __future__ import annotations

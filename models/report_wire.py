@@ -118,7 +118,7 @@ _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 _OPENERS = frozenset(b"[{")
 
 
-def _check_raw_depth(raw: bytes) -> None:
+def check_raw_depth(raw: bytes) -> None:
     """Refuse a body nested deeper than MAX_DEPTH before any decoder recurses into it."""
     if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
         return  # every real report: it cannot be deeper than it has brackets
@@ -143,7 +143,7 @@ def decode_report(
         BadReport: ``body`` when it cannot be decoded as UTF-8 JSON or is nested too deeply; else as
             ``parse_report``.
     """
-    _check_raw_depth(raw)
+    check_raw_depth(raw)
     try:
         wire = _DECODER.decode(raw)
     except msgspec.ValidationError:
@@ -160,7 +160,7 @@ def decode_json(raw: bytes) -> object:
     Raises:
         BadReport: ``body``, saying why it is not usable JSON.
     """
-    _check_raw_depth(raw)
+    check_raw_depth(raw)
     return _decode_untyped(raw)
 
 

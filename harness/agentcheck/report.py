@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from math import inf
 from typing import Any
 
 from harness.agentcheck.config import MAX_DEPTH, REPORT_MAX_AGE_S, CheckConfig
 from harness.agentcheck.http import MAX_BODY_BYTES, AgentHttp, Reply
 from harness.agentcheck.results import Results
 from models.errors import BadReport
-from models.report import parse_report, parse_time
+from models.report import parse_time
+from models.report_wire import decode_report
 
 WRONG_TOKEN = "agent-check-wrong-token"  # noqa: S105 - deliberately not the agent's token
 
@@ -29,8 +31,9 @@ def check_report(http: AgentHttp, cfg: CheckConfig, out: Results) -> dict[str, A
         f"{reply.size} bytes (at most {MAX_BODY_BYTES}), {depth} levels deep (at most {MAX_DEPTH})",
     )
     claimed = body.get("host_id")
-    try:
-        parse_report(body, claimed if isinstance(claimed, str) else "")
+    try:  # judged by the product's own report definition; the date is checked on its own below
+        raw = json.dumps(body).encode()
+        decode_report(raw, claimed if isinstance(claimed, str) else "", now=datetime.now(UTC), max_skew_s=inf)
     except BadReport as exc:
         out.failed("report.shape", f"the product would refuse it: {exc}")
     else:

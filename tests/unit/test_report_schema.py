@@ -6,11 +6,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import pytest
+from fastapi.openapi.models import MediaType
 
 from api.app import create_app
 from autorecovery.settings import Settings
+from models.domain import Report
+from models.report_bulk import MAX_BULK_REPORTS
 from models.report_wire import REPORT_EXAMPLE, ReportWire, decode_report, report_schema
-from tests.unit.test_api_hardening import TOKENS
+from tests.unit.test_api_errors import ADMIN, World
+from tests.unit.test_api_hardening import TOKENS, report_body, world
+
+__all__ = ["world"]  # the fixture
+JSON = {"Content-Type": "application/json"}
 
 
 def _openapi() -> dict[str, Any]:
@@ -36,8 +44,48 @@ def test_the_single_push_documents_the_struct() -> None:
 def test_the_bulk_push_judges_each_report_by_the_struct() -> None:
     spec = _openapi()
     body = spec["paths"]["/api/v1/reports"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    items = _resolve(spec, body)["properties"]["reports"]["items"]
-    assert items["type"] == "object" and report_schema()["title"] in items["description"]
+    reports = _resolve(spec, body)["properties"]["reports"]
+    # As FastAPI's OpenAPI model renders a schema nested in a body (its numbers as floats).
+    struct = MediaType(schema=report_schema()).model_dump(by_alias=True, exclude_none=True)["schema"]
+    items = reports["items"]
+    assert items.pop("description") != struct.pop("description")  # says it is judged on its own
+    assert items == struct
+    assert (reports["minItems"], reports["maxItems"]) == (1, MAX_BULK_REPORTS)
+
+
+def test_the_bulk_push_decodes_each_report_with_the_struct(world: World, monkeypatch: Any) -> None:
+    decoded: list[bytes] = []
+
+    def spy(raw: bytes, *args: Any, **kwargs: Any) -> Report:
+        decoded.append(raw)
+        return decode_report(raw, *args, **kwargs)
+
+    monkeypatch.setattr("autorecovery.services.intake.decode_report", spy)
+    good = report_body("h-1")
+    answer = world.call("POST", "/api/v1/reports", json={"reports": [good, 5, ["x"]]}, headers=ADMIN)
+    assert answer.status_code == 200, answer.text  # items that are not objects are refused alone
+    assert [msgspec.json.decode(raw) for raw in decoded] == [good]
+    got = [(r["status"], r["field"]) for r in answer.json()["results"]]
+    assert got == [("accepted", None), ("refused", "reports[1].host_id"), ("refused", "reports[2].host_id")]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"[]", "body"),
+        (b"{", "body"),
+        (b"{}", "reports"),
+        (b'{"reports": []}', "reports"),
+        (b'{"reports": {}}', "reports"),
+        (b'{"reports": [{}], "dry_run": true}', "dry_run"),
+        (b'{"reports": ' + b"[" * 40 + b"]" * 40 + b"}", "body"),
+    ],
+)
+def test_an_unusable_bulk_envelope_is_a_422_naming_the_field(world: World, body: bytes, field: str) -> None:
+    before = world.events()
+    answer = world.call("POST", "/api/v1/reports", content=body, headers={**ADMIN, **JSON})
+    assert (answer.status_code, answer.json()["field"]) == (422, field), answer.text
+    assert world.events() == before  # nothing half-written
 
 
 def test_the_schema_is_the_structs_fields() -> None:
