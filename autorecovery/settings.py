@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import tempfile
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -174,6 +177,12 @@ class Settings(BaseSettings):
         ge=3,
         description="beat's leader lock in Redis expires unless renewed; a second beat takes over "
         "within this long after the leader dies",
+    )
+    beat_heartbeat_file: Path | None = Field(
+        None,
+        description="the file this beat writes each loop and `autorecovery beat-alive` reads; unset: "
+        "one per Redis (URL and database) in the temporary directory. Two beats on one machine and "
+        "one Redis need one each",
     )
     retention_audit_days: float = Field(
         90.0, gt=0, description="audit log entries older than this are pruned"
@@ -355,6 +364,20 @@ class Settings(BaseSettings):
                 (self.api_host.lower(), self.api_port),
             ],
         )
+
+    def beat_heartbeat_path(self) -> Path:
+        """The heartbeat file of this beat: the one set, else one per Redis in the temp directory.
+
+        The default is named after the Redis URL (its password left out), so that beats of two
+        deployments on one machine never share a file; two beats of one deployment on one
+        machine must each be given theirs (a container has its own temporary directory).
+        """
+        if self.beat_heartbeat_file is not None:
+            return self.beat_heartbeat_file
+        url = urlsplit(self.redis_url or self.broker_url or "")
+        where = f"{url.scheme}://{url.hostname}:{url.port}{url.path}"
+        digest = hashlib.sha256(where.encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"autorecovery-beat-{digest}.heartbeat"
 
     @property
     def effective_broker_url(self) -> str | None:
