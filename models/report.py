@@ -182,6 +182,20 @@ def parse_repairable(value: object) -> frozenset[str]:
     return frozenset(value)
 
 
+def parse_state_unwritable(value: object) -> str | None:
+    """The optional ``state_unwritable`` field: null, or why the agent cannot save its state.
+
+    Kept to ``MAX_DETAIL_LEN`` characters, control and bidi characters escaped (it is shown).
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadReport("state_unwritable", "must be null or a string")
+    check_text("state_unwritable", value)
+    text = "".join(c if c.isprintable() else printable(c) for c in value[:MAX_DETAIL_LEN])
+    return text or "the agent cannot save its state"
+
+
 def parse_time(value: object, name: str = "reported_at") -> datetime:
     """Parse an RFC 3339 time with a zone into an aware UTC datetime."""
     if not isinstance(value, str):
@@ -269,6 +283,7 @@ def parse_report(
         details=parse_details(data.get("details")),
         agent=parse_agent_state(data.get("agent")),
         repairable=parse_repairable(data.get("repairable")),
+        state_unwritable=parse_state_unwritable(data.get("state_unwritable")),
     )
 
 

@@ -30,6 +30,7 @@ from models.report import (
     parse_details,
     parse_repairable,
     parse_report,
+    parse_state_unwritable,
     parse_time,
 )
 
@@ -74,6 +75,7 @@ class ReportWire(msgspec.Struct):
     details: dict[str, str] | None = None
     agent: AgentWire | None = None
     repairable: list[str] | None = None
+    state_unwritable: str | None = None
 
 
 #: What a report looks like (the OpenAPI examples).
@@ -178,6 +180,8 @@ def _has_bad_text(wire: ReportWire) -> bool:
         names.append(wire.init.activation_id)
     if wire.agent is not None:
         names.append(wire.agent.state_id)
+    if wire.state_unwritable is not None:
+        names.append(wire.state_unwritable)
     text = "\n".join(names)
     if "\x00" in text:
         return True
@@ -222,4 +226,5 @@ def _from_wire(
         details=parse_details(wire.details),
         agent=None if wire.agent is None else AgentState(wire.agent.state_id, wire.agent.highest_fence),
         repairable=parse_repairable(wire.repairable),
+        state_unwritable=parse_state_unwritable(wire.state_unwritable),
     )
