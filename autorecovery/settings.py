@@ -159,7 +159,10 @@ class Settings(BaseSettings):
     incident_window_s: float = Field(300.0, gt=0, description="window of the incident count")
 
     sd_inactive_after_s: float = Field(
-        60.0, gt=0, description="a storage domain no up host reached for this long goes inactive"
+        60.0,
+        gt=0,
+        description="a storage domain no up host reached for this long goes inactive; must be above "
+        "AUTORECOVERY_TICK_INTERVAL_S + AUTORECOVERY_INIT_POLL_S",
     )
     charge_limit: int = Field(
         3, ge=1, description="charges (VMs failed here, started elsewhere) that put a host in error"
@@ -311,6 +314,19 @@ class Settings(BaseSettings):
                 "retention_activations_days",
                 self.retention_activations_days * 86400 > self.flap_window_s,
                 "must be longer than AUTORECOVERY_FLAP_WINDOW_S (recent activations count)",
+            ),
+            (
+                # A domain is seen only by ticks, and a domain revived through a host that is not
+                # up (every host lost it) stays active only this long without an up host reaching
+                # it: the hosts come up on the round after its connect closes, one init poll
+                # after it was sent and a tick interval later. Shorter, it flaps back to inactive
+                # between the two rounds and no host ever sees all of its domains active.
+                "sd_inactive_after_s",
+                self.sd_inactive_after_s > self.tick_interval_s + self.init_poll_s,
+                "must be above AUTORECOVERY_TICK_INTERVAL_S + AUTORECOVERY_INIT_POLL_S "
+                f"({self.tick_interval_s:g} + {self.init_poll_s:g} s): a domain is seen only by ticks, "
+                "and one revived through a host that is not up would go inactive again before the "
+                "hosts it serves are brought back",
             ),
             (
                 "visibility_timeout_s",
