@@ -44,3 +44,21 @@ def test_a_pushed_report_that_cannot_save_its_state_is_kept_and_holds_the_host(w
     world.monitoring.tick()
     assert world.enqueue.calls == []
     assert world.row("h1")["last_decision"] == "agent_state_unwritable"
+
+
+def test_the_api_shows_the_hold_and_the_agents_words() -> None:
+    from datetime import UTC, datetime
+
+    from tests.unit.test_api_errors import ADMIN, World
+    from tests.unit.test_api_hardening import report_body
+
+    api = World()
+    body = report_body("h-1", reported_at=datetime.now(UTC).isoformat(), protocol=2, state_unwritable=FULL)
+    assert api.call("POST", "/api/v1/hosts/h-1/report", json=body, headers=ADMIN).status_code == 200
+    shown = api.call("GET", "/api/v1/hosts/h-1", headers=ADMIN)
+    assert shown.status_code == 200, shown.text
+    held = {h["hold"]: h["detail"] for h in shown.json()["held_by"]}
+    assert FULL in held["agent_state_unwritable"] and shown.json()["report"]["state_unwritable"] == FULL
+    assert shown.json()["why_not_recovered"]["code"] == "agent_state_unwritable", shown.json()[
+        "why_not_recovered"
+    ]
