@@ -40,18 +40,23 @@ def decode_bulk(raw: bytes) -> list[bytes]:
 
     Raises:
         InvalidInput: ``body`` when it is not a JSON object (or nested too deeply), ``reports``
-            when it is missing, empty, too long or not a list; an unknown field naming it.
+            when it is missing, empty, too long or not a list, ``reports[i]`` when an item is not
+            an object; an unknown field naming it.
     """
     try:
         check_raw_depth(raw)
     except BadReport as exc:
         raise InvalidInput("body", exc.message) from None
     try:
-        return [bytes(item) for item in _BULK.decode(raw).reports]
+        items = [bytes(item) for item in _BULK.decode(raw).reports]
     except msgspec.ValidationError as exc:
         raise _envelope_error(str(exc)) from None
     except msgspec.DecodeError as exc:
         raise InvalidInput("body", f"is not valid JSON ({exc})") from None
+    for index, item in enumerate(items):  # a raw item is its value's exact bytes
+        if not item.startswith(b"{"):
+            raise InvalidInput(f"reports[{index}]", "must be a JSON object (a report)")
+    return items
 
 
 def _envelope_error(text: str) -> InvalidInput:
@@ -81,10 +86,14 @@ def bulk_schema() -> dict[str, Any]:
     if "$ref" in schema:  # msgspec names the struct and refers to it
         generated = msgspec.json.schema_components([BulkWire])[1]["BulkWire"]
         schema = dict(generated)
+    # Any object is taken (a report that does not match is refused in the results, not the
+    # whole push: a 200), so the items validate nothing; the schema each is judged by rides along.
     items = {
-        **report_schema(),
-        "description": "a report, judged on its own against the single push's report schema; "
-        "one that does not match is refused in the results, not the whole push",
+        "type": "object",
+        "description": "a report, judged on its own against the single push's report schema "
+        "(x-report-schema, generated from ReportWire); one that does not match is refused in the "
+        "results, not the whole push",
+        "x-report-schema": report_schema(),
     }
     schema["properties"]["reports"]["items"] = items
     schema["examples"] = [{"reports": [REPORT_EXAMPLE]}]
