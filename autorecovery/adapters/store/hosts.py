@@ -50,7 +50,7 @@ SELECT h.id, h.cluster_id, h.agent_url, h.status, h.reason, h.detail, h.autoreco
        r.cpu_flags AS r_cpu_flags, r.networks AS r_networks,
        r.storage_domains AS r_storage_domains, r.vms_running AS r_vms_running,
        r.mem_free_mb AS r_mem_free_mb, r.error AS r_error, r.init AS r_init, r.heard_at AS r_heard_at,
-       r.repairable AS r_repairable"""
+       r.repairable AS r_repairable, r.state_unwritable AS r_state_unwritable"""
 _HOST_WITH_REPORT = (
     _HOST_COLUMNS
     + """
@@ -337,16 +337,16 @@ def queue_reports(conn: Conn, reports: Sequence[Report], received_at: datetime) 
         """
         INSERT INTO reports (host_id, reported_at, received_at, source, agent_reachable, kvm,
                              version, cpu_flags, networks, storage_domains, vms_running,
-                             mem_free_mb, error, init, repairable, digest)
+                             mem_free_mb, error, init, repairable, digest, state_unwritable)
         SELECT r.host_id, r.reported_at, r.received_at, r.source, r.agent_reachable, r.kvm,
                r.version, ARRAY(SELECT jsonb_array_elements_text(r.cpu_flags)), r.networks,
                r.storage_domains, r.vms_running, r.mem_free_mb, r.error, r.init,
-               ARRAY(SELECT jsonb_array_elements_text(r.repairable)), r.digest
+               ARRAY(SELECT jsonb_array_elements_text(r.repairable)), r.digest, r.state_unwritable
         FROM jsonb_to_recordset(%(rows)s) AS r(
             host_id text, reported_at timestamptz, received_at timestamptz, source text,
             agent_reachable boolean, kvm boolean, version text, cpu_flags jsonb, networks jsonb,
             storage_domains jsonb, vms_running integer, mem_free_mb integer, error text,
-            init jsonb, repairable jsonb, digest text)
+            init jsonb, repairable jsonb, digest text, state_unwritable text)
         JOIN hosts h ON h.id = r.host_id
         ON CONFLICT (host_id) DO UPDATE SET
             reported_at = EXCLUDED.reported_at, received_at = EXCLUDED.received_at,
@@ -355,7 +355,7 @@ def queue_reports(conn: Conn, reports: Sequence[Report], received_at: datetime) 
             networks = EXCLUDED.networks, storage_domains = EXCLUDED.storage_domains,
             vms_running = EXCLUDED.vms_running, mem_free_mb = EXCLUDED.mem_free_mb,
             error = EXCLUDED.error, init = EXCLUDED.init, repairable = EXCLUDED.repairable,
-            digest = EXCLUDED.digest
+            digest = EXCLUDED.digest, state_unwritable = EXCLUDED.state_unwritable
         WHERE LEAST(reports.reported_at, reports.received_at) <= EXCLUDED.reported_at
         """,
         {"rows": Jsonb([report_to_json(r, received_at) for r in reports])},
