@@ -101,8 +101,8 @@ class HoldInForce(BaseModel):
     """One thing holding the host out now."""
 
     hold: str = Field(
-        description="agent_fence_ahead, maintenance, autorecovery_off, quarantine, error_period, "
-        "backoff, init_outcome_unknown, pause or observer"
+        description="agent_fence_ahead, agent_state_unwritable, maintenance, autorecovery_off, "
+        "quarantine, error_period, backoff, init_outcome_unknown, pause or observer"
     )
     detail: str
     since: str | None

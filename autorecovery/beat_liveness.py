@@ -1,15 +1,22 @@
 """Beat's liveness, for ``autorecovery beat-alive`` (the Kubernetes liveness probe).
 
 The heartbeat in Redis says only that *a* beat leads; each beat process also keeps its own,
-in a file the leader writes each loop (``workers.beat.Scheduler``) and removes at start.
+in a file it writes each loop (``workers.beat.Scheduler``) and removes at start: the file
+``Settings.beat_heartbeat_path`` names (``AUTORECOVERY_BEAT_HEARTBEAT_FILE``), which the probe
+reads too, so that two beats on one machine each have theirs.
 """
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
-LOCAL_HEARTBEAT = Path(tempfile.gettempdir()) / "autorecovery-beat-heartbeat"
+
+def read_heartbeat(path: Path) -> float | None:
+    """When the beat writing ``path`` last ran its loop (None: never, or not a time)."""
+    try:
+        return float(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def liveness(

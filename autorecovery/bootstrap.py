@@ -112,6 +112,7 @@ def tick_config(settings: Settings) -> TickConfig:
         max_clock_skew_s=settings.max_clock_skew_s,
         fence_backoff_max_s=settings.fence_push_backoff_max_s,
         init_max_s=settings.init_max_s,
+        pushed_batch_size=settings.pushed_batch_size,
     )
 
 

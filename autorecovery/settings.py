@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import tempfile
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +37,12 @@ class Settings(BaseSettings):
 
     tick_interval_s: float = Field(10.0, gt=0, description="seconds between monitoring ticks")
     batch_size: int = Field(500, ge=1, le=10_000, description="hosts per tick batch")
+    pushed_batch_size: int = Field(
+        10_000,
+        ge=1,
+        le=100_000,
+        description="hosts per tick batch when they pushed their reports (none to pull)",
+    )
     report_max_age_s: float = Field(30.0, gt=0, description="older reports are stale")
     agent_timeout_s: float = Field(2.0, gt=0, description="timeout of a report pull")
     agent_concurrency: int = Field(200, ge=1, le=5_000, description="report pulls at once")
@@ -156,7 +165,10 @@ class Settings(BaseSettings):
     incident_window_s: float = Field(300.0, gt=0, description="window of the incident count")
 
     sd_inactive_after_s: float = Field(
-        60.0, gt=0, description="a storage domain no up host reached for this long goes inactive"
+        60.0,
+        gt=0,
+        description="a storage domain no up host reached for this long goes inactive; must be above "
+        "AUTORECOVERY_TICK_INTERVAL_S + AUTORECOVERY_INIT_POLL_S",
     )
     charge_limit: int = Field(
         3, ge=1, description="charges (VMs failed here, started elsewhere) that put a host in error"
@@ -174,6 +186,12 @@ class Settings(BaseSettings):
         ge=3,
         description="beat's leader lock in Redis expires unless renewed; a second beat takes over "
         "within this long after the leader dies",
+    )
+    beat_heartbeat_file: Path | None = Field(
+        None,
+        description="the file this beat writes each loop and `autorecovery beat-alive` reads; unset: "
+        "one per Redis (URL and database) in the temporary directory. Two beats on one machine and "
+        "one Redis need one each",
     )
     retention_audit_days: float = Field(
         90.0, gt=0, description="audit log entries older than this are pruned"
@@ -304,6 +322,19 @@ class Settings(BaseSettings):
                 "must be longer than AUTORECOVERY_FLAP_WINDOW_S (recent activations count)",
             ),
             (
+                # A domain is seen only by ticks, and a domain revived through a host that is not
+                # up (every host lost it) stays active only this long without an up host reaching
+                # it: the hosts come up on the round after its connect closes, one init poll
+                # after it was sent and a tick interval later. Shorter, it flaps back to inactive
+                # between the two rounds and no host ever sees all of its domains active.
+                "sd_inactive_after_s",
+                self.sd_inactive_after_s > self.tick_interval_s + self.init_poll_s,
+                "must be above AUTORECOVERY_TICK_INTERVAL_S + AUTORECOVERY_INIT_POLL_S "
+                f"({self.tick_interval_s:g} + {self.init_poll_s:g} s): a domain is seen only by ticks, "
+                "and one revived through a host that is not up would go inactive again before the "
+                "hosts it serves are brought back",
+            ),
+            (
                 "visibility_timeout_s",
                 self.visibility_timeout_s > self.activation_time_limit_s,
                 "must be above AUTORECOVERY_ACTIVATION_TIME_LIMIT_S",
@@ -355,6 +386,20 @@ class Settings(BaseSettings):
                 (self.api_host.lower(), self.api_port),
             ],
         )
+
+    def beat_heartbeat_path(self) -> Path:
+        """The heartbeat file of this beat: the one set, else one per Redis in the temp directory.
+
+        The default is named after the Redis URL (its password left out), so that beats of two
+        deployments on one machine never share a file; two beats of one deployment on one
+        machine must each be given theirs (a container has its own temporary directory).
+        """
+        if self.beat_heartbeat_file is not None:
+            return self.beat_heartbeat_file
+        url = urlsplit(self.redis_url or self.broker_url or "")
+        where = f"{url.scheme}://{url.hostname}:{url.port}{url.path}"
+        digest = hashlib.sha256(where.encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"autorecovery-beat-{digest}.heartbeat"
 
     @property
     def effective_broker_url(self) -> str | None:

@@ -228,8 +228,15 @@ def batch_round_trips(deps: Any) -> dict[str, Any]:
             deps.settings, replace(deps.adapters, db=db), send_batch=specs.append
         ).monitoring
         monitoring.tick()
-        found = []
+        found, sizes = [], []
         for spec in specs[:3]:
+            with deps.db.transaction() as conn:
+                sizes.append(
+                    conn.execute(
+                        "SELECT count(*) AS n FROM hosts WHERE id >= %s AND (%s::text IS NULL OR id < %s)",
+                        (spec.lo, spec.hi, spec.hi),
+                    ).fetchone()["n"]
+                )
             trips.take()
             monitoring.run_batch(spec)
             found.append(trips.take())
@@ -237,4 +244,5 @@ def batch_round_trips(deps: Any) -> dict[str, Any]:
             conn.execute("DELETE FROM ticks")
     finally:
         db.close()
-    return {"per_batch": found, "batch_size": deps.settings.batch_size}
+    # The hosts of the batches measured: pushed hosts share bigger batches than pulled ones.
+    return {"per_batch": found, "batch_size": max(sizes, default=0), "hosts_per_batch": sizes}

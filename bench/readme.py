@@ -94,7 +94,7 @@ def _limit_lines(results: dict[str, Any]) -> list[str]:
             "",
         ),
         (
-            f"round trips to PostgreSQL per {trips['batch_size']}-host batch",
+            f"round trips to PostgreSQL per {trips['batch_size']:,}-host batch",
             ", ".join(str(n) for n in trips["per_batch"]),
             "",
             "≤ 5",
@@ -151,7 +151,9 @@ def render(results: dict[str, Any]) -> str:
         f"tick queues {clear['enqueued']} activations ({clear['wall_s']:.2f} s, {clear['statements']} "
         "statements).",
         "",
-        f"**{push['hosts']:,} hosts with pushed reports** (no HTTP in the tick):",
+        f"**{push['hosts']:,} hosts with pushed reports** (no HTTP in the tick"
+        + (f"; batches of up to {push['batch_size']:,} of them" if "batch_size" in push else "")
+        + "):",
         "",
         *_push_table(push),
         "",

@@ -164,7 +164,7 @@ def _pushed(
         conn.execute("TRUNCATE hosts, clusters, reports, activations, ticks CASCADE")
     console.print(f"registering {args.push_hosts} hosts that push their reports …")
     add_push_fleet(deps.db, args.push_hosts)
-    out: dict[str, Any] = {"hosts": args.push_hosts}
+    out: dict[str, Any] = {"hosts": args.push_hosts, "batch_size": deps.settings.pushed_batch_size}
     for processes in (1, 2):
         console.print(f"pushed-report tick, {processes} worker process(es) …")
         worker = start_worker(env, tmp, queues="monitoring", concurrency=processes, name=f"push{processes}")

@@ -116,13 +116,10 @@ def cmd_beat_alive(args: argparse.Namespace) -> int:
     import redis
 
     from autorecovery.adapters import keys
-    from autorecovery.beat_liveness import LOCAL_HEARTBEAT, liveness
+    from autorecovery.beat_liveness import liveness, read_heartbeat
 
     settings = _settings()
-    try:
-        local_at: float | None = float(LOCAL_HEARTBEAT.read_text())
-    except (FileNotFoundError, ValueError):
-        local_at = None
+    local_at = read_heartbeat(args.heartbeat_file or settings.beat_heartbeat_path())
     shared_at = None
     if settings.redis_url:
         try:
@@ -208,9 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "check-flower-auth", help="refuse a missing, malformed or weak FLOWER_BASIC_AUTH (before Flower)"
     ).set_defaults(handler=cmd_check_flower_auth)
-    sub.add_parser(
+    alive = sub.add_parser(
         "beat-alive", help="exit 0 while this container's beat is alive (Kubernetes liveness probe)"
-    ).set_defaults(handler=cmd_beat_alive)
+    )
+    alive.add_argument(
+        "--heartbeat-file",
+        type=Path,
+        default=None,
+        help="the beat's heartbeat file (default: AUTORECOVERY_BEAT_HEARTBEAT_FILE, as the beat uses)",
+    )
+    alive.set_defaults(handler=cmd_beat_alive)
     add_tool_commands(sub)
 
     add_agent_command(sub)

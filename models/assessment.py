@@ -32,6 +32,9 @@ class Assessment:
 
     problems: tuple[Problem, ...]
     report_age_s: float | None
+    #: Why the host's agent cannot save its state (the fence), from a fresh report: no init
+    #: would be accepted, and none is sent automatically (``Skip.AGENT_STATE_UNWRITABLE``).
+    agent_state_unwritable: str | None = None
 
     @property
     def is_healthy(self) -> bool:
@@ -138,7 +141,7 @@ def assess(
         problems.append(
             Problem(Reason.CPU_INCOMPATIBLE, "missing cpu flags: " + ", ".join(sorted(missing)))
         )
-    return Assessment(tuple(problems), age_s)
+    return Assessment(tuple(problems), age_s, report.state_unwritable)
 
 
 def _told(report: Report, key: str, ours: str) -> str:

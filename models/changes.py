@@ -1,9 +1,10 @@
 """What an evaluation depended on, so that a tick evaluates only hosts whose inputs changed.
 
 An evaluation (``policy.evaluate``) is a pure function of the host's row, its activation in
-flight, its report, the cluster context, and the time. The first four are hashed into a key the
-store keeps with the decision; the time matters only at known instants (a report going stale, a
-hold, an error period, a backoff or a pause ending), the earliest of which is kept beside it.
+flight, its report, the cluster context, and the time. The first four make a key the store
+keeps with the decision (the row by its version, the others by their ids and hashes); the time
+matters only at known instants (a report going stale, a hold, an error period, a backoff or a
+pause ending), the earliest of which is kept beside it.
 While the key is the same and that instant has not come, evaluating again would give the same
 transition (none), the same decision and the same counts: the tick counts the stored ones.
 """
@@ -77,11 +78,12 @@ def context_key(clusters: Mapping[str, Cluster], gates: Gates) -> str:
 
 
 def evaluation_key(host_key: str, digest: str | None, context: str) -> str:
-    """The key of one evaluation; ``host_key`` is the store's hash of the host's row.
+    """The key of one evaluation; ``host_key`` is the store's key of the host's row.
 
-    The store computes the same key in SQL (``md5(host_key || '|' || digest || '|' || context)``).
+    The store builds the same key in SQL (``host_key || '|' || digest || '|' || context``) for
+    every host of a batch: its parts are hashes or numbers already, so it is not hashed again.
     """
-    return _hash(f"{host_key}|{digest or '-'}|{context}")
+    return f"{host_key}|{digest or '-'}|{context}"
 
 
 def is_fresh(report: Report | None, now: datetime, max_report_age_s: float) -> bool:

@@ -185,6 +185,9 @@ class Report:
     #: Objects the agent says are down only in a way its own init repairs (a pool or network
     #: defined but stopped while what backs it is there): keys as in ``details``.
     repairable: frozenset[str] = frozenset()
+    #: Why the agent cannot save its state (its fence) now, when it says so (v2
+    #: ``state_unwritable``); it refuses every init meanwhile.
+    state_unwritable: str | None = None
 
 
 def domains_by_status(domains: Mapping[str, StorageDomain], status: DomainStatus) -> frozenset[str]:

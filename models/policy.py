@@ -39,6 +39,7 @@ class Skip(StrEnum):
     UNTRACKED_INIT = "untracked_init"
     INIT_OUTCOME_UNKNOWN = "init_outcome_unknown"
     AGENT_FENCE_AHEAD = "agent_fence_ahead"
+    AGENT_STATE_UNWRITABLE = "agent_state_unwritable"
 
 
 ACTIVATE = "activate"
@@ -208,7 +209,8 @@ def decide(
 
     if host.status is HostStatus.UP:
         if assessment.is_healthy:
-            return skip(Skip.HEALTHY, "host is up")
+            unwritable = assessment.agent_state_unwritable
+            return skip(Skip.HEALTHY, "host is up" + (f"; {_unwritable(unwritable)}" if unwritable else ""))
         return _problem_decision(host.id, assessment)
     if host.status is HostStatus.MAINTENANCE and trigger is Trigger.AUTO:
         return skip(Skip.MAINTENANCE, "host is in maintenance; only an admin activates it")
@@ -246,6 +248,13 @@ def decide(
         )
     if not assessment.is_recoverable:
         return _problem_decision(host.id, assessment)
+    if assessment.agent_state_unwritable is not None:
+        # Its agent refuses every init (503) and could not keep the fence it would be told.
+        return skip(
+            Skip.AGENT_STATE_UNWRITABLE,
+            f"{_unwritable(assessment.agent_state_unwritable)}; it refuses every init until it can, "
+            "so none is sent automatically: free or fix the agent's state directory",
+        )
     waiting = sorted(cluster.storage_domains & gates.inactive_domains) if cluster else []
     if waiting:
         return skip(
@@ -267,6 +276,10 @@ def decide(
     if assessment.is_repairable:
         return Decision(host.id, REPAIR, "init repairs what keeps it out: " + _problems_text(assessment))
     return Decision(host.id, ACTIVATE, "fresh report shows no problem")
+
+
+def _unwritable(said: str) -> str:
+    return f"its agent cannot persist its fence (the agent says: {said})"
 
 
 def _problems_text(assessment: Assessment) -> str:

@@ -1,8 +1,11 @@
 """Validate an agent's report (agent protocol v1 and v2) into a ``Report``, naming the field on error.
 
-``parse_report`` holds every rule and takes bodies already decoded (the API's pushed reports);
-raw bodies go through ``models.report_wire.decode_report``, a typed fast path that falls back
-on ``parse_report`` for its messages.
+Every report the product takes (pulled, pushed one at a time or in bulk) is decoded by
+``models.report_wire.decode_report`` with ``ReportWire``, the one definition of its shape.
+``parse_report`` runs only once ``ReportWire`` has refused a body, to name the field and say what
+is wrong in words (msgspec's errors say ``$.networks[...]``, not which network); a property test
+(tests/unit/test_report_decode.py) keeps the two refusing the same bodies, naming the same field.
+The conformance checker and the shape tests also call it on decoded bodies.
 """
 
 from __future__ import annotations
@@ -179,6 +182,20 @@ def parse_repairable(value: object) -> frozenset[str]:
     return frozenset(value)
 
 
+def parse_state_unwritable(value: object) -> str | None:
+    """The optional ``state_unwritable`` field: null, or why the agent cannot save its state.
+
+    Kept to ``MAX_DETAIL_LEN`` characters, control and bidi characters escaped (it is shown).
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadReport("state_unwritable", "must be null or a string")
+    check_text("state_unwritable", value)
+    text = "".join(c if c.isprintable() else printable(c) for c in value[:MAX_DETAIL_LEN])
+    return text or "the agent cannot save its state"
+
+
 def parse_time(value: object, name: str = "reported_at") -> datetime:
     """Parse an RFC 3339 time with a zone into an aware UTC datetime."""
     if not isinstance(value, str):
@@ -266,6 +283,7 @@ def parse_report(
         details=parse_details(data.get("details")),
         agent=parse_agent_state(data.get("agent")),
         repairable=parse_repairable(data.get("repairable")),
+        state_unwritable=parse_state_unwritable(data.get("state_unwritable")),
     )
 
 

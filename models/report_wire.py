@@ -30,6 +30,7 @@ from models.report import (
     parse_details,
     parse_repairable,
     parse_report,
+    parse_state_unwritable,
     parse_time,
 )
 
@@ -74,6 +75,7 @@ class ReportWire(msgspec.Struct):
     details: dict[str, str] | None = None
     agent: AgentWire | None = None
     repairable: list[str] | None = None
+    state_unwritable: str | None = None
 
 
 #: What a report looks like (the OpenAPI examples).
@@ -118,7 +120,7 @@ _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 _OPENERS = frozenset(b"[{")
 
 
-def _check_raw_depth(raw: bytes) -> None:
+def check_raw_depth(raw: bytes) -> None:
     """Refuse a body nested deeper than MAX_DEPTH before any decoder recurses into it."""
     if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
         return  # every real report: it cannot be deeper than it has brackets
@@ -143,7 +145,7 @@ def decode_report(
         BadReport: ``body`` when it cannot be decoded as UTF-8 JSON or is nested too deeply; else as
             ``parse_report``.
     """
-    _check_raw_depth(raw)
+    check_raw_depth(raw)
     try:
         wire = _DECODER.decode(raw)
     except msgspec.ValidationError:
@@ -160,7 +162,7 @@ def decode_json(raw: bytes) -> object:
     Raises:
         BadReport: ``body``, saying why it is not usable JSON.
     """
-    _check_raw_depth(raw)
+    check_raw_depth(raw)
     return _decode_untyped(raw)
 
 
@@ -178,6 +180,8 @@ def _has_bad_text(wire: ReportWire) -> bool:
         names.append(wire.init.activation_id)
     if wire.agent is not None:
         names.append(wire.agent.state_id)
+    if wire.state_unwritable is not None:
+        names.append(wire.state_unwritable)
     text = "\n".join(names)
     if "\x00" in text:
         return True
@@ -222,4 +226,5 @@ def _from_wire(
         details=parse_details(wire.details),
         agent=None if wire.agent is None else AgentState(wire.agent.state_id, wire.agent.highest_fence),
         repairable=parse_repairable(wire.repairable),
+        state_unwritable=parse_state_unwritable(wire.state_unwritable),
     )

@@ -98,7 +98,10 @@ def make_app(settings: Settings) -> Celery:
         beat_schedule=beat_schedule(settings.tick_interval_s),
         timezone="UTC",
         **beat_config(
-            settings.redis_url or broker_url, settings.tick_interval_s, settings.beat_lock_timeout_s
+            settings.redis_url or broker_url,
+            settings.tick_interval_s,
+            settings.beat_lock_timeout_s,
+            settings.beat_heartbeat_path(),
         ),
     )
     return app

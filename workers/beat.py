@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -18,7 +19,6 @@ from redis.exceptions import LockNotOwnedError
 from redis.lock import Lock
 
 from autorecovery.adapters import keys
-from autorecovery.beat_liveness import LOCAL_HEARTBEAT
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,8 @@ HEARTBEAT_TTL_S = 24 * 3600
 LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
 #: Entries sent more often than this (ticks, housekeeping) are the ones made due at once.
 DUE_AT_ONCE_UP_TO = timedelta(hours=1)
+#: The app setting naming this beat's heartbeat file (``Settings.beat_heartbeat_path``).
+HEARTBEAT_FILE_CONF = "autorecovery_beat_heartbeat_file"
 
 
 class Scheduler(RedBeatScheduler):  # type: ignore[misc]
@@ -47,7 +49,8 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
         # so Flower's bounded task list is not filled with them (the workers send none either).
         app.conf.task_send_sent_event = False
         self._redis_lost = False
-        LOCAL_HEARTBEAT.unlink(missing_ok=True)  # a restarted container's file is not ours
+        self.heartbeat_file = Path(app.conf[HEARTBEAT_FILE_CONF])
+        self.heartbeat_file.unlink(missing_ok=True)  # a restarted beat's file is not ours
         super().__init__(app, *args, **kwargs)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
@@ -57,9 +60,9 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
         """
         wait_s = self._tick_with_redis()
         try:
-            LOCAL_HEARTBEAT.write_text(f"{time.time():.3f}")
+            self.heartbeat_file.write_text(f"{time.time():.3f}")
         except OSError as exc:
-            log.warning("beat: cannot write %s: %s", LOCAL_HEARTBEAT, exc)
+            log.warning("beat: cannot write %s: %s", self.heartbeat_file, exc)
         return wait_s
 
     def _tick_with_redis(self) -> float:
@@ -131,7 +134,9 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
             log.warning("beat: lock not released (%s); it expires by itself", exc)
 
 
-def beat_config(redis_url: str, tick_interval_s: float, lock_timeout_s: float) -> dict[str, Any]:
+def beat_config(
+    redis_url: str, tick_interval_s: float, lock_timeout_s: float, heartbeat_file: Path
+) -> dict[str, Any]:
     """Return the Celery settings that make ``celery -A workers beat`` use this scheduler.
 
     The loop runs at least three times per lock timeout, so the leader renews its lock in time
@@ -144,4 +149,5 @@ def beat_config(redis_url: str, tick_interval_s: float, lock_timeout_s: float) -
         "redbeat_key_prefix": keys.beat_prefix(),
         "redbeat_lock_timeout": int(lock_timeout_s),
         "redbeat_redis_options": {},
+        HEARTBEAT_FILE_CONF: str(heartbeat_file),
     }

@@ -7,7 +7,6 @@ from api.schemas.bodies import (
     HostBatchIn,
     HostIn,
     MaintenanceIn,
-    ReportsIn,
     VmRunIn,
 )
 from api.schemas.common import (
@@ -42,7 +41,6 @@ __all__ = [
     "MaintenanceIn",
     "PauseIn",
     "PlanQuery",
-    "ReportsIn",
     "VmRunIn",
     "parse_rfc3339",
 ]

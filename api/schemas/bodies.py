@@ -1,8 +1,8 @@
-"""Request bodies: clusters, hosts, flags, VM runs, pushed reports."""
+"""Request bodies: clusters, hosts, flags, VM runs (reports: `models.report_wire`)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -24,7 +24,6 @@ from api.schemas.common import (
     Text,
 )
 from models.agent_url import NO_CREDENTIALS
-from models.report_wire import REPORT_EXAMPLE, report_schema
 
 
 class ClusterIn(Input):
@@ -88,9 +87,8 @@ class HostIn(Input):
         return value.rstrip("/")
 
 
-#: Hosts in one batch registration, and reports in one bulk push.
+#: Hosts in one batch registration.
 MAX_BATCH_HOSTS = 5000
-MAX_BULK_REPORTS = 1000
 
 
 class HostBatchIn(Input):
@@ -157,31 +155,3 @@ class VmRunIn(Input):
 
     vm_id: Id
     attempts: list[AttemptIn] = Field(min_length=1, max_length=MAX_ATTEMPTS)
-
-
-class ReportsIn(Input):
-    """Reports of many hosts pushed at once (each a report as ``models.report_wire.ReportWire``).
-
-    Each report is judged on its own; the answer says which were accepted and why others were
-    refused.
-    """
-
-    model_config = ConfigDict(json_schema_extra=lambda schema: _with_reports(schema))
-
-    reports: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BULK_REPORTS)
-
-
-def _with_reports(schema: dict[str, Any]) -> None:
-    """Each report is any object, judged on its own against the one report schema (``ReportWire``).
-
-    A report that does not match is refused in the answer's results, not the whole push (422):
-    the envelope accepts any object, and says which schema each is judged by.
-    """
-    schema["properties"]["reports"]["items"] = {
-        "type": "object",
-        "description": "a report, judged on its own against the single push's report schema "
-        f"({report_schema()['title']}); one that does not match is refused in the results",
-    }
-    schema["examples"] = [{"reports": [REPORT_EXAMPLE]}]
-
-

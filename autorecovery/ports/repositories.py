@@ -21,6 +21,7 @@ from autorecovery.ports.rows import (
     Evaluated,
     FencePush,
     HostRow,
+    PushedCut,
     SettledCount,
     StepRow,
     TickClaim,
@@ -307,7 +308,14 @@ class TicksRepo(Protocol):
     """Ticks claimed by coordinators, their batches, and their closing."""
 
     def claim(
-        self, conn: Conn, tick_id: str, *, batch_size: int, min_spacing_s: float, deadline_s: float
+        self,
+        conn: Conn,
+        tick_id: str,
+        *,
+        batch_size: int,
+        min_spacing_s: float,
+        deadline_s: float,
+        pushed: PushedCut | None = None,
     ) -> TickClaim: ...
     def abandon(self, conn: Conn, tick_id: str, detail: str) -> bool: ...
     def batch_refusal(self, conn: Conn, tick_id: str, idx: int) -> str | None: ...

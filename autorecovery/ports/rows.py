@@ -149,6 +149,20 @@ class FencePush:
 
 
 @dataclass(frozen=True, slots=True)
+class PushedCut:
+    """How a tick cuts the hosts that pushed their reports into batches.
+
+    A host whose report was pushed between ``after`` and ``before`` is not pulled (``needs_pull``):
+    its batch has no HTTP to spread, only rows to read, so up to ``size`` of them share a batch,
+    against ``batch_size`` hosts to pull. A batch mixing both holds the same share of each.
+    """
+
+    size: int
+    after: datetime
+    before: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class TickClaim:
     """What a coordinator got: a tick to run (with its batch bounds), or why not."""
 

@@ -5,6 +5,7 @@ Each command is one transaction, audited with its actor. Reads are in ``services
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from models.domain import (
     effective_cluster,
 )
 from models.errors import BadReport, BrokerUnavailable, Conflict, InvalidInput, NotFound
-from models.report import DEFAULT_MAX_SKEW_S, parse_report
+from models.report import DEFAULT_MAX_SKEW_S
 from models.report_wire import decode_report
 from models.safety import FLEET
 
@@ -300,10 +301,10 @@ class FleetService:
     def receive_report(self, host_id: str, body: object, actor: str) -> tuple[Report, bool]:
         """Validate and store a pushed report; audit a rejected one (in its own transaction).
 
-        ``body`` is the raw request body (bytes, decoded by the report's one schema,
-        ``models.report_wire``) or an already decoded one. A good report of a known host costs
-        one statement in one round trip (and the pool's check); the host is looked up only
-        when nothing was stored.
+        ``body`` is the raw request body (bytes), decoded by the report's one schema
+        (``models.report_wire.ReportWire``); an already decoded body is encoded back first. A
+        good report of a known host costs one statement in one round trip (and the pool's
+        check); the host is looked up only when nothing was stored.
 
         Returns:
             The report, and whether it was stored (an older report than the stored one is not).
@@ -313,12 +314,9 @@ class FleetService:
             BadReport: naming the field; nothing is stored, a ``report_rejected`` entry is.
         """
         now = self.clock()
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         try:
-            if isinstance(body, bytes):
-                skew_s = self.max_clock_skew_s
-                report = decode_report(body, host_id, now=now, max_skew_s=skew_s, source="push")
-            else:
-                report = parse_report(body, host_id, "push", now=now, max_skew_s=self.max_clock_skew_s)
+            report = decode_report(raw, host_id, now=now, max_skew_s=self.max_clock_skew_s, source="push")
         except BadReport as rejected:
             self._require_host(host_id)
             # The validators quote the body's keys escaped: safe to store and to print.

@@ -21,10 +21,11 @@ def hold_view(
     now: datetime,
 ) -> dict[str, Any]:
     """Return the host view's ``last_clean_at`` and ``held_by``."""
-    return {
-        "last_clean_at": last_clean_at(assessment, report, row),
-        "held_by": held_by(host, row, gates, now),
-    }
+    held = held_by(host, row, gates, now)
+    if assessment.agent_state_unwritable is not None:  # from the report: no init is accepted
+        detail = f"its agent cannot persist its fence: {assessment.agent_state_unwritable}"
+        held.append({"hold": "agent_state_unwritable", "detail": detail, "since": None, "until": None})
+    return {"last_clean_at": last_clean_at(assessment, report, row), "held_by": held}
 
 
 def last_clean_at(assessment: Assessment, report: Report | None, row: Mapping[str, object]) -> str | None:

@@ -1,16 +1,18 @@
 """Pushed reports in bulk: an aggregator sends many hosts' reports in one call, one transaction.
 
-Each report is judged on its own (the caller may push for its host, the host is known, it is
-listed once, it parses); the accepted ones are stored together and every refusal is audited as
-``report_rejected`` in that same transaction. The answer says, per report, accepted or refused
-with the field at fault.
+The body is decoded by ``models.report_bulk`` (the envelope) and each report by
+``models.report_wire.decode_report``: the one report definition (``ReportWire``), as for a single
+push or a pulled report. Each report is judged on its own (the caller may push for its host, the
+host is known, it is listed once, it decodes); the accepted ones are stored together and every
+refusal is audited as ``report_rejected`` in that same transaction. The answer says, per report,
+accepted or refused with the field at fault.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +21,9 @@ from autorecovery.adapters.store.db import Database
 from autorecovery.services import Clock
 from models.domain import Report
 from models.errors import BadReport
-from models.report import DEFAULT_MAX_SKEW_S, parse_report
+from models.report import DEFAULT_MAX_SKEW_S
+from models.report_bulk import addressed_host, decode_bulk
+from models.report_wire import decode_report
 
 log = logging.getLogger(__name__)
 
@@ -70,17 +74,24 @@ class ReportIntake:
         self.max_clock_skew_s = max_clock_skew_s
 
     def receive_many(
-        self, bodies: Sequence[object], actor: str, may_report: Callable[[str], bool]
+        self, body: bytes, actor: str, may_report: Callable[[str], bool]
     ) -> tuple[list[ItemResult], int]:
-        """Judge each report, store the accepted ones; return per-report results and how many stored.
+        """Judge each report of a raw bulk body and store the accepted ones.
 
         A report older than the one stored is accepted but not stored (as for a single push).
+
+        Returns:
+            One result per report, in the order sent, and how many reports were stored.
+
+        Raises:
+            InvalidInput: the envelope is unusable (naming ``body`` or ``reports``); nothing is written.
         """
+        bodies = decode_bulk(body)
         now = self.clock()
         results: list[ItemResult | None] = [None] * len(bodies)
         claimed: dict[str, int] = {}
-        for index, body in enumerate(bodies):
-            raw = body.get("host_id") if isinstance(body, Mapping) else None
+        for index, item in enumerate(bodies):
+            raw = addressed_host(item)
             if not isinstance(raw, str) or not _HOST_ID.fullmatch(raw):
                 results[index] = _refused(index, None, "invalid_input", "host_id", "must be a host id")
             elif not may_report(raw):
@@ -102,8 +113,8 @@ class ReportIntake:
                     continue
                 try:
                     accepted.append(
-                        parse_report(
-                            bodies[index], host_id, source="push", now=now, max_skew_s=self.max_clock_skew_s
+                        decode_report(
+                            bodies[index], host_id, now=now, max_skew_s=self.max_clock_skew_s, source="push"
                         )
                     )
                     results[index] = ItemResult(index, host_id, True)

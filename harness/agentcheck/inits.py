@@ -2,7 +2,8 @@
 
 Fences: the checks read the agent's highest fence H and run their inits with F = H + 1 (or
 ``--fence-base``), one with F - 1 (refused), then raise the agent's fence to F + 1 with
-``/fence``: they leave its highest fence at F + 1, two above where it was.
+``/fence``: they leave its highest fence at F + 1, two above where it was. Fences 0 and 2⁶³,
+outside the bounds of Appendix B, must be refused with 422.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from harness.agentcheck.http import AgentHttp, Reply
 from harness.agentcheck.report import running_init_problem
 from harness.agentcheck.results import Results
 from models.errors import BadReport
+from models.fencing import MAX_FENCE, MIN_FENCE
 from models.report import parse_time
 
 #: Concurrent inits sent when one init ends too fast to be caught running.
 BURST = 6
 _POLL_S = 0.2
 INIT_CHECKS = ("init.run", "init.busy", "init.status", "init.idempotent", "init.status_unknown", "init.stale")
-FENCE_CHECKS = ("fence.raise", "fence.never_lowers", "fence.enforced")
+FENCE_CHECKS = ("fence.raise", "fence.never_lowers", "fence.bounds", "fence.enforced")
 
 
 def new_activation_id(kind: str) -> str:
@@ -117,9 +119,17 @@ def check_fence(http: AgentHttp, cfg: CheckConfig, base: int, out: Results) -> N
         f"raised to {target}",
     ):
         return
-    lowered = [http.call("POST", "/fence", {"fence": f}) for f in (base, 0)]
+    # The lowest fence an agent takes is 1 (Appendix B): 0 and 2^63 are not fences at all.
+    lowered = [http.call("POST", "/fence", {"fence": f}) for f in (base, MIN_FENCE)]
     wrong = [r.describe() for r in lowered if r.status != 200 or r.obj.get("highest") != target]
-    out.check("fence.never_lowers", "; ".join(wrong) or None, f"fences {base} and 0 left it at {target}")
+    out.check(
+        "fence.never_lowers", "; ".join(wrong) or None, f"fences {base} and {MIN_FENCE} left it at {target}"
+    )
+    outside = [(f, http.call("POST", "/fence", {"fence": f})) for f in (0, MAX_FENCE + 1)]
+    taken = [f"fence {f}: {r.describe()}" for f, r in outside if r.status != 422]
+    out.check(
+        "fence.bounds", "; ".join(taken) or None, f"fences 0 and 2^63 refused with 422 (1 … {MAX_FENCE})"
+    )
     if not cfg.run_inits:
         out.skipped("fence.enforced", "--no-init")
         return

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from math import inf
 from typing import Any
 
 from harness.agentcheck.config import MAX_DEPTH, REPORT_MAX_AGE_S, CheckConfig
 from harness.agentcheck.http import MAX_BODY_BYTES, AgentHttp, Reply
 from harness.agentcheck.results import Results
 from models.errors import BadReport
-from models.report import parse_report, parse_time
+from models.fencing import MAX_FENCE
+from models.report import parse_time
+from models.report_wire import decode_report
 
 WRONG_TOKEN = "agent-check-wrong-token"  # noqa: S105 - deliberately not the agent's token
 
@@ -29,8 +32,9 @@ def check_report(http: AgentHttp, cfg: CheckConfig, out: Results) -> dict[str, A
         f"{reply.size} bytes (at most {MAX_BODY_BYTES}), {depth} levels deep (at most {MAX_DEPTH})",
     )
     claimed = body.get("host_id")
-    try:
-        parse_report(body, claimed if isinstance(claimed, str) else "")
+    try:  # judged by the product's own report definition; the date is checked on its own below
+        raw = json.dumps(body).encode()
+        decode_report(raw, claimed if isinstance(claimed, str) else "", now=datetime.now(UTC), max_skew_s=inf)
     except BadReport as exc:
         out.failed("report.shape", f"the product would refuse it: {exc}")
     else:
@@ -111,6 +115,7 @@ def _check_protocol(body: Mapping[str, Any], out: Results) -> None:
     if "protocol" not in body:
         out.passed("report.protocol", "no protocol field: a v1 agent (v2 checks are skipped)")
         out.skipped("report.init", "v1 agent")
+        out.skipped("report.agent", "v1 agent")
         return
     protocol = body["protocol"]
     if protocol != 2 or isinstance(protocol, bool):
@@ -121,6 +126,20 @@ def _check_protocol(body: Mapping[str, Any], out: Results) -> None:
         out.failed("report.init", "missing: a v2 report carries init (null when no init runs)")
         return
     out.check("report.init", running_init_problem(body["init"]), json.dumps(body["init"]))
+    out.check("report.agent", agent_state_problem(body.get("agent")), json.dumps(body.get("agent")))
+
+
+def agent_state_problem(value: object) -> str | None:
+    """Say what is wrong with a v2 report's ``agent`` field (Appendix B, agent state), or None."""
+    if not isinstance(value, dict):
+        return 'missing: a v2 report carries "agent": {"state_id", "highest_fence"}'
+    state_id = value.get("state_id")
+    if not isinstance(state_id, str) or not state_id:
+        return "agent.state_id must be a non-empty string (created with the agent's state, then kept)"
+    fence = value.get("highest_fence")
+    if not isinstance(fence, int) or isinstance(fence, bool) or not 0 <= fence <= MAX_FENCE:
+        return f"agent.highest_fence must be an integer 0 … {MAX_FENCE} (0: none accepted yet)"
+    return None
 
 
 def running_init_problem(value: object) -> str | None:

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from harness.sim.calls import Answer
 from harness.sim.state import SimState, hang, json_response
 from models.errors import NotFound
+from models.fencing import MAX_FENCE, MIN_FENCE, is_fence
 
 AGENT_PREFIX = "/agents/"
 UNAUTHORIZED = json.dumps({"error": "unauthorized"}).encode()
@@ -27,14 +28,14 @@ UNAUTHORIZED = json.dumps({"error": "unauthorized"}).encode()
 class InitBody(BaseModel):
     """Body of ``POST /init``."""
 
-    fence: StrictInt = Field(ge=0)
+    fence: StrictInt = Field(ge=0, le=MAX_FENCE)  # v2 hosts: 1 and up (_bounded)
     activation_id: StrictStr = Field(min_length=1, max_length=200)
 
 
 class ConnectBody(BaseModel):
     """Body of ``POST /storage-domains/{sd_id}/connect`` (v1 callers send no activation id)."""
 
-    fence: StrictInt = Field(ge=0)
+    fence: StrictInt = Field(ge=0, le=MAX_FENCE)  # v2 hosts: 1 and up (_bounded)
     activation_id: StrictStr | None = Field(default=None, min_length=1, max_length=200)
 
 
@@ -49,7 +50,7 @@ class VmBody(BaseModel):
 class FenceBody(BaseModel):
     """Body of ``POST /fence``."""
 
-    fence: StrictInt = Field(ge=0)
+    fence: StrictInt = Field(ge=0, le=MAX_FENCE)  # v2 hosts: 1 and up (_bounded)
 
 
 class BearerGuard:
@@ -100,6 +101,13 @@ def add_agent_routes(app: FastAPI, state: SimState) -> None:
         if not fleet.is_v2(host_id):
             raise NotFound("route", "(this agent speaks protocol v1)")
 
+    def unbounded(host_id: str, fence: int) -> Response | None:
+        """422 for a v2 host's fence outside 1 … 2⁶³−1 (Appendix B); a v1 agent takes 0 too."""
+        if not fleet.is_v2(host_id) or is_fence(fence):
+            return None
+        text = f"fence: must be an integer {MIN_FENCE} … {MAX_FENCE}"
+        return json_response({"error": "invalid_fence", "detail": text}, 422)
+
     @app.get("/agents/{host_id}/report")
     async def report(host_id: str, request: Request) -> Response:
         fault = fleet.host(host_id).fault
@@ -114,7 +122,8 @@ def add_agent_routes(app: FastAPI, state: SimState) -> None:
         if fleet.host(host_id).fault.silent:
             return await hang(request, state)
         wait = not wants_async(request)
-        return _answer(await fleet.init(host_id, body.fence, body.activation_id, wait=wait))
+        refused = unbounded(host_id, body.fence)
+        return refused or _answer(await fleet.init(host_id, body.fence, body.activation_id, wait=wait))
 
     @app.post("/agents/{host_id}/vms")
     async def start_vm(host_id: str, body: VmBody, request: Request) -> Response:
@@ -137,13 +146,16 @@ def add_agent_routes(app: FastAPI, state: SimState) -> None:
         if fleet.host(host_id).fault.silent:
             return await hang(request, state)
         require_v2(host_id)
-        return json_response({"highest": fleet.raise_fence(host_id, body.fence)})
+        refused = unbounded(host_id, body.fence)
+        return refused or json_response({"highest": fleet.raise_fence(host_id, body.fence)})
 
     @app.post("/agents/{host_id}/storage-domains/{sd_id}/connect")
     async def connect(host_id: str, sd_id: str, body: ConnectBody, request: Request) -> Response:
         if fleet.host(host_id).fault.silent:
             return await hang(request, state)
         wait = not wants_async(request)
+        if (refused := unbounded(host_id, body.fence)) is not None:
+            return refused
         return _answer(await fleet.connect(host_id, sd_id, body.fence, body.activation_id, wait=wait))
 
     @app.get("/agents/{host_id}/storage-domains/{sd_id}/connect/{activation_id}")

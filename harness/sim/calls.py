@@ -177,6 +177,11 @@ class FencedCalls:
         found = self._states.get((host_id,))
         return found.highest() if found else 0
 
+    def agent_body(self, host_id: str) -> dict[str, object]:
+        """The report's ``agent`` field (v2): the host's agent state (created with the host's first
+        report or call, kept while the simulator runs) and its highest init fence."""
+        return self.state((host_id,)).agent_body()
+
     def raise_fence(self, host_id: str, fence: int) -> int:
         """Raise the highest init fence of a host's agent (never lower it); return the highest."""
         return self.state((host_id,)).raise_fence(fence)

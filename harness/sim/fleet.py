@@ -205,6 +205,7 @@ class Fleet:
             running = self.calls.running(host_id)
             body["protocol"] = 2
             body["init"] = None if running is None else running.running_body()
+            body["agent"] = self.calls.agent_body(host_id)
         return body
 
     def protocol(self, host_id: str) -> int:

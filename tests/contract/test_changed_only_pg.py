@@ -14,9 +14,10 @@ import random
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, LiteralString
 
 import pytest
+from psycopg import sql
 
 from autorecovery.adapters.agents.fake import FakeAgentClient
 from autorecovery.adapters.store import PG_REPOS, Database
@@ -83,14 +84,14 @@ def _report(host_id: str, cluster: Cluster, now: datetime, rng: random.Random, s
 
 
 def run_scenario(
-    db: Database, build: MonitoringFactory, seed: int, *, full: bool, ticks: int = 14
+    db: Database, build: MonitoringFactory, seed: int, *, full: bool, ticks: int = 14, cfg: TickConfig = CFG
 ) -> dict[str, Any]:
     """Run the seeded scenario; return what it left (per-tick counts, hosts, audit)."""
     _reset(db)
     rng = random.Random(seed)
     clock = FixedClock(START)
     agents = FakeAgentClient()
-    service = build(db, agents, clock, CFG)
+    service = build(db, agents, clock, cfg)
     hosts = {f"h-{i:03d}": rng.choice(sorted(CLUSTERS)) for i in range(40)}
     pushers = {h for h in hosts if rng.random() < 0.6}
     latest: dict[str, Report] = {}
@@ -101,6 +102,7 @@ def run_scenario(
             PG_REPOS.hosts.insert_host(conn, host_id, cluster_id, f"http://{host_id}:1", START, adopt=True)
     trace: list[Any] = []
     evaluated: list[int] = []
+    batches: list[int] = []
     for step in range(ticks):
         now = clock()
         for host_id, cluster_id in hosts.items():
@@ -138,6 +140,7 @@ def run_scenario(
             }
         )
         evaluated.append(result.evaluated)
+        batches.append(result.batches)
         clock.advance(CFG.tick_interval_s)
     with db.transaction() as conn:
         host_rows = conn.execute(
@@ -148,7 +151,7 @@ def run_scenario(
             "SELECT at, object_id, event, actor, reason, details - 'activation_id' AS details"
             " FROM audit_log ORDER BY at, object_id, event, id"
         ).fetchall()
-    return {"trace": trace, "hosts": host_rows, "audit": audit, "evaluated": evaluated}
+    return {"trace": trace, "hosts": host_rows, "audit": audit, "evaluated": evaluated, "batches": batches}
 
 
 def _mutate(conn: Any, rng: random.Random, hosts: dict[str, str], now: datetime, step: int) -> None:
@@ -187,7 +190,9 @@ def test_a_changed_only_tick_decides_as_a_full_tick(
     pg: Database, build_monitoring: MonitoringFactory, seed: int
 ) -> None:
     changed = run_scenario(pg, build_monitoring, seed, full=False)
-    full = run_scenario(pg, build_monitoring, seed, full=True)
+    # The full run cuts every batch by count alone: the hosts that pushed share no bigger batch.
+    by_count = replace(CFG, pushed_batch_size=CFG.batch_size)
+    full = run_scenario(pg, build_monitoring, seed, full=True, cfg=by_count)
     assert changed["trace"] == full["trace"]
     assert changed["hosts"] == full["hosts"]
     assert changed["audit"] == full["audit"]
@@ -196,6 +201,7 @@ def test_a_changed_only_tick_decides_as_a_full_tick(
     assert any(t["enqueued"] for t in changed["trace"])
     # Fewer evaluations, the same outcome: the full run evaluates every host every tick.
     assert sum(changed["evaluated"]) < sum(full["evaluated"]) == sum(t["hosts"] for t in full["trace"])
+    assert max(changed["batches"]) < min(full["batches"])  # the hosts that pushed shared batches
 
 
 def test_a_steady_pushing_fleet_evaluates_nothing_and_writes_no_host(
@@ -230,3 +236,59 @@ def test_a_steady_pushing_fleet_evaluates_nothing_and_writes_no_host(
     assert [r.evaluated for r in results[2:]] == [0, 0, 0]  # then nothing changes
     assert results[-1].decisions == results[1].decisions and sum(results[-1].decisions.values()) == 30
     assert before == after  # the last tick wrote no host row
+
+
+#: A value other than a column's own, by its type (``{c}``: the column).
+_OTHER_VALUE: dict[str, LiteralString] = {
+    "text": "coalesce({c}, '') || 'x'",
+    "boolean": "NOT coalesce({c}, false)",
+    "integer": "coalesce({c}, 0) + 1",
+    "bigint": "coalesce({c}, 0) + 1",
+    "timestamp with time zone": "coalesce({c}, now()) + interval '1 second'",
+}
+#: Columns whose other value must be a valid one.
+_OTHER_VALID: dict[str, LiteralString] = {
+    "cluster_id": "CASE WHEN {c} = 'c1' THEN 'c2' ELSE 'c1' END",  # a foreign key
+    "status": "CASE WHEN {c} = 'up' THEN 'maintenance' ELSE 'up' END",  # a checked column
+}
+
+
+def test_every_column_an_evaluation_reads_moves_the_row_version(pg: Database) -> None:
+    """The settled test compares versions: a change of any column but the bookkeeping is seen.
+
+    Every column of ``hosts``, present or added later, moves the version (migration 0019's
+    trigger lists them) unless it is bookkeeping (``hosts._NOT_EVALUATED``); writing a column's
+    own value again moves nothing.
+    """
+    from autorecovery.adapters.store.hosts import _NOT_EVALUATED
+
+    _reset(pg)
+    with pg.transaction() as conn:
+        PG_REPOS.hosts.upsert_cluster(conn, CLUSTERS["c1"])
+        PG_REPOS.hosts.upsert_cluster(conn, CLUSTERS["c2"])
+        PG_REPOS.hosts.insert_host(conn, "h-1", "c1", "http://h:1", START)
+        columns = conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_name = 'hosts' AND column_name NOT IN ('id', 'row_version')"
+            " ORDER BY ordinal_position"
+        ).fetchall()
+    assert {c["column_name"] for c in columns} >= set(_NOT_EVALUATED)
+
+    def version() -> int:
+        with pg.transaction() as conn:
+            row = conn.execute("SELECT row_version FROM hosts WHERE id = 'h-1'").fetchone()
+        return int(row["row_version"])
+
+    for col in columns:
+        name = col["column_name"]
+        other = _OTHER_VALID.get(name) or _OTHER_VALUE[col["data_type"]]
+        before = version()
+        with pg.transaction() as conn:
+            column = sql.Identifier(name)
+            value = sql.SQL(other).format(c=column)
+            conn.execute(sql.SQL("UPDATE hosts SET {c} = {v}").format(c=column, v=value))
+        moved = version() - before
+        assert moved == (0 if name in _NOT_EVALUATED else 1), name
+        with pg.transaction() as conn:
+            conn.execute(sql.SQL("UPDATE hosts SET {c} = {c}").format(c=sql.Identifier(name)))
+        assert version() == before + moved, f"{name} written again as it was"

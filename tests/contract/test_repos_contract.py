@@ -181,7 +181,13 @@ def test_delete_cluster_only_without_hosts(backend: Backend) -> None:
 
 def test_upsert_reports_round_trips_a_report(backend: Backend) -> None:
     seed(backend, "h1", "h2")
-    sent = report("h1", at(-3), source="push", repairable=frozenset({"storage_domain:sd-1", "network:x"}))
+    sent = report(
+        "h1",
+        at(-3),
+        source="push",
+        repairable=frozenset({"storage_domain:sd-1", "network:x"}),
+        state_unwritable="cannot save the agent's state: No space left on device",
+    )
     silent = Report("h2", at(-1), agent_reachable=False, error="ConnectTimeout")
     with tx(backend) as conn:
         assert backend.repos.hosts.upsert_reports(conn, [sent, silent], at(0)) == 2

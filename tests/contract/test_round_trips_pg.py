@@ -24,8 +24,13 @@ pytestmark = pytest.mark.integration
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 CLUSTER = Cluster("c1", frozenset({"mgmt"}), frozenset({"sd-1"}))
 HOSTS = 1000
-CFG = TickConfig(
-    batch_size=500, report_max_age_s=30.0, tick_interval_s=10.0, queued_ttl_s=60.0, reap_running_after_s=60.0
+CFG = TickConfig(  # batches of 500 hosts, whether they pushed their reports or are pulled
+    batch_size=500,
+    report_max_age_s=30.0,
+    tick_interval_s=10.0,
+    queued_ttl_s=60.0,
+    reap_running_after_s=60.0,
+    pushed_batch_size=500,
 )
 
 

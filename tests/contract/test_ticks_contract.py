@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from autorecovery.ports.rows import PushedCut
 from tests.contract.conftest import Backend
-from tests.contract.helpers import backdate, seed, tx
+from tests.contract.helpers import T0, backdate, report, seed, tx
 
 SPACING = {"min_spacing_s": 0.0, "deadline_s": 60.0}
 
@@ -43,6 +44,31 @@ def test_a_claim_cuts_the_fleet_into_batches_by_id(backend: Backend) -> None:
         assert backend.repos.hosts.batch_between(conn, "", "h3")[-1][0].id == "h2"
         assert [h.id for h, _, _ in backend.repos.hosts.batch_between(conn, "h3", "h5")] == ["h3", "h4"]
         assert [h.id for h, _, _ in backend.repos.hosts.batch_between(conn, "h5", None)] == ["h5"]
+
+
+def test_hosts_that_pushed_share_bigger_batches(backend: Backend) -> None:
+    """Two hosts to pull, or four that pushed within the window, or one of each and two more."""
+    seed(backend, "h1", "h2", "h3", "h4", "h5", "h6", "h7", "h8")
+    now = T0 + timedelta(hours=1)
+    window = PushedCut(size=4, after=now - timedelta(seconds=10), before=now + timedelta(seconds=5))
+    with tx(backend) as conn:
+        pushed = [report(h, now, source="push") for h in ("h2", "h3", "h4", "h5", "h7")]
+        backend.repos.hosts.upsert_reports(conn, pushed, now)
+        # Pushed before the window (pulled this tick), and pulled: both weigh a whole host.
+        early = report("h6", now - timedelta(seconds=11), source="push")
+        backend.repos.hosts.upsert_reports(conn, [early], now)
+        backend.repos.hosts.upsert_reports(conn, [report("h8", now, source="pull")], now)
+    got = claim(backend, "t1", batch_size=2, pushed=window)
+    # h1 (pull) h2 h3 (pushed) | h4 h5 (pushed) h6 (pull) | h7 (pushed) h8 (pull)
+    assert got.bounds == ("h1", "h4", "h7")
+    with tx(backend) as conn:
+        backend.repos.ticks.abandon(conn, "t1", "test")
+    # Without a window, or with pushed batches no bigger, the cut is by count alone.
+    assert claim(backend, "t2", batch_size=2).bounds == ("h1", "h3", "h5", "h7")
+    with tx(backend) as conn:
+        backend.repos.ticks.abandon(conn, "t2", "test")
+    same = PushedCut(size=2, after=window.after, before=window.before)
+    assert claim(backend, "t3", batch_size=2, pushed=same).bounds == ("h1", "h3", "h5", "h7")
 
 
 def test_a_tick_claimed_too_soon_after_another_is_a_duplicate(backend: Backend) -> None:

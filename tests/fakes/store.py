@@ -99,6 +99,7 @@ REPORT_COLUMNS = (
     "init",
     "repairable",
     "heard_at",
+    "state_unwritable",
 )
 
 
@@ -384,6 +385,7 @@ class MemoryHosts(Repo):
                 "init": as_json(data["init"]),
                 "digest": data["digest"],
                 "repairable": list(data["repairable"]),
+                "state_unwritable": data["state_unwritable"],
             }
             old = st.reports.get(data["host_id"])
             # Migration 0010's trigger: when the agent last answered with a usable report.

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from autorecovery.adapters.store.ticks import _refusal
-from autorecovery.ports.rows import BatchDone, BatchStart, TickClaim
+from autorecovery.ports.rows import BatchDone, BatchStart, PushedCut, TickClaim
 from tests.fakes.memory import Repo
 
 
@@ -25,7 +25,14 @@ class MemoryTicks(Repo):
         return self._state(conn).ticks
 
     def claim(
-        self, conn: Any, tick_id: str, *, batch_size: int, min_spacing_s: float, deadline_s: float
+        self,
+        conn: Any,
+        tick_id: str,
+        *,
+        batch_size: int,
+        min_spacing_s: float,
+        deadline_s: float,
+        pushed: PushedCut | None = None,
     ) -> TickClaim:
         """Claim a tick unless a duplicate or one still running; take over from one past its deadline."""
         ticks = self._ticks(conn)
@@ -44,8 +51,7 @@ class MemoryTicks(Repo):
             if last["state"] in ("running", "closing"):
                 took_over = last["id"]
                 self.abandon(conn, took_over, f"taken over by tick {tick_id}")
-        ids = sorted(self._state(conn).hosts)
-        bounds = tuple(ids[::batch_size])
+        bounds = _cut(self._state(conn), batch_size, pushed)
         ticks[tick_id] = {
             "id": tick_id,
             "state": "running",
@@ -173,3 +179,24 @@ class MemoryTicks(Repo):
             return False
         lease["until"] = None
         return True
+
+
+def _cut(st: Any, batch_size: int, pushed: PushedCut | None) -> tuple[str, ...]:
+    """The first host of each batch, as ``ticks._CUT`` cuts them (a host that pushed weighs less)."""
+    pushed_size = batch_size if pushed is None else pushed.size
+    block = batch_size * pushed_size
+    bounds: list[str] = []
+    upto = 0
+    for host_id in sorted(st.hosts):
+        report = st.reports.get(host_id)
+        is_pushed = (
+            pushed is not None
+            and report is not None
+            and report["source"] == "push"
+            and pushed.after <= report["reported_at"] <= pushed.before
+        )
+        weight = batch_size if is_pushed else pushed_size
+        upto += weight
+        if upto == weight or (upto - 1) // block != (upto - weight - 1) // block:
+            bounds.append(host_id)
+    return tuple(bounds)

@@ -15,19 +15,25 @@ def test_two_beats_bring_the_fleet_up_once(
     sim: Any, worker: Any, servers: Any, logs: Path, deps: Any
 ) -> None:
     client = sim(hosts=6)
-    beats = [start_beat(servers.env(), logs, name=f"beat{i}") for i in range(2)]
+    # Two beats on one machine, each with its own heartbeat file (as two systemd units would be).
+    files = [logs / f"beat{i}.heartbeat" for i in range(2)]
+    envs = [{**servers.env(), "AUTORECOVERY_BEAT_HEARTBEAT_FILE": str(path)} for path in files]
+    beats = [start_beat(envs[i], logs, name=f"beat{i}") for i in range(2)]
     try:
         wait_for(lambda: set(statuses(deps).values()) == {"up"}, 45, "beat-driven recovery")
         client.inject("kvm_down", hosts=["h-0003"])
         wait_for(lambda: statuses(deps)["h-0003"] == "non_operational", 20, "the fault seen")
         client.clear(hosts=["h-0003"])
         wait_for(lambda: statuses(deps)["h-0003"] == "up", 20, "recovery after the fault")
-        # The liveness probe, run beside them (one /tmp here, as in one container): a leader loops.
-        probe = subprocess.run(
-            [sys.executable, "-m", "cli", "beat-alive"], env=servers.env(), cwd=REPO,
-            capture_output=True, text=True, timeout=60, check=False,
-        )
-        assert probe.returncode == 0 and "beat is alive (leading)" in probe.stdout, probe.stderr
+        # The liveness probe of each, run beside them: the leader loops, the standby waits; the
+        # leader's heartbeat does not make the standby look like a leader (nor the reverse).
+        [leader] = [i for i in range(2) if files[i].exists()]
+        for i, said in ((leader, "beat is alive (leading)"), (1 - leader, "beat is alive (standing by)")):
+            probe = subprocess.run(
+                [sys.executable, "-m", "cli", "beat-alive"], env=envs[i], cwd=REPO,
+                capture_output=True, text=True, timeout=60, check=False,
+            )
+            assert probe.returncode == 0 and said in probe.stdout, (i, probe.stdout, probe.stderr)
     finally:
         for beat in beats:
             beat.stop()

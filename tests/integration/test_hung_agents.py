@@ -22,7 +22,7 @@ HUNG = {
     "AUTORECOVERY_TICK_INTERVAL_S": str(INTERVAL_S),
     "AUTORECOVERY_INIT_MAX_S": "120",  # longer than the test: the hung hosts stay held
     "AUTORECOVERY_INIT_POLL_S": "0.5",
-    "AUTORECOVERY_SD_INACTIVE_AFTER_S": "1",
+    "AUTORECOVERY_SD_INACTIVE_AFTER_S": "2.5",  # above one interval plus the init poll
 }
 
 

@@ -83,7 +83,7 @@ def test_v2_simulator_passes_every_check(sim: tuple[Fleet, RunningSimulator], to
     code, checks, output = _agent_check(url, "--token-file", str(token_file), "--host-id", "h-0001")
     assert code == 0, output
     assert {v for v, _ in checks.values()} == {"PASS"}, output
-    assert len(checks) == 19
+    assert len(checks) == 21
     assert "fence 42 (the agent's highest was 41)" in output
     assert fleet.highest_fence("h-0001") == 43
     assert fleet.overlaps() == {}
@@ -133,11 +133,15 @@ def _broken_agent(defects: set[str]) -> FastAPI:
             "vms_running": 0, "mem_free_mb": 1000, "protocol": 2,
             "init": holder,
         }  # fmt: skip
+        if "noagent" not in defects:
+            body["agent"] = {"state_id": "state-1", "highest_fence": state["highest"]}
         return unauthorized(request) or body
 
     @app.post("/fence")
     async def fence(request: Request) -> object:
         asked = (await request.json())["fence"]
+        if "fence0" not in defects and not 1 <= asked <= 2**63 - 1:
+            return unauthorized(request) or JSONResponse({"detail": "fence out of bounds"}, status_code=422)
         state["highest"] = max(int(str(state["highest"])), asked)
         return unauthorized(request) or {"highest": state["highest"]}
 
@@ -189,6 +193,10 @@ def _broken_agent(defects: set[str]) -> FastAPI:
         ({"future"}, {"report.reported_at"}),
         ({"host_id"}, {"report.host_id"}),
         ({"noauth"}, {"auth.missing", "auth.wrong"}),
+        # Takes fences 0 and 2^63 (Appendix B: 422), and then refuses every init below 2^63.
+        ({"fence0"}, {"fence.bounds", "fence.enforced"}),
+        # A v2 report without its agent state: the fallback read (/fence with 0) is refused too.
+        ({"noagent"}, {"report.agent", "fence.read"}),
     ],
 )
 def test_a_broken_agent_fails_the_checks_it_breaks(

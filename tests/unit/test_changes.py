@@ -38,6 +38,7 @@ CHANGED: dict[str, Any] = {
     "details": {"kvm": "module not loaded"},
     "agent": AgentState("state-2", 7),
     "repairable": frozenset({"storage_domain:sd-1"}),
+    "state_unwritable": "cannot save the agent's state: No space left on device",
 }
 
 

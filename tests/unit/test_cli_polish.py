@@ -332,3 +332,50 @@ def test_audit_about_an_unknown_object_names_it(capsys: pytest.CaptureFixture[st
     before = len(api.requests)
     code, _, _ = run(["audit", "--host", "nope", "--event", "charged", "--api-url", URL], api, capsys)
     assert code == Exit.OK and len(api.requests) == before + 1  # another filter may rightly find nothing
+
+
+def _terminal_output() -> tuple[Any, Any]:
+    """An Output whose consoles are a 24-row terminal writing into one buffer."""
+    import io
+
+    from rich.console import Console
+
+    from cli.ops.render import Output
+
+    screen = io.StringIO()
+    shown = Output(json_mode=False)
+    shown.out = Console(file=screen, force_terminal=True, width=80, height=24, highlight=False)
+    shown.err = Console(file=screen, force_terminal=True, width=80, height=24, highlight=False, stderr=True)
+    return shown, screen
+
+
+def test_a_watch_on_a_terminal_redraws_in_place_and_shows_the_cursor_again() -> None:
+    from cli.ops.client import ApiFailure
+    from cli.ops.live import every
+
+    # ECMA-48: cursor home, erase display, erase to end of line, erase below; xterm: cursor off/on.
+    HOME, CLEAR_SCREEN, ERASE_LINE_END, ERASE_BELOW = "\x1b[H", "\x1b[2J", "\x1b[K", "\x1b[J"
+    HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
+
+    shown, screen = _terminal_output()
+    rounds: list[int] = []
+
+    def draw() -> int:
+        rounds.append(1)
+        if len(rounds) == 2:
+            raise ApiFailure(Exit.UNREACHABLE, "cannot reach the API")
+        if len(rounds) == 4:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of a round
+        shown.say(f"round {len(rounds)}")
+        return 0
+
+    assert every(shown, "autorecovery safety", draw, 0.0, None) == Exit.OK
+    text = screen.getvalue()
+    assert text.startswith(HIDE_CURSOR + HOME + CLEAR_SCREEN)  # the screen is cleared once, first
+    assert text.count(CLEAR_SCREEN) == 1 and text.count("\x1b[H\x1b[2J") == 1
+    frames = text.removeprefix(HIDE_CURSOR + HOME + CLEAR_SCREEN).removesuffix(SHOW_CURSOR).split(HOME)
+    assert frames[0] == "" and len(frames) == 4  # three whole rounds drawn from the top-left corner
+    for frame, expected in zip(frames[1:], ["round 1", "cannot reach the API", "round 3"], strict=True):
+        assert frame.endswith(ERASE_LINE_END + "\n" + ERASE_BELOW)  # leftovers of a longer round erased
+        assert expected in frame and all(line.endswith(ERASE_LINE_END) for line in frame.splitlines()[:-1])
+    assert text.endswith(SHOW_CURSOR)  # the terminal is given back on Ctrl-C

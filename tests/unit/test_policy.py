@@ -492,3 +492,48 @@ def test_transitions_go_only_to_out_of_service_statuses(h: Host, a: Assessment) 
 def test_decision_is_a_value() -> None:
     assert Decision("h1", ACTIVATE, "x").is_activate
     assert not Decision("h1", Skip.HEALTHY.value, "x").is_activate
+
+
+# --- an agent that cannot save its state (report field state_unwritable) -------------------------
+
+DISK_FULL = "cannot save the agent's state: No space left on device"
+
+
+@pytest.mark.parametrize(
+    ("report", "trigger", "code"),
+    [
+        (replace(GOOD, state_unwritable=DISK_FULL), AUTO, Skip.AGENT_STATE_UNWRITABLE.value),
+        (
+            replace(GOOD, state_unwritable=DISK_FULL, kvm=False),
+            AUTO,
+            Skip.HAS_PROBLEMS.value,
+        ),  # the fault first
+        (replace(GOOD, state_unwritable=DISK_FULL), MANUAL, ACTIVATE),  # the admin asks, the agent answers
+        (GOOD, AUTO, ACTIVATE),
+    ],
+    ids=["held", "a fault is said first", "manual", "can save: activated"],
+)
+def test_an_agent_that_cannot_save_its_state_is_not_activated_automatically(
+    report: Report, trigger: Trigger, code: str
+) -> None:
+    a = assess(report, CLUSTER, NOW, MAX_AGE_S)
+    decision = decide(host(), a, trigger, now=NOW, cluster=CLUSTER)
+    assert decision.code == code
+    if code == Skip.AGENT_STATE_UNWRITABLE.value:
+        assert DISK_FULL in decision.detail and not decision.is_activate
+        # The activation's own re-check on its fresh report holds it too.
+        assert recheck(host(), a, AUTO, now=NOW, cluster=CLUSTER).code == code
+        assert evaluate(host(), report, CLUSTER, NOW, MAX_AGE_S).decision.code == code
+
+
+def test_an_up_host_whose_agent_cannot_save_its_state_stays_up_and_says_so() -> None:
+    ev = evaluate(
+        host(S.UP, reason=None, detail=None),
+        replace(GOOD, state_unwritable=DISK_FULL),
+        CLUSTER,
+        NOW,
+        MAX_AGE_S,
+    )
+    assert (
+        ev.transition is None and ev.decision.code == Skip.HEALTHY.value and DISK_FULL in ev.decision.detail
+    )

@@ -214,3 +214,28 @@ def test_both_decoders_read_repairable_alike(repairable: object) -> None:
         except BadReport as exc:
             answers.append(exc.field)
     assert answers[0] == answers[1]
+
+
+@pytest.mark.parametrize(
+    "said",
+    [None, "cannot save the agent's state: disk full", "x" * 600, "a\u202eb", 3, ["x"], "a\x00"],
+    ids=repr,
+)
+def test_both_decoders_read_state_unwritable_alike(said: object) -> None:
+    body = with_(protocol=2, state_unwritable=said)
+    answers: list[object] = []
+    for parse in (
+        lambda: parse_report(body, "h-001", now=NOW),
+        lambda: decode_report(raw(body), "h-001", now=NOW),
+    ):
+        try:
+            answers.append(parse().state_unwritable)
+        except BadReport as exc:
+            answers.append(exc.field)
+    assert answers[0] == answers[1]
+    if isinstance(said, str) and "\x00" not in said:
+        assert isinstance(answers[0], str) and len(answers[0]) <= 500 and "\u202e" not in answers[0]
+    elif said is not None:
+        assert answers[0] == "state_unwritable"  # refused, naming the field
+    else:
+        assert answers[0] is None

@@ -112,6 +112,35 @@ def test_inconsistent_limits_name_the_variables(
     assert named in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("tick_s", "poll_s", "after_s", "ok"),
+    [
+        (10.0, 2.0, 60.0, True),  # the defaults
+        (10.0, 2.0, 12.5, True),
+        (10.0, 2.0, 12.0, False),  # exactly one interval plus the poll: gone between two rounds
+        (10.0, 2.0, 10.0, False),
+        (30.0, 2.0, 20.0, False),  # a slower tick alone makes the default-ish window too short
+        (1.0, 0.3, 3.0, True),  # the storage integration test's timings
+    ],
+)
+def test_the_domain_inactive_window_must_outlast_a_tick_and_an_init_poll(
+    tick_s: float, poll_s: float, after_s: float, ok: bool
+) -> None:
+    def build() -> Settings:
+        return Settings(tick_interval_s=tick_s, init_poll_s=poll_s, sd_inactive_after_s=after_s)
+
+    if ok:
+        assert build().sd_inactive_after_s == after_s
+        return
+    with pytest.raises(InvalidInput) as info:
+        build()
+    assert info.value.field == "AUTORECOVERY_SD_INACTIVE_AFTER_S"
+    assert (
+        "AUTORECOVERY_TICK_INTERVAL_S" in info.value.message
+        and "AUTORECOVERY_INIT_POLL_S" in info.value.message
+    )
+
+
 def test_lock_ttl_above_the_time_limit_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AUTORECOVERY_LOCK_TTL_S", "30.5")
     assert load_settings().lock_ttl_s == 30.5
@@ -170,13 +199,20 @@ def test_the_products_own_endpoints_are_refused_as_agents(monkeypatch: pytest.Mo
     monkeypatch.setenv("AUTORECOVERY_BROKER_URL", "amqp://guest:guest@127.0.0.1//")
     services = load_settings().agent_url_policy().services
     assert {("db.internal", 5432), ("127.0.0.1", 6390), ("127.0.0.1", 5672), ("127.0.0.1", 8800)} <= services
+
+
 def _import_workers(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Import the Celery app in a fresh interpreter with only ``env`` among our variables."""
     clean = {k: v for k, v in os.environ.items() if not k.upper().startswith(ENV_PREFIX)}
     code = "import workers; print(workers.app.conf.broker_url)"
     return subprocess.run(
-        [sys.executable, "-c", code], env={**clean, **env}, cwd=REPO, capture_output=True, text=True,
-        timeout=60, check=False,
+        [sys.executable, "-c", code],
+        env={**clean, **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 

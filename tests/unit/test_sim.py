@@ -106,7 +106,7 @@ def test_healthy_report_has_appendix_a_shape_and_passes_assessment(
     response = client.get("/agents/h-0002/report")
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == REPORT_KEYS | {"protocol", "init"}
+    assert set(body) == REPORT_KEYS | {"protocol", "init", "agent"}
     assert (body["protocol"], body["init"]) == (2, None)
     assert body["host_id"] == "h-0002"
     assert body["reported_at"].endswith("Z")

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
 from harness.sim import FaultKind, FaultSpec, Fleet, RunningSimulator, SimulatorClient, start_in_thread
+from models.report_wire import decode_report
 
 TOKEN = "s3cret-agent-token"  # noqa: S105 - a test token
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -268,3 +271,51 @@ def test_a_hung_init_runs_until_cleared_and_the_agent_holds_the_host_meanwhile(s
         ("hung", "ok"),
         ("next", "busy"),
     ]
+
+
+def test_a_v2_host_takes_only_bounded_fences_and_a_v1_host_still_takes_0(serve: Serve) -> None:
+    fleet = _fleet()
+    fleet.set_protocol(["h-0003"], 1)
+    server = serve(fleet)
+    sd = "/storage-domains/sd-c-1-1/connect"
+
+    async def scenario(http: httpx.AsyncClient) -> None:
+        for fence in (0, 2**63):  # Appendix B: 1 … 2^63-1, anything else is a 422
+            for path, body in (
+                ("/fence", {"fence": fence}),
+                ("/init", _init(fence, "a")),
+                (sd, _init(fence, "a")),
+            ):
+                answer = await http.post(f"/agents/h-0001{path}", json=body)
+                assert answer.status_code == 422, (path, fence, answer.text)
+        assert (await http.post("/agents/h-0001/fence", json={"fence": 2**63 - 1})).json() == {
+            "highest": 2**63 - 1
+        }
+        assert (await http.post("/agents/h-0003/init", json=_init(0, "v1"))).json() == {
+            "ok": True
+        }  # as v1 did
+
+    _run(server.base_url, scenario)
+    assert [c.host_id for c in fleet.calls.inits] == ["h-0003"]
+
+
+def test_a_v2_report_carries_its_agent_state_and_highest_fence(serve: Serve) -> None:
+    fleet = _fleet()
+    fleet.set_protocol(["h-0003"], 1)
+    server = serve(fleet)
+
+    async def scenario(http: httpx.AsyncClient) -> list[dict[str, Any]]:
+        first = (await http.get("/agents/h-0001/report")).json()
+        await http.post("/agents/h-0001/init", json=_init(7, "a-7"))
+        second = (await http.get("/agents/h-0001/report")).json()
+        other = (await http.get("/agents/h-0002/report")).json()
+        v1 = (await http.get("/agents/h-0003/report")).json()
+        return [first, second, other, v1]
+
+    first, second, other, v1 = _run(server.base_url, scenario)
+    assert first["agent"]["highest_fence"] == 0 and second["agent"]["highest_fence"] == 7
+    assert first["agent"]["state_id"] == second["agent"]["state_id"] != other["agent"]["state_id"]
+    assert "agent" not in v1
+    # The product reads it as it reads the real agent's.
+    report = decode_report(json.dumps(second).encode(), "h-0001", now=datetime.now(UTC))
+    assert report.agent is not None and report.agent.highest_fence == 7

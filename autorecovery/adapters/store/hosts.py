@@ -50,7 +50,7 @@ SELECT h.id, h.cluster_id, h.agent_url, h.status, h.reason, h.detail, h.autoreco
        r.cpu_flags AS r_cpu_flags, r.networks AS r_networks,
        r.storage_domains AS r_storage_domains, r.vms_running AS r_vms_running,
        r.mem_free_mb AS r_mem_free_mb, r.error AS r_error, r.init AS r_init, r.heard_at AS r_heard_at,
-       r.repairable AS r_repairable"""
+       r.repairable AS r_repairable, r.state_unwritable AS r_state_unwritable"""
 _HOST_WITH_REPORT = (
     _HOST_COLUMNS
     + """
@@ -58,32 +58,37 @@ FROM hosts h LEFT JOIN reports r ON r.host_id = h.id
 """
 )
 
-#: Columns of ``hosts`` that are not what an evaluation reads: its own bookkeeping.
+#: Columns of ``hosts`` that are not what an evaluation reads: its own bookkeeping. Changing
+#: any other column bumps the row's ``row_version`` (a trigger, migration 0019, lists the same).
 _NOT_EVALUATED = ["eval_key", "eval_until", "eval_code", "eval_silent", "last_decision_at"]
 
-#: A batch's hosts with the store's hash of each host's row and activation in flight
-#: (``host_key``, see ``models.changes``), and whether its last evaluation still holds
-#: (``settled``): the report was pushed within the tick (so it is not pulled), is fresh, the
-#: evaluation's time has not run out, and its key is the key of what the host is now.
+#: A batch's hosts with the key of each host's row and activation in flight (``host_key``, see
+#: ``models.changes``: the row's version, kept by the store, and the activation's id), and
+#: whether its last evaluation still holds (``settled``): the report was pushed within the tick
+#: (so it is not pulled), is fresh, the evaluation's time has not run out, and its key is the
+#: key of what the host is now. Nothing here reads a whole row or hashes: a steady host costs
+#: its share of a join and a comparison.
 _BATCH_KEYED = """
-FROM hosts h LEFT JOIN reports r ON r.host_id = h.id
+LEFT JOIN activations f ON f.host_id = h.id AND f.state IN ('queued', 'sending', 'sent')
 CROSS JOIN LATERAL (
-    SELECT (SELECT a.id FROM activations a
-            WHERE a.host_id = h.id AND a.state IN ('queued', 'sending', 'sent') LIMIT 1) AS in_flight_id) f
-CROSS JOIN LATERAL (
-    SELECT md5(jsonb_build_array(to_jsonb(h) - %(not_evaluated)s::text[], f.in_flight_id)::text)
-        AS host_key) k
+    SELECT h.row_version || '|' || coalesce(f.id, '-') AS host_key) k
 CROSS JOIN LATERAL (
     SELECT coalesce(r.source = 'push'
                     AND r.reported_at BETWEEN %(pushed_after)s AND %(pushed_before)s
                     AND r.reported_at BETWEEN %(fresh_after)s AND %(fresh_before)s
                     AND h.eval_until > %(later)s
-                    AND h.eval_key = md5(k.host_key || '|' || coalesce(r.digest, '-') || '|'
-                                         || (SELECT t.context_key FROM ticks t
-                                             WHERE t.id = %(tick_id)s)), false) AS settled) s
+                    AND h.eval_key = k.host_key || '|' || coalesce(r.digest, '-') || '|'
+                                     || (SELECT t.context_key FROM ticks t WHERE t.id = %(tick_id)s),
+                    false) AS settled) s
 """
 #: A batch's range of ids, as index bounds: an ``OR`` with the missing upper bound made the
-#: prepared (generic) plan scan the whole table for every batch.
+#: prepared (generic) plan scan the whole table for every batch. The reports are bounded too
+#: (PostgreSQL carries equalities across a join, not ranges): else each batch read every report
+#: up to its own, or all of them.
+_BOUNDED_FROM = """
+FROM hosts h LEFT JOIN reports r ON r.host_id = h.id AND r.host_id >= %(lo)s AND r.host_id < %(hi)s"""
+_OPEN_FROM = """
+FROM hosts h LEFT JOIN reports r ON r.host_id = h.id AND r.host_id >= %(lo)s"""
 _BOUNDED = " WHERE h.id >= %(lo)s AND h.id < %(hi)s"
 _OPEN = " WHERE h.id >= %(lo)s"
 
@@ -156,7 +161,6 @@ def _window_params(window: BatchWindow) -> dict[str, Any]:
         "pushed_before": window.now + timedelta(seconds=window.max_clock_skew_s),
         "fresh_after": later - timedelta(seconds=window.max_report_age_s),
         "fresh_before": window.now + timedelta(seconds=window.max_report_age_s),
-        "not_evaluated": _NOT_EVALUATED,
         "unobserved": sorted(s.value for s in UNOBSERVED_STATUSES),
         "examples": SILENT_EXAMPLES,
     }
@@ -171,13 +175,14 @@ def batch_changed(
     trip, so nothing is fetched before it is called.
     """
     params = {"lo": lo, "hi": hi, **_window_params(window)}
+    keyed = (_OPEN_FROM if hi is None else _BOUNDED_FROM) + _BATCH_KEYED
     where = _OPEN if hi is None else _BOUNDED
     changed = run(
         conn,
         _HOST_COLUMNS
         + """, k.host_key, r.digest AS r_digest, h.eval_key, h.eval_until, h.eval_code,
                h.eval_silent"""
-        + _BATCH_KEYED
+        + keyed
         + where
         + " AND NOT s.settled ORDER BY h.id",
         params,
@@ -192,7 +197,7 @@ def batch_changed(
                     FILTER (WHERE h.status <> ALL(%(unobserved)s) AND h.eval_silent))[1:%(examples)s]
                    AS silent_ids
         """
-        + _BATCH_KEYED
+        + keyed
         + where
         + " AND s.settled GROUP BY h.eval_code ORDER BY h.eval_code",
         params,
@@ -332,16 +337,16 @@ def queue_reports(conn: Conn, reports: Sequence[Report], received_at: datetime) 
         """
         INSERT INTO reports (host_id, reported_at, received_at, source, agent_reachable, kvm,
                              version, cpu_flags, networks, storage_domains, vms_running,
-                             mem_free_mb, error, init, repairable, digest)
+                             mem_free_mb, error, init, repairable, digest, state_unwritable)
         SELECT r.host_id, r.reported_at, r.received_at, r.source, r.agent_reachable, r.kvm,
                r.version, ARRAY(SELECT jsonb_array_elements_text(r.cpu_flags)), r.networks,
                r.storage_domains, r.vms_running, r.mem_free_mb, r.error, r.init,
-               ARRAY(SELECT jsonb_array_elements_text(r.repairable)), r.digest
+               ARRAY(SELECT jsonb_array_elements_text(r.repairable)), r.digest, r.state_unwritable
         FROM jsonb_to_recordset(%(rows)s) AS r(
             host_id text, reported_at timestamptz, received_at timestamptz, source text,
             agent_reachable boolean, kvm boolean, version text, cpu_flags jsonb, networks jsonb,
             storage_domains jsonb, vms_running integer, mem_free_mb integer, error text,
-            init jsonb, repairable jsonb, digest text)
+            init jsonb, repairable jsonb, digest text, state_unwritable text)
         JOIN hosts h ON h.id = r.host_id
         ON CONFLICT (host_id) DO UPDATE SET
             reported_at = EXCLUDED.reported_at, received_at = EXCLUDED.received_at,
@@ -350,7 +355,7 @@ def queue_reports(conn: Conn, reports: Sequence[Report], received_at: datetime) 
             networks = EXCLUDED.networks, storage_domains = EXCLUDED.storage_domains,
             vms_running = EXCLUDED.vms_running, mem_free_mb = EXCLUDED.mem_free_mb,
             error = EXCLUDED.error, init = EXCLUDED.init, repairable = EXCLUDED.repairable,
-            digest = EXCLUDED.digest
+            digest = EXCLUDED.digest, state_unwritable = EXCLUDED.state_unwritable
         WHERE LEAST(reports.reported_at, reports.received_at) <= EXCLUDED.reported_at
         """,
         {"rows": Jsonb([report_to_json(r, received_at) for r in reports])},

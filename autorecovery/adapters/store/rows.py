@@ -91,6 +91,7 @@ def report_from_row(row: dict[str, Any]) -> Report | None:
         source=row["r_source"],
         init=_init_from_json(row.get("r_init")),
         repairable=frozenset(row.get("r_repairable") or ()),
+        state_unwritable=row.get("r_state_unwritable"),
     )
 
 
@@ -125,6 +126,7 @@ def report_as_dict(report: Report) -> dict[str, Any]:
         "mem_free_mb": report.mem_free_mb,
         "error": report.error,
         "repairable": sorted(report.repairable),
+        "state_unwritable": report.state_unwritable,
     }
 
 

@@ -14,6 +14,7 @@ from psycopg.types.json import Jsonb
 from autorecovery.adapters.store.db import Conn, run
 from autorecovery.ports.rows import BatchDone as BatchDone
 from autorecovery.ports.rows import BatchStart as BatchStart
+from autorecovery.ports.rows import PushedCut
 from autorecovery.ports.rows import TickClaim as TickClaim
 
 #: Serialises tick claims (two coordinators at once, from duplicate beats or redeliveries).
@@ -22,12 +23,21 @@ TICK_CLAIM_LOCK = 0x61725F7469636B  # "ar_tick"
 FINISH_BATCH_STATEMENTS = 2
 
 
-def claim(conn: Conn, tick_id: str, *, batch_size: int, min_spacing_s: float, deadline_s: float) -> TickClaim:
+def claim(
+    conn: Conn,
+    tick_id: str,
+    *,
+    batch_size: int,
+    min_spacing_s: float,
+    deadline_s: float,
+    pushed: PushedCut | None = None,
+) -> TickClaim:
     """Claim a new tick unless one started less than ``min_spacing_s`` ago or one still runs.
 
     A tick still running after ``deadline_s`` is abandoned and this claim takes over from it.
     The first host id of each batch is returned: batch ``i`` runs the ids from ``bounds[i]`` up
-    to (not including) ``bounds[i + 1]``.
+    to (not including) ``bounds[i + 1]``. A batch holds ``batch_size`` hosts, or with ``pushed``
+    up to ``pushed.size`` hosts that pushed their reports (``PushedCut``).
     """
     run(conn, "SELECT pg_advisory_xact_lock(%(key)s)", {"key": TICK_CLAIM_LOCK})
     last = run(
@@ -45,23 +55,40 @@ def claim(conn: Conn, tick_id: str, *, batch_size: int, min_spacing_s: float, de
         if last["state"] in ("running", "closing"):
             took_over = last["id"]
             abandon(conn, took_over, f"taken over by tick {tick_id} after {last['age_s']:.1f}s")
-    bounds = tuple(
-        row["id"]
-        for row in run(
-            conn,
-            """
-            SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM hosts) AS numbered
-            WHERE (n - 1) %% %(size)s = 0 ORDER BY id
-            """,
-            {"size": batch_size},
-        ).fetchall()
-    )
+    bounds = tuple(row["id"] for row in run(conn, _CUT, _cut_params(batch_size, pushed)).fetchall())
     run(
         conn,
         "INSERT INTO ticks (id, state, batches) VALUES (%(id)s, 'running', %(n)s)",
         {"id": tick_id, "n": len(bounds)},
     )
     return TickClaim(tick_id, took_over=took_over, bounds=bounds)
+
+
+#: The first host of each batch. A host to pull weighs ``pushed_size``, one that pushed weighs
+#: ``size``: a batch starts where the running weight crosses a multiple of ``size * pushed_size``
+#: (``size`` hosts to pull, or ``pushed_size`` that pushed, or the same share of each).
+_CUT = """
+SELECT id FROM (
+    SELECT h.id, w.w, sum(w.w) OVER (ORDER BY h.id) AS upto
+    FROM hosts h LEFT JOIN reports r ON r.host_id = h.id
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN r.source = 'push' AND r.reported_at BETWEEN %(after)s AND %(before)s
+                    THEN %(size)s ELSE %(pushed_size)s END::integer AS w) w
+) AS weighed
+WHERE upto = w OR (upto - 1) / %(block)s <> (upto - w - 1) / %(block)s
+ORDER BY id
+"""
+
+
+def _cut_params(batch_size: int, pushed: PushedCut | None) -> dict[str, Any]:
+    pushed_size = batch_size if pushed is None else pushed.size
+    return {
+        "size": batch_size,
+        "pushed_size": pushed_size,
+        "block": batch_size * pushed_size,
+        "after": None if pushed is None else pushed.after,
+        "before": None if pushed is None else pushed.before,
+    }
 
 
 def _refusal(last: dict[str, Any], min_spacing_s: float, deadline_s: float) -> str | None:

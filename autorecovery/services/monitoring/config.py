@@ -37,6 +37,8 @@ class TickConfig:
     fence_backoff_max_s: float = 300.0
     #: The longest an init may run (AUTORECOVERY_INIT_MAX_S): a reaped init's host is held this long.
     init_max_s: float = 120.0
+    #: Hosts per batch when they pushed their reports (no HTTP to spread; ``PushedCut``).
+    pushed_batch_size: int = 10_000
 
     @property
     def reaper(self) -> ReaperConfig:

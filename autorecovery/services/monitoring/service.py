@@ -14,12 +14,13 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 
 from autorecovery.adapters.agents import AgentClient
 from autorecovery.adapters.store import PG_REPOS, Repos
 from autorecovery.adapters.store.db import STATEMENTS, Conn, Database
 from autorecovery.adapters.store.ticks import FINISH_BATCH_STATEMENTS
-from autorecovery.ports.rows import BatchDone, BatchStart, BatchWindow
+from autorecovery.ports.rows import BatchDone, BatchStart, BatchWindow, PushedCut
 from autorecovery.services import Clock, Enqueuer
 from autorecovery.services.monitoring.batch import Context, assess_batch, load_context, record_batch
 from autorecovery.services.monitoring.closing import Closer
@@ -69,6 +70,12 @@ class MonitoringService:
         """
         tick_id = tick_id or str(uuid.uuid4())
         statements_before = STATEMENTS.count
+        now = self.clock()
+        pushed = PushedCut(  # the hosts that need no pull (``needs_pull``) share bigger batches
+            size=self.cfg.pushed_batch_size,
+            after=now - timedelta(seconds=self.cfg.tick_interval_s),
+            before=now + timedelta(seconds=self.cfg.max_clock_skew_s),
+        )
         with self.db.transaction() as conn:
             claim = self.repos.ticks.claim(
                 conn,
@@ -76,6 +83,7 @@ class MonitoringService:
                 batch_size=self.cfg.batch_size,
                 min_spacing_s=self.cfg.min_spacing_s,
                 deadline_s=self.cfg.deadline_s,
+                pushed=pushed,
             )
         if claim.tick_id is None:
             log.info("tick %s skipped: %s", tick_id, claim.refused)
