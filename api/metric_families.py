@@ -20,7 +20,7 @@ from prometheus_client.core import (
 
 from models.domain import DomainStatus
 from models.policy import Skip
-from models.safety import FLEET
+from models.safety import FLEET, HOST_HOLDS
 
 #: Counter families kept in PostgreSQL: name (without _total) -> (help, label names).
 COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -159,8 +159,7 @@ def hold_families(found: dict[str, Any]) -> Iterator[Metric]:
     held = GaugeMetricFamily(
         "autorecovery_hosts_held",
         "Hosts carrying a hold, whatever their status (an up host's quarantine stops its next "
-        "recovery): hold is maintenance, autorecovery_off, quarantine, error_period, backoff or "
-        "init_outcome_unknown",
+        f"recovery): hold is one of {', '.join(HOST_HOLDS)}",
         labels=["hold", "status"],
     )
     for row in found.get("held") or ():

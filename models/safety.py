@@ -154,6 +154,7 @@ def is_flapping(recent_ends: int, limit: int) -> bool:
 #: whatever its status (an up host can carry a quarantine that stops its next recovery).
 HOST_HOLDS = (
     "agent_fence_ahead",
+    "agent_state_unwritable",
     "maintenance",
     "autorecovery_off",
     "quarantine",
@@ -163,10 +164,12 @@ HOST_HOLDS = (
 )
 
 
-def host_holds(host: Host, now: datetime) -> tuple[str, ...]:
+def host_holds(host: Host, now: datetime, state_unwritable: str | None = None) -> tuple[str, ...]:
     """Return the holds ``host`` carries at ``now`` (``HOST_HOLDS`` names), whatever its status.
 
-    Pauses and the observer gate hold whole clusters or the fleet: they are not a host's own.
+    ``state_unwritable`` is its latest report's: an agent that cannot save its fence refuses
+    every init, so the host is held until a report says it can again. Pauses and the observer
+    gate hold whole clusters or the fleet: they are not a host's own.
     """
     carried = {
         "maintenance": host.status is HostStatus.MAINTENANCE,
@@ -177,6 +180,7 @@ def host_holds(host: Host, now: datetime) -> tuple[str, ...]:
         "backoff": host.next_attempt_at is not None and now < host.next_attempt_at,
         "init_outcome_unknown": host.init_hold_until is not None and now < host.init_hold_until,
         "agent_fence_ahead": host.agent_hold is not None,
+        "agent_state_unwritable": state_unwritable is not None,
     }
     return tuple(kind for kind in HOST_HOLDS if carried[kind])
 

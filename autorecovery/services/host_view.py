@@ -21,10 +21,7 @@ def hold_view(
     now: datetime,
 ) -> dict[str, Any]:
     """Return the host view's ``last_clean_at`` and ``held_by``."""
-    held = held_by(host, row, gates, now)
-    if assessment.agent_state_unwritable is not None:  # from the report: no init is accepted
-        detail = f"its agent cannot persist its fence: {assessment.agent_state_unwritable}"
-        held.append({"hold": "agent_state_unwritable", "detail": detail, "since": None, "until": None})
+    held = held_by(host, row, gates, now, assessment.agent_state_unwritable)
     return {"last_clean_at": last_clean_at(assessment, report, row), "held_by": held}
 
 
@@ -36,8 +33,13 @@ def last_clean_at(assessment: Assessment, report: Report | None, row: Mapping[st
     return stopped.isoformat() if isinstance(stopped, datetime) else None
 
 
-def held_by(host: Host, row: Mapping[str, object], gates: Gates, now: datetime) -> list[dict[str, Any]]:
-    """Return every hold in force on the host now: what it is, since and until when, and why."""
+def held_by(
+    host: Host, row: Mapping[str, object], gates: Gates, now: datetime, state_unwritable: str | None = None
+) -> list[dict[str, Any]]:
+    """Return every hold in force on the host now: what it is, since and until when, and why.
+
+    ``state_unwritable`` is the latest report's (the agent refuses every init meanwhile).
+    """
     found: list[dict[str, Any]] = []
 
     def hold(kind: str, detail: str, since: datetime | None = None, until: datetime | None = None) -> None:
@@ -56,6 +58,7 @@ def held_by(host: Host, row: Mapping[str, object], gates: Gates, now: datetime) 
             None,
             None,
         ),
+        "agent_state_unwritable": (f"its agent cannot persist its fence: {state_unwritable}", None, None),
         "maintenance": ("an admin put it in maintenance", host.status_changed_at, None),
         "autorecovery_off": ("autorecovery is off; only an admin activates it", None, None),
         "quarantine": (str(row.get("quarantine_reason") or "flapping"), host.quarantined_at, None),
@@ -67,7 +70,7 @@ def held_by(host: Host, row: Mapping[str, object], gates: Gates, now: datetime) 
             host.init_hold_until,
         ),
     }
-    for kind in host_holds(host, now):
+    for kind in host_holds(host, now, state_unwritable):
         hold(kind, *own[kind])
     pause = gates.pause_for(host.cluster_id, now)
     if pause is not None:

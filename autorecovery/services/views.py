@@ -212,7 +212,7 @@ def host_summary(host: Host, report: Report | None, state: HostState, now: datet
         "report_age_s": heard_age_s(state, now),
         "in_flight": host.in_flight,
         "last_decision": state["last_decision"],
-        "holds": list(host_holds(host, now)),
+        "holds": list(host_holds(host, now, report.state_unwritable if report else None)),
     }
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from models.domain import Cluster, HostStatus
+from models.domain import Cluster, HostStatus, Report
 from models.policy import Transition
 from models.safety import FLEET, Pause
 from tests.contract.conftest import Backend
@@ -184,6 +184,24 @@ def test_held_hosts_counts_every_hold_up_hosts_included(backend: Backend) -> Non
     with tx(backend) as conn:  # the backoff ended
         later = backend.repos.safety.held_hosts(conn, at(100), 5)
     assert [r["hold"] for r in later] == ["autorecovery_off", "quarantine", "quarantine"]
+
+
+def test_held_hosts_counts_an_agent_that_cannot_save_its_state_up_or_not(backend: Backend) -> None:
+    seed(backend, "h1", "h2", "h3")
+    set_up(backend, "h1")
+    full = "cannot save the agent's state: No space left on device"
+    reports = [
+        Report("h1", at(-1), state_unwritable=full),
+        Report("h2", at(-1), state_unwritable=full),
+        Report("h3", at(-1)),
+    ]
+    with tx(backend) as conn:
+        assert backend.repos.hosts.upsert_reports(conn, reports, at(0)) == 3
+        held = backend.repos.safety.held_hosts(conn, at(1), 5)
+    assert held == [
+        {"hold": "agent_state_unwritable", "status": "non_operational", "n": 1, "examples": ["h2"]},
+        {"hold": "agent_state_unwritable", "status": "up", "n": 1, "examples": ["h1"]},
+    ]
 
 
 # --- observer -----------------------------------------------------------------------------------

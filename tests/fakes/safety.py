@@ -248,7 +248,8 @@ class MemorySafety(Repo):
 
         groups: dict[tuple[str, str], list[str]] = {}
         for row in host_rows_of(self._state(conn)):
-            for kind in host_holds(row.host, now):
+            unwritable = row.report.state_unwritable if row.report else None
+            for kind in host_holds(row.host, now, unwritable):
                 groups.setdefault((kind, row.host.status.value), []).append(row.host.id)
         return [
             {"hold": hold, "status": status, "n": len(ids), "examples": ids[:examples]}

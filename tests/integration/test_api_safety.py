@@ -337,6 +337,20 @@ def test_a_quarantine_on_an_up_host_shows_in_the_list_safety_and_metrics(
     assert [h["hold"] for h in shown["held_by"]] == ["quarantine"]
 
 
+def test_an_agent_that_cannot_save_its_state_shows_in_the_list_safety_and_metrics(
+    api: ApiServer, fleet: Any, deps: Any
+) -> None:
+    sql(deps, "UPDATE hosts SET status = 'up' WHERE id = 'h-0001'")
+    sql(deps, "UPDATE reports SET state_unwritable = 'No space left on device' WHERE host_id = 'h-0001'")
+    with api.client("vic") as http:
+        listed = {h["id"]: h for h in http.get("/api/v1/hosts").json()["hosts"]}
+        safety = http.get("/api/v1/safety").json()
+        text = http.get("/metrics").text
+    assert (listed["h-0001"]["status"], listed["h-0001"]["holds"]) == ("up", ["agent_state_unwritable"])
+    assert [(h["hold"], h["by_status"]) for h in safety["holds"]] == [("agent_state_unwritable", {"up": 1})]
+    assert 'autorecovery_hosts_held{hold="agent_state_unwritable",status="up"} 1.0' in text
+
+
 def test_the_longest_down_host_of_each_cluster_is_in_metrics(api: ApiServer, fleet: Any, deps: Any) -> None:
     sql(deps, "UPDATE hosts SET status = 'up' WHERE id = 'h-0001'")
     sql(deps, "UPDATE hosts SET status = 'maintenance', status_changed_at = now() - interval '30 days' "

@@ -279,6 +279,8 @@ def held_hosts(conn: Conn, now: datetime, examples: int) -> list[dict[str, Any]]
             UNION ALL SELECT id, status, 'backoff' FROM hosts WHERE next_attempt_at > %(now)s
             UNION ALL SELECT id, status, 'init_outcome_unknown' FROM hosts WHERE init_hold_until > %(now)s
             UNION ALL SELECT id, status, 'agent_fence_ahead' FROM hosts WHERE agent_hold IS NOT NULL
+            UNION ALL SELECT h.id, h.status, 'agent_state_unwritable' FROM hosts h
+                JOIN reports r ON r.host_id = h.id WHERE r.state_unwritable IS NOT NULL
         ) AS held
         GROUP BY hold, status ORDER BY hold, status
         """,

@@ -62,3 +62,8 @@ def test_the_api_shows_the_hold_and_the_agents_words() -> None:
     assert shown.json()["why_not_recovered"]["code"] == "agent_state_unwritable", shown.json()[
         "why_not_recovered"
     ]
+    # Every hold shows wherever holds show: the host list and /safety (the gauge: integration).
+    listed = api.call("GET", "/api/v1/hosts", headers=ADMIN).json()["hosts"]
+    assert [h["holds"] for h in listed if h["id"] == "h-1"] == [["agent_state_unwritable"]]
+    safety = api.call("GET", "/api/v1/safety", headers=ADMIN).json()
+    assert [h["hold"] for h in safety["holds"]] == ["agent_state_unwritable"]
