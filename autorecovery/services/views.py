@@ -12,6 +12,7 @@ from autorecovery.ports import HostRow, HostState
 from autorecovery.services import Clock
 from autorecovery.services.host_view import hold_view
 from autorecovery.services.safety import SafetyView, load_view, pause_as_dict, plan_hosts
+from models.agent_url import redact_url
 from models.domain import Cluster, Host, HostStatus, Report, effective_cluster
 from models.errors import NotFound
 from models.policy import Evaluation, Skip, evaluate
@@ -196,7 +197,8 @@ def _host_fields(host: Host) -> dict[str, Any]:
     return {
         "id": host.id,
         "cluster": host.cluster_id,
-        "agent_url": host.agent_url,
+        # A row stored before credentials in URLs were refused is never called, and never shown.
+        "agent_url": redact_url(host.agent_url),
         "status": host.status.value,
         "reason": host.reason,
         "detail": host.detail,

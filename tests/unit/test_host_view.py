@@ -61,3 +61,12 @@ def test_only_holds_in_force_are_listed() -> None:
     assert [h["hold"] for h in held_by(host, {}, Gates(pauses={"c-1": pause}), later)] == [
         "autorecovery_off"
     ]
+
+
+def test_an_agent_url_stored_with_credentials_is_shown_without_them() -> None:
+    from autorecovery.services.views import host_summary
+
+    old = replace(OUT, agent_url="http://admin:s3cret@10.0.0.5:8900/h-1")
+    state = {"report_heard_at": None, "last_decision": None}
+    shown = host_summary(old, None, state, T0)  # type: ignore[arg-type]
+    assert shown["agent_url"] == "http://***@10.0.0.5:8900/h-1"
