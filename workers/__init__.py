@@ -204,10 +204,15 @@ def _init_process(**_: Any) -> None:
     container()
 
 
-@worker_process_shutdown.connect  # type: ignore[untyped-decorator]
-def _close_process(**_: Any) -> None:
+def close_container() -> None:
+    """Close this process's container if it built one (a forked copy is only forgotten)."""
     global _container
     if built_container() is not None:
         assert _container is not None
         _container.close()
     _container = None
+
+
+@worker_process_shutdown.connect  # type: ignore[untyped-decorator]
+def _close_process(**_: Any) -> None:
+    close_container()

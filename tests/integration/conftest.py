@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from autorecovery.adapters import keys
+from autorecovery.settings import get_settings
 from harness.sim import Fleet, SimulatorClient, start_in_thread
 from tests.support.processes import Proc, start_worker, wait_for
 from tests.support.servers import Servers, start_servers
@@ -37,7 +39,17 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def app_module(servers: Servers) -> Any:
-    """The ``workers`` module, imported once the environment names the test servers."""
+    """The ``workers`` module, imported once the environment names the test servers.
+
+    ``workers`` reads its settings when imported: one imported earlier in this session (a unit
+    test run first) names other servers, so it is dropped, with its container, and imported again.
+    """
+    stale = [name for name in sys.modules if name == "workers" or name.startswith("workers.")]
+    if stale:
+        sys.modules["workers"].close_container()
+        for name in stale:
+            del sys.modules[name]
+    get_settings.cache_clear()
     import workers
 
     return workers

@@ -341,7 +341,9 @@ def test_an_agent_that_cannot_save_its_state_shows_in_the_list_safety_and_metric
     api: ApiServer, fleet: Any, deps: Any
 ) -> None:
     sql(deps, "UPDATE hosts SET status = 'up' WHERE id = 'h-0001'")
-    sql(deps, "UPDATE reports SET state_unwritable = 'No space left on device' WHERE host_id = 'h-0001'")
+    full = good_report("h-0001", protocol=2, state_unwritable="No space left on device")
+    with api.client("alice") as http:
+        assert http.post("/api/v1/hosts/h-0001/report", json=full).status_code == 200
     with api.client("vic") as http:
         listed = {h["id"]: h for h in http.get("/api/v1/hosts").json()["hosts"]}
         safety = http.get("/api/v1/safety").json()
