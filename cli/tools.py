@@ -39,6 +39,14 @@ def add_tool_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
         "--api-port", type=int, default=None, help="API port, which must be free (AUTORECOVERY_API_PORT)"
     )
     up.add_argument("--seed", type=int, default=None, help="seed of the chaos (repeatable runs)")
+    up.add_argument(
+        "--clear-quarantine-after",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="with --chaos, the demo's admin clears a flapping host's quarantine after this long "
+        "(default 30; 0: never)",
+    )
     kept = up.add_mutually_exclusive_group()
     kept.add_argument(
         "--fresh",
@@ -256,5 +264,6 @@ def cmd_up(args: argparse.Namespace) -> int:
             fresh=args.fresh,
             flower=args.flower,
             flower_port=args.flower_port,
+            clear_quarantine_after_s=args.clear_quarantine_after,
         )
     )

@@ -40,7 +40,7 @@ class Chaos:
         for due, clear in [p for p in self.pending if p[0] <= now]:
             self.sim.clear(**clear)
             self.pending.remove((due, clear))
-            self._event(f"cleared {clear.get('fault')} on {clear.get('hosts') or clear.get('cluster')}")
+            self.note(f"cleared {clear.get('fault')} on {clear.get('hosts') or clear.get('cluster')}")
         if now < self.next_at:
             return
         self.next_at = now + self.rng.uniform(2.0, 6.0)
@@ -64,7 +64,7 @@ class Chaos:
         sd = self.rng.choice(cluster["storage_domains"])
         self.sim.inject("sd_down", hosts=members, target=sd)
         self.pending.append((until, {"hosts": members, "fault": "sd_down", "target": sd}))
-        self._event(f"storage domain {sd} lost by {len(members)} host(s) of {cluster['id']}")
+        self.note(f"storage domain {sd} lost by {len(members)} host(s) of {cluster['id']}")
 
     def _fault_host(
         self, now: float, hold_s: float, kind: str, host_id: str, cluster: dict[str, Any]
@@ -83,12 +83,13 @@ class Chaos:
             {"target": params["target"]} if "target" in params else {}
         )
         self.pending.append((now + hold_s, clear))
-        self._event(f"{kind} on {host_id} for {hold_s:.0f}s")
+        self.note(f"{kind} on {host_id} for {hold_s:.0f}s")
 
     def clear_all(self) -> None:
         """Clear every pending fault."""
         self.sim.clear()
         self.pending.clear()
 
-    def _event(self, text: str) -> None:
+    def note(self, text: str) -> None:
+        """Add a line to the events the live view shows (the last six)."""
         self.events = [*self.events[-5:], f"{datetime.now(UTC):%H:%M:%S} {text}"]

@@ -22,6 +22,7 @@ from harness.sim import SimulatorClient
 from harness.sim.launcher import VmLauncher
 from harness.sim.register import register_fleet
 from harness.up.chaos import Chaos
+from harness.up.operator import DemoOperator
 from harness.up.preflight import UpOptions, free_port, require_free_port, validate
 from harness.up.prepare import (
     Ports,
@@ -84,15 +85,17 @@ def _register(container: Container, sim: SimulatorClient) -> None:
     console.print(f"registered {added} simulated host(s)")
 
 
-def _launcher(
-    api_port: int, tokens: str, sim_port: int, sim: SimulatorClient, seed: int | None
-) -> VmLauncher:
-    """A VM launcher placing VMs through the API's ranking, as the demo's admin."""
+def _admin_api(api_port: int, tokens: str) -> httpx.Client:
+    """An API client with the demo's admin token."""
     admins = [e.split(":", 2) for e in tokens.split(",") if e.count(":") >= 2]
     token = next((t for _, role, t in admins if role.strip() == "admin"), "")
-    api = httpx.Client(
+    return httpx.Client(
         base_url=f"http://127.0.0.1:{api_port}", timeout=10.0, headers={"Authorization": f"Bearer {token}"}
     )
+
+
+def _launcher(api: httpx.Client, sim_port: int, sim: SimulatorClient, seed: int | None) -> VmLauncher:
+    """A VM launcher placing VMs through the API's ranking, as the demo's admin."""
     agents = httpx.Client(base_url=f"http://127.0.0.1:{sim_port}", timeout=10.0)
     clusters = [c["id"] for c in sim.fleet()["clusters"]]
     return VmLauncher(api, agents, clusters, random.Random(seed))  # noqa: S311 - not crypto
@@ -122,6 +125,7 @@ class Loop:
     chaos: Chaos | None
     launcher: VmLauncher
     started: datetime
+    operator: DemoOperator | None = None
 
     def run(self) -> None:
         """Run until ``duration_s`` is over (forever without one)."""
@@ -132,6 +136,8 @@ class Loop:
                 self.sup.check()
                 if self.chaos is not None:
                     self.chaos.step(time.monotonic())
+                if self.operator is not None:
+                    self.operator.step(time.monotonic())
                 if time.monotonic() >= next_vm:
                     self._launch()
                     next_vm = time.monotonic() + VM_LAUNCH_EVERY_S
@@ -180,6 +186,7 @@ def _run(
     sim = SimulatorClient(f"http://127.0.0.1:{ports.sim}")
     started = datetime.now(UTC)
     chaos: Chaos | None = None
+    operator: DemoOperator | None = None
     settled = False
     try:
         fleet = ["--hosts", str(opts.hosts), "--clusters", str(opts.clusters), "--port", str(ports.sim)]
@@ -187,10 +194,17 @@ def _run(
         sup.wait_http(f"http://127.0.0.1:{ports.sim}/healthz", "the simulator", 30)
         _register(container, sim)
         start_children(sup, opts, ports, data_dir)
+        admin = _admin_api(ports.api, sup.env["AUTORECOVERY_API_TOKENS"])
         if opts.chaos:
             chaos = Chaos(sim, sim.fleet(), random.Random(opts.seed))  # noqa: S311 - not crypto
-        launcher = _launcher(ports.api, sup.env["AUTORECOVERY_API_TOKENS"], ports.sim, sim, opts.seed)
-        Loop(opts, sup, container, chaos, launcher, started).run()
+            if opts.clear_quarantine_after_s > 0:
+                operator = DemoOperator(admin, opts.clear_quarantine_after_s, chaos.note)
+                console.print(
+                    f"the demo's admin clears a flapping host's quarantine after "
+                    f"{opts.clear_quarantine_after_s:g}s (audited; --clear-quarantine-after 0: never)"
+                )
+        launcher = _launcher(admin, ports.sim, sim, opts.seed)
+        Loop(opts, sup, container, chaos, launcher, started, operator).run()
         if chaos is not None:
             chaos.clear_all()
             _settle(container, tick_s, settings)
@@ -199,6 +213,8 @@ def _run(
         pass
     finally:
         summary = _final_summary(container, sim, chaos, started)
+        if summary is not None and operator is not None:
+            summary["quarantines_cleared_by_the_demo_admin"] = operator.cleared
         console.print("stopping …")
         sup.stop()
         container.close()

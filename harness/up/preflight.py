@@ -16,6 +16,8 @@ class UpOptions:
 
     ``fresh``: reset the demo database first (None: yes for the embedded one, no for a database
     named by AUTORECOVERY_DATABASE_URL, which may hold more than a demo).
+    ``clear_quarantine_after_s``: with chaos, the demo's admin clears a quarantine this long
+    after it was set (``harness.up.operator``); 0 leaves quarantines in place.
     """
 
     hosts: int = 12
@@ -30,6 +32,7 @@ class UpOptions:
     fresh: bool | None = None
     flower: bool = False
     flower_port: int = 5555
+    clear_quarantine_after_s: float = 30.0
 
 
 def validate(opts: UpOptions) -> None:
@@ -45,6 +48,8 @@ def validate(opts: UpOptions) -> None:
     ):
         if value < 1:
             raise InvalidInput(name, "must be at least 1")
+    if opts.clear_quarantine_after_s < 0:
+        raise InvalidInput("--clear-quarantine-after", "must be 0 (never) or more seconds")
     if opts.clusters > opts.hosts:
         raise InvalidInput("--clusters", "must not exceed --hosts")
 

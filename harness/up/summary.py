@@ -104,6 +104,9 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         f"overlapping inits {summary['overlapping_inits']}",
         f"hosts: {statuses}",
     ]
+    cleared = summary.get("quarantines_cleared_by_the_demo_admin")
+    if cleared:
+        lines.append(f"quarantines cleared by the demo's admin: {cleared}")
     groups = (
         ("held by safety (by design, not a failure)", "held_by_safety"),
         ("down with a reason", "down_with_a_reason"),

@@ -353,6 +353,27 @@ def test_an_agent_that_cannot_save_its_state_shows_in_the_list_safety_and_metric
     assert 'autorecovery_hosts_held{hold="agent_state_unwritable",status="up"} 1.0' in text
 
 
+def test_the_demos_admin_clears_a_quarantine_after_a_while_through_the_api(
+    api: ApiServer, fleet: Any, deps: Any
+) -> None:
+    from harness.up.operator import DemoOperator
+
+    hold(deps, "h-0001")
+    notes: list[str] = []
+    with api.client("alice") as http:
+        operator = DemoOperator(http, after_s=30.0, note=notes.append)
+        operator.step(1000.0)  # seen quarantined: looked at, not cleared yet
+        operator.step(1029.0)  # looked at again: held 29 s, too soon to clear
+        assert holds(deps, "h-0001")[2] == SINCE and operator.cleared == 0
+        operator.step(1030.0)  # it looks every 5 s, not at every step
+        assert holds(deps, "h-0001")[2] == SINCE
+        operator.step(1034.0)
+    assert holds(deps, "h-0001") == (0, None, None) and operator.cleared == 1, notes
+    assert notes == ["operator cleared the quarantine of h-0001 after 34s"]
+    [entry] = audit(deps, event="quarantine_cleared")
+    assert (entry["object_id"], entry["actor"]) == ("h-0001", "alice")
+
+
 def test_the_longest_down_host_of_each_cluster_is_in_metrics(api: ApiServer, fleet: Any, deps: Any) -> None:
     sql(deps, "UPDATE hosts SET status = 'up' WHERE id = 'h-0001'")
     sql(deps, "UPDATE hosts SET status = 'maintenance', status_changed_at = now() - interval '30 days' "
