@@ -1,7 +1,8 @@
 """A VM launcher that places VMs as a scheduler would, through the product's placement ranking.
 
 For each VM it asks ``GET /api/v1/clusters/{id}/placement``, tries the hosts best first on the
-simulator (``POST {agent}/vms``), moves to the next host when a launch fails, and reports the
+simulator (``POST {agent}/vms``), moves to the next host when a launch fails (or its agent does
+not answer within the simulator client's timeout: a host gone silent), and reports the
 attempts to ``POST /api/v1/vm-runs``. A host that keeps failing VMs is charged, drops in the
 ranking and, at the limit, goes to ``error``.
 """
@@ -43,7 +44,10 @@ class VmLauncher:
         attempts: list[dict[str, Any]] = []
         for entry in ranking[: self.max_tries]:
             host_id = entry["host_id"]
-            answer = self.sim.post(f"/agents/{host_id}/vms", json={"vm_id": vm_id}).json()
+            try:
+                answer = self.sim.post(f"/agents/{host_id}/vms", json={"vm_id": vm_id}).json()
+            except httpx.TimeoutException:  # a host gone silent since the ranking: a failed start
+                answer = {"ok": False, "error": "the host did not answer the VM start in time"}
             attempts.append({"host": host_id, "ok": bool(answer.get("ok")),
                              "error": answer.get("error")})
             if answer.get("ok"):

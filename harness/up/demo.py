@@ -96,7 +96,8 @@ def _admin_api(api_port: int, tokens: str) -> httpx.Client:
 
 def _launcher(api: httpx.Client, sim_port: int, sim: SimulatorClient, seed: int | None) -> VmLauncher:
     """A VM launcher placing VMs through the API's ranking, as the demo's admin."""
-    agents = httpx.Client(base_url=f"http://127.0.0.1:{sim_port}", timeout=10.0)
+    # A silent host keeps a VM start open: 2 s and the next host is tried (the loop goes on).
+    agents = httpx.Client(base_url=f"http://127.0.0.1:{sim_port}", timeout=2.0)
     clusters = [c["id"] for c in sim.fleet()["clusters"]]
     return VmLauncher(api, agents, clusters, random.Random(seed))  # noqa: S311 - not crypto
 
