@@ -143,6 +143,14 @@ class Settings(BaseSettings):
         description="activations in flight per cluster: a number, or a share like '25%' (at least 1)",
     )
     fleet_cap: int = Field(50, ge=1, description="activations in flight across the fleet")
+    activation_queue_room: int = Field(
+        200,
+        ge=1,
+        description="activations queued and not started yet, at most: a tick admits no more, so "
+        "that none waits in the broker past AUTORECOVERY_RESEND_QUEUED_AFTER_S (its message would "
+        "expire and be re-sent); about the activation pool's processes x that delay / the seconds "
+        "one activation's steps take, with a margin",
+    )
     backoff_max_s: float = Field(
         3600.0, gt=0, description="longest wait after failed automatic activations (from one tick)"
     )
@@ -349,8 +357,17 @@ class Settings(BaseSettings):
         """The caps on activations in flight."""
         text = self.cluster_cap
         if text.endswith("%"):
-            return CapPolicy(cluster_share=float(text[:-1]) / 100.0, fleet_max=self.fleet_cap)
-        return CapPolicy(cluster_max=int(text), cluster_share=None, fleet_max=self.fleet_cap)
+            return CapPolicy(
+                cluster_share=float(text[:-1]) / 100.0,
+                fleet_max=self.fleet_cap,
+                queue_room=self.activation_queue_room,
+            )
+        return CapPolicy(
+            cluster_max=int(text),
+            cluster_share=None,
+            fleet_max=self.fleet_cap,
+            queue_room=self.activation_queue_room,
+        )
 
     @property
     def agent_token(self) -> SecretStr | None:
