@@ -114,7 +114,8 @@ def plan_hosts(
         for ev in evaluations
         if ev.decision.is_activate
     ]
-    capped = dict((c.host_id, why) for c, why in admit(candidates, view.in_flight, view.sizes, caps, view.queued).capped)
+    admission = admit(candidates, view.in_flight, view.sizes, caps, view.queued)
+    capped = dict((c.host_id, why) for c, why in admission.capped)
     out = []
     for ev in evaluations:
         code, detail = ev.decision.code, ev.decision.detail
