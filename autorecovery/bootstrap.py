@@ -254,7 +254,9 @@ def build_services(
     """Wire every service over ``adapters`` (real or fake)."""
     db, repos, clock, agents = adapters.db, adapters.repos, adapters.clock, adapters.agents
     tick = tuning.tick or tick_config(settings)
-    wait = tuning.wait or InitWait(init_max_s=settings.init_max_s, poll_s=settings.init_poll_s)
+    wait = tuning.wait or InitWait(
+        init_max_s=settings.init_max_s, poll_s=settings.init_poll_s, poll_max_s=settings.init_poll_max_s
+    )
     storage = StorageService(
         db,
         adapters.lock,

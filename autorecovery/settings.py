@@ -71,7 +71,16 @@ class Settings(BaseSettings):
         "answer was seen or missed; then the activation is abandoned, uncharged, and backed off",
     )
     init_poll_s: float = Field(
-        2.0, gt=0, description="how often a sent init's outcome is asked for (the check step's countdown)"
+        2.0,
+        gt=0,
+        description="how soon a sent init's outcome is first asked for (the check step's countdown); "
+        "then half the time the init has run, up to AUTORECOVERY_INIT_POLL_MAX_S",
+    )
+    init_poll_max_s: float = Field(
+        15.0,
+        gt=0,
+        description="the longest wait between two checks of a long-running init (a hung agent costs "
+        "a check this often, not one every AUTORECOVERY_INIT_POLL_S)",
     )
     agent_retries: int = Field(3, ge=0, le=10, description="retries of a failed agent call")
     agent_max_report_bytes: int = Field(
@@ -313,6 +322,11 @@ class Settings(BaseSettings):
                 "init_timeout_s",
                 self.init_timeout_s <= self.init_max_s,
                 "must not be above AUTORECOVERY_INIT_MAX_S (the longest an init may run)",
+            ),
+            (
+                "init_poll_max_s",
+                self.init_poll_max_s >= self.init_poll_s,
+                "must not be below AUTORECOVERY_INIT_POLL_S",
             ),
             (
                 "init_poll_s",

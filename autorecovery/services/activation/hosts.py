@@ -95,6 +95,7 @@ class HostKind(Naming):
             protocol=row.protocol or 1,
             was_status=row.was_status,
             past_deadline=row.past_deadline,
+            deadline_at=row.deadline_at,
         )
 
     def begin(self, conn: Conn, activation_id: str, now: datetime) -> int | None:

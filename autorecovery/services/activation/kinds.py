@@ -47,6 +47,8 @@ class ActivationRef:
     was_status: str | None = None
     #: The record's deadline (PostgreSQL's clock) had passed when it was read.
     past_deadline: bool = False
+    #: The record's deadline (PostgreSQL's clock), while ``sent``.
+    deadline_at: datetime | None = None
     #: The host a storage domain's connect went through (while ``sent``).
     target: str | None = None
 
