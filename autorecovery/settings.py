@@ -153,7 +153,7 @@ class Settings(BaseSettings):
     )
     fleet_cap: int = Field(50, ge=1, description="activations in flight across the fleet")
     activation_queue_room: int = Field(
-        200,
+        100,
         ge=1,
         description="activations queued and not started yet, at most: a tick admits no more, so "
         "that none waits in the broker past AUTORECOVERY_RESEND_QUEUED_AFTER_S (its message would "
@@ -475,6 +475,22 @@ class Settings(BaseSettings):
     def resend_after_sent_s(self) -> float:
         """A queued activation is re-sent this long after its last send: its message expired."""
         return self.resend_queued_after_s + MESSAGE_EXPIRY_MARGIN_S
+
+    @property
+    def resend_check_after_s(self) -> float:
+        """A sent activation with no step for this long lost its check message: it is sent again.
+
+        Its last check was due at most ``init_poll_max_s`` after its step, may have waited its
+        message's life in the queue and run a step's hard time limit: past all that (and the
+        clock-skew margin) no check of it runs or can start. The re-send takes the check token
+        besides, so a late one would act no more.
+        """
+        return (
+            max(self.init_poll_s, self.init_poll_max_s)
+            + self.activation_message_ttl_s
+            + self.activation_time_limit_s
+            + MESSAGE_EXPIRY_MARGIN_S
+        )
 
     @property
     def housekeeping_time_limit_s(self) -> float:

@@ -163,8 +163,15 @@ class ActivationsRepo(Protocol):
     def count_by_outcome(self, conn: Conn) -> list[dict[str, Any]]: ...
     def unknown_streak(self, conn: Conn, host_id: str) -> int: ...
     def add_step(
-        self, conn: Conn, activation_id: str, step: str, task_id: str | None, outcome: str
+        self,
+        conn: Conn,
+        activation_id: str,
+        step: str,
+        task_id: str | None,
+        outcome: str,
+        next_check: str | None = None,
     ) -> None: ...
+    def resend_checks(self, conn: Conn, *, now: datetime, after_s: float) -> list[dict[str, Any]]: ...
     def steps(self, conn: Conn, activation_ids: Sequence[str]) -> list[StepRow]: ...
 
 

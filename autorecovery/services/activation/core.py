@@ -18,7 +18,9 @@ Infrastructure outcomes (lock lost, gave up, outcome unknown) end ``abandoned`` 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -94,7 +96,8 @@ class FencedActivations:
         """
         outcome = self._send(kind, activation_id, object_id)
         if outcome.outcome != DUPLICATE:  # a duplicate delivery writes nothing
-            kind.record_step(activation_id, "send", task_id, outcome.outcome)
+            outcome = _with_next_check(outcome)
+            kind.record_step(activation_id, "send", task_id, outcome.outcome, outcome.next_check_id)
         return outcome
 
     def _send(self, kind: Kind, activation_id: str, object_id: str) -> Outcome:
@@ -132,17 +135,28 @@ class FencedActivations:
         Raises:
             TransientError: Redis or PostgreSQL failed before the outcome was recorded.
         """
-        outcome = self._check(kind, activation_id, object_id)
+        outcome = self._check(kind, activation_id, object_id, task_id)
         if outcome.outcome != DUPLICATE:
-            kind.record_step(activation_id, "check", task_id, outcome.outcome)
+            outcome = _with_next_check(outcome)
+            kind.record_step(activation_id, "check", task_id, outcome.outcome, outcome.next_check_id)
         return outcome
 
-    def _check(self, kind: Kind, activation_id: str, object_id: str) -> Outcome:
+    def _check(self, kind: Kind, activation_id: str, object_id: str, task_id: str | None) -> Outcome:
         with self.db.transaction() as conn:
             ref = kind.load(conn, activation_id)
         if ref is None or ref.state != ActivationState.SENT or ref.fence is None:
             state = ref.state if ref else "missing"
             return kind.outcome(activation_id, object_id, DUPLICATE, f"activation is {state}")
+        if task_id is not None and ref.check_task_id not in (None, task_id):
+            # Another check step took over (a redelivered send step, the housekeeping's re-send
+            # of a check it thought lost): this message's chain of checks ends here.
+            log.info(
+                "%s %s: check %s of activation %s superseded by %s",
+                kind.noun, object_id, task_id, activation_id, ref.check_task_id,
+            )
+            return kind.outcome(
+                activation_id, object_id, DUPLICATE, f"superseded by check {ref.check_task_id}"
+            )
         lock = self.lock(kind.lock_key(object_id), self.lock_ttl_s)
         if not lock.acquire(owner=activation_id):
             # Another step of this activation (a duplicate delivery) holds it: ask again later.
@@ -462,3 +476,9 @@ class FencedActivations:
             details=details,
         )
 
+
+def _with_next_check(outcome: Outcome) -> Outcome:
+    """Name the check step an outcome sends next (its task id), when it sends one."""
+    if outcome.check_in_s is None or outcome.next_check_id is not None:
+        return outcome
+    return replace(outcome, next_check_id=str(uuid.uuid4()))

@@ -330,3 +330,28 @@ def test_a_sent_record_reaped_past_its_deadline_is_closed_by_nobody_else(world: 
     world.agents.statuses[act_id] = status(False, ok=True)
     assert world.activation.check(act_id, "h1").outcome == "duplicate"
     assert world.host().status is S.NON_OPERATIONAL
+
+
+def test_a_redelivered_send_step_takes_over_the_checks_and_the_first_chain_ends(world: World) -> None:
+    """One chain of checks per activation: the step that sends a check names it the only one.
+
+    A first step delivered again after it recorded ``sent`` (its worker died before the ack)
+    sends a check of its own; the first step's check, if it was sent after all, is superseded
+    and writes nothing, so an activation is never asked about twice per poll for good.
+    """
+    act_id = world.out_host()
+    speaks(world, 2)
+    first = world.activation.run(act_id, "h1", act_id)
+    again = world.activation.run(act_id, "h1", act_id)
+    assert (first.outcome, again.outcome) == ("sent", "sent")
+    assert None not in (first.next_check_id, again.next_check_id)
+    assert first.next_check_id != again.next_check_id
+    assert world.act(act_id).check_task_id == again.next_check_id
+    with world.db.transaction() as conn:
+        steps = len(world.repos.activations.steps(conn, [act_id]))
+    superseded = world.activation.check(act_id, "h1", first.next_check_id)
+    assert (superseded.outcome, superseded.check_in_s) == ("duplicate", None)
+    assert world.agents.status_calls == []  # the agent was not asked
+    with world.db.transaction() as conn:
+        assert len(world.repos.activations.steps(conn, [act_id])) == steps  # nothing written
+    assert world.activation.check(act_id, "h1", again.next_check_id).outcome == "up"
