@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -87,6 +88,16 @@ class FencedActivations:
         self.close_attempts = close_attempts
         self.close_wait_max_s = close_wait_max_s
 
+    @contextmanager
+    def statements(self) -> Iterator[Conn]:
+        """Statements each in a transaction of its own, one round trip each (no BEGIN, no COMMIT).
+
+        For a step's reads (each sees its own snapshot, as in a READ COMMITTED transaction
+        anyway) and its single-statement writes; never for writes that must go together.
+        """
+        with self.db.held() as held, self.db.pipeline(held) as conn:
+            yield conn
+
     def run(self, kind: Kind, activation_id: str, object_id: str, task_id: str | None = None) -> Outcome:
         """The first step (send): begin, re-check, send; close, or leave it ``sent``.
 
@@ -101,7 +112,7 @@ class FencedActivations:
         return outcome
 
     def _send(self, kind: Kind, activation_id: str, object_id: str) -> Outcome:
-        with self.db.transaction() as conn:
+        with self.statements() as conn:
             ref = kind.load(conn, activation_id)
         if ref is not None and ref.state == ActivationState.SENT:
             # A redelivered first step (its worker died after recording it sent): make sure
@@ -142,7 +153,7 @@ class FencedActivations:
         return outcome
 
     def _check(self, kind: Kind, activation_id: str, object_id: str, task_id: str | None) -> Outcome:
-        with self.db.transaction() as conn:
+        with self.statements() as conn:
             ref = kind.load(conn, activation_id)
         if ref is None or ref.state != ActivationState.SENT or ref.fence is None:
             state = ref.state if ref else "missing"
@@ -275,7 +286,7 @@ class FencedActivations:
         """
         if not run.lock.is_owned():
             raise LockLost(f"{kind.noun} {run.object_id}: the lock was lost")
-        with self.db.transaction() as conn:
+        with self.statements() as conn:
             ref = kind.load(conn, run.activation_id)
         if ref is None or ref.state != run.state or ref.fence != run.fence:
             raise StaleFence(

@@ -209,7 +209,7 @@ def _ask(kind: HostKind, run: Run, subject: Subject) -> InitStatus | None:
 
 
 def _asked(kind: HostKind, run: Run, subject: Subject, result: InitResult) -> Outcome:
-    with kind.core.db.transaction() as conn:
+    with kind.core.statements() as conn:  # one audit row
         kind.core.audit(
             conn,
             kind,

@@ -139,7 +139,7 @@ class HostKind(Naming):
         the housekeeping sends the activation another check after a while.
         """
         try:
-            with self.core.db.transaction() as conn:
+            with self.core.statements() as conn:  # one statement
                 self.repos.activations.add_step(conn, activation_id, step, task_id, outcome, next_check)
         except AutorecoveryError as exc:
             log.warning("activation %s: step %s not recorded: %s", activation_id, step, exc)
@@ -254,7 +254,7 @@ class HostKind(Naming):
 
     def subject(self, run: Run) -> Subject | None:
         """Load the host, its effective cluster and the gates; None when it is gone."""
-        with self.core.db.transaction() as conn:
+        with self.core.statements() as conn:  # reads only
             loaded = self.repos.hosts.get_host(conn, run.object_id)
             cluster = self.repos.hosts.get_cluster(conn, loaded[0].cluster_id) if loaded else None
             pauses = self.repos.safety.list_pauses(conn)
