@@ -19,7 +19,7 @@ import redis
 from autorecovery.adapters.agents.http import HttpAgentClient
 from autorecovery.adapters.locks import ObjectLock
 from autorecovery.adapters.store import PG_REPOS, Database
-from autorecovery.ports import AgentClient, Enqueuer, Lock, Repos
+from autorecovery.ports import AgentClient, CheckSender, Enqueuer, Lock, Repos
 from autorecovery.services import Clock, utcnow
 from autorecovery.services.activation import ActivationService, InitWait, RecoverySafety
 from autorecovery.services.agent_hold import AgentHoldService
@@ -113,6 +113,7 @@ def tick_config(settings: Settings) -> TickConfig:
         fence_backoff_max_s=settings.fence_push_backoff_max_s,
         init_max_s=settings.init_max_s,
         pushed_batch_size=settings.pushed_batch_size,
+        resend_check_after_s=settings.resend_check_after_s,
     )
 
 
@@ -250,11 +251,14 @@ def build_services(
     enqueue_domain: Enqueuer = no_queue,
     tuning: Tuning = Tuning(),  # noqa: B008 - frozen
     send_batch: BatchSender | None = None,
+    enqueue_check: CheckSender | None = None,
 ) -> Container:
     """Wire every service over ``adapters`` (real or fake)."""
     db, repos, clock, agents = adapters.db, adapters.repos, adapters.clock, adapters.agents
     tick = tuning.tick or tick_config(settings)
-    wait = tuning.wait or InitWait(init_max_s=settings.init_max_s, poll_s=settings.init_poll_s)
+    wait = tuning.wait or InitWait(
+        init_max_s=settings.init_max_s, poll_s=settings.init_poll_s, poll_max_s=settings.init_poll_max_s
+    )
     storage = StorageService(
         db,
         adapters.lock,
@@ -292,7 +296,7 @@ def build_services(
         ),
         housekeeping=HousekeepingService(
             db,
-            Reaper(db, agents, enqueue, tick.reaper, repos),
+            Reaper(db, agents, enqueue, tick.reaper, repos, enqueue_check=enqueue_check),
             clock,
             lease_s=settings.housekeeping_time_limit_s,
             repos=repos,
@@ -329,9 +333,18 @@ def build(
     enqueue: Enqueuer = no_queue,
     enqueue_domain: Enqueuer = no_queue,
     send_batch: BatchSender | None = None,
+    enqueue_check: CheckSender | None = None,
 ) -> Container:
     """Connect the real adapters and build the container for one process.
 
-    Without ``send_batch`` a tick runs its batches inline, in this process.
+    Without ``send_batch`` a tick runs its batches inline, in this process; without
+    ``enqueue_check`` the housekeeping re-sends no lost check step.
     """
-    return build_services(settings, connect(settings), enqueue, enqueue_domain, send_batch=send_batch)
+    return build_services(
+        settings,
+        connect(settings),
+        enqueue,
+        enqueue_domain,
+        send_batch=send_batch,
+        enqueue_check=enqueue_check,
+    )

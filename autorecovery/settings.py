@@ -71,7 +71,16 @@ class Settings(BaseSettings):
         "answer was seen or missed; then the activation is abandoned, uncharged, and backed off",
     )
     init_poll_s: float = Field(
-        2.0, gt=0, description="how often a sent init's outcome is asked for (the check step's countdown)"
+        2.0,
+        gt=0,
+        description="how soon a sent init's outcome is first asked for (the check step's countdown); "
+        "then half the time the init has run, up to AUTORECOVERY_INIT_POLL_MAX_S",
+    )
+    init_poll_max_s: float = Field(
+        15.0,
+        gt=0,
+        description="the longest wait between two checks of a long-running init (a hung agent costs "
+        "a check this often, not one every AUTORECOVERY_INIT_POLL_S)",
     )
     agent_retries: int = Field(3, ge=0, le=10, description="retries of a failed agent call")
     agent_max_report_bytes: int = Field(
@@ -143,6 +152,14 @@ class Settings(BaseSettings):
         description="activations in flight per cluster: a number, or a share like '25%' (at least 1)",
     )
     fleet_cap: int = Field(50, ge=1, description="activations in flight across the fleet")
+    activation_queue_room: int = Field(
+        100,
+        ge=1,
+        description="activations queued and not started yet, at most: a tick admits no more, so "
+        "that none waits in the broker past AUTORECOVERY_RESEND_QUEUED_AFTER_S (its message would "
+        "expire and be re-sent); about the activation pool's processes x that delay / the seconds "
+        "one activation's steps take, with a margin",
+    )
     backoff_max_s: float = Field(
         3600.0, gt=0, description="longest wait after failed automatic activations (from one tick)"
     )
@@ -307,6 +324,11 @@ class Settings(BaseSettings):
                 "must not be above AUTORECOVERY_INIT_MAX_S (the longest an init may run)",
             ),
             (
+                "init_poll_max_s",
+                self.init_poll_max_s >= self.init_poll_s,
+                "must not be below AUTORECOVERY_INIT_POLL_S",
+            ),
+            (
                 "init_poll_s",
                 self.init_poll_s < self.init_max_s,
                 "must be below AUTORECOVERY_INIT_MAX_S (an init is asked about before its deadline)",
@@ -349,8 +371,17 @@ class Settings(BaseSettings):
         """The caps on activations in flight."""
         text = self.cluster_cap
         if text.endswith("%"):
-            return CapPolicy(cluster_share=float(text[:-1]) / 100.0, fleet_max=self.fleet_cap)
-        return CapPolicy(cluster_max=int(text), cluster_share=None, fleet_max=self.fleet_cap)
+            return CapPolicy(
+                cluster_share=float(text[:-1]) / 100.0,
+                fleet_max=self.fleet_cap,
+                queue_room=self.activation_queue_room,
+            )
+        return CapPolicy(
+            cluster_max=int(text),
+            cluster_share=None,
+            fleet_max=self.fleet_cap,
+            queue_room=self.activation_queue_room,
+        )
 
     @property
     def agent_token(self) -> SecretStr | None:
@@ -444,6 +475,22 @@ class Settings(BaseSettings):
     def resend_after_sent_s(self) -> float:
         """A queued activation is re-sent this long after its last send: its message expired."""
         return self.resend_queued_after_s + MESSAGE_EXPIRY_MARGIN_S
+
+    @property
+    def resend_check_after_s(self) -> float:
+        """A sent activation with no step for this long lost its check message: it is sent again.
+
+        Its last check was due at most ``init_poll_max_s`` after its step, may have waited its
+        message's life in the queue and run a step's hard time limit: past all that (and the
+        clock-skew margin) no check of it runs or can start. The re-send takes the check token
+        besides, so a late one would act no more.
+        """
+        return (
+            max(self.init_poll_s, self.init_poll_max_s)
+            + self.activation_message_ttl_s
+            + self.activation_time_limit_s
+            + MESSAGE_EXPIRY_MARGIN_S
+        )
 
     @property
     def housekeeping_time_limit_s(self) -> float:

@@ -3,17 +3,22 @@
     python -m bench.recoveries [--hosts 1000] [--hung-share 0.1] [--max-wait-s 180]
 
 A simulated fleet (the simulator over HTTP), PostgreSQL and Redis (AUTORECOVERY_DATABASE_URL /
-AUTORECOVERY_REDIS_URL when set, else embedded), one real Celery worker with ``--concurrency=2``
-on every queue the app declares, and beat's short-period entries sent by this process at their
-intervals (as beat would; ticks every 2 s). Caps are raised so that one tick may queue every host.
+AUTORECOVERY_REDIS_URL when set, else embedded), two real Celery workers as deploy/ runs them, 2
+processes in all: an activation pool on the ``activation`` queue (``--activation-processes``,
+default 1) and a monitoring pool on the ``monitoring`` queue (``--monitor-processes``, default 1),
+and beat's short-period entries sent by this process at their intervals (as beat would; ticks
+every 2 s). Caps are raised so that one tick may queue every host.
 Each scenario takes every host out (``kvm_down``), clears the fault at once, and watches the store
 until the hosts are up. Measured from outside only (no product internals), so it keeps working
 when the activation's tasks or the re-send rule change:
 
 - time from the fault cleared to all up, and hosts up per second;
-- worker slots busy: the share of the 2 processes' time spent in activation tasks (Celery task
-  events; a task is an activation's when its kwargs name an ``activation_id``), and their CPU
-  share read from /proc;
+- where the time goes, from the store's activation records: how long after the fault cleared a
+  host's activation was admitted, how long it waited in the queue, how long from its send step's
+  start to its close;
+- worker slots busy: each pool's share of its processes' time in its tasks (the worker's log;
+  Celery task events for the activation tasks: a task is an activation's when its kwargs name an
+  ``activation_id``), and the CPU share read from /proc;
 - duplicate runs (a task message run again beyond its own retries, from the events; an
   activation whose init ran twice, from the simulator's record) and re-sends (the store's count
   of sends, and messages delivered twice);
@@ -47,6 +52,7 @@ from bench.recovery_watch import (
     clients_on,
     queued_messages,
     store_activations,
+    store_phases,
     store_resends,
 )
 from tests.support.processes import Proc, start_worker, wait_for
@@ -55,7 +61,9 @@ from tests.support.servers import TEST_SETTINGS, Servers, start_servers
 console = Console()
 RESULTS = Path(__file__).parent / "results" / "recoveries.json"
 COMMAND = "python -m bench.recoveries"
-PROCESSES = 2
+#: Processes of the activation pool and of the monitoring pool (2 in all, as the issue asks).
+ACTIVATION_PROCESSES = 1
+MONITOR_PROCESSES = 1
 POLL_S = 0.2
 #: Seconds the queues must stay empty, with no task in flight, before a scenario is over.
 QUIET_S = 3.0
@@ -89,10 +97,13 @@ def without_test_settings(env: dict[str, str], chosen: dict[str, str]) -> dict[s
 
 
 class Bench:
-    """One run: the servers, the simulator, the worker, the ticker and the event log."""
+    """One run: the servers, the simulator, the two pools, the ticker and the event log."""
 
-    def __init__(self, args: argparse.Namespace, sim: Any, deps: Any, app: Any, worker: Proc) -> None:
-        self.args, self.sim, self.deps, self.app, self.worker = args, sim, deps, app, worker
+    def __init__(
+        self, args: argparse.Namespace, sim: Any, deps: Any, app: Any, pools: dict[str, Proc]
+    ) -> None:
+        self.args, self.sim, self.deps, self.app, self.pools = args, sim, deps, app, pools
+        self.processes = {"activation": args.activation_processes, "monitoring": args.monitor_processes}
         self.host_ids: list[str] = [h["id"] for h in sim.fleet()["hosts"]]
         self.events = EventLog(app)
         self.ticks = TickLog(deps.redis)
@@ -119,15 +130,21 @@ class Bench:
         resends_before, resend_source = store_resends(self.deps.db)
         self.sim.reset_record()
         mark = self.events.mark()
-        cpu_before = cpu_seconds(self.worker)
+        cpu_before = self._cpu()
         cleared_at = time.time()
         self.sim.clear(fault="kvm_down")
         console.print(f"[{name}] fault cleared; watching {len(self.host_ids) - len(hung)} hosts come up …")
         watched = [h for h in self.host_ids if h not in set(hung)]
         first_up = self._watch(watched, cleared_at)
         ended_at = max((first_up[h] for h in watched if h in first_up), default=time.time())
-        cpu_s = cpu_seconds(self.worker) - cpu_before
-        by_task = stats.busy_by_name(stats.logged_runs(self.worker.log()), PROCESSES, cleared_at, ended_at)
+        cpu_s = self._cpu() - cpu_before
+        pool_busy = {
+            pool: stats.busy_by_name(
+                stats.logged_runs(proc.log()), self.processes[pool], cleared_at, ended_at
+            )
+            for pool, proc in self.pools.items()
+        }
+        by_task = {name: share for shares in pool_busy.values() for name, share in shares.items()}
         self.ticks.gather()
         ticks = stats.tick_figures(self.ticks.summaries(), cleared_at, ended_at)
         self._drain(hung)
@@ -147,12 +164,15 @@ class Bench:
             "recovery": _asdict(found),
             "per_s": found.per_s,
             "window_s": ended_at - cleared_at,
-            "busy_share": tasks.busy_share(PROCESSES, cleared_at, ended_at),
-            # From the worker's log, which also shows the tasks that send no events (batches).
+            # Shares of the activation pool's processes (events), then of each pool's (its log,
+            # which also shows the tasks that send no events: the tick's).
+            "busy_share": tasks.busy_share(self.processes["activation"], cleared_at, ended_at),
             "busy_by_task": by_task,
-            "busy_log_share": sum(v for k, v in by_task.items() if k in tasks.names),
-            "busy_other_share": sum(v for k, v in by_task.items() if k not in tasks.names),
-            "cpu_share": cpu_s / (PROCESSES * max(ended_at - cleared_at, 1e-9)),
+            "busy_by_pool": {pool: sum(shares.values()) for pool, shares in pool_busy.items()},
+            "busy_log_share": sum(pool_busy["activation"].values()),
+            "busy_other_share": sum(pool_busy["monitoring"].values()),
+            "cpu_share": cpu_s / (sum(self.processes.values()) * max(ended_at - cleared_at, 1e-9)),
+            "phases": store_phases(self.deps.db, cleared_at),
             "tasks": {
                 "messages": tasks.messages,
                 "activations": tasks.activations,
@@ -168,6 +188,9 @@ class Bench:
             "ticks": _asdict(ticks),
             "resend_source": resend_source,
         }
+
+    def _cpu(self) -> float:
+        return sum(cpu_seconds(proc) for proc in self.pools.values())
 
     def _watch(self, watched: list[str], cleared_at: float) -> dict[str, float]:
         """Poll the store until every watched host is up, or ``--max-wait-s``; first-up times."""
@@ -276,7 +299,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "command": COMMAND,
         "cores": os.cpu_count(),
         "hosts": args.hosts,
-        "processes": PROCESSES,
+        "processes": args.activation_processes + args.monitor_processes,
+        "pools": {"activation": args.activation_processes, "monitoring": args.monitor_processes},
         "tick_interval_s": args.tick_interval_s,
         "settings": {
             k.removeprefix("AUTORECOVERY_"): v
@@ -289,15 +313,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "load_avg_start": round(os.getloadavg()[0], 1),
     }
     sim_proc, sim = start_simulator(env, tmp, args.hosts)
-    worker: Proc | None = None
+    pools: dict[str, Proc] = {}
     ticker = Ticker(workers.app, args.tick_interval_s)
     try:
         register_fleet(deps.fleet, sim.fleet(), actor="bench")
         with deps.db.transaction() as conn:  # steady state: the fleet is up
             conn.execute("UPDATE hosts SET status = 'up', reason = NULL, detail = NULL")
-        queues = ",".join(q.name for q in workers.app.conf.task_queues)
-        worker = start_worker(env, tmp, queues=queues, concurrency=PROCESSES, name="recoveries")
-        bench = Bench(args, sim, deps, workers.app, worker)
+        # As deploy/ runs them: activations and monitoring in pools of their own.
+        for pool, queue, count in (
+            ("activation", workers.ACTIVATION_QUEUE, args.activation_processes),
+            ("monitoring", workers.MONITORING_QUEUE, args.monitor_processes),
+        ):
+            pools[pool] = start_worker(env, tmp, queues=queue, concurrency=count, name=f"recoveries-{pool}")
+        bench = Bench(args, sim, deps, workers.app, pools)
         bench.events.start()
         ticker.start()
         hung = bench.host_ids[:: max(1, round(1 / args.hung_share))] if args.hung_share > 0 else []
@@ -309,8 +337,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bench.events.stop()
     finally:
         ticker.stop()
-        if worker is not None:
-            worker.stop()
+        for proc in pools.values():
+            proc.stop()
         sim_proc.stop()
         deps.close()
         servers.close()
@@ -327,6 +355,8 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=1000)
     parser.add_argument("--hung-share", type=float, default=0.1, help="share of agents whose init hangs")
     parser.add_argument("--tick-interval-s", type=float, default=2.0)
+    parser.add_argument("--activation-processes", type=int, default=ACTIVATION_PROCESSES)
+    parser.add_argument("--monitor-processes", type=int, default=MONITOR_PROCESSES)
     parser.add_argument("--max-wait-s", type=float, default=120.0, help="give up watching after this")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README's figures")
     args = parser.parse_args()

@@ -34,6 +34,18 @@ def _created(run: dict[str, Any]) -> str:
     return f"{sum(by_state.values()):,} ({by_state.get('abandoned', 0):,})"
 
 
+def _pools(results: dict[str, Any]) -> tuple[int, int]:
+    pools = results.get("pools") or {}
+    return int(pools.get("activation", results["processes"])), int(pools.get("monitoring", 0))
+
+
+def _phase(run: dict[str, Any], name: str) -> str:
+    phase = (run.get("phases") or {}).get(name)
+    if phase is None:
+        return "n/a"
+    return f"{phase['median']:.1f} / {phase['max']:.1f} s"
+
+
 def _load(results: dict[str, Any]) -> str:
     start, end = results.get("load_avg_start"), results.get("load_avg_end")
     commit = results.get("commit")
@@ -48,6 +60,7 @@ def _load(results: dict[str, Any]) -> str:
 def _rows(results: dict[str, Any]) -> list[str]:
     runs = [results[name] for name in SCENARIOS]
     wait = results.get("max_wait_s")
+    act, mon = _pools(results)
 
     def row(label: str, cell: Any) -> str:
         return f"| {label} | " + " | ".join(cell(r) for r in runs) + " |"
@@ -59,16 +72,24 @@ def _rows(results: dict[str, Any]) -> list[str]:
         row("fault cleared → all up", lambda r: _all_up(r, wait)),
         row("median host up after", lambda r: _s(r["recovery"]["median_s"])),
         row("hosts up per second", lambda r: "n/a" if r["per_s"] is None else f"{r['per_s']:.0f}"),
-        row("worker slots busy in activation tasks (task events)", lambda r: _pct(r["busy_share"])),
+        row("activation admitted after, median / max", lambda r: _phase(r, "admitted")),
+        row("activation waited in the queue, median / max", lambda r: _phase(r, "queue_wait")),
+        row("activation's send step start → its close, median / max", lambda r: _phase(r, "send_to_close")),
         row(
-            "the same by the tasks' own runtimes (worker log)",
-            lambda r: _pct(r.get("busy_log_share")),
+            f"activation pool ({act} process{'es' if act != 1 else ''}) busy in activation tasks "
+            "(task events)",
+            lambda r: _pct(r["busy_share"]),
         ),
+        row("the same by the tasks' own runtimes (worker log)", lambda r: _pct(r.get("busy_log_share"))),
         row(
-            "worker slots busy in the tick's tasks (worker log)",
+            f"monitoring pool ({mon} process{'es' if mon != 1 else ''}) busy in the tick's tasks "
+            "(worker log)",
             lambda r: _pct(r.get("busy_other_share")),
         ),
-        row("worker processes' CPU (of 2 processes' time)", lambda r: _pct(r["cpu_share"])),
+        row(
+            f"worker processes' CPU (of {results['processes']} processes' time)",
+            lambda r: _pct(r["cpu_share"]),
+        ),
         row(
             "activation task run, median / p95 ms",
             lambda r: f"{_ms(r['tasks']['run_ms_median'])} / {_ms(r['tasks']['run_ms_p95'])}",
@@ -121,6 +142,16 @@ def verdict(results: dict[str, Any]) -> str:
     return "met" if is_met else "not met"
 
 
+def _workers(results: dict[str, Any]) -> str:
+    act, mon = _pools(results)
+    if not mon:
+        return f"one Celery worker with {results['processes']} processes on every queue"
+    return (
+        f"{results['processes']} worker processes as deploy/ runs them: an activation pool of {act} "
+        f"on the `activation` queue and a monitoring pool of {mon} on the `monitoring` queue"
+    )
+
+
 def render_recoveries(results: dict[str, Any]) -> str:
     """The README's recovery block for one run's results."""
     hung = results["hung_agents"]
@@ -142,8 +173,7 @@ def render_recoveries(results: dict[str, Any]) -> str:
             "shared with other engineers' test suites while it ran, so the figures are noisy"
             f"{_load(results)}: "
             f"{results['hosts']:,} simulated hosts (one simulator process over loopback HTTP), "
-            "PostgreSQL and Redis, one Celery worker with "
-            f"{results['processes']} processes on every queue, beat's entries sent every "
+            f"PostgreSQL and Redis, {_workers(results)}, beat's entries sent every "
             f"{results['tick_interval_s']:g} s, caps raised (cluster 100%, fleet "
             f"{results['settings'].get('FLEET_CAP', 'n/a')}). Every host is taken out (`kvm_down`), "
             "then the fault is cleared at once and the store is watched until the hosts are up. "
@@ -151,7 +181,8 @@ def render_recoveries(results: dict[str, Any]) -> str:
             "the worker's main process sends, so it includes the hand-back of the result) and from "
             "the runtimes in the worker's log (which also has the tick's tasks, which send no "
             "events); CPU from `/proc`; duplicates from the events and the simulator's record of "
-            "inits; re-sends from the store. Written by the bench from "
+            "inits; re-sends from the store; where an activation's time goes from its record "
+            "(activations that ended done). Written by the bench from "
             "`bench/results/recoveries.json`.",
             "",
             *_rows(results),

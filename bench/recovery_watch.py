@@ -207,6 +207,40 @@ def store_activations(db: Any, since: float) -> dict[str, int] | None:
     return {r["state"]: int(r["n"]) for r in rows}
 
 
+#: Where an activation's time goes, from its record (seconds; PostgreSQL's and this clock agree:
+#: one machine).
+PHASES = {
+    "admitted": "extract(epoch FROM a.queued_at) - %(since)s",
+    "queue_wait": "extract(epoch FROM a.started_at - a.queued_at)",
+    "send_to_close": "extract(epoch FROM a.ended_at - a.started_at)",
+}
+
+
+def store_phases(db: Any, since: float) -> dict[str, dict[str, float]] | None:
+    """Median, p95 and max of each phase of the activations done since ``since``; None if unreadable."""
+    columns = ", ".join(
+        f"percentile_cont(0.5) WITHIN GROUP (ORDER BY {sql}) AS {name}_median, "
+        f"percentile_cont(0.95) WITHIN GROUP (ORDER BY {sql}) AS {name}_p95, max({sql}) AS {name}_max"
+        for name, sql in PHASES.items()
+    )
+    try:
+        with db.transaction() as conn:
+            row = conn.execute(
+                f"SELECT {columns} FROM activations a "  # noqa: S608 - our own column names
+                "WHERE a.queued_at >= to_timestamp(%(since)s) AND a.state = 'done'",
+                {"since": since},
+            ).fetchone()
+    except psycopg.Error as exc:
+        log.warning("cannot time activations: %s", exc)
+        return None
+    if row is None or row["admitted_median"] is None:
+        return None
+    return {
+        name: {q: round(float(row[f"{name}_{q}"]), 3) for q in ("median", "p95", "max")}
+        for name in PHASES
+    }
+
+
 def clients_on(url: str) -> int:
     """Connections to the Redis database of ``url`` (before the bench connects: someone else's)."""
     client = redis.Redis.from_url(url)

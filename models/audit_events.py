@@ -19,6 +19,8 @@ _EVENTS = {
     "activation_refused": "an admin's activation was refused: another holds the host, or it has problems",
     "activation_not_enqueued": "the broker did not take a queued activation (it was not sent)",
     "activation_resent": "a queued activation that no worker started in time was sent again",
+    "activation_check_resent": "a sent activation with no step for a while (its check message lost) "
+    "got a new check step, which supersedes any other",
     "activation_started": "a worker took the lock and started the activation under its fence",
     "activation_succeeded": "the activation ended with the host up (the storage domain active)",
     "activation_failed": "the activation ended and the host is not up; the reason says why",

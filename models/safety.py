@@ -66,11 +66,17 @@ NO_GATES = Gates()
 
 @dataclass(frozen=True, slots=True)
 class CapPolicy:
-    """Limits on activations in flight: per cluster (a number or a share) and across the fleet."""
+    """Limits on activations in flight: per cluster (a number or a share) and across the fleet.
+
+    ``queue_room`` bounds the activations queued and not started yet (their messages wait in
+    the broker): a tick admits no more than the activation pool can start before a message
+    expires and is re-sent, so a deep queue is never re-sent, abandoned and created again.
+    """
 
     cluster_max: int | None = None
     cluster_share: float | None = 0.25
     fleet_max: int = 50
+    queue_room: int | None = None
 
     def cluster_limit(self, cluster_size: int) -> int:
         """The cluster's cap: the number, else the share of its hosts; always at least one."""
@@ -102,17 +108,20 @@ def admit(
     in_flight: Mapping[str, int],
     cluster_sizes: Mapping[str, int],
     caps: CapPolicy,
+    queued: int = 0,
 ) -> Admission:
-    """Give slots oldest first without any cluster or the fleet going over its cap.
+    """Give slots oldest first without any cluster, the fleet or the queue going over its cap.
 
     Args:
         candidates: hosts that may be activated now.
         in_flight: activations already queued or running, by cluster id.
         cluster_sizes: hosts per cluster, for share caps.
         caps: the limits.
+        queued: activations queued and not started yet (for ``caps.queue_room``).
     """
     counts = dict(in_flight)
     fleet = sum(counts.values())
+    room = caps.queue_room
     admitted: list[Candidate] = []
     capped: list[tuple[Candidate, str]] = []
     for cand in sorted(candidates, key=lambda c: (c.waiting_since, c.host_id)):
@@ -120,12 +129,15 @@ def admit(
         used = counts.get(cand.cluster_id, 0)
         if fleet >= caps.fleet_max:
             capped.append((cand, f"fleet cap reached: {fleet}/{caps.fleet_max} activations in flight"))
+        elif room is not None and queued >= room:
+            capped.append((cand, f"activation queue full: {queued}/{room} activations not started yet"))
         elif used >= limit:
             capped.append((cand, f"cluster {cand.cluster_id} cap reached: {used}/{limit} in flight"))
         else:
             admitted.append(cand)
             counts[cand.cluster_id] = used + 1
             fleet += 1
+            queued += 1
     return Admission(tuple(admitted), tuple(capped))
 
 

@@ -132,11 +132,23 @@ def _send_activation(task: str, activation_id: str, target: dict[str, str], trig
 
 
 def send_check(
-    task: str, activation_id: str, target: dict[str, str], trigger: str, actor: str, countdown_s: float
+    task: str,
+    activation_id: str,
+    target: dict[str, str],
+    trigger: str,
+    actor: str,
+    countdown_s: float,
+    task_id: str | None = None,
 ) -> str:
     """Send the next step of a sent activation (same kwargs as its first step), due in
-    ``countdown_s``; return its task id (its own, listed as one of the activation's steps)."""
-    task_id = str(uuid.uuid4())
+    ``countdown_s``; return its task id (its own, listed as one of the activation's steps).
+
+    ``task_id`` is the one the step recorded as the activation's next check (the only one that
+    may act). The message expires ``activation_message_ttl_s`` after it is due, as an
+    activation's first message does: a check the housekeeping sends again once none has run for
+    a while is never run beside a late one.
+    """
+    task_id = task_id or str(uuid.uuid4())
     try:
         app.send_task(
             task,
@@ -144,6 +156,7 @@ def send_check(
             task_id=task_id,
             queue=ACTIVATION_QUEUE,
             countdown=countdown_s,
+            expires=countdown_s + settings.activation_message_ttl_s,
         )
     except OperationalError as exc:
         raise BrokerUnavailable(f"broker refused the {task} message: {exc}") from exc
@@ -153,6 +166,11 @@ def send_check(
 def enqueue_activation(activation_id: str, host_id: str, trigger: str, actor: str) -> None:
     """Queue ``init_vds_on_up`` for a host."""
     _send_activation(ACTIVATION_TASK, activation_id, {"host_id": host_id}, trigger, actor)
+
+
+def enqueue_check(activation_id: str, host_id: str, trigger: str, actor: str, task_id: str) -> None:
+    """Send a host activation's check step at once under ``task_id`` (the housekeeping's re-send)."""
+    send_check(CHECK_TASK, activation_id, {"host_id": host_id}, trigger, actor, 0.0, task_id)
 
 
 def enqueue_storage_activation(activation_id: str, sd_id: str, trigger: str, actor: str) -> None:
@@ -179,7 +197,11 @@ def container() -> Container:
     global _container, _container_pid
     if _container is None or _container_pid != os.getpid():
         _container = build(
-            settings, enqueue_activation, enqueue_storage_activation, send_batch=send_monitoring_batch
+            settings,
+            enqueue_activation,
+            enqueue_storage_activation,
+            send_batch=send_monitoring_batch,
+            enqueue_check=enqueue_check,
         )
         _container_pid = os.getpid()
     return _container

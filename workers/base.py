@@ -58,7 +58,7 @@ class ActivationTask(Task):  # type: ignore[misc]
             log.info("%s: retrying in %.1fs: %s", self.request.id, countdown, exc)
             raise self.retry(exc=exc, countdown=countdown) from exc
         if outcome.check_in_s is not None:
-            self._next_step(outcome.check_in_s)
+            self._next_step(outcome.check_in_s, outcome.next_check_id)
         if outcome.failed:
             raise ActivationFailed(
                 f"{outcome.id_field[:-3]} {outcome.object_id}: activation "
@@ -104,7 +104,7 @@ class ActivationTask(Task):  # type: ignore[misc]
             log.warning("%s: activation state unreadable; retry keeps its first expiry", activation_id)
             return True
 
-    def _next_step(self, countdown_s: float) -> None:
+    def _next_step(self, countdown_s: float, task_id: str | None = None) -> None:
         """Send the activation's next step with the same kwargs (host, activation, trigger, actor).
 
         If the broker refuses it, the record still holds the object: the reaper closes it past
@@ -120,6 +120,7 @@ class ActivationTask(Task):  # type: ignore[misc]
                 kwargs.get("trigger", "auto"),
                 kwargs.get("actor", "auto"),
                 countdown_s,
+                task_id,
             )
         except BrokerUnavailable as exc:
             log.warning("%s: next step of activation %s not sent: %s", target, kwargs["activation_id"], exc)

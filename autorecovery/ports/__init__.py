@@ -23,7 +23,7 @@ from autorecovery.ports.repositories import (
     VmRunsRepo,
 )
 from autorecovery.ports.rows import ActivationRow, DomainActivationRow, FencePush, HostRow, HostState, StepRow
-from autorecovery.ports.runtime import Enqueuer, Lock, LockFactory
+from autorecovery.ports.runtime import CheckSender, Enqueuer, Lock, LockFactory
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ __all__ = [
     "AgentClient",
     "AuditRepo",
     "DomainActivationRow",
+    "CheckSender",
     "Enqueuer",
     "FencePush",
     "HostRow",

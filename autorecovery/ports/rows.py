@@ -98,6 +98,8 @@ class ActivationRow:
     deadline_at: datetime | None = None
     #: True when ``deadline_at`` has passed on PostgreSQL's clock (as read).
     past_deadline: bool = False
+    #: The task id of the check step that may act next (None: any may).
+    check_task_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Present the activation as JSON."""

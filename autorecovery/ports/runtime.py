@@ -14,6 +14,14 @@ class Enqueuer(Protocol):
         ...
 
 
+class CheckSender(Protocol):
+    """Sends a sent activation's check step at once under a given task id (Celery in production)."""
+
+    def __call__(self, activation_id: str, object_id: str, trigger: str, actor: str, task_id: str, /) -> None:
+        """Queue the check step; raise BrokerUnavailable."""
+        ...
+
+
 class Lock(Protocol):
     """A per-object lock with an owner's token and a TTL (``adapters/locks.py``).
 

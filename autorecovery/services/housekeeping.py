@@ -30,6 +30,7 @@ class HousekeepingResult:
     skipped: str | None = None
     reaped: int = 0
     resent: int = 0
+    checks_resent: int = 0
     fences_pushed: int = 0
     fences_failed: int = 0
     duration_s: float = 0.0

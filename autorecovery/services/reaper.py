@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from autorecovery.adapters.agents import AgentClient, Target
 from autorecovery.adapters.store import PG_REPOS, Repos
 from autorecovery.adapters.store.db import Database
+from autorecovery.ports import CheckSender
 from autorecovery.ports.rows import FencePush
 from autorecovery.services import Enqueuer
 from models.errors import AgentUnavailable, BrokerUnavailable
@@ -46,6 +47,8 @@ class ReaperConfig:
     fence_backoff_max_s: float = 300.0
     #: A host whose ``sending`` record is reaped may still run its init: no new init for this long.
     init_hold_s: float = 120.0
+    #: A ``sent`` record with no step for this long lost its check message: sent again (None: never).
+    resend_check_after_s: float | None = None
 
 
 @dataclass
@@ -54,6 +57,7 @@ class ReapCounts:
 
     reaped: int = 0
     resent: int = 0
+    checks_resent: int = 0
     fences_pushed: int = 0
     fences_failed: int = 0
 
@@ -68,16 +72,19 @@ class Reaper:
         enqueue: Enqueuer,
         cfg: ReaperConfig,
         repos: Repos = PG_REPOS,
+        enqueue_check: CheckSender | None = None,
     ) -> None:
         self.db = db
         self.agents = agents
         self.enqueue = enqueue
+        self.enqueue_check = enqueue_check
         self.cfg = cfg
         self.repos = repos
 
     def run(self, now: datetime) -> ReapCounts:
         """Do one housekeeping run; ``now`` (the caller's clock) only stamps the audit."""
         counts = ReapCounts(reaped=self._reap(now), resent=self._resend(now))
+        counts.checks_resent = self._resend_checks(now)
         counts.fences_pushed, counts.fences_failed = self._push_fences()
         return counts
 
@@ -131,6 +138,30 @@ class Reaper:
                 row["id"],
                 row["sends"],
             )
+        return sent
+
+    def _resend_checks(self, now: datetime) -> int:
+        """Send a check step again to sent activations whose check message was lost; how many.
+
+        Without it such an activation waits out its deadline and the reap's grace, holding its
+        host. The store gives each a new check token first: any other check message of it that
+        still runs is superseded, so there is never more than one chain of checks.
+        """
+        after_s = self.cfg.resend_check_after_s
+        if after_s is None or self.enqueue_check is None:
+            return 0
+        with self.db.transaction() as conn:
+            again = self.repos.activations.resend_checks(conn, now=now, after_s=after_s)
+        sent = 0
+        for row in again:
+            host_id, activation_id = row["host_id"], row["id"]
+            try:
+                self.enqueue_check(activation_id, host_id, row["trigger"], row["actor"], row["check_task_id"])
+            except BrokerUnavailable as exc:
+                log.warning("host %s: check of %s not re-sent: %s", host_id, activation_id, exc)
+                continue
+            sent += 1
+            log.warning("host %s: %s: no step for %gs; check re-sent", host_id, activation_id, after_s)
         return sent
 
     def _push_fences(self) -> tuple[int, int]:

@@ -31,6 +31,8 @@ class SafetyView:
     in_flight: dict[str, int]
     sizes: dict[str, int]
     maintenance_domains: frozenset[str] = frozenset()
+    #: Activations queued and not started yet (the activation queue's room).
+    queued: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """Present the view as JSON."""
@@ -89,6 +91,7 @@ def load_view(conn: Conn, repos: Repos, now: datetime) -> SafetyView:
         repos.safety.in_flight_by_cluster(conn),
         repos.safety.cluster_sizes(conn),
         domains_by_status(domains, DomainStatus.MAINTENANCE),
+        repos.safety.queued_activations(conn),
     )
 
 
@@ -111,7 +114,8 @@ def plan_hosts(
         for ev in evaluations
         if ev.decision.is_activate
     ]
-    capped = dict((c.host_id, why) for c, why in admit(candidates, view.in_flight, view.sizes, caps).capped)
+    admission = admit(candidates, view.in_flight, view.sizes, caps, view.queued)
+    capped = dict((c.host_id, why) for c, why in admission.capped)
     out = []
     for ev in evaluations:
         code, detail = ev.decision.code, ev.decision.detail

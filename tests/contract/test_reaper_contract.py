@@ -263,3 +263,41 @@ def test_an_activation_the_broker_refused_is_no_flap_and_keeps_its_actor(backend
         assert backend.repos.safety.auto_ends_since(conn, "h1", at(-3600)) == 0
     entries = audit(backend, event="activation_not_enqueued")
     assert sorted((e["object_id"], e["actor"]) for e in entries) == [("h1", "auto"), ("h2", "alice")]
+
+
+# --- issue 14: a lost check step ----------------------------------------------------------------
+
+
+def test_resend_checks_gives_a_sent_activation_with_no_recent_step_a_new_token(backend: Backend) -> None:
+    seed(backend, "h1", "h2")
+    queue(backend, [("a1", "h1"), ("a2", "h2")], trigger="manual", actor="alice")
+    with tx(backend) as conn:
+        for act in ("a1", "a2"):
+            fence = backend.repos.activations.begin(conn, act, at(1))
+            assert backend.repos.activations.mark_sent(
+                conn, act, fence=fence, answer="running", protocol=2, hold_s=120
+            )
+        backend.repos.activations.add_step(conn, "a1", "send", "a1", "sent", next_check="c1")
+        assert backend.repos.activations.get(conn, "a1").check_task_id == "c1"
+        assert backend.repos.activations.resend_checks(conn, now=at(9), after_s=20) == []  # just sent
+    backdate(backend, "activations", "a1", 30)  # a1's step is recent: its check is not lost
+    backdate(backend, "activations", "a2", 30)  # a2 has no step since it began 30 s ago
+    with tx(backend) as conn:
+        [row] = backend.repos.activations.resend_checks(conn, now=at(9), after_s=20)
+        a2 = backend.repos.activations.get(conn, "a2")
+        steps = backend.repos.activations.steps(conn, ["a2"])
+    assert {k: row[k] for k in ("id", "host_id", "trigger", "actor", "sends")} == {
+        "id": "a2", "host_id": "h2", "trigger": "manual", "actor": "alice", "sends": 2,
+    }
+    assert row["check_task_id"] and a2.check_task_id == row["check_task_id"]
+    assert [(s.step, s.task_id, s.outcome) for s in steps] == [
+        ("check", row["check_task_id"], "resent: no step for a while")
+    ]
+    with tx(backend) as conn:  # the re-send is a step: not again until after_s has passed
+        assert backend.repos.activations.resend_checks(conn, now=at(9), after_s=20) == []
+        # A closed record takes no token.
+        backend.repos.activations.add_step(conn, "a2", "check", "x", "up", next_check="c9")
+    [entry] = audit(backend, event="activation_check_resent")
+    assert (entry["object_id"], entry["reason"], entry["details"]["activation_id"]) == (
+        "h2", "no_step_in_time", "a2"
+    )

@@ -269,6 +269,7 @@ def test_in_flight_by_cluster_counts_queued_and_running(backend: Backend) -> Non
     with tx(backend) as conn:
         assert backend.repos.safety.in_flight_by_cluster(conn) == {"c1": 2, "c2": 1}
         assert backend.repos.safety.cluster_sizes(conn) == {"c1": 4, "c2": 2}  # c3 has no host
+        assert backend.repos.safety.queued_activations(conn) == 2  # x1, y1: not started yet
 
 
 # --- backoff and quarantine ---------------------------------------------------------------------

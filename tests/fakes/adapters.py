@@ -8,7 +8,7 @@ import fakeredis
 
 from autorecovery.adapters.agents.fake import FakeAgentClient
 from autorecovery.bootstrap import Adapters, Container, Tuning, build_services, no_queue
-from autorecovery.ports import Enqueuer
+from autorecovery.ports import CheckSender, Enqueuer
 from autorecovery.services import Clock, utcnow
 from autorecovery.services.monitoring import BatchSender, TickConfig
 from autorecovery.settings import Settings
@@ -50,9 +50,16 @@ def fake_container(
     enqueue_domain: Enqueuer = no_queue,
     send_batch: BatchSender | None = None,
     settings: Settings = UNIT_SETTINGS,
+    enqueue_check: CheckSender | None = None,
 ) -> Container:
     """Every service, built by the composition root over ``memory`` with a clock of its own."""
     adapters = fake_adapters(clock, agents, memory)
     return build_services(
-        settings, adapters, enqueue, enqueue_domain, Tuning(tick=tick), send_batch=send_batch
+        settings,
+        adapters,
+        enqueue,
+        enqueue_domain,
+        Tuning(tick=tick),
+        send_batch=send_batch,
+        enqueue_check=enqueue_check,
     )

@@ -25,6 +25,16 @@ class FixedClock:
 
 
 @dataclass
+class RecordingCheckSender:
+    """Keeps every check step sent again (the housekeeping's), with its task id."""
+
+    calls: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+
+    def __call__(self, activation_id: str, host_id: str, trigger: str, actor: str, task_id: str) -> None:
+        self.calls.append((activation_id, host_id, trigger, actor, task_id))
+
+
+@dataclass
 class RecordingEnqueuer:
     """Keeps every activation sent; raises BrokerUnavailable while ``failing``."""
 

@@ -92,6 +92,10 @@ class MemorySafety(Repo):
                 counts[host["cluster_id"]] = counts.get(host["cluster_id"], 0) + 1
         return counts
 
+    def queued_activations(self, conn: Any) -> int:
+        """Return the host activations queued and not started yet."""
+        return sum(1 for act in self._state(conn).activations.values() if act["state"] == "queued")
+
     def cluster_sizes(self, conn: Any) -> dict[str, int]:
         """Return the number of hosts per cluster."""
         counts: dict[str, int] = {}

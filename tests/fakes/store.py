@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -619,7 +620,13 @@ class MemoryHosts(Repo):
         return "deleted"
 
 
-ACTIVATION_DEFAULTS = {"answer": None, "protocol": None, "was_status": None, "deadline_at": None}
+ACTIVATION_DEFAULTS = {
+    "answer": None,
+    "protocol": None,
+    "was_status": None,
+    "deadline_at": None,
+    "check_task_id": None,
+}
 
 
 def _activation(row: dict[str, Any], now: datetime) -> ActivationRow:
@@ -766,11 +773,22 @@ class MemoryActivations(Repo):
             and (since is None or a["ended_at"] > since)
         )
 
-    def add_step(self, conn: Any, activation_id: str, step: str, task_id: str | None, outcome: str) -> None:
-        """Record one step of an activation (its task id and what it came to)."""
-        st = self._state(conn, plain=[activation_id, step, task_id, outcome])
+    def add_step(
+        self,
+        conn: Any,
+        activation_id: str,
+        step: str,
+        task_id: str | None,
+        outcome: str,
+        next_check: str | None = None,
+    ) -> None:
+        """Record one step of an activation (its task id and what it came to), and the next check."""
+        st = self._state(conn, plain=[activation_id, step, task_id, outcome, next_check])
         if activation_id not in st.activations:
             return
+        act = st.activations[activation_id]
+        if next_check is not None and act["state"] == "sent":
+            act["check_task_id"] = next_check
         st.activation_steps.append(
             {
                 "activation_id": activation_id,
@@ -958,6 +976,42 @@ class MemoryActivations(Repo):
                 details={"activation_id": a["id"], "sends": a["sends"]},
             )
             out.append({k: a[k] for k in ("id", "host_id", "trigger", "actor", "sends")})
+        return out
+
+    def resend_checks(self, conn: Any, *, now: datetime, after_s: float) -> list[dict[str, Any]]:
+        """Give a new check step to each sent activation with no step for ``after_s``, audited."""
+        st = self._state(conn)
+        clock = self._db.clock()
+        before = clock - timedelta(seconds=after_s)
+        out: list[dict[str, Any]] = []
+        for a in sorted(st.activations.values(), key=lambda a: str(a["id"])):
+            if a["state"] != "sent":
+                continue
+            ats = [s["at"] for s in st.activation_steps if s["activation_id"] == a["id"]]
+            last = max(ats) if ats else (a.get("started_at") or a["queued_at"])
+            if last >= before:
+                continue
+            a.update(check_task_id=str(uuid.uuid4()), sends=a["sends"] + 1)
+            st.activation_steps.append(
+                {
+                    "activation_id": a["id"],
+                    "step": "check",
+                    "task_id": a["check_task_id"],
+                    "outcome": "resent: no step for a while",
+                    "at": clock,
+                }
+            )
+            add_audit(
+                st,
+                at=now,
+                object_type="host",
+                object_id=a["host_id"],
+                event="activation_check_resent",
+                actor="auto",
+                reason="no_step_in_time",
+                details={"activation_id": a["id"], "check_task_id": a["check_task_id"]},
+            )
+            out.append({k: a[k] for k in ("id", "host_id", "trigger", "actor", "check_task_id", "sends")})
         return out
 
     def count_by_outcome(self, conn: Any) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from autorecovery.services.monitoring import TickConfig, TickResult
 from models.domain import Cluster
 from models.safety import CapPolicy
 from tests.fakes import FixedClock, MemoryDatabase, RecordingEnqueuer, fake_container, memory_repos
-from tests.fakes.ports import good_report
+from tests.fakes.ports import RecordingCheckSender, good_report
 
 T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 SKEW = timedelta(minutes=5)
@@ -55,11 +55,18 @@ class World:
     db_clock: FixedClock
     agents: FakeAgentClient
     enqueue: RecordingEnqueuer
+    checks: RecordingCheckSender
+
+    def services(self, cfg: TickConfig = TICK) -> Any:
+        clock = FixedClock(self.db_clock())
+        return fake_container(self.db, clock, self.agents, self.enqueue, tick=cfg, enqueue_check=self.checks)
 
     def tick(self, skew: timedelta = timedelta(0), cfg: TickConfig = TICK) -> Run:
         """A housekeeping run, then a tick, as beat sends them each interval."""
         clock = FixedClock(self.db_clock() + skew)
-        services = fake_container(self.db, clock, self.agents, self.enqueue, tick=cfg)
+        services = fake_container(
+            self.db, clock, self.agents, self.enqueue, tick=cfg, enqueue_check=self.checks
+        )
         return Run(services.housekeeping.run(), services.monitoring.tick())
 
     def fleet(self, skew: timedelta = timedelta(0)) -> FleetService:
@@ -98,7 +105,9 @@ class World:
 def w() -> World:
     db_clock = FixedClock(T0)
     memory = MemoryDatabase(clock=db_clock)
-    world = World(memory, memory_repos(memory), db_clock, FakeAgentClient(), RecordingEnqueuer())
+    world = World(
+        memory, memory_repos(memory), db_clock, FakeAgentClient(), RecordingEnqueuer(), RecordingCheckSender()
+    )
     fleet = world.fleet()
     fleet.register_cluster(CLUSTER, "admin")
     fleet.register_hosts([HostSpec(h, "c1", f"http://{h}") for h in ("h1", "h2")], "admin")
@@ -156,6 +165,44 @@ def test_a_queued_activation_not_started_in_time_is_sent_again_a_bounded_number_
     assert {(e["object_id"], e["actor"], e["reason"]) for e in entries} == {
         ("h1", "auto", "not_started_in_time")
     }
+
+
+def test_a_sent_activation_whose_check_was_lost_gets_one_again_and_the_lost_one_acts_no_more(
+    w: World,
+) -> None:
+    """Issue 14: a lost check step is sent again instead of waiting out deadline + reap grace.
+
+    The re-send takes the activation's check token: had the first message not been lost after
+    all, it ends as a duplicate, writing nothing, and only one chain of checks goes on.
+    """
+    cfg = replace(TICK, resend_check_after_s=60.0)
+    w.later(0, "h1")
+    w.agents.reports["h1"] = replace(w.agents.reports["h1"], protocol=2)
+    w.tick(cfg=cfg)
+    [(activation_id, *_)] = w.enqueue.calls
+    services = w.services(cfg)
+    sent = services.activation.run(activation_id, "h1", activation_id)
+    assert (sent.outcome, w.act(activation_id).check_task_id) == ("sent", sent.next_check_id)
+    w.later(59, "h1")  # its check message is lost: no step since the send
+    assert w.tick(cfg=cfg).checks_resent == 0
+    w.later(2, "h1")
+    result = w.tick(cfg=cfg)
+    assert result.checks_resent == 1 and result.as_dict()["checks_resent"] == 1
+    [(again_id, host_id, trigger, actor, task_id)] = w.checks.calls
+    assert (again_id, host_id, trigger, actor) == (activation_id, "h1", "auto", "auto")
+    assert task_id != sent.next_check_id and w.act(activation_id).check_task_id == task_id
+    assert [e["details"]["activation_id"] for e in w.audit("activation_check_resent")] == [activation_id]
+    w.later(30, "h1")
+    assert w.tick(cfg=cfg).checks_resent == 0  # the re-send is a step: the delay starts again
+    # The first message turns up late after all: superseded, it writes nothing.
+    before = w.db.state.activation_steps[:]
+    late = w.services(cfg).activation.check(activation_id, "h1", sent.next_check_id)
+    assert (late.outcome, late.check_in_s) == ("duplicate", None)
+    assert w.db.state.activation_steps == before
+    assert w.services(cfg).activation.check(activation_id, "h1", task_id).outcome == "up"
+    w.later(120, "h1")
+    assert w.tick(cfg=cfg).checks_resent == 0  # closed: nothing to re-send
+    assert len(w.checks.calls) == 1
 
 
 def test_a_started_activation_is_never_sent_again(w: World) -> None:

@@ -379,16 +379,67 @@ def unknown_streak(conn: Conn, host_id: str) -> int:
     return int(row["n"]) if row else 0
 
 
-def add_step(conn: Conn, activation_id: str, step: str, task_id: str | None, outcome: str) -> None:
-    """Record one step of an activation (its task id and what it came to); at PostgreSQL's clock."""
+def add_step(
+    conn: Conn,
+    activation_id: str,
+    step: str,
+    task_id: str | None,
+    outcome: str,
+    next_check: str | None = None,
+) -> None:
+    """Record one step of an activation (its task id and what it came to); at PostgreSQL's clock.
+
+    ``next_check``: the task id of the check step this one sends next, which becomes the only
+    check that may act on the ``sent`` record (one statement with the step).
+    """
     run(
         conn,
         """
+        WITH token AS (
+            UPDATE activations SET check_task_id = %(next)s
+            WHERE id = %(id)s AND state = 'sent' AND %(next)s::text IS NOT NULL)
         INSERT INTO activation_steps (activation_id, step, task_id, outcome)
         SELECT id, %(step)s, %(task)s, %(outcome)s FROM activations WHERE id = %(id)s
         """,
-        {"id": activation_id, "step": step, "task": task_id, "outcome": outcome[:200]},
+        {"id": activation_id, "step": step, "task": task_id, "outcome": outcome[:200], "next": next_check},
     )
+
+
+def resend_checks(conn: Conn, *, now: datetime, after_s: float) -> list[dict[str, Any]]:
+    """Give a new check step to each ``sent`` activation with no step for ``after_s``, auditing it.
+
+    Its check message was lost (a worker killed with it, a broker restart): the caller sends a
+    check step under the returned ``check_task_id``, which supersedes any other check message
+    of the activation (``check_task_id``), so a message that was not lost after all acts no
+    more. The re-send is counted in ``sends`` and recorded as a check step (outcome ``resent``,
+    under the new task id), so the
+    next run waits ``after_s`` again. Times on PostgreSQL's clock.
+
+    Returns:
+        ``id``, ``host_id``, ``trigger``, ``actor``, ``check_task_id``, ``sends``.
+    """
+    return run(
+        conn,
+        """
+        WITH again AS (
+            UPDATE activations a SET check_task_id = gen_random_uuid()::text, sends = a.sends + 1
+            WHERE a.state = 'sent'
+              AND coalesce((SELECT max(s.at) FROM activation_steps s WHERE s.activation_id = a.id),
+                           a.started_at, a.queued_at) < now() - make_interval(secs => %(after)s)
+            RETURNING a.id, a.host_id, a.trigger, a.actor, a.check_task_id, a.sends),
+        step AS (
+            INSERT INTO activation_steps (activation_id, step, task_id, outcome)
+            SELECT id, 'check', check_task_id, 'resent: no step for a while'
+            FROM again),
+        aud AS (
+            INSERT INTO audit_log (at, object_type, object_id, event, actor, reason, details)
+            SELECT %(now)s, 'host', host_id, 'activation_check_resent', 'auto', 'no_step_in_time',
+                   jsonb_build_object('activation_id', id, 'check_task_id', check_task_id)
+            FROM again)
+        SELECT * FROM again ORDER BY id
+        """,
+        {"now": now, "after": after_s},
+    ).fetchall()
 
 
 def steps(conn: Conn, activation_ids: Sequence[str]) -> list[StepRow]:

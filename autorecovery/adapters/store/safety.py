@@ -99,6 +99,12 @@ def in_flight_by_cluster(conn: Conn) -> dict[str, int]:
     return {row["cluster_id"]: int(row["n"]) for row in rows}
 
 
+def queued_activations(conn: Conn) -> int:
+    """Return the host activations queued and not started yet (their messages wait in the broker)."""
+    row = run(conn, "SELECT count(*) AS n FROM activations WHERE state = 'queued'").fetchone()
+    return int(row["n"]) if row else 0
+
+
 def cluster_sizes(conn: Conn) -> dict[str, int]:
     """Return the number of hosts per cluster."""
     rows = run(conn, "SELECT cluster_id, count(*) AS n FROM hosts GROUP BY cluster_id").fetchall()

@@ -18,7 +18,10 @@ Infrastructure outcomes (lock lost, gave up, outcome unknown) end ``abandoned`` 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -85,6 +88,16 @@ class FencedActivations:
         self.close_attempts = close_attempts
         self.close_wait_max_s = close_wait_max_s
 
+    @contextmanager
+    def statements(self) -> Iterator[Conn]:
+        """Statements each in a transaction of its own, one round trip each (no BEGIN, no COMMIT).
+
+        For a step's reads (each sees its own snapshot, as in a READ COMMITTED transaction
+        anyway) and its single-statement writes; never for writes that must go together.
+        """
+        with self.db.held() as held, self.db.pipeline(held) as conn:
+            yield conn
+
     def run(self, kind: Kind, activation_id: str, object_id: str, task_id: str | None = None) -> Outcome:
         """The first step (send): begin, re-check, send; close, or leave it ``sent``.
 
@@ -94,11 +107,12 @@ class FencedActivations:
         """
         outcome = self._send(kind, activation_id, object_id)
         if outcome.outcome != DUPLICATE:  # a duplicate delivery writes nothing
-            kind.record_step(activation_id, "send", task_id, outcome.outcome)
+            outcome = _with_next_check(outcome)
+            kind.record_step(activation_id, "send", task_id, outcome.outcome, outcome.next_check_id)
         return outcome
 
     def _send(self, kind: Kind, activation_id: str, object_id: str) -> Outcome:
-        with self.db.transaction() as conn:
+        with self.statements() as conn:
             ref = kind.load(conn, activation_id)
         if ref is not None and ref.state == ActivationState.SENT:
             # A redelivered first step (its worker died after recording it sent): make sure
@@ -132,17 +146,28 @@ class FencedActivations:
         Raises:
             TransientError: Redis or PostgreSQL failed before the outcome was recorded.
         """
-        outcome = self._check(kind, activation_id, object_id)
+        outcome = self._check(kind, activation_id, object_id, task_id)
         if outcome.outcome != DUPLICATE:
-            kind.record_step(activation_id, "check", task_id, outcome.outcome)
+            outcome = _with_next_check(outcome)
+            kind.record_step(activation_id, "check", task_id, outcome.outcome, outcome.next_check_id)
         return outcome
 
-    def _check(self, kind: Kind, activation_id: str, object_id: str) -> Outcome:
-        with self.db.transaction() as conn:
+    def _check(self, kind: Kind, activation_id: str, object_id: str, task_id: str | None) -> Outcome:
+        with self.statements() as conn:
             ref = kind.load(conn, activation_id)
         if ref is None or ref.state != ActivationState.SENT or ref.fence is None:
             state = ref.state if ref else "missing"
             return kind.outcome(activation_id, object_id, DUPLICATE, f"activation is {state}")
+        if task_id is not None and ref.check_task_id not in (None, task_id):
+            # Another check step took over (a redelivered send step, the housekeeping's re-send
+            # of a check it thought lost): this message's chain of checks ends here.
+            log.info(
+                "%s %s: check %s of activation %s superseded by %s",
+                kind.noun, object_id, task_id, activation_id, ref.check_task_id,
+            )
+            return kind.outcome(
+                activation_id, object_id, DUPLICATE, f"superseded by check {ref.check_task_id}"
+            )
         lock = self.lock(kind.lock_key(object_id), self.lock_ttl_s)
         if not lock.acquire(owner=activation_id):
             # Another step of this activation (a duplicate delivery) holds it: ask again later.
@@ -261,7 +286,7 @@ class FencedActivations:
         """
         if not run.lock.is_owned():
             raise LockLost(f"{kind.noun} {run.object_id}: the lock was lost")
-        with self.db.transaction() as conn:
+        with self.statements() as conn:
             ref = kind.load(conn, run.activation_id)
         if ref is None or ref.state != run.state or ref.fence != run.fence:
             raise StaleFence(
@@ -462,3 +487,9 @@ class FencedActivations:
             details=details,
         )
 
+
+def _with_next_check(outcome: Outcome) -> Outcome:
+    """Name the check step an outcome sends next (its task id), when it sends one."""
+    if outcome.check_in_s is None or outcome.next_check_id is not None:
+        return outcome
+    return replace(outcome, next_check_id=str(uuid.uuid4()))

@@ -56,8 +56,16 @@ class DomainKind(Naming):
         """Domain events go to the audit log."""
         return self.repos.audit
 
-    def record_step(self, activation_id: str, step: str, task_id: str | None, outcome: str) -> None:
-        """Domain steps are in the task's log and Flower; only host steps are stored."""
+    def record_step(
+        self,
+        activation_id: str,
+        step: str,
+        task_id: str | None,
+        outcome: str,
+        next_check: str | None = None,
+    ) -> None:
+        """Domain steps are in the task's log and Flower; only host steps are stored (any
+        check step of a domain may act: its checks only close at the deadline)."""
         log.debug("storage domain activation %s: %s step %s: %s", activation_id, step, task_id, outcome)
 
     def lock_key(self, object_id: str) -> str:

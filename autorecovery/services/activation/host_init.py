@@ -7,7 +7,9 @@ connection) leaves the activation ``sent``: the record holds the host ``initiali
 deadline, ``init_max_s`` after the answer was seen (PostgreSQL's clock), and no process waits.
 
 Check (each later step): a v2 agent is asked ``GET /init/{id}``; done → close as the agent says,
-``up`` only on a clean fresh report; not known yet → ask again in ``poll_s``; past the deadline
+``up`` only on a clean fresh report; not known yet → ask again (``poll_s`` after the send, then
+less often the longer the init runs, up to ``poll_max_s``: a hung init costs a few checks, not
+one every ``poll_s`` until its deadline, and a fast one is seen at once); past the deadline
 → abandoned, outcome unknown: nobody is charged, but repeated unknown outcomes on a host back it
 off as failures do (a v1 host whose init always outlasts the timeout is not re-sent forever).
 """
@@ -72,6 +74,18 @@ class InitWait:
 
     init_max_s: float = 20.0
     poll_s: float = 1.0
+    #: The longest wait between two checks of a long-running init.
+    poll_max_s: float = 15.0
+
+    def next_poll_s(self, running_s: float, left_s: float) -> float:
+        """When to ask again about an init sent ``running_s`` ago, ``left_s`` before its deadline.
+
+        Half the time it has run so far, from ``poll_s`` up to ``poll_max_s`` (so an init
+        running for long is asked about geometrically less often), never past its deadline by
+        more than ``poll_s`` (it is closed there).
+        """
+        wait_s = min(max(self.poll_s, running_s / 2), max(self.poll_s, self.poll_max_s))
+        return max(self.poll_s, min(wait_s, left_s))
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +188,16 @@ def settle(kind: HostKind, run: Run, ref: ActivationRef) -> Outcome:
         "sent",
         "init running" if status is not None else "init outcome not known yet",
         run.fence,
-        check_in_s=kind.core.poll_s,
+        check_in_s=_next_poll_s(kind, ref),
     )
+
+
+def _next_poll_s(kind: HostKind, ref: ActivationRef) -> float:
+    """The next check's countdown: less often the longer the init has run (``InitWait``)."""
+    if ref.deadline_at is None:
+        return kind.wait.poll_s
+    left_s = (ref.deadline_at - kind.clock()).total_seconds()
+    return kind.wait.next_poll_s(kind.wait.init_max_s - left_s, left_s)
 
 
 def _ask(kind: HostKind, run: Run, subject: Subject) -> InitStatus | None:
@@ -187,7 +209,7 @@ def _ask(kind: HostKind, run: Run, subject: Subject) -> InitStatus | None:
 
 
 def _asked(kind: HostKind, run: Run, subject: Subject, result: InitResult) -> Outcome:
-    with kind.core.db.transaction() as conn:
+    with kind.core.statements() as conn:  # one audit row
         kind.core.audit(
             conn,
             kind,

@@ -95,6 +95,8 @@ class HostKind(Naming):
             protocol=row.protocol or 1,
             was_status=row.was_status,
             past_deadline=row.past_deadline,
+            deadline_at=row.deadline_at,
+            check_task_id=row.check_task_id,
         )
 
     def begin(self, conn: Conn, activation_id: str, now: datetime) -> int | None:
@@ -123,11 +125,22 @@ class HostKind(Naming):
             was_status=was_status,
         )
 
-    def record_step(self, activation_id: str, step: str, task_id: str | None, outcome: str) -> None:
-        """Record one step of the activation with its task id (best effort: a view, not a lease)."""
+    def record_step(
+        self,
+        activation_id: str,
+        step: str,
+        task_id: str | None,
+        outcome: str,
+        next_check: str | None = None,
+    ) -> None:
+        """Record one step of the activation with its task id, and the check step it sends next.
+
+        Best effort: if it fails, the next check is superseded (not its token) and ends at once;
+        the housekeeping sends the activation another check after a while.
+        """
         try:
-            with self.core.db.transaction() as conn:
-                self.repos.activations.add_step(conn, activation_id, step, task_id, outcome)
+            with self.core.statements() as conn:  # one statement
+                self.repos.activations.add_step(conn, activation_id, step, task_id, outcome, next_check)
         except AutorecoveryError as exc:
             log.warning("activation %s: step %s not recorded: %s", activation_id, step, exc)
 
@@ -241,7 +254,7 @@ class HostKind(Naming):
 
     def subject(self, run: Run) -> Subject | None:
         """Load the host, its effective cluster and the gates; None when it is gone."""
-        with self.core.db.transaction() as conn:
+        with self.core.statements() as conn:  # reads only
             loaded = self.repos.hosts.get_host(conn, run.object_id)
             cluster = self.repos.hosts.get_cluster(conn, loaded[0].cluster_id) if loaded else None
             pauses = self.repos.safety.list_pauses(conn)

@@ -47,6 +47,10 @@ class ActivationRef:
     was_status: str | None = None
     #: The record's deadline (PostgreSQL's clock) had passed when it was read.
     past_deadline: bool = False
+    #: The record's deadline (PostgreSQL's clock), while ``sent``.
+    deadline_at: datetime | None = None
+    #: The task id of the only check step that may act on the ``sent`` record (None: any).
+    check_task_id: str | None = None
     #: The host a storage domain's connect went through (while ``sent``).
     target: str | None = None
 
@@ -101,6 +105,8 @@ class Outcome:
     id_field: str = field(default="host_id", compare=False)
     #: The activation is ``sent``: its next step (ask, close) is due in this many seconds.
     check_in_s: float | None = field(default=None, compare=False)
+    #: That next step's task id: the only check step that may act on the record then.
+    next_check_id: str | None = field(default=None, compare=False)
 
     @property
     def host_id(self) -> str:
@@ -206,8 +212,16 @@ class Kind(Protocol):
         """A later step of a ``sent`` activation: ask the agent, close, or ask again later."""
         ...
 
-    def record_step(self, activation_id: str, step: str, task_id: str | None, outcome: str) -> None:
-        """Record one step of the activation (for ``hosts show``); best effort."""
+    def record_step(
+        self,
+        activation_id: str,
+        step: str,
+        task_id: str | None,
+        outcome: str,
+        next_check: str | None = None,
+    ) -> None:
+        """Record one step of the activation (for ``hosts show``) and the check it sends next
+        (the only one that may act then); best effort."""
         ...
 
 

@@ -113,7 +113,8 @@ class Closer:
             self.repos.safety.lock_admission(conn)
             in_flight = self.repos.safety.in_flight_by_cluster(conn)
             sizes = self.repos.safety.cluster_sizes(conn)
-            admission = admit([c for c, _ in candidates], in_flight, sizes, self.cfg.caps)
+            queued = self.repos.safety.queued_activations(conn)
+            admission = admit([c for c, _ in candidates], in_flight, sizes, self.cfg.caps, queued)
             decided = {c.host_id: d for c, d in candidates}
             created = []
             # A repair is audited as one (``activation_queued`` with reason ``repair``).

@@ -39,6 +39,8 @@ class TickConfig:
     init_max_s: float = 120.0
     #: Hosts per batch when they pushed their reports (no HTTP to spread; ``PushedCut``).
     pushed_batch_size: int = 10_000
+    #: A sent activation with no step for this long gets its check step sent again (None: never).
+    resend_check_after_s: float | None = None
 
     @property
     def reaper(self) -> ReaperConfig:
@@ -51,6 +53,7 @@ class TickConfig:
             fence_backoff_s=self.tick_interval_s,
             fence_backoff_max_s=self.fence_backoff_max_s,
             init_hold_s=self.init_max_s,
+            resend_check_after_s=self.resend_check_after_s,
         )
 
     @property

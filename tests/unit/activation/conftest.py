@@ -71,7 +71,8 @@ class World:
         steps = 0
         while out.check_in_s is not None and steps < max_steps:
             self.clock.advance(out.check_in_s)
-            out = self.activation.check(activation_id, host_id, f"check-task-{steps}")
+            # As the worker does: the next check's message has the task id the step named.
+            out = self.activation.check(activation_id, host_id, out.next_check_id or f"check-task-{steps}")
             steps += 1
         return out
 

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from autorecovery.adapters.agents import InitStatus, Target
+from autorecovery.services.activation.host_init import InitWait
 from autorecovery.settings import Settings
 from models.assessment import assess
 from models.domain import HostStatus, Report, Trigger
@@ -100,13 +101,54 @@ def test_v2_unknown_until_its_deadline_is_abandoned_uncharged_and_backed_off(wor
     out = world.activate(act_id)
     assert (out.outcome, out.failed) == ("outcome_unknown", False)
     assert world.clock() >= T0 + timedelta(seconds=INIT_MAX_S)
-    assert len(world.agents.status_calls) >= INIT_MAX_S - 1
+    # Asked until its deadline, less often the longer it ran (see the hung init's test below).
+    assert 3 <= len(world.agents.status_calls) < INIT_MAX_S / 2
     assert len(world.agents.init_calls) == 1
     act, h1 = world.act(act_id), world.host()
     assert act.state == "abandoned"
     assert (h1.status, h1.reason, h1.init_hold_until) == (S.NON_OPERATIONAL, "activation_failed", None)
     assert_not_charged(world)
     assert h1.next_attempt_at is not None and h1.next_attempt_at > world.clock()
+
+
+def test_a_hung_v2_init_is_asked_less_often_as_it_runs_and_closed_at_its_deadline() -> None:
+    """Issue 14: a hung agent costs a few check steps, not one every poll until its deadline.
+
+    The first check comes ``poll_s`` after the send (a fast init is seen at once); then the wait
+    is half the time the init has run, never above ``poll_max_s``, and the last check lands on
+    the deadline, where the activation is abandoned as before.
+    """
+    world = make_world(init_max_s=120.0)
+    act_id = world.out_host()
+    speaks(world, 2)
+    world.agents.statuses[act_id] = status(True)  # accepted, never ends
+    asked: list[float] = []
+    init_status = world.agents.init_status
+
+    def timed(target: Target, activation_id: str) -> InitStatus | None:
+        asked.append((world.clock() - T0).total_seconds())
+        return init_status(target, activation_id)
+
+    world.agents.init_status = timed  # type: ignore[method-assign]
+    out = world.activate(act_id)
+    assert (out.outcome, out.failed) == ("outcome_unknown", False)
+    assert asked[0] == 1.0  # poll_s after the send
+    gaps = [b - a for a, b in zip(asked, asked[1:], strict=False)]
+    assert all(1.0 - 1e-6 <= g <= 15.0 + 1e-6 for g in gaps)  # poll_s .. poll_max_s
+    assert gaps[:6] == sorted(gaps[:6])  # backing off
+    assert max(gaps) == 15.0
+    assert asked[-1] == 120.0  # closed at its deadline, not a poll later
+    assert len(asked) <= 16  # against 120 at one check a second
+    world.redis.close()
+
+
+def test_init_wait_backs_off_from_poll_s_to_poll_max_s_and_stops_at_the_deadline() -> None:
+    wait = InitWait(init_max_s=120.0, poll_s=2.0, poll_max_s=15.0)
+    assert wait.next_poll_s(running_s=0.0, left_s=120.0) == 2.0
+    assert wait.next_poll_s(running_s=10.0, left_s=110.0) == 5.0
+    assert wait.next_poll_s(running_s=80.0, left_s=40.0) == 15.0
+    assert wait.next_poll_s(running_s=115.0, left_s=5.0) == 5.0  # lands on the deadline
+    assert wait.next_poll_s(running_s=120.0, left_s=0.0) == 2.0  # never a zero countdown
 
 
 def test_a_resumed_v2_activation_asks_before_sending_a_new_init(world: World) -> None:
@@ -288,3 +330,28 @@ def test_a_sent_record_reaped_past_its_deadline_is_closed_by_nobody_else(world: 
     world.agents.statuses[act_id] = status(False, ok=True)
     assert world.activation.check(act_id, "h1").outcome == "duplicate"
     assert world.host().status is S.NON_OPERATIONAL
+
+
+def test_a_redelivered_send_step_takes_over_the_checks_and_the_first_chain_ends(world: World) -> None:
+    """One chain of checks per activation: the step that sends a check names it the only one.
+
+    A first step delivered again after it recorded ``sent`` (its worker died before the ack)
+    sends a check of its own; the first step's check, if it was sent after all, is superseded
+    and writes nothing, so an activation is never asked about twice per poll for good.
+    """
+    act_id = world.out_host()
+    speaks(world, 2)
+    first = world.activation.run(act_id, "h1", act_id)
+    again = world.activation.run(act_id, "h1", act_id)
+    assert (first.outcome, again.outcome) == ("sent", "sent")
+    assert None not in (first.next_check_id, again.next_check_id)
+    assert first.next_check_id != again.next_check_id
+    assert world.act(act_id).check_task_id == again.next_check_id
+    with world.db.transaction() as conn:
+        steps = len(world.repos.activations.steps(conn, [act_id]))
+    superseded = world.activation.check(act_id, "h1", first.next_check_id)
+    assert (superseded.outcome, superseded.check_in_s) == ("duplicate", None)
+    assert world.agents.status_calls == []  # the agent was not asked
+    with world.db.transaction() as conn:
+        assert len(world.repos.activations.steps(conn, [act_id])) == steps  # nothing written
+    assert world.activation.check(act_id, "h1", again.next_check_id).outcome == "up"

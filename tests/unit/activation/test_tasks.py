@@ -216,3 +216,31 @@ def test_a_retry_of_a_queued_activation_keeps_its_first_expiry(
     h.service.queued = queued
     _, first, expires = _retried_expiry(h, 40.0)
     assert expires == first
+
+
+def test_the_next_check_is_sent_under_the_id_its_step_named_and_expires_like_a_first_step(
+    harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14: a check message expires ``activation_message_ttl_s`` after it is due, so the
+    housekeeping's re-send of a lost one never runs beside a late one; its task id is the one
+    its step recorded as the activation's next check (the only one that may act)."""
+    import workers
+
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        workers.app, "send_task", lambda name, **options: sent.append({"name": name, **options})
+    )
+    h = harness(
+        lambda _: Outcome("act-1", "h1", "sent", "detail", 1, check_in_s=4.0, next_check_id="chk-2")
+    )
+    assert h.apply(host_id="h1").successful()
+    [message] = sent
+    assert (message["name"], message["task_id"], message["countdown"]) == (
+        "autorecovery.check_init",
+        "chk-2",
+        4.0,
+    )
+    assert message["expires"] == 4.0 + workers.settings.activation_message_ttl_s
+    assert message["kwargs"] == {
+        "host_id": "h1", "activation_id": "act-1", "trigger": "auto", "actor": "auto"
+    }

@@ -350,11 +350,12 @@ def test_give_up_returns_an_initializing_host_to_non_operational(world: World) -
 def test_the_host_view_lists_each_step_of_an_activation_with_its_task_id(world: World) -> None:
     act_id = queued_out_host(world)
     world.agents.reports["h1"] = replace(world.agents.reports["h1"], protocol=2)
-    assert world.activation.run(act_id, "h1", act_id).outcome == "sent"  # v2: answered at once
-    assert world.activation.check(act_id, "h1", "check-1").outcome == "up"
+    sent = world.activation.run(act_id, "h1", act_id)
+    assert sent.outcome == "sent"  # v2: answered at once
+    assert world.activation.check(act_id, "h1", sent.next_check_id).outcome == "up"
     [shown] = world.views.describe("h1")["recent_activations"]
     assert (shown["id"], shown["state"]) == (act_id, "done")
     assert [(s["step"], s["task_id"], s["outcome"]) for s in shown["steps"]] == [
         ("send", act_id, "sent"),
-        ("check", "check-1", "up"),
+        ("check", sent.next_check_id, "up"),
     ]

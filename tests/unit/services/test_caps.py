@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from tests.unit.services.safety_world import C1, C2, Make, S, capped
+from dataclasses import replace
+
+from models.safety import CapPolicy
+from tests.unit.services.safety_world import C1, C2, TICK, Make, S, capped
 
 
 def test_the_tick_admits_at_most_the_cap_oldest_first_and_says_why_the_rest_wait(make: Make) -> None:
@@ -85,3 +88,29 @@ def test_a_manual_activation_counts_against_the_cap(make: Make) -> None:
     w.monitoring.tick()
     assert w.enqueue.hosts() == ["h2"]  # the admin's only
     assert w.decision("h1") == ("capped", "cluster c1 cap reached: 1/1 in flight")
+
+
+def test_the_queue_room_admits_only_what_the_pool_can_start_before_messages_expire(make: Make) -> None:
+    """Issue 14: a deep queue is not built: a tick admits no more than the queue's room.
+
+    Activations queued and not started count against it; once the pool starts them (``sending``
+    and on), the room is free again and the next tick admits the next wave.
+    """
+    w = make(replace(TICK, caps=CapPolicy(cluster_share=1.0, fleet_max=1000, queue_room=3)))
+    hosts = [f"h{i}" for i in range(1, 8)]
+    w.register(*hosts)
+    for h in hosts:
+        w.out(h)
+        w.clock.advance(1)
+    w.healthy(*hosts)
+    result = w.monitoring.tick()
+    assert sorted(w.enqueue.hosts()) == ["h1", "h2", "h3"]
+    assert (result.enqueued, result.capped) == (3, 4)
+    assert w.decision("h4") == ("capped", "activation queue full: 3/3 activations not started yet")
+    assert w.plan()["h4"]["detail"] == "activation queue full: 3/3 activations not started yet"
+    w.later(10, *hosts)
+    assert w.monitoring.tick().enqueued == 0  # none started yet: no room
+    assert all(o.outcome == "up" for o in w.run_sent())
+    w.later(10, *hosts)
+    w.monitoring.tick()
+    assert sorted(w.enqueue.hosts()[3:]) == ["h4", "h5", "h6"]
