@@ -173,6 +173,44 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_partial(results: dict[str, Any]) -> str:
+    """What a ``--only`` run measured: its ticks and whichever of the ratios it has both sides of."""
+    lines = [
+        f"`{results['command']}`, load average {results['load']['start']:.1f} at the start, "
+        f"{results['load'].get('end', float('nan')):.1f} at the end"
+    ]
+    for n, r in sorted(results.get("pull", {}).items(), key=lambda kv: int(kv[0])):
+        lines.append(
+            f"pulling tick, {n} process(es): wall {r['wall_s']:.2f} s, worker CPU {r['worker_cpu_s']:.2f} s "
+            f"(all walls {r['wall_s_all']}), {r['pulled']} pulled"
+        )
+    limit, pull1, named = results.get("limit"), results.get("pull", {}).get("1"), results.get("named")
+    if limit:
+        lines.append(f"limit client: CPU {limit['cpu_s']:.2f} s, wall {limit['wall_s']:.2f} s")
+    if limit and pull1:
+        lines.append(
+            f"pulling tick ÷ limit client, CPU: {pull1['worker_cpu_s']:.2f} ÷ {limit['cpu_s']:.2f} = "
+            f"{_ratio(pull1['worker_cpu_s'], limit['cpu_s'])} (aim ≤ 1.2x)"
+        )
+    if named:
+        ip, dns = named["ip"]["worker_cpu_s"], named["named"]["worker_cpu_s"]
+        lines.append(f"named ÷ IP, worker CPU: {dns:.2f} ÷ {ip:.2f} = {_ratio(dns, ip)} (aim ≤ 1.1x)")
+        if limit:
+            lines.append(f"IP tick ÷ limit client, CPU: {_ratio(ip, limit['cpu_s'])}")
+    push = results.get("push")
+    if push:
+        push_us = 1e6 * push["1"]["wall_s"] / push["hosts"]
+        floor = push["floor"]["us_per_row"]
+        lines.append(
+            f"pushed tick per host ÷ floor: {push_us:.1f} µs ÷ {floor:.1f} µs = {_ratio(push_us, floor)} "
+            f"(aim ≤ 2x); round trips per batch {push['round_trips']['per_batch']}"
+        )
+    api = results.get("api")
+    if api:
+        lines.append(f"single push: {api['single']['api_cpu_ms_per_request']:.2f} ms API CPU (aim ≤ 1 ms)")
+    return "\n".join(lines)
+
+
 def rewrite(results: dict[str, Any], readme: Path = README) -> None:
     """Replace the README's benchmark block with the figures of ``results``."""
     _replace(readme, START, END, render(results))
