@@ -30,13 +30,28 @@ NO_KEY = None
 _ALWAYS_AGAIN = frozenset({"activate"})
 
 
+_PLAIN = frozenset({str, bool, int, float, type(None)})
+#: The field names of each dataclass met (``dataclasses.fields`` is slow, and a tick hashes a
+#: report's ``agent`` for every pulled host).
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(kind: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(kind)
+    if names is None:
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in fields(kind))
+    return names
+
+
 def _canonical(value: object) -> object:
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, frozenset | set):
         return tuple(sorted(_canonical(v) for v in value))  # type: ignore[type-var]
     if isinstance(value, Mapping):
         return tuple(sorted((str(k), _canonical(v)) for k, v in value.items()))
     if is_dataclass(value) and not isinstance(value, type):
-        return tuple((f.name, _canonical(getattr(value, f.name))) for f in fields(value))
+        return tuple((name, _canonical(getattr(value, name))) for name in _field_names(type(value)))
     if isinstance(value, list | tuple):
         return tuple(_canonical(v) for v in value)
     return value
@@ -48,7 +63,6 @@ def _hash(text: str) -> str:
 
 #: The report fields the digest covers, in order: every field but those in ``NOT_ASSESSED``.
 ASSESSED = tuple(f.name for f in fields(Report) if f.name not in NOT_ASSESSED)
-_PLAIN = frozenset({str, bool, int, float, type(None)})
 
 
 def report_digest(report: Report) -> str:
@@ -67,6 +81,8 @@ def report_digest(report: Report) -> str:
             parts.append(tuple(sorted(value)))
         elif kind is dict and all(type(v) in _PLAIN for v in value.values()):
             parts.append(tuple(sorted(value.items())))
+        elif kind in _FIELD_NAMES:  # a dataclass met before (the agent's state, an init)
+            parts.append(tuple((n, _canonical(getattr(value, n))) for n in _FIELD_NAMES[kind]))
         else:
             parts.append(_canonical(value))
     return _hash(repr(parts))

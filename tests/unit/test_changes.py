@@ -86,3 +86,11 @@ def test_a_stale_report_or_an_activation_is_evaluated_every_tick() -> None:
     fresh = assess(BASE, Cluster("c1"), NOW, 30)
     activate = decide(host, fresh, now=NOW)
     assert activate.is_activate and valid_until(host, Gates(), NOW, fresh, activate) is None
+
+
+def test_the_fast_digest_hashes_each_field_as_its_canonical_form() -> None:
+    from models.changes import _canonical, _hash
+
+    report = replace(BASE, **{k: v for k, v in CHANGED.items() if k != "host_id"})
+    for _ in range(2):  # the dataclasses' field names first looked up, then remembered
+        assert report_digest(report) == _hash(repr([_canonical(getattr(report, n)) for n in ASSESSED]))
