@@ -15,6 +15,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import fields, is_dataclass
 from datetime import datetime, timedelta
+from operator import attrgetter
 
 from models.assessment import Assessment
 from models.domain import Cluster, Host, Reason, Report
@@ -63,6 +64,7 @@ def _hash(text: str) -> str:
 
 #: The report fields the digest covers, in order: every field but those in ``NOT_ASSESSED``.
 ASSESSED = tuple(f.name for f in fields(Report) if f.name not in NOT_ASSESSED)
+_assessed_values = attrgetter(*ASSESSED)
 
 
 def report_digest(report: Report) -> str:
@@ -72,8 +74,7 @@ def report_digest(report: Report) -> str:
     flat mappings (what reports hold) take a fast path: a tick hashes every pulled report.
     """
     parts: list[object] = []
-    for name in ASSESSED:
-        value = getattr(report, name)
+    for value in _assessed_values(report):
         kind = type(value)
         if kind in _PLAIN:
             parts.append(value)
