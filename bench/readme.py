@@ -100,12 +100,20 @@ def _limit_lines(results: dict[str, Any]) -> list[str]:
             "≤ 5",
         ),
     ]
+    own = results.get("agent_addresses") == "own"
     lines = [
         "**Close to the limit** (same run; the ratios count, not the seconds): the limit client is "
         "bare aiohttp + msgspec fetching and decoding the same reports in the same batches; named "
-        "agents resolve `<host>.agents.bench.test` to loopback inside the worker (through "
-        "`getaddrinfo`, without a DNS server's latency), each host on its own connection; the "
-        "floor is `UPDATE reports … FROM unnest` of every pushed host's time.",
+        + (
+            "agents resolve `<host>.agents.bench.test` to their own loopback address inside the "
+            "worker (through `getaddrinfo`, without a DNS server's latency); every agent of the "
+            "limit client, the 1-process tick and both named and IP ticks has its own address "
+            "(127.x.y.z), so no connection serves two agents; the "
+            if own
+            else "agents resolve `<host>.agents.bench.test` to loopback inside the worker (through "
+            "`getaddrinfo`, without a DNS server's latency), each host on its own connection; the "
+        )
+        + "floor is `UPDATE reports … FROM unnest` of every pushed host's time.",
         "",
         "| figure | measured | ratio | aim |",
         "| --- | --- | --- | --- |",
@@ -134,8 +142,15 @@ def render(results: dict[str, Any]) -> str:
         "its summary (median of 3 ticks after a warm-up). Worker CPU is read from `/proc`. This block "
         "is written by the benchmark from `bench/results/latest.json`.",
         "",
-        f"**{hosts:,} hosts pulled** from the simulator (one process, every agent over loopback HTTP). "
-        f"The simulator alone serves {sim['reports_per_s']:,.0f} reports/s to two load processes that "
+        f"**{hosts:,} hosts pulled** from the simulator (one process, every agent over loopback HTTP"
+        + (
+            f"; from {results['agent_addresses_shared_from']} worker processes on, and for the load "
+            "processes, every agent at one address: a connection per agent per process would pass the "
+            "simulator's open-file limit"
+            if "agent_addresses_shared_from" in results
+            else ""
+        )
+        + f"). The simulator alone serves {sim['reports_per_s']:,.0f} reports/s to two load processes that "
         "neither parse nor store:",
         "",
         *_pull_table(results),

@@ -45,6 +45,7 @@ from bench.fleet import (
     median_tick,
     push_all,
     simulator_rate,
+    spread_over_loopback,
     sql_floor,
     start_simulator,
     tick_through,
@@ -67,65 +68,115 @@ def _pulling(
     sim_proc, sim = start_simulator(env, tmp, args.hosts)
     try:
         fleet = sim.fleet()
+        shared = [h["agent_url"] for h in fleet["hosts"]]  # every agent at 127.0.0.1
+        addresses = spread_over_loopback(fleet)
         urls = [h["agent_url"] for h in fleet["hosts"]]
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {"agent_addresses": "own"}
         if "sim" in only:
+            # Two load processes with a connection per agent each would pass the simulator's
+            # open-file limit: they share one address (its serving rate is what is measured).
             console.print(f"the simulator's own serving rate ({args.hosts} agents, 2 load processes) …")
-            out["sim_rate"] = simulator_rate(env, tmp, urls)
+            out["sim_rate"] = simulator_rate(env, tmp, shared)
         if "limit" in only:
             console.print("the limit client (bare aiohttp + msgspec, same reports, 1 process) …")
             out["limit"] = limit_client(env, tmp, urls, args.batch_size)
         if not only & {"pull", "pull1", "faults", "named", "naive"}:
             return out
-        console.print(f"registering {args.hosts} simulated hosts …")
+        console.print(f"registering {args.hosts} simulated hosts, each agent at its own address …")
         register_fleet(deps.fleet, fleet, actor="bench")
         with deps.db.transaction() as conn:  # steady state: the fleet is up
             conn.execute("UPDATE hosts SET status = 'up', reason = NULL, detail = NULL")
-        pools = (1, 2, 4) if "pull" in only else (1,) if "pull1" in only else ()
-        if "faults" in only and 2 not in pools:
-            pools = (*pools, 2)
+        pools = _pools(only)
         out["pull"] = {}
-        for processes in pools:
-            console.print(f"pulling tick, {processes} worker process(es) …")
-            worker = start_worker(
-                env, tmp, queues="monitoring", concurrency=processes, name=f"pool{processes}"
-            )
-            try:
-                out["pull"][str(processes)] = median_tick(workers, deps, worker)
-                if processes == 2 and "faults" in only:
-                    out["faults"] = _faults(args, sim, fleet, workers, deps, worker)
-            finally:
-                worker.stop()
+        if 1 in pools:
+            out["pull"]["1"] = _pull_tick(env, tmp, deps, workers, 1)
         if "named" in only:
             console.print("agents named by DNS names beside agents named by IP (1 worker process) …")
-            out["named"] = _named(env, tmp, deps, workers)
+            out["named"] = _named(env, tmp, deps, workers, addresses, urls)
+        if any(n > 1 for n in pools) or "naive" in only:
+            # A connection per agent per worker process would pass the simulator's open-file
+            # limit (one process serves every agent): more processes share one address.
+            _point_agents(deps, list(addresses), shared)
+            out["agent_addresses_shared_from"] = 2
+
+        def faults(worker: Proc) -> None:
+            if "faults" in only:
+                out["faults"] = _faults(args, sim, fleet, workers, deps, worker)
+
+        for processes in (n for n in pools if n > 1):
+            then = faults if processes == 2 else None
+            out["pull"][str(processes)] = _pull_tick(env, tmp, deps, workers, processes, then)
     finally:
         sim_proc.stop()
     return out
 
 
-def _named(env: dict[str, str], tmp: Path, deps: Any, workers: Any) -> dict[str, Any]:
-    """A pulling tick with every agent named by its own DNS name, beside the same by IP, back to back."""
-    from bench.named import SUFFIX
+def _pools(only: frozenset[str]) -> tuple[int, ...]:
+    """The worker pools whose pulling tick the sections need (the faults run on 2 processes)."""
+    pools = (1, 2, 4) if "pull" in only else (1,) if "pull1" in only else ()
+    return (*pools, 2) if "faults" in only and 2 not in pools else pools
 
+
+def _pull_tick(
+    env: dict[str, str], tmp: Path, deps: Any, workers: Any, processes: int, then: Any = None
+) -> dict[str, Any]:
+    """The median pulling tick with ``processes`` worker processes; ``then(worker)`` runs after it."""
+    console.print(f"pulling tick, {processes} worker process(es) …")
+    worker = start_worker(env, tmp, queues="monitoring", concurrency=processes, name=f"pool{processes}")
+    try:
+        found = median_tick(workers, deps, worker)
+        if then is not None:
+            then(worker)
+        return found
+    finally:
+        worker.stop()
+
+
+_POINT = (
+    "UPDATE hosts h SET agent_url = v.url FROM unnest(%(ids)s::text[], %(urls)s::text[]) AS v(id, url) "
+    "WHERE h.id = v.id"
+)
+
+
+def _point_agents(deps: Any, ids: list[str], urls: list[str]) -> None:
+    """Register ``urls[i]`` as the agent URL of host ``ids[i]``."""
+    with deps.db.transaction() as conn:
+        conn.execute(_POINT, {"ids": ids, "urls": urls})
+
+
+def _named(
+    env: dict[str, str], tmp: Path, deps: Any, workers: Any, addresses: dict[str, str], urls: list[str]
+) -> dict[str, Any]:
+    """A pulling tick with every agent named by its own DNS name, beside the same by IP, back to back.
+
+    Each name resolves to its agent's own address, as each IP case's URL has it.
+    """
+    from bench.named import ADDRESSES_ENV, SUFFIX
+
+    names = tmp / "named-addresses.json"
+    names.write_text(json.dumps(addresses))
     found: dict[str, Any] = {}
     for kind, app in (("ip", "workers"), ("named", "bench.named")):
         if kind == "named":
-            with deps.db.transaction() as conn:  # http://127.0.0.1:port/agents/h-1 -> http://h-1.agents…
+            with deps.db.transaction() as conn:  # http://127.0.1.2:port/agents/h-1 -> http://h-1.agents…
                 conn.execute(
-                    "UPDATE hosts SET agent_url = replace(agent_url, '127.0.0.1', id || %(suffix)s)",
+                    "UPDATE hosts SET agent_url = regexp_replace(agent_url, '^http://[^:/]+', "
+                    "'http://' || id || %(suffix)s)",
                     {"suffix": SUFFIX},
                 )
-        worker = start_worker(env, tmp, queues="monitoring", concurrency=1, name=f"{kind}1", app=app)
+        worker = start_worker(
+            {**env, ADDRESSES_ENV: str(names)},
+            tmp,
+            queues="monitoring",
+            concurrency=1,
+            name=f"{kind}1",
+            app=app,
+        )
         try:
             found[kind] = median_tick(workers, deps, worker)
         finally:
             worker.stop()
-    with deps.db.transaction() as conn:
-        conn.execute(
-            "UPDATE hosts SET agent_url = replace(agent_url, id || %(suffix)s, '127.0.0.1')",
-            {"suffix": SUFFIX},
-        )
+    _point_agents(deps, list(addresses), urls)
     return found
 
 
