@@ -6,8 +6,9 @@ What a pulling tick could cost at best: one kept-alive session for the process, 
 ``/report`` fetched in batches as the tick cuts them, each body decoded into a typed struct. No
 checks, no database. Its garbage collector is set as a worker pool process's
 (``workers.tune_gc``): with a connection per agent alive, Python's default thresholds cost this
-client more than its HTTP, and the ratio is to measure the product's work, not a setting. Prints ``{"cpu_s": [...], "wall_s": [...], "reports": n}`` per round (the
-first round opens the connections; the benchmark takes the median of the others).
+client more than its HTTP, and the ratio is to measure the product's work, not a setting.
+Prints ``{"cpu_s": [...], "wall_s": [...], "reports": n}`` per round (the first round opens
+the connections; the benchmark takes the median of the others).
 """
 
 from __future__ import annotations
