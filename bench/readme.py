@@ -100,12 +100,20 @@ def _limit_lines(results: dict[str, Any]) -> list[str]:
             "≤ 5",
         ),
     ]
+    own = results.get("agent_addresses") == "own"
     lines = [
         "**Close to the limit** (same run; the ratios count, not the seconds): the limit client is "
         "bare aiohttp + msgspec fetching and decoding the same reports in the same batches; named "
-        "agents resolve `<host>.agents.bench.test` to loopback inside the worker (through "
-        "`getaddrinfo`, without a DNS server's latency), each host on its own connection; the "
-        "floor is `UPDATE reports … FROM unnest` of every pushed host's time.",
+        + (
+            "agents resolve `<host>.agents.bench.test` to their own loopback address inside the "
+            "worker (through `getaddrinfo`, without a DNS server's latency); every agent of the "
+            "limit client, the 1-process tick and both named and IP ticks has its own address "
+            "(127.x.y.z), so no connection serves two agents; the "
+            if own
+            else "agents resolve `<host>.agents.bench.test` to loopback inside the worker (through "
+            "`getaddrinfo`, without a DNS server's latency), each host on its own connection; the "
+        )
+        + "floor is `UPDATE reports … FROM unnest` of every pushed host's time.",
         "",
         "| figure | measured | ratio | aim |",
         "| --- | --- | --- | --- |",
@@ -134,8 +142,15 @@ def render(results: dict[str, Any]) -> str:
         "its summary (median of 3 ticks after a warm-up). Worker CPU is read from `/proc`. This block "
         "is written by the benchmark from `bench/results/latest.json`.",
         "",
-        f"**{hosts:,} hosts pulled** from the simulator (one process, every agent over loopback HTTP). "
-        f"The simulator alone serves {sim['reports_per_s']:,.0f} reports/s to two load processes that "
+        f"**{hosts:,} hosts pulled** from the simulator (one process, every agent over loopback HTTP"
+        + (
+            f"; from {results['agent_addresses_shared_from']} worker processes on, and for the load "
+            "processes, every agent at one address: a connection per agent per process would pass the "
+            "simulator's open-file limit"
+            if "agent_addresses_shared_from" in results
+            else ""
+        )
+        + f"). The simulator alone serves {sim['reports_per_s']:,.0f} reports/s to two load processes that "
         "neither parse nor store:",
         "",
         *_pull_table(results),
@@ -170,6 +185,44 @@ def render(results: dict[str, Any]) -> str:
         f"{_ratio(naive['statements'], pull2['statements'])} fewer statements, and sends no broker "
         "message for a healthy host.",
     ]
+    return "\n".join(lines)
+
+
+def render_partial(results: dict[str, Any]) -> str:
+    """What a ``--only`` run measured: its ticks and whichever of the ratios it has both sides of."""
+    lines = [
+        f"`{results['command']}`, load average {results['load']['start']:.1f} at the start, "
+        f"{results['load'].get('end', float('nan')):.1f} at the end"
+    ]
+    for n, r in sorted(results.get("pull", {}).items(), key=lambda kv: int(kv[0])):
+        lines.append(
+            f"pulling tick, {n} process(es): wall {r['wall_s']:.2f} s, worker CPU {r['worker_cpu_s']:.2f} s "
+            f"(all walls {r['wall_s_all']}), {r['pulled']} pulled"
+        )
+    limit, pull1, named = results.get("limit"), results.get("pull", {}).get("1"), results.get("named")
+    if limit:
+        lines.append(f"limit client: CPU {limit['cpu_s']:.2f} s, wall {limit['wall_s']:.2f} s")
+    if limit and pull1:
+        lines.append(
+            f"pulling tick ÷ limit client, CPU: {pull1['worker_cpu_s']:.2f} ÷ {limit['cpu_s']:.2f} = "
+            f"{_ratio(pull1['worker_cpu_s'], limit['cpu_s'])} (aim ≤ 1.2x)"
+        )
+    if named:
+        ip, dns = named["ip"]["worker_cpu_s"], named["named"]["worker_cpu_s"]
+        lines.append(f"named ÷ IP, worker CPU: {dns:.2f} ÷ {ip:.2f} = {_ratio(dns, ip)} (aim ≤ 1.1x)")
+        if limit:
+            lines.append(f"IP tick ÷ limit client, CPU: {_ratio(ip, limit['cpu_s'])}")
+    push = results.get("push")
+    if push:
+        push_us = 1e6 * push["1"]["wall_s"] / push["hosts"]
+        floor = push["floor"]["us_per_row"]
+        lines.append(
+            f"pushed tick per host ÷ floor: {push_us:.1f} µs ÷ {floor:.1f} µs = {_ratio(push_us, floor)} "
+            f"(aim ≤ 2x); round trips per batch {push['round_trips']['per_batch']}"
+        )
+    api = results.get("api")
+    if api:
+        lines.append(f"single push: {api['single']['api_cpu_ms_per_request']:.2f} ms API CPU (aim ≤ 1 ms)")
     return "\n".join(lines)
 
 

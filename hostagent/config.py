@@ -39,6 +39,9 @@ class ServerConfig(_Section):
     max_body_bytes: StrictInt = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
     #: A connection gets this long to send a whole request head (slow clients are closed).
     header_timeout_s: StrictFloat = Field(default=10.0, gt=0, le=300)
+    #: An idle connection is kept this long for the next request: longer than the product's tick
+    #: interval, so each tick's pull reuses the connection of the last one.
+    keepalive_s: StrictFloat = Field(default=75.0, gt=0, le=3600)
     #: Connections at once (lowered to fit the process's open-file limit).
     max_connections: StrictInt = Field(default=512, ge=16, le=65536)
     #: Connections of one client address still sending their request head (past it, its oldest goes).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import math
 import socket
 import ssl
 import stat
@@ -229,6 +230,7 @@ def run(
     )
     limits = ConnectionLimits(
         header_timeout_s=config.server.header_timeout_s,
+        keepalive_s=config.server.keepalive_s,
         max_connections=config.server.max_connections,
         max_pending=config.server.max_connections // 2,
         max_pending_per_client=config.server.max_pending_per_client,
@@ -246,7 +248,7 @@ def run(
             http=guarded_protocol(limits),
             # Accept a few at a time: the limits run between accept bursts, never past the fd limit.
             backlog=64,
-            timeout_keep_alive=5,
+            timeout_keep_alive=math.ceil(config.server.keepalive_s),
             log_config=None,
             access_log=False,
             server_header=False,

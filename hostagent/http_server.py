@@ -6,6 +6,11 @@ A connection that has not sent a whole request head is *pending*. Pending connec
 oldest pending one goes); the server keeps at most ``max_connections`` in all. A slow anonymous
 crowd therefore holds a bounded number of sockets for a bounded time, and a client that sends
 its request at once (the product) is always served.
+
+Between requests a kept-alive connection is pending too, but idle: it waits ``keepalive_s`` for
+the next head to begin (longer than a tick, so each tick's pull reuses the last one's
+connection), then has ``header_timeout_s`` to finish it. Under pressure the oldest pending
+connections go first, idle ones included.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class ConnectionLimits:
     """The limits, and the pending connections of one server (oldest first)."""
 
     header_timeout_s: float = 10.0
+    keepalive_s: float = 75.0
     max_connections: int = 512
     max_pending: int = 256
     max_pending_per_client: int = 32
@@ -58,6 +64,7 @@ class GuardedH11(H11Protocol):
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._peer = ""
+        self._idle = False  # kept alive between requests, no byte of the next head yet
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -68,6 +75,9 @@ class GuardedH11(H11Protocol):
         self._await_head()
 
     def data_received(self, data: bytes) -> None:
+        if self._idle:  # the next head begins: it has the header timeout from now
+            self._idle = False
+            self._set_deadline(self.limits.header_timeout_s)
         super().data_received(data)
         if self.conn.their_state is not h11.IDLE:
             self._head_done()
@@ -75,26 +85,33 @@ class GuardedH11(H11Protocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
-            self._await_head()  # keep-alive: the next head has the same deadline
+            self._await_head(idle=True)  # kept alive: the keep-alive time for the next head to begin
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._head_done()
         super().connection_lost(exc)
 
-    def _await_head(self) -> None:
+    def _await_head(self, *, idle: bool = False) -> None:
         limits = self.limits
         if self in limits.pending:
             return
         limits.pending[self] = None
         limits.per_client[self._peer] += 1
-        self._deadline = self.loop.call_later(limits.header_timeout_s, self._too_slow)
+        self._idle = idle
+        self._set_deadline(limits.keepalive_s if idle else limits.header_timeout_s)
         if limits.per_client[self._peer] > limits.max_pending_per_client:
             self._evict_oldest(self._peer)
         if len(limits.pending) > limits.max_pending:
             self._evict_oldest(None)
 
+    def _set_deadline(self, after_s: float) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self.loop.call_later(after_s, self._too_slow)
+
     def _head_done(self) -> None:
         limits = self.limits
+        self._idle = False
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
@@ -105,7 +122,11 @@ class GuardedH11(H11Protocol):
                 del limits.per_client[self._peer]
 
     def _too_slow(self) -> None:
-        if self in self.limits.pending:
+        if self._idle:  # kept alive its time, unused: closed, not evicted
+            self._head_done()
+            if not self.transport.is_closing():
+                self.transport.close()
+        elif self in self.limits.pending:
             self._close_pending()
 
     def _close_pending(self) -> None:

@@ -490,3 +490,28 @@ def test_a_503_outcome_unknown_is_an_unknown_outcome_and_other_503s_ran_nothing(
         make_client(answer(503, {"error": "state_unwritable", "detail": "x"})).init(TARGET, 7, "a")
     with pytest.raises(AgentUnavailable, match="HTTP 503$"):
         make_client(answer(503, text="<html>down</html>")).init(TARGET, 7, "a")
+
+
+def test_a_hosts_report_call_is_worked_out_once_and_again_when_its_url_changes(
+    make_client: Callable[..., HttpAgentClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import autorecovery.adapters.agents.http as http
+
+    checked: list[str] = []
+    real_check = http.check_target
+    monkeypatch.setattr(
+        http, "check_target", lambda policy, url: (checked.append(url), real_check(policy, url))
+    )
+    seen: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200, json=REPORT)
+
+    client = make_client(handle)
+    for _ in range(3):  # three ticks
+        assert client.pull_reports([TARGET], NOW)[0].agent_reachable
+    moved = Target("h-001", "http://agent-2:9000")
+    assert client.pull_reports([moved], NOW)[0].agent_reachable
+    assert checked == ["http://agent-1:9000/", "http://agent-2:9000"]
+    assert seen == ["http://agent-1:9000/report"] * 3 + ["http://agent-2:9000/report"]

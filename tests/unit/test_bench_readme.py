@@ -62,3 +62,18 @@ def test_the_recovery_results_carry_every_figure_the_readme_shows() -> None:
         assert 0 <= run["busy_share"] <= 1 and run["ticks"]["closed"] > 0
     assert (results["baseline_same_hosts_s"] is None) == (base["recovery"]["all_up_s"] is None)
     assert (results["hung_ratio"] is None) == (hung["recovery"]["all_up_s"] is None)
+
+
+def test_only_names_sections_and_renders_the_ratios_it_has() -> None:
+    import pytest
+
+    from bench.tick import SECTIONS, parse_only
+
+    assert parse_only("") == frozenset(SECTIONS)
+    assert parse_only("limit, pull1") == {"limit", "pull1"}
+    with pytest.raises(SystemExit, match="no section nope"):
+        parse_only("limit,nope")
+    results = json.loads(readme.LATEST.read_text(encoding="utf-8"))
+    partial = {k: results[k] for k in ("command", "load", "limit", "pull", "named")}
+    shown = readme.render_partial(partial)
+    assert "pulling tick ÷ limit client" in shown and "named ÷ IP" in shown and "floor" not in shown

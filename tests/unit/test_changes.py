@@ -86,3 +86,31 @@ def test_a_stale_report_or_an_activation_is_evaluated_every_tick() -> None:
     fresh = assess(BASE, Cluster("c1"), NOW, 30)
     activate = decide(host, fresh, now=NOW)
     assert activate.is_activate and valid_until(host, Gates(), NOW, fresh, activate) is None
+
+
+def test_the_fast_digest_hashes_each_field_as_its_canonical_form() -> None:
+    from models.changes import _canonical, _hash
+
+    report = replace(BASE, **{k: v for k, v in CHANGED.items() if k != "host_id"})
+    for _ in range(2):  # the dataclasses' field names first looked up, then remembered
+        assert report_digest(report) == _hash(repr([_canonical(getattr(report, n)) for n in ASSESSED]))
+
+
+def test_remembered_digests_are_the_digests_of_the_reports() -> None:
+    from models.changes import ReportDigests
+
+    digests = ReportDigests(max_hosts=2)
+    assert digests.digest(BASE) == report_digest(BASE)
+    later = replace(BASE, reported_at=NOW + timedelta(seconds=10), vms_running=9, source="push")
+    assert digests.digest(later) == report_digest(BASE)  # nothing assessed changed
+    reordered = replace(BASE, networks={"vmnet": True, "mgmt": True})
+    assert (
+        digests.digest(reordered)
+        == report_digest(reordered)
+        == report_digest(replace(BASE, networks={"mgmt": True, "vmnet": True}))
+    )
+    for name, value in CHANGED.items():  # every assessed change is hashed again
+        changed = replace(BASE, **{name: value})
+        assert digests.digest(changed) == report_digest(changed) != report_digest(BASE), name
+        assert digests.digest(BASE) == report_digest(BASE), name  # and back
+    assert len(digests._last) <= 2

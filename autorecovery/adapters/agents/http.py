@@ -14,6 +14,8 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn, overload
@@ -21,6 +23,7 @@ from typing import Any, NoReturn, overload
 import aiohttp
 from aiohttp.abc import AbstractResolver
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from yarl import URL
 
 from autorecovery.adapters.agents import InitResult, InitStatus, Target
 from autorecovery.adapters.agents.addresses import (
@@ -48,6 +51,20 @@ from models.report_wire import decode_report
 log = logging.getLogger(__name__)
 
 _CHUNK = 64 * 1024
+#: The statuses whose body a report pull reads.
+_READ_REPORT = frozenset({200})
+#: Hosts whose report call is kept worked out (a fleet pulls each of its hosts every tick).
+_MAX_PULLS = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One agent route's call, worked out: its URL as named and as parsed, the headers to try."""
+
+    url: str
+    parsed: URL
+    #: Headers in turn: the previous key's token only after a 401 to the current one's.
+    attempts: tuple[dict[str, str] | None, ...]
 
 
 class HttpAgentClient:
@@ -90,6 +107,12 @@ class HttpAgentClient:
         # No credential here: each host's goes in its own calls' headers (``_auth``).
         self.credentials = credentials or AgentCredentials(fleet_token=token or None)
         self.plain_http_networks = plain_http_networks
+        self._pulls: dict[tuple[str, str], _Call] = {}
+        # One per timeout: the calls share them (ClientTimeout is immutable).
+        self._timeouts = {
+            t: aiohttp.ClientTimeout(total=t, connect=min(t, report_timeout_s))
+            for t in (report_timeout_s, init_timeout_s)
+        }
         self.resolver = PolicyResolver(url_policy, ttl_s=dns_ttl_s, inner=dns)
         self.session = AgentSession(
             resolver=self.resolver,
@@ -119,6 +142,28 @@ class HttpAgentClient:
             )
         return [{"Authorization": f"Bearer {token}"} for token in tokens]
 
+    def _plan(self, target: Target, url: str, extra: dict[str, str] | None = None) -> _Call:
+        """Work a call out: the URL policy's verdict on the agent's URL, and the headers to try.
+
+        Raises:
+            RefusedAddress: the URL policy forbids the agent's URL, or a credential would go
+                where it may not (``_auth``).
+        """
+        check_target(self.url_policy, target.agent_url)  # as registered: a user:pass@ is refused
+        attempts = tuple({**h, **(extra or {})} or None for h in self._auth(target, url))
+        return _Call(url, URL(url), attempts)
+
+    def _report_plan(self, target: Target) -> _Call:
+        """A host's report call, worked out once per host and URL: every tick pulls it."""
+        key = (target.host_id, target.agent_url)
+        found = self._pulls.get(key)
+        if found is None:
+            found = self._plan(target, _url(target, "/report"))
+            if len(self._pulls) >= _MAX_PULLS:
+                self._pulls.clear()
+            self._pulls[key] = found
+        return found
+
     def close(self) -> None:
         """Close the kept-alive connections and stop the client's event loop."""
         self.session.close()
@@ -137,10 +182,10 @@ class HttpAgentClient:
         return list(await asyncio.gather(*(self._pull_one(session, t, now) for t in targets)))
 
     async def _pull_one(self, session: aiohttp.ClientSession, target: Target, now: datetime) -> Report:
-        url = _url(target, "/report")
         try:
+            call = self._report_plan(target)
             status, location, raw = await self._exchange(
-                session, target, "GET", url, None, self.report_timeout_s, {200}
+                session, call, "GET", None, self.report_timeout_s, _READ_REPORT
             )
         except BadReport as exc:
             return self._bad(target, now, exc)
@@ -174,55 +219,59 @@ class HttpAgentClient:
     async def _exchange(
         self,
         session: aiohttp.ClientSession,
-        target: Target,
+        call: _Call,
         method: str,
-        url: str,
         body: dict[str, Any] | None,
         timeout_s: float,
-        read: set[int],
-        extra: dict[str, str] | None = None,
+        read: AbstractSet[int],
     ) -> tuple[int, str | None, bytes]:
         """One bounded call: the status, the Location header, and the body when status in ``read``.
 
         ``timeout_s`` bounds the whole call, a dripping body included; connecting is bounded by
-        the report timeout. ``extra`` headers (``Prefer``) go with the authorisation.
+        the report timeout. A key rotation is a second attempt with the previous key's token,
+        after a 401 to the first.
 
         Raises:
-            RefusedAddress: the URL policy forbids the agent's URL (its name's addresses are
-                refused inside aiohttp, as a ``ClientConnectorError``).
+            RefusedAddress: the agent's name resolved to an address the URL policy refuses
+                (inside aiohttp, as a ``ClientConnectorError``).
             BadReport: the body is over the limits.
             aiohttp.ClientError, TimeoutError: as aiohttp raises.
         """
-        check_target(self.url_policy, target.agent_url)  # as registered: a user:pass@ is refused
-        attempts = [{**h, **(extra or {})} for h in self._auth(target, url)]
-        for headers in attempts[:-1]:  # a key rotation: try the current key's token first
+        for headers in call.attempts[:-1]:  # a key rotation: try the current key's token first
             status, location, raw = await self._exchange_once(
-                session, method, url, body, timeout_s, read, headers
+                session, method, call.parsed, body, timeout_s, read, headers
             )
             if status != 401:
                 return status, location, raw
-        return await self._exchange_once(session, method, url, body, timeout_s, read, attempts[-1])
+        return await self._exchange_once(
+            session, method, call.parsed, body, timeout_s, read, call.attempts[-1]
+        )
 
     async def _exchange_once(
         self,
         session: aiohttp.ClientSession,
         method: str,
-        url: str,
+        url: URL,
         body: dict[str, Any] | None,
         timeout_s: float,
-        read: set[int],
-        headers: dict[str, str],
+        read: AbstractSet[int],
+        headers: dict[str, str] | None,
     ) -> tuple[int, str | None, bytes]:
-        timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(timeout_s, self.report_timeout_s))
+        timeout = self._timeouts.get(timeout_s) or aiohttp.ClientTimeout(
+            total=timeout_s, connect=min(timeout_s, self.report_timeout_s)
+        )
         try:
             async with session.request(
                 method, url, json=body, allow_redirects=False, timeout=timeout, headers=headers
             ) as resp:
                 if resp.status not in read:
                     return resp.status, resp.headers.get("Location"), b""
-                reader = BoundedBody(
-                    resp.headers.get("Content-Encoding"), self.max_report_bytes, resp.content_length
-                )
+                encoding = resp.headers.get("Content-Encoding")
+                length = resp.content_length
+                if encoding is None and length is not None and length <= self.max_report_bytes:
+                    # Plain and no longer than declared (the parser stops at Content-Length).
+                    return resp.status, None, await resp.read()
+                reader = BoundedBody(encoding, self.max_report_bytes, length)
                 async for chunk in resp.content.iter_chunked(_CHUNK):
                     reader.feed(chunk)
                 return resp.status, None, reader.content()
@@ -238,12 +287,12 @@ class HttpAgentClient:
         url: str,
         body: dict[str, Any] | None,
         timeout_s: float,
-        read: set[int],
+        read: AbstractSet[int],
         extra: dict[str, str] | None = None,
     ) -> tuple[int, str | None, bytes]:
         async def call() -> tuple[int, str | None, bytes]:  # the session lives on the loop thread
             return await self._exchange(
-                self.session.call, target, method, url, body, timeout_s, read, extra
+                self.session.call, self._plan(target, url, extra), method, body, timeout_s, read
             )
 
         return self.session.run(call())
@@ -285,9 +334,7 @@ class HttpAgentClient:
         """GET /init/{activation_id}: how a v2 agent's init went; None when it has no record."""
         return self._status(target, _url(target, f"/init/{activation_id}"), activation_id)
 
-    def start_connect(
-        self, target: Target, sd_id: str, fence: int, activation_id: str
-    ) -> InitResult | None:
+    def start_connect(self, target: Target, sd_id: str, fence: int, activation_id: str) -> InitResult | None:
         """POST /storage-domains/{id}/connect with ``Prefer: respond-async``: None on 202."""
         return self._fenced_post(
             target,

@@ -21,13 +21,17 @@ def cluster_from_row(row: dict[str, Any]) -> Cluster:
     )
 
 
+#: Statuses by their stored value (a dict lookup, not an Enum call: a tick reads every host).
+_STATUSES = {status.value: status for status in HostStatus}
+
+
 def host_from_row(row: dict[str, Any]) -> Host:
     """Build a Host from a ``hosts`` row (with an optional ``in_flight`` column)."""
     return Host(
         id=row["id"],
         cluster_id=row["cluster_id"],
         agent_url=row["agent_url"],
-        status=HostStatus(row["status"]),
+        status=_STATUSES[row["status"]],
         reason=row["reason"],
         detail=row["detail"],
         autorecovery=row["autorecovery"],

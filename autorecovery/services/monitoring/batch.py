@@ -170,13 +170,16 @@ def assess_batch(
     agents: AgentClient,
     cfg: TickConfig,
     clock: Clock,
+    digests: changes.ReportDigests | None = None,
 ) -> Assessed:
     """Pull the reports a batch needs and evaluate every host whose inputs changed.
 
     ``batch`` holds the hosts the store could not tell settled; ``settled`` counts the others
     by the decision they hold. A pulled report that brings nothing new to a host whose last
     evaluation holds is counted as that evaluation, as the store counts the settled hosts.
+    ``digests`` remembers each host's last report digest (the process's, across ticks).
     """
+    digest_of = changes.report_digest if digests is None else digests.digest
     pulled, pull_s = _pull(batch, agents, cfg, clock())
     now = clock()
     found = Assessed()
@@ -195,7 +198,7 @@ def assess_batch(
         report, digest = stored, state["report_digest"]
         fresh = pulled.get(host.id)
         if fresh is not None:
-            report, digest = fresh, changes.report_digest(fresh)
+            report, digest = fresh, digest_of(fresh)
             if stored is not None and digest == state["report_digest"]:
                 found.same_reports.append((fresh, digest))
             else:

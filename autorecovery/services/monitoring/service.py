@@ -31,6 +31,7 @@ from autorecovery.services.monitoring.config import (
     TickConfig,
     TickResult,
 )
+from models.changes import ReportDigests
 from models.errors import BrokerUnavailable, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ class MonitoringService:
         self._inline: list[TickResult] = []
         #: The context of the last tick this process ran a batch of: (tick id, (context, key)).
         self._tick_context: tuple[str, tuple[Context, str | None]] | None = None
+        #: The digests of the reports this process pulled last, by host (``models.changes``).
+        self._digests = ReportDigests()
 
     def tick(self, tick_id: str | None = None) -> TickResult:
         """Claim a tick and send its batches; inline, run them and return the whole tick.
@@ -173,7 +176,9 @@ class MonitoringService:
                 return None
             batch, settled = read()
             context, key = self._context(spec.tick_id, start, held)
-            found = assess_batch(batch, settled, context, key, self.agents, self.cfg, self.clock)
+            found = assess_batch(
+                batch, settled, context, key, self.agents, self.cfg, self.clock, self._digests
+            )
             now = self.clock()
             outcome = found.outcome
             done = BatchDone(recorded=False, closes=False)
