@@ -24,6 +24,7 @@ from workers import container, enqueue_activation, settings
 NAIVE_TASK = "bench.naive_check_host"
 DONE_KEY = keys.PREFIX + "bench:naive:done"
 STATEMENTS_KEY = keys.PREFIX + "bench:naive:statements"
+ANSWERED_KEY = keys.PREFIX + "bench:naive:answered"
 
 app = Celery("bench-naive", broker=settings.effective_broker_url)
 app.conf.update(
@@ -75,4 +76,5 @@ def naive_check_host(host_id: str) -> None:
     with deps.redis.pipeline() as pipe:
         pipe.incr(DONE_KEY)
         pipe.incrby(STATEMENTS_KEY, STATEMENTS.count - before)
+        pipe.incrby(ANSWERED_KEY, int(report.agent_reachable))
         pipe.execute()

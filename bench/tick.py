@@ -98,16 +98,39 @@ def _pulling(
             # limit (one process serves every agent): more processes share one address.
             _point_agents(deps, list(addresses), shared)
             out["agent_addresses_shared_from"] = 2
-
-        def faults(worker: Proc) -> None:
-            if "faults" in only:
-                out["faults"] = _faults(args, sim, fleet, workers, deps, worker)
-
-        for processes in (n for n in pools if n > 1):
-            then = faults if processes == 2 else None
-            out["pull"][str(processes)] = _pull_tick(env, tmp, deps, workers, processes, then)
+        out.update(_shared_address_sections(args, env, tmp, deps, workers, sim, fleet, pools, out["pull"]))
     finally:
         sim_proc.stop()
+    return out
+
+
+def _shared_address_sections(
+    args: argparse.Namespace,
+    env: dict[str, str],
+    tmp: Path,
+    deps: Any,
+    workers: Any,
+    sim: Any,
+    fleet: dict[str, Any],
+    pools: tuple[int, ...],
+    pulls: dict[str, Any],
+) -> dict[str, Any]:
+    """The pulling ticks on 2+ processes (the faults on 2) into ``pulls``, and the naive baseline.
+
+    Run while the simulator serves: the naive tasks pull the same agents the tick does.
+    """
+    out: dict[str, Any] = {}
+
+    def faults(worker: Proc) -> None:
+        if "faults" in args.only:
+            out["faults"] = _faults(args, sim, fleet, workers, deps, worker)
+
+    for processes in (n for n in pools if n > 1):
+        then = faults if processes == 2 else None
+        pulls[str(processes)] = _pull_tick(env, tmp, deps, workers, processes, then)
+    if "naive" in args.only:
+        console.print("naive baseline (one Celery task per host, 2 worker processes) …")
+        out["naive"] = _naive(env, tmp, deps)
     return out
 
 
@@ -204,7 +227,7 @@ def _naive(env: dict[str, str], tmp: Path, deps: Any) -> dict[str, Any]:
         host_ids = [r["id"] for r in conn.execute("SELECT id FROM hosts ORDER BY id").fetchall()]
     proc = start_worker(env, tmp, queues="bench-naive", concurrency=2, name="naive-worker", app="bench.naive")
     try:
-        deps.redis.delete(naive.DONE_KEY, naive.STATEMENTS_KEY)
+        deps.redis.delete(naive.DONE_KEY, naive.STATEMENTS_KEY, naive.ANSWERED_KEY)
         cpu_before = cpu_seconds(proc)
         started = time.perf_counter()
         for host_id in host_ids:
@@ -220,6 +243,8 @@ def _naive(env: dict[str, str], tmp: Path, deps: Any) -> dict[str, Any]:
             "worker_cpu_s": cpu_seconds(proc) - cpu_before,
             "broker_messages": len(host_ids),
             "statements": int(deps.redis.get(naive.STATEMENTS_KEY) or 0),
+            # Pulls the agents answered: a baseline against agents that are gone measures nothing.
+            "answered": int(deps.redis.get(naive.ANSWERED_KEY) or 0),
         }
     finally:
         proc.stop()
@@ -280,9 +305,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     only = args.only
     try:
         results.update(_pulling(args, env, tmp, deps, workers))
-        if "naive" in only:
-            console.print("naive baseline (one Celery task per host, 2 worker processes) …")
-            results["naive"] = _naive(env, tmp, deps)
         if "push" in only:
             results["push"] = _pushed(args, env, tmp, deps, workers)
         if "api" in only:
