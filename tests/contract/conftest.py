@@ -19,6 +19,7 @@ from autorecovery.adapters.store import PG_REPOS, Database, Repos
 from autorecovery.bootstrap import Adapters, Tuning, build_services
 from autorecovery.services.monitoring import BatchSpec, MonitoringService, TickConfig
 from autorecovery.settings import Settings
+from bench.roundtrips import RoundTrips
 from tests.fakes import MemoryDatabase, memory_repos
 from tests.fakes.ports import RecordingEnqueuer
 from tests.support.servers import Servers, start_servers
@@ -39,6 +40,21 @@ def pg_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     servers = start_servers(tmp_path_factory.mktemp("contract"))
     yield servers
     servers.close()
+
+
+@pytest.fixture
+def traced(pg_servers: Servers) -> Iterator[tuple[Database, RoundTrips]]:
+    """An empty session database behind a one-connection pool whose round trips are counted."""
+    trips = RoundTrips()
+    db = Database(pg_servers.database_url, max_size=1, configure=trips.configure)
+    db.open(wait_s=10.0)
+    with db.transaction() as conn:
+        conn.execute(
+            "TRUNCATE audit_log, activations, reports, hosts, clusters, pauses, incidents,"
+            " storage_domains, sd_activations, vm_runs, charges, ticks RESTART IDENTITY CASCADE"
+        )
+    yield db, trips
+    db.close()
 
 
 @pytest.fixture(scope="session")

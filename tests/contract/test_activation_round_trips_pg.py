@@ -7,7 +7,6 @@ from growing unnoticed (a v2 agent, answered at once: send, then one check that 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -21,7 +20,6 @@ from bench.roundtrips import RoundTrips
 from models.domain import Cluster
 from tests.fakes.adapters import UNIT_SETTINGS
 from tests.fakes.ports import good_report
-from tests.support.servers import Servers
 
 pytestmark = pytest.mark.integration
 
@@ -30,20 +28,6 @@ CLUSTER = Cluster("c1", frozenset({"mgmt"}), frozenset({"sd-1"}), "4.5", frozens
 #: statement, COMMIT); the issue's target was 16 and 13 (the close in one pipelined transaction).
 SEND_TRIPS = 25
 CHECK_TRIPS = 21
-
-
-@pytest.fixture
-def traced(pg_servers: Servers) -> Iterator[tuple[Database, RoundTrips]]:
-    trips = RoundTrips()
-    db = Database(pg_servers.database_url, max_size=1, configure=trips.configure)
-    db.open(wait_s=10.0)
-    with db.transaction() as conn:
-        conn.execute(
-            "TRUNCATE audit_log, activations, reports, hosts, clusters, pauses, incidents,"
-            " storage_domains, sd_activations, vm_runs, charges, ticks RESTART IDENTITY CASCADE"
-        )
-    yield db, trips
-    db.close()
 
 
 def test_the_send_and_check_steps_round_trips(traced: tuple[Database, RoundTrips]) -> None:

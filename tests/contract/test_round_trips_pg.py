@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -16,7 +15,6 @@ from bench.roundtrips import RoundTrips
 from models.domain import Cluster, Report
 from tests.contract.conftest import MonitoringFactory
 from tests.fakes.ports import FixedClock
-from tests.support.servers import Servers
 
 pytestmark = pytest.mark.integration
 
@@ -32,20 +30,6 @@ CFG = TickConfig(  # batches of 500 hosts, whether they pushed their reports or 
     reap_running_after_s=60.0,
     pushed_batch_size=500,
 )
-
-
-@pytest.fixture
-def traced(pg_servers: Servers) -> Iterator[tuple[Database, RoundTrips]]:
-    trips = RoundTrips()
-    db = Database(pg_servers.database_url, max_size=1, configure=trips.configure)
-    db.open(wait_s=10.0)
-    with db.transaction() as conn:
-        conn.execute(
-            "TRUNCATE audit_log, activations, reports, hosts, clusters, pauses, incidents,"
-            " storage_domains, sd_activations, vm_runs, charges, ticks RESTART IDENTITY CASCADE"
-        )
-    yield db, trips
-    db.close()
 
 
 def _report(host_id: str, now: datetime, source: str) -> Report:
