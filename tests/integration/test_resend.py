@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -104,3 +106,61 @@ def test_a_deep_queue_is_not_re_sent_into_duplicate_runs(
     assert {task_id: n for task_id, n in runs.items() if n > 1} == {}
     inits = [c["activation_id"] for c in client.inits()]
     assert len(inits) == len(set(inits)) >= hosts
+
+
+def sent_activation(deps: Any) -> str | None:
+    with deps.db.transaction() as conn:
+        row = conn.execute(
+            "SELECT id FROM activations WHERE host_id = %s AND state = 'sent'", (HOST,)
+        ).fetchone()
+    return None if row is None else str(row["id"])
+
+
+def test_a_lost_check_message_is_sent_again_and_the_host_comes_up_before_its_deadline(
+    sim: Any, servers: Servers, logs: Path, app_module: Any, deps: Any
+) -> None:
+    client = sim(hosts=1)
+    client.inject("init_delay", hosts=[HOST], seconds=3)  # the init runs while its checks are lost
+    # A check step is re-sent once none can still run: poll max 1 s + message life 2 s + the
+    # step's hard limit 6 s + 2 s; the init's deadline (30 s) is far beyond.
+    env = servers.env(
+        AUTORECOVERY_RESEND_QUEUED_AFTER_S="2",
+        AUTORECOVERY_INIT_POLL_MAX_S="1",
+        AUTORECOVERY_INIT_MAX_S="30",
+    )
+    ticker = start_worker(env, logs, concurrency=1, queues="monitoring", name="check-ticker")
+    activator = start_worker(env, logs, concurrency=1, queues="activation", name="check-activator")
+    replacement = None
+    try:
+        send_ticks(app_module, deps)
+        wait_for(lambda: sent_activation(deps) is not None, 20, "the init sent")
+        activation_id = sent_activation(deps)
+        # The worker holding the next check dies with it (its message comes back only after the
+        # broker's visibility timeout), and whatever is still queued is lost with the broker.
+        os.killpg(activator.popen.pid, signal.SIGKILL)
+        activator.popen.wait(10)
+        with app_module.app.connection_for_write() as conn:
+            conn.default_channel.queue_purge(app_module.ACTIVATION_QUEUE)
+        lost_at = time.monotonic()
+        replacement = start_worker(env, logs, concurrency=1, queues="activation", name="check-replacement")
+
+        def up() -> bool:
+            send_ticks(app_module, deps)
+            return bool(host_status(deps, HOST)["status"] == "up")
+
+        wait_for(up, 40, f"{HOST} to come up")
+        took_s = time.monotonic() - lost_at
+    finally:
+        for proc in (ticker, activator, replacement):
+            if proc is not None:
+                proc.stop()
+    assert took_s < 30, f"{took_s:.1f}s: waited for the init's deadline, not a re-sent check"
+    with deps.db.transaction() as conn:
+        act = conn.execute("SELECT * FROM activations WHERE id = %s", (activation_id,)).fetchone()
+        resent = conn.execute(
+            "SELECT details FROM audit_log WHERE event = 'activation_check_resent' AND object_id = %s",
+            (HOST,),
+        ).fetchall()
+    assert (act["state"], act["outcome"]) == ("done", "up")  # the same one, closed by the re-sent check
+    assert [r["details"]["activation_id"] for r in resent] == [activation_id]
+    assert [c["activation_id"] for c in client.inits(HOST)] == [activation_id]  # one init, no twin
