@@ -130,9 +130,14 @@ def evaluation_key(host_key: str, digest: str | None, context: str) -> str:
 
 def is_fresh(report: Report | None, now: datetime, max_report_age_s: float) -> bool:
     """True when the report is neither stale nor dated too far ahead (what ``assess`` checks)."""
-    if report is None:
+    return is_fresh_at(None if report is None else report.reported_at, now, max_report_age_s)
+
+
+def is_fresh_at(reported_at: datetime | None, now: datetime, max_report_age_s: float) -> bool:
+    """``is_fresh`` of a report dated ``reported_at`` (None: no report)."""
+    if reported_at is None:
         return False
-    age_s = (now - report.reported_at).total_seconds()
+    age_s = (now - reported_at).total_seconds()
     return -max_report_age_s <= age_s <= max_report_age_s
 
 

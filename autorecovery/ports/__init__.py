@@ -22,7 +22,15 @@ from autorecovery.ports.repositories import (
     TicksRepo,
     VmRunsRepo,
 )
-from autorecovery.ports.rows import ActivationRow, DomainActivationRow, FencePush, HostRow, HostState, StepRow
+from autorecovery.ports.rows import (
+    ActivationRow,
+    BatchHost,
+    DomainActivationRow,
+    FencePush,
+    HostRow,
+    HostState,
+    StepRow,
+)
 from autorecovery.ports.runtime import CheckSender, Enqueuer, Lock, LockFactory
 
 
@@ -49,6 +57,7 @@ __all__ = [
     "CheckSender",
     "Enqueuer",
     "FencePush",
+    "BatchHost",
     "HostRow",
     "HostState",
     "HostsRepo",

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from autorecovery.ports.rows import (
     ActivationRow,
     BatchDone,
+    BatchHost,
     BatchStart,
     BatchWindow,
     Conn,
@@ -48,7 +49,8 @@ class HostsRepo(Protocol):
     def batch_between(self, conn: Conn, lo: str, hi: str | None) -> list[HostRow]: ...
     def batch_changed(
         self, conn: Conn, lo: str, hi: str | None, window: BatchWindow
-    ) -> Callable[[], tuple[list[HostRow], list[SettledCount]]]: ...
+    ) -> Callable[[], tuple[list[BatchHost], list[SettledCount]]]: ...
+    def batch_rows(self, conn: Conn, host_ids: Sequence[str]) -> Callable[[], list[HostRow]]: ...
     def record_evaluations(self, conn: Conn, evaluated: Sequence[Evaluated]) -> None: ...
     def touch_reports(
         self, conn: Conn, reports: Sequence[tuple[Report, str]], received_at: datetime

@@ -50,6 +50,28 @@ class HostRow(NamedTuple):
     state: HostState
 
 
+class BatchHost(NamedTuple):
+    """What a tick reads of a host of its batch before the pull: enough to pull its report and
+    to tell whether its last evaluation still holds. A host evaluated again is then read whole
+    (``batch_rows``); a steady one costs only these columns.
+    """
+
+    id: str
+    cluster_id: str
+    status: str
+    agent_url: str
+    #: Its stored report's source and date (None: no report stored yet).
+    report_source: str | None
+    report_reported_at: datetime | None
+    #: As in ``HostState``.
+    report_digest: str | None
+    host_key: str | None
+    eval_key: str | None
+    eval_until: datetime | None
+    eval_code: str | None
+    eval_silent: bool | None
+
+
 class DomainActivationRow(TypedDict):
     """One storage domain activation as stored."""
 

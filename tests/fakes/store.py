@@ -26,7 +26,7 @@ from autorecovery.adapters.store.hosts import (
 )
 from autorecovery.adapters.store.hosts import _window_params as window_params
 from autorecovery.adapters.store.rows import cluster_from_row, host_row, report_to_json
-from autorecovery.ports import HostRow, Repos
+from autorecovery.ports import BatchHost, HostRow, Repos
 from autorecovery.ports.rows import (
     ActivationRow,
     BatchWindow,
@@ -151,6 +151,25 @@ def _host_rows(st: MemoryState, hosts: Sequence[dict[str, Any]], *, keyed: bool 
     return out
 
 
+def _batch_host(st: MemoryState, h: dict[str, Any]) -> BatchHost:
+    """What ``batch_changed`` reads of a host: a few columns, no objects."""
+    report = st.reports.get(h["id"])
+    return BatchHost(
+        h["id"],
+        h["cluster_id"],
+        h["status"],
+        h["agent_url"],
+        report["source"] if report else None,
+        report["reported_at"] if report else None,
+        report.get("digest") if report else None,
+        _host_key(st, h),
+        h.get("eval_key"),
+        h.get("eval_until"),
+        h.get("eval_code"),
+        h.get("eval_silent"),
+    )
+
+
 def _sorted_hosts(st: MemoryState) -> list[dict[str, Any]]:
     return [st.hosts[k] for k in sorted(st.hosts)]
 
@@ -252,9 +271,16 @@ class MemoryHosts(Repo):
         chosen = [h for h in _sorted_hosts(st) if h["id"] >= lo and (hi is None or h["id"] < hi)]
         return _host_rows(st, chosen)
 
+    def batch_rows(self, conn: Any, host_ids: Sequence[str]) -> Callable[[], list[HostRow]]:
+        """The whole rows of some hosts, with their keys, by id."""
+        st = self._state(conn, plain=list(host_ids))
+        wanted = set(host_ids)
+        rows = _host_rows(st, [h for h in _sorted_hosts(st) if h["id"] in wanted], keyed=True)
+        return lambda: rows
+
     def batch_changed(
         self, conn: Any, lo: str, hi: str | None, window: BatchWindow
-    ) -> Callable[[], tuple[list[HostRow], list[SettledCount]]]:
+    ) -> Callable[[], tuple[list[BatchHost], list[SettledCount]]]:
         """The hosts of a batch to evaluate, and the counts of the settled ones."""
         st = self._state(conn, plain=[lo, hi, window.tick_id])
         p = window_params(window)
@@ -285,7 +311,7 @@ class MemoryHosts(Repo):
             if observed and h["eval_silent"]:
                 count[2] += 1
                 count[3] = silent_examples(count[3], [h["id"]])
-        rows = _host_rows(st, changed, keyed=True)
+        rows = [_batch_host(st, h) for h in changed]
         settled_counts = [SettledCount(code, *counts[code]) for code in sorted(counts)]
         return lambda: (rows, settled_counts)
 

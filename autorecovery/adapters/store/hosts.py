@@ -9,13 +9,14 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
 from autorecovery.adapters.store.clusters import all_clusters as all_clusters
 from autorecovery.adapters.store.clusters import delete_cluster as delete_cluster
 from autorecovery.adapters.store.clusters import get_cluster as get_cluster
 from autorecovery.adapters.store.clusters import upsert_cluster as upsert_cluster
-from autorecovery.adapters.store.db import Conn, run
+from autorecovery.adapters.store.db import STATEMENTS, Conn, run
 from autorecovery.adapters.store.fences import clear_agent_hold as clear_agent_hold
 from autorecovery.adapters.store.fences import clear_fence_pending as clear_fence_pending
 from autorecovery.adapters.store.fences import fence_push_failed as fence_push_failed
@@ -28,6 +29,7 @@ from autorecovery.adapters.store.fences import set_agent_state as set_agent_stat
 from autorecovery.adapters.store.rows import host_row, report_to_json
 from autorecovery.ports import FencePush as FencePush
 from autorecovery.ports import HostRow as HostRow  # re-exported: callers import it from here
+from autorecovery.ports.rows import BatchHost as BatchHost
 from autorecovery.ports.rows import BatchWindow as BatchWindow
 from autorecovery.ports.rows import Evaluated as Evaluated
 from autorecovery.ports.rows import SettledCount as SettledCount
@@ -68,10 +70,11 @@ _NOT_EVALUATED = ["eval_key", "eval_until", "eval_code", "eval_silent", "last_de
 #: (so it is not pulled), is fresh, the evaluation's time has not run out, and its key is the
 #: key of what the host is now. Nothing here reads a whole row or hashes: a steady host costs
 #: its share of a join and a comparison.
-_BATCH_KEYED = """
+_HOST_KEY = """
 LEFT JOIN activations f ON f.host_id = h.id AND f.state IN ('queued', 'sending', 'sent')
 CROSS JOIN LATERAL (
-    SELECT h.row_version || '|' || coalesce(f.id, '-') AS host_key) k
+    SELECT h.row_version || '|' || coalesce(f.id, '-') AS host_key) k"""
+_SETTLED = """
 CROSS JOIN LATERAL (
     SELECT coalesce(r.source = 'push'
                     AND r.reported_at BETWEEN %(pushed_after)s AND %(pushed_before)s
@@ -81,6 +84,7 @@ CROSS JOIN LATERAL (
                                      || (SELECT t.context_key FROM ticks t WHERE t.id = %(tick_id)s),
                     false) AS settled) s
 """
+_BATCH_KEYED = _HOST_KEY + _SETTLED
 #: A batch's range of ids, as index bounds: an ``OR`` with the missing upper bound made the
 #: prepared (generic) plan scan the whole table for every batch. The reports are bounded too
 #: (PostgreSQL carries equalities across a join, not ranges): else each batch read every report
@@ -166,9 +170,31 @@ def _window_params(window: BatchWindow) -> dict[str, Any]:
     }
 
 
+def batch_rows(conn: Conn, host_ids: Sequence[str]) -> Callable[[], list[HostRow]]:
+    """Queue the read of some hosts' whole rows, with the keys ``batch_changed`` reads, by id.
+
+    What a batch reads of the hosts it evaluates again, after its pull: the rest cost it only
+    ``batch_changed``'s few columns. Returns a function that gives them once read: in a
+    pipeline, nothing waits until it is called.
+    """
+    if not host_ids:
+        return list
+    cur = run(
+        conn,
+        _HOST_COLUMNS
+        + """, k.host_key, r.digest AS r_digest, h.eval_key, h.eval_until, h.eval_code,
+               h.eval_silent
+        FROM hosts h LEFT JOIN reports r ON r.host_id = h.id"""
+        + _HOST_KEY
+        + " WHERE h.id = ANY(%(ids)s) ORDER BY h.id",
+        {"ids": list(host_ids)},
+    )
+    return lambda: _host_rows(cur.fetchall())
+
+
 def batch_changed(
     conn: Conn, lo: str, hi: str | None, window: BatchWindow
-) -> Callable[[], tuple[list[HostRow], list[SettledCount]]]:
+) -> Callable[[], tuple[list[BatchHost], list[SettledCount]]]:
     """Queue the reads of a batch: its hosts to evaluate, and the counts of the settled ones.
 
     Returns a function that gives both once read: in a pipeline both statements go in one round
@@ -177,11 +203,14 @@ def batch_changed(
     params = {"lo": lo, "hi": hi, **_window_params(window)}
     keyed = (_OPEN_FROM if hi is None else _BOUNDED_FROM) + _BATCH_KEYED
     where = _OPEN if hi is None else _BOUNDED
-    changed = run(
-        conn,
-        _HOST_COLUMNS
-        + """, k.host_key, r.digest AS r_digest, h.eval_key, h.eval_until, h.eval_code,
-               h.eval_silent"""
+    # A few columns as tuples: a steady host is never built into objects (the whole row, its
+    # JSON columns decoded, cost a batch ten times as much to read).
+    changed = conn.cursor(row_factory=tuple_row)
+    STATEMENTS.add()
+    changed.execute(
+        """
+        SELECT h.id, h.cluster_id, h.status, h.agent_url, r.source, r.reported_at, r.digest,
+               k.host_key, h.eval_key, h.eval_until, h.eval_code, h.eval_silent"""
         + keyed
         + where
         + " AND NOT s.settled ORDER BY h.id",
@@ -203,8 +232,8 @@ def batch_changed(
         params,
     )
 
-    def read() -> tuple[list[HostRow], list[SettledCount]]:
-        rows = _host_rows(changed.fetchall())
+    def read() -> tuple[list[BatchHost], list[SettledCount]]:
+        rows = [BatchHost._make(row) for row in changed.fetchall()]
         counts = [
             SettledCount(
                 row["code"],
@@ -531,6 +560,7 @@ __all__ = [
     "batch_after",
     "batch_between",
     "batch_changed",
+    "batch_rows",
     "clear_agent_hold",
     "clear_fence_pending",
     "fence_push_failed",

@@ -13,14 +13,15 @@ from autorecovery.adapters.agents import AgentClient, Target
 from autorecovery.adapters.store import Repos
 from autorecovery.adapters.store.db import Conn
 from autorecovery.ports import HostState
-from autorecovery.ports.rows import Evaluated, HostRow, SettledCount
+from autorecovery.ports.rows import BatchHost, Evaluated, HostRow, SettledCount
 from autorecovery.services import Clock
-from autorecovery.services.monitoring.config import TickConfig, needs_pull
+from autorecovery.services.monitoring.config import TickConfig, needs_pull_of
 from models import changes
 from models.domain import (
     Cluster,
     DomainStatus,
     Host,
+    HostStatus,
     Report,
     domains_by_status,
     effective_cluster,
@@ -130,6 +131,8 @@ class Assessed:
     changed_reports: list[Report] = field(default_factory=list)
     same_reports: list[tuple[Report, str]] = field(default_factory=list)
     evaluations: list[Evaluation] = field(default_factory=list)
+    #: The whole rows of the hosts evaluated (what their decisions were before).
+    rows: list[HostRow] = field(default_factory=list)
     evaluated: list[Evaluated] = field(default_factory=list)
     outcome: BatchOutcome = field(default_factory=BatchOutcome)
 
@@ -148,28 +151,34 @@ class _Tally:
             self.decisions[code] = self.decisions.get(code, 0) + hosts
         self.observed += observed
         self.silent += silent
-        self.silent_ids = silent_examples(self.silent_ids, silent_ids)
+        if silent_ids:
+            self.silent_ids = silent_examples(self.silent_ids, silent_ids)
 
 
 def _pull(
-    batch: list[HostRow], agents: AgentClient, cfg: TickConfig, now: datetime
+    batch: list[BatchHost], agents: AgentClient, cfg: TickConfig, now: datetime
 ) -> tuple[dict[str, Report], float]:
     """Pull the reports the batch needs (pushed ones are not pulled); return them by host."""
     now_s = now.timestamp()
-    targets = [Target(host.id, host.agent_url) for host, report, _ in batch if needs_pull(report, cfg, now_s)]
+    targets = [
+        Target(host.id, host.agent_url)
+        for host in batch
+        if needs_pull_of(host.report_source, host.report_reported_at, cfg, now_s)
+    ]
     started = time.perf_counter()
     pulled = agents.pull_reports(targets, now)
     return {report.host_id: report for report in pulled}, time.perf_counter() - started
 
 
 def assess_batch(
-    batch: list[HostRow],
+    batch: list[BatchHost],
     settled: list[SettledCount],
     context: Context,
     context_key: str | None,
     agents: AgentClient,
     cfg: TickConfig,
     clock: Clock,
+    load: Callable[[list[str]], list[HostRow]],
     digests: changes.ReportDigests | None = None,
 ) -> Assessed:
     """Pull the reports a batch needs and evaluate every host whose inputs changed.
@@ -177,6 +186,7 @@ def assess_batch(
     ``batch`` holds the hosts the store could not tell settled; ``settled`` counts the others
     by the decision they hold. A pulled report that brings nothing new to a host whose last
     evaluation holds is counted as that evaluation, as the store counts the settled hosts.
+    The hosts to evaluate again are read whole by ``load`` (their ids), after the pull.
     ``digests`` remembers each host's last report digest (the process's, across ticks).
     """
     digest_of = changes.report_digest if digests is None else digests.digest
@@ -191,30 +201,29 @@ def assess_batch(
     tally = _Tally()
     for count in settled:
         tally.add(count.code, count.hosts, count.observed, count.silent, count.silent_ids)
-    for host, stored, state in batch:
-        cluster = context.clusters.get(host.cluster_id)
-        if cluster is None:  # registered after the tick read the clusters
+    again: dict[str, Report | None] = {}  # hosts to evaluate again: their pulled report, if any
+    for host in batch:
+        if host.cluster_id not in context.clusters:  # registered after the tick read the clusters
             continue
-        report, digest = stored, state["report_digest"]
-        fresh = pulled.get(host.id)
+        digest, fresh = host.report_digest, pulled.get(host.id)
         if fresh is not None:
-            report, digest = fresh, digest_of(fresh)
-            if stored is not None and digest == state["report_digest"]:
+            digest = digest_of(fresh)
+            if host.report_reported_at is not None and digest == host.report_digest:
                 found.same_reports.append((fresh, digest))
             else:
                 found.changed_reports.append(fresh)
         key = None
-        if context_key is not None and state["host_key"] is not None:
-            key = changes.evaluation_key(state["host_key"], digest, context_key)
-        counted = is_observed(host.status)
-        if _holds(key, state, report, now, cfg):
-            silent = counted and bool(state["eval_silent"])
-            tally.add(state["eval_code"], 1, counted, silent, [host.id] if silent else [])
-            continue
-        ev = _evaluate(found, host, report, cluster, context, key, state, now, cfg)
-        silent = counted and ev.assessment.is_silent
-        code = None if ev.decision.is_activate else ev.decision.code
-        tally.add(code, 1, counted, silent, [host.id] if silent else [])
+        if context_key is not None and host.host_key is not None:
+            key = changes.evaluation_key(host.host_key, digest, context_key)
+        reported_at = fresh.reported_at if fresh is not None else host.report_reported_at
+        if _holds(key, host, reported_at, now, cfg):
+            counted = is_observed(HostStatus(host.status))
+            silent = counted and bool(host.eval_silent)
+            tally.add(host.eval_code, 1, counted, silent, [host.id] if silent else [])
+        else:
+            again[host.id] = fresh
+    if again:
+        _evaluate_again(found, tally, load(list(again)), again, context, context_key, now, cfg, digest_of)
     found.outcome.counts.update(
         evaluated=len(found.evaluations),
         silent=tally.silent,
@@ -223,6 +232,40 @@ def assess_batch(
         decisions=tally.decisions,
     )
     return found
+
+
+def _evaluate_again(
+    found: Assessed,
+    tally: _Tally,
+    rows: list[HostRow],
+    pulled: dict[str, Report | None],
+    context: Context,
+    context_key: str | None,
+    now: datetime,
+    cfg: TickConfig,
+    digest_of: Callable[[Report], str],
+) -> None:
+    """Evaluate the hosts whose last evaluation did not hold, from their whole rows.
+
+    A row read after the pull may be newer than what the batch read before it: its own key is
+    the one kept, so a host changed meanwhile is evaluated again at the next tick at worst.
+    """
+    for row in rows:
+        host, stored, state = row
+        cluster = context.clusters.get(host.cluster_id)
+        if cluster is None:
+            continue
+        fresh = pulled.get(host.id)
+        report, digest = (stored, state["report_digest"]) if fresh is None else (fresh, digest_of(fresh))
+        key = None
+        if context_key is not None and state["host_key"] is not None:
+            key = changes.evaluation_key(state["host_key"], digest, context_key)
+        found.rows.append(row)
+        ev = _evaluate(found, host, report, cluster, context, key, state, now, cfg)
+        counted = is_observed(host.status)
+        silent = counted and ev.assessment.is_silent
+        code = None if ev.decision.is_activate else ev.decision.code
+        tally.add(code, 1, counted, silent, [host.id] if silent else [])
 
 
 def _evaluate(
@@ -258,16 +301,18 @@ def _evaluate(
     return ev
 
 
-def _holds(key: str | None, state: HostState, report: Report | None, now: datetime, cfg: TickConfig) -> bool:
+def _holds(
+    key: str | None, host: BatchHost, reported_at: datetime | None, now: datetime, cfg: TickConfig
+) -> bool:
     """True when the host's last evaluation still holds (same key, its time not run out, fresh)."""
-    until = state["eval_until"]
+    until = host.eval_until
     return (
         key is not None
-        and key == state["eval_key"]
-        and state["eval_code"] is not None
+        and key == host.eval_key
+        and host.eval_code is not None
         and until is not None
         and until > now
-        and changes.is_fresh(report, now, cfg.report_max_age_s)
+        and changes.is_fresh_at(reported_at, now, cfg.report_max_age_s)
     )
 
 
@@ -284,14 +329,14 @@ def _log_transition(ev: Evaluation) -> None:
     )
 
 
-def record_batch(
-    conn: Conn, repos: Repos, batch: list[HostRow], found: Assessed, now: datetime
-) -> Callable[[], int]:
+def record_batch(conn: Conn, repos: Repos, found: Assessed, now: datetime) -> Callable[[], int]:
     """Send what a batch found to the store; return a function reading how many transitions were applied.
 
     Nothing is read until that function is called: in a pipeline, one round trip.
     """
-    previous = {host.id: (state["last_decision"], state["last_decision_detail"]) for host, _, state in batch}
+    previous = {
+        host.id: (state["last_decision"], state["last_decision_detail"]) for host, _, state in found.rows
+    }
     # Only decisions that changed are written: a steady fleet writes none.
     settled = [
         ev.decision

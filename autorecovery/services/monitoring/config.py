@@ -153,9 +153,16 @@ def needs_pull(report: Report | None, cfg: TickConfig, now_s: float) -> bool:
     A pushed report dated further ahead than the allowed clock skew is no reason to stop pulling
     (it was stored before such dates were refused; it would hold until its date).
     """
-    if report is None or report.source != "push":
+    if report is None:
         return True
-    age_s = now_s - report.reported_at.timestamp()
+    return needs_pull_of(report.source, report.reported_at, cfg, now_s)
+
+
+def needs_pull_of(source: str | None, reported_at: datetime | None, cfg: TickConfig, now_s: float) -> bool:
+    """``needs_pull`` of a stored report of ``source`` dated ``reported_at`` (None: no report)."""
+    if source != "push" or reported_at is None:
+        return True
+    age_s = now_s - reported_at.timestamp()
     return not -cfg.max_clock_skew_s <= age_s <= cfg.tick_interval_s
 
 

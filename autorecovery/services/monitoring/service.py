@@ -20,7 +20,7 @@ from autorecovery.adapters.agents import AgentClient
 from autorecovery.adapters.store import PG_REPOS, Repos
 from autorecovery.adapters.store.db import STATEMENTS, Conn, Database
 from autorecovery.adapters.store.ticks import FINISH_BATCH_STATEMENTS
-from autorecovery.ports.rows import BatchDone, BatchStart, BatchWindow, PushedCut
+from autorecovery.ports.rows import BatchDone, BatchStart, BatchWindow, HostRow, PushedCut
 from autorecovery.services import Clock, Enqueuer
 from autorecovery.services.monitoring.batch import Context, assess_batch, load_context, record_batch
 from autorecovery.services.monitoring.closing import Closer
@@ -157,8 +157,10 @@ class MonitoringService:
     def _run_batch(self, spec: BatchSpec) -> TickResult | None:
         """Read, pull, evaluate what changed, write: one pooled connection, five round trips.
 
-        Checking the pooled connection is one; reading the batch (its changed hosts, the counts
-        of the settled ones, whether to run, the tick's context) one pipeline; writing it is one
+        Checking the pooled connection is one; reading the batch (a few columns of the hosts
+        the store cannot tell settled, the counts of the settled ones, whether to run, the tick's
+        context) one pipeline; reading the whole rows of the hosts to evaluate again, after the
+        pull, one more, only when there are any (a steady fleet has none); writing it is one
         transaction in a pipeline: the tick's row lock and state first (a batch of a tick that
         ended writes nothing), then reports, decisions, evaluations and transitions, whose count
         goes in the batch's summary, recorded in its tick with the commit.
@@ -177,7 +179,15 @@ class MonitoringService:
             batch, settled = read()
             context, key = self._context(spec.tick_id, start, held)
             found = assess_batch(
-                batch, settled, context, key, self.agents, self.cfg, self.clock, self._digests
+                batch,
+                settled,
+                context,
+                key,
+                self.agents,
+                self.cfg,
+                self.clock,
+                lambda ids: self._rows(held, ids),
+                self._digests,
             )
             now = self.clock()
             outcome = found.outcome
@@ -186,7 +196,7 @@ class MonitoringService:
                 # Under the tick's row lock, first: a batch whose tick ended meanwhile (abandoned,
                 # taken over) writes nothing; an abandon that comes later waits for this one.
                 if self.repos.ticks.hold_running(conn, spec.tick_id):
-                    transitions = record_batch(conn, self.repos, batch, found, now)
+                    transitions = record_batch(conn, self.repos, found, now)
                     outcome.counts["transitions"] = transitions()
                     # The statements that record the batch in its tick are counted too.
                     outcome.counts["statements"] = (
@@ -206,6 +216,12 @@ class MonitoringService:
                 spec.idx,
             )
         return self._close(spec.tick_id) if done.closes else None
+
+    def _rows(self, held: Conn, host_ids: list[str]) -> list[HostRow]:
+        """The whole rows of the hosts a batch evaluates again, on the batch's connection."""
+        with self.db.pipeline(held) as conn:
+            read = self.repos.hosts.batch_rows(conn, host_ids)
+        return read()
 
     def _window(self, tick_id: str) -> BatchWindow:
         # Settled means settled until the evaluation's time, after the pull: a margin of one

@@ -244,3 +244,35 @@ def test_a_stored_push_dated_ahead_does_not_stop_the_pulls(world: World, ahead: 
     stored = world.stored_report("h1")
     assert stored is not None and stored.source == "pull" and stored.reported_at < world.clock()
     assert world.host("h1").in_flight  # recoverable from the fresh report: queued
+
+
+def test_a_host_changed_between_the_batch_reads_is_judged_on_its_new_row(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch reads a few columns, pulls, then reads whole the hosts to evaluate: a change in
+    between (autorecovery turned off) is what the evaluation sees, and what its key remembers."""
+    world.register("h1")
+    world.set_status("h1", S.NON_OPERATIONAL)
+    world.healthy("h1")
+    read_whole = world.repos.hosts.batch_rows
+
+    def racing(conn: object, host_ids: list[str]) -> object:
+        world.repos.hosts.set_autorecovery(conn, "h1", False)  # an operator, during the pull
+        return read_whole(conn, host_ids)
+
+    monkeypatch.setattr(world.repos.hosts, "batch_rows", racing)
+    first = world.monitoring.tick()
+    assert (first.evaluated, first.enqueued) == (1, 0)
+    assert world.enqueue.calls == []
+    assert world.row("h1")["last_decision"] == "autorecovery_off"
+    monkeypatch.setattr(world.repos.hosts, "batch_rows", read_whole)
+    later = []
+    for _ in range(2):  # the decision written changed the row: one more evaluation, then none
+        world.clock.advance(TICK.tick_interval_s)
+        world.healthy("h1")
+        later.append(world.monitoring.tick())
+    assert [(t.evaluated, t.decisions) for t in later] == [
+        (1, {"autorecovery_off": 1}),
+        (0, {"autorecovery_off": 1}),
+    ]
+    assert world.enqueue.calls == []
