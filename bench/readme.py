@@ -21,7 +21,7 @@ RECOVERIES_START, RECOVERIES_END = "<!-- bench-recoveries:start -->", "<!-- benc
 
 
 def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.1f}x" if b > 0 else "n/a"
+    return f"{a / b:.2f}x" if b > 0 else "n/a"
 
 
 def _pull_table(results: dict[str, Any]) -> list[str]:
