@@ -23,7 +23,7 @@ from api.schemas.common import ID_PATTERN
 
 log = logging.getLogger(__name__)
 
-_PATH = re.compile(r"^/api/v1/hosts/([^/]+)/report$")
+PUSH_PATH = re.compile(r"^/api/v1/hosts/([^/]+)/report$")
 _ID = re.compile(ID_PATTERN)
 
 
@@ -47,7 +47,7 @@ class ReportPush:
         """The host of a push this handler serves, else None (FastAPI serves it)."""
         if scope["type"] != "http" or scope["method"] != "POST" or PRINCIPAL_SCOPE_KEY not in scope:
             return None
-        match = _PATH.match(scope["path"])
+        match = PUSH_PATH.match(scope["path"])
         if match is None or not _ID.match(match.group(1)):
             return None
         if not any(name == b"content-length" for name, _ in scope["headers"]):

@@ -12,6 +12,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from api.app import create_app
+from api.push import PUSH_PATH
 from autorecovery.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,24 @@ class RedactQuery(logging.Filter):
         return True
 
 
+class QuietPushes(logging.Filter):
+    """Leave accepted single-report pushes out of uvicorn's access log.
+
+    Per-host pushers send one each per tick: with thousands of hosts, their lines would bury
+    every other request, and cost the API about a fifth of a push's CPU. Refused pushes (4xx,
+    5xx) are still logged; an accepted one shows in its host's report (``hosts show``).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for ``POST /api/v1/hosts/{id}/report`` answered below 400."""
+        args = record.args
+        if not isinstance(args, tuple) or len(args) < 5 or args[1] != "POST":
+            return True
+        status, path = args[4], args[2]
+        accepted = isinstance(status, int) and status < 400
+        return not (accepted and isinstance(path, str) and PUSH_PATH.match(path.split("?", 1)[0]) is not None)
+
+
 def uvicorn_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
     """The uvicorn configuration of the API, from the settings."""
     protocol = type(
@@ -200,5 +219,7 @@ def serve(settings: Settings | None = None, **uvicorn_options: Any) -> None:
     """
     config = uvicorn_config(settings or load_settings(), **uvicorn_options)
     # uvicorn configured its loggers in Config(); the filter goes on after that.
-    logging.getLogger("uvicorn.access").addFilter(RedactQuery())
+    access = logging.getLogger("uvicorn.access")
+    access.addFilter(QuietPushes())
+    access.addFilter(RedactQuery())
     uvicorn.Server(config).run()

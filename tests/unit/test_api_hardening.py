@@ -13,7 +13,7 @@ from api.app import create_app
 from api.auth import Principal, Role, parse_tokens
 from api.deps import Services
 from api.probes import Cached
-from api.server import RedactQuery
+from api.server import QuietPushes, RedactQuery
 from autorecovery.settings import Settings
 from models.errors import InvalidInput
 from tests.unit.test_api_errors import ADMIN, ALICE, VIC, VIEWER, World, shape
@@ -211,3 +211,20 @@ def test_the_access_log_never_shows_a_query_string() -> None:
     )  # fmt: skip
     assert RedactQuery().filter(record)
     assert "s3cret" not in record.getMessage() and "/api/v1/hosts?[query redacted]" in record.getMessage()
+
+
+def test_the_access_log_leaves_out_accepted_single_pushes_only() -> None:
+    def line(method: str, path: str, status: int) -> logging.LogRecord:
+        return logging.LogRecord(
+            "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+            ("127.0.0.1:5", method, path, "1.1", status), None,
+        )  # fmt: skip
+
+    quiet = QuietPushes()
+    assert not quiet.filter(line("POST", "/api/v1/hosts/h-1/report", 200))
+    assert not quiet.filter(line("POST", "/api/v1/hosts/h-1/report?x=1", 200))
+    assert quiet.filter(line("POST", "/api/v1/hosts/h-1/report", 403))  # refused: logged
+    assert quiet.filter(line("POST", "/api/v1/hosts/h-1/report", 503))
+    assert quiet.filter(line("POST", "/api/v1/reports", 200))  # a bulk push: one per collector
+    assert quiet.filter(line("POST", "/api/v1/hosts/h-1/activate", 202))
+    assert quiet.filter(line("GET", "/api/v1/hosts/h-1/report", 200))
