@@ -5,7 +5,8 @@
 The API runs as its own process (``python -m api``, as deployed) on the benchmark's PostgreSQL;
 a load client in this process pushes fresh, clean reports over kept-alive connections (a
 reporter token bound to the hosts, as per-host pushers would). Reported: API CPU per request
-and per report, pushes per second per API core, and the wall rate.
+and per report, pushes per second per API core, and the wall rate; and, as this run's floor,
+the CPU per request of a bare uvicorn app (``bench.api_floor``) that the same client pushes to.
 """
 
 from __future__ import annotations
@@ -72,6 +73,21 @@ def report(host_id: str) -> dict[str, Any]:
     }
 
 
+def _wait_listening(proc: Proc, port: int, what: str) -> None:
+    """Wait until ``proc`` listens on ``port``; fail with its log if it exits first."""
+
+    def up() -> bool:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"{what} exited:\n{proc.log()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    wait_for(up, 60, f"{what} to listen")
+
+
 def start_api(env: dict[str, str], tmp: Path, host_ids: list[str]) -> tuple[Proc, str, str]:
     """Start ``python -m api`` with a reporter token bound to ``host_ids``; return it, URL, token."""
     token = secrets.token_urlsafe(24)
@@ -99,17 +115,7 @@ def start_api(env: dict[str, str], tmp: Path, host_ids: list[str]) -> tuple[Proc
         ]
     proc = spawn(command, environ, tmp, "bench-api")
     url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.popen.poll() is not None:
-            raise RuntimeError(f"the API exited:\n{proc.log()[-3000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            return False
-
-    wait_for(up, 60, "the API to listen")
+    _wait_listening(proc, port, "the API")
     time.sleep(0.5)
     return proc, url, token
 
@@ -144,6 +150,29 @@ async def _bulks(url: str, token: str, host_ids: list[str], requests: int, size:
                 await resp.read()
 
 
+def start_floor(env: dict[str, str], tmp: Path) -> tuple[Proc, str]:
+    """Start the floor app (``bench.api_floor``); return it and its URL."""
+    port = _free_port()
+    proc = spawn([sys.executable, "-m", "bench.api_floor", str(port)], env, tmp, "bench-api-floor")
+    _wait_listening(proc, port, "the floor app")
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def floor_rate(env: dict[str, str], tmp: Path, host_ids: list[str], single: int) -> dict[str, Any]:
+    """CPU per request of the floor app, pushed to as the API is (same client, same bodies)."""
+    proc, url = start_floor(env, tmp)
+    try:
+        asyncio.run(_singles(url, "floor", host_ids, 200, 4))
+        cpu_s, wall_s = measure(proc, _singles(url, "floor", host_ids, single, 4))
+        return {
+            "requests": single,
+            "cpu_ms_per_request": round(1000 * cpu_s / single, 3),
+            "wall_per_s": round(single / wall_s),
+        }
+    finally:
+        proc.stop()
+
+
 def measure(proc: Proc, run: Any) -> tuple[float, float]:
     """(API CPU seconds, wall seconds) of running the coroutine ``run``."""
     cpu0, wall0 = cpu_seconds(proc), time.perf_counter()
@@ -174,6 +203,8 @@ def api_push_rates(
                 "wall_per_s": round(single / wall_s),
             }
         }
+        # The same pushes to a bare uvicorn app, in this run: what any request costs here.
+        out["floor"] = floor_rate(env, tmp, host_ids[:hosts], single)
         cpu_s, wall_s = measure(proc, _bulks(url, token, host_ids, bulk, bulk_size))
         reports = bulk * bulk_size
         out["bulk"] = {
