@@ -201,15 +201,16 @@ def assess_batch(
     tally = _Tally()
     for count in settled:
         tally.add(count.code, count.hosts, count.observed, count.silent, count.silent_ids)
-    again: dict[str, Report | None] = {}  # hosts to evaluate again: their pulled report, if any
+    again: dict[str, tuple[Report, str] | None] = {}  # to evaluate again: pulled report and digest
     for host in batch:
         if host.cluster_id not in context.clusters:  # registered after the tick read the clusters
             continue
-        digest, fresh = host.report_digest, pulled.get(host.id)
+        digest, fresh, pulled_now = host.report_digest, pulled.get(host.id), None
         if fresh is not None:
             digest = digest_of(fresh)
+            pulled_now = (fresh, digest)
             if host.report_reported_at is not None and digest == host.report_digest:
-                found.same_reports.append((fresh, digest))
+                found.same_reports.append(pulled_now)
             else:
                 found.changed_reports.append(fresh)
         key = None
@@ -221,9 +222,9 @@ def assess_batch(
             silent = counted and bool(host.eval_silent)
             tally.add(host.eval_code, 1, counted, silent, [host.id] if silent else [])
         else:
-            again[host.id] = fresh
+            again[host.id] = pulled_now
     if again:
-        _evaluate_again(found, tally, load(list(again)), again, context, context_key, now, cfg, digest_of)
+        _evaluate_again(found, tally, load(list(again)), again, context, context_key, now, cfg)
     found.outcome.counts.update(
         evaluated=len(found.evaluations),
         silent=tally.silent,
@@ -238,12 +239,11 @@ def _evaluate_again(
     found: Assessed,
     tally: _Tally,
     rows: list[HostRow],
-    pulled: dict[str, Report | None],
+    pulled: dict[str, tuple[Report, str] | None],
     context: Context,
     context_key: str | None,
     now: datetime,
     cfg: TickConfig,
-    digest_of: Callable[[Report], str],
 ) -> None:
     """Evaluate the hosts whose last evaluation did not hold, from their whole rows.
 
@@ -256,7 +256,7 @@ def _evaluate_again(
         if cluster is None:
             continue
         fresh = pulled.get(host.id)
-        report, digest = (stored, state["report_digest"]) if fresh is None else (fresh, digest_of(fresh))
+        report, digest = (stored, state["report_digest"]) if fresh is None else fresh
         key = None
         if context_key is not None and state["host_key"] is not None:
             key = changes.evaluation_key(state["host_key"], digest, context_key)
