@@ -16,12 +16,19 @@ from tests.support.servers import Servers
 HOST = "h-0001"
 
 
-def queued_activation(deps: Any) -> str | None:
+def activation_in(deps: Any, state: str) -> str | None:
+    """The id of HOST's activation in ``state``, if any."""
     with deps.db.transaction() as conn:
         row = conn.execute(
-            "SELECT id FROM activations WHERE host_id = %s AND state = 'queued'", (HOST,)
+            "SELECT id FROM activations WHERE host_id = %s AND state = %s", (HOST, state)
         ).fetchone()
     return None if row is None else str(row["id"])
+
+
+def ticked_up(app_module: Any, deps: Any) -> bool:
+    """Send a tick; True once HOST is up."""
+    send_ticks(app_module, deps)
+    return bool(host_status(deps, HOST)["status"] == "up")
 
 
 def test_a_lost_activation_message_is_sent_again_and_the_host_comes_up(
@@ -40,18 +47,13 @@ def test_a_lost_activation_message_is_sent_again_and_the_host_comes_up(
     activator = None
     try:
         send_ticks(app_module, deps)
-        activation_id = queued_activation(deps)
+        activation_id = activation_in(deps, "queued")
         assert activation_id is not None
         with app_module.app.connection_for_write() as conn:
             assert conn.default_channel.queue_purge(app_module.ACTIVATION_QUEUE) == 1
         lost_at = time.monotonic()
         activator = start_worker(servers.env(), logs, concurrency=1, queues="activation", name="activator")
-
-        def up() -> bool:
-            send_ticks(app_module, deps)
-            return bool(host_status(deps, HOST)["status"] == "up")
-
-        wait_for(up, 30, f"{HOST} to come up")
+        wait_for(lambda: ticked_up(app_module, deps), 30, f"{HOST} to come up")
         took_s = time.monotonic() - lost_at
     finally:
         for proc in (ticker, activator):
@@ -108,14 +110,6 @@ def test_a_deep_queue_is_not_re_sent_into_duplicate_runs(
     assert len(inits) == len(set(inits)) >= hosts
 
 
-def sent_activation(deps: Any) -> str | None:
-    with deps.db.transaction() as conn:
-        row = conn.execute(
-            "SELECT id FROM activations WHERE host_id = %s AND state = 'sent'", (HOST,)
-        ).fetchone()
-    return None if row is None else str(row["id"])
-
-
 def test_a_lost_check_message_is_sent_again_and_the_host_comes_up_before_its_deadline(
     sim: Any, servers: Servers, logs: Path, app_module: Any, deps: Any
 ) -> None:
@@ -133,8 +127,8 @@ def test_a_lost_check_message_is_sent_again_and_the_host_comes_up_before_its_dea
     replacement = None
     try:
         send_ticks(app_module, deps)
-        wait_for(lambda: sent_activation(deps) is not None, 20, "the init sent")
-        activation_id = sent_activation(deps)
+        wait_for(lambda: activation_in(deps, "sent") is not None, 20, "the init sent")
+        activation_id = activation_in(deps, "sent")
         # The worker holding the next check dies with it (its message comes back only after the
         # broker's visibility timeout), and whatever is still queued is lost with the broker.
         os.killpg(activator.popen.pid, signal.SIGKILL)
@@ -143,12 +137,7 @@ def test_a_lost_check_message_is_sent_again_and_the_host_comes_up_before_its_dea
             conn.default_channel.queue_purge(app_module.ACTIVATION_QUEUE)
         lost_at = time.monotonic()
         replacement = start_worker(env, logs, concurrency=1, queues="activation", name="check-replacement")
-
-        def up() -> bool:
-            send_ticks(app_module, deps)
-            return bool(host_status(deps, HOST)["status"] == "up")
-
-        wait_for(up, 40, f"{HOST} to come up")
+        wait_for(lambda: ticked_up(app_module, deps), 40, f"{HOST} to come up")
         took_s = time.monotonic() - lost_at
     finally:
         for proc in (ticker, activator, replacement):
