@@ -100,14 +100,14 @@ def test_the_status_before_the_first_attempt_is_kept_for_a_retried_one(backend: 
     with tx(backend) as conn:
         assert not backend.repos.activations.note_was_status(
             conn, "a1", fence=1, was_status="error"
-        )  # queued
+        )()  # queued
         first = backend.repos.activations.begin(conn, "a1", T0)
         assert first is not None
-        assert not backend.repos.activations.note_was_status(conn, "a1", fence=first + 1, was_status="up")
-        assert backend.repos.activations.note_was_status(conn, "a1", fence=first, was_status="error")
+        assert not backend.repos.activations.note_was_status(conn, "a1", fence=first + 1, was_status="up")()
+        assert backend.repos.activations.note_was_status(conn, "a1", fence=first, was_status="error")()
         again = backend.repos.activations.begin(conn, "a1", T0)  # a retried attempt
         assert again is not None and again > first
-        assert backend.repos.activations.note_was_status(conn, "a1", fence=again, was_status="initializing")
+        assert backend.repos.activations.note_was_status(conn, "a1", fence=again, was_status="initializing")()
         row = backend.repos.activations.get(conn, "a1")
     assert row is not None and row.was_status == "error"
 

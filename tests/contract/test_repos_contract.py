@@ -340,16 +340,16 @@ def test_record_decisions_writes_only_what_changed(backend: Backend) -> None:
         Decision("ghost", "activate", "x"),
     ]
     with tx(backend) as conn:
-        assert backend.repos.hosts.record_decisions(conn, [], at(1)) == 0
-        assert backend.repos.hosts.record_decisions(conn, first, at(1)) == 2
+        assert backend.repos.hosts.record_decisions(conn, [], at(1))() == 0
+        assert backend.repos.hosts.record_decisions(conn, first, at(1))() == 2
     with tx(backend) as conn:
-        assert backend.repos.hosts.record_decisions(conn, first, at(2)) == 0
+        assert backend.repos.hosts.record_decisions(conn, first, at(2))() == 0
         assert (
             backend.repos.hosts.record_decisions(
                 conn,
                 [Decision("h1", "activate", "fresh report"), Decision("h2", "no_report", "other")],
                 at(3),
-            )
+            )()
             == 1
         )
     r1, r2 = host_row(backend, "h1"), host_row(backend, "h2")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 
 from autorecovery.adapters.agents.fake import FakeAgentClient
 from autorecovery.adapters.store import PG_REPOS, Database
 from autorecovery.adapters.store import db as db_module
+from autorecovery.adapters.store.db import affected
 from autorecovery.services.monitoring import BatchSpec, TickConfig
 from bench.roundtrips import RoundTrips
 from models.domain import Cluster, Report
@@ -92,10 +94,14 @@ def test_the_counter_sees_transactions_and_pipelines(
     db, trips = traced
     monkeypatch.setattr(db_module, "RECHECK_AFTER_S", 0.0)  # every checkout checks
     trips.take()
-    with db.transaction() as conn:  # pool check, BEGIN, two statements, COMMIT
+    with db.transaction() as conn:  # pool check, then BEGIN, two statements, COMMIT together
         conn.execute("SELECT 1")
         conn.execute("SELECT %(x)s::int", {"x": 2})
-    assert trips.take() == 5
+    assert trips.take() == 2
+    with db.transaction() as conn:  # pool check; a read in the middle waits, then the rest
+        assert conn.execute("SELECT 1 AS x").fetchone() == {"x": 1}
+        conn.execute("SELECT 2")
+    assert trips.take() == 3
     with db.held() as held:  # pool check, then one round trip for the whole pipeline
         with db.pipeline(held) as conn:
             first = conn.execute("SELECT 1 AS x")
@@ -109,10 +115,35 @@ def test_a_connection_idle_for_a_while_is_checked_again(traced: tuple[Database, 
     with db.transaction() as conn:
         conn.execute("SELECT 1")
     trips.take()
-    with db.transaction() as conn:  # just given back: no check (BEGIN, statement, COMMIT)
+    with db.transaction() as conn:  # just given back: no check (BEGIN, statement, COMMIT at once)
         conn.execute("SELECT 1")
-    assert trips.take() == 3
+    assert trips.take() == 1
     time.sleep(db_module.RECHECK_AFTER_S + 0.1)
     with db.transaction() as conn:  # idle past the limit: checked first
         conn.execute("SELECT 1")
-    assert trips.take() == 4
+    assert trips.take() == 2
+
+
+def test_a_transaction_stays_one_unit_though_pipelined(traced: tuple[Database, RoundTrips]) -> None:
+    """BEGIN goes with the first statement and COMMIT with the last; what a block reads in the
+    middle (a fetch, ``affected``) does not commit what came before it, and an error anywhere
+    leaves nothing of the block."""
+    db, _ = traced
+    with db.transaction() as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS pipelined (x int)")
+        conn.execute("TRUNCATE pipelined")
+        conn.execute("INSERT INTO pipelined VALUES (1), (2)")
+    with pytest.raises(RuntimeError), db.transaction() as conn:
+        assert affected(conn.execute("UPDATE pipelined SET x = x + 10")) == 2
+        assert conn.execute("SELECT sum(x) AS s FROM pipelined").fetchone() == {"s": 23}
+        raise RuntimeError("after a read in the middle")
+    with pytest.raises(psycopg.errors.DivisionByZero), db.transaction() as conn:
+        conn.execute("UPDATE pipelined SET x = x + 100")
+        conn.execute("SELECT 1 / 0")  # refused by the server: seen only when the block ends
+    with db.transaction() as conn:
+        assert conn.execute("SELECT sum(x) AS s FROM pipelined").fetchone() == {"s": 3}
+        assert affected(conn.execute("DELETE FROM pipelined WHERE x = 1")) == 1
+        assert affected(conn.execute("DELETE FROM pipelined WHERE x = 1")) == 0
+    with db.transaction() as conn:
+        assert conn.execute("SELECT count(*) AS n FROM pipelined").fetchone() == {"n": 1}
+        conn.execute("DROP TABLE pipelined")

@@ -131,6 +131,12 @@ class MemoryDatabase:
         yield self
 
     @contextmanager
+    def autocommit(self) -> Iterator[MemoryConn]:
+        """Stands in for ``Database.autocommit``: one transaction."""
+        with self.transaction() as memory_conn:
+            yield memory_conn
+
+    @contextmanager
     def pipeline(self, conn: object, *, atomic: bool = False) -> Iterator[MemoryConn]:
         """Stands in for ``Database.pipeline``: one transaction (atomic or not)."""
         with self.transaction() as memory_conn:

@@ -463,10 +463,10 @@ class MemoryHosts(Repo):
         changed = self.apply_transitions(conn, changes, now, actor)
         return lambda: changed
 
-    def record_decisions(self, conn: Any, decisions: Sequence[Decision], now: datetime) -> int:
-        """Store each host's latest decision, writing only those that changed."""
+    def record_decisions(self, conn: Any, decisions: Sequence[Decision], now: datetime) -> Callable[[], int]:
+        """Store each host's latest decision, writing only those that changed; how many, read later."""
         if not decisions:
-            return 0
+            return lambda: 0
         st = self._state(conn, jsonb=[[d.host_id, d.code, d.detail] for d in decisions])
         written: set[str] = set()
         for d in decisions:
@@ -481,7 +481,7 @@ class MemoryHosts(Repo):
                     last_decision_at=now,
                 )
                 written.add(d.host_id)
-        return len(written)
+        return lambda: len(written)
 
     def set_autorecovery(self, conn: Any, host_id: str, enabled: bool) -> bool | None:
         """Set a host's autorecovery flag; return the previous value, or None for an unknown host."""
@@ -774,14 +774,16 @@ class MemoryActivations(Repo):
         )
         return True
 
-    def note_was_status(self, conn: Any, activation_id: str, *, fence: int, was_status: str) -> bool:
+    def note_was_status(
+        self, conn: Any, activation_id: str, *, fence: int, was_status: str
+    ) -> Callable[[], bool]:
         """Keep the host's status before its first ``initializing`` on the ``sending`` activation."""
         row = self._state(conn, plain=[activation_id, was_status]).activations.get(activation_id)
         if row is None or row["state"] != "sending" or row["fence"] != fence:
-            return False
+            return lambda: False
         if row.get("was_status") is None:
             row["was_status"] = was_status
-        return True
+        return lambda: True
 
     def unknown_streak(self, conn: Any, host_id: str) -> int:
         """Count the host's latest closed activations in a row that ended on the infrastructure."""

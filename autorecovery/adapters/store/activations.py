@@ -6,13 +6,13 @@ agent has the init, or may have it; the record holds the host until ``deadline_a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from autorecovery.adapters.store.db import Conn, run
+from autorecovery.adapters.store.db import Conn, affected, run
 from autorecovery.ports.rows import ActivationRow as ActivationRow
 from autorecovery.ports.rows import StepRow as StepRow
 
@@ -157,13 +157,14 @@ def mark_sent(
             "was": was_status,
         },
     )
-    return cur.rowcount == 1
+    return affected(cur) == 1
 
 
-def note_was_status(conn: Conn, activation_id: str, *, fence: int, was_status: str) -> bool:
+def note_was_status(conn: Conn, activation_id: str, *, fence: int, was_status: str) -> Callable[[], bool]:
     """Keep the host's status before its first ``initializing`` on the ``sending`` activation.
 
     Only the first attempt's is kept: a retried attempt finds the host ``initializing`` already.
+    Returns whether it was kept, read later (in a pipeline, reading waits for the result).
     """
     cur = run(
         conn,
@@ -173,7 +174,7 @@ def note_was_status(conn: Conn, activation_id: str, *, fence: int, was_status: s
         """,
         {"id": activation_id, "fence": fence, "was": was_status},
     )
-    return cur.rowcount == 1
+    return lambda: affected(cur) == 1
 
 
 def finish(
@@ -211,7 +212,7 @@ def finish(
             "fence": fence,
         },
     )
-    return cur.rowcount == 1
+    return affected(cur) == 1
 
 
 def reap(

@@ -52,6 +52,22 @@ def run(
     return conn.execute(query, params)
 
 
+def affected(cur: psycopg.Cursor[Any]) -> int:
+    """The rows the statement last executed on ``cur`` changed.
+
+    In a pipeline (every ``transaction``) a statement's result arrives only at the next
+    synchronisation: this one waits for it (one round trip, the one a read would cost).
+    """
+    pipeline = _PIPELINES.get(id(cur.connection))
+    if cur.rowcount < 0 and pipeline is not None:
+        pipeline.sync()  # inside BEGIN … COMMIT a sync ends no transaction
+    return cur.rowcount
+
+
+#: The pipeline each connection is in, while it is in one (``Database.pipeline``).
+_PIPELINES: dict[int, psycopg.Pipeline] = {}
+
+
 #: A pooled connection given back this recently is not checked again when taken (a round trip
 #: saved on busy paths); one idle longer is, so a PostgreSQL restart while idle is noticed.
 RECHECK_AFTER_S = 1.0
@@ -175,11 +191,35 @@ class Database:
     def transaction(self) -> Iterator[Conn]:
         """Yield a connection inside one transaction: committed on success, rolled back on error.
 
+        Its statements are pipelined (``pipeline(atomic=True)``): BEGIN goes with the first of
+        them and COMMIT with the last, and a round trip is paid only where the block reads a
+        result (a fetch, or ``affected``). A statement's error may surface at that read or at
+        the end of the block instead of at the statement; either way nothing of it stays.
+
         Raises:
             StoreUnavailable: PostgreSQL could not be reached or dropped the connection.
         """
-        with _translated(), self._connection() as conn, conn.transaction():
+        with self.held() as held, self.pipeline(held, atomic=True) as conn:
             yield conn
+
+    @contextmanager
+    def autocommit(self) -> Iterator[Conn]:
+        """Yield a connection whose statements each commit on their own: one round trip each.
+
+        For reads that each need their result before the next (a pipeline would add a round
+        trip to every one of them, and BEGIN … COMMIT two), and for single-statement writes;
+        never for writes that must go together.
+
+        Raises:
+            StoreUnavailable: as ``transaction``.
+        """
+        with self.held() as conn, _translated():
+            conn.autocommit = True
+            try:
+                yield conn
+            finally:
+                if not conn.closed:
+                    conn.autocommit = False
 
     @contextmanager
     def held(self) -> Iterator[Conn]:
@@ -209,7 +249,8 @@ class Database:
         with _translated():
             conn.autocommit = True  # statements between syncs form the transaction, not BEGIN
             try:
-                with conn.pipeline():
+                with conn.pipeline() as pipeline:
+                    _PIPELINES[id(conn)] = pipeline
                     if atomic:
                         conn.execute("BEGIN")
                     yield conn
@@ -221,6 +262,7 @@ class Database:
                         conn.rollback()  # nothing of the block stays, whatever was sent
                 raise
             finally:
+                _PIPELINES.pop(id(conn), None)
                 if not conn.closed:
                     conn.autocommit = False
 

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from psycopg.types.json import Jsonb
 
-from autorecovery.adapters.store.db import Conn, run
+from autorecovery.adapters.store.db import Conn, affected, run
 from autorecovery.ports.rows import FencePush
 
 
@@ -30,7 +30,7 @@ def raise_fence(conn: Conn, host_id: str, fence: int, at_least: int) -> bool:
         """,
         {"id": host_id, "fence": fence, "to": at_least},
     )
-    return cur.rowcount == 1
+    return affected(cur) == 1
 
 
 def pending_fences(conn: Conn, limit: int) -> list[FencePush]:
@@ -64,7 +64,7 @@ def clear_fence_pending(conn: Conn, pushed: Sequence[FencePush]) -> int:
         """,
         {"rows": Jsonb([{"host_id": p.host_id, "fence": p.fence} for p in pushed])},
     )
-    return cur.rowcount
+    return affected(cur)
 
 
 def fence_push_failed(conn: Conn, failed: Sequence[str], backoff_s: float, backoff_max_s: float) -> int:
@@ -81,7 +81,7 @@ def fence_push_failed(conn: Conn, failed: Sequence[str], backoff_s: float, backo
         """,
         {"ids": list(failed), "base": backoff_s, "max": backoff_max_s},
     )
-    return cur.rowcount
+    return affected(cur)
 
 
 def hold_init(conn: Conn, host_id: str, until: datetime) -> bool:
@@ -93,7 +93,7 @@ def hold_init(conn: Conn, host_id: str, until: datetime) -> bool:
         """,
         {"id": host_id, "until": until},
     )
-    return cur.rowcount == 1
+    return affected(cur) == 1
 
 
 def issued_fence(conn: Conn, host_id: str) -> int | None:
@@ -112,7 +112,7 @@ def hold_agent(conn: Conn, host_id: str, hold: str, detail: str) -> bool:
         """,
         {"id": host_id, "hold": hold, "detail": detail},
     )
-    return cur.rowcount == 1
+    return affected(cur) == 1
 
 
 def clear_agent_hold(conn: Conn, host_id: str) -> bool:
@@ -125,7 +125,7 @@ def clear_agent_hold(conn: Conn, host_id: str) -> bool:
         """,
         {"id": host_id},
     )
-    return cur.rowcount == 1
+    return affected(cur) == 1
 
 
 def set_agent_state(conn: Conn, host_id: str, state_id: str) -> None:

@@ -16,7 +16,7 @@ from autorecovery.adapters.store.clusters import all_clusters as all_clusters
 from autorecovery.adapters.store.clusters import delete_cluster as delete_cluster
 from autorecovery.adapters.store.clusters import get_cluster as get_cluster
 from autorecovery.adapters.store.clusters import upsert_cluster as upsert_cluster
-from autorecovery.adapters.store.db import STATEMENTS, Conn, run
+from autorecovery.adapters.store.db import STATEMENTS, Conn, affected, run
 from autorecovery.adapters.store.fences import clear_agent_hold as clear_agent_hold
 from autorecovery.adapters.store.fences import clear_fence_pending as clear_fence_pending
 from autorecovery.adapters.store.fences import fence_push_failed as fence_push_failed
@@ -389,7 +389,7 @@ def queue_reports(conn: Conn, reports: Sequence[Report], received_at: datetime) 
         """,
         {"rows": Jsonb([report_to_json(r, received_at) for r in reports])},
     )
-    return lambda: cur.rowcount
+    return lambda: affected(cur)
 
 
 def queue_transitions(
@@ -447,14 +447,15 @@ def apply_transitions(conn: Conn, changes: Sequence[Transition], now: datetime, 
     return queue_transitions(conn, changes, now, actor)()
 
 
-def record_decisions(conn: Conn, decisions: Sequence[Decision], now: datetime) -> int:
-    """Store each host's latest decision, writing only those that changed.
+def record_decisions(conn: Conn, decisions: Sequence[Decision], now: datetime) -> Callable[[], int]:
+    """Store each host's latest decision, writing only those that changed; how many, read later
+    (in a pipeline, reading it waits for the statement's result).
 
     With it goes whether the decision means a clean report (``Decision.is_clean``), from which a
     trigger keeps when the host's fault cleared (migration 0016).
     """
     if not decisions:
-        return 0
+        return lambda: 0
     cur = run(
         conn,
         """
@@ -474,7 +475,7 @@ def record_decisions(conn: Conn, decisions: Sequence[Decision], now: datetime) -
             "now": now,
         },
     )
-    return cur.rowcount
+    return lambda: affected(cur)
 
 
 def set_autorecovery(conn: Conn, host_id: str, enabled: bool) -> bool | None:
@@ -516,7 +517,7 @@ def set_status(
         """,
         {"id": host_id, "status": status, "reason": reason, "detail": detail, "now": now, "fence": fence},
     )
-    return cur.rowcount == 1
+    return affected(cur) == 1
 
 
 def set_agent_url(conn: Conn, host_id: str, agent_url: str) -> str | None:
@@ -542,7 +543,7 @@ def delete_host(conn: Conn, host_id: str) -> bool:
         """,
         {"id": host_id},
     )
-    return cur.rowcount == 1
+    return affected(cur) == 1
 
 
 def count_by_status(conn: Conn) -> dict[str, int]:

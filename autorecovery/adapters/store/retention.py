@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import LiteralString
 
-from autorecovery.adapters.store.db import Conn, run
+from autorecovery.adapters.store.db import Conn, affected, run
 
 #: kind -> (count of what is older than the cutoff, delete of one batch of it).
 _STATEMENTS: dict[str, tuple[LiteralString, LiteralString]] = {
@@ -76,4 +76,4 @@ def count_older(conn: Conn, kind: str, before: datetime) -> int:
 
 def delete_batch(conn: Conn, kind: str, before: datetime, limit: int) -> int:
     """Delete at most ``limit`` rows of ``kind`` older than ``before``; return how many."""
-    return run(conn, _STATEMENTS[kind][1], {"before": before, "limit": limit}).rowcount
+    return affected(run(conn, _STATEMENTS[kind][1], {"before": before, "limit": limit}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from autorecovery.adapters.store.db import Conn, run
+from autorecovery.adapters.store.db import Conn, affected, run
 from models.safety import Pause
 
 
@@ -142,7 +142,7 @@ def postpone(conn: Conn, host_id: str, fence: int, next_attempt_at: datetime) ->
         """,
         {"id": host_id, "fence": fence, "next": next_attempt_at},
     )
-    return cur.rowcount == 1
+    return affected(cur) == 1
 
 
 def failures_of(conn: Conn, host_id: str) -> int:
@@ -218,7 +218,7 @@ def quarantine(conn: Conn, host_id: str, now: datetime, reason: str) -> bool:
         """,
         {"id": host_id, "now": now, "reason": reason},
     )
-    return cur.rowcount == 1
+    return affected(cur) == 1
 
 
 def track_incidents(conn: Conn, *, now: datetime, since: datetime, min_hosts: int) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, cast
 
-from autorecovery.adapters.store.db import Conn, run
+from autorecovery.adapters.store.db import Conn, affected, run
 from autorecovery.ports import DomainActivationRow
 from models.domain import DomainStatus, StorageDomain
 
@@ -67,7 +67,7 @@ def set_autorecovery(conn: Conn, sd_id: str, enabled: bool) -> bool:
         "UPDATE storage_domains SET autorecovery = %(on)s WHERE id = %(id)s",
         {"id": sd_id, "on": enabled},
     )
-    return cur.rowcount == 1
+    return affected(cur) == 1
 
 
 def set_status(
@@ -90,7 +90,7 @@ def set_status(
         """,
         {"id": sd_id, "status": status, "detail": detail, "now": now, "fence": fence},
     )
-    return cur.rowcount == 1
+    return affected(cur) == 1
 
 
 def follow_monitoring(
@@ -273,7 +273,7 @@ def mark_activation_sent(
         """,
         {"id": activation_id, "fence": fence, "answer": answer, "target": target, "hold": hold_s},
     )
-    return cur.rowcount == 1
+    return affected(cur) == 1
 
 
 def abandon_for_maintenance(conn: Conn, sd_id: str, now: datetime) -> str | None:
@@ -322,7 +322,7 @@ def finish_activation(
             "fence": fence,
         },
     )
-    return cur.rowcount == 1
+    return affected(cur) == 1
 
 
 def raise_fence(conn: Conn, sd_id: str, fence: int, at_least: int) -> bool:
@@ -332,7 +332,7 @@ def raise_fence(conn: Conn, sd_id: str, fence: int, at_least: int) -> bool:
         "UPDATE storage_domains SET fence = GREATEST(fence, %(to)s) WHERE id = %(id)s AND fence = %(fence)s",
         {"id": sd_id, "fence": fence, "to": at_least},
     )
-    return cur.rowcount == 1
+    return affected(cur) == 1
 
 
 def reap_activations(conn: Conn, *, now: datetime, queued_ttl_s: float, running_ttl_s: float) -> int:

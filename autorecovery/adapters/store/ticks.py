@@ -11,7 +11,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from autorecovery.adapters.store.db import Conn, run
+from autorecovery.adapters.store.db import Conn, affected, run
 from autorecovery.ports.rows import BatchDone as BatchDone
 from autorecovery.ports.rows import BatchStart as BatchStart
 from autorecovery.ports.rows import PushedCut
@@ -289,7 +289,7 @@ def claim_housekeeping(conn: Conn, holder: str, lease_s: float) -> bool:
         """,
         {"holder": holder, "lease": lease_s},
     )
-    return cur.rowcount == 1
+    return affected(cur) == 1
 
 
 def release_housekeeping(conn: Conn, holder: str) -> bool:
@@ -299,4 +299,4 @@ def release_housekeeping(conn: Conn, holder: str) -> bool:
         "UPDATE housekeeping_lease SET until = '-infinity' WHERE holder = %(holder)s",
         {"holder": holder},
     )
-    return cur.rowcount == 1
+    return affected(cur) == 1

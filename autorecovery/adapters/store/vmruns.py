@@ -7,7 +7,7 @@ from datetime import datetime
 
 from psycopg.types.json import Jsonb
 
-from autorecovery.adapters.store.db import Conn, run
+from autorecovery.adapters.store.db import Conn, affected, run
 from models.placement import Attempt
 
 
@@ -107,7 +107,7 @@ def clear_charges(conn: Conn, host_id: str) -> int:
     """Forget a host's charges and its error period (it came back healthy)."""
     run(conn, "UPDATE hosts SET error_until = NULL WHERE id = %(id)s", {"id": host_id})
     cur = run(conn, "DELETE FROM charges WHERE host_id = %(id)s", {"id": host_id})
-    return cur.rowcount
+    return affected(cur)
 
 
 def known_hosts(conn: Conn, host_ids: Sequence[str]) -> set[str]:

@@ -95,7 +95,7 @@ class FencedActivations:
         For a step's reads (each sees its own snapshot, as in a READ COMMITTED transaction
         anyway) and its single-statement writes; never for writes that must go together.
         """
-        with self.db.held() as held, self.db.pipeline(held) as conn:
+        with self.db.autocommit() as conn:
             yield conn
 
     def run(self, kind: Kind, activation_id: str, object_id: str, task_id: str | None = None) -> Outcome:

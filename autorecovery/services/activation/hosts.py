@@ -290,7 +290,8 @@ class HostKind(Naming):
         checked_at, report_at = checked
         with self.core.db.transaction() as conn:
             if subject.host.status is not HostStatus.INITIALIZING:
-                # Kept for a retried attempt of this activation, which finds the host initializing.
+                # Kept for a retried attempt of this activation, which finds the host initializing
+                # (whether it was is not read: the status write below checks the same fence).
                 self.repos.activations.note_was_status(
                     conn, run.activation_id, fence=run.fence, was_status=subject.host.status.value
                 )

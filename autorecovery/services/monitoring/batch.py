@@ -343,7 +343,7 @@ def record_batch(conn: Conn, repos: Repos, found: Assessed, now: datetime) -> Ca
         for ev in found.evaluations
         if not ev.decision.is_activate and previous[ev.host.id] != (ev.decision.code, ev.decision.detail)
     ]
-    repos.hosts.upsert_reports(conn, found.changed_reports, now)
+    repos.hosts.queue_reports(conn, found.changed_reports, now)  # its count is not read
     repos.hosts.touch_reports(conn, found.same_reports, now)
     repos.hosts.record_decisions(conn, settled, now)
     repos.hosts.record_evaluations(conn, found.evaluated)
