@@ -40,7 +40,11 @@ def hold_if_ahead(kind: HostKind, run: Run, claimed: int | None, source: str, *,
 
     Written in its own transaction, whatever becomes of the activation: the event concerns the
     host. ``refused``: the claim comes with a refusal of ``run.fence`` (a ``stale_fence``).
+    A claim up to ``run.fence`` is never ahead (the product issued it, and its counter only grows):
+    the counter is then not read, so the usual report costs no round trip.
     """
+    if not refused and (claimed is None or claimed <= run.fence):
+        return False
     with kind.core.db.transaction() as conn:
         issued = kind.repos.hosts.issued_fence(conn, run.object_id)
         if issued is None:

@@ -222,11 +222,24 @@ def test_a_report_ahead_of_the_product_holds_the_host_before_any_init(world: Wor
     assert world.host("h1").agent_hold == "agent_fence_ahead"
 
 
-def test_a_new_agent_state_is_told_the_product_fence_before_the_init(world: World) -> None:
+def test_a_new_agent_state_is_told_the_product_fence_before_the_init(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     act_id = queued_out_host(world)
     world.agents.reports["h1"] = replace(world.agents.reports["h1"], agent=AgentState("state-a", 0))
+    read_counter: list[str] = []
+    issued_fence = world.repos.hosts.issued_fence
+
+    def counted(conn: object, host_id: str) -> int | None:
+        read_counter.append(host_id)
+        return issued_fence(conn, host_id)
+
+    monkeypatch.setattr(world.repos.hosts, "issued_fence", counted)
     assert world.activation.run(act_id, "h1").outcome == "up"
     assert world.agents.fence_calls == [("h1", 1)]
+    # Neither the report's claim (0) nor the pushed fence's answer (1) is above the fence this
+    # activation was issued: the product's counter is not read for them.
+    assert read_counter == []
     assert world.host("h1").agent_state_id == "state-a"
     [pushed] = world.audit(event="agent_fence_pushed")
     assert pushed["reason"] == "agent_state_new"
