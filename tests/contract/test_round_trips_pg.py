@@ -147,3 +147,16 @@ def test_a_transaction_stays_one_unit_though_pipelined(traced: tuple[Database, R
     with db.transaction() as conn:
         assert conn.execute("SELECT count(*) AS n FROM pipelined").fetchone() == {"n": 1}
         conn.execute("DROP TABLE pipelined")
+
+
+@pytest.mark.timeout(60)
+def test_reading_a_row_count_after_a_large_statement_does_not_hang(traced: tuple[Database, RoundTrips]) -> None:
+    """A statement larger than the socket's buffers (a bulk push of thousands of reports), then
+    its row count read in the middle of the pipelined transaction: psycopg's ``Pipeline.sync()``
+    waited for good there (the server waiting for the rest of the statement)."""
+    db, _ = traced
+    big = "x" * (20 * 1024 * 1024)
+    with db.transaction() as conn:
+        conn.execute("CREATE TEMP TABLE big (x text) ON COMMIT DROP")
+        assert affected(conn.execute("INSERT INTO big VALUES (%(x)s), (%(x)s)", {"x": big})) == 2
+        assert conn.execute("SELECT count(*) AS n FROM big").fetchone() == {"n": 2}

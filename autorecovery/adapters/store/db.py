@@ -14,6 +14,7 @@ from typing import Any, LiteralString
 
 import msgspec
 import psycopg
+from psycopg import pq
 from psycopg.rows import dict_row
 from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -55,17 +56,17 @@ def run(
 def affected(cur: psycopg.Cursor[Any]) -> int:
     """The rows the statement last executed on ``cur`` changed.
 
-    In a pipeline (every ``transaction``) a statement's result arrives only at the next
-    synchronisation: this one waits for it (one round trip, the one a read would cost).
+    In a pipeline (every ``transaction``) a statement's result arrives only when the client asks
+    for one: this asks by reading a trivial statement sent after it (one round trip, the one a
+    read would cost; inside BEGIN … COMMIT nothing is committed by it). Not ``Pipeline.sync()``:
+    psycopg 3.3 stops sending once its queue is empty even when libpq still holds part of a large
+    statement, then waits for results the server cannot send (seen: a 20 MB bulk push hung for
+    good, the server in ``ClientRead``); a fetch flushes everything first.
     """
-    pipeline = _PIPELINES.get(id(cur.connection))
-    if cur.rowcount < 0 and pipeline is not None:
-        pipeline.sync()  # inside BEGIN … COMMIT a sync ends no transaction
+    conn = cur.connection
+    if cur.rowcount < 0 and conn.pgconn.pipeline_status != pq.PipelineStatus.OFF:
+        conn.execute("SELECT 1").fetchone()
     return cur.rowcount
-
-
-#: The pipeline each connection is in, while it is in one (``Database.pipeline``).
-_PIPELINES: dict[int, psycopg.Pipeline] = {}
 
 
 #: A pooled connection given back this recently is not checked again when taken (a round trip
@@ -249,8 +250,7 @@ class Database:
         with _translated():
             conn.autocommit = True  # statements between syncs form the transaction, not BEGIN
             try:
-                with conn.pipeline() as pipeline:
-                    _PIPELINES[id(conn)] = pipeline
+                with conn.pipeline():
                     if atomic:
                         conn.execute("BEGIN")
                     yield conn
@@ -262,7 +262,6 @@ class Database:
                         conn.rollback()  # nothing of the block stays, whatever was sent
                 raise
             finally:
-                _PIPELINES.pop(id(conn), None)
                 if not conn.closed:
                     conn.autocommit = False
 
