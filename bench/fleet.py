@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from autorecovery.adapters.store.db import affected
 from tests.support.processes import Proc, spawn, wait_for
 
 #: The clusters of the pushed-report fleet: what every host's clean report must satisfy.
@@ -224,11 +225,13 @@ def sql_floor(db: Any) -> dict[str, Any]:
     for _ in range(3):
         with db.transaction() as conn:
             started = time.perf_counter()
-            conn.execute(
+            cur = conn.execute(
                 "UPDATE reports r SET reported_at = v.at FROM unnest(%(ids)s::text[], %(ats)s::timestamptz[])"
                 " AS v(id, at) WHERE r.host_id = v.id",
                 {"ids": ids, "ats": [now] * len(ids)},
             )
+            # A transaction is pipelined: the statement has run only once its result is read.
+            assert affected(cur) == len(ids)
             took = time.perf_counter() - started
         best = took if best is None else min(best, took)
     assert best is not None
