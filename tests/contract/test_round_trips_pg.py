@@ -150,7 +150,9 @@ def test_a_transaction_stays_one_unit_though_pipelined(traced: tuple[Database, R
 
 
 @pytest.mark.timeout(60)
-def test_reading_a_row_count_after_a_large_statement_does_not_hang(traced: tuple[Database, RoundTrips]) -> None:
+def test_reading_a_row_count_after_a_large_statement_does_not_hang(
+    traced: tuple[Database, RoundTrips],
+) -> None:
     """A statement larger than the socket's buffers (a bulk push of thousands of reports), then
     its row count read in the middle of the pipelined transaction: psycopg's ``Pipeline.sync()``
     waited for good there (the server waiting for the rest of the statement)."""

@@ -214,7 +214,7 @@ class Database:
         Raises:
             StoreUnavailable: as ``transaction``.
         """
-        with self.held() as conn, _translated():
+        with self.held() as conn:
             conn.autocommit = True
             try:
                 yield conn
