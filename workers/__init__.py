@@ -94,6 +94,7 @@ def make_app(settings: Settings) -> Celery:
             },
         },
         worker_prefetch_multiplier=1,
+        worker_consumer="workers.consumer:BrokerLossConsumer",
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         broker_connection_retry_on_startup=True,
         beat_schedule=beat_schedule(settings.tick_interval_s),
