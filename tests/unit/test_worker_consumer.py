@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from types import ModuleType
+
 import pytest
 from celery.worker.consumer import Consumer
 
-from workers import app
-from workers.consumer import BrokerLossConsumer, tolerant
+from autorecovery.settings import Settings
 
 
-def test_the_app_runs_the_tolerant_consumer() -> None:
+@pytest.fixture
+def consumer_module(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """``workers.consumer``; importing ``workers`` builds an app, which needs a broker URL."""
+    if "workers" not in sys.modules and not (
+        os.environ.get("AUTORECOVERY_BROKER_URL") or os.environ.get("AUTORECOVERY_REDIS_URL")
+    ):
+        monkeypatch.setenv("AUTORECOVERY_BROKER_URL", "memory://")
+    import workers.consumer
+
+    return workers.consumer
+
+
+def test_the_app_runs_the_tolerant_consumer(consumer_module: ModuleType) -> None:
+    from workers import make_app
+
+    app = make_app(Settings(redis_url="redis://127.0.0.1:9/0"))
     assert app.conf.worker_consumer == "workers.consumer:BrokerLossConsumer"
+    assert app.conf.worker_consumer.rpartition(":")[2] in vars(consumer_module)
 
 
-def test_closing_a_collected_connection_does_not_raise() -> None:
+def test_closing_a_collected_connection_does_not_raise(consumer_module: ModuleType) -> None:
+    tolerant = consumer_module.tolerant
     calls: list[str] = []
 
     def close() -> None:
@@ -24,7 +44,9 @@ def test_closing_a_collected_connection_does_not_raise() -> None:
     assert calls == ["close"]
 
 
-def test_other_errors_still_reach_celery() -> None:
+def test_other_errors_still_reach_celery(consumer_module: ModuleType) -> None:
+    tolerant = consumer_module.tolerant
+
     def close() -> None:
         raise ConnectionError("refused")
 
@@ -32,7 +54,10 @@ def test_other_errors_still_reach_celery() -> None:
         tolerant(close)()
 
 
-def test_the_consumer_wraps_the_close_before_celery_closes(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_consumer_wraps_the_close_before_celery_closes(
+    consumer_module: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker_loss_consumer = consumer_module.BrokerLossConsumer
     closed: list[str] = []
 
     class Connection:
@@ -40,11 +65,11 @@ def test_the_consumer_wraps_the_close_before_celery_closes(monkeypatch: pytest.M
             closed.append("close")
             raise AttributeError("'NoneType' object has no attribute 'hostname'")
 
-    class Probe(BrokerLossConsumer):
+    class Probe(broker_loss_consumer):  # type: ignore[misc,valid-type]
         def __init__(self) -> None:  # no broker, no blueprint: only the method under test
             self.connection = Connection()
 
-    def celery_part(self: BrokerLossConsumer, exc: Exception) -> None:
+    def celery_part(self: Consumer, exc: Exception) -> None:
         self.connection.close()  # what celery 5.7 does with the collected connection
 
     monkeypatch.setattr(Consumer, "on_connection_error_after_connected", celery_part)
