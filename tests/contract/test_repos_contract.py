@@ -6,12 +6,15 @@ that the service unit tests built on it say something about production.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
 import pytest
 
+from autorecovery.ports.rows import Evaluated
+from models.changes import report_digest
 from models.domain import Cluster, HostStatus, Report
 from models.policy import Decision, Transition
 from tests.contract.conftest import Backend
@@ -865,3 +868,36 @@ def test_up_by_cluster_counts_the_up_hosts(backend: Backend) -> None:
     with tx(backend) as conn:
         assert backend.repos.safety.up_by_cluster(conn) == {"c1": 2}
         assert backend.repos.safety.cluster_sizes(conn) == {"c1": 3}
+
+
+# --- times sent as JSON keep their instant --------------------------------------------------------
+# A tick writes thousands of times inside ``jsonb`` parameters, as datetimes the JSON encoder
+# writes itself: any zone and microseconds must arrive as the same instant.
+
+ODD_ZONE = timezone(timedelta(hours=5, minutes=30))
+
+
+def test_a_touched_report_keeps_its_time_to_the_microsecond_in_any_zone(backend: Backend) -> None:
+    seed(backend, "h1")
+    with tx(backend) as conn:
+        backend.repos.hosts.upsert_reports(conn, [report("h1", T0)], T0)
+        stored = backend.repos.hosts.get_host(conn, "h1")[1]  # type: ignore[index]
+    assert stored is not None
+    later = (T0 + timedelta(seconds=7, microseconds=123_457)).astimezone(ODD_ZONE)
+    with tx(backend) as conn:
+        touched_at = [(replace(stored, reported_at=later), report_digest(stored))]
+        backend.repos.hosts.touch_reports(conn, touched_at, later)
+        touched = backend.repos.hosts.get_host(conn, "h1")[1]  # type: ignore[index]
+    assert touched is not None
+    assert touched.reported_at == later
+
+
+def test_an_evaluation_keeps_its_time_to_the_microsecond_in_any_zone(backend: Backend) -> None:
+    seed(backend, "h1")
+    until = (T0 + timedelta(hours=3, microseconds=999_999)).astimezone(ODD_ZONE)
+    with tx(backend) as conn:
+        backend.repos.hosts.record_evaluations(conn, [Evaluated("h1", "k", until, "healthy", False)])
+    with tx(backend) as conn:
+        (row,) = backend.repos.hosts.batch_rows(conn, ["h1"])()
+    assert row.state["eval_until"] == until
+    assert row.state["eval_key"] == "k"

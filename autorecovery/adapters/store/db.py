@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from importlib import resources
 from typing import Any, LiteralString
 
@@ -87,10 +88,17 @@ def _mark_fresh(conn: Conn) -> None:
 
 
 def _dumps(obj: Any) -> bytes | str:
+    """JSON for a ``jsonb`` parameter; datetimes as RFC 3339 (a tick passes thousands as they are)."""
     try:
         return msgspec.json.encode(obj)
     except UnicodeEncodeError:  # a lone surrogate: PostgreSQL refuses it, as a DataError
-        return json.dumps(obj)
+        return json.dumps(obj, default=_iso)
+
+
+def _iso(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _configured(extra: Callable[[Conn], None] | None) -> Callable[[Conn], None]:

@@ -270,7 +270,7 @@ def record_evaluations(conn: Conn, evaluated: Sequence[Evaluated]) -> None:
                     {
                         "host_id": e.host_id,
                         "key": e.key,
-                        "until": e.until.isoformat() if e.until else None,
+                        "until": e.until,
                         "code": e.code,
                         "silent": e.silent,
                     }
@@ -307,7 +307,7 @@ def touch_reports(conn: Conn, reports: Sequence[tuple[Report, str]], received_at
                 [
                     {
                         "host_id": r.host_id,
-                        "reported_at": r.reported_at.isoformat(),
+                        "reported_at": r.reported_at,
                         "source": r.source,
                         "vms_running": r.vms_running,
                         "mem_free_mb": r.mem_free_mb,
