@@ -130,14 +130,15 @@ class Bench:
         resends_before, resend_source = store_resends(self.deps.db)
         self.sim.reset_record()
         mark = self.events.mark()
-        cpu_before = self._cpu()
+        cpu_before = self._cpu_by_pool()
         cleared_at = time.time()
         self.sim.clear(fault="kvm_down")
         console.print(f"[{name}] fault cleared; watching {len(self.host_ids) - len(hung)} hosts come up …")
         watched = [h for h in self.host_ids if h not in set(hung)]
         first_up = self._watch(watched, cleared_at)
         ended_at = max((first_up[h] for h in watched if h in first_up), default=time.time())
-        cpu_s = self._cpu() - cpu_before
+        cpu_by_pool = {pool: cpu - cpu_before[pool] for pool, cpu in self._cpu_by_pool().items()}
+        cpu_s = sum(cpu_by_pool.values())
         pool_busy = {
             pool: stats.busy_by_name(
                 stats.logged_runs(proc.log()), self.processes[pool], cleared_at, ended_at
@@ -172,6 +173,9 @@ class Bench:
             "busy_log_share": sum(pool_busy["activation"].values()),
             "busy_other_share": sum(pool_busy["monitoring"].values()),
             "cpu_share": cpu_s / (sum(self.processes.values()) * max(ended_at - cleared_at, 1e-9)),
+            # CPU seconds of each pool (its processes and the worker's parent) until all were up.
+            "cpu_by_pool_s": cpu_by_pool,
+            "activation_cpu_ms": 1000 * cpu_by_pool["activation"] / max(tasks.activations, 1),
             "phases": store_phases(self.deps.db, cleared_at),
             "tasks": {
                 "messages": tasks.messages,
@@ -189,8 +193,8 @@ class Bench:
             "resend_source": resend_source,
         }
 
-    def _cpu(self) -> float:
-        return sum(cpu_seconds(proc) for proc in self.pools.values())
+    def _cpu_by_pool(self) -> dict[str, float]:
+        return {pool: cpu_seconds(proc) for pool, proc in self.pools.items()}
 
     def _watch(self, watched: list[str], cleared_at: float) -> dict[str, float]:
         """Poll the store until every watched host is up, or ``--max-wait-s``; first-up times."""

@@ -91,6 +91,11 @@ def _rows(results: dict[str, Any]) -> list[str]:
             lambda r: _pct(r["cpu_share"]),
         ),
         row(
+            f"activation pool's CPU per activation, both steps (its {act} process"
+            f"{'es' if act != 1 else ''} and the worker's parent, /proc)",
+            lambda r: "n/a" if r.get("activation_cpu_ms") is None else f"{r['activation_cpu_ms']:.1f} ms",
+        ),
+        row(
             "activation task run, median / p95 ms",
             lambda r: f"{_ms(r['tasks']['run_ms_median'])} / {_ms(r['tasks']['run_ms_p95'])}",
         ),

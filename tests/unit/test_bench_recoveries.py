@@ -131,6 +131,7 @@ def _scenario(hosts: int, hung: int, all_up_s: float | None, duplicates: int = 0
         "per_s": 90.0,
         "busy_share": 0.5,
         "cpu_share": 0.25,
+        "activation_cpu_ms": 23.456,
         "tasks": {"messages": 10, "activations": 10, "runs": 10, "duplicate_runs": duplicates,
                   "extra_deliveries": 0, "run_ms_median": 20.0, "run_ms_p95": 30.0},
         "inits": {"accepted": 10, "refused": 0, "duplicate_inits": 0, "hosts_with_several": 0},
@@ -169,6 +170,11 @@ def test_the_readme_says_whether_the_goal_was_met_and_the_hung_ratio() -> None:
     assert "of the other 900 hosts 895 were up 120 s" in late and "more than 12.0x" in late
     assert "not all up after 120 s (895 up)" in late
     assert "was up after 5.0 s against 4.0 s: **1.25x**" in late
+    cpu_row = next(line for line in text.splitlines() if "CPU per activation" in line)
+    assert cpu_row.endswith("| 23.5 ms | 23.5 ms |")
+    older = _results(11.0, 10.5)
+    del older["baseline"]["activation_cpu_ms"]  # a results file written before the figure
+    assert "| n/a | 23.5 ms |" in render_recoveries(older)
 
 
 def test_the_worker_log_gives_each_task_names_share_of_the_slots() -> None:
