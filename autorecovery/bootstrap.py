@@ -19,6 +19,7 @@ import redis
 from autorecovery.adapters.agents.http import HttpAgentClient
 from autorecovery.adapters.locks import ObjectLock
 from autorecovery.adapters.store import PG_REPOS, Database
+from autorecovery.adapters.store.db import SessionLimits
 from autorecovery.ports import AgentClient, CheckSender, Enqueuer, Lock, Repos
 from autorecovery.services import Clock, utcnow
 from autorecovery.services.activation import ActivationService, InitWait, RecoverySafety
@@ -80,10 +81,15 @@ def retention_policy(settings: Settings) -> RetentionPolicy:
     )
 
 
+def session_limits(settings: Settings) -> SessionLimits:
+    """What bounds a PostgreSQL session's waits, from the settings."""
+    return SessionLimits(lock_timeout_s=settings.db_lock_timeout_s)
+
+
 @contextmanager
 def retention(settings: Settings, database_url: str) -> Iterator[RetentionService]:
     """The pruning alone, over a one-connection pool (``autorecovery prune``: no Redis needed)."""
-    db = Database(database_url, max_size=1)
+    db = Database(database_url, max_size=1, limits=session_limits(settings))
     db.open()
     try:
         yield RetentionService(db, utcnow, retention_policy(settings))
@@ -161,7 +167,7 @@ def connect(settings: Settings) -> Adapters:
         InvalidInput: naming the URL variable that is not set.
     """
     database_url, redis_url = require_urls(settings)
-    db = Database(database_url, max_size=settings.db_pool_max)
+    db = Database(database_url, max_size=settings.db_pool_max, limits=session_limits(settings))
     db.open()
     client = redis.Redis.from_url(
         redis_url, socket_timeout=5.0, socket_connect_timeout=5.0, health_check_interval=30

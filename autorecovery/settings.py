@@ -197,6 +197,14 @@ class Settings(BaseSettings):
     )
 
     db_pool_max: int = Field(10, ge=1, le=200, description="PostgreSQL pool size per process")
+    db_lock_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="a statement waits this long for a row or table lock, then fails and is "
+        "retried as PostgreSQL unavailable (a holder stuck mid-transaction makes the others "
+        "retry, not hang); 0: waits for ever",
+    )
 
     beat_lock_timeout_s: float = Field(
         30.0,

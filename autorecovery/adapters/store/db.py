@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from typing import Any, LiteralString
@@ -16,6 +17,7 @@ from typing import Any, LiteralString
 import msgspec
 import psycopg
 from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -101,12 +103,73 @@ def _iso(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _configured(extra: Callable[[Conn], None] | None) -> Callable[[Conn], None]:
-    """Set up a new connection: JSON through msgspec (a tick reads and writes thousands of
-    ``jsonb`` values; the standard library's codec was a tenth of a batch's CPU), then ``extra``.
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """What bounds a session's waits, so that no stuck or vanished peer holds the fleet for good.
+
+    ``lock_timeout_s``: a statement waits this long for a lock, then fails (``StoreUnavailable``,
+    retried): a holder stuck inside its transaction (a worker paused mid-transaction, say) makes
+    the others retry, not hang. 0 turns it off. (PostgreSQL's ``idle_in_transaction_session_timeout``
+    would not help: the product's transactions are pipelined, and a session waiting mid-pipeline is
+    never "idle in transaction" to the server; tried on PostgreSQL 15.)
+
+    ``dead_peer_s``: both ends notice the other gone without a word (a host powered off, a
+    partition) within about this long, through TCP keepalives and a TCP user timeout, instead of
+    the kernel's two hours: PostgreSQL then ends the backend of a vanished worker, whose locks
+    go with it, and a worker stops waiting for a vanished PostgreSQL. libpq's own ``keepalives*``
+    and ``tcp_user_timeout``, when set in the URL, win on the client's side; over a Unix socket
+    neither applies.
+    """
+
+    lock_timeout_s: float = 30.0
+    dead_peer_s: int = 30
+
+    @property
+    def _keepalive(self) -> tuple[int, int, int]:
+        """Idle seconds, interval seconds, probes: about ``dead_peer_s`` in all."""
+        idle = max(1, self.dead_peer_s // 3)
+        return idle, max(1, idle // 2), 3
+
+    def connect_kwargs(self, conninfo: str) -> dict[str, Any]:
+        """libpq's keepalive parameters (the client's side) that the URL does not set itself."""
+        given = conninfo_to_dict(conninfo)
+        idle, interval, count = self._keepalive
+        wanted: dict[str, Any] = {
+            "keepalives": 1,
+            "keepalives_idle": idle,
+            "keepalives_interval": interval,
+            "keepalives_count": count,
+            "tcp_user_timeout": self.dead_peer_s * 1000,
+        }
+        return {k: v for k, v in wanted.items() if k not in given}
+
+    def apply(self, conn: Conn) -> None:
+        """Set the session's limits and the server's side of the keepalives (one round trip, on
+        each new connection), and commit."""
+        idle, interval, count = self._keepalive
+        conn.execute(
+            "SELECT set_config('lock_timeout', %s, false),"
+            " set_config('tcp_keepalives_idle', %s, false),"
+            " set_config('tcp_keepalives_interval', %s, false),"
+            " set_config('tcp_keepalives_count', %s, false),"
+            " set_config('tcp_user_timeout', %s, false)",
+            (_ms(self.lock_timeout_s), str(idle), str(interval), str(count), str(self.dead_peer_s * 1000)),
+        )
+        conn.commit()
+
+
+def _ms(seconds: float) -> str:
+    return f"{round(seconds * 1000)}ms"
+
+
+def _configured(extra: Callable[[Conn], None] | None, limits: SessionLimits) -> Callable[[Conn], None]:
+    """Set up a new connection: its limits, JSON through msgspec (a tick reads and writes
+    thousands of ``jsonb`` values; the standard library's codec was a tenth of a batch's CPU),
+    then ``extra``.
     """
 
     def configure(conn: Conn) -> None:
+        limits.apply(conn)
         set_json_loads(msgspec.json.decode, conn)
         set_json_dumps(_dumps, conn)
         if extra is not None:
@@ -144,9 +207,11 @@ class Database:
         reconnect_s: float = RECONNECT_S,
         connect_timeout_s: int = 5,
         configure: Callable[[Conn], None] | None = None,
+        limits: SessionLimits = SessionLimits(),  # noqa: B008 - frozen
     ) -> None:
         """``configure`` runs on each new connection (tests and benchmarks trace the protocol)."""
         self.conninfo = conninfo
+        self.limits = limits
         self.max_size = max_size
         self.timeout_s = timeout_s
         self.reconnect_s = reconnect_s
@@ -165,11 +230,15 @@ class Database:
             max_size=self.max_size,
             timeout=self.timeout_s,
             reconnect_timeout=self.reconnect_s,
-            kwargs={"row_factory": dict_row, "connect_timeout": self.connect_timeout_s},
+            kwargs={
+                "row_factory": dict_row,
+                "connect_timeout": self.connect_timeout_s,
+                **self.limits.connect_kwargs(self.conninfo),
+            },
             open=False,
             check=_check_unless_fresh,
             reset=_mark_fresh,
-            configure=_configured(self.configure),
+            configure=_configured(self.configure, self.limits),
             name="autorecovery",
         )
 
