@@ -26,6 +26,10 @@ when the activation's tasks or the re-send rule change:
   the time the others take, against the time the same hosts took in the baseline of this run.
 
 Prints the figures, writes bench/results/recoveries.json and the README's recovery block.
+
+``--activation-threads N`` runs the activation pool's process with N threads (``-P threads``,
+deploy/README.md's option) instead of the shipped prefork pool: still 2 processes, the figures
+go to bench/results/recoveries-threads.json, and the README is left alone.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ from tests.support.servers import TEST_SETTINGS, Servers, start_servers
 
 console = Console()
 RESULTS = Path(__file__).parent / "results" / "recoveries.json"
+RESULTS_THREADS = RESULTS.with_name("recoveries-threads.json")
 COMMAND = "python -m bench.recoveries"
 #: Processes of the activation pool and of the monitoring pool (2 in all, as the issue asks).
 ACTIVATION_PROCESSES = 1
@@ -293,6 +298,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="ar-bench-recoveries-"))
     servers, spares = lease_quiet_servers(tmp)
     chosen = settings(args.tick_interval_s, args.hosts)
+    if args.activation_threads > 0:
+        # A connection per thread (the worker refuses fewer), and a queue room that grows with
+        # the slots that start activations, as the setting says (default: 100).
+        chosen["AUTORECOVERY_DB_POOL_MAX"] = str(max(args.activation_threads, 10))
+        chosen["AUTORECOVERY_ACTIVATION_QUEUE_ROOM"] = str(100 * args.activation_threads)
     env = without_test_settings(servers.env(**chosen), chosen)
     os.environ.update(env)
     import workers
@@ -305,6 +315,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "hosts": args.hosts,
         "processes": args.activation_processes + args.monitor_processes,
         "pools": {"activation": args.activation_processes, "monitoring": args.monitor_processes},
+        "activation_pool": "threads" if args.activation_threads > 0 else "prefork",
+        "activation_threads": args.activation_threads,
         "tick_interval_s": args.tick_interval_s,
         "settings": {
             k.removeprefix("AUTORECOVERY_"): v
@@ -324,11 +336,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with deps.db.transaction() as conn:  # steady state: the fleet is up
             conn.execute("UPDATE hosts SET status = 'up', reason = NULL, detail = NULL")
         # As deploy/ runs them: activations and monitoring in pools of their own.
-        for pool, queue, count in (
-            ("activation", workers.ACTIVATION_QUEUE, args.activation_processes),
-            ("monitoring", workers.MONITORING_QUEUE, args.monitor_processes),
+        for pool, queue, count, kind in (
+            ("activation", workers.ACTIVATION_QUEUE, args.activation_processes, "prefork"),
+            ("monitoring", workers.MONITORING_QUEUE, args.monitor_processes, "prefork"),
         ):
-            pools[pool] = start_worker(env, tmp, queues=queue, concurrency=count, name=f"recoveries-{pool}")
+            if pool == "activation" and args.activation_threads > 0:  # one process, in threads
+                count, kind = args.activation_threads, "threads"
+            pools[pool] = start_worker(
+                env, tmp, queues=queue, concurrency=count, pool=kind, name=f"recoveries-{pool}"
+            )
         bench = Bench(args, sim, deps, workers.app, pools)
         bench.events.start()
         ticker.start()
@@ -361,14 +377,24 @@ def main() -> None:
     parser.add_argument("--tick-interval-s", type=float, default=2.0)
     parser.add_argument("--activation-processes", type=int, default=ACTIVATION_PROCESSES)
     parser.add_argument("--monitor-processes", type=int, default=MONITOR_PROCESSES)
+    parser.add_argument(
+        "--activation-threads", type=int, default=0,
+        help="run the activation pool's process in this many threads (-P threads); 0: prefork",
+    )
     parser.add_argument("--max-wait-s", type=float, default=120.0, help="give up watching after this")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README's figures")
     args = parser.parse_args()
+    if args.activation_threads > 0 and args.activation_processes != 1:
+        raise SystemExit("--activation-threads runs one activation process: drop --activation-processes")
     results = run(args)
     console.print(render_recoveries(results))
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    if not args.no_readme:
+    out = RESULTS_THREADS if args.activation_threads > 0 else RESULTS
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    console.print(f"{out.relative_to(readme.ROOT)} written")
+    if args.activation_threads > 0:
+        console.print("README.md left alone: it shows the shipped prefork pool")
+    elif not args.no_readme:
         readme.rewrite_recoveries(results)
         console.print(f"README.md: recovery figures rewritten from {RESULTS.relative_to(readme.ROOT)}")
 

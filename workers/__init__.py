@@ -1,7 +1,9 @@
 """The Celery app: ``celery -A workers worker`` and ``celery -A workers beat``.
 
 JSON only, task events on, two queues (``monitoring`` and ``activation``). Each worker process
-builds its own container (pool, Redis, agent client) in ``worker_process_init``.
+builds its own container (pool, Redis, agent client): a pool process of the prefork pool in
+``worker_process_init``, a worker that runs its tasks in threads (``-P threads``, for the
+activation queue: its steps wait on I/O) on its first task, once for all its threads.
 """
 
 from __future__ import annotations
@@ -9,11 +11,14 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import threading
 import uuid
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.concurrency import get_implementation
+from celery.concurrency.prefork import TaskPool as PreforkPool
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
 from kombu.entity import Queue
 from kombu.exceptions import OperationalError
 
@@ -113,6 +118,8 @@ settings = get_settings()
 app = make_app(settings)
 _container: Container | None = None
 _container_pid = 0
+#: A worker running its tasks in threads builds one container for all of them.
+_container_lock = threading.Lock()
 
 
 def _send_activation(task: str, activation_id: str, target: dict[str, str], trigger: str, actor: str) -> None:
@@ -197,16 +204,20 @@ def container() -> Container:
     worker's parent) builds its own, since the inherited pool has no threads in it.
     """
     global _container, _container_pid
-    if _container is None or _container_pid != os.getpid():
-        _container = build(
-            settings,
-            enqueue_activation,
-            enqueue_storage_activation,
-            send_batch=send_monitoring_batch,
-            enqueue_check=enqueue_check,
-        )
-        _container_pid = os.getpid()
-    return _container
+    found = _container
+    if found is not None and _container_pid == os.getpid():
+        return found
+    with _container_lock:
+        if _container is None or _container_pid != os.getpid():
+            _container = build(
+                settings,
+                enqueue_activation,
+                enqueue_storage_activation,
+                send_batch=send_monitoring_batch,
+                enqueue_check=enqueue_check,
+            )
+            _container_pid = os.getpid()
+        return _container
 
 
 def built_container() -> Container | None:
@@ -241,12 +252,58 @@ def tune_gc() -> None:
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]
 def _init_process(**_: Any) -> None:
+    _set_up_runner()
+    container()
+    tune_gc()
+
+
+def _set_up_runner() -> None:
     # A worker sends a tick's batches (and the activations it queues) without a task-sent
     # event: Flower learns of an activation when a worker receives it, and its bounded task list
     # is not filled with batches.
     app.conf.task_send_sent_event = False
-    container()
+
+
+def runs_tasks_in_process(pool: Any) -> bool:
+    """True for a pool that runs tasks in the worker's own process (threads, solo), not forked."""
+    found = get_implementation(pool)
+    return not (isinstance(found, type) and issubclass(found, PreforkPool))
+
+
+def check_in_process_pool(concurrency: Any, db_pool_max: int) -> None:
+    """Refuse a worker whose threads would wait for PostgreSQL connections of their own pool.
+
+    Raises:
+        SystemExit: naming the setting to raise, and to what.
+    """
+    if isinstance(concurrency, int) and concurrency > db_pool_max:
+        raise SystemExit(
+            f"AUTORECOVERY_DB_POOL_MAX is {db_pool_max} but this worker runs {concurrency} tasks "
+            f"at once in one process: set AUTORECOVERY_DB_POOL_MAX to at least {concurrency}, or "
+            "lower --concurrency"
+        )
+
+
+@worker_init.connect  # type: ignore[untyped-decorator]
+def _init_worker(sender: Any = None, **_: Any) -> None:
+    """A worker that runs its tasks in its own process is set up here (prefork: per process).
+
+    Its container is built on the first task (never here, where a prefork worker would fork it).
+    Celery's time limits do not apply in threads: the waits a step meets have their own bounds
+    (agent and Redis timeouts, PostgreSQL's lock timeout and keepalives), and the record's lease
+    and the lock's TTL bound what a stuck step holds (deploy/README.md).
+    """
+    if sender is None or not runs_tasks_in_process(sender.pool_cls):
+        return
+    check_in_process_pool(sender.concurrency, settings.db_pool_max)
+    _set_up_runner()
     tune_gc()
+
+
+@worker_shutdown.connect  # type: ignore[untyped-decorator]
+def _close_worker(**_: Any) -> None:
+    """Close the container a worker built for its threads (a prefork parent built none)."""
+    close_container()
 
 
 def close_container() -> None:
