@@ -295,7 +295,8 @@ def _init_worker(sender: Any = None, **_: Any) -> None:
     """
     if sender is None or not runs_tasks_in_process(sender.pool_cls):
         return
-    check_in_process_pool(sender.concurrency, settings.db_pool_max)
+    solo = get_implementation(sender.pool_cls).__module__.endswith(".solo")  # one task at a time
+    check_in_process_pool(1 if solo else sender.concurrency, settings.db_pool_max)
     _set_up_runner()
     tune_gc()
 

@@ -83,6 +83,7 @@ def test_a_worker_with_more_threads_than_connections_is_refused_with_what_to_do(
     _pool_max(workers_module, monkeypatch, 3)
     with pytest.raises(SystemExit, match="set AUTORECOVERY_DB_POOL_MAX to at least 16"):
         workers_module._init_worker(sender=_Worker("threads", 16))
+    workers_module._init_worker(sender=_Worker("solo", 16))  # one task at a time, whatever -c says
     workers_module.check_in_process_pool(3, 3)  # as many: fine
     workers_module.check_in_process_pool("auto", 3)  # resolved later by Celery: not judged here
 
