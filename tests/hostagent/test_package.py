@@ -55,8 +55,12 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_only_the_agent_is_installed(venv: Path) -> None:
-    listed = subprocess.run(
-        [str(venv / "bin" / "pip"), "list", "--format=freeze"], capture_output=True, text=True, check=True
+    listed = subprocess.run(  # the venv's own packages, not what a PYTHONPATH adds to it
+        [str(venv / "bin" / "pip"), "list", "--format=freeze"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
     ).stdout
     installed = {line.split("==")[0].lower() for line in listed.splitlines() if line}
     assert "autorecovery-agent" in installed and "libvirt-python" in installed
