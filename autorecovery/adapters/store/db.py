@@ -145,14 +145,15 @@ class SessionLimits:
 
     def apply(self, conn: Conn) -> None:
         """Set the session's limits and the server's side of the keepalives (one round trip, on
-        each new connection), and commit."""
+        each new connection), and commit. A setting the server does not have (``tcp_user_timeout``
+        before PostgreSQL 12) is left out, not an error that would refuse every connection."""
         idle, interval, count = self._keepalive
         conn.execute(
-            "SELECT set_config('lock_timeout', %s, false),"
-            " set_config('tcp_keepalives_idle', %s, false),"
-            " set_config('tcp_keepalives_interval', %s, false),"
-            " set_config('tcp_keepalives_count', %s, false),"
-            " set_config('tcp_user_timeout', %s, false)",
+            "SELECT set_config(v.name, v.value, false)"
+            " FROM (VALUES ('lock_timeout', %s), ('tcp_keepalives_idle', %s),"
+            " ('tcp_keepalives_interval', %s), ('tcp_keepalives_count', %s),"
+            " ('tcp_user_timeout', %s)) AS v(name, value)"
+            " JOIN pg_settings s ON s.name = v.name",
             (_ms(self.lock_timeout_s), str(idle), str(interval), str(count), str(self.dead_peer_s * 1000)),
         )
         conn.commit()
