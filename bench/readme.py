@@ -131,9 +131,9 @@ def _limit_lines(results: dict[str, Any]) -> list[str]:
     if load:
         lines += [
             "",
-            f"The machine was shared while this ran (load average {load['start']:.1f} at the start, "
-            f"{load['end']:.1f} at the end, on {results['cores']} cores): other engineers' test suites "
-            "ran beside it, so absolute times are inflated and only the ratios of one run compare.",
+            f"Load average {load['start']:.1f} at the start, {load['end']:.1f} at the end, on "
+            f"{results['cores']} cores (the bench's own processes included): the machine may be "
+            "shared, so absolute times vary from run to run and only the ratios of one run compare.",
         ]
     return lines
 

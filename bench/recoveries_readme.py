@@ -175,7 +175,7 @@ def render_recoveries(results: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"`{results['command']}` (or `make bench`) on this project's {results['cores']}-core machine, "
-            "shared with other engineers' test suites while it ran, so the figures are noisy"
+            "which other work may share, so the figures are noisy"
             f"{_load(results)}: "
             f"{results['hosts']:,} simulated hosts (one simulator process over loopback HTTP), "
             f"PostgreSQL and Redis, {_workers(results)}, beat's entries sent every "
